@@ -1,0 +1,502 @@
+//! The consumer's state machine: open hours, event-time closing, checkpoints and their recovery.
+//!
+//! Synchronous and single-threaded on purpose: every shard batch is applied whole, so the partial
+//! aggregates and the shard positions are always consistent with each other, and a checkpoint is a
+//! snapshot of both. Nothing here knows about Kinesis; the unit tests drive it with hand-made batches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flowspike_counter::{AggregateRow, Counter, CounterConfig, HOUR};
+use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
+use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
+
+use crate::manifest::{
+    manifest_key, pending_prefix, Finalize, Manifest, ShardCheckpoint, MANIFEST_VERSION,
+};
+use crate::ConsumeError;
+
+/// How long the ids of emitted spikes are remembered in the manifest, behind the closed hours.
+const EMITTED_MEMORY_SECS: i64 = 7 * 24 * HOUR;
+
+/// Settings of the [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The Kinesis stream (names the state prefix and the final files).
+    pub stream: String,
+    /// Allowed lateness of event time, in seconds.
+    pub allowed_lateness_secs: i64,
+    /// Counter limits.
+    pub counter: CounterConfig,
+    /// Detection settings.
+    pub detect: DetectConfig,
+}
+
+/// Counts of one batch (one GetRecords response of one shard) or, summed, of a whole run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Kinesis records read.
+    pub kinesis_records: u64,
+    /// Flow records decoded.
+    pub flow_records: u64,
+    /// Flow records counted (blocked outbound).
+    pub counted: u64,
+    /// Counted records whose hour was already closed (written as correction files).
+    pub late_counted: u64,
+    /// Damaged lines and records with bad field values (counted and skipped).
+    pub malformed: u64,
+    /// Kinesis records that do not decode at all (counted and skipped).
+    pub undecodable: u64,
+    /// CloudWatch Logs control messages skipped.
+    pub control_messages: u64,
+    /// Hours closed (final file written).
+    pub hours_closed: u64,
+    /// Correction files written for late records.
+    pub corrections: u64,
+    /// Spike records emitted.
+    pub spikes_emitted: u64,
+    /// Manifests committed.
+    pub checkpoints: u64,
+}
+
+impl Stats {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &Stats) {
+        self.kinesis_records += o.kinesis_records;
+        self.flow_records += o.flow_records;
+        self.counted += o.counted;
+        self.late_counted += o.late_counted;
+        self.malformed += o.malformed;
+        self.undecodable += o.undecodable;
+        self.control_messages += o.control_messages;
+        self.hours_closed += o.hours_closed;
+        self.corrections += o.corrections;
+        self.spikes_emitted += o.spikes_emitted;
+        self.checkpoints += o.checkpoints;
+    }
+}
+
+/// The result of reading one shard once: aggregates of whole Kinesis records, and the position
+/// after them.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The shard.
+    pub shard_id: String,
+    /// Sequence number of the last Kinesis record in the batch (`None` for an empty batch).
+    pub last_sequence_number: Option<String>,
+    /// Counted hits of the batch, all hours.
+    pub counter: Counter,
+    /// Largest `start` among the batch's flow records.
+    pub max_start: Option<u64>,
+    /// Counts.
+    pub stats: Stats,
+    /// True when the shard is closed and this was its last batch.
+    pub ended: bool,
+}
+
+/// Where spike records go.
+pub trait SpikeSink {
+    /// Delivers `spikes` (all or an error: a partial failure is retried inside).
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError>;
+}
+
+/// Collects spikes in memory (tests, embedding).
+impl SpikeSink for Vec<Spike> {
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError> {
+        self.extend_from_slice(spikes);
+        Ok(())
+    }
+}
+
+/// The event-time watermark of all shards: the minimum over `shards` of `max_start - lateness`,
+/// where an idle shard (caught up and without records for a while) counts as at least
+/// `now - lateness` so that a quiet shard does not hold hours open forever. `None` when a busy
+/// shard has no event time yet or there is no shard.
+pub fn global_watermark(
+    shards: impl IntoIterator<Item = (Option<u64>, bool)>,
+    now: i64,
+    lateness: i64,
+) -> Option<i64> {
+    let mut min: Option<i64> = None;
+    for (max_start, idle) in shards {
+        let own = max_start.map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_sub(lateness));
+        let wm = if idle {
+            Some(own.unwrap_or(i64::MIN).max(now.saturating_sub(lateness)))
+        } else {
+            own
+        };
+        let wm = wm?;
+        min = Some(min.map_or(wm, |m: i64| m.min(wm)));
+    }
+    min
+}
+
+/// The consumer's state: open hours, late rows, shard positions, the detector; see the crate docs
+/// for the checkpoint protocol.
+pub struct Engine {
+    cfg: EngineConfig,
+    history: History,
+    manifest: Manifest,
+    open: Counter,
+    late: Counter,
+    closing: BTreeMap<i64, Vec<AggregateRow>>,
+    closed_through: Option<i64>,
+    shards: BTreeMap<String, ShardCheckpoint>,
+    emitted: BTreeMap<String, i64>,
+    detector: Detector,
+    warmed: bool,
+    dirty: bool,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("stream", &self.cfg.stream)
+            .field("generation", &self.manifest.generation)
+            .field("closed_through", &self.closed_through)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the state of `cfg.stream` in `history`'s store: a fresh state when there is no
+    /// manifest, otherwise the committed one, finishing any final files and spikes the last
+    /// checkpoint had committed but not yet written.
+    pub fn open(
+        history: History,
+        cfg: EngineConfig,
+        sink: &mut dyn SpikeSink,
+    ) -> Result<Engine, ConsumeError> {
+        let key = manifest_key(&cfg.stream);
+        let manifest = match history.store().get(&key) {
+            Ok(bytes) => {
+                let m = Manifest::from_json(&bytes)
+                    .map_err(|reason| ConsumeError::Manifest { key: key.clone(), reason })?;
+                if m.stream != cfg.stream {
+                    return Err(ConsumeError::Manifest {
+                        key,
+                        reason: format!("belongs to stream {:?}", m.stream),
+                    });
+                }
+                m
+            }
+            Err(StoreError::NotFound { .. }) => Manifest {
+                version: MANIFEST_VERSION,
+                stream: cfg.stream.clone(),
+                ..Manifest::default()
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let mut open = Counter::new(cfg.counter);
+        if let Some(k) = &manifest.open_rows {
+            for row in read_rows(history.store().as_ref(), k)? {
+                open.add_row(&row).map_err(|e| ConsumeError::Manifest {
+                    key: k.clone(),
+                    reason: format!("bad pending row: {e}"),
+                })?;
+            }
+        }
+        tracing::info!(
+            stream = %cfg.stream,
+            generation = manifest.generation,
+            closed_through = ?manifest.closed_through,
+            shards = manifest.shards.len(),
+            open_keys = open.len(),
+            "consumer state opened"
+        );
+        let mut engine = Engine {
+            detector: Detector::new(cfg.detect.clone()),
+            late: Counter::new(cfg.counter),
+            open,
+            closing: BTreeMap::new(),
+            closed_through: manifest.closed_through,
+            shards: manifest.shards.clone(),
+            emitted: manifest.emitted.clone(),
+            warmed: false,
+            dirty: false,
+            stats: Stats::default(),
+            manifest,
+            history,
+            cfg,
+        };
+        engine.finish(sink)?;
+        Ok(engine)
+    }
+
+    /// The committed or applied position of `shard`.
+    pub fn shard(&self, shard: &str) -> Option<&ShardCheckpoint> {
+        self.shards.get(shard)
+    }
+
+    /// Every hour before this one is closed.
+    pub fn closed_through(&self) -> Option<i64> {
+        self.closed_through
+    }
+
+    /// Running counts.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The committed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// True when something changed since the last checkpoint.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Adds one batch: hits of open hours go to the open counter, hits of closed hours to the late
+    /// rows; the shard's position and event time advance.
+    pub fn apply(&mut self, mut batch: Batch) {
+        let mut stats = batch.stats;
+        if let Some(ct) = self.closed_through {
+            for h in batch.counter.hours().into_iter().filter(|h| *h < ct) {
+                for row in batch.counter.take_hour(h) {
+                    stats.late_counted += row.blocked_count;
+                    if let Err(e) = self.late.add_row(&row) {
+                        // Rows made by the counter always merge; keep going if one ever does not.
+                        tracing::error!(error = %e, "cannot merge a late row");
+                    }
+                }
+            }
+        }
+        self.open.merge(batch.counter);
+        let s = self.shards.entry(batch.shard_id).or_default();
+        if let Some(seq) = batch.last_sequence_number {
+            s.sequence_number = Some(seq);
+            self.dirty = true;
+        }
+        if let Some(m) = batch.max_start {
+            s.max_start = Some(s.max_start.map_or(m, |o| o.max(m)));
+        }
+        if batch.ended && !s.ended {
+            s.ended = true;
+            self.dirty = true;
+        }
+        self.stats.add(&stats);
+    }
+
+    /// Closes every open hour that ends at or before `watermark`; returns true if one closed.
+    /// Hours close in order and never reopen: later records of a closed hour are late.
+    pub fn advance(&mut self, watermark: i64) -> bool {
+        let new_ct = watermark.div_euclid(HOUR) * HOUR;
+        if self.closed_through.is_some_and(|ct| new_ct <= ct) {
+            return false;
+        }
+        let mut closed = false;
+        for h in self.open.hours().into_iter().filter(|h| *h < new_ct) {
+            let rows = self.open.take_hour(h);
+            self.closing.entry(h).or_default().extend(rows);
+            closed = true;
+        }
+        self.closed_through = Some(new_ct);
+        self.dirty = true;
+        closed
+    }
+
+    /// Commits a checkpoint: pending files, then the manifest (the commit point), then the final
+    /// files it names, the detection of the closed hours and their spikes, then a second manifest
+    /// that records them as done. Finally deletes pending files no manifest names.
+    pub fn checkpoint(&mut self, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+        let gen = self.manifest.generation + 1;
+        let store = self.history.store().clone();
+        let pending = pending_prefix(&self.cfg.stream);
+
+        let mut finalize = Vec::new();
+        let mut final_rows = Vec::new();
+        let closing = std::mem::take(&mut self.closing);
+        let late = std::mem::replace(&mut self.late, Counter::new(self.cfg.counter)).into_rows();
+        let mut late_by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+        for r in late {
+            late_by_hour.entry(r.hour).or_default().push(r);
+        }
+        for (h, rows) in closing {
+            finalize.push(Finalize { hour: h, name: self.main_name(), evaluate: true });
+            final_rows.extend(rows);
+            if let Some(l) = late_by_hour.remove(&h) {
+                final_rows.extend(l);
+            }
+        }
+        for (h, rows) in late_by_hour {
+            finalize.push(Finalize { hour: h, name: self.late_name(gen), evaluate: false });
+            final_rows.extend(rows);
+        }
+        finalize.sort_by_key(|f| f.hour);
+
+        let open_key = format!("{pending}{gen:020}-open.parquet");
+        put_rows(store.as_ref(), &open_key, &self.open.clone().into_rows())?;
+        let final_key = if finalize.is_empty() {
+            None
+        } else {
+            let k = format!("{pending}{gen:020}-final.parquet");
+            put_rows(store.as_ref(), &k, &final_rows)?;
+            Some(k)
+        };
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            stream: self.cfg.stream.clone(),
+            generation: gen,
+            written_at: now_secs(),
+            closed_through: self.closed_through,
+            shards: self.shards.clone(),
+            open_rows: Some(open_key),
+            final_rows: final_key,
+            finalize,
+            emitted: self.emitted.clone(),
+        };
+        self.commit(manifest)?;
+        self.dirty = false;
+        self.finish(sink)?;
+        self.collect_garbage();
+        Ok(())
+    }
+
+    /// Writes `m` as the manifest (the commit point) and makes it current.
+    fn commit(&mut self, m: Manifest) -> Result<(), ConsumeError> {
+        self.history.store().put(&manifest_key(&self.cfg.stream), m.to_json())?;
+        tracing::debug!(
+            generation = m.generation,
+            finalize = m.finalize.len(),
+            "checkpoint committed"
+        );
+        self.stats.checkpoints += 1;
+        self.manifest = m;
+        Ok(())
+    }
+
+    /// Writes the final files the manifest names (deterministic names: a redo overwrites), evaluates
+    /// the closed hours, emits their spikes not yet emitted, and commits a manifest without them.
+    fn finish(&mut self, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+        if self.manifest.finalize.is_empty() {
+            return Ok(());
+        }
+        let rows = match &self.manifest.final_rows {
+            Some(k) => read_rows(self.history.store().as_ref(), k)?,
+            None => Vec::new(),
+        };
+        let finalize = self.manifest.finalize.clone();
+        for f in &finalize {
+            let hour_rows: Vec<AggregateRow> =
+                rows.iter().filter(|r| r.hour == f.hour).cloned().collect();
+            let key = self.history.write_hour_file(f.hour, &hour_rows, &f.name)?;
+            if f.evaluate {
+                self.stats.hours_closed += 1;
+            } else {
+                self.stats.corrections += 1;
+            }
+            tracing::info!(hour = f.hour, key = %key, rows = hour_rows.len(), "final aggregates written");
+        }
+        for f in finalize.iter().filter(|f| f.evaluate) {
+            self.evaluate(f.hour, sink)?;
+        }
+        let keep_from = self.closed_through.unwrap_or(i64::MIN).saturating_sub(EMITTED_MEMORY_SECS);
+        self.emitted.retain(|_, h| *h >= keep_from);
+        let mut m = self.manifest.clone();
+        m.generation += 1;
+        m.written_at = now_secs();
+        m.finalize.clear();
+        m.final_rows = None;
+        m.emitted = self.emitted.clone();
+        self.commit(m)
+    }
+
+    /// Evaluates the detection for closed hour `hour` and emits its new spikes.
+    fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+        if !self.warmed {
+            let from = match self.cfg.detect.mode {
+                Mode::Window => hour - i64::from(self.cfg.detect.window_hours) * HOUR,
+                Mode::Splunk => i64::MIN,
+            };
+            let prior = self.history.read_range(from, hour)?;
+            let mut i = 0;
+            while i < prior.len() {
+                let h = prior[i].hour;
+                let j = i + prior[i..].iter().take_while(|r| r.hour == h).count();
+                if let Err(e) = self.detector.warm(h, &prior[i..j]) {
+                    tracing::warn!(hour = h, error = %e, "cannot warm the detector with an hour");
+                }
+                i = j;
+            }
+            self.warmed = true;
+        }
+        let rows = self.history.read_hour(hour)?;
+        let spikes = match self.detector.try_observe_hour(hour, &rows) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(hour, error = %e, "hour not evaluated");
+                return Ok(());
+            }
+        };
+        let new: Vec<Spike> =
+            spikes.into_iter().filter(|s| !self.emitted.contains_key(&s.id)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        sink.emit(&new)?;
+        for s in &new {
+            tracing::info!(hour, src_ip = %s.src_ip, id = %s.id, blocked_count = s.blocked_count, "spike");
+            self.emitted.insert(s.id.clone(), hour);
+        }
+        self.stats.spikes_emitted += new.len() as u64;
+        Ok(())
+    }
+
+    /// Deletes pending files that the current manifest does not name (left by earlier checkpoints
+    /// or by a crash before a commit). Failures are logged only: garbage is harmless.
+    fn collect_garbage(&self) {
+        let store = self.history.store();
+        let keep: BTreeSet<&str> = [&self.manifest.open_rows, &self.manifest.final_rows]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        match store.list(&pending_prefix(&self.cfg.stream)) {
+            Ok(keys) => {
+                for k in keys.iter().filter(|k| !keep.contains(k.as_str())) {
+                    if let Err(e) = store.delete(k) {
+                        tracing::warn!(key = %k, error = %e, "cannot delete an old pending file");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list pending files"),
+        }
+    }
+
+    fn main_name(&self) -> String {
+        format!("consumer-{}.parquet", self.cfg.stream)
+    }
+
+    fn late_name(&self, gen: u64) -> String {
+        format!("consumer-{}-late-{gen:020}.parquet", self.cfg.stream)
+    }
+}
+
+fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(), ConsumeError> {
+    let bytes = encode_parquet(rows)
+        .map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })?;
+    store.put(key, bytes)?;
+    Ok(())
+}
+
+fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, ConsumeError> {
+    let bytes = store.get(key)?;
+    decode_parquet(&bytes).map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

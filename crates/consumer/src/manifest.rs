@@ -1,0 +1,120 @@
+//! The checkpoint manifest: the one object whose write commits a checkpoint.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest format.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Where a stream's consumer state lives in the store: `consumer/<stream>/`.
+pub fn state_prefix(stream: &str) -> String {
+    format!("consumer/{stream}/")
+}
+
+/// The key of a stream's manifest: `consumer/<stream>/manifest.json`.
+pub fn manifest_key(stream: &str) -> String {
+    format!("{}manifest.json", state_prefix(stream))
+}
+
+/// The prefix of a stream's pending (uncommitted or not yet final) files.
+pub fn pending_prefix(stream: &str) -> String {
+    format!("{}pending/", state_prefix(stream))
+}
+
+/// One shard's committed position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCheckpoint {
+    /// Sequence number of the last Kinesis record whose flow records are in the committed state;
+    /// reading resumes AFTER it. `None`: nothing read yet (start from `--start-position`).
+    pub sequence_number: Option<String>,
+    /// Largest `start` (unix seconds) seen on the shard: its event-time watermark before lateness.
+    pub max_start: Option<u64>,
+    /// True once the shard is closed (resharding) and read to its end.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// A final aggregate file to write from the committed pending rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finalize {
+    /// The hour (unix seconds).
+    pub hour: i64,
+    /// The file name under the hour's `aggregates/date=…/hr=…/` prefix. Deterministic:
+    /// `consumer-<stream>.parquet` for an hour's close, `consumer-<stream>-late-<generation>.parquet`
+    /// for a correction with records that arrived after the close.
+    pub name: String,
+    /// True for an hour's close: the detection evaluates the hour once the file is written.
+    pub evaluate: bool,
+}
+
+/// The consumer's committed state. Written last and atomically: everything it names was written
+/// before it, so a reader (or a restart) never sees a half-done checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// The Kinesis stream.
+    pub stream: String,
+    /// Increases by one with every committed manifest.
+    pub generation: u64,
+    /// Wall-clock time of the write (unix seconds), for operators.
+    pub written_at: i64,
+    /// Every hour before this one (unix seconds) is closed: its records are late.
+    pub closed_through: Option<i64>,
+    /// Shard positions, by shard id.
+    pub shards: BTreeMap<String, ShardCheckpoint>,
+    /// Pending Parquet file with the partial rows of the open hours (outside `aggregates/`).
+    pub open_rows: Option<String>,
+    /// Pending Parquet file with the rows of `finalize` (outside `aggregates/`).
+    pub final_rows: Option<String>,
+    /// Final files still to write from `final_rows` (idempotent: redone after a crash).
+    pub finalize: Vec<Finalize>,
+    /// Ids of the spikes already emitted, with their hour (recent hours only).
+    pub emitted: BTreeMap<String, i64>,
+}
+
+impl Manifest {
+    /// JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Decodes [`Manifest::to_json`].
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if m.version != MANIFEST_VERSION {
+            return Err(format!("unsupported manifest version {}", m.version));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_keys() {
+        let mut m =
+            Manifest { version: MANIFEST_VERSION, stream: "flows".into(), ..Manifest::default() };
+        m.shards.insert(
+            "shardId-000000000001".into(),
+            ShardCheckpoint {
+                sequence_number: Some("4955".into()),
+                max_start: Some(7200),
+                ended: false,
+            },
+        );
+        m.finalize.push(Finalize {
+            hour: 3600,
+            name: "consumer-flows.parquet".into(),
+            evaluate: true,
+        });
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        assert_eq!(manifest_key("flows"), "consumer/flows/manifest.json");
+        assert_eq!(pending_prefix("flows"), "consumer/flows/pending/");
+        assert!(Manifest::from_json(b"{\"version\":9}").is_err());
+        assert!(Manifest::from_json(b"not json").is_err());
+    }
+}

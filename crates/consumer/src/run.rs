@@ -1,0 +1,431 @@
+//! The coordinator: shard readers on a tokio runtime, the [`Engine`] on the calling thread.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowlog::DecodeOptions;
+use flowspike_counter::{CounterConfig, Rule};
+use flowspike_detect::DetectConfig;
+use flowspike_history::{History, Store};
+use tokio::sync::{mpsc, watch};
+
+use crate::decode::DecodeContext;
+use crate::engine::{global_watermark, Engine, EngineConfig, SpikeSink, Stats};
+use crate::kinesis::{
+    client_from_env, list_shards, Event, KinesisSink, ShardReader, StartAt, WriterSink,
+};
+use crate::ConsumeError;
+
+/// How often the coordinator re-evaluates watermarks and exit conditions.
+const TICK: Duration = Duration::from_millis(250);
+/// How long a stop waits for in-flight shard batches before abandoning them (their records are
+/// simply read again after the restart: positions only move with applied batches).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts of the first ListShards before giving up (later ones are retried forever).
+const STARTUP_LIST_ATTEMPTS: u32 = 6;
+
+/// Where reading starts on a shard without a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest record in retention.
+    TrimHorizon,
+    /// Records written after the start.
+    Latest,
+    /// Records at or after a time (unix seconds).
+    AtTimestamp(i64),
+}
+
+/// Where spike records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// JSON lines on standard output.
+    Stdout,
+    /// PutRecords to this Kinesis stream.
+    Stream(String),
+}
+
+/// Settings of [`run`].
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The input stream.
+    pub stream: String,
+    /// Where shards without a checkpoint start.
+    pub start_position: StartPosition,
+    /// Allowed lateness of event time (seconds).
+    pub allowed_lateness_secs: u64,
+    /// Checkpoint at least this often while something changes (hours also checkpoint on close).
+    pub checkpoint_interval: Duration,
+    /// A shard that is caught up and has had no record for this long counts as idle: its
+    /// watermark becomes at least `now - lateness`, so quiet shards do not hold hours open.
+    pub idle_shard_after: Duration,
+    /// Stop (gracefully) after this long.
+    pub max_runtime: Option<Duration>,
+    /// Stop (gracefully) once every shard has been idle for this long.
+    pub exit_when_idle: Option<Duration>,
+    /// How often ListShards runs again (new shards after resharding).
+    pub relist_interval: Duration,
+    /// Framing and format.
+    pub decode: DecodeOptions,
+    /// Which records count.
+    pub rule: Rule,
+    /// Counter limits.
+    pub counter: CounterConfig,
+    /// Detection settings.
+    pub detect: DetectConfig,
+    /// Where spikes go.
+    pub output: Output,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Counts.
+    pub stats: Stats,
+    /// Every hour before this one is closed (unix seconds).
+    pub closed_through: Option<i64>,
+    /// The last committed manifest generation.
+    pub generation: u64,
+    /// Why the run stopped: `signal`, `max-runtime`, `idle`.
+    pub stopped_by: String,
+}
+
+/// Run-time state of one shard (not checkpointed).
+struct ShardRt {
+    parents: Vec<String>,
+    started: bool,
+    ended: bool,
+    caught_up: bool,
+    last_data: Instant,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ShardRt {
+    fn idle_for(&self, d: Duration) -> bool {
+        self.caught_up && self.last_data.elapsed() >= d
+    }
+}
+
+/// Consumes `cfg.stream` into the history in `store` until a signal (SIGTERM/SIGINT), the
+/// maximum runtime or the idle limit, then checkpoints and returns. Blocks the calling thread (do not
+/// call from inside a tokio runtime).
+pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, ConsumeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("flowspike-consume")
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    let client = rt.block_on(client_from_env());
+    let mut sink: Box<dyn SpikeSink> = match &cfg.output {
+        Output::Stdout => Box::new(WriterSink(std::io::stdout())),
+        Output::Stream(s) => Box::new(KinesisSink {
+            client: client.clone(),
+            stream: s.clone(),
+            handle: handle.clone(),
+        }),
+    };
+    let ecfg = EngineConfig {
+        stream: cfg.stream.clone(),
+        allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),
+        counter: cfg.counter,
+        detect: cfg.detect.clone(),
+    };
+    let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
+    let mut engine = Engine::open(history, ecfg, sink.as_mut())?;
+    let ctx = Arc::new(DecodeContext {
+        decode: cfg.decode.clone(),
+        rule: cfg.rule.clone(),
+        counter: cfg.counter,
+    });
+
+    let signalled = Arc::new(AtomicBool::new(false));
+    rt.spawn(wait_for_signal(signalled.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    let mut tx = Some(tx);
+
+    let mut shards: BTreeMap<String, ShardRt> = BTreeMap::new();
+    let mut listed = false;
+    for attempt in 1..=STARTUP_LIST_ATTEMPTS {
+        match rt.block_on(list_shards(&client, &cfg.stream)) {
+            Ok(list) => {
+                merge_listing(&mut shards, list);
+                listed = true;
+                break;
+            }
+            Err(e) if e.is_retryable() && attempt < STARTUP_LIST_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "ListShards failed; retrying");
+                std::thread::sleep(crate::kinesis::backoff(attempt));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    debug_assert!(listed);
+    let spawn_ready =
+        |shards: &mut BTreeMap<String, ShardRt>, engine: &Engine, tx: &mpsc::Sender<Event>| {
+            let ids: Vec<String> = shards.keys().cloned().collect();
+            for id in ids {
+                let ready = {
+                    let s = &shards[&id];
+                    !s.started
+                        && !s.ended
+                        && s.parents.iter().all(|p| match shards.get(p) {
+                            None => true,
+                            Some(ps) => ps.ended || engine.shard(p).is_some_and(|c| c.ended),
+                        })
+                };
+                if engine.shard(&id).is_some_and(|c| c.ended) {
+                    if let Some(s) = shards.get_mut(&id) {
+                        s.ended = true;
+                    }
+                    continue;
+                }
+                if !ready {
+                    continue;
+                }
+                let s = shards.get_mut(&id).expect("listed above");
+                let start = match engine.shard(&id).and_then(|c| c.sequence_number.clone()) {
+                    Some(seq) => StartAt::After(seq),
+                    None if !s.parents.is_empty()
+                        && s.parents.iter().any(|p| engine.shard(p).is_some()) =>
+                    {
+                        StartAt::TrimHorizon
+                    }
+                    None => match cfg.start_position {
+                        StartPosition::TrimHorizon => StartAt::TrimHorizon,
+                        StartPosition::Latest => StartAt::Latest,
+                        StartPosition::AtTimestamp(t) => StartAt::AtTimestamp(t),
+                    },
+                };
+                tracing::info!(shard_id = %id, start = ?start, "starting shard reader");
+                let reader = ShardReader {
+                    client: client.clone(),
+                    stream: cfg.stream.clone(),
+                    shard_id: id.clone(),
+                    start,
+                    ctx: ctx.clone(),
+                    tx: tx.clone(),
+                    stop: stop_rx.clone(),
+                };
+                s.started = true;
+                s.last_data = Instant::now();
+                s.task = Some(handle.spawn(reader.run()));
+            }
+        };
+    if let Some(t) = &tx {
+        spawn_ready(&mut shards, &engine, t);
+    }
+
+    let started = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    let mut last_list = Instant::now();
+    let mut stopping: Option<(String, Instant)> = None;
+    let mut fatal: Option<ConsumeError> = None;
+    let lateness = i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX);
+
+    loop {
+        match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
+            Ok(Some(Event::Batch { batch, caught_up })) => {
+                if let Some(s) = shards.get_mut(&batch.shard_id) {
+                    if batch.last_sequence_number.is_some() {
+                        s.last_data = Instant::now();
+                    }
+                    s.caught_up = caught_up;
+                    if batch.ended {
+                        s.ended = true;
+                        last_list = Instant::now() - cfg.relist_interval; // start children soon
+                    }
+                }
+                engine.apply(batch);
+            }
+            Ok(Some(Event::Failed(e))) => {
+                tracing::error!(error = %e, "shard reader failed; stopping");
+                if fatal.is_none() {
+                    fatal = Some(e);
+                }
+                if stopping.is_none() {
+                    stopping = Some(("error".into(), Instant::now()));
+                    let _ = stop_tx.send(true);
+                    tx = None;
+                }
+            }
+            Ok(None) => break, // every reader finished and the stop dropped our sender
+            Err(_) => {}       // tick
+        }
+        if let Some((_, since)) = &stopping {
+            if since.elapsed() > DRAIN_TIMEOUT {
+                tracing::warn!(
+                    "shard readers did not stop in time; abandoning their in-flight batches"
+                );
+                for s in shards.values_mut() {
+                    if let Some(t) = s.task.take() {
+                        t.abort();
+                    }
+                }
+                break;
+            }
+            continue;
+        }
+        if last_tick.elapsed() < TICK {
+            continue;
+        }
+        last_tick = Instant::now();
+
+        // Event time: close the hours every shard has passed.
+        let now = wall_clock_secs();
+        let wm = global_watermark(
+            shards.iter().filter(|(_, s)| s.started && !s.ended).map(|(id, s)| {
+                (engine.shard(id).and_then(|c| c.max_start), s.idle_for(cfg.idle_shard_after))
+            }),
+            now,
+            lateness,
+        );
+        let closed = wm.is_some_and(|w| engine.advance(w));
+        if closed || (engine.is_dirty() && last_checkpoint.elapsed() >= cfg.checkpoint_interval) {
+            match engine.checkpoint(sink.as_mut()) {
+                Ok(()) => {
+                    last_checkpoint = Instant::now();
+                    log_progress(&engine);
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "checkpoint failed; retrying at the next tick");
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    stopping = Some(("error".into(), Instant::now()));
+                    let _ = stop_tx.send(true);
+                    tx = None;
+                    continue;
+                }
+            }
+        }
+
+        if last_list.elapsed() >= cfg.relist_interval {
+            last_list = Instant::now();
+            match rt.block_on(list_shards(&client, &cfg.stream)) {
+                Ok(list) => merge_listing(&mut shards, list),
+                Err(e) => tracing::warn!(error = %e, "ListShards failed; keeping the known shards"),
+            }
+            if let Some(t) = &tx {
+                spawn_ready(&mut shards, &engine, t);
+            }
+        }
+
+        // Stop conditions.
+        let reason = if signalled.load(Ordering::Relaxed) {
+            Some("signal")
+        } else if cfg.max_runtime.is_some_and(|m| started.elapsed() >= m) {
+            Some("max-runtime")
+        } else if cfg
+            .exit_when_idle
+            .is_some_and(|d| shards.values().all(|s| s.ended || (s.started && s.idle_for(d))))
+        {
+            Some("idle")
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            tracing::info!(reason = r, "stopping: finishing in-flight batches");
+            stopping = Some((r.to_string(), Instant::now()));
+            let _ = stop_tx.send(true);
+            tx = None;
+        }
+    }
+
+    // Final event-time step and checkpoint: everything applied so far is committed.
+    if fatal
+        .as_ref()
+        .is_none_or(|e| !matches!(e, ConsumeError::Store(_) | ConsumeError::History(_)))
+    {
+        let now = wall_clock_secs();
+        let wm = global_watermark(
+            shards.iter().filter(|(_, s)| s.started && !s.ended).map(|(id, s)| {
+                (engine.shard(id).and_then(|c| c.max_start), s.idle_for(cfg.idle_shard_after))
+            }),
+            now,
+            lateness,
+        );
+        if let Some(w) = wm {
+            engine.advance(w);
+        }
+        engine.checkpoint(sink.as_mut())?;
+        log_progress(&engine);
+    }
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    Ok(RunSummary {
+        stats: engine.stats(),
+        closed_through: engine.closed_through(),
+        generation: engine.manifest().generation,
+        stopped_by: stopping.map(|(r, _)| r).unwrap_or_default(),
+    })
+}
+
+fn merge_listing(shards: &mut BTreeMap<String, ShardRt>, list: Vec<crate::kinesis::ShardInfo>) {
+    for info in list {
+        shards.entry(info.id).or_insert_with(|| ShardRt {
+            parents: info.parents,
+            started: false,
+            ended: false,
+            caught_up: false,
+            last_data: Instant::now(),
+            task: None,
+        });
+    }
+}
+
+fn log_progress(engine: &Engine) {
+    let s = engine.stats();
+    tracing::info!(
+        generation = engine.manifest().generation,
+        closed_through = ?engine.closed_through(),
+        kinesis_records = s.kinesis_records,
+        flow_records = s.flow_records,
+        counted = s.counted,
+        late_counted = s.late_counted,
+        malformed = s.malformed,
+        undecodable = s.undecodable,
+        hours_closed = s.hours_closed,
+        spikes_emitted = s.spikes_emitted,
+        "checkpoint"
+    );
+}
+
+fn wall_clock_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Sets `flag` on SIGINT or SIGTERM.
+async fn wait_for_signal(flag: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    // Relaxed: a lone flag polled by the coordinator; no other data is published through it.
+    flag.store(true, Ordering::Relaxed);
+}

@@ -1,0 +1,550 @@
+//! Per-(hour, source) aggregates: [`Counter`] (one thread's partial), [`ShardedCounter`] (partials
+//! split by source so they merge shard by shard in parallel), [`merge_rows`].
+
+use crate::hll::{hash_ip, Hll, HllError};
+use crate::rule::{Hit, HOUR};
+use crate::AggregateRow;
+use ahash::{AHashMap, AHashSet};
+use crossbeam_utils::CachePadded;
+use rayon::prelude::*;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// Limits that bound the memory of one (hour, source) key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterConfig {
+    /// Largest destination set kept per key (default 10,000). Past it, `unique_dest_count` is a
+    /// HyperLogLog estimate, `dest_ips` keeps the `dest_cap` lowest addresses and the row is
+    /// flagged `dest_ips_truncated`.
+    pub dest_cap: usize,
+    /// Largest interface id list kept per key (default 256; the lowest ids are kept). Interface ids
+    /// come from AWS, not from the traffic, so this cap is a safety net only.
+    pub interface_cap: usize,
+}
+
+impl Default for CounterConfig {
+    fn default() -> Self {
+        CounterConfig { dest_cap: 10_000, interface_cap: 256 }
+    }
+}
+
+/// A row that cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    /// `src_ip` is not an IP address.
+    #[error("row hour={hour} src_ip={src_ip:?}: src_ip is not an ip address")]
+    SrcIp {
+        /// The row's hour.
+        hour: i64,
+        /// The row's source.
+        src_ip: String,
+    },
+    /// An entry of `dest_ips` is not an IP address.
+    #[error("row hour={hour} src_ip={src_ip}: dest_ips entry {value:?} is not an ip address")]
+    DestIp {
+        /// The row's hour.
+        hour: i64,
+        /// The row's source.
+        src_ip: String,
+        /// The bad entry.
+        value: String,
+    },
+    /// `hour` is not a multiple of 3600.
+    #[error("row hour={hour} src_ip={src_ip}: hour is not a multiple of 3600")]
+    Hour {
+        /// The row's hour.
+        hour: i64,
+        /// The row's source.
+        src_ip: String,
+    },
+    /// `dest_hll` does not decode.
+    #[error("row hour={hour} src_ip={src_ip}: dest_hll: {source}")]
+    Hll {
+        /// The row's hour.
+        hour: i64,
+        /// The row's source.
+        src_ip: String,
+        /// The cause.
+        source: HllError,
+    },
+}
+
+/// Destinations of one key: the exact set up to the cap, then a sketch.
+#[derive(Debug, Clone)]
+enum Dests {
+    Exact(AHashSet<IpAddr>),
+    Sketch(Box<Sketch>),
+}
+
+/// Destinations past the cap.
+#[derive(Debug, Clone)]
+struct Sketch {
+    /// The `cap` lowest addresses seen (address order).
+    lowest: BTreeSet<IpAddr>,
+    /// Every address seen.
+    hll: Hll,
+    /// A known lower bound of the distinct count (from a row read back without registers).
+    floor: u64,
+}
+
+impl Sketch {
+    fn from_set<'s>(set: impl IntoIterator<Item = &'s IpAddr>, cap: usize) -> Sketch {
+        let mut s = Sketch { lowest: BTreeSet::new(), hll: Hll::new(), floor: 0 };
+        for &ip in set {
+            s.insert(ip, cap);
+        }
+        s
+    }
+
+    #[inline]
+    fn insert(&mut self, ip: IpAddr, cap: usize) {
+        self.hll.insert(ip);
+        self.keep_lowest(ip, cap);
+    }
+
+    #[inline]
+    fn keep_lowest(&mut self, ip: IpAddr, cap: usize) {
+        if self.lowest.len() < cap {
+            self.lowest.insert(ip);
+        } else if self.lowest.last().is_some_and(|&max| ip < max) && self.lowest.insert(ip) {
+            self.lowest.pop_last();
+        }
+    }
+
+    fn trim(&mut self, cap: usize) {
+        while self.lowest.len() > cap {
+            self.lowest.pop_last();
+        }
+    }
+
+    fn merge(&mut self, other: &Sketch, cap: usize) {
+        self.hll.merge(&other.hll);
+        for &ip in &other.lowest {
+            self.keep_lowest(ip, cap);
+        }
+        self.floor = self.floor.max(other.floor);
+        self.trim(cap);
+    }
+
+    /// `max(round(estimate), lowest + 1, floor)`: a truncated set holds more than `lowest`.
+    fn count(&self) -> u64 {
+        let est = self.hll.estimate().round() as u64;
+        est.max(self.lowest.len() as u64 + 1).max(self.floor)
+    }
+}
+
+impl Dests {
+    #[inline]
+    fn insert(&mut self, ip: IpAddr, cap: usize) {
+        match self {
+            Dests::Exact(set) => {
+                if set.insert(ip) && set.len() > cap {
+                    *self = Dests::Sketch(Box::new(Sketch::from_set(set.iter(), cap)));
+                }
+            }
+            Dests::Sketch(s) => s.insert(ip, cap),
+        }
+    }
+
+    fn merge(&mut self, other: Dests, cap: usize) {
+        let this = std::mem::replace(self, Dests::Exact(AHashSet::new()));
+        *self = match (this, other) {
+            (Dests::Exact(a), Dests::Exact(b)) => {
+                let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+                big.extend(small);
+                if big.len() > cap {
+                    Dests::Sketch(Box::new(Sketch::from_set(big.iter(), cap)))
+                } else {
+                    Dests::Exact(big)
+                }
+            }
+            (Dests::Exact(e), Dests::Sketch(mut s)) | (Dests::Sketch(mut s), Dests::Exact(e)) => {
+                s.trim(cap);
+                for ip in e {
+                    s.insert(ip, cap);
+                }
+                Dests::Sketch(s)
+            }
+            (Dests::Sketch(mut a), Dests::Sketch(b)) => {
+                a.trim(cap);
+                a.merge(&b, cap);
+                Dests::Sketch(a)
+            }
+        };
+    }
+}
+
+/// The running aggregate of one (hour, source).
+#[derive(Debug, Clone)]
+struct Agg {
+    blocked_count: u64,
+    bytes: u64,
+    packets: u64,
+    dests: Dests,
+    /// Sorted, deduplicated, at most `interface_cap`.
+    interfaces: Vec<Box<[u8]>>,
+}
+
+impl Agg {
+    fn new() -> Agg {
+        Agg {
+            blocked_count: 0,
+            bytes: 0,
+            packets: 0,
+            dests: Dests::Exact(AHashSet::new()),
+            interfaces: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn add_interface(&mut self, id: &[u8], cap: usize) {
+        if let Err(pos) = self.interfaces.binary_search_by(|x| (**x).cmp(id)) {
+            if pos < cap {
+                self.interfaces.insert(pos, id.into());
+                self.interfaces.truncate(cap);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Agg, cfg: &CounterConfig) {
+        self.blocked_count = self.blocked_count.saturating_add(other.blocked_count);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.packets = self.packets.saturating_add(other.packets);
+        self.dests.merge(other.dests, cfg.dest_cap);
+        for id in &other.interfaces {
+            self.add_interface(id, cfg.interface_cap);
+        }
+    }
+
+    fn into_row(self, hour: i64, src: IpAddr) -> AggregateRow {
+        let (unique, mut dests, hll) = match self.dests {
+            Dests::Exact(set) => (set.len() as u64, set.into_iter().collect::<Vec<_>>(), None),
+            Dests::Sketch(s) => {
+                (s.count(), s.lowest.iter().copied().collect(), Some(s.hll.to_bytes()))
+            }
+        };
+        dests.sort_unstable();
+        AggregateRow {
+            hour,
+            src_ip: src.to_string(),
+            blocked_count: self.blocked_count,
+            unique_dest_count: unique,
+            dest_ips: dests.iter().map(IpAddr::to_string).collect(),
+            interface_ids: self
+                .interfaces
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect(),
+            bytes: self.bytes,
+            packets: self.packets,
+            dest_ips_truncated: hll.is_some(),
+            dest_hll: hll,
+        }
+    }
+}
+
+/// One thread's partial aggregate: (hour, source) → counts. Not shared; merge partials with
+/// [`Counter::merge`].
+///
+/// Rows: `dest_ips` are in address order (IPv4 before IPv6, numeric), which is what "the lowest
+/// entries" means past the cap; `interface_ids` in byte order; rows sorted by `(hour, src_ip)`
+/// with `src_ip` compared as text.
+#[derive(Debug, Clone, Default)]
+pub struct Counter {
+    map: AHashMap<(i64, IpAddr), Agg>,
+    cfg: CounterConfig,
+}
+
+impl Counter {
+    /// An empty counter.
+    pub fn new(cfg: CounterConfig) -> Counter {
+        Counter { map: AHashMap::new(), cfg }
+    }
+
+    /// The limits in use.
+    pub fn config(&self) -> CounterConfig {
+        self.cfg
+    }
+
+    /// Counts one hit. Allocates only for a new key, a new destination or a new interface id.
+    #[inline]
+    pub fn add(&mut self, hit: &Hit<'_>) {
+        let agg = self.map.entry((hit.hour, hit.src)).or_insert_with(Agg::new);
+        agg.blocked_count = agg.blocked_count.saturating_add(1);
+        agg.bytes = agg.bytes.saturating_add(hit.bytes);
+        agg.packets = agg.packets.saturating_add(hit.packets);
+        agg.dests.insert(hit.dst, self.cfg.dest_cap);
+        if let Some(id) = hit.interface_id {
+            agg.add_interface(id, self.cfg.interface_cap);
+        }
+    }
+
+    /// Merges a row (for example read back from the history) into this counter.
+    ///
+    /// A row that is not truncated contributes its `dest_ips` as an exact set. A truncated row
+    /// contributes its `dest_ips` as the lowest entries, its `dest_hll` registers (or, when absent,
+    /// a sketch built from `dest_ips`) and its `unique_dest_count` as a lower bound.
+    pub fn add_row(&mut self, row: &AggregateRow) -> Result<(), RowError> {
+        let agg = agg_of_row(row, &self.cfg)?;
+        let src: IpAddr = row
+            .src_ip
+            .parse()
+            .map_err(|_| RowError::SrcIp { hour: row.hour, src_ip: row.src_ip.clone() })?;
+        self.merge_agg((row.hour, src), agg);
+        Ok(())
+    }
+
+    fn merge_agg(&mut self, key: (i64, IpAddr), agg: Agg) {
+        match self.map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(agg, &self.cfg),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut fresh = Agg::new();
+                fresh.merge(agg, &self.cfg); // re-applies this counter's caps
+                e.insert(fresh);
+            }
+        }
+    }
+
+    /// Adds every key of `other` (union of destination sets, caps re-applied, sketches
+    /// max-merged). Commutative and associative in the resulting rows.
+    pub fn merge(&mut self, mut other: Counter) {
+        if other.map.len() > self.map.len() && other.cfg == self.cfg {
+            std::mem::swap(&mut self.map, &mut other.map);
+        }
+        for (k, agg) in other.map {
+            self.merge_agg(k, agg);
+        }
+    }
+
+    /// Number of (hour, source) keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no hit was counted.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The distinct hours present, sorted.
+    pub fn hours(&self) -> Vec<i64> {
+        let set: BTreeSet<i64> = self.map.keys().map(|k| k.0).collect();
+        set.into_iter().collect()
+    }
+
+    /// Removes the keys of `hour` and returns their rows sorted by `src_ip` (for a streaming
+    /// consumer that closes an hour).
+    pub fn take_hour(&mut self, hour: i64) -> Vec<AggregateRow> {
+        let keys: Vec<(i64, IpAddr)> = self.map.keys().filter(|k| k.0 == hour).copied().collect();
+        let mut rows: Vec<AggregateRow> = keys
+            .into_iter()
+            .filter_map(|k| self.map.remove(&k).map(|a| a.into_row(k.0, k.1)))
+            .collect();
+        sort_rows(&mut rows);
+        rows
+    }
+
+    /// All rows, sorted by `(hour, src_ip)`.
+    pub fn into_rows(self) -> Vec<AggregateRow> {
+        let mut rows: Vec<AggregateRow> =
+            self.map.into_iter().map(|((h, s), a)| a.into_row(h, s)).collect();
+        sort_rows(&mut rows);
+        rows
+    }
+}
+
+fn sort_rows(rows: &mut [AggregateRow]) {
+    rows.sort_unstable_by(|a, b| (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip)));
+}
+
+fn agg_of_row(row: &AggregateRow, cfg: &CounterConfig) -> Result<Agg, RowError> {
+    if row.hour % HOUR != 0 {
+        return Err(RowError::Hour { hour: row.hour, src_ip: row.src_ip.clone() });
+    }
+    let mut dests = Vec::with_capacity(row.dest_ips.len());
+    for d in &row.dest_ips {
+        dests.push(d.parse::<IpAddr>().map_err(|_| RowError::DestIp {
+            hour: row.hour,
+            src_ip: row.src_ip.clone(),
+            value: d.clone(),
+        })?);
+    }
+    let dests = if row.dest_ips_truncated {
+        let mut s = Sketch::from_set(dests.iter(), cfg.dest_cap);
+        if let Some(bytes) = &row.dest_hll {
+            let h = Hll::from_bytes(bytes).map_err(|source| RowError::Hll {
+                hour: row.hour,
+                src_ip: row.src_ip.clone(),
+                source,
+            })?;
+            s.hll.merge(&h);
+        }
+        s.floor = row.unique_dest_count;
+        Dests::Sketch(Box::new(s))
+    } else {
+        let mut d = Dests::Exact(AHashSet::with_capacity(dests.len().min(cfg.dest_cap + 1)));
+        for ip in dests {
+            d.insert(ip, cfg.dest_cap);
+        }
+        d
+    };
+    let mut agg = Agg {
+        blocked_count: row.blocked_count,
+        bytes: row.bytes,
+        packets: row.packets,
+        dests,
+        interfaces: Vec::new(),
+    };
+    for id in &row.interface_ids {
+        agg.add_interface(id.as_bytes(), cfg.interface_cap);
+    }
+    Ok(agg)
+}
+
+/// Merges rows into one row per `(hour, src_ip)` with destination cap `cap`, sorted by
+/// `(hour, src_ip)`. See [`Counter::add_row`] for how truncated rows merge.
+///
+/// Fails on a row whose `src_ip`/`dest_ips` are not addresses, whose hour is not a multiple of
+/// 3600, or whose `dest_hll` does not decode.
+pub fn merge_rows(
+    rows: impl IntoIterator<Item = AggregateRow>,
+    cap: usize,
+) -> Result<Vec<AggregateRow>, RowError> {
+    let mut c = Counter::new(CounterConfig { dest_cap: cap, ..CounterConfig::default() });
+    for row in rows {
+        c.add_row(&row)?;
+    }
+    Ok(c.into_rows())
+}
+
+/// The shard of a source address: a fixed hash, so every partial routes a source to the same shard.
+#[inline]
+pub fn shard_of(src: IpAddr, shards: usize) -> usize {
+    // The high bits of the hash feed the HLL register index; the low bits are as good here.
+    (hash_ip(src) % shards.max(1) as u64) as usize
+}
+
+/// A partial aggregate split into shards by source address. Each rayon worker fills its own
+/// `ShardedCounter` without locks; [`ShardedCounter::merge`] then merges shard `i` with shard `i` in
+/// parallel. Shards are cache-padded so workers merging neighbouring shards do not share lines.
+#[derive(Debug, Clone)]
+pub struct ShardedCounter {
+    shards: Vec<CachePadded<Counter>>,
+}
+
+impl ShardedCounter {
+    /// An empty counter with `shards` shards (at least 1).
+    pub fn new(shards: usize, cfg: CounterConfig) -> ShardedCounter {
+        ShardedCounter {
+            shards: (0..shards.max(1)).map(|_| CachePadded::new(Counter::new(cfg))).collect(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Counts one hit in the shard of its source.
+    #[inline]
+    pub fn add(&mut self, hit: &Hit<'_>) {
+        let i = shard_of(hit.src, self.shards.len());
+        if let Some(s) = self.shards.get_mut(i) {
+            s.add(hit);
+        }
+    }
+
+    /// Merges `other` shard by shard, in parallel on the current rayon pool. If the shard counts
+    /// differ, `other`'s keys are re-routed (sequentially).
+    pub fn merge(&mut self, other: ShardedCounter) {
+        if other.shards.len() == self.shards.len() {
+            self.shards
+                .par_iter_mut()
+                .zip(other.shards.into_par_iter())
+                .for_each(|(a, b)| a.merge(CachePadded::into_inner(b)));
+        } else {
+            let n = self.shards.len();
+            for shard in other.shards {
+                for (key, agg) in CachePadded::into_inner(shard).map {
+                    if let Some(s) = self.shards.get_mut(shard_of(key.1, n)) {
+                        s.merge_agg(key, agg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of (hour, source) keys.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    /// True when no hit was counted.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
+
+    /// The distinct hours present, sorted.
+    pub fn hours(&self) -> Vec<i64> {
+        let set: BTreeSet<i64> = self.shards.iter().flat_map(|s| s.hours()).collect();
+        set.into_iter().collect()
+    }
+
+    /// Removes and returns the rows of `hour`, sorted by `src_ip`.
+    pub fn take_hour(&mut self, hour: i64) -> Vec<AggregateRow> {
+        let mut rows: Vec<AggregateRow> =
+            self.shards.par_iter_mut().flat_map_iter(|s| s.take_hour(hour)).collect();
+        sort_rows(&mut rows);
+        rows
+    }
+
+    /// The shards as one counter (sequential; sources never collide across shards).
+    pub fn into_counter(self) -> Counter {
+        let mut it = self.shards.into_iter().map(CachePadded::into_inner);
+        let mut first = it.next().unwrap_or_default();
+        for c in it {
+            first.map.extend(c.map);
+        }
+        first
+    }
+
+    /// All rows sorted by `(hour, src_ip)`; rows are built per shard in parallel.
+    pub fn into_rows(self) -> Vec<AggregateRow> {
+        let mut rows: Vec<AggregateRow> = self
+            .shards
+            .into_par_iter()
+            .flat_map_iter(|s| CachePadded::into_inner(s).into_rows())
+            .collect();
+        rows.par_sort_unstable_by(|a, b| (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip)));
+        rows
+    }
+}
+
+/// Counts `items` in parallel on the current rayon pool: each worker feeds its own
+/// [`ShardedCounter`] through `feed` (no locks, no shared state), then partials are merged shard
+/// by shard. The result does not depend on the number of threads.
+pub fn par_count<T, F>(items: &[T], shards: usize, cfg: CounterConfig, feed: F) -> ShardedCounter
+where
+    T: Sync,
+    F: Fn(&T, &mut ShardedCounter) + Sync,
+{
+    items
+        .par_iter()
+        .fold(
+            || ShardedCounter::new(shards, cfg),
+            |mut acc, item| {
+                feed(item, &mut acc);
+                acc
+            },
+        )
+        .reduce(
+            || ShardedCounter::new(shards, cfg),
+            |mut a, b| {
+                a.merge(b);
+                a
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A hit that owns its interface id (proptest values cannot borrow).
+#[derive(Debug, Clone)]
+struct OwnedHit {
+    hour: i64,
+    src: IpAddr,
+    dst: IpAddr,
+    iface: Option<Vec<u8>>,
+    bytes: u64,
+    packets: u64,
+}
+
+impl OwnedHit {
+    fn hit(&self) -> Hit<'_> {
+        Hit {
+            hour: self.hour,
+            src: self.src,
+            dst: self.dst,
+            interface_id: self.iface.as_deref(),
+            bytes: self.bytes,
+            packets: self.packets,
+        }
+    }
+}
+
+fn v4(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(i))
+}
+
+fn cfg(cap: usize) -> CounterConfig {
+    CounterConfig { dest_cap: cap, ..CounterConfig::default() }
+}
+
+fn hit_strategy() -> impl Strategy<Value = OwnedHit> {
+    (
+        0i64..3,
+        prop_oneof![
+            (0u32..6).prop_map(|i| v4(0x0a00_0000 + i)),
+            (0u32..2).prop_map(|i| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i as u16))),
+        ],
+        prop_oneof![
+            (0u32..40).prop_map(|i| v4(0x0808_0000 + i * 7)),
+            (0u32..5)
+                .prop_map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16))),
+        ],
+        proptest::option::of(prop_oneof![
+            Just(b"eni-a".to_vec()),
+            Just(b"eni-b".to_vec()),
+            Just(b"eni-c".to_vec())
+        ]),
+        0u64..10_000,
+        0u64..100,
+    )
+        .prop_map(|(h, src, dst, iface, bytes, packets)| OwnedHit {
+            hour: h * HOUR,
+            src,
+            dst,
+            iface,
+            bytes,
+            packets,
+        })
+}
+
+fn count(hits: &[OwnedHit], cap: usize) -> Counter {
+    let mut c = Counter::new(cfg(cap));
+    for h in hits {
+        c.add(&h.hit());
+    }
+    c
+}
+
+/// The naive reference: BTreeMap + BTreeSet, no cap.
+fn naive(hits: &[OwnedHit]) -> Vec<AggregateRow> {
+    type V = (u64, BTreeSet<IpAddr>, BTreeSet<Vec<u8>>, u64, u64);
+    let mut m: BTreeMap<(i64, String), V> = BTreeMap::new();
+    for h in hits {
+        let e = m.entry((h.hour, h.src.to_string())).or_default();
+        e.0 += 1;
+        e.1.insert(h.dst);
+        if let Some(i) = &h.iface {
+            e.2.insert(i.clone());
+        }
+        e.3 += h.bytes;
+        e.4 += h.packets;
+    }
+    m.into_iter()
+        .map(|((hour, src_ip), (n, d, i, bytes, packets))| AggregateRow {
+            hour,
+            src_ip,
+            blocked_count: n,
+            unique_dest_count: d.len() as u64,
+            dest_ips: d.iter().map(|x| x.to_string()).collect(),
+            interface_ids: i.into_iter().map(|b| String::from_utf8(b).unwrap()).collect(),
+            bytes,
+            packets,
+            dest_ips_truncated: false,
+            dest_hll: None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Below the cap the counter equals the naive reference exactly.
+    #[test]
+    fn counter_equals_naive(hits in proptest::collection::vec(hit_strategy(), 0..300)) {
+        prop_assert_eq!(count(&hits, 10_000).into_rows(), naive(&hits));
+    }
+
+    /// Merging partials in any grouping and order gives the rows of counting everything at once,
+    /// also past a small cap (sketch state is a function of the union).
+    #[test]
+    fn counter_merge_associative_commutative(
+        hits in proptest::collection::vec(hit_strategy(), 0..300),
+        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(10_000)],
+    ) {
+        let (c1, c2) = (cut1.min(hits.len()), cut2.min(hits.len()));
+        let (lo, hi) = (c1.min(c2), c1.max(c2));
+        let parts = [&hits[..lo], &hits[lo..hi], &hits[hi..]];
+        let whole = count(&hits, cap).into_rows();
+        let mut left = count(parts[0], cap);
+        left.merge(count(parts[1], cap));
+        left.merge(count(parts[2], cap));
+        let mut bc = count(parts[1], cap);
+        bc.merge(count(parts[2], cap));
+        let mut right = count(parts[0], cap);
+        right.merge(bc);
+        let mut rev = count(parts[2], cap);
+        rev.merge(count(parts[0], cap));
+        rev.merge(count(parts[1], cap));
+        prop_assert_eq!(&left.into_rows(), &whole);
+        prop_assert_eq!(&right.into_rows(), &whole);
+        prop_assert_eq!(&rev.into_rows(), &whole);
+    }
+
+    /// The same on rows: merge_rows of partial rows, grouped and ordered any way, gives the rows of
+    /// counting everything at once; merging a row set with itself-as-rows is the identity.
+    #[test]
+    fn merge_rows_associative_commutative(
+        hits in proptest::collection::vec(hit_strategy(), 0..300),
+        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(10_000)],
+    ) {
+        let (c1, c2) = (cut1.min(hits.len()), cut2.min(hits.len()));
+        let (lo, hi) = (c1.min(c2), c1.max(c2));
+        let [a, b, c] = [&hits[..lo], &hits[lo..hi], &hits[hi..]].map(|p| count(p, cap).into_rows());
+        let whole = count(&hits, cap).into_rows();
+        let ab = merge_rows(a.iter().chain(&b).cloned(), cap).unwrap();
+        let left = merge_rows(ab.into_iter().chain(c.iter().cloned()), cap).unwrap();
+        let bc = merge_rows(b.iter().chain(&c).cloned(), cap).unwrap();
+        let right = merge_rows(bc.into_iter().chain(a.iter().cloned()), cap).unwrap();
+        let flat = merge_rows(c.iter().chain(&a).chain(&b).cloned(), cap).unwrap();
+        prop_assert_eq!(&left, &whole);
+        prop_assert_eq!(&right, &whole);
+        prop_assert_eq!(&flat, &whole);
+        prop_assert_eq!(merge_rows(whole.clone(), cap).unwrap(), whole);
+    }
+
+    /// The sharded, parallel counter gives the same rows for any shard count.
+    #[test]
+    fn sharded_equals_counter(
+        hits in proptest::collection::vec(hit_strategy(), 0..300),
+        shards in 1usize..9, cap in prop_oneof![Just(3usize), Just(10_000)],
+    ) {
+        let whole = count(&hits, cap).into_rows();
+        let chunks: Vec<&[OwnedHit]> = hits.chunks(17).collect();
+        let sc = par_count(&chunks, shards, cfg(cap), |chunk, acc| {
+            for h in chunk.iter() {
+                acc.add(&h.hit());
+            }
+        });
+        prop_assert_eq!(sc.len(), whole.len());
+        prop_assert_eq!(sc.clone().into_counter().into_rows(), whole.clone());
+        prop_assert_eq!(sc.into_rows(), whole);
+    }
+}
+
+fn distinct_hits(n: u32, base: u32) -> Vec<OwnedHit> {
+    (0..n)
+        .map(|i| OwnedHit {
+            hour: 3600,
+            src: v4(0x0a00_0001),
+            dst: v4(base + i),
+            iface: None,
+            bytes: 1,
+            packets: 1,
+        })
+        .collect()
+}
+
+#[test]
+fn exact_at_the_cap() {
+    let rows = count(&distinct_hits(100, 0x0800_0000), 100).into_rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].unique_dest_count, 100);
+    assert_eq!(rows[0].dest_ips.len(), 100);
+    assert!(!rows[0].dest_ips_truncated);
+    assert_eq!(rows[0].dest_hll, None);
+}
+
+#[test]
+fn truncated_past_the_cap_keeps_lowest_and_sketch() {
+    // Insert in descending order so that "lowest" must evict.
+    let mut hits = distinct_hits(101, 0x0800_0000);
+    hits.reverse();
+    let rows = count(&hits, 100).into_rows();
+    let r = &rows[0];
+    assert!(r.dest_ips_truncated);
+    assert_eq!(r.blocked_count, 101);
+    assert_eq!(r.dest_ips.len(), 100);
+    assert_eq!(r.dest_ips.first().map(String::as_str), Some("8.0.0.0"));
+    assert_eq!(r.dest_ips.last().map(String::as_str), Some("8.0.0.99"));
+    // At least cap + 1 (a truncated set holds more than the cap); the sketch is near 101.
+    assert!((101..=103).contains(&r.unique_dest_count), "{}", r.unique_dest_count);
+    assert_eq!(
+        Hll::from_bytes(r.dest_hll.as_deref().unwrap()).map(|h| h.estimate() > 99.0),
+        Ok(true)
+    );
+}
+
+/// The documented accuracy: 100k distinct destinations with the default cap, within 3 standard
+/// errors; the same after splitting into two partials merged as counters and as rows.
+#[test]
+fn hll_estimate_on_100k_distinct_within_three_standard_errors() {
+    let hits = distinct_hits(100_000, 0x2000_0000);
+    let tol = 3.0 * crate::hll::STANDARD_ERROR * 100_000.0;
+    let whole = count(&hits, 10_000).into_rows();
+    let (a, b) = hits.split_at(37_000);
+    let rows = merge_rows(
+        count(a, 10_000).into_rows().into_iter().chain(count(b, 10_000).into_rows()),
+        10_000,
+    )
+    .unwrap();
+    assert_eq!(rows, whole);
+    let r = &whole[0];
+    assert!(r.dest_ips_truncated);
+    assert_eq!(r.dest_ips.len(), 10_000);
+    assert!((r.unique_dest_count as f64 - 100_000.0).abs() <= tol, "{}", r.unique_dest_count);
+}
+
+/// Two partials each below the cap whose union crosses it: the sketch is built from the exact sets.
+#[test]
+fn merge_crossing_the_cap_builds_sketch_from_exact_sets() {
+    let hits = distinct_hits(150, 0x0800_0000);
+    let (a, b) = hits.split_at(75);
+    let (ra, rb) = (count(a, 100).into_rows(), count(b, 100).into_rows());
+    assert!(!ra[0].dest_ips_truncated && !rb[0].dest_ips_truncated);
+    let merged = merge_rows(ra.into_iter().chain(rb), 100).unwrap();
+    assert_eq!(merged, count(&hits, 100).into_rows());
+    assert!(merged[0].dest_ips_truncated);
+    assert!((148..=153).contains(&merged[0].unique_dest_count), "{}", merged[0].unique_dest_count);
+}
+
+/// A truncated row without registers (another writer) keeps its count as a lower bound.
+#[test]
+fn truncated_row_without_registers_keeps_its_count_as_floor() {
+    let mut row = count(&distinct_hits(50, 0x0800_0000), 10).into_rows().remove(0);
+    row.dest_hll = None;
+    row.unique_dest_count = 1000;
+    let merged = merge_rows([row], 10).unwrap();
+    assert_eq!(merged[0].unique_dest_count, 1000);
+    assert!(merged[0].dest_ips_truncated && merged[0].dest_hll.is_some());
+}
+
+#[test]
+fn interface_cap_keeps_lowest_ids() {
+    let mut c = Counter::new(CounterConfig { dest_cap: 10, interface_cap: 2 });
+    for id in [b"eni-c", b"eni-a", b"eni-d", b"eni-b", b"eni-a"] {
+        c.add(&Hit {
+            hour: 0,
+            src: v4(1),
+            dst: v4(2),
+            interface_id: Some(id),
+            bytes: 0,
+            packets: 0,
+        });
+    }
+    assert_eq!(c.into_rows()[0].interface_ids, ["eni-a", "eni-b"]);
+}
+
+#[test]
+fn hours_take_hour_and_len() {
+    let mut hits = distinct_hits(3, 0x0800_0000);
+    hits[1].hour = 7200;
+    hits[2].src = v4(0x0a00_0002);
+    let mut c = count(&hits, 10);
+    assert_eq!(c.len(), 3);
+    assert_eq!(c.hours(), [3600, 7200]);
+    let rows = c.take_hour(3600);
+    assert_eq!(
+        rows.iter().map(|r| r.src_ip.as_str()).collect::<Vec<_>>(),
+        ["10.0.0.1", "10.0.0.2"]
+    );
+    assert_eq!(c.hours(), [7200]);
+    assert_eq!(c.len(), 1);
+}
+
+#[test]
+fn bad_rows_are_typed_errors() {
+    let good = count(&distinct_hits(3, 0x0800_0000), 10).into_rows().remove(0);
+    let check = |mutate: &dyn Fn(&mut AggregateRow), want: &str| {
+        let mut r = good.clone();
+        mutate(&mut r);
+        let err = merge_rows([r], 10).unwrap_err().to_string();
+        assert!(err.contains(want), "{err} lacks {want}");
+    };
+    check(&|r| r.src_ip = "nope".into(), "src_ip is not an ip address");
+    check(&|r| r.dest_ips.push("300.1.1.1".into()), "dest_ips entry \"300.1.1.1\"");
+    check(&|r| r.hour = 3601, "hour is not a multiple of 3600");
+    check(
+        &|r| {
+            r.dest_ips_truncated = true;
+            r.dest_hll = Some(vec![1, 2, 3]);
+        },
+        "dest_hll: hll: expected",
+    );
+}
+
+/// Re-routing when shard counts differ keeps every key.
+#[test]
+fn sharded_merge_with_different_shard_counts() {
+    let hits: Vec<OwnedHit> = (0..50)
+        .map(|i| OwnedHit {
+            src: v4(0x0a00_0000 + i % 13),
+            ..distinct_hits(1, 0x0800_0000 + i).remove(0)
+        })
+        .collect();
+    let mut a = ShardedCounter::new(3, cfg(10));
+    let mut b = ShardedCounter::new(5, cfg(10));
+    for (i, h) in hits.iter().enumerate() {
+        if i % 2 == 0 {
+            a.add(&h.hit())
+        } else {
+            b.add(&h.hit())
+        }
+    }
+    a.merge(b);
+    assert_eq!(a.into_rows(), count(&hits, 10).into_rows());
+}

@@ -1,0 +1,420 @@
+//! Per-source baselines of blocked outbound traffic and the spikes they flag.
+//!
+//! The detection is Splunk ESCU's "Detect Spike in blocked Outbound Traffic from your AWS": for every
+//! hour and internal source, the number `c` of blocked outbound records is compared with that source's
+//! history. Only hours with `c > 0` are data points (as in Splunk, where quiet hours produce no rows).
+//! Two baselines are offered ([`Mode`]):
+//!
+//! - [`Mode::Window`] (default): the prior points of the last `window_hours` hours
+//!   (`H - window <= h < H`); a spike needs `n >= min_points` and `c > mean + deviations * stdev`
+//!   (sample standard deviation, 0 when `n < 2`).
+//! - [`Mode::Splunk`]: a port of ESCU's search and its support search "Baseline of blocked outbound
+//!   traffic from AWS", including its exponential-style update and its `numDataPoints > 5` test. See
+//!   [`SplunkState`] for the one deliberate difference (sources first seen after the bootstrap).
+//!
+//! Both modes also require `c >= min_count`. [`Detector`] is the streaming form (hours in increasing
+//! order), [`detect`] the batch form, and [`reference`] the naive implementation the fast one is tested
+//! against.
+//!
+//! ```
+//! use flowspike_counter::AggregateRow;
+//! use flowspike_detect::{detect, DetectConfig};
+//!
+//! let row = |hour: i64, c: u64| AggregateRow {
+//!     hour: hour * 3600, src_ip: "10.0.0.1".into(), blocked_count: c, unique_dest_count: c,
+//!     interface_ids: vec!["eni-0123456789abcdef0".into()], ..AggregateRow::default()
+//! };
+//! let mut rows: Vec<_> = (0..10).map(|h| row(h, 2 + (h as u64 % 2))).collect();
+//! rows.push(row(10, 50));
+//! let spikes = detect(&DetectConfig::default(), &rows);
+//! assert_eq!(spikes.len(), 1);
+//! assert_eq!(spikes[0].blocked_count, 50);
+//! assert_eq!(spikes[0].data_points, 10);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use flowspike_counter::AggregateRow;
+use serde::{Deserialize, Serialize};
+
+pub mod reference;
+mod spike;
+mod splunk;
+mod window;
+
+pub use spike::{fnv1a64, format_hour, parse_hour, spike_id, Spike, DETECTION};
+pub use splunk::{SplunkSource, SplunkState};
+pub use window::{WindowSource, WindowState};
+
+/// Which baseline decides what a spike is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Sliding window of the prior `window_hours` hours, exact mean and sample stdev.
+    #[default]
+    Window,
+    /// ESCU's running average/stdev with a bootstrap of the first `window_hours` hours.
+    Splunk,
+}
+
+impl Mode {
+    /// `"window"` or `"splunk"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Window => "window",
+            Mode::Splunk => "splunk",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = DetectError;
+
+    fn from_str(s: &str) -> Result<Mode, DetectError> {
+        match s {
+            "window" => Ok(Mode::Window),
+            "splunk" => Ok(Mode::Splunk),
+            _ => Err(DetectError::UnknownMode(s.to_string())),
+        }
+    }
+}
+
+/// Detection settings. The defaults are ESCU's (`720`, `5`, `3.0`) plus a neutral `min_count` of 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectConfig {
+    /// Baseline mode.
+    pub mode: Mode,
+    /// Window mode: width of the window of prior hours. Splunk mode: length of the bootstrap and the
+    /// `N` of the update (`avg + (c - avg) / N`; ESCU hard-codes 720).
+    pub window_hours: u32,
+    /// Window mode: a spike needs `n >= min_points` prior points. Splunk mode: `n' > min_points`
+    /// (ESCU's `numDataPoints > dataPointThreshold`).
+    pub min_points: u64,
+    /// Standard deviations above the mean (ESCU's `deviationThreshold`).
+    pub deviations: f64,
+    /// A spike also needs `blocked_count >= min_count` (1: no effect).
+    pub min_count: u64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> DetectConfig {
+        DetectConfig {
+            mode: Mode::Window,
+            window_hours: 720,
+            min_points: 5,
+            deviations: 3.0,
+            min_count: 1,
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Checks the settings: `window_hours >= 1` and a finite `deviations`.
+    pub fn validate(&self) -> Result<(), DetectError> {
+        if self.window_hours == 0 {
+            return Err(DetectError::InvalidConfig("window_hours must be at least 1".into()));
+        }
+        if !self.deviations.is_finite() {
+            return Err(DetectError::InvalidConfig(format!(
+                "deviations must be a finite number, got {}",
+                self.deviations
+            )));
+        }
+        Ok(())
+    }
+
+    /// The window (or bootstrap) length in seconds.
+    pub(crate) fn window_secs(&self) -> i64 {
+        i64::from(self.window_hours) * 3600
+    }
+}
+
+/// Errors of the detection.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DetectError {
+    /// A mode name other than `window` or `splunk`.
+    #[error("unknown detection mode {0:?}: expected \"window\" or \"splunk\"")]
+    UnknownMode(String),
+    /// A setting out of range.
+    #[error("invalid detection config: {0}")]
+    InvalidConfig(String),
+    /// An hour fed at or before the last hour already processed.
+    #[error("hour {hour} ({}) is not after the last processed hour {last} ({})", format_hour(*.hour), format_hour(*.last))]
+    OutOfOrder {
+        /// The hour fed.
+        hour: i64,
+        /// The last hour processed.
+        last: i64,
+    },
+    /// A saved state that does not fit the configuration or is malformed.
+    #[error("invalid detector state: {0}")]
+    InvalidState(String),
+}
+
+/// The serialisable state of a [`Detector`], for resuming a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum DetectorState {
+    /// Window mode: the points of the last window.
+    Window(WindowState),
+    /// Splunk mode: the ESCU lookup plus bootstrap bookkeeping.
+    Splunk(SplunkState),
+}
+
+impl DetectorState {
+    /// JSON encoding.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes what [`DetectorState::to_json_bytes`] wrote.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<DetectorState, DetectError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| DetectError::InvalidState(format!("decoding detector state: {e}")))
+    }
+}
+
+/// One source's observation in one hour: the merged rows of that source.
+#[derive(Debug)]
+pub(crate) struct Obs<'a> {
+    pub(crate) src: &'a str,
+    pub(crate) count: u64,
+    rows: Vec<&'a AggregateRow>,
+}
+
+/// Groups the rows of one hour by source, drops zero counts (not data points) and sums duplicates;
+/// the result is sorted by source.
+pub(crate) fn group_hour(rows: &[AggregateRow]) -> Vec<Obs<'_>> {
+    let mut by_src: BTreeMap<&str, Obs<'_>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.blocked_count > 0) {
+        let e = by_src.entry(r.src_ip.as_str()).or_insert_with(|| Obs {
+            src: r.src_ip.as_str(),
+            count: 0,
+            rows: Vec::new(),
+        });
+        e.count = e.count.saturating_add(r.blocked_count);
+        e.rows.push(r);
+    }
+    by_src.into_values().collect()
+}
+
+/// Baseline numbers that a spike is compared against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Baseline {
+    pub(crate) mean: f64,
+    pub(crate) stdev: f64,
+    pub(crate) n: u64,
+}
+
+impl Obs<'_> {
+    /// Builds the spike record for this observation.
+    pub(crate) fn spike(&self, mode: Mode, hour: i64, b: Baseline, threshold: f64) -> Spike {
+        let (dest_ips, unique_dest_count, resource_ids) = match self.rows.as_slice() {
+            [one] => (one.dest_ips.clone(), one.unique_dest_count, one.interface_ids.clone()),
+            many => {
+                let mut d: Vec<String> =
+                    many.iter().flat_map(|r| r.dest_ips.iter().cloned()).collect();
+                d.sort_unstable();
+                d.dedup();
+                let mut i: Vec<String> =
+                    many.iter().flat_map(|r| r.interface_ids.iter().cloned()).collect();
+                i.sort_unstable();
+                i.dedup();
+                let u = many.iter().map(|r| r.unique_dest_count).max().unwrap_or(0);
+                let u = u.max(d.len() as u64);
+                (d, u, i)
+            }
+        };
+        Spike {
+            id: spike_id(mode, hour, self.src),
+            detection: DETECTION.to_string(),
+            mode,
+            hour,
+            src_ip: self.src.to_string(),
+            blocked_count: self.count,
+            unique_dest_count,
+            dest_ips,
+            resource_ids,
+            baseline_mean: b.mean,
+            baseline_stdev: b.stdev,
+            data_points: b.n,
+            threshold,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Window(window::WindowDetector),
+    Splunk(splunk::SplunkDetector),
+}
+
+/// Streaming detector: feed hours in strictly increasing order with [`Detector::observe_hour`]
+/// (verdicts) or [`Detector::warm`] (history only). Quiet hours need not be fed.
+///
+/// The `hour` argument is authoritative: `row.hour` is not consulted. Rows with `blocked_count == 0`
+/// are ignored, and several rows of one source in one hour are summed (their destinations and
+/// interfaces are unioned). Invariant: an hour is evaluated at most once.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    cfg: DetectConfig,
+    inner: Inner,
+    rejected_hours: u64,
+}
+
+impl Detector {
+    /// A detector with empty history. The configuration is not checked: see
+    /// [`DetectConfig::validate`] (with invalid values nothing panics, but few or no spikes result).
+    pub fn new(cfg: DetectConfig) -> Detector {
+        let inner = match cfg.mode {
+            Mode::Window => Inner::Window(window::WindowDetector::default()),
+            Mode::Splunk => Inner::Splunk(splunk::SplunkDetector::default()),
+        };
+        Detector { cfg, inner, rejected_hours: 0 }
+    }
+
+    /// Resumes from a saved state; its mode must be `cfg.mode` (and, for splunk mode, its window
+    /// must be `cfg.window_hours`).
+    pub fn restore(cfg: DetectConfig, state: DetectorState) -> Result<Detector, DetectError> {
+        let inner = match (cfg.mode, state) {
+            (Mode::Window, DetectorState::Window(s)) => {
+                Inner::Window(window::WindowDetector::from_state(s))
+            }
+            (Mode::Splunk, DetectorState::Splunk(s)) => {
+                Inner::Splunk(splunk::SplunkDetector::from_state(s, cfg.window_hours)?)
+            }
+            (m, _) => {
+                return Err(DetectError::InvalidState(format!(
+                    "state was saved by the other mode than the configured {m}"
+                )))
+            }
+        };
+        Ok(Detector { cfg, inner, rejected_hours: 0 })
+    }
+
+    /// The state to save for [`Detector::restore`].
+    pub fn snapshot(&self) -> DetectorState {
+        match &self.inner {
+            Inner::Window(w) => DetectorState::Window(w.to_state()),
+            Inner::Splunk(s) => DetectorState::Splunk(s.to_state(self.cfg.window_hours)),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DetectConfig {
+        &self.cfg
+    }
+
+    /// The last hour fed (observed or warmed), if any.
+    pub fn last_hour(&self) -> Option<i64> {
+        match &self.inner {
+            Inner::Window(w) => w.last_hour,
+            Inner::Splunk(s) => s.last_hour,
+        }
+    }
+
+    /// How many calls [`Detector::observe_hour`] or [`Detector::warm`] ignored as out of order.
+    pub fn rejected_hours(&self) -> u64 {
+        self.rejected_hours
+    }
+
+    /// Evaluates `hour` against the history, then adds it to the history; returns its spikes sorted
+    /// by source. An hour at or before [`Detector::last_hour`] is a no-op returning nothing (counted
+    /// in [`Detector::rejected_hours`]); use [`Detector::try_observe_hour`] to get an error instead.
+    pub fn observe_hour(&mut self, hour: i64, rows: &[AggregateRow]) -> Vec<Spike> {
+        self.try_observe_hour(hour, rows).unwrap_or_default()
+    }
+
+    /// [`Detector::observe_hour`] with an error for out-of-order hours.
+    pub fn try_observe_hour(
+        &mut self,
+        hour: i64,
+        rows: &[AggregateRow],
+    ) -> Result<Vec<Spike>, DetectError> {
+        self.feed(hour, rows, true)
+    }
+
+    /// Adds `hour` to the history without verdicts (replaying the history that precedes a range).
+    /// Same ordering rule and error as [`Detector::try_observe_hour`].
+    pub fn warm(&mut self, hour: i64, rows: &[AggregateRow]) -> Result<(), DetectError> {
+        self.feed(hour, rows, false).map(|_| ())
+    }
+
+    fn feed(
+        &mut self,
+        hour: i64,
+        rows: &[AggregateRow],
+        verdicts: bool,
+    ) -> Result<Vec<Spike>, DetectError> {
+        if let Some(last) = self.last_hour() {
+            if hour <= last {
+                self.rejected_hours += 1;
+                return Err(DetectError::OutOfOrder { hour, last });
+            }
+        }
+        let obs = group_hour(rows);
+        Ok(match &mut self.inner {
+            Inner::Window(w) => w.feed(&self.cfg, hour, &obs, verdicts),
+            Inner::Splunk(s) => s.feed(&self.cfg, hour, &obs, verdicts),
+        })
+    }
+}
+
+/// Batch detection: groups `rows` (in any order) by hour and feeds every hour, in order, to a fresh
+/// [`Detector`]. Spikes come sorted by hour, then source.
+pub fn detect(cfg: &DetectConfig, rows: &[AggregateRow]) -> Vec<Spike> {
+    let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+    for r in rows {
+        by_hour.entry(r.hour).or_default().push(r.clone());
+    }
+    let mut d = Detector::new(cfg.clone());
+    let mut out = Vec::new();
+    for (hour, rows) in by_hour {
+        out.extend(d.observe_hour(hour, &rows));
+    }
+    out
+}
+
+/// Sample mean and standard deviation (0 when `n < 2`) from exact integer sums.
+///
+/// Returns `None` when an intermediate overflows `u128` (counts near `2^60` in a full window);
+/// callers then fall back to a two-pass computation.
+pub(crate) fn stats_from_sums(n: u64, sum: u128, sum_sq: u128) -> Option<(f64, f64)> {
+    if n == 0 {
+        return Some((0.0, 0.0));
+    }
+    let nf = n as f64;
+    let mean = sum as f64 / nf;
+    if n < 2 {
+        return Some((mean, 0.0));
+    }
+    // n * Σc² - (Σc)² = n² * population variance, exact and >= 0 (Cauchy–Schwarz).
+    let num = u128::from(n).checked_mul(sum_sq)?.checked_sub(sum.checked_mul(sum)?)?;
+    let var = num as f64 / (nf * (nf - 1.0));
+    Some((mean, var.sqrt()))
+}
+
+/// Two-pass sample mean and standard deviation (0 when fewer than two values).
+pub(crate) fn stats_two_pass(values: impl Iterator<Item = u64> + Clone) -> (f64, f64) {
+    let (n, s) = values.clone().fold((0u64, 0f64), |(n, s), c| (n + 1, s + c as f64));
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = s / n as f64;
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    let ss: f64 = values.map(|c| (c as f64 - mean).powi(2)).sum();
+    (mean, (ss / (n as f64 - 1.0)).sqrt())
+}
+
+#[cfg(test)]
+mod tests;

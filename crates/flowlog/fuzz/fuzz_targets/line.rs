@@ -1,0 +1,28 @@
+//! The fast line parser agrees with the naive one on any bytes, under a format of 1..16 fields.
+#![no_main]
+
+use flowlog::naive::{naive_addr, naive_split, naive_u64};
+use flowlog::{parse_addr, parse_u64, Format, LineParser};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&n, line)) = data.split_first() else { return };
+    let n = usize::from(n % 16) + 1;
+    let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+    let format = Format::parse(&names.join(" ")).expect("valid format");
+    let mut p = LineParser::new();
+    let fast = p.parse(line, &format, 1, 4096);
+    let naive = naive_split(line, &format, 4096);
+    match (&fast, &naive) {
+        (Ok(rec), Ok(vals)) => {
+            for (i, v) in vals.iter().enumerate() {
+                let got = rec.value_at(i).expect("field present");
+                assert_eq!(got, v.as_bytes());
+                assert_eq!(parse_u64(got), naive_u64(v));
+                assert_eq!(parse_addr(got), naive_addr(v));
+            }
+        }
+        (Err(e), Err(k)) => assert_eq!(&e.kind, k),
+        _ => panic!("fast {:?} vs naive {:?}", fast.map(|_| ()), naive),
+    }
+});

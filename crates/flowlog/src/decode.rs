@@ -1,0 +1,516 @@
+//! Framings: plain lines, gzip, CloudWatch Logs envelopes, Firehose JSON, KPL, Parquet.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Read;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::field::Field;
+use crate::format::{Format, FormatError};
+use crate::line::{LineError, LineErrorKind, LineParser};
+use crate::record::FlowRecord;
+
+/// How one input object or record is packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Framing {
+    /// Detect by content ([`Framing::detect`]).
+    #[default]
+    Auto,
+    /// Plain text lines (an S3 `.log` object, optionally starting with a header line).
+    Lines,
+    /// Gzip (single or multi-member); the inflated content is detected again.
+    Gzip,
+    /// CloudWatch Logs subscription envelope(s) (JSON, often gzip-compressed).
+    CwLogs,
+    /// Firehose direct-put records `{"message":"<line>"}`, one or more.
+    Firehose,
+    /// A KPL-aggregated Kinesis record (magic `f3 89 9a c2`).
+    Kpl,
+    /// A Parquet flow-log object as S3 delivers it.
+    Parquet,
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const KPL_MAGIC: &[u8] = &[0xf3, 0x89, 0x9a, 0xc2];
+const PARQUET_MAGIC: &[u8] = b"PAR1";
+/// Deepest nesting of framings (KPL holding gzip holding JSON is depth 2).
+const MAX_DEPTH: u32 = 4;
+
+impl Framing {
+    /// Every framing, in `FromStr` spelling order.
+    pub const ALL: [Framing; 7] = [
+        Framing::Auto,
+        Framing::Lines,
+        Framing::Gzip,
+        Framing::CwLogs,
+        Framing::Firehose,
+        Framing::Kpl,
+        Framing::Parquet,
+    ];
+
+    /// The lowercase name accepted by `FromStr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::Auto => "auto",
+            Framing::Lines => "lines",
+            Framing::Gzip => "gzip",
+            Framing::CwLogs => "cwlogs",
+            Framing::Firehose => "firehose",
+            Framing::Kpl => "kpl",
+            Framing::Parquet => "parquet",
+        }
+    }
+
+    /// Detects the framing of `bytes` by content: gzip magic `1f 8b`, `PAR1`, KPL magic
+    /// `f3 89 9a c2`, a JSON object (`{`, CloudWatch Logs when it names `messageType`, else
+    /// Firehose), otherwise plain lines. Never returns [`Framing::Auto`].
+    pub fn detect(bytes: &[u8]) -> Framing {
+        if bytes.starts_with(GZIP_MAGIC) {
+            return Framing::Gzip;
+        }
+        if bytes.starts_with(PARQUET_MAGIC) {
+            return Framing::Parquet;
+        }
+        if bytes.starts_with(KPL_MAGIC) {
+            return Framing::Kpl;
+        }
+        let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'{') {
+            let head = &body[..body.len().min(4096)];
+            if memchr::memmem::find(head, b"\"messageType\"").is_some()
+                || memchr::memmem::find(head, b"\"logEvents\"").is_some()
+            {
+                return Framing::CwLogs;
+            }
+            return Framing::Firehose;
+        }
+        Framing::Lines
+    }
+}
+
+impl fmt::Display for Framing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A framing name that `Framing::from_str` does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown framing {0:?} (expected auto, lines, gzip, cwlogs, firehose, kpl or parquet)")]
+pub struct UnknownFraming(pub String);
+
+impl FromStr for Framing {
+    type Err = UnknownFraming;
+    fn from_str(s: &str) -> Result<Framing, UnknownFraming> {
+        Framing::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| UnknownFraming(s.to_string()))
+    }
+}
+
+/// Options for [`for_each_record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// The framing of the input; [`Framing::Auto`] detects it.
+    pub framing: Framing,
+    /// The format to use when the input has no header line (default: [`Format::default_v2`]).
+    pub format: Option<Format>,
+    /// Most bytes all decompression of one input may produce (default 256 MiB).
+    pub max_decompressed_bytes: u64,
+    /// Longest accepted line (default 64 KiB); longer lines are [`LineErrorKind::TooLong`].
+    pub max_line_bytes: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> DecodeOptions {
+        DecodeOptions {
+            framing: Framing::Auto,
+            format: None,
+            max_decompressed_bytes: 256 << 20,
+            max_line_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Receives the records of an input.
+pub trait RecordSink {
+    /// A line with the right number of fields (values not yet validated).
+    fn record(&mut self, rec: &FlowRecord<'_>);
+    /// A damaged line, skipped.
+    fn malformed(&mut self, err: &LineError);
+    /// A CloudWatch Logs `CONTROL_MESSAGE` envelope, skipped.
+    fn control_message(&mut self) {}
+}
+
+/// Counts from decoding one or more inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records delivered to [`RecordSink::record`].
+    pub records: u64,
+    /// Lines delivered to [`RecordSink::malformed`].
+    pub malformed: u64,
+    /// CloudWatch Logs control messages skipped.
+    pub control_messages: u64,
+    /// Header lines seen (S3 objects start with one).
+    pub headers: u64,
+    /// Bytes of input.
+    pub input_bytes: u64,
+    /// Bytes of decoded text (after decompression and unwrapping), including line terminators.
+    pub decoded_bytes: u64,
+}
+
+impl Summary {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Summary) {
+        self.records += other.records;
+        self.malformed += other.malformed;
+        self.control_messages += other.control_messages;
+        self.headers += other.headers;
+        self.input_bytes += other.input_bytes;
+        self.decoded_bytes += other.decoded_bytes;
+    }
+}
+
+/// The input as a whole cannot be decoded. Records decoded before the error have already been
+/// delivered to the sink.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The gzip stream is corrupt or truncated.
+    #[error("bad gzip stream: {0}")]
+    Gzip(#[source] std::io::Error),
+    /// Decompression would produce more than `max_decompressed_bytes`.
+    #[error("decompressed size exceeds the limit of {limit} bytes")]
+    DecompressionLimit {
+        /// The limit in force.
+        limit: u64,
+    },
+    /// A JSON value of a CloudWatch Logs or Firehose input does not parse.
+    #[error("bad json in object {index}: {source}")]
+    Json {
+        /// 0-based index of the JSON object within the input.
+        index: usize,
+        /// The parser's error (with line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A JSON object is neither a CloudWatch Logs envelope nor a Firehose `{"message":...}`.
+    #[error("json object {index} has neither messageType/logEvents nor message")]
+    UnrecognisedJson {
+        /// 0-based index of the JSON object within the input.
+        index: usize,
+    },
+    /// A CloudWatch Logs envelope with a `messageType` other than DATA_MESSAGE or CONTROL_MESSAGE.
+    #[error("json object {index}: unknown messageType {message_type:?}")]
+    UnknownMessageType {
+        /// 0-based index of the JSON object within the input.
+        index: usize,
+        /// The value found.
+        message_type: String,
+    },
+    /// A KPL record shorter than its magic and digest.
+    #[error("kpl record of {len} bytes is too short")]
+    KplTooShort {
+        /// Length of the record.
+        len: usize,
+    },
+    /// The MD5 trailer of a KPL record does not match its body.
+    #[error("kpl record digest mismatch")]
+    KplDigestMismatch,
+    /// The protobuf body of a KPL record is malformed.
+    #[error("bad kpl protobuf at byte {offset}: {reason}")]
+    KplProtobuf {
+        /// Byte offset within the protobuf body.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The Parquet object cannot be read.
+    #[error("unreadable parquet: {0}")]
+    Parquet(String),
+    /// A Parquet column has a type that cannot be rendered as a flow log value.
+    #[error("parquet column {column:?} has unsupported type {data_type}")]
+    ParquetColumnType {
+        /// Column name.
+        column: String,
+        /// Its Arrow data type.
+        data_type: String,
+    },
+    /// The Parquet column names do not form a format.
+    #[error("parquet columns do not form a format: {0}")]
+    ParquetFormat(#[source] FormatError),
+    /// Framings nested deeper than allowed (e.g. gzip inside gzip inside KPL ...).
+    #[error("framings nested more than {MAX_DEPTH} deep")]
+    TooDeep,
+}
+
+/// Decodes one object or record of any framing and feeds every record to `sink`.
+///
+/// Format resolution: a header line in the input wins (and applies to the lines after it), else
+/// `opts.format`, else [`Format::default_v2`]. Blank lines are skipped; damaged lines go to
+/// [`RecordSink::malformed`]. Nothing here panics on any input, and decompression is bounded
+/// by `opts.max_decompressed_bytes`.
+///
+/// ```
+/// use flowlog::{for_each_record, DecodeOptions, FlowRecord, LineError, RecordSink};
+/// struct Rejects(u64);
+/// impl RecordSink for Rejects {
+///     fn record(&mut self, rec: &FlowRecord<'_>) {
+///         if rec.action() == Ok(Some(flowlog::Action::Reject)) { self.0 += 1 }
+///     }
+///     fn malformed(&mut self, _: &LineError) {}
+/// }
+/// let input = b"version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n\
+///               2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1 2 REJECT OK\n";
+/// let mut sink = Rejects(0);
+/// let summary = for_each_record(input, &DecodeOptions::default(), &mut sink).unwrap();
+/// assert_eq!((summary.records, summary.headers, sink.0), (1, 1, 1));
+/// ```
+pub fn for_each_record(
+    input: &[u8],
+    opts: &DecodeOptions,
+    sink: &mut impl RecordSink,
+) -> Result<Summary, DecodeError> {
+    let mut d = Decoder {
+        opts,
+        sink,
+        parser: LineParser::new(),
+        header: None,
+        fallback: opts.format.clone().unwrap_or_else(Format::default_v2),
+        summary: Summary { input_bytes: input.len() as u64, ..Summary::default() },
+        line_number: 0,
+        budget: opts.max_decompressed_bytes,
+    };
+    d.decode(input, opts.framing, 0)?;
+    Ok(d.summary)
+}
+
+struct Decoder<'o, S> {
+    opts: &'o DecodeOptions,
+    sink: &'o mut S,
+    parser: LineParser,
+    /// The format from the last header line seen, if any.
+    header: Option<Format>,
+    fallback: Format,
+    summary: Summary,
+    line_number: u64,
+    /// Decompressed bytes still allowed.
+    budget: u64,
+}
+
+impl<S: RecordSink> Decoder<'_, S> {
+    fn decode(&mut self, data: &[u8], framing: Framing, depth: u32) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::TooDeep);
+        }
+        let explicit_gzip_inside =
+            matches!(framing, Framing::Lines | Framing::CwLogs | Framing::Firehose)
+                && data.starts_with(GZIP_MAGIC);
+        if explicit_gzip_inside {
+            let inflated = self.inflate(data)?;
+            return self.decode(&inflated, framing, depth + 1);
+        }
+        match framing {
+            Framing::Auto => self.decode(data, Framing::detect(data), depth),
+            Framing::Lines => {
+                self.feed_text(data, true);
+                Ok(())
+            }
+            Framing::Gzip => {
+                let inflated = self.inflate(data)?;
+                self.decode(&inflated, Framing::detect(&inflated), depth + 1)
+            }
+            Framing::CwLogs | Framing::Firehose => self.decode_json(data),
+            Framing::Kpl => self.decode_kpl(data, depth),
+            Framing::Parquet => crate::pq::decode_parquet(data, |format, line| {
+                self.feed_line(line, format);
+            }),
+        }
+    }
+
+    fn inflate(&mut self, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let limit = self.opts.max_decompressed_bytes;
+        let mut out = Vec::new();
+        let mut dec = flate2::read::MultiGzDecoder::new(data);
+        (&mut dec)
+            .take(self.budget.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(DecodeError::Gzip)?;
+        let n = out.len() as u64;
+        if n > self.budget {
+            return Err(DecodeError::DecompressionLimit { limit });
+        }
+        self.budget -= n;
+        Ok(out)
+    }
+
+    /// Feeds text of many lines; `headers` enables header-line detection.
+    fn feed_text(&mut self, text: &[u8], headers: bool) {
+        self.summary.decoded_bytes += text.len() as u64;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &[][..]),
+            };
+            rest = next;
+            self.line_number += 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if is_blank(line) {
+                continue;
+            }
+            if headers && looks_like_header(line) {
+                self.header_line(line);
+                continue;
+            }
+            let format = self.header.as_ref().unwrap_or(&self.fallback);
+            match self.parser.parse(line, format, self.line_number, self.opts.max_line_bytes) {
+                Ok(rec) => {
+                    self.summary.records += 1;
+                    self.sink.record(&rec);
+                }
+                Err(e) => {
+                    self.summary.malformed += 1;
+                    self.sink.malformed(&e);
+                }
+            }
+        }
+    }
+
+    fn header_line(&mut self, line: &[u8]) {
+        let parsed = std::str::from_utf8(line).ok().and_then(|s| Format::parse(s).ok());
+        match parsed {
+            Some(f) => {
+                self.summary.headers += 1;
+                self.header = Some(f);
+            }
+            None => {
+                self.summary.malformed += 1;
+                let e = LineError { line: self.line_number, kind: LineErrorKind::BadHeader };
+                self.sink.malformed(&e);
+            }
+        }
+    }
+
+    /// Feeds one rendered line under an explicit format (Parquet rows).
+    fn feed_line(&mut self, line: &[u8], format: &Format) {
+        self.line_number += 1;
+        self.summary.decoded_bytes += line.len() as u64 + 1;
+        match self.parser.parse(line, format, self.line_number, self.opts.max_line_bytes) {
+            Ok(rec) => {
+                self.summary.records += 1;
+                self.sink.record(&rec);
+            }
+            Err(e) => {
+                self.summary.malformed += 1;
+                self.sink.malformed(&e);
+            }
+        }
+    }
+
+    fn decode_json(&mut self, data: &[u8]) -> Result<(), DecodeError> {
+        let stream = serde_json::Deserializer::from_slice(data).into_iter::<JsonObject<'_>>();
+        for (index, obj) in stream.enumerate() {
+            let obj = obj.map_err(|source| DecodeError::Json { index, source })?;
+            match (obj.message_type, obj.log_events, obj.message) {
+                (Some(t), events, _) => match &*t {
+                    "CONTROL_MESSAGE" => {
+                        self.summary.control_messages += 1;
+                        self.sink.control_message();
+                    }
+                    "DATA_MESSAGE" => {
+                        for ev in events.unwrap_or_default() {
+                            self.feed_text(ev.message.as_bytes(), true);
+                        }
+                    }
+                    other => {
+                        return Err(DecodeError::UnknownMessageType {
+                            index,
+                            message_type: other.to_string(),
+                        })
+                    }
+                },
+                (None, Some(events), _) => {
+                    for ev in events {
+                        self.feed_text(ev.message.as_bytes(), true);
+                    }
+                }
+                (None, None, Some(message)) => self.feed_text(message.as_bytes(), true),
+                (None, None, None) => return Err(DecodeError::UnrecognisedJson { index }),
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_kpl(&mut self, data: &[u8], depth: u32) -> Result<(), DecodeError> {
+        let records = crate::kpl::verify(data)?;
+        crate::kpl::for_each_data(records, |inner| {
+            self.decode(inner, Framing::detect(inner), depth + 1)
+        })
+    }
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    match line.first() {
+        None => true,
+        Some(b' ' | b'\t') => line.iter().all(|b| *b == b' ' || *b == b'\t'),
+        Some(_) => false,
+    }
+}
+
+/// A header line's first token is a field name, never a value. Cheap reject on the first byte.
+fn looks_like_header(line: &[u8]) -> bool {
+    match line.first() {
+        Some(b) if b.is_ascii_lowercase() || *b == b'$' => {}
+        _ => return false,
+    }
+    let end = memchr::memchr(b' ', line).unwrap_or(line.len());
+    std::str::from_utf8(&line[..end]).ok().and_then(Field::from_any_name).is_some()
+}
+
+/// Either a CloudWatch Logs envelope or a Firehose record.
+#[derive(Deserialize)]
+struct JsonObject<'a> {
+    #[serde(rename = "messageType", default, borrow, deserialize_with = "opt_cow")]
+    message_type: Option<Cow<'a, str>>,
+    #[serde(rename = "logEvents", default, borrow)]
+    log_events: Option<Vec<LogEvent<'a>>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct LogEvent<'a> {
+    #[serde(borrow, deserialize_with = "cow")]
+    message: Cow<'a, str>,
+}
+
+struct CowVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CowVisitor {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// Borrows the string from the input when it has no escapes (no allocation).
+fn cow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
+    d.deserialize_str(CowVisitor)
+}
+
+fn opt_cow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    cow(d).map(Some)
+}

@@ -1,0 +1,389 @@
+//! [`FlowRecord`]: a zero-copy view over one parsed line, with typed accessors.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::field::Field;
+use crate::format::Format;
+
+/// The `action` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `ACCEPT`
+    Accept,
+    /// `REJECT`
+    Reject,
+}
+
+impl Action {
+    /// Parses `ACCEPT` or `REJECT`.
+    pub fn from_bytes(b: &[u8]) -> Option<Action> {
+        match b {
+            b"ACCEPT" => Some(Action::Accept),
+            b"REJECT" => Some(Action::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// The `log-status` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStatus {
+    /// `OK`
+    Ok,
+    /// `NODATA`
+    NoData,
+    /// `SKIPDATA`
+    SkipData,
+}
+
+impl LogStatus {
+    /// Parses `OK`, `NODATA` or `SKIPDATA`.
+    pub fn from_bytes(b: &[u8]) -> Option<LogStatus> {
+        match b {
+            b"OK" => Some(LogStatus::Ok),
+            b"NODATA" => Some(LogStatus::NoData),
+            b"SKIPDATA" => Some(LogStatus::SkipData),
+            _ => None,
+        }
+    }
+}
+
+/// A field value that does not parse as the type asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// The value is not an unsigned decimal integer that fits in `u64`.
+    #[error("field {field}: value is not an unsigned integer")]
+    NotANumber {
+        /// The field asked for.
+        field: Field,
+    },
+    /// The value is not an IPv4 or IPv6 address.
+    #[error("field {field}: value is not an ip address")]
+    NotAnAddress {
+        /// The field asked for.
+        field: Field,
+    },
+    /// The value is not one of the allowed words.
+    #[error("field {field}: value is not one of {expected}")]
+    NotInSet {
+        /// The field asked for.
+        field: Field,
+        /// The allowed words.
+        expected: &'static str,
+    },
+}
+
+/// One flow record: a view over the bytes of one line.
+///
+/// Holds the line, the end offset of every field (from the parser's reusable buffer) and the
+/// [`Format`] in force; nothing is copied and values are parsed only when asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowRecord<'a> {
+    line: &'a [u8],
+    ends: &'a [u32],
+    format: &'a Format,
+    line_number: u64,
+}
+
+impl<'a> FlowRecord<'a> {
+    /// Builds a record; `ends[i]` is the offset just past field `i` (the separator or line end).
+    pub(crate) fn new(
+        line: &'a [u8],
+        ends: &'a [u32],
+        format: &'a Format,
+        line_number: u64,
+    ) -> FlowRecord<'a> {
+        FlowRecord { line, ends, format, line_number }
+    }
+
+    /// The whole line (without its line terminator).
+    pub fn line(&self) -> &'a [u8] {
+        self.line
+    }
+
+    /// The 1-based line number within the decoded text.
+    pub fn line_number(&self) -> u64 {
+        self.line_number
+    }
+
+    /// The format the line was parsed with.
+    pub fn format(&self) -> &'a Format {
+        self.format
+    }
+
+    /// Number of fields (equal to `format().len()`).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when the record has no field (never for a record produced by this crate).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The raw value at position `i`, `-` included; `None` past the last field.
+    #[inline]
+    pub fn value_at(&self, i: usize) -> Option<&'a [u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i.checked_sub(1) {
+            Some(p) => *self.ends.get(p)? as usize + 1,
+            None => 0,
+        };
+        self.line.get(start..end)
+    }
+
+    /// The raw bytes of `field`; `None` when the format lacks it or the value is `-`.
+    #[inline]
+    pub fn raw(&self, field: Field) -> Option<&'a [u8]> {
+        let v = self.value_at(self.format.position(field)?)?;
+        if v == b"-" {
+            None
+        } else {
+            Some(v)
+        }
+    }
+
+    /// The value of a text field as `&str` (lines are validated as UTF-8 when they hold
+    /// non-ASCII bytes, so this is `None` only when absent).
+    pub fn text(&self, field: Field) -> Option<&'a str> {
+        std::str::from_utf8(self.raw(field)?).ok()
+    }
+
+    /// Iterates over `(field, raw value)` pairs in format order (`None` for `-`).
+    pub fn fields(&self) -> impl Iterator<Item = (Field, Option<&'a [u8]>)> + 'a {
+        let rec = *self;
+        rec.format
+            .fields()
+            .iter()
+            .enumerate()
+            .map(move |(i, f)| (*f, rec.value_at(i).filter(|v| *v != b"-")))
+    }
+
+    /// Any numeric field as `u64`.
+    #[inline]
+    pub fn u64_field(&self, field: Field) -> Result<Option<u64>, FieldError> {
+        match self.raw(field) {
+            None => Ok(None),
+            Some(v) => parse_u64(v).map(Some).ok_or(FieldError::NotANumber { field }),
+        }
+    }
+
+    /// Any address field as [`IpAddr`].
+    #[inline]
+    pub fn addr_field(&self, field: Field) -> Result<Option<IpAddr>, FieldError> {
+        match self.raw(field) {
+            None => Ok(None),
+            Some(v) => parse_addr(v).map(Some).ok_or(FieldError::NotAnAddress { field }),
+        }
+    }
+
+    /// `action`.
+    #[inline]
+    pub fn action(&self) -> Result<Option<Action>, FieldError> {
+        match self.raw(Field::Action) {
+            None => Ok(None),
+            Some(v) => Action::from_bytes(v)
+                .map(Some)
+                .ok_or(FieldError::NotInSet { field: Field::Action, expected: "ACCEPT, REJECT" }),
+        }
+    }
+
+    /// `log-status`.
+    #[inline]
+    pub fn log_status(&self) -> Result<Option<LogStatus>, FieldError> {
+        match self.raw(Field::LogStatus) {
+            None => Ok(None),
+            Some(v) => LogStatus::from_bytes(v).map(Some).ok_or(FieldError::NotInSet {
+                field: Field::LogStatus,
+                expected: "OK, NODATA, SKIPDATA",
+            }),
+        }
+    }
+
+    /// `srcaddr`.
+    #[inline]
+    pub fn srcaddr(&self) -> Result<Option<IpAddr>, FieldError> {
+        self.addr_field(Field::SrcAddr)
+    }
+
+    /// `dstaddr`.
+    #[inline]
+    pub fn dstaddr(&self) -> Result<Option<IpAddr>, FieldError> {
+        self.addr_field(Field::DstAddr)
+    }
+
+    /// `srcport`.
+    pub fn srcport(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::SrcPort)
+    }
+
+    /// `dstport`.
+    pub fn dstport(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::DstPort)
+    }
+
+    /// `protocol` (IANA number).
+    pub fn protocol(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::Protocol)
+    }
+
+    /// `start` (unix seconds).
+    #[inline]
+    pub fn start(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::Start)
+    }
+
+    /// `end` (unix seconds).
+    pub fn end(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::End)
+    }
+
+    /// `bytes`.
+    pub fn bytes(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::Bytes)
+    }
+
+    /// `packets`.
+    pub fn packets(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::Packets)
+    }
+
+    /// `version`.
+    pub fn version(&self) -> Result<Option<u64>, FieldError> {
+        self.u64_field(Field::Version)
+    }
+
+    /// `account-id` raw bytes (text: may be `unknown`).
+    pub fn account_id(&self) -> Option<&'a [u8]> {
+        self.raw(Field::AccountId)
+    }
+
+    /// `interface-id` raw bytes.
+    pub fn interface_id(&self) -> Option<&'a [u8]> {
+        self.raw(Field::InterfaceId)
+    }
+}
+
+/// Parses an unsigned decimal integer from ASCII digits (no sign, no spaces; leading zeros
+/// allowed). Same result as `str::parse::<u64>` on digit-only input.
+#[inline]
+pub fn parse_u64(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
+/// Parses a dotted-quad IPv4 address from bytes with the rules of `Ipv4Addr::from_str`
+/// (four decimal octets 0..=255, no leading zeros).
+#[inline]
+pub fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    if b.len() < 7 || b.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let first = *b.get(i)?;
+        let d0 = first.wrapping_sub(b'0');
+        if d0 > 9 {
+            return None;
+        }
+        let mut v = u32::from(d0);
+        i += 1;
+        let mut digits = 1;
+        while let Some(&c) = b.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            if d0 == 0 || digits == 3 {
+                return None;
+            }
+            v = v * 10 + u32::from(d);
+            digits += 1;
+            i += 1;
+        }
+        *octet = u8::try_from(v).ok()?;
+    }
+    if i == b.len() {
+        Some(Ipv4Addr::from(octets))
+    } else {
+        None
+    }
+}
+
+/// Parses an IPv4 (fast path) or IPv6 address from bytes, without allocating.
+#[inline]
+pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
+    if b.len() <= 15 && !b.contains(&b':') {
+        return parse_ipv4(b).map(IpAddr::V4);
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        fn check(input: &str, expected: Option<u64>) {
+            assert_eq!(parse_u64(input.as_bytes()), expected, "{input:?}");
+        }
+        check("0", Some(0));
+        check("007", Some(7));
+        check("18446744073709551615", Some(u64::MAX));
+        check("18446744073709551616", None);
+        check("", None);
+        check("+1", None);
+        check("-1", None);
+        check("1 ", None);
+        check("1a", None);
+    }
+
+    #[test]
+    fn addresses() {
+        fn check(input: &str) {
+            let std = input.parse::<IpAddr>().ok();
+            assert_eq!(parse_addr(input.as_bytes()), std, "{input:?}");
+        }
+        for s in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "256.0.0.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1.2.3.0004",
+            "a.b.c.d",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+            "::",
+            "2001:db8:::1",
+            "fe80::1%eth0",
+            "",
+            "-",
+        ] {
+            check(s);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Properties: rendered lines parse back equal; the fast parser agrees with the naive one;
+//! arbitrary bytes through every framing never panic.
+
+use flowlog::naive::{naive_addr, naive_split, naive_u64};
+use flowlog::{
+    for_each_record, DecodeOptions, Field, FieldKind, FlowRecord, Format, Framing, LineError,
+    LineParser, RecordSink,
+};
+use proptest::prelude::*;
+
+fn value_for(kind: FieldKind) -> BoxedStrategy<String> {
+    match kind {
+        FieldKind::Uint => prop_oneof![
+            any::<u64>().prop_map(|v| v.to_string()),
+            (0u64..70000).prop_map(|v| v.to_string()),
+            Just("-".to_string()),
+        ]
+        .boxed(),
+        FieldKind::Addr => prop_oneof![
+            any::<[u8; 4]>().prop_map(|o| std::net::Ipv4Addr::from(o).to_string()),
+            any::<u128>().prop_map(|v| std::net::Ipv6Addr::from(v).to_string()),
+            Just("-".to_string()),
+        ]
+        .boxed(),
+        FieldKind::Text => "[a-zA-Z0-9:/._-]{1,24}".boxed(),
+    }
+}
+
+fn format_strategy() -> impl Strategy<Value = Format> {
+    prop::sample::subsequence(Field::KNOWN.to_vec(), 1..Field::KNOWN.len())
+        .prop_shuffle()
+        .prop_map(|fields| Format::from_fields(&fields).unwrap())
+}
+
+fn format_and_values() -> impl Strategy<Value = (Format, Vec<String>)> {
+    format_strategy().prop_flat_map(|f| {
+        let vals: Vec<_> = f.fields().iter().map(|x| value_for(x.kind())).collect();
+        (Just(f), vals)
+    })
+}
+
+struct Nothing;
+impl RecordSink for Nothing {
+    fn record(&mut self, rec: &FlowRecord<'_>) {
+        let _ = (rec.srcaddr(), rec.start(), rec.action(), rec.log_status(), rec.bytes());
+        let mut out = Vec::new();
+        flowlog::write_json(rec, &mut out);
+    }
+    fn malformed(&mut self, _: &LineError) {}
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn render_then_parse_round_trips((format, values) in format_and_values()) {
+        let line = values.join(" ");
+        let mut p = LineParser::new();
+        let rec = p.parse(line.as_bytes(), &format, 1, 1 << 16).unwrap();
+        for (i, (field, v)) in format.fields().iter().zip(&values).enumerate() {
+            prop_assert_eq!(rec.value_at(i), Some(v.as_bytes()));
+            let expect_raw = if v == "-" { None } else { Some(v.as_bytes()) };
+            prop_assert_eq!(rec.raw(*field), expect_raw);
+            match field.kind() {
+                FieldKind::Uint => prop_assert_eq!(rec.u64_field(*field).unwrap(), naive_u64(v)),
+                FieldKind::Addr => prop_assert_eq!(rec.addr_field(*field).unwrap(), naive_addr(v)),
+                FieldKind::Text => {}
+            }
+        }
+        // Header + line through for_each_record with the format from the header.
+        let input = format!("{format}\n{line}\n");
+        let mut sink = Nothing;
+        let s = for_each_record(input.as_bytes(), &DecodeOptions::default(), &mut sink).unwrap();
+        prop_assert_eq!((s.records, s.headers, s.malformed), (1, 1, 0));
+        // Format display parses back to the same format.
+        prop_assert_eq!(Format::parse(&format.to_string()).unwrap(), format.clone());
+        prop_assert_eq!(Format::parse(&format.to_log_format()).unwrap(), format);
+    }
+
+    #[test]
+    fn fast_agrees_with_naive(
+        tokens in prop::collection::vec(
+            prop_oneof![
+                "[0-9]{1,22}", "[0-9.]{1,16}", "[0-9a-f:]{1,20}", "-", "", "[ -~]{0,6}",
+                "\\PC{0,3}", Just("\u{0}".to_string()), Just("\r".to_string()),
+                Just("\u{7f}".to_string()),
+            ],
+            0..20,
+        ),
+        n in 1usize..16,
+        max in prop_oneof![Just(1usize << 16), 0usize..64],
+    ) {
+        let line = tokens.join(" ");
+        let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+        let format = Format::parse(&names.join(" ")).unwrap();
+        let mut p = LineParser::new();
+        let fast = p.parse(line.as_bytes(), &format, 1, max);
+        let naive = naive_split(line.as_bytes(), &format, max);
+        match (&fast, &naive) {
+            (Ok(rec), Ok(vals)) => {
+                for (i, v) in vals.iter().enumerate() {
+                    let got = rec.value_at(i).unwrap();
+                    prop_assert_eq!(got, v.as_bytes());
+                    prop_assert_eq!(flowlog::parse_u64(got), naive_u64(v));
+                    prop_assert_eq!(flowlog::parse_addr(got), naive_addr(v));
+                }
+            }
+            (Err(e), Err(k)) => prop_assert_eq!(&e.kind, k),
+            _ => prop_assert!(false, "fast {:?} naive {:?} on {:?}", fast.map(|_| ()), naive, line),
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..512), prefix in 0usize..6) {
+        let prefixes: [&[u8]; 6] = [b"", b"\x1f\x8b", b"PAR1", b"\xf3\x89\x9a\xc2", b"{", b"version srcaddr\n"];
+        let mut input = prefixes[prefix].to_vec();
+        input.extend_from_slice(&data);
+        for framing in Framing::ALL {
+            let opts = DecodeOptions { framing, max_decompressed_bytes: 1 << 20, ..DecodeOptions::default() };
+            let _ = for_each_record(&input, &opts, &mut Nothing);
+        }
+    }
+
+    #[test]
+    fn kpl_of_random_records_never_panics(records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..5)) {
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let kpl = flowlog::encode_kpl(&refs);
+        let _ = for_each_record(&kpl, &DecodeOptions::default(), &mut Nothing);
+    }
+}

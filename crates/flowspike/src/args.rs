@@ -1,0 +1,151 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// flowspike: detect spikes of blocked outbound traffic in AWS VPC Flow Logs.
+#[derive(Parser, Debug)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; FLOWSPIKE_LOG overrides it.
+    #[arg(long, global = true, env = "FLOWSPIKE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse flow-log files and print one JSON object per record.
+    Parse(ParseArgs),
+    /// Generate a seeded synthetic flow-log archive in the S3 layout, with its ground truth.
+    Gen(GenArgs),
+    /// Replay flow-log archives (local or s3://) into the hourly history and detect spikes.
+    Replay(ReplayArgs),
+    /// Generate a demo archive, replay it and print the spikes it finds.
+    Demo(DemoArgs),
+    /// Consume a Kinesis stream of flow logs: hourly aggregates, checkpoints, spikes to an output stream.
+    Consume(crate::consume::ConsumeArgs),
+}
+
+/// How the input is framed and formatted.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Record format: a CreateFlowLogs LogFormat (`${version} ${srcaddr} ...`) or field names. Used when
+    /// the input has no header line (CloudWatch and Firehose records); a header line wins.
+    #[arg(long, env = "FLOWSPIKE_FORMAT")]
+    pub format: Option<String>,
+    /// Framing: auto, lines, gzip, cwlogs, firehose, kpl, parquet.
+    #[arg(long, default_value = "auto", env = "FLOWSPIKE_FRAMING")]
+    pub framing: String,
+}
+
+/// `flowspike parse`.
+#[derive(Args, Debug)]
+pub struct ParseArgs {
+    /// Input framing and format.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Files to parse.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `flowspike gen`.
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    /// Output directory (the S3 layout `AWSLogs/...` is created under it, plus `manifest.json`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Hours of traffic.
+    #[arg(long)]
+    pub hours: Option<u32>,
+    /// Internal hosts.
+    #[arg(long)]
+    pub hosts: Option<u32>,
+    /// Injected blocked-outbound bursts.
+    #[arg(long)]
+    pub bursts: Option<u32>,
+    /// First hour (RFC 3339 or YYYY-MM-DD); default: the generator's.
+    #[arg(long)]
+    pub start: Option<String>,
+}
+
+/// Detection settings shared by replay and the consumer.
+#[derive(Args, Debug, Clone)]
+pub struct DetectArgs {
+    /// Baseline mode: window (exact 720-hour window) or splunk (ESCU's running update).
+    #[arg(long, default_value = "window", env = "FLOWSPIKE_MODE")]
+    pub mode: String,
+    /// Window length in hours (window mode).
+    #[arg(long, default_value_t = 720, env = "FLOWSPIKE_WINDOW_HOURS")]
+    pub window_hours: u32,
+    /// Data points (active hours) a source needs before it can alert.
+    #[arg(long, default_value_t = 5, env = "FLOWSPIKE_MIN_POINTS")]
+    pub min_points: u32,
+    /// Standard deviations above the mean that make a spike.
+    #[arg(long, default_value_t = 3.0, env = "FLOWSPIKE_DEVIATIONS")]
+    pub deviations: f64,
+    /// A spike also needs at least this many blocked flows in the hour.
+    #[arg(long, default_value_t = 1, env = "FLOWSPIKE_MIN_COUNT")]
+    pub min_count: u64,
+    /// Internal networks (comma-separated CIDRs); default: the RFC 1918 ranges, as ESCU.
+    #[arg(long, value_delimiter = ',', env = "FLOWSPIKE_INTERNAL")]
+    pub internal: Vec<String>,
+    /// Distinct destinations stored per (hour, source) before switching to an estimate.
+    #[arg(long, default_value_t = 10_000, env = "FLOWSPIKE_DEST_CAP")]
+    pub dest_cap: usize,
+}
+
+/// `flowspike replay`.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Sources: files, directories (recursive) or s3://bucket/prefix.
+    #[arg(required = true)]
+    pub sources: Vec<String>,
+    /// State location: a directory or s3://bucket/prefix (aggregates/, baseline/ live there).
+    #[arg(long, env = "FLOWSPIKE_STATE")]
+    pub state: String,
+    /// Where spike records go (JSON Lines): a path, or - for standard output. Default:
+    /// `<state>/spikes/replay-<time>.jsonl` for a local state, standard output for an S3 state.
+    #[arg(long)]
+    pub spikes: Option<String>,
+    /// Only records at or after this time (RFC 3339, YYYY-MM-DD or YYYY-MM-DDTHH).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only records before this time.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print the summary as JSON on standard error instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Parser threads (default: all cores).
+    #[arg(long, env = "FLOWSPIKE_THREADS")]
+    pub threads: Option<usize>,
+    /// Input framing and format.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Detection settings.
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+/// `flowspike demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Working directory for the archive and the state (replaced if it holds a previous demo).
+    #[arg(long, default_value = "flowspike-demo")]
+    pub dir: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Baseline mode: window or splunk.
+    #[arg(long, default_value = "window")]
+    pub mode: String,
+}

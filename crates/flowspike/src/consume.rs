@@ -1,0 +1,110 @@
+//! `flowspike consume`: the Kinesis consumer service (arguments and glue; the work is in
+//! `flowspike-consumer`).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use flowspike_consumer::{ConsumerConfig, Output, StartPosition};
+
+use crate::args::{DetectArgs, InputArgs};
+use crate::replay::{decode_options, detect_settings, open_state, parse_time};
+
+/// `flowspike consume`.
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// Kinesis stream to read (fed by a CloudWatch Logs subscription filter, Firehose-style JSON
+    /// records, KPL aggregates or plain flow-log lines; the framing is detected per record).
+    #[arg(long, env = "FLOWSPIKE_STREAM")]
+    pub stream: String,
+    /// State location: a directory or s3://bucket/prefix. Final hourly aggregates go to
+    /// `aggregates/`, the consumer's checkpoint to `consumer/<stream>/`.
+    #[arg(long, env = "FLOWSPIKE_STATE")]
+    pub state: String,
+    /// Kinesis stream that receives spike records (JSON, partition key src_ip); default: standard
+    /// output, one JSON line per spike.
+    #[arg(long, env = "FLOWSPIKE_OUTPUT_STREAM")]
+    pub output_stream: Option<String>,
+    /// Where shards without a checkpoint start: trim-horizon, latest or at-timestamp.
+    #[arg(long, default_value = "trim-horizon", env = "FLOWSPIKE_START_POSITION")]
+    pub start_position: String,
+    /// The time for --start-position at-timestamp (RFC 3339, YYYY-MM-DD, YYYY-MM-DDTHH or unix seconds).
+    #[arg(long, env = "FLOWSPIKE_AT_TIMESTAMP")]
+    pub at_timestamp: Option<String>,
+    /// Allowed lateness of event time: an hour closes once every shard has seen records this many
+    /// seconds past its end. Later records go to a correction file of the hour.
+    #[arg(long, default_value_t = 900, env = "FLOWSPIKE_ALLOWED_LATENESS_SECS")]
+    pub allowed_lateness_secs: u64,
+    /// Checkpoint at least this often while records arrive (hours also checkpoint when they close).
+    #[arg(long, default_value_t = 60, env = "FLOWSPIKE_CHECKPOINT_INTERVAL_SECS")]
+    pub checkpoint_interval_secs: u64,
+    /// A shard at its tip with no record for this long is idle: its event time follows the wall
+    /// clock, so a quiet shard does not keep hours open.
+    #[arg(long, default_value_t = 60, env = "FLOWSPIKE_IDLE_SHARD_SECS")]
+    pub idle_shard_secs: u64,
+    /// How often the shard list is fetched again (new shards after resharding).
+    #[arg(long, default_value_t = 60, env = "FLOWSPIKE_RELIST_SHARDS_SECS")]
+    pub relist_shards_secs: u64,
+    /// Stop gracefully (checkpoint, exit 0) after this many seconds. For tests and batch jobs.
+    #[arg(long, env = "FLOWSPIKE_MAX_RUNTIME_SECS")]
+    pub max_runtime_secs: Option<u64>,
+    /// Stop gracefully once every shard has been at its tip without records for this many seconds.
+    /// For tests and catch-up jobs; hours close only if --idle-shard-secs is not longer.
+    #[arg(long, env = "FLOWSPIKE_EXIT_WHEN_IDLE_SECS")]
+    pub exit_when_idle_secs: Option<u64>,
+    /// Input framing and format.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Detection settings.
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+/// The consumer settings from the arguments.
+pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
+    let decode = decode_options(&a.input)?;
+    let (rule, counter, detect) = detect_settings(&a.detect)?;
+    detect.validate().context("detection settings")?;
+    let start_position = match (a.start_position.as_str(), &a.at_timestamp) {
+        ("trim-horizon", _) => StartPosition::TrimHorizon,
+        ("latest", _) => StartPosition::Latest,
+        ("at-timestamp", Some(t)) => StartPosition::AtTimestamp(parse_time(t)?),
+        ("at-timestamp", None) => bail!("--start-position at-timestamp needs --at-timestamp"),
+        (other, _) => {
+            bail!("--start-position {other:?}: expected trim-horizon, latest or at-timestamp")
+        }
+    };
+    if a.checkpoint_interval_secs == 0 {
+        bail!("--checkpoint-interval-secs must be at least 1");
+    }
+    Ok(ConsumerConfig {
+        stream: a.stream.clone(),
+        start_position,
+        allowed_lateness_secs: a.allowed_lateness_secs,
+        checkpoint_interval: Duration::from_secs(a.checkpoint_interval_secs),
+        idle_shard_after: Duration::from_secs(a.idle_shard_secs),
+        max_runtime: a.max_runtime_secs.map(Duration::from_secs),
+        exit_when_idle: a.exit_when_idle_secs.map(Duration::from_secs),
+        relist_interval: Duration::from_secs(a.relist_shards_secs.max(1)),
+        decode,
+        rule,
+        counter,
+        detect,
+        output: match &a.output_stream {
+            Some(s) => Output::Stream(s.clone()),
+            None => Output::Stdout,
+        },
+    })
+}
+
+/// Runs the command until SIGTERM/SIGINT, --max-runtime-secs or --exit-when-idle-secs; prints the
+/// run's summary as one JSON line on standard error. Exit code 0 after a graceful stop.
+pub fn run(a: ConsumeArgs) -> anyhow::Result<u8> {
+    let cfg = config(&a)?;
+    let mut s3 = None;
+    let store = open_state(&a.state, &mut s3)?;
+    let summary = flowspike_consumer::run(cfg, store)
+        .with_context(|| format!("consuming stream {}", a.stream))?;
+    eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    Ok(0)
+}

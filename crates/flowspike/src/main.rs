@@ -1,0 +1,50 @@
+//! The `flowspike` command line: argument parsing and glue only; the work lives in the library crates.
+//!
+//! Exit codes: 0 success; 1 error (bad configuration, unreadable input or state); 2 usage error;
+//! 3 finished, but some input was skipped (malformed lines or unreadable objects; see the summary).
+
+mod args;
+mod consume;
+mod demo;
+mod parse;
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit code when a run finished but skipped some input.
+pub const EXIT_SKIPPED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_tracing(cli.log_level.as_deref());
+    let result = match cli.command {
+        args::Command::Parse(a) => parse::run(a),
+        args::Command::Gen(a) => demo::gen(a),
+        args::Command::Replay(a) => replay::run(a),
+        args::Command::Demo(a) => demo::run(a),
+        args::Command::Consume(a) => consume::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("flowspike: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs to stderr: human-readable on a terminal, JSON lines otherwise (ECS, CloudWatch).
+fn init_tracing(level: Option<&str>) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWSPIKE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("warn")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}

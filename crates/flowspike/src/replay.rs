@@ -1,0 +1,231 @@
+//! `flowspike replay` and the helpers that turn arguments into library configuration.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use flowlog::{DecodeOptions, Format, Framing};
+use flowspike_aws::{S3Archive, S3Store, S3Url, S3};
+use flowspike_counter::{CounterConfig, Rule};
+use flowspike_detect::{DetectConfig, Spike};
+use flowspike_history::{History, LocalStore, Store};
+use flowspike_replay::{LocalArchive, Progress, ReplayConfig, ReplayOutcome, Source};
+
+use crate::args::{DetectArgs, InputArgs, ReplayArgs};
+
+/// Framing and format from the arguments.
+pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
+    let framing: Framing =
+        a.framing.parse().map_err(|e| anyhow::anyhow!("--framing {}: {e}", a.framing))?;
+    let format = match &a.format {
+        Some(f) => Some(Format::parse(f).with_context(|| format!("--format {f:?}"))?),
+        None => None,
+    };
+    Ok(DecodeOptions { framing, format, ..DecodeOptions::default() })
+}
+
+/// Rule, counter and detection settings from the arguments.
+pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, DetectConfig)> {
+    let rule = if a.internal.is_empty() {
+        Rule::default()
+    } else {
+        let nets = a
+            .internal
+            .iter()
+            .map(|s| s.trim().parse().with_context(|| format!("--internal {s:?} is not a CIDR")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Rule::new(nets)
+    };
+    let counter = CounterConfig { dest_cap: a.dest_cap, ..CounterConfig::default() };
+    let detect = DetectConfig {
+        mode: a.mode.parse().map_err(|e| anyhow::anyhow!("--mode {}: {e}", a.mode))?,
+        window_hours: a.window_hours,
+        min_points: u64::from(a.min_points),
+        deviations: a.deviations,
+        min_count: a.min_count,
+    };
+    Ok((rule, counter, detect))
+}
+
+/// The state store: a local directory or `s3://bucket/prefix`.
+pub fn open_state(state: &str, s3: &mut Option<S3>) -> anyhow::Result<Arc<dyn Store>> {
+    if state.starts_with("s3://") {
+        let url = S3Url::parse(state)?;
+        Ok(Arc::new(S3Store::new(s3_client(s3)?, url)))
+    } else {
+        std::fs::create_dir_all(state)
+            .with_context(|| format!("cannot create state dir {state}"))?;
+        Ok(Arc::new(LocalStore::new(state)))
+    }
+}
+
+fn s3_client(s3: &mut Option<S3>) -> anyhow::Result<S3> {
+    if s3.is_none() {
+        *s3 = Some(S3::from_env().context("cannot set up the AWS S3 client")?);
+    }
+    Ok(s3.clone().expect("set above"))
+}
+
+/// Parses `--from/--to`: RFC 3339, `YYYY-MM-DD`, `YYYY-MM-DDTHH`, or unix seconds.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp());
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(&format!("{s}:00:00"), "%Y-%m-%dT%H:%M:%S") {
+        return Ok(t.and_utc().timestamp());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or_default());
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    bail!("not a time: {s:?} (use RFC 3339, YYYY-MM-DD, YYYY-MM-DDTHH or unix seconds)")
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Progress for Bar {
+    fn start(&self, objects: u64, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(bytes);
+            b.set_message(format!("{objects} objects"));
+        }
+    }
+    fn object_done(&self, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(bytes);
+        }
+    }
+}
+
+impl Bar {
+    fn new() -> Bar {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        Bar(Some(b))
+    }
+}
+
+/// Replays `sources` into `state` with the given settings.
+pub fn replay_sources(
+    sources: &[String],
+    state: &Arc<dyn Store>,
+    s3: &mut Option<S3>,
+    cfg: ReplayConfig,
+) -> anyhow::Result<ReplayOutcome> {
+    let mut cfg = cfg;
+    for src in sources {
+        let source = if src.starts_with("s3://") {
+            let url = S3Url::parse(src)?;
+            Source {
+                archive: Arc::new(S3Archive::new(s3_client(s3)?, url.bucket)),
+                root: url.prefix,
+            }
+        } else {
+            Source { archive: Arc::new(LocalArchive), root: src.clone() }
+        };
+        cfg.sources.push(source);
+    }
+    let history = History::new(state.clone());
+    let bar = Bar::new();
+    let outcome = flowspike_replay::replay(&cfg, &history, &bar)?;
+    if let Some(b) = &bar.0 {
+        b.finish_and_clear();
+    }
+    Ok(outcome)
+}
+
+/// Writes spike records as JSON lines.
+pub fn write_spikes(spikes: &[Spike], out: &mut dyn Write) -> std::io::Result<()> {
+    for s in spikes {
+        out.write_all(s.to_json_line().as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// Runs the command.
+pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+    }
+    let decode = decode_options(&a.input)?;
+    let (rule, counter, detect) = detect_settings(&a.detect)?;
+    let from = a.from.as_deref().map(parse_time).transpose()?;
+    let to = a.to.as_deref().map(parse_time).transpose()?;
+    let mut s3 = None;
+    let state = open_state(&a.state, &mut s3)?;
+    let cfg = ReplayConfig {
+        sources: Vec::new(),
+        from,
+        to,
+        decode,
+        rule,
+        counter,
+        detect,
+        fetchers: if a.sources.iter().any(|s| s.starts_with("s3://")) { 8 } else { 2 },
+    };
+    let outcome = replay_sources(&a.sources, &state, &mut s3, cfg)?;
+    let spikes_to = match (&a.spikes, a.state.starts_with("s3://")) {
+        (Some(p), _) => p.clone(),
+        (None, true) => "-".to_string(),
+        (None, false) => {
+            let dir = std::path::Path::new(&a.state).join("spikes");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let name = chrono::Utc::now().format("replay-%Y%m%dT%H%M%SZ.jsonl");
+            dir.join(name.to_string()).display().to_string()
+        }
+    };
+    if spikes_to == "-" {
+        write_spikes(&outcome.spikes, &mut std::io::stdout().lock())
+            .context("cannot write spikes to standard output")?;
+    } else {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&spikes_to)
+                .with_context(|| format!("cannot create {spikes_to}"))?,
+        );
+        write_spikes(&outcome.spikes, &mut f)
+            .with_context(|| format!("cannot write {spikes_to}"))?;
+    }
+    print_summary(&outcome, a.json, &spikes_to);
+    Ok(if outcome.summary.skipped_anything() { crate::EXIT_SKIPPED } else { 0 })
+}
+
+/// The end-of-run summary on stderr.
+pub fn print_summary(o: &ReplayOutcome, json: bool, spikes_to: &str) {
+    let s = &o.summary;
+    if json {
+        eprintln!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    eprintln!(
+        "replayed {} objects ({:.1} MB stored, {:.1} MB decoded) in {:.2} s: {:.0} MB/s",
+        s.files,
+        s.bytes as f64 / 1e6,
+        s.decoded_bytes as f64 / 1e6,
+        s.elapsed_ms as f64 / 1000.0,
+        s.mb_per_s()
+    );
+    eprintln!(
+        "records {}, counted {}, malformed {}, control messages {}, outside --from/--to {}, unreadable objects {}",
+        s.records, s.counted, s.malformed, s.control_messages, s.out_of_range, s.unreadable_files
+    );
+    eprintln!("hours written {}, spikes {} -> {}", s.hours_written, s.spikes, spikes_to);
+    for m in &s.malformed_samples {
+        eprintln!("  malformed: {m}");
+    }
+    for m in &s.unreadable_samples {
+        eprintln!("  unreadable: {m}");
+    }
+}

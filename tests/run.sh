@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the tests need, then runs every check.
+#   bash tests/run.sh
+# Installs: a Python venv in .venv with moto_server (S3/Kinesis/DynamoDB/CloudWatch Logs emulator),
+# pyarrow and duckdb (independent Parquet readers). Integration tests start and stop moto_server on
+# 127.0.0.1 themselves. Needs: cargo (stable), python3 with venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "python tools (.venv: moto_server, pyarrow, duckdb)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+export PATH="$root/.venv/bin:$PATH"
+export FLOWSPIKE_PYTHON="$root/.venv/bin/python"
+command -v moto_server >/dev/null || { echo "moto_server missing after install" >&2; exit 1; }
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "dependency direction: the parser and the counter know nothing of tokio or the AWS SDK"
+for crate in flowlog flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay; do
+  if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E "^(tokio|aws-config|aws-sdk-[a-z]+) " ; then
+    echo "invariant broken: $crate depends on the line(s) above" >&2; exit 1
+  fi
+done
+echo "ok"
+
+step "tests (unit, property, doc, integration with moto_server)"
+cargo test --workspace --locked
+
+step "fuzz (bounded: ${FLOWSPIKE_FUZZ_SECONDS:-10} s per target; libFuzzer via cargo-fuzz on stable)"
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install --locked cargo-fuzz@0.13.2
+fi
+bash crates/flowlog/fuzz/run-bounded.sh "${FLOWSPIKE_FUZZ_SECONDS:-10}"
