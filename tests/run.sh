@@ -34,10 +34,26 @@ done
 echo "ok"
 
 step "tests (unit, property, doc, integration with moto_server)"
-cargo test --workspace --locked
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 step "fuzz (bounded: ${FLOWSPIKE_FUZZ_SECONDS:-10} s per target; libFuzzer via cargo-fuzz on stable)"
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install --locked cargo-fuzz@0.13.2
 fi
-bash crates/flowlog/fuzz/run-bounded.sh "${FLOWSPIKE_FUZZ_SECONDS:-10}"
+fuzz_log=$(mktemp)
+if ! bash crates/flowlog/fuzz/run-bounded.sh "${FLOWSPIKE_FUZZ_SECONDS:-10}" >"$fuzz_log" 2>&1; then
+  tail -n 60 "$fuzz_log" >&2
+  echo "fuzzing found a failure (artifacts in crates/flowlog/fuzz/artifacts/)" >&2
+  exit 1
+fi
+grep -E "^== fuzz target|^Done [0-9]+ runs" "$fuzz_log"
+rm -f "$fuzz_log"
+
+# One closing line over every cargo test binary (unit, property, doc and integration tests).
+read -r passed failed < <(awk '/^test result:/ {
+  for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i }
+} END { print p + 0, f + 0 }' "$test_log")
+echo
+echo "tests: $passed passed, $failed failed"
