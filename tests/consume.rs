@@ -3,6 +3,8 @@
 //! points with restarts, which must give exactly the aggregates of the input.
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -129,6 +131,8 @@ fn hours_ago_base(days: i64) -> i64 {
 fn consume_cmd(moto: &Moto, stream: &str, state: &Path) -> Command {
     let mut cmd = flowspike();
     moto.env(&mut cmd);
+    // No metrics server unless a test asks for one (`--metrics-addr` overrides this).
+    cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
     cmd.args(["--log-level", "info", "consume", "--stream", stream, "--state"]).arg(state).args([
         "--allowed-lateness-secs",
         "60",
@@ -392,4 +396,97 @@ fn wait_with_timeout(child: &mut Child, d: Duration) -> Option<i32> {
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Kills the child process when dropped (a failed assertion must not leave a consumer running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1: the status code and the whole response (head and body), or
+/// `None` while nothing listens.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split(' ').nth(1)?.parse().ok()?;
+    Some((code, out))
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+fn sample_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn healthz_and_metrics_while_consuming() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let k = kinesis(&moto);
+    let base = hours_ago_base(1);
+    rt.block_on(create_stream(&k, "observed", 1));
+    let lines: Vec<String> = (0..50)
+        .map(|i| line("eni-0a1b2c3d", "10.0.0.5", "203.0.113.9", base + i * 60, "REJECT", 40))
+        .collect();
+    rt.block_on(put_lines(&k, "observed", &lines));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let log = dir.path().join("consume.log");
+    let mut cmd = consume_cmd(&moto, "observed", &state);
+    cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    let mut child = KillOnDrop(spawn_logged(cmd, &log));
+
+    // Poll until the consumer is healthy and has counted the records (bounded: 60 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (health, metrics) = loop {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("consumer exited early ({status}); log:\n{}", read(&log));
+        }
+        let health = http_get(port, "/healthz");
+        let metrics = http_get(port, "/metrics");
+        if let (Some(h), Some(m)) = (&health, &metrics) {
+            let records = sample_value(&m.1, "flowspike_records_in_total").unwrap_or(0.0);
+            let counted = sample_value(&m.1, "flowspike_counted_total").unwrap_or(0.0);
+            // A batch's counters are stored one after the other: wait for all of them.
+            if h.0 == 200 && records > 0.0 && counted >= 50.0 {
+                break (h.1.clone(), m.1.clone());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no healthy answer with records in 60 s: {health:?} {metrics:?}; log:\n{}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
+    assert!(metrics.contains("\r\nContent-Type: text/plain; version=0.0.4"), "{metrics}");
+    assert_eq!(sample_value(&metrics, "flowspike_records_in_total"), Some(5.0), "{metrics}");
+    assert_eq!(sample_value(&metrics, "flowspike_counted_total"), Some(50.0), "{metrics}");
+    assert!(
+        metrics.contains("flowspike_getrecords_calls_total{shard_id=\"shardId-000000000000\"} "),
+        "{metrics}"
+    );
+
+    let st = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    assert!(st.is_ok_and(|s| s.success()), "kill -TERM");
+    let status = wait_with_timeout(&mut child.0, Duration::from_secs(60));
+    let log = read(&log);
+    assert_eq!(status, Some(0), "graceful stop; log:\n{log}");
+    assert!(
+        log.lines().any(|l| l.contains("addr") && l.contains(&format!("127.0.0.1:{port}"))),
+        "bound address logged; log:\n{log}"
+    );
 }

@@ -36,6 +36,7 @@ pub fn decode_batch(ctx: &DecodeContext, shard_id: &str, records: &[RawRecord<'_
     let mut max_start = None;
     for r in records {
         stats.kinesis_records += 1;
+        stats.kinesis_bytes += r.data.len() as u64;
         let mut sink = Sink {
             counter: &mut counter,
             rule: &ctx.rule,
@@ -138,6 +139,7 @@ mod tests {
         let b = decode_batch(&ctx(), "shardId-0", &records);
         assert_eq!(b.last_sequence_number.as_deref(), Some("2"));
         assert_eq!(b.stats.kinesis_records, 2);
+        assert_eq!(b.stats.kinesis_bytes, (good.len() + bad.len()) as u64);
         assert_eq!(b.stats.flow_records, 3);
         assert_eq!(b.stats.counted, 1);
         assert_eq!(b.stats.malformed, 1);

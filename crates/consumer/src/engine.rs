@@ -36,6 +36,8 @@ pub struct EngineConfig {
 pub struct Stats {
     /// Kinesis records read.
     pub kinesis_records: u64,
+    /// Data bytes of those Kinesis records, as received (before decompression).
+    pub kinesis_bytes: u64,
     /// Flow records decoded.
     pub flow_records: u64,
     /// Flow records counted (blocked outbound).
@@ -62,6 +64,7 @@ impl Stats {
     /// Adds `o` into `self`.
     pub fn add(&mut self, o: &Stats) {
         self.kinesis_records += o.kinesis_records;
+        self.kinesis_bytes += o.kinesis_bytes;
         self.flow_records += o.flow_records;
         self.counted += o.counted;
         self.late_counted += o.late_counted;

@@ -8,12 +8,14 @@ use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use aws_sdk_kinesis::Client;
+use crossbeam_utils::CachePadded;
 use flowspike_detect::Spike;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
 use crate::decode::{decode_batch, DecodeContext, RawRecord};
 use crate::engine::{Batch, SpikeSink};
+use crate::metrics::ShardMetrics;
 use crate::ConsumeError;
 
 /// Most records one GetRecords call returns (the Kinesis maximum).
@@ -61,6 +63,22 @@ where
         _ => false,
     };
     (DisplayErrorContext(e).to_string(), retryable)
+}
+
+/// True when Kinesis throttled the call (the shard's or the account's limits, or KMS).
+fn is_throttle<E>(e: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    e.as_service_error().is_some_and(|s| {
+        matches!(
+            s.code().unwrap_or_default(),
+            "ProvisionedThroughputExceededException"
+                | "LimitExceededException"
+                | "KMSThrottlingException"
+                | "ThrottlingException"
+        )
+    })
 }
 
 fn kinesis_err<E>(
@@ -176,6 +194,8 @@ pub struct ShardReader {
     pub tx: mpsc::Sender<Event>,
     /// Becomes true when the consumer stops; the reader finishes its in-flight call first.
     pub stop: watch::Receiver<bool>,
+    /// This shard's metrics (GetRecords calls, throttles, MillisBehindLatest).
+    pub metrics: Arc<CachePadded<ShardMetrics>>,
 }
 
 impl ShardReader {
@@ -195,10 +215,12 @@ impl ShardReader {
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
                 .timestamp(DateTime::from_secs(*t)),
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| kinesis_err("GetShardIterator", &self.stream, Some(&self.shard_id), &e))?;
+        let resp = req.send().await.map_err(|e| {
+            if is_throttle(&e) {
+                self.metrics.throttled();
+            }
+            kinesis_err("GetShardIterator", &self.stream, Some(&self.shard_id), &e)
+        })?;
         Ok(resp.shard_iterator().map(str::to_owned))
     }
 
@@ -249,9 +271,13 @@ impl ShardReader {
             let started = Instant::now();
             let resp =
                 self.client.get_records().shard_iterator(&it).limit(GET_RECORDS_LIMIT).send().await;
+            self.metrics.getrecords_call();
             let out = match resp {
                 Ok(out) => out,
                 Err(e) => {
+                    if is_throttle(&e) {
+                        self.metrics.throttled();
+                    }
                     let expired =
                         e.as_service_error().is_some_and(|s| s.is_expired_iterator_exception());
                     let err = kinesis_err("GetRecords", &self.stream, Some(&shard), &e);
@@ -283,6 +309,9 @@ impl ShardReader {
                 .collect();
             let empty = raw.is_empty();
             let caught_up = empty && out.millis_behind_latest().unwrap_or(0) == 0;
+            if let Some(ms) = out.millis_behind_latest() {
+                self.metrics.set_millis_behind_latest(ms);
+            }
             // Decoding is CPU work: let the runtime move other tasks off this worker meanwhile.
             let mut batch = tokio::task::block_in_place(|| decode_batch(&self.ctx, &shard, &raw));
             if let Some(s) = &batch.last_sequence_number {

@@ -8,6 +8,11 @@
 //! sends the batch over a bounded channel to the coordinator ([`run`]), which applies it to the
 //! [`Engine`] on one thread.
 //!
+//! # Observability
+//! A [`Metrics`] struct of atomics, shared by the coordinator and the readers and updated once per
+//! batch, backs `GET /metrics` (Prometheus text) and `GET /healthz` on a small HTTP server
+//! ([`metrics`]); `docs/metrics.md` lists every metric.
+//!
 //! # Event time
 //! A shard's watermark is the largest `start` it has delivered minus the allowed lateness; a shard
 //! that is caught up (empty GetRecords at the tip) and has had no record for `idle_shard_after`
@@ -40,6 +45,7 @@ mod engine;
 mod error;
 pub mod kinesis;
 mod manifest;
+pub mod metrics;
 mod run;
 
 pub use decode::{decode_batch, DecodeContext, RawRecord};
@@ -49,4 +55,5 @@ pub use manifest::{
     manifest_key, pending_prefix, state_prefix, Finalize, Manifest, ShardCheckpoint,
     MANIFEST_VERSION,
 };
+pub use metrics::Metrics;
 pub use run::{run, ConsumerConfig, Output, RunSummary, StartPosition};

@@ -1,6 +1,7 @@
 //! The coordinator: shard readers on a tokio runtime, the [`Engine`] on the calling thread.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::engine::{global_watermark, Engine, EngineConfig, SpikeSink, Stats};
 use crate::kinesis::{
     client_from_env, list_shards, Event, KinesisSink, ShardReader, StartAt, WriterSink,
 };
+use crate::metrics::{Metrics, Phase};
 use crate::ConsumeError;
 
 /// How often the coordinator re-evaluates watermarks and exit conditions.
@@ -25,6 +27,9 @@ const TICK: Duration = Duration::from_millis(250);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts of the first ListShards before giving up (later ones are retried forever).
 const STARTUP_LIST_ATTEMPTS: u32 = 6;
+/// Slack of the health check on top of three checkpoint intervals (a slow store, a large
+/// checkpoint).
+const HEALTH_SLACK: Duration = Duration::from_secs(60);
 
 /// Where reading starts on a shard without a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +81,16 @@ pub struct ConsumerConfig {
     pub detect: DetectConfig,
     /// Where spikes go.
     pub output: Output,
+    /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl ConsumerConfig {
+    /// The health check fails once the state has not been committed for this long:
+    /// three checkpoint intervals plus a minute.
+    pub fn max_checkpoint_age(&self) -> Duration {
+        self.checkpoint_interval.saturating_mul(3).saturating_add(HEALTH_SLACK)
+    }
 }
 
 /// What a run did.
@@ -117,6 +132,11 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
         .enable_all()
         .build()?;
     let handle = rt.handle().clone();
+    let metrics = Arc::new(Metrics::new(cfg.max_checkpoint_age()));
+    if let Some(addr) = cfg.metrics_addr {
+        rt.block_on(crate::metrics::start(addr, metrics.clone()))
+            .map_err(|e| ConsumeError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+    }
     let client = rt.block_on(client_from_env());
     let mut sink: Box<dyn SpikeSink> = match &cfg.output {
         Output::Stdout => Box::new(WriterSink(std::io::stdout())),
@@ -134,6 +154,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     };
     let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
     let mut engine = Engine::open(history, ecfg, sink.as_mut())?;
+    metrics.publish(&engine.stats());
     let ctx = Arc::new(DecodeContext {
         decode: cfg.decode.clone(),
         rule: cfg.rule.clone(),
@@ -208,6 +229,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
                     ctx: ctx.clone(),
                     tx: tx.clone(),
                     stop: stop_rx.clone(),
+                    metrics: metrics.shard(&id),
                 };
                 s.started = true;
                 s.last_data = Instant::now();
@@ -217,6 +239,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     if let Some(t) = &tx {
         spawn_ready(&mut shards, &engine, t);
     }
+    metrics.set_phase(Phase::Running);
 
     let started = Instant::now();
     let mut last_tick = Instant::now();
@@ -240,6 +263,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
                     }
                 }
                 engine.apply(batch);
+                metrics.publish(&engine.stats());
             }
             Ok(Some(Event::Failed(e))) => {
                 tracing::error!(error = %e, "shard reader failed; stopping");
@@ -256,6 +280,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
             Err(_) => {}       // tick
         }
         if let Some((_, since)) = &stopping {
+            metrics.set_phase(Phase::Stopping);
             if since.elapsed() > DRAIN_TIMEOUT {
                 tracing::warn!(
                     "shard readers did not stop in time; abandoning their in-flight batches"
@@ -301,6 +326,11 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
                     continue;
                 }
             }
+            metrics.publish(&engine.stats());
+        }
+        if !engine.is_dirty() {
+            // Everything applied is committed (by this checkpoint or an earlier one).
+            metrics.committed();
         }
 
         if last_list.elapsed() >= cfg.relist_interval {
@@ -352,6 +382,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
             engine.advance(w);
         }
         engine.checkpoint(sink.as_mut())?;
+        metrics.publish(&engine.stats());
         log_progress(&engine);
     }
     rt.shutdown_timeout(Duration::from_secs(5));

@@ -52,6 +52,10 @@ pub struct ConsumeArgs {
     /// For tests and catch-up jobs; hours close only if --idle-shard-secs is not longer.
     #[arg(long, env = "FLOWSPIKE_EXIT_WHEN_IDLE_SECS")]
     pub exit_when_idle_secs: Option<u64>,
+    /// Serve `GET /healthz` and Prometheus `GET /metrics` on this IP:PORT (port 0: any free port;
+    /// the bound address is logged with the field `addr`), or `off`.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "FLOWSPIKE_METRICS_ADDR")]
+    pub metrics_addr: String,
     /// Input framing and format.
     #[command(flatten)]
     pub input: InputArgs,
@@ -77,6 +81,12 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
     if a.checkpoint_interval_secs == 0 {
         bail!("--checkpoint-interval-secs must be at least 1");
     }
+    let metrics_addr = match a.metrics_addr.trim() {
+        "off" => None,
+        v => Some(v.parse().map_err(|_| {
+            anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
+        })?),
+    };
     Ok(ConsumerConfig {
         stream: a.stream.clone(),
         start_position,
@@ -94,6 +104,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
             Some(s) => Output::Stream(s.clone()),
             None => Output::Stdout,
         },
+        metrics_addr,
     })
 }
 

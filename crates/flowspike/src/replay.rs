@@ -127,10 +127,9 @@ pub fn replay_sources(
     for src in sources {
         let source = if src.starts_with("s3://") {
             let url = S3Url::parse(src)?;
-            Source {
-                archive: Arc::new(S3Archive::new(s3_client(s3)?, url.bucket)),
-                root: url.prefix,
-            }
+            // The key prefix exactly as given: `s3://b/dir/` is a prefix, `s3://b/dir/x.log.gz` one object.
+            let root = src["s3://".len() + url.bucket.len()..].trim_start_matches('/').to_string();
+            Source { archive: Arc::new(S3Archive::new(s3_client(s3)?, url.bucket)), root }
         } else {
             Source { archive: Arc::new(LocalArchive), root: src.clone() }
         };

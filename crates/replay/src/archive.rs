@@ -199,9 +199,16 @@ pub fn discover(
         return archive.list(root);
     }
     let mut out = Vec::new();
-    let is_dir_root = root.is_empty() || root.ends_with('/') || archive.list_prefixes(root).is_ok();
-    if !is_dir_root {
-        return archive.list(root);
+    let last_segment = root.rsplit('/').next().unwrap_or_default();
+    if last_segment.contains('.') {
+        // A single object (a local file, an S3 key) is read whatever its date. (Only names that look
+        // like files are checked, so that a large prefix is not listed twice.)
+        let found = archive.list(root);
+        if let Ok([only]) = found.as_deref() {
+            if only.key == root {
+                return found;
+            }
+        }
     }
     let mut root = root.to_string();
     if !root.is_empty() && !root.ends_with('/') {
@@ -292,5 +299,10 @@ mod tests {
         let names: Vec<_> =
             some.iter().map(|o| o.key.rsplit('/').next().unwrap().to_string()).collect();
         assert_eq!(names, ["f02.log.gz", "f03.log.gz"]);
+        // A single file is read whatever its date.
+        let one = format!("{}/01/f01.log.gz", base.display());
+        let got = discover(&LocalArchive, &one, Some(ts("2027-01-01T00:00:00Z")), None).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].key, one);
     }
 }
