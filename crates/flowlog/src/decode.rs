@@ -288,6 +288,51 @@ pub fn for_each_record(
     Ok(d.summary)
 }
 
+/// What [`for_each_text_block`] saw: the usual counts, and the format of the last header line in
+/// the block (which applies to the lines after the block, too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockSummary {
+    /// Counts of the block.
+    pub summary: Summary,
+    /// The format named by the block's last valid header line, if it had one.
+    pub last_header: Option<Format>,
+}
+
+/// Feeds one block of plain text lines (a piece of a larger object cut at a line end) to `sink`,
+/// with `opts.format` (or the default v2 format) in force until a header line in the block says
+/// otherwise. Line numbers in the records and errors count from 1 at the start of the block.
+///
+/// This is how large objects are read in parallel without holding them whole: a caller cuts the
+/// (decompressed) text at line ends, decodes the blocks on any threads, and checks afterwards that
+/// each block began under the format it assumed (see [`BlockSummary::last_header`]).
+pub fn for_each_text_block(
+    text: &[u8],
+    opts: &DecodeOptions,
+    sink: &mut impl RecordSink,
+) -> BlockSummary {
+    let mut d = Decoder {
+        opts,
+        sink,
+        parser: LineParser::new(),
+        header: None,
+        fallback: opts.format.clone().unwrap_or_else(Format::default_v2),
+        summary: Summary { input_bytes: text.len() as u64, ..Summary::default() },
+        line_number: 0,
+        budget: 0,
+    };
+    d.feed_text(text, true);
+    BlockSummary { summary: d.summary, last_header: d.header }
+}
+
+/// The format named by `line` if it is a header line (`version account-id ...`), else `None`.
+pub fn header_format(line: &[u8]) -> Option<Format> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !looks_like_header(line) {
+        return None;
+    }
+    std::str::from_utf8(line).ok().and_then(|s| Format::parse(s).ok())
+}
+
 struct Decoder<'o, S> {
     opts: &'o DecodeOptions,
     sink: &'o mut S,

@@ -7,7 +7,8 @@
 //! - [`FlowRecord`]: a view over one line; typed accessors parse only what is asked.
 //! - [`LineParser`]: splits one line into fields, reusing its offset buffer.
 //! - [`for_each_record`]: decodes any [`Framing`] (lines, gzip, CloudWatch Logs, Firehose, KPL,
-//!   Parquet) and feeds every record to a [`RecordSink`].
+//!   Parquet) and feeds every record to a [`RecordSink`]; [`for_each_text_block`] decodes one block
+//!   of a large text object cut at line ends (parallel and streaming readers).
 //! - [`write_json`]: renders a record as a JSON object.
 //!
 //! Invariant: parsing allocates nothing per record or per field (the line parser's offset buffer
@@ -25,7 +26,8 @@ mod pq;
 mod record;
 
 pub use decode::{
-    for_each_record, DecodeError, DecodeOptions, Framing, RecordSink, Summary, UnknownFraming,
+    for_each_record, for_each_text_block, header_format, BlockSummary, DecodeError, DecodeOptions,
+    Framing, RecordSink, Summary, UnknownFraming,
 };
 pub use field::{Field, FieldKind};
 pub use format::{Format, FormatError, MAX_FORMAT_FIELDS};

@@ -128,6 +128,14 @@ pub struct ReplayArgs {
     /// Parser threads (default: all cores).
     #[arg(long, env = "FLOWSPIKE_THREADS")]
     pub threads: Option<usize>,
+    /// Objects at least this large (stored bytes) are read in blocks of lines and parsed on every
+    /// core, never held whole (plain text and gzip; other framings are read whole).
+    #[arg(long, default_value_t = 32 << 20, env = "FLOWSPIKE_STREAM_MIN_BYTES")]
+    pub stream_min_bytes: u64,
+    /// Size of those blocks of decompressed text, in bytes.
+    #[arg(long, default_value_t = 8 << 20, env = "FLOWSPIKE_STREAM_BLOCK_BYTES",
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub stream_block_bytes: u64,
     /// Input framing and format.
     #[command(flatten)]
     pub input: InputArgs,

@@ -105,6 +105,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         counter,
         detect,
         fetchers: 2,
+        stream: Default::default(),
     };
     let outcome =
         replay_sources(&[archive.join("AWSLogs").display().to_string()], &store, &mut s3, rcfg)?;

@@ -9,7 +9,9 @@ use flowspike_aws::{S3Archive, S3Store, S3Url, S3};
 use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::{DetectConfig, Spike};
 use flowspike_history::{History, LocalStore, Store};
-use flowspike_replay::{LocalArchive, Progress, ReplayConfig, ReplayOutcome, Source};
+use flowspike_replay::{
+    LocalArchive, Progress, ReplayConfig, ReplayOutcome, Source, StreamSettings,
+};
 
 use crate::args::{DetectArgs, InputArgs, ReplayArgs};
 
@@ -173,6 +175,10 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         counter,
         detect,
         fetchers: if a.sources.iter().any(|s| s.starts_with("s3://")) { 8 } else { 2 },
+        stream: StreamSettings {
+            min_object_bytes: a.stream_min_bytes,
+            block_bytes: usize::try_from(a.stream_block_bytes).unwrap_or(usize::MAX),
+        },
     };
     let outcome = replay_sources(&a.sources, &state, &mut s3, cfg)?;
     let spikes_to = match (&a.spikes, a.state.starts_with("s3://")) {

@@ -35,6 +35,10 @@ pub trait Archive: Send + Sync {
     fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, ArchiveError>;
     /// The whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>, ArchiveError>;
+    /// The object as a stream (large objects are read in blocks); by default [`Archive::get`] whole.
+    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>, ArchiveError> {
+        Ok(Box::new(std::io::Cursor::new(self.get(key)?)))
+    }
     /// A human-readable location of `key` for messages (`s3://bucket/key`, a path).
     fn location(&self, key: &str) -> String;
 }
@@ -97,6 +101,10 @@ impl Archive for LocalArchive {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
         std::fs::read(key).map_err(io_err(Path::new(key)))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>, ArchiveError> {
+        Ok(Box::new(std::fs::File::open(key).map_err(io_err(Path::new(key)))?))
     }
 
     fn location(&self, key: &str) -> String {

@@ -7,9 +7,15 @@
 
 mod archive;
 mod run;
+mod stream;
+
+pub use stream::StreamSettings;
 
 pub use archive::{discover, Archive, ArchiveError, LocalArchive, ObjectInfo};
 pub use run::{
     is_flow_log_name, replay, Progress, ReplayConfig, ReplayError, ReplayOutcome, ReplaySummary,
     Source, SPLUNK_BASELINE_KEY,
 };
+
+#[cfg(test)]
+mod tests;

@@ -1,17 +1,19 @@
 //! The replay pipeline.
 
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
+use flowlog::{DecodeOptions, FlowRecord, Format, LineError, RecordSink};
 use flowspike_counter::{AggregateRow, Counter, CounterConfig, Rule};
 use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
 use flowspike_history::History;
 use rayon::prelude::*;
 
 use crate::archive::{discover, Archive, ArchiveError, ObjectInfo};
+use crate::stream::{initial_format, read_blocks, StreamSettings, Streamed, TextBlock};
 
 /// Where the `splunk` mode's baseline state is kept in the state store.
 pub const SPLUNK_BASELINE_KEY: &str = "baseline/splunk.json";
@@ -47,6 +49,8 @@ pub struct ReplayConfig {
     pub detect: DetectConfig,
     /// Threads that fetch objects ahead of the parsers (S3 downloads overlap parsing).
     pub fetchers: usize,
+    /// Which objects are read in blocks of lines, and the block size.
+    pub stream: StreamSettings,
 }
 
 /// Counts of one replay.
@@ -193,7 +197,18 @@ struct Sink<'a> {
     last_hour: i64,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    fn new(acc: &'a mut Acc, cfg: &'a ReplayConfig, location: &'a str) -> Sink<'a> {
+        Sink {
+            acc,
+            rule: &cfg.rule,
+            from: cfg.from.unwrap_or(i64::MIN),
+            to: cfg.to.unwrap_or(i64::MAX),
+            location,
+            last_hour: i64::MIN,
+        }
+    }
+
     fn malformed_sample(&mut self, line: u64, reason: &dyn std::fmt::Display) {
         let s = &mut self.acc.summary;
         s.malformed += 1;
@@ -288,26 +303,63 @@ pub fn replay(
     Ok(ReplayOutcome { summary, spikes })
 }
 
-/// Fetches objects on `cfg.fetchers` threads and parses them on the rayon pool.
+/// What the fetcher threads hand to the parsers.
+enum Work {
+    /// A small object, read whole (or the error reading it).
+    Whole(usize, Result<Vec<u8>, ArchiveError>),
+    /// A block of a large object read in blocks, with the format the object starts with.
+    Block(usize, Arc<Format>, TextBlock),
+    /// The end of a large object: the number of blocks sent, and the error that ended it early.
+    End(usize, u64, Option<String>),
+}
+
+/// A large object whose blocks are being counted.
+#[derive(Default)]
+struct Streaming {
+    acc: Option<Acc>,
+    /// Blocks counted so far.
+    done: u64,
+    /// Set when the reader finished: the number of blocks, and the error if any.
+    end: Option<(u64, Option<String>)>,
+    /// Blocks (by seq) whose last header names a format other than the one assumed.
+    format_changes: Vec<u64>,
+}
+
+/// Fetches objects on `cfg.fetchers` threads and parses them on the rayon pool. Objects of at
+/// least `cfg.stream.min_object_bytes` are read in blocks of lines (see [`crate::stream`]), so one big file
+/// is parsed on every core and never held whole.
 fn count_objects(
     cfg: &ReplayConfig,
     objects: &[(Arc<dyn Archive>, ObjectInfo)],
     progress: &dyn Progress,
 ) -> Acc {
-    let from = cfg.from.unwrap_or(i64::MIN);
-    let to = cfg.to.unwrap_or(i64::MAX);
     let next = AtomicUsize::new(0);
-    // Bounded: at most this many fetched objects wait in memory for a parser.
-    let (tx, rx) = mpsc::sync_channel::<(usize, Result<Vec<u8>, ArchiveError>)>(cfg.fetchers * 2);
-    std::thread::scope(|scope| {
+    let streams: Mutex<HashMap<usize, Streaming>> = Mutex::new(HashMap::new());
+    let redo: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let fallback = cfg.decode.format.clone().unwrap_or_else(Format::default_v2);
+    // Bounded: at most this many fetched objects or blocks wait in memory for a parser.
+    let (tx, rx) = mpsc::sync_channel::<Work>(cfg.fetchers.max(1) * 2);
+    let mut acc = std::thread::scope(|scope| {
         for _ in 0..cfg.fetchers.max(1) {
             let tx = tx.clone();
             let next = &next;
+            let fallback = &fallback;
             scope.spawn(move || loop {
                 // Relaxed: the counter only hands out distinct indices; no other memory is published.
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((archive, obj)) = objects.get(i) else { break };
-                if tx.send((i, archive.get(&obj.key))).is_err() {
+                if obj.size >= cfg.stream.min_object_bytes {
+                    // `None`: not line text, read it whole below.
+                    if let Some((blocks, error)) =
+                        fetch_blocks(cfg, archive.as_ref(), &obj.key, i, fallback, &tx)
+                    {
+                        if tx.send(Work::End(i, blocks, error)).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+                if tx.send(Work::Whole(i, archive.get(&obj.key))).is_err() {
                     break;
                 }
             });
@@ -317,34 +369,205 @@ fn count_objects(
             .par_bridge()
             .fold(
                 || Acc::new(&cfg.counter),
-                |mut acc, (i, fetched)| {
-                    let (archive, obj) = &objects[i];
-                    let location = archive.location(&obj.key);
-                    acc.summary.files += 1;
-                    acc.summary.bytes += obj.size;
-                    match fetched {
-                        Ok(bytes) => {
-                            let mut sink = Sink {
-                                acc: &mut acc,
-                                rule: &cfg.rule,
-                                from,
-                                to,
-                                location: &location,
-                                last_hour: i64::MIN,
-                            };
-                            match flowlog::for_each_record(&bytes, &cfg.decode, &mut sink) {
-                                Ok(s) => acc.summary.decoded_bytes += s.decoded_bytes,
-                                Err(e) => unreadable(&mut acc.summary, &location, &e),
+                |mut acc, work| {
+                    match work {
+                        Work::Whole(i, fetched) => {
+                            count_whole(cfg, &objects[i], fetched, &mut acc);
+                            progress.object_done(objects[i].1.size);
+                        }
+                        Work::Block(i, format, block) => {
+                            let (part, changed) = count_block(cfg, &objects[i], &format, &block);
+                            let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
+                            let st = map.entry(i).or_default();
+                            st.acc = Some(match st.acc.take() {
+                                Some(a) => a.merge(part),
+                                None => part,
+                            });
+                            st.done += 1;
+                            if changed {
+                                st.format_changes.push(block.seq);
+                            }
+                            if let Some(done) = finished(&mut map, i) {
+                                drop(map);
+                                acc = settle(acc, &objects[i], i, done, &redo, progress);
                             }
                         }
-                        Err(e) => unreadable(&mut acc.summary, &location, &e),
+                        Work::End(i, blocks, error) => {
+                            let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
+                            map.entry(i).or_default().end = Some((blocks, error));
+                            if let Some(done) = finished(&mut map, i) {
+                                drop(map);
+                                acc = settle(acc, &objects[i], i, done, &redo, progress);
+                            }
+                        }
                     }
-                    progress.object_done(obj.size);
                     acc
                 },
             )
             .reduce(|| Acc::new(&cfg.counter), Acc::merge)
-    })
+    });
+    // Objects whose blocks assumed a format that a header inside them changed: read them again,
+    // in order, carrying the format from block to block.
+    let mut redo = redo.into_inner().unwrap_or_else(|e| e.into_inner());
+    redo.sort_unstable();
+    for i in redo {
+        recount_sequentially(cfg, &objects[i], &fallback, &mut acc);
+        progress.object_done(objects[i].1.size);
+    }
+    acc
+}
+
+/// Reads object `i` in blocks and sends them; returns the number of blocks sent and the error
+/// that ended the object early, or `None` when the object is not line text.
+fn fetch_blocks(
+    cfg: &ReplayConfig,
+    archive: &dyn Archive,
+    key: &str,
+    i: usize,
+    fallback: &Format,
+    tx: &mpsc::SyncSender<Work>,
+) -> Option<(u64, Option<String>)> {
+    let mut format: Option<Arc<Format>> = None;
+    let mut sent = 0u64;
+    let r = read_blocks(
+        archive,
+        key,
+        cfg.decode.framing,
+        cfg.stream.block_bytes,
+        cfg.decode.max_line_bytes,
+        |block| {
+            let f = format
+                .get_or_insert_with(|| Arc::new(initial_format(&block.data, fallback)))
+                .clone();
+            sent += 1;
+            tx.send(Work::Block(i, f, block)).is_ok()
+        },
+    );
+    match r {
+        Ok(Streamed::NotText(framing)) => {
+            tracing::debug!(key, framing = framing.name(), "not line text: reading it whole");
+            None
+        }
+        Ok(Streamed::Done { blocks }) => Some((blocks, None)),
+        Ok(Streamed::Stopped) => Some((sent, None)),
+        Err(e) => Some((sent, Some(e.to_string()))),
+    }
+}
+
+/// Counts a small object read whole.
+fn count_whole(
+    cfg: &ReplayConfig,
+    (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
+    fetched: Result<Vec<u8>, ArchiveError>,
+    acc: &mut Acc,
+) {
+    let location = archive.location(&obj.key);
+    acc.summary.files += 1;
+    acc.summary.bytes += obj.size;
+    match fetched {
+        Ok(bytes) => {
+            let mut sink = Sink::new(acc, cfg, &location);
+            match flowlog::for_each_record(&bytes, &cfg.decode, &mut sink) {
+                Ok(s) => acc.summary.decoded_bytes += s.decoded_bytes,
+                Err(e) => unreadable(&mut acc.summary, &location, &e),
+            }
+        }
+        Err(e) => unreadable(&mut acc.summary, &location, &e),
+    }
+}
+
+/// Counts one block under `format`; true when the block ends under another format (a header).
+fn count_block(
+    cfg: &ReplayConfig,
+    (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
+    format: &Format,
+    block: &TextBlock,
+) -> (Acc, bool) {
+    let mut part = Acc::new(&cfg.counter);
+    let location = format!("{} (text from byte {})", archive.location(&obj.key), block.offset);
+    let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
+    let mut sink = Sink::new(&mut part, cfg, &location);
+    let b = flowlog::for_each_text_block(&block.data, &opts, &mut sink);
+    part.summary.decoded_bytes += b.summary.decoded_bytes;
+    let changed = b.last_header.is_some_and(|h| h != *format);
+    (part, changed)
+}
+
+/// Removes and returns object `i` from `map` when all its blocks are counted.
+fn finished(map: &mut HashMap<usize, Streaming>, i: usize) -> Option<Streaming> {
+    let st = map.get(&i)?;
+    match st.end {
+        Some((n, _)) if st.done == n => map.remove(&i),
+        _ => None,
+    }
+}
+
+/// Adds a fully counted large object to `acc`, or queues it for a sequential recount when a
+/// header inside it changed the format for the blocks after it.
+fn settle(
+    mut acc: Acc,
+    (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
+    i: usize,
+    done: Streaming,
+    redo: &Mutex<Vec<usize>>,
+    progress: &dyn Progress,
+) -> Acc {
+    let (blocks, error) = done.end.unwrap_or((0, None));
+    // A format change in the last block affects no other block.
+    if done.format_changes.iter().any(|seq| seq + 1 < blocks) {
+        tracing::debug!(object = %archive.location(&obj.key), "header changes the format mid-object; recounting in order");
+        redo.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+        return acc;
+    }
+    if let Some(part) = done.acc {
+        acc = acc.merge(part);
+    }
+    acc.summary.files += 1;
+    acc.summary.bytes += obj.size;
+    if let Some(e) = error {
+        unreadable(&mut acc.summary, &archive.location(&obj.key), &e);
+    }
+    progress.object_done(obj.size);
+    acc
+}
+
+/// Counts a large object block by block in order, carrying the format across blocks.
+fn recount_sequentially(
+    cfg: &ReplayConfig,
+    (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
+    fallback: &Format,
+    acc: &mut Acc,
+) {
+    let mut format = fallback.clone();
+    let mut first = true;
+    let location = archive.location(&obj.key);
+    let r = read_blocks(
+        archive.as_ref(),
+        &obj.key,
+        cfg.decode.framing,
+        cfg.stream.block_bytes,
+        cfg.decode.max_line_bytes,
+        |block| {
+            if first {
+                format = initial_format(&block.data, fallback);
+                first = false;
+            }
+            let at = format!("{location} (text from byte {})", block.offset);
+            let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
+            let mut sink = Sink::new(acc, cfg, &at);
+            let b = flowlog::for_each_text_block(&block.data, &opts, &mut sink);
+            acc.summary.decoded_bytes += b.summary.decoded_bytes;
+            if let Some(h) = b.last_header {
+                format = h;
+            }
+            true
+        },
+    );
+    acc.summary.files += 1;
+    acc.summary.bytes += obj.size;
+    if let Err(e) = r {
+        unreadable(&mut acc.summary, &location, &e);
+    }
 }
 
 fn unreadable(s: &mut ReplaySummary, location: &str, e: &dyn std::fmt::Display) {

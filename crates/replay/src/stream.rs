@@ -1,0 +1,296 @@
+//! Large objects: read in blocks of whole lines (inflating gzip on the fly) so that one big file
+//! is parsed on every core and never held whole in memory.
+//!
+//! A reader thread cuts the (decompressed) text at line ends into blocks of about
+//! [`StreamSettings::block_bytes`];
+//! the rayon workers decode blocks in any order with `flowlog::for_each_text_block`, assuming the
+//! format the object starts with (its header line, else the configured format). A block that holds a
+//! header line of another format (concatenated objects of different formats) makes that assumption
+//! wrong for the blocks after it: the object's partial counts are then dropped and the object is read
+//! again, sequentially, carrying the format from block to block. So the result is always that of
+//! `flowlog::for_each_record` over the whole object; the parallel path is only a speed-up.
+
+use std::io::{BufRead, BufReader, Read};
+
+use flowlog::{Format, Framing};
+
+use crate::archive::{Archive, ArchiveError};
+
+/// When objects are read in blocks, and how big the blocks are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Objects at least this large (stored size) are read in blocks (default 32 MiB).
+    pub min_object_bytes: u64,
+    /// Target size of one block of decompressed text (default 8 MiB).
+    pub block_bytes: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> StreamSettings {
+        StreamSettings { min_object_bytes: 32 << 20, block_bytes: 8 << 20 }
+    }
+}
+
+/// One block of whole lines of a streamed object.
+#[derive(Debug)]
+pub struct TextBlock {
+    /// 0-based position of the block in the object.
+    pub seq: u64,
+    /// Offset of the block's first byte in the decompressed text.
+    pub offset: u64,
+    /// The lines (ending at a line end, except perhaps the object's last line).
+    pub data: Vec<u8>,
+}
+
+/// The outcome of [`read_blocks`].
+#[derive(Debug)]
+pub enum Streamed {
+    /// Every block was emitted.
+    Done {
+        /// Blocks emitted.
+        blocks: u64,
+    },
+    /// The object is not line text (JSON envelopes, KPL, Parquet, nested gzip: the framing found);
+    /// nothing was emitted, so it must be read whole.
+    NotText(Framing),
+    /// The receiver stopped; the remaining blocks were not read.
+    Stopped,
+}
+
+/// Errors while reading a streamed object (blocks emitted before it have been counted).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The object could not be opened.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Reading or inflating failed (corrupt or truncated gzip, I/O error).
+    #[error("read error after {offset} bytes of text: {source}")]
+    Read {
+        /// Decompressed bytes read before the error.
+        offset: u64,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The format an object starts with: its first non-blank line if that is a header, else `fallback`.
+pub fn initial_format(first_block: &[u8], fallback: &Format) -> Format {
+    let first_line = first_block
+        .split(|b| *b == b'\n')
+        .find(|l| !l.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')));
+    first_line.and_then(flowlog::header_format).unwrap_or_else(|| fallback.clone())
+}
+
+/// Reads object `key` of `archive` as text blocks and hands each to `emit` (which returns false to
+/// stop). `framing` is the configured framing: only `Auto`, `Lines` and `Gzip` can stream.
+/// `max_line` bounds how far past `block_bytes` a block grows while looking for a line end.
+pub fn read_blocks(
+    archive: &dyn Archive,
+    key: &str,
+    framing: Framing,
+    block_bytes: usize,
+    max_line: usize,
+    mut emit: impl FnMut(TextBlock) -> bool,
+) -> Result<Streamed, StreamError> {
+    if !matches!(framing, Framing::Auto | Framing::Lines | Framing::Gzip) {
+        return Ok(Streamed::NotText(framing));
+    }
+    let mut raw = BufReader::with_capacity(1 << 20, archive.open(key)?);
+    let head = raw.fill_buf().map_err(|source| StreamError::Read { offset: 0, source })?;
+    let gzip = framing == Framing::Gzip || Framing::detect(head) == Framing::Gzip;
+    if !gzip {
+        let inner = Framing::detect(head);
+        if framing == Framing::Auto && inner != Framing::Lines {
+            return Ok(Streamed::NotText(inner));
+        }
+        return cut_blocks(raw, block_bytes, max_line, &mut emit);
+    }
+    let mut text = BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(raw));
+    let head = text.fill_buf().map_err(|source| StreamError::Read { offset: 0, source })?;
+    let inner = Framing::detect(head);
+    if inner != Framing::Lines {
+        return Ok(Streamed::NotText(inner));
+    }
+    cut_blocks(text, block_bytes, max_line, &mut emit)
+}
+
+/// Cuts `r` into blocks of whole lines.
+fn cut_blocks(
+    mut r: impl Read,
+    block_bytes: usize,
+    max_line: usize,
+    emit: &mut impl FnMut(TextBlock) -> bool,
+) -> Result<Streamed, StreamError> {
+    let mut offset = 0u64;
+    let mut seq = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let mut buf = Vec::with_capacity(block_bytes + max_line + 4096);
+        buf.append(&mut carry);
+        let eof = fill(&mut r, &mut buf, block_bytes, offset)?;
+        if buf.is_empty() {
+            return Ok(Streamed::Done { blocks: seq });
+        }
+        let mut eof = eof;
+        // Find the last line end; look further (up to one maximal line) if the block has none.
+        let cut = loop {
+            if eof {
+                break buf.len();
+            }
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => break i + 1,
+                None if buf.len() >= block_bytes + max_line => break buf.len(),
+                None => {
+                    let target = buf.len() + max_line;
+                    eof = fill(&mut r, &mut buf, target, offset)?;
+                }
+            }
+        };
+        carry.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        let len = buf.len() as u64;
+        if !emit(TextBlock { seq, offset, data: buf }) {
+            return Ok(Streamed::Stopped);
+        }
+        seq += 1;
+        offset += len;
+        if eof && carry.is_empty() {
+            return Ok(Streamed::Done { blocks: seq });
+        }
+    }
+}
+
+/// Reads from `r` until `buf` holds `target` bytes or the input ends; true at end of input.
+fn fill(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    target: usize,
+    offset: u64,
+) -> Result<bool, StreamError> {
+    let mut chunk = [0u8; 64 << 10];
+    while buf.len() < target {
+        match r.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(StreamError::Read { offset: offset + buf.len() as u64, source })
+            }
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::LocalArchive;
+    use std::io::Write;
+
+    fn blocks_of(path: &std::path::Path, framing: Framing) -> (Vec<TextBlock>, Streamed) {
+        let mut out = Vec::new();
+        let r =
+            read_blocks(&LocalArchive, path.to_str().unwrap(), framing, 8 << 20, 64 << 10, |b| {
+                out.push(b);
+                true
+            })
+            .unwrap();
+        (out, r)
+    }
+
+    fn lines(n: usize) -> Vec<u8> {
+        let mut s = Vec::new();
+        s.extend_from_slice(b"version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n");
+        for i in 0..n {
+            writeln!(
+                s,
+                "2 123 eni-{i} 10.0.0.{} 8.8.8.8 1 53 17 1 60 1700000000 1700000060 REJECT OK",
+                i % 250
+            )
+            .unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn blocks_are_whole_lines_and_reassemble_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = lines(300_000); // ~27 MB: several blocks
+        let plain = dir.path().join("a.log");
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("a.log.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&text[..text.len() / 2]).unwrap();
+        let mut first = e.finish().unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&text[text.len() / 2..]).unwrap();
+        first.extend(e.finish().unwrap()); // two gzip members
+        std::fs::write(&gz, first).unwrap();
+        for (path, framing) in [(&plain, Framing::Auto), (&gz, Framing::Auto), (&gz, Framing::Gzip)]
+        {
+            let (blocks, r) = blocks_of(path, framing);
+            assert!(matches!(r, Streamed::Done { blocks: n } if n == blocks.len() as u64), "{r:?}");
+            assert!(blocks.len() >= 3, "{}", blocks.len());
+            let mut joined = Vec::new();
+            for (i, b) in blocks.iter().enumerate() {
+                assert_eq!(b.seq, i as u64);
+                assert_eq!(b.offset, joined.len() as u64);
+                assert_eq!(b.data.last(), Some(&b'\n'));
+                joined.extend_from_slice(&b.data);
+            }
+            assert!(joined == text, "reassembled text differs for {path:?}");
+        }
+    }
+
+    #[test]
+    fn json_and_missing_newline_and_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("a.json");
+        std::fs::write(&json, br#"{"message":"x"}"#).unwrap();
+        assert!(matches!(blocks_of(&json, Framing::Auto).1, Streamed::NotText(_)));
+        let tail = dir.path().join("b.log");
+        std::fs::write(&tail, b"a\nb").unwrap();
+        let (blocks, _) = blocks_of(&tail, Framing::Lines);
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].data, b"a\nb");
+        let empty = dir.path().join("c.log");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(
+            matches!(blocks_of(&empty, Framing::Lines), (b, Streamed::Done { blocks: 0 }) if b.is_empty())
+        );
+    }
+
+    #[test]
+    fn truncated_gzip_is_an_error_after_the_good_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&lines(300_000)).unwrap();
+        let gz = e.finish().unwrap();
+        let path = dir.path().join("t.log.gz");
+        std::fs::write(&path, &gz[..gz.len() * 3 / 4]).unwrap();
+        let mut n = 0;
+        let r = read_blocks(
+            &LocalArchive,
+            path.to_str().unwrap(),
+            Framing::Auto,
+            8 << 20,
+            64 << 10,
+            |_| {
+                n += 1;
+                true
+            },
+        );
+        assert!(matches!(r, Err(StreamError::Read { .. })), "{r:?}");
+        assert!(n >= 1);
+    }
+
+    #[test]
+    fn initial_format_reads_a_header_or_falls_back() {
+        let custom = Format::parse("srcaddr dstaddr action").unwrap();
+        assert_eq!(
+            initial_format(b"\n\nsrcaddr dstaddr action\n1 2 3\n", &Format::default_v2()),
+            custom
+        );
+        assert_eq!(initial_format(b"2 123 eni-1\n", &custom), custom);
+    }
+}
