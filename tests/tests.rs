@@ -1,6 +1,7 @@
 //! Integration tests: drive the real `flowspike` executable against real files and a real S3
 //! emulator (`moto_server`, installed and put on PATH by `tests/run.sh`, started here on 127.0.0.1).
 
+mod bench;
 mod consume;
 mod parse;
 mod replay;

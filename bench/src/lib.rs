@@ -1,4 +1,7 @@
-//! Shared helpers for the benchmarks: a deterministic generator of realistic VPC flow log lines.
+//! Benchmarks: a deterministic generator of realistic VPC flow log lines (shared by the criterion
+//! benches) and [`pipeline`], the stage-by-stage measurement behind `flowspike bench`.
+
+pub mod pipeline;
 
 /// A small deterministic PRNG (splitmix64), so the data set is the same on every machine.
 #[derive(Debug, Clone)]

@@ -29,6 +29,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Consume a Kinesis stream of flow logs: hourly aggregates, checkpoints, spikes to an output stream.
     Consume(crate::consume::ConsumeArgs),
+    /// Measure throughput stage by stage (decompress, parse, filter, count, Parquet, end to end).
+    Bench(BenchArgs),
 }
 
 /// How the input is framed and formatted.
@@ -156,4 +158,33 @@ pub struct DemoArgs {
     /// Baseline mode: window or splunk.
     #[arg(long, default_value = "window")]
     pub mode: String,
+}
+
+/// `flowspike bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Records to generate in memory (ignored with --input).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub records: usize,
+    /// Records per generated object (S3 objects hold thousands to hundreds of thousands).
+    #[arg(long, default_value_t = 100_000)]
+    pub records_per_object: usize,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Measure these files or this directory instead of generated data (read into memory first).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Framing of generated data: lines, gzip or cwlogs (CloudWatch Logs envelopes).
+    #[arg(long, default_value = "gzip")]
+    pub framing: String,
+    /// Runs per stage (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the report as JSON on standard output instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -4,6 +4,7 @@
 //! 3 finished, but some input was skipped (malformed lines or unreadable objects; see the summary).
 
 mod args;
+mod bench;
 mod consume;
 mod demo;
 mod parse;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         args::Command::Replay(a) => replay::run(a),
         args::Command::Demo(a) => demo::run(a),
         args::Command::Consume(a) => consume::run(a),
+        args::Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

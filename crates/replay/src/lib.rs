@@ -9,7 +9,7 @@ mod archive;
 mod run;
 mod stream;
 
-pub use stream::StreamSettings;
+pub use stream::{initial_format, StreamSettings};
 
 pub use archive::{discover, Archive, ArchiveError, LocalArchive, ObjectInfo};
 pub use run::{

@@ -161,17 +161,18 @@ fn cut_blocks(
 }
 
 /// Reads from `r` until `buf` holds `target` bytes or the input ends; true at end of input.
+/// Reads straight into `buf`'s spare capacity (no intermediate copy).
 fn fill(
     r: &mut impl Read,
     buf: &mut Vec<u8>,
     target: usize,
     offset: u64,
 ) -> Result<bool, StreamError> {
-    let mut chunk = [0u8; 64 << 10];
     while buf.len() < target {
-        match r.read(&mut chunk) {
+        let want = (target - buf.len()) as u64;
+        match r.by_ref().take(want).read_to_end(buf) {
             Ok(0) => return Ok(true),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(source) => {
                 return Err(StreamError::Read { offset: offset + buf.len() as u64, source })

@@ -1,0 +1,644 @@
+//! `flowspike bench`: the replay pipeline measured stage by stage on data held in memory.
+//!
+//! The input (generated, or read from files) is prepared as a set of objects in the chosen
+//! framing before any clock starts. Each stage then runs over all objects on a rayon pool of the
+//! requested size, `runs` times, and the median is reported:
+//! 1. `decompress`: inflate every object (gzip and CloudWatch framings);
+//! 2. `parse`: `flowlog::for_each_record` over the decompressed objects, touching nothing;
+//! 3. `parse+filter`: plus the ESCU rule (`Rule::classify`);
+//! 4. `parse+filter+count`: plus per-thread `Counter`s merged at the end;
+//! 5. `parquet write`: the hourly rows written as Parquet files (one per hour) to a temporary dir;
+//! 6. `end to end`: the real `flowspike replay` pipeline (`flowspike_replay::replay`) over the
+//!    stored objects: fetch, decompress, parse, filter, count, Parquet, detection.
+//!
+//! Every run checks its counts against the others (and, for generated data, against the counts
+//! known by construction), so a fast wrong pipeline cannot report a figure.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
+use flowspike_counter::{Counter, CounterConfig, Rule};
+use flowspike_history::{History, LocalStore};
+use flowspike_replay::{Archive, ArchiveError, ObjectInfo, ReplayConfig, Source, StreamSettings};
+use rayon::prelude::*;
+
+/// How generated input is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchFraming {
+    /// S3-style plain text objects, each with a header line.
+    Lines,
+    /// S3-style gzip objects (`.log.gz`), each with a header line.
+    Gzip,
+    /// CloudWatch Logs subscription envelopes (gzip JSON, as Kinesis records), 1,000 events each.
+    Cwlogs,
+}
+
+impl std::str::FromStr for BenchFraming {
+    type Err = BenchError;
+    fn from_str(s: &str) -> Result<BenchFraming, BenchError> {
+        match s {
+            "lines" => Ok(BenchFraming::Lines),
+            "gzip" => Ok(BenchFraming::Gzip),
+            "cwlogs" => Ok(BenchFraming::Cwlogs),
+            other => Err(BenchError::Config(format!(
+                "unknown framing {other:?} (expected lines, gzip or cwlogs)"
+            ))),
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Records to generate (ignored with `input`).
+    pub records: usize,
+    /// Records per generated object (S3 objects hold thousands to a few hundred thousand).
+    pub records_per_object: usize,
+    /// Threads of the pool every stage runs on.
+    pub threads: usize,
+    /// Files or directories to read instead of generating (framing detected per file).
+    pub input: Option<PathBuf>,
+    /// Framing of generated input.
+    pub framing: BenchFraming,
+    /// Runs per stage; the median is reported.
+    pub runs: usize,
+    /// Seed of the generator.
+    pub seed: u64,
+}
+
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad settings.
+    #[error("{0}")]
+    Config(String),
+    /// Reading the input or writing temporary files failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A stage failed or disagreed with another stage.
+    #[error("stage {stage}: {message}")]
+    Stage {
+        /// The stage.
+        stage: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The median figures of one stage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageResult {
+    /// Stage name.
+    pub stage: &'static str,
+    /// Median wall-clock seconds.
+    pub seconds: f64,
+    /// Fastest run, seconds.
+    pub min_seconds: f64,
+    /// Flow records the stage went through (rows for the Parquet stage).
+    pub records: u64,
+    /// Decompressed bytes the stage went through (compressed bytes read, for decompress).
+    pub bytes: u64,
+    /// Records per second (median run).
+    pub records_per_s: f64,
+    /// Megabytes (10^6) of decompressed text per second (median run).
+    pub mb_per_s: f64,
+    /// `records_per_s / threads`.
+    pub records_per_s_per_core: f64,
+    /// `mb_per_s / threads`.
+    pub mb_per_s_per_core: f64,
+}
+
+/// A whole benchmark run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Where the input came from (`generated` or the path).
+    pub input: String,
+    /// Framing of generated input (`auto` for files).
+    pub framing: String,
+    /// Threads of the pool.
+    pub threads: usize,
+    /// Objects (files, S3-style objects or Kinesis records).
+    pub objects: usize,
+    /// Bytes as stored (compressed).
+    pub stored_bytes: u64,
+    /// Bytes after decompression (text, or JSON envelopes for cwlogs).
+    pub text_bytes: u64,
+    /// Flow records.
+    pub records: u64,
+    /// Records matching the blocked-outbound rule.
+    pub counted: u64,
+    /// Hourly (hour, source) rows.
+    pub rows: u64,
+    /// Runs per stage.
+    pub runs: usize,
+    /// The stages.
+    pub stages: Vec<StageResult>,
+    /// Peak resident memory of the process (VmHWM), bytes, input included.
+    pub peak_rss_bytes: Option<u64>,
+    /// Resident memory after the input was prepared, bytes.
+    pub input_rss_bytes: Option<u64>,
+}
+
+/// Runs the benchmark.
+pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
+    if cfg.threads == 0 || cfg.runs == 0 || cfg.records_per_object == 0 {
+        return Err(BenchError::Config("threads, runs and records per object must be > 0".into()));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| BenchError::Config(e.to_string()))?;
+    let (objects, known_counted, input_name, framing) = match &cfg.input {
+        Some(p) => (read_input(p)?, None, p.display().to_string(), "auto".to_string()),
+        None => {
+            let (objs, counted) = generate_objects(cfg);
+            (
+                objs,
+                Some(counted),
+                "generated".to_string(),
+                format!("{:?}", cfg.framing).to_lowercase(),
+            )
+        }
+    };
+    if objects.is_empty() {
+        return Err(BenchError::Config("no input objects".into()));
+    }
+    let input_rss = vm_kb("VmRSS:").map(|k| k * 1024);
+    let stored_bytes: u64 = objects.iter().map(|o| o.len() as u64).sum();
+    let opts = DecodeOptions { max_decompressed_bytes: u64::MAX, ..DecodeOptions::default() };
+    let rule = Rule::default();
+    let counter_cfg = CounterConfig::default();
+    let runs = cfg.runs;
+    let threads = cfg.threads;
+    let mut stages = Vec::new();
+
+    // 1. decompress
+    let compressed = objects.iter().any(|o| o.starts_with(&[0x1f, 0x8b]));
+    let texts: Vec<Vec<u8>> = pool.install(|| inflate_all(&objects))?;
+    let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    // Large texts are cut at line ends into blocks (as replay does), so one big file uses every
+    // thread; each block carries the format the text starts with.
+    let units = blocks(&texts, &opts);
+    if compressed {
+        let times = time_runs(runs, || pool.install(|| inflate_all(&objects)).map(|_| ()))?;
+        stages.push(stage("decompress", &times, 0, stored_bytes, text_bytes, threads));
+    }
+
+    // 2. parse
+    let mut records = 0;
+    let times = time_runs(runs, || {
+        let n = pool.install(|| par_decode(&units, || Touch(0), |t, s| t.0.min(s.records)))?;
+        records = n;
+        Ok(())
+    })?;
+    stages.push(stage("parse", &times, records, text_bytes, text_bytes, threads));
+
+    // 3. parse + filter
+    let mut counted = 0;
+    let times = time_runs(runs, || {
+        let n =
+            pool.install(|| par_decode(&units, || Filter { rule: &rule, hits: 0 }, |f, _| f.hits))?;
+        counted = n;
+        Ok(())
+    })?;
+    if let Some(k) = known_counted {
+        if k != counted {
+            return Err(BenchError::Stage {
+                stage: "parse+filter",
+                message: format!("counted {counted}, generated {k}"),
+            });
+        }
+    }
+    stages.push(stage("parse+filter", &times, records, text_bytes, text_bytes, threads));
+
+    // 4. parse + filter + count
+    let mut counter = Counter::new(counter_cfg);
+    let times = time_runs(runs, || {
+        counter = pool.install(|| count_all(&units, &rule, counter_cfg))?;
+        Ok(())
+    })?;
+    let rows: Vec<_> = counter.into_rows();
+    let row_hits: u64 = rows.iter().map(|r| r.blocked_count).sum();
+    if row_hits != counted {
+        return Err(BenchError::Stage {
+            stage: "parse+filter+count",
+            message: format!("rows hold {row_hits} hits, filter found {counted}"),
+        });
+    }
+    stages.push(stage("parse+filter+count", &times, records, text_bytes, text_bytes, threads));
+
+    // 5. Parquet write (one file per hour, as replay writes them)
+    let mut by_hour: std::collections::BTreeMap<i64, Vec<_>> = std::collections::BTreeMap::new();
+    for r in &rows {
+        by_hour.entry(r.hour).or_default().push(r.clone());
+    }
+    let times = time_runs(runs, || {
+        let dir = tempfile::tempdir()?;
+        let history = History::new(Arc::new(LocalStore::new(dir.path())));
+        pool.install(|| {
+            by_hour
+                .par_iter()
+                .try_for_each(|(hour, rows)| history.replace_hour(*hour, rows, "bench").map(|_| ()))
+        })
+        .map_err(|e| BenchError::Stage { stage: "parquet write", message: e.to_string() })
+    })?;
+    stages.push(stage("parquet write", &times, rows.len() as u64, 0, 0, threads));
+
+    // 6. end to end: the replay pipeline over the stored objects
+    let archive: Arc<dyn Archive> = Arc::new(MemArchive::new(objects));
+    let times = time_runs(runs, || {
+        let dir = tempfile::tempdir()?;
+        let history = History::new(Arc::new(LocalStore::new(dir.path())));
+        let rcfg = ReplayConfig {
+            sources: vec![Source { archive: archive.clone(), root: String::new() }],
+            from: None,
+            to: None,
+            decode: DecodeOptions::default(),
+            rule: rule.clone(),
+            counter: counter_cfg,
+            detect: flowspike_detect::DetectConfig::default(),
+            fetchers: 1,
+            stream: StreamSettings::default(),
+        };
+        let out = pool
+            .install(|| flowspike_replay::replay(&rcfg, &history, &()))
+            .map_err(|e| BenchError::Stage { stage: "end to end", message: e.to_string() })?;
+        if out.summary.counted != counted || out.summary.records != records {
+            return Err(BenchError::Stage {
+                stage: "end to end",
+                message: format!(
+                    "replay counted {} of {} records; stages found {counted} of {records}",
+                    out.summary.counted, out.summary.records
+                ),
+            });
+        }
+        Ok(())
+    })?;
+    stages.push(stage("end to end", &times, records, stored_bytes, text_bytes, threads));
+    // `bytes` of end to end is the text; the stored bytes are in the report.
+    if let Some(last) = stages.last_mut() {
+        last.bytes = text_bytes;
+    }
+
+    Ok(BenchReport {
+        input: input_name,
+        framing,
+        threads,
+        objects: archive_len(&archive),
+        stored_bytes,
+        text_bytes,
+        records,
+        counted,
+        rows: rows.len() as u64,
+        runs,
+        stages,
+        peak_rss_bytes: vm_kb("VmHWM:").map(|k| k * 1024),
+        input_rss_bytes: input_rss,
+    })
+}
+
+fn archive_len(a: &Arc<dyn Archive>) -> usize {
+    a.list("").map(|l| l.len()).unwrap_or(0)
+}
+
+/// Median and minimum of `runs` timed calls.
+fn time_runs(
+    runs: usize,
+    mut f: impl FnMut() -> Result<(), BenchError>,
+) -> Result<(f64, f64), BenchError> {
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        f()?;
+        t.push(start.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    Ok((t[t.len() / 2], t[0]))
+}
+
+fn stage(
+    name: &'static str,
+    (secs, min): &(f64, f64),
+    records: u64,
+    bytes: u64,
+    text: u64,
+    threads: usize,
+) -> StageResult {
+    let s = secs.max(1e-9);
+    let rps = records as f64 / s;
+    let mbps = text as f64 / 1e6 / s;
+    StageResult {
+        stage: name,
+        seconds: *secs,
+        min_seconds: *min,
+        records,
+        bytes,
+        records_per_s: rps,
+        mb_per_s: mbps,
+        records_per_s_per_core: rps / threads as f64,
+        mb_per_s_per_core: mbps / threads as f64,
+    }
+}
+
+/// Inflates every gzip object (others are copied as they are).
+fn inflate_all(objects: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BenchError> {
+    objects
+        .par_iter()
+        .map(|o| {
+            if o.starts_with(&[0x1f, 0x8b]) {
+                let mut out = Vec::with_capacity(o.len() * 4);
+                flate2::read::MultiGzDecoder::new(&o[..]).read_to_end(&mut out).map_err(|e| {
+                    BenchError::Stage { stage: "decompress", message: e.to_string() }
+                })?;
+                Ok(out)
+            } else {
+                Ok(o.clone())
+            }
+        })
+        .collect()
+}
+
+/// Decodes every text on the current pool with one sink per object; sums `value(sink, summary)`.
+fn par_decode<S: RecordSink>(
+    units: &[(&[u8], DecodeOptions)],
+    new: impl Fn() -> S + Sync,
+    value: impl Fn(&S, &flowlog::Summary) -> u64 + Sync,
+) -> Result<u64, BenchError> {
+    units
+        .par_iter()
+        .map(|(t, opts)| {
+            let mut sink = new();
+            let s = flowlog::for_each_record(t, opts, &mut sink)
+                .map_err(|e| BenchError::Stage { stage: "parse", message: e.to_string() })?;
+            if s.malformed > 0 {
+                return Err(BenchError::Stage {
+                    stage: "parse",
+                    message: format!("{} malformed lines", s.malformed),
+                });
+            }
+            Ok(value(&sink, &s))
+        })
+        .try_reduce(|| 0, |a, b| Ok(a + b))
+}
+
+fn count_all(
+    units: &[(&[u8], DecodeOptions)],
+    rule: &Rule,
+    cfg: CounterConfig,
+) -> Result<Counter, BenchError> {
+    units
+        .par_iter()
+        .try_fold(
+            || Counter::new(cfg),
+            |mut counter, (t, opts)| {
+                let mut sink = CountInto { rule, counter: &mut counter };
+                flowlog::for_each_record(t, opts, &mut sink)
+                    .map_err(|e| BenchError::Stage { stage: "count", message: e.to_string() })?;
+                Ok(counter)
+            },
+        )
+        .try_reduce(
+            || Counter::new(cfg),
+            |mut a, b| {
+                a.merge(b);
+                Ok(a)
+            },
+        )
+}
+
+/// Texts of plain lines over 16 MiB cut into blocks of about 8 MiB at line ends, each with the
+/// format its text starts with; other texts whole.
+fn blocks<'t>(texts: &'t [Vec<u8>], opts: &DecodeOptions) -> Vec<(&'t [u8], DecodeOptions)> {
+    const BLOCK: usize = 8 << 20;
+    let mut out = Vec::new();
+    for t in texts {
+        if t.len() <= 2 * BLOCK || flowlog::Framing::detect(t) != flowlog::Framing::Lines {
+            out.push((&t[..], opts.clone()));
+            continue;
+        }
+        let fallback = opts.format.clone().unwrap_or_else(flowlog::Format::default_v2);
+        let format = flowspike_replay::initial_format(&t[..BLOCK.min(t.len())], &fallback);
+        let with = DecodeOptions { format: Some(format), ..opts.clone() };
+        let mut rest = &t[..];
+        while !rest.is_empty() {
+            let end = if rest.len() <= BLOCK {
+                rest.len()
+            } else {
+                memchr_last_newline(&rest[..BLOCK]).map_or(rest.len(), |i| i + 1)
+            };
+            out.push((&rest[..end], with.clone()));
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+fn memchr_last_newline(b: &[u8]) -> Option<usize> {
+    b.iter().rposition(|c| *c == b'\n')
+}
+
+/// Touches every record (the parser's work only); counts them.
+struct Touch(u64);
+
+impl RecordSink for Touch {
+    fn record(&mut self, rec: &FlowRecord<'_>) {
+        self.0 += u64::from(!rec.line().is_empty());
+    }
+    fn malformed(&mut self, _: &LineError) {}
+}
+
+struct Filter<'r> {
+    rule: &'r Rule,
+    hits: u64,
+}
+
+impl RecordSink for Filter<'_> {
+    fn record(&mut self, rec: &FlowRecord<'_>) {
+        self.hits += u64::from(matches!(self.rule.classify(rec), Ok(Some(_))));
+    }
+    fn malformed(&mut self, _: &LineError) {}
+}
+
+struct CountInto<'a> {
+    rule: &'a Rule,
+    counter: &'a mut Counter,
+}
+
+impl RecordSink for CountInto<'_> {
+    fn record(&mut self, rec: &FlowRecord<'_>) {
+        if let Ok(Some(hit)) = self.rule.classify(rec) {
+            self.counter.add(&hit);
+        }
+    }
+    fn malformed(&mut self, _: &LineError) {}
+}
+
+const HEADER: &[u8] = b"version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n";
+
+/// Generated objects in the configured framing, and the blocked-outbound count by construction.
+fn generate_objects(cfg: &BenchConfig) -> (Vec<Vec<u8>>, u64) {
+    let n_objects = cfg.records.div_ceil(cfg.records_per_object).max(1);
+    let parts: Vec<(Vec<Vec<u8>>, u64)> = (0..n_objects)
+        .into_par_iter()
+        .map(|i| {
+            let n = cfg.records_per_object.min(cfg.records - i * cfg.records_per_object);
+            let g = crate::generate(n, cfg.seed.wrapping_add(i as u64));
+            let objs = match cfg.framing {
+                BenchFraming::Lines => vec![[HEADER, &g.data].concat()],
+                BenchFraming::Gzip => vec![gzip(&[HEADER, &g.data].concat())],
+                BenchFraming::Cwlogs => envelopes(&g.data, i),
+            };
+            (objs, g.blocked_outbound)
+        })
+        .collect();
+    let counted = parts.iter().map(|p| p.1).sum();
+    (parts.into_iter().flat_map(|p| p.0).collect(), counted)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::default(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
+}
+
+/// CloudWatch Logs subscription envelopes of 1,000 events each, gzip-compressed.
+fn envelopes(lines: &[u8], object: usize) -> Vec<Vec<u8>> {
+    let all: Vec<&[u8]> = lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    all.chunks(1000)
+        .enumerate()
+        .map(|(j, chunk)| {
+            let events: Vec<serde_json::Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, l)| {
+                    let line = String::from_utf8_lossy(l);
+                    let ts = line.split(' ').nth(10).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 1000;
+                    serde_json::json!({"id": format!("{object}-{j}-{k}"), "timestamp": ts, "message": line})
+                })
+                .collect();
+            let env = serde_json::json!({
+                "messageType": "DATA_MESSAGE",
+                "owner": "123456789012",
+                "logGroup": "vpc-flow-logs",
+                "logStream": format!("eni-{object:08x}"),
+                "subscriptionFilters": ["flowspike"],
+                "logEvents": events,
+            });
+            gzip(&serde_json::to_vec(&env).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Every file under `path` (a file or a directory, recursively), read whole.
+fn read_input(path: &Path) -> Result<Vec<Vec<u8>>, BenchError> {
+    let mut out = Vec::new();
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        out.push(std::fs::read(path)?);
+        return Ok(out);
+    }
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    entries.sort();
+    for p in entries {
+        out.extend(read_input(&p)?);
+    }
+    Ok(out)
+}
+
+/// Objects held in memory, as an [`Archive`] for the replay pipeline.
+struct MemArchive {
+    objects: Vec<Vec<u8>>,
+}
+
+impl MemArchive {
+    fn new(objects: Vec<Vec<u8>>) -> MemArchive {
+        MemArchive { objects }
+    }
+}
+
+impl Archive for MemArchive {
+    fn list(&self, _prefix: &str) -> Result<Vec<ObjectInfo>, ArchiveError> {
+        Ok((0..self.objects.len())
+            .map(|i| ObjectInfo {
+                key: format!("mem/{i:08}.log.gz"),
+                size: self.objects[i].len() as u64,
+            })
+            .collect())
+    }
+    fn list_prefixes(&self, _prefix: &str) -> Result<Vec<String>, ArchiveError> {
+        Ok(Vec::new())
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
+        key.strip_prefix("mem/")
+            .and_then(|k| k.strip_suffix(".log.gz"))
+            .and_then(|k| k.parse::<usize>().ok())
+            .and_then(|i| self.objects.get(i).cloned())
+            .ok_or_else(|| ArchiveError::Remote(format!("no object {key}")))
+    }
+    fn location(&self, key: &str) -> String {
+        key.to_string()
+    }
+}
+
+/// A `/proc/self/status` figure in KiB (Linux only).
+fn vm_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The report as a readable table.
+pub fn render(r: &BenchReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "flowspike bench: {} ({}), {} threads, {} objects, {:.1} MB stored, {:.1} MB decompressed, {} records, {} counted, {} hourly rows; median of {} runs",
+        r.input, r.framing, r.threads, r.objects, r.stored_bytes as f64 / 1e6, r.text_bytes as f64 / 1e6, r.records, r.counted, r.rows, r.runs
+    );
+    let _ = writeln!(
+        s,
+        "{:<20} {:>9} {:>9} {:>13} {:>10} {:>17} {:>14}",
+        "stage", "median s", "min s", "records/s", "MB/s", "records/s/core", "MB/s/core"
+    );
+    for st in &r.stages {
+        let (mb, mbc) = if st.stage == "parquet write" {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{:.0}", st.mb_per_s), format!("{:.0}", st.mb_per_s_per_core))
+        };
+        let what = if st.stage == "parquet write" { "rows/s" } else { "" };
+        let (rps, rpsc) = if st.records == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.2} M", st.records_per_s / 1e6),
+                format!("{:.2} M", st.records_per_s_per_core / 1e6),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "{:<20} {:>9.3} {:>9.3} {:>13} {:>10} {:>17} {:>14} {what}",
+            st.stage, st.seconds, st.min_seconds, rps, mb, rpsc, mbc
+        );
+    }
+    if let (Some(p), Some(i)) = (r.peak_rss_bytes, r.input_rss_bytes) {
+        let _ = writeln!(
+            s,
+            "peak RSS {:.0} MB (input in memory: {:.0} MB resident before the stages)",
+            p as f64 / 1e6,
+            i as f64 / 1e6
+        );
+    }
+    let _ = writeln!(s, "decompress MB/s counts output (decompressed) bytes; end to end includes Parquet writes and the detection.");
+    s
+}
