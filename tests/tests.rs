@@ -3,6 +3,7 @@
 
 mod bench;
 mod consume;
+mod infra;
 mod parse;
 mod replay;
 mod s3;

@@ -1,0 +1,176 @@
+//! Deployment files (`infra/`): the CloudFormation templates lint clean and grant no wildcard resources
+//! beyond what AWS requires, the Dockerfile keeps its invariants, and the ECS task definition runs real
+//! `flowspike` options. The checks live in `tests/infra_check.py` (cfn-lint is a Python tool); these tests
+//! run it on the real files and on broken copies, so a checker that stopped checking would fail here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of the test venv (`FLOWSPIKE_PYTHON`, set by `tests/run.sh`; else `.venv/bin/python`).
+fn python() -> Command {
+    let py = std::env::var_os("FLOWSPIKE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        py.exists(),
+        "no Python venv at {}: run the tests with `bash tests/run.sh` (it installs cfn-lint)",
+        py.display()
+    );
+    Command::new(py)
+}
+
+/// Runs `tests/infra_check.py` with `args` against the `flowspike` binary under test.
+fn infra_check(args: &[&str]) -> Output {
+    let mut cmd = python();
+    cmd.arg(root().join("tests/infra_check.py"))
+        .arg("--root")
+        .arg(root())
+        .arg("--flowspike")
+        .arg(env!("CARGO_BIN_EXE_flowspike"))
+        .args(args);
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `content` to `dir/name` and returns the path as a string.
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).expect("write a test file");
+    p.to_str().expect("utf-8 temp path").to_owned()
+}
+
+/// A template with one role whose policy has one statement (`actions` on `resource`).
+fn role_template(actions: &str, resource: &str) -> String {
+    format!(
+        r#"AWSTemplateFormatVersion: "2010-09-09"
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {{ Service: ecs-tasks.amazonaws.com }}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: p
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: [{actions}]
+                Resource: {resource}
+"#
+    )
+}
+
+#[test]
+fn infra_files_pass_every_check() {
+    let out = infra_check(&[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "infra_check failed:\n{stdout}\n{stderr}");
+    for line in [
+        "ok lint infra/cloudformation/flowspike.yaml",
+        "ok iam infra/cloudformation/flowspike.yaml",
+        "ok docker infra/Dockerfile",
+        "ok cli infra/cloudformation/flowspike.yaml",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // The one documented wildcard exception, and nothing else.
+    assert!(
+        stdout.contains("(wildcard resource only for: ecr:GetAuthorizationToken)"),
+        "unexpected wildcard exceptions:\n{stdout}"
+    );
+}
+
+#[test]
+fn infra_check_rejects_a_wildcard_resource_on_s3_get_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.yaml", &role_template("s3:GetObject", r#""*""#));
+    let out = infra_check(&["--only", "iam", "--template", &bad]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "accepted:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("Resource '*' for s3:GetObject"), "{stderr}");
+
+    // The same statement with an allow-listed action passes: the failure above is the action's.
+    let ok = write(dir.path(), "ok.yaml", &role_template("ecr:GetAuthorizationToken", r#""*""#));
+    let out = infra_check(&["--only", "iam", "--template", &ok]);
+    assert!(out.status.success(), "rejected the allow-listed action: {:?}", text(&out));
+
+    // An allow-listed action does not carry another one along, and `arn:...:s3:::*` is `*` too.
+    let mixed = write(
+        dir.path(),
+        "mixed.yaml",
+        &role_template(
+            "ecr:GetAuthorizationToken, s3:PutObject",
+            r#"!Sub "arn:${AWS::Partition}:s3:::*""#,
+        ),
+    );
+    let out = infra_check(&["--only", "iam", "--template", &mixed]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "accepted a mixed statement");
+    assert!(stderr.contains("for s3:PutObject"), "{stderr}");
+}
+
+#[test]
+fn infra_check_rejects_options_the_cli_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "td.yaml",
+        r#"AWSTemplateFormatVersion: "2010-09-09"
+Resources:
+  Td:
+    Type: AWS::ECS::TaskDefinition
+    Properties:
+      ContainerDefinitions:
+        - Name: flowspike
+          Image: flowspike:test
+          Command: [consume, --stream, flow-logs, --no-such-flag, "1"]
+          Environment:
+            - { Name: FLOWSPIKE_NOT_AN_OPTION, Value: "1" }
+            - { Name: FLOWSPIKE_OUTPUT_STREAM, Value: spikes }
+"#,
+    );
+    let out = infra_check(&["--only", "cli", "--template", &bad]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "accepted:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("has no option --no-such-flag"), "{stderr}");
+    assert!(stderr.contains("reads no variable FLOWSPIKE_NOT_AN_OPTION"), "{stderr}");
+    assert!(stderr.contains("required option --state"), "{stderr}");
+    assert!(
+        !stderr.contains("reads no variable FLOWSPIKE_OUTPUT_STREAM"),
+        "a real variable was rejected: {stderr}"
+    );
+}
+
+#[test]
+fn infra_check_rejects_a_root_single_stage_floating_dockerfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "Dockerfile",
+        "FROM rust:1.95-slim\nCOPY . .\nRUN cargo build --release\nUSER root\nENTRYPOINT [\"/usr/local/bin/flowspike\"]\n",
+    );
+    let out = infra_check(&["--only", "docker", "--dockerfile", &bad]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "accepted:\n{stdout}\n{stderr}");
+    for reason in
+        ["not multi-stage", "rust:1.95-slim is not pinned", "runs as 'root'", "not copied"]
+    {
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}
