@@ -20,7 +20,7 @@ use crate::util::{assert_code, flowspike, run, Moto};
 const HOUR: i64 = 3600;
 const ACCOUNT: &str = "123456789012";
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
@@ -86,7 +86,14 @@ async fn read_all(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Vec<u8>> {
 }
 
 /// A default-format (v2) flow log line.
-fn line(eni: &str, src: &str, dst: &str, start: i64, action: &str, bytes: u64) -> String {
+pub(crate) fn line(
+    eni: &str,
+    src: &str,
+    dst: &str,
+    start: i64,
+    action: &str,
+    bytes: u64,
+) -> String {
     format!(
         "2 {ACCOUNT} {eni} {src} {dst} 49152 443 6 1 {bytes} {start} {} {action} OK",
         start + 30
@@ -94,7 +101,7 @@ fn line(eni: &str, src: &str, dst: &str, start: i64, action: &str, bytes: u64) -
 }
 
 /// What the counter makes of the blocked outbound lines among `lines` (all RFC 1918 sources).
-fn expected(lines: &[(String, String, String, i64, bool, u64)]) -> Vec<AggregateRow> {
+pub(crate) fn expected(lines: &[(String, String, String, i64, bool, u64)]) -> Vec<AggregateRow> {
     let mut c = Counter::new(CounterConfig::default());
     for (eni, src, dst, start, reject, bytes) in lines {
         let dst_ip: std::net::IpAddr = dst.parse().expect("ip");
@@ -114,12 +121,12 @@ fn expected(lines: &[(String, String, String, i64, bool, u64)]) -> Vec<Aggregate
     c.into_rows()
 }
 
-fn history_rows(state: &Path) -> Vec<AggregateRow> {
+pub(crate) fn history_rows(state: &Path) -> Vec<AggregateRow> {
     History::new(Arc::new(LocalStore::new(state))).read_range(i64::MIN, i64::MAX).expect("history")
 }
 
 /// The start of the hour `days` days ago.
-fn hours_ago_base(days: i64) -> i64 {
+pub(crate) fn hours_ago_base(days: i64) -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -268,7 +275,7 @@ fn cloudwatch_logs_subscription_to_aggregates_and_spike_stream() {
 }
 
 /// Puts plain-line records (10 lines each) with random-ish partition keys.
-async fn put_lines(k: &aws_sdk_kinesis::Client, stream: &str, lines: &[String]) {
+pub(crate) async fn put_lines(k: &aws_sdk_kinesis::Client, stream: &str, lines: &[String]) {
     let entries: Vec<PutRecordsRequestEntry> = lines
         .chunks(10)
         .enumerate()
@@ -292,7 +299,7 @@ async fn put_lines(k: &aws_sdk_kinesis::Client, stream: &str, lines: &[String]) 
     }
 }
 
-fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
+pub(crate) fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
     let f = File::create(log).expect("log file");
     cmd.stdout(Stdio::null()).stderr(Stdio::from(f)).spawn().expect("spawn flowspike")
 }
@@ -379,7 +386,7 @@ fn kill_9_and_sigterm_then_restart_give_exact_aggregates() {
     }
 }
 
-fn wait_with_timeout(child: &mut Child, d: Duration) -> Option<i32> {
+pub(crate) fn wait_with_timeout(child: &mut Child, d: Duration) -> Option<i32> {
     let deadline = Instant::now() + d;
     loop {
         if let Ok(Some(s)) = child.try_wait() {
@@ -394,12 +401,12 @@ fn wait_with_timeout(child: &mut Child, d: Duration) -> Option<i32> {
     }
 }
 
-fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
 /// Kills the child process when dropped (a failed assertion must not leave a consumer running).
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

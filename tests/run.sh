@@ -19,6 +19,11 @@ export PATH="$root/.venv/bin:$PATH"
 export FLOWSPIKE_PYTHON="$root/.venv/bin/python"
 command -v moto_server >/dev/null || { echo "moto_server missing after install" >&2; exit 1; }
 
+step "node tools (tests/node: kinesis-local, the Kinesis emulator for resharding and enhanced fan-out)"
+command -v npm >/dev/null || { echo "npm (Node.js) is needed for kinesis-local" >&2; exit 1; }
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+test -f tests/node/node_modules/kinesis-local/main.js || { echo "kinesis-local missing after install" >&2; exit 1; }
+
 step "formatting"
 cargo fmt --all -- --check
 

@@ -1,10 +1,12 @@
-//! Integration tests: drive the real `flowspike` executable against real files and a real S3
-//! emulator (`moto_server`, installed and put on PATH by `tests/run.sh`, started here on 127.0.0.1).
+//! Integration tests: drive the real `flowspike` executable against real files and real emulators
+//! (`moto_server`, installed and put on PATH by `tests/run.sh`, and `kinesis-local`, installed by
+//! it under `tests/node/`), each started here on 127.0.0.1 ports of its own.
 
 mod bench;
 mod consume;
 mod infra;
 mod parse;
 mod replay;
+mod reshard;
 mod s3;
 mod util;

@@ -94,3 +94,100 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound once and released; the caller binds it right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A `kinesis-local` (npm; `bash tests/run.sh` installs it under `tests/node/`) for one test, the
+/// Kinesis emulator that reshards faithfully and serves SubscribeToShard; stopped when dropped.
+/// It binds every interface on its ports; the tests talk to it on 127.0.0.1 only.
+pub struct KinesisLocal {
+    child: Child,
+    /// `http://127.0.0.1:PORT` (plain HTTP).
+    pub endpoint: String,
+}
+
+impl KinesisLocal {
+    /// Starts kinesis-local on free ports (plain HTTP and its TLS port), with short durations for
+    /// stream creation, resharding and consumer registration, and waits until it listens.
+    pub fn start() -> KinesisLocal {
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node/node_modules/kinesis-local");
+        let main = dir.join("main.js");
+        assert!(
+            main.exists(),
+            "{} is missing; run the tests with `bash tests/run.sh` (npm ci --prefix tests/node)",
+            main.display()
+        );
+        let (plain, tls) = (free_port(), free_port());
+        let mut cmd = Command::new("node");
+        cmd.arg(&main)
+            .env("KINESIS_MOCK_PLAIN_PORT", plain.to_string())
+            .env("KINESIS_MOCK_TLS_PORT", tls.to_string())
+            .env("KINESIS_MOCK_CERT_PATH", dir.join("server.json"))
+            .env("LOG_LEVEL", "WARN")
+            .env("SHOULD_PERSIST_DATA", "false");
+        for v in [
+            "CREATE_STREAM_DURATION",
+            "SPLIT_SHARD_DURATION",
+            "MERGE_SHARDS_DURATION",
+            "UPDATE_SHARD_COUNT_DURATION",
+            "REGISTER_STREAM_CONSUMER_DURATION",
+        ] {
+            cmd.env(v, "100ms");
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start node for kinesis-local ({e}); run the tests with `bash tests/run.sh`"
+            )
+        });
+        let mut kl = KinesisLocal { child, endpoint: format!("http://127.0.0.1:{plain}") };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = kl.child.try_wait() {
+                panic!("kinesis-local exited early: {status}");
+            }
+            if TcpStream::connect(("127.0.0.1", plain)).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kinesis-local did not listen on port {plain} in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        kl
+    }
+
+    /// Sets the AWS environment of `cmd` to talk to this server.
+    pub fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+    }
+
+    /// A Kinesis client on this server (the real SDK over HTTP).
+    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
+        use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+            .build();
+        aws_sdk_kinesis::Client::from_conf(conf)
+    }
+}
+
+impl Drop for KinesisLocal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,4 +1,5 @@
-//! Kinesis I/O: the client, ListShards, one polling reader task per shard, PutRecords for spikes.
+//! Kinesis I/O: the client, ListShards, one reader task per shard (polling GetRecords, or
+//! enhanced fan-out with SubscribeToShard), consumer registration, PutRecords for spikes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,7 +7,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::{
+    ChildShard, ConsumerStatus, PutRecordsRequestEntry, Record, ShardIteratorType,
+    StartingPosition, SubscribeToShardEventStream,
+};
 use aws_sdk_kinesis::Client;
 use crossbeam_utils::CachePadded;
 use flowspike_detect::Spike;
@@ -31,6 +35,8 @@ const RENEW_ITERATOR_AFTER_FAILURES: u32 = 3;
 const PUT_RECORDS_MAX: usize = 500;
 /// Attempts of one PutRecords batch before giving up.
 const PUT_ATTEMPTS: u32 = 8;
+/// Pause between two DescribeStreamConsumer calls while a consumer is being created or deleted.
+const CONSUMER_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A Kinesis client from the SDK's standard configuration: credential chain, region,
 /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS`.
@@ -109,13 +115,23 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
 }
 
-/// A shard of the stream, as ListShards describes it.
+/// A shard of the stream, as ListShards (or the `ChildShards` of a parent's end) describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardInfo {
     /// Shard id.
     pub id: String,
     /// Parent shards (split or merge); they are read to their end before this one starts.
     pub parents: Vec<String>,
+}
+
+impl ShardInfo {
+    /// The children a closed shard names at its end (GetRecords or SubscribeToShard).
+    pub fn from_child_shards(children: &[ChildShard]) -> Vec<ShardInfo> {
+        children
+            .iter()
+            .map(|c| ShardInfo { id: c.shard_id().to_owned(), parents: c.parent_shards().to_vec() })
+            .collect()
+    }
 }
 
 /// Every shard of `stream` (open and closed ones still within retention).
@@ -167,18 +183,31 @@ pub enum StartAt {
 /// What a shard reader tells the coordinator.
 #[derive(Debug)]
 pub enum Event {
-    /// One GetRecords response, decoded.
+    /// One GetRecords response or SubscribeToShard event, decoded.
     Batch {
         /// The aggregates and position.
         batch: Batch,
-        /// True when the response was empty and the shard is at its tip.
+        /// True when the shard is at its tip (an empty GetRecords response, or a
+        /// SubscribeToShard event with `MillisBehindLatest` 0).
         caught_up: bool,
+        /// At a closed shard's end (`batch.ended`): the child shards it names (`ChildShards`).
+        children: Vec<ShardInfo>,
     },
     /// A non-retryable error: the consumer stops.
     Failed(ConsumeError),
 }
 
-/// A polling reader of one shard.
+/// Enhanced fan-out settings of a reader.
+#[derive(Debug, Clone)]
+pub struct Efo {
+    /// ARN of the registered stream consumer (see [`register_consumer`]).
+    pub consumer_arn: String,
+    /// Longest time one subscription is kept before resubscribing (Kinesis ends them after 5
+    /// minutes; resubscribing earlier is harmless).
+    pub subscription_max: Duration,
+}
+
+/// A reader of one shard: polling GetRecords, or SubscribeToShard when `efo` is set.
 pub struct ShardReader {
     /// The client.
     pub client: Client,
@@ -196,6 +225,8 @@ pub struct ShardReader {
     pub stop: watch::Receiver<bool>,
     /// This shard's metrics (GetRecords calls, throttles, MillisBehindLatest).
     pub metrics: Arc<CachePadded<ShardMetrics>>,
+    /// Enhanced fan-out (SubscribeToShard) instead of polling.
+    pub efo: Option<Efo>,
 }
 
 impl ShardReader {
@@ -236,7 +267,14 @@ impl ShardReader {
     }
 
     /// Reads the shard until it ends, the consumer stops or a non-retryable error happens.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
+        match self.efo.clone() {
+            Some(efo) => self.run_efo(efo).await,
+            None => self.run_polling().await,
+        }
+    }
+
+    async fn run_polling(mut self) {
         let mut iterator: Option<String> = None;
         let mut last_seq: Option<String> = None;
         let mut failures: u32 = 0;
@@ -253,7 +291,9 @@ impl ShardReader {
                         // A closed shard read to its end has no iterator.
                         let batch = decode_batch(&self.ctx, &shard, &[]);
                         let batch = Batch { ended: true, ..batch };
-                        let _ = self.tx.send(Event::Batch { batch, caught_up: true }).await;
+                        tracing::info!(shard_id = %shard, "shard ended");
+                        let event = Event::Batch { batch, caught_up: true, children: Vec::new() };
+                        let _ = self.tx.send(event).await;
                         break;
                     }
                     Err(e) if e.is_retryable() => {
@@ -299,14 +339,7 @@ impl ShardReader {
                 }
             };
             failures = 0;
-            let raw: Vec<RawRecord<'_>> = out
-                .records()
-                .iter()
-                .map(|r| RawRecord {
-                    sequence_number: r.sequence_number(),
-                    data: r.data().as_ref(),
-                })
-                .collect();
+            let raw = raw_records(out.records());
             let empty = raw.is_empty();
             let caught_up = empty && out.millis_behind_latest().unwrap_or(0) == 0;
             if let Some(ms) = out.millis_behind_latest() {
@@ -320,15 +353,325 @@ impl ShardReader {
             iterator = out.next_shard_iterator().map(str::to_owned);
             batch.ended = iterator.is_none();
             let ended = batch.ended;
-            if self.tx.send(Event::Batch { batch, caught_up }).await.is_err() || ended {
-                if ended {
-                    tracing::info!(shard_id = %shard, "shard ended");
-                }
+            let children = if ended {
+                let c = ShardInfo::from_child_shards(out.child_shards());
+                tracing::info!(shard_id = %shard, children = ?child_ids(&c), "shard ended");
+                c
+            } else {
+                Vec::new()
+            };
+            if self.tx.send(Event::Batch { batch, caught_up, children }).await.is_err() || ended {
                 break;
             }
             let wait = if empty { EMPTY_POLL_INTERVAL } else { MIN_POLL_INTERVAL };
             self.pause(wait.saturating_sub(started.elapsed())).await;
         }
+    }
+    /// The SubscribeToShard starting position: after `after` (the last continuation sequence
+    /// number of this reader), else the reader's configured start.
+    fn starting_position(&self, after: Option<&str>) -> Result<StartingPosition, ConsumeError> {
+        let b = StartingPosition::builder();
+        let b = match (after, &self.start) {
+            (Some(seq), _) => b.r#type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq),
+            (None, StartAt::After(seq)) => {
+                b.r#type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq)
+            }
+
+            (None, StartAt::TrimHorizon) => b.r#type(ShardIteratorType::TrimHorizon),
+            (None, StartAt::Latest) => b.r#type(ShardIteratorType::Latest),
+            (None, StartAt::AtTimestamp(t)) => {
+                b.r#type(ShardIteratorType::AtTimestamp).timestamp(DateTime::from_secs(*t))
+            }
+        };
+        // The builder only fails without a type, which every arm sets.
+        b.build().map_err(|e| ConsumeError::Kinesis {
+            op: "SubscribeToShard",
+            stream: self.stream.clone(),
+            shard: Some(self.shard_id.clone()),
+            message: e.to_string(),
+            retryable: false,
+        })
+    }
+
+    /// `Some(children)` when the shard is closed and nothing follows `after` (or the reader's
+    /// start): GetRecords there answers no records and no next iterator. Errors count as "not
+    /// known to be at the end" (the next check retries).
+    async fn ended_at(&self, after: Option<&str>) -> Option<Vec<ShardInfo>> {
+        let it = match self.iterator(after).await {
+            Ok(Some(it)) => it,
+            Ok(None) => return Some(Vec::new()),
+            Err(e) => {
+                tracing::debug!(shard_id = %self.shard_id, error = %e, "end check failed");
+                return None;
+            }
+        };
+        let resp = self.client.get_records().shard_iterator(it).limit(1).send().await;
+        self.metrics.getrecords_call();
+        match resp {
+            Ok(out) if out.records().is_empty() && out.next_shard_iterator().is_none() => {
+                Some(ShardInfo::from_child_shards(out.child_shards()))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(shard_id = %self.shard_id, error = %DisplayErrorContext(&e), "end check failed");
+                None
+            }
+        }
+    }
+
+    /// Enhanced fan-out: SubscribeToShard, one batch per event (applied whole, like a GetRecords
+    /// response), resubscribing from the last continuation sequence number when a subscription
+    /// ends (Kinesis ends them after 5 minutes), fails, or reaches `efo.subscription_max`.
+    /// At the shard's end (an event with `ChildShards`) the reader reports the children and stops.
+    async fn run_efo(mut self, efo: Efo) {
+        let shard = self.shard_id.clone();
+        // Where the next subscription starts: the last continuation sequence number.
+        let mut position: Option<String> = None;
+        // The last record delivered, and whether the last event found the shard at its tip.
+        let mut last_record: Option<String> = None;
+        let mut at_tip = false;
+        let mut failures: u32 = 0;
+        let mut subscriptions: u64 = 0;
+        'subscribe: loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            if at_tip && subscriptions > 0 {
+                // Between two subscriptions of a shard at its tip: is it a closed shard read to
+                // its end? Kinesis says so with ChildShards in an event; emulators may not
+                // (kinesis-local never does), so ask GetRecords once.
+                if let Some(children) = self.ended_at(last_record.as_deref()).await {
+                    let batch = Batch { ended: true, ..decode_batch(&self.ctx, &shard, &[]) };
+                    tracing::info!(shard_id = %shard, children = ?child_ids(&children), detected_by = "GetRecords", "shard ended");
+                    let _ = self.tx.send(Event::Batch { batch, caught_up: true, children }).await;
+                    break;
+                }
+            }
+            let starting = match self.starting_position(position.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = self.tx.send(Event::Failed(e)).await;
+                    break;
+                }
+            };
+            let resp = self
+                .client
+                .subscribe_to_shard()
+                .consumer_arn(&efo.consumer_arn)
+                .shard_id(&shard)
+                .starting_position(starting.clone())
+                .send()
+                .await;
+            let mut out = match resp {
+                Ok(out) => out,
+                Err(e) => {
+                    if is_throttle(&e) {
+                        self.metrics.throttled();
+                    }
+                    // A subscription of this consumer to this shard is still active (the previous
+                    // one has not been released yet): retry.
+                    let in_use =
+                        e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
+                    let err = kinesis_err("SubscribeToShard", &self.stream, Some(&shard), &e);
+                    if !in_use && !err.is_retryable() {
+                        let _ = self.tx.send(Event::Failed(err)).await;
+                        break;
+                    }
+                    failures += 1;
+                    tracing::warn!(shard_id = %shard, error = %err, attempt = failures, "SubscribeToShard failed; backing off");
+                    self.pause(backoff(failures)).await;
+                    continue;
+                }
+            };
+            let mut active = false;
+            let renew_at = tokio::time::Instant::now() + efo.subscription_max;
+            loop {
+                let next = tokio::select! {
+                    ev = out.event_stream.recv() => ev,
+                    _ = tokio::time::sleep_until(renew_at) => {
+                        tracing::info!(shard_id = %shard, "subscription renewed before Kinesis ends it");
+                        continue 'subscribe;
+                    }
+                    _ = self.stop.changed() => break 'subscribe,
+                };
+                let event = match next {
+                    Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => e,
+                    Ok(Some(other)) => {
+                        tracing::debug!(shard_id = %shard, event = ?other, "unknown event ignored");
+                        continue;
+                    }
+                    Ok(None) => {
+                        tracing::info!(shard_id = %shard, "subscription ended; resubscribing");
+                        continue 'subscribe;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        match e.as_service_error() {
+                            // Kinesis refuses a new subscription within 5 s of the previous one
+                            // (and while it is still held): expected after a renewal.
+                            Some(s) if s.is_resource_in_use_exception() => {
+                                tracing::debug!(shard_id = %shard, attempt = failures, "previous subscription still active; retrying");
+                            }
+                            Some(s) => {
+                                tracing::warn!(shard_id = %shard, code = s.code().unwrap_or_default(), error = s.message().unwrap_or_default(), attempt = failures, "subscription failed; resubscribing");
+                            }
+                            None => {
+                                tracing::warn!(shard_id = %shard, error = %DisplayErrorContext(&e), attempt = failures, "subscription failed; resubscribing");
+                            }
+                        }
+                        self.pause(backoff(failures)).await;
+                        continue 'subscribe;
+                    }
+                };
+                failures = 0;
+                if !active {
+                    // The first event: the subscription is established.
+                    active = true;
+                    subscriptions += 1;
+                    tracing::info!(
+                        shard_id = %shard,
+                        starting_position = %starting.r#type(),
+                        sequence_number = starting.sequence_number().unwrap_or_default(),
+                        subscriptions,
+                        "subscribed to shard"
+                    );
+                }
+                self.metrics.set_millis_behind_latest(event.millis_behind_latest());
+                let raw = raw_records(event.records());
+                let mut batch =
+                    tokio::task::block_in_place(|| decode_batch(&self.ctx, &shard, &raw));
+                if let Some(s) = &batch.last_sequence_number {
+                    position = Some(s.clone());
+                    last_record = Some(s.clone());
+                }
+                at_tip = raw.is_empty() && event.millis_behind_latest() == 0;
+                let cont = event.continuation_sequence_number();
+                if !cont.is_empty() {
+                    position = Some(cont.to_owned());
+                }
+                let children = ShardInfo::from_child_shards(event.child_shards());
+                batch.ended = !children.is_empty();
+                let ended = batch.ended;
+                if ended {
+                    tracing::info!(shard_id = %shard, children = ?child_ids(&children), "shard ended");
+                }
+                let caught_up = event.millis_behind_latest() == 0;
+                if self.tx.send(Event::Batch { batch, caught_up, children }).await.is_err() || ended
+                {
+                    break 'subscribe;
+                }
+            }
+        }
+    }
+}
+
+/// The records of a response as [`RawRecord`]s.
+fn raw_records(records: &[Record]) -> Vec<RawRecord<'_>> {
+    records
+        .iter()
+        .map(|r| RawRecord { sequence_number: r.sequence_number(), data: r.data().as_ref() })
+        .collect()
+}
+
+fn child_ids(children: &[ShardInfo]) -> Vec<&str> {
+    children.iter().map(|c| c.id.as_str()).collect()
+}
+
+/// Registers the enhanced fan-out consumer `name` on `stream` (or finds it, if it exists) and
+/// waits until it is ACTIVE; returns its ARN. A consumer being deleted is waited for and
+/// registered again. Gives up after `timeout`.
+pub async fn register_consumer(
+    client: &Client,
+    stream: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, ConsumeError> {
+    let summary =
+        client.describe_stream_summary().stream_name(stream).send().await.map_err(|e| {
+            if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) {
+                ConsumeError::Config(format!("kinesis stream {stream:?} does not exist"))
+            } else {
+                kinesis_err("DescribeStreamSummary", stream, None, &e)
+            }
+        })?;
+    let stream_arn = summary
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_owned())
+        .ok_or_else(|| ConsumeError::Kinesis {
+            op: "DescribeStreamSummary",
+            stream: stream.to_owned(),
+            shard: None,
+            message: "no stream description in the answer".into(),
+            retryable: true,
+        })?;
+    let deadline = Instant::now() + timeout;
+    let mut attempt = 0;
+    loop {
+        let described = client
+            .describe_stream_consumer()
+            .stream_arn(&stream_arn)
+            .consumer_name(name)
+            .send()
+            .await;
+        let status = match described {
+            Ok(out) => out
+                .consumer_description()
+                .map(|d| (d.consumer_arn().to_owned(), d.consumer_status().clone())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                None
+            }
+            Err(e) => {
+                let err = kinesis_err("DescribeStreamConsumer", stream, None, &e);
+                if !err.is_retryable() || Instant::now() >= deadline {
+                    return Err(err);
+                }
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
+        };
+        match status {
+            Some((arn, ConsumerStatus::Active)) => {
+                tracing::info!(consumer = name, consumer_arn = %arn, "enhanced fan-out consumer active");
+                return Ok(arn);
+            }
+            Some((arn, status)) => {
+                tracing::info!(consumer = name, consumer_arn = %arn, status = %status, "waiting for the stream consumer");
+            }
+            None => {
+                let reg = client
+                    .register_stream_consumer()
+                    .stream_arn(&stream_arn)
+                    .consumer_name(name)
+                    .send()
+                    .await;
+                match reg {
+                    Ok(out) => {
+                        tracing::info!(consumer = name, consumer_arn = ?out.consumer().map(|c| c.consumer_arn()), "registered the stream consumer");
+                    }
+                    // Registered meanwhile (by another task): describe it again.
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+                    Err(e) => {
+                        let err = kinesis_err("RegisterStreamConsumer", stream, None, &e);
+                        if !err.is_retryable() || Instant::now() >= deadline {
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ConsumeError::Kinesis {
+                op: "DescribeStreamConsumer",
+                stream: stream.to_owned(),
+                shard: None,
+                message: format!("consumer {name:?} not ACTIVE after {timeout:?}"),
+                retryable: true,
+            });
+        }
+        tokio::time::sleep(CONSUMER_POLL_INTERVAL).await;
     }
 }
 

@@ -2,11 +2,20 @@
 //! (usually fed by a CloudWatch Logs subscription filter) to the hourly Parquet history and spike
 //! records, in event time, with exactly-once aggregates across crashes.
 //!
-//! Data flow: one polling [`kinesis::ShardReader`] task per shard (GetRecords, ≤ 5 calls/s, backoff
-//! with jitter, iterator renewal) decodes whole Kinesis records ([`decode::decode_batch`]:
-//! `flowlog::for_each_record` with framing auto → `Rule::classify` → a per-batch `Counter`) and
-//! sends the batch over a bounded channel to the coordinator ([`run`]), which applies it to the
-//! [`Engine`] on one thread.
+//! Data flow: one [`kinesis::ShardReader`] task per shard — polling (GetRecords, ≤ 5 calls/s,
+//! backoff with jitter, iterator renewal) or enhanced fan-out (SubscribeToShard, resubscribing from
+//! the last continuation sequence number) — decodes whole Kinesis records
+//! ([`decode::decode_batch`]: `flowlog::for_each_record` with framing auto → `Rule::classify` → a
+//! per-batch `Counter`; one batch per GetRecords response or SubscribeToShard event) and sends the
+//! batch over a bounded channel to the coordinator ([`run`]), which applies it to the [`Engine`] on
+//! one thread.
+//!
+//! # Resharding
+//! Shards are listed at the start and every `relist_interval`; a closed shard's end (no next
+//! iterator, `ChildShards`) is recorded in the manifest (`ShardCheckpoint::ended`) by an immediate
+//! checkpoint, and only then do its children start (a merge child waits for both parents). A
+//! restart never reads a finished shard again. As every batch is applied whole together with its
+//! position, nothing is lost or read twice across a split or a merge.
 //!
 //! # Observability
 //! A [`Metrics`] struct of atomics, shared by the coordinator and the readers and updated once per
@@ -47,6 +56,7 @@ pub mod kinesis;
 mod manifest;
 pub mod metrics;
 mod run;
+mod shards;
 
 pub use decode::{decode_batch, DecodeContext, RawRecord};
 pub use engine::{global_watermark, Batch, Engine, EngineConfig, SpikeSink, Stats};
@@ -56,4 +66,4 @@ pub use manifest::{
     MANIFEST_VERSION,
 };
 pub use metrics::Metrics;
-pub use run::{run, ConsumerConfig, Output, RunSummary, StartPosition};
+pub use run::{run, ConsumerConfig, EfoConfig, Output, RunSummary, StartPosition};

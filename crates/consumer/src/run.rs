@@ -1,6 +1,5 @@
 //! The coordinator: shard readers on a tokio runtime, the [`Engine`] on the calling thread.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,9 +14,11 @@ use tokio::sync::{mpsc, watch};
 use crate::decode::DecodeContext;
 use crate::engine::{global_watermark, Engine, EngineConfig, SpikeSink, Stats};
 use crate::kinesis::{
-    client_from_env, list_shards, Event, KinesisSink, ShardReader, StartAt, WriterSink,
+    client_from_env, list_shards, register_consumer, Efo, Event, KinesisSink, ShardReader,
+    WriterSink,
 };
 use crate::metrics::{Metrics, Phase};
+use crate::shards::ShardTable;
 use crate::ConsumeError;
 
 /// How often the coordinator re-evaluates watermarks and exit conditions.
@@ -30,6 +31,8 @@ const STARTUP_LIST_ATTEMPTS: u32 = 6;
 /// Slack of the health check on top of three checkpoint intervals (a slow store, a large
 /// checkpoint).
 const HEALTH_SLACK: Duration = Duration::from_secs(60);
+/// How long the start waits for the enhanced fan-out consumer to become ACTIVE.
+const CONSUMER_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where reading starts on a shard without a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,16 @@ pub enum Output {
     Stdout,
     /// PutRecords to this Kinesis stream.
     Stream(String),
+}
+
+/// Enhanced fan-out settings (`--efo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EfoConfig {
+    /// Name of the stream consumer to register (or reuse).
+    pub consumer_name: String,
+    /// Longest time one SubscribeToShard subscription is kept before the reader resubscribes from
+    /// its last continuation sequence number (Kinesis ends subscriptions after 5 minutes).
+    pub subscription_max: Duration,
 }
 
 /// Settings of [`run`].
@@ -83,6 +96,8 @@ pub struct ConsumerConfig {
     pub output: Output,
     /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Read with enhanced fan-out (SubscribeToShard) instead of polling GetRecords.
+    pub efo: Option<EfoConfig>,
 }
 
 impl ConsumerConfig {
@@ -104,22 +119,6 @@ pub struct RunSummary {
     pub generation: u64,
     /// Why the run stopped: `signal`, `max-runtime`, `idle`.
     pub stopped_by: String,
-}
-
-/// Run-time state of one shard (not checkpointed).
-struct ShardRt {
-    parents: Vec<String>,
-    started: bool,
-    ended: bool,
-    caught_up: bool,
-    last_data: Instant,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl ShardRt {
-    fn idle_for(&self, d: Duration) -> bool {
-        self.caught_up && self.last_data.elapsed() >= d
-    }
 }
 
 /// Consumes `cfg.stream` into the history in `store` until a signal (SIGTERM/SIGINT), the
@@ -167,13 +166,25 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let mut tx = Some(tx);
 
-    let mut shards: BTreeMap<String, ShardRt> = BTreeMap::new();
-    let mut listed = false;
+    let efo = match &cfg.efo {
+        None => None,
+        Some(e) => Some(Efo {
+            consumer_arn: rt.block_on(register_consumer(
+                &client,
+                &cfg.stream,
+                &e.consumer_name,
+                CONSUMER_ACTIVE_TIMEOUT,
+            ))?,
+            subscription_max: e.subscription_max,
+        }),
+    };
+
+    let mut shards = ShardTable::default();
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     for attempt in 1..=STARTUP_LIST_ATTEMPTS {
         match rt.block_on(list_shards(&client, &cfg.stream)) {
             Ok(list) => {
-                merge_listing(&mut shards, list);
-                listed = true;
+                shards.merge(list);
                 break;
             }
             Err(e) if e.is_retryable() && attempt < STARTUP_LIST_ATTEMPTS => {
@@ -183,61 +194,30 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
             Err(e) => return Err(e),
         }
     }
-    debug_assert!(listed);
-    let spawn_ready =
-        |shards: &mut BTreeMap<String, ShardRt>, engine: &Engine, tx: &mpsc::Sender<Event>| {
-            let ids: Vec<String> = shards.keys().cloned().collect();
-            for id in ids {
-                let ready = {
-                    let s = &shards[&id];
-                    !s.started
-                        && !s.ended
-                        && s.parents.iter().all(|p| match shards.get(p) {
-                            None => true,
-                            Some(ps) => ps.ended || engine.shard(p).is_some_and(|c| c.ended),
-                        })
-                };
-                if engine.shard(&id).is_some_and(|c| c.ended) {
-                    if let Some(s) = shards.get_mut(&id) {
-                        s.ended = true;
-                    }
-                    continue;
-                }
-                if !ready {
-                    continue;
-                }
-                let s = shards.get_mut(&id).expect("listed above");
-                let start = match engine.shard(&id).and_then(|c| c.sequence_number.clone()) {
-                    Some(seq) => StartAt::After(seq),
-                    None if !s.parents.is_empty()
-                        && s.parents.iter().any(|p| engine.shard(p).is_some()) =>
-                    {
-                        StartAt::TrimHorizon
-                    }
-                    None => match cfg.start_position {
-                        StartPosition::TrimHorizon => StartAt::TrimHorizon,
-                        StartPosition::Latest => StartAt::Latest,
-                        StartPosition::AtTimestamp(t) => StartAt::AtTimestamp(t),
-                    },
-                };
-                tracing::info!(shard_id = %id, start = ?start, "starting shard reader");
-                let reader = ShardReader {
-                    client: client.clone(),
-                    stream: cfg.stream.clone(),
-                    shard_id: id.clone(),
-                    start,
-                    ctx: ctx.clone(),
-                    tx: tx.clone(),
-                    stop: stop_rx.clone(),
-                    metrics: metrics.shard(&id),
-                };
-                s.started = true;
-                s.last_data = Instant::now();
-                s.task = Some(handle.spawn(reader.run()));
-            }
-        };
+    // Starts a reader on every shard whose parents' ends are committed (see `ShardTable`).
+    let spawn_ready = |shards: &mut ShardTable,
+                       tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+                       engine: &Engine,
+                       tx: &mpsc::Sender<Event>| {
+        for (id, start) in shards.start_ready(&engine.manifest().shards, cfg.start_position) {
+            let parents = shards.get(&id).map(|s| s.parents.clone()).unwrap_or_default();
+            tracing::info!(shard_id = %id, parents = ?parents, start = ?start, generation = engine.manifest().generation, "starting shard reader");
+            let reader = ShardReader {
+                client: client.clone(),
+                stream: cfg.stream.clone(),
+                shard_id: id.clone(),
+                start,
+                ctx: ctx.clone(),
+                tx: tx.clone(),
+                stop: stop_rx.clone(),
+                metrics: metrics.shard(&id),
+                efo: efo.clone(),
+            };
+            tasks.push(handle.spawn(reader.run()));
+        }
+    };
     if let Some(t) = &tx {
-        spawn_ready(&mut shards, &engine, t);
+        spawn_ready(&mut shards, &mut tasks, &engine, t);
     }
     metrics.set_phase(Phase::Running);
 
@@ -246,12 +226,14 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     let mut last_checkpoint = Instant::now();
     let mut last_list = Instant::now();
     let mut stopping: Option<(String, Instant)> = None;
+    // A shard ended: checkpoint at the next tick, so that its children can start.
+    let mut checkpoint_now = false;
     let mut fatal: Option<ConsumeError> = None;
     let lateness = i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX);
 
     loop {
         match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
-            Ok(Some(Event::Batch { batch, caught_up })) => {
+            Ok(Some(Event::Batch { batch, caught_up, children })) => {
                 if let Some(s) = shards.get_mut(&batch.shard_id) {
                     if batch.last_sequence_number.is_some() {
                         s.last_data = Instant::now();
@@ -259,9 +241,16 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
                     s.caught_up = caught_up;
                     if batch.ended {
                         s.ended = true;
-                        last_list = Instant::now() - cfg.relist_interval; // start children soon
+                        checkpoint_now = true;
+                        if children.is_empty() {
+                            // No ChildShards in the answer: list the shards soon to find them.
+                            last_list = Instant::now()
+                                .checked_sub(cfg.relist_interval)
+                                .unwrap_or(last_list);
+                        }
                     }
                 }
+                shards.merge(children);
                 engine.apply(batch);
                 metrics.publish(&engine.stats());
             }
@@ -285,10 +274,8 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
                 tracing::warn!(
                     "shard readers did not stop in time; abandoning their in-flight batches"
                 );
-                for s in shards.values_mut() {
-                    if let Some(t) = s.task.take() {
-                        t.abort();
-                    }
+                for t in &tasks {
+                    t.abort();
                 }
                 break;
             }
@@ -302,18 +289,31 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
         // Event time: close the hours every shard has passed.
         let now = wall_clock_secs();
         let wm = global_watermark(
-            shards.iter().filter(|(_, s)| s.started && !s.ended).map(|(id, s)| {
-                (engine.shard(id).and_then(|c| c.max_start), s.idle_for(cfg.idle_shard_after))
-            }),
+            shards.watermark_inputs(
+                |id| engine.shard(id).and_then(|c| c.max_start),
+                cfg.idle_shard_after,
+            ),
             now,
             lateness,
         );
         let closed = wm.is_some_and(|w| engine.advance(w));
-        if closed || (engine.is_dirty() && last_checkpoint.elapsed() >= cfg.checkpoint_interval) {
+        if closed
+            || checkpoint_now
+            || (engine.is_dirty() && last_checkpoint.elapsed() >= cfg.checkpoint_interval)
+        {
             match engine.checkpoint(sink.as_mut()) {
                 Ok(()) => {
                     last_checkpoint = Instant::now();
                     log_progress(&engine);
+                    if checkpoint_now {
+                        checkpoint_now = false;
+                        for id in shards.newly_finished(&engine.manifest().shards) {
+                            tracing::info!(shard_id = %id, generation = engine.manifest().generation, "shard finished and checkpointed");
+                        }
+                        if let Some(t) = &tx {
+                            spawn_ready(&mut shards, &mut tasks, &engine, t);
+                        }
+                    }
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "checkpoint failed; retrying at the next tick");
@@ -336,11 +336,16 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
         if last_list.elapsed() >= cfg.relist_interval {
             last_list = Instant::now();
             match rt.block_on(list_shards(&client, &cfg.stream)) {
-                Ok(list) => merge_listing(&mut shards, list),
+                Ok(list) => {
+                    let new = shards.merge(list);
+                    if new > 0 {
+                        tracing::info!(new, "ListShards found new shards");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "ListShards failed; keeping the known shards"),
             }
             if let Some(t) = &tx {
-                spawn_ready(&mut shards, &engine, t);
+                spawn_ready(&mut shards, &mut tasks, &engine, t);
             }
         }
 
@@ -349,10 +354,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
             Some("signal")
         } else if cfg.max_runtime.is_some_and(|m| started.elapsed() >= m) {
             Some("max-runtime")
-        } else if cfg
-            .exit_when_idle
-            .is_some_and(|d| shards.values().all(|s| s.ended || (s.started && s.idle_for(d))))
-        {
+        } else if cfg.exit_when_idle.is_some_and(|d| !checkpoint_now && shards.all_idle(d)) {
             Some("idle")
         } else {
             None
@@ -372,9 +374,10 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     {
         let now = wall_clock_secs();
         let wm = global_watermark(
-            shards.iter().filter(|(_, s)| s.started && !s.ended).map(|(id, s)| {
-                (engine.shard(id).and_then(|c| c.max_start), s.idle_for(cfg.idle_shard_after))
-            }),
+            shards.watermark_inputs(
+                |id| engine.shard(id).and_then(|c| c.max_start),
+                cfg.idle_shard_after,
+            ),
             now,
             lateness,
         );
@@ -395,19 +398,6 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
         generation: engine.manifest().generation,
         stopped_by: stopping.map(|(r, _)| r).unwrap_or_default(),
     })
-}
-
-fn merge_listing(shards: &mut BTreeMap<String, ShardRt>, list: Vec<crate::kinesis::ShardInfo>) {
-    for info in list {
-        shards.entry(info.id).or_insert_with(|| ShardRt {
-            parents: info.parents,
-            started: false,
-            ended: false,
-            caught_up: false,
-            last_data: Instant::now(),
-            task: None,
-        });
-    }
 }
 
 fn log_progress(engine: &Engine) {

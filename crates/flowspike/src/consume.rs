@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use flowspike_consumer::{ConsumerConfig, Output, StartPosition};
+use flowspike_consumer::{ConsumerConfig, EfoConfig, Output, StartPosition};
 
 use crate::args::{DetectArgs, InputArgs};
 use crate::replay::{decode_options, detect_settings, open_state, parse_time};
@@ -56,6 +56,16 @@ pub struct ConsumeArgs {
     /// the bound address is logged with the field `addr`), or `off`.
     #[arg(long, default_value = "0.0.0.0:9090", env = "FLOWSPIKE_METRICS_ADDR")]
     pub metrics_addr: String,
+    /// Read with enhanced fan-out (RegisterStreamConsumer + SubscribeToShard: 2 MiB/s per shard for
+    /// this consumer alone) instead of polling GetRecords.
+    #[arg(long, env = "FLOWSPIKE_EFO")]
+    pub efo: bool,
+    /// Name of the enhanced fan-out stream consumer (registered if missing, reused if it exists).
+    #[arg(long, default_value = "flowspike", env = "FLOWSPIKE_EFO_CONSUMER_NAME")]
+    pub efo_consumer_name: String,
+    /// Resubscribe to a shard after this many seconds (Kinesis ends a subscription after 300).
+    #[arg(long, default_value_t = 300, env = "FLOWSPIKE_EFO_SUBSCRIPTION_SECS")]
+    pub efo_subscription_secs: u64,
     /// Input framing and format.
     #[command(flatten)]
     pub input: InputArgs,
@@ -81,6 +91,12 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
     if a.checkpoint_interval_secs == 0 {
         bail!("--checkpoint-interval-secs must be at least 1");
     }
+    if a.efo && !(1..=300).contains(&a.efo_subscription_secs) {
+        bail!("--efo-subscription-secs must be between 1 and 300");
+    }
+    if a.efo && a.efo_consumer_name.trim().is_empty() {
+        bail!("--efo-consumer-name must not be empty");
+    }
     let metrics_addr = match a.metrics_addr.trim() {
         "off" => None,
         v => Some(v.parse().map_err(|_| {
@@ -105,6 +121,10 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
             None => Output::Stdout,
         },
         metrics_addr,
+        efo: a.efo.then(|| EfoConfig {
+            consumer_name: a.efo_consumer_name.clone(),
+            subscription_max: Duration::from_secs(a.efo_subscription_secs),
+        }),
     })
 }
 
