@@ -29,6 +29,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Consume a Kinesis stream of flow logs: hourly aggregates, checkpoints, spikes to an output stream.
     Consume(crate::consume::ConsumeArgs),
+    /// Serve an Amazon Data Firehose HTTP endpoint: flow logs pushed by Firehose to hourly
+    /// aggregates, checkpoints and spikes.
+    ServeFirehose(crate::serve_firehose::ServeFirehoseArgs),
 }
 
 /// How the input is framed and formatted.

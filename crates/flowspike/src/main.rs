@@ -8,6 +8,7 @@ mod consume;
 mod demo;
 mod parse;
 mod replay;
+mod serve_firehose;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         args::Command::Replay(a) => replay::run(a),
         args::Command::Demo(a) => demo::run(a),
         args::Command::Consume(a) => consume::run(a),
+        args::Command::ServeFirehose(a) => serve_firehose::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
