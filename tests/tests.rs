@@ -4,6 +4,7 @@
 
 mod bench;
 mod consume;
+mod firehose;
 mod infra;
 mod parse;
 mod replay;

@@ -145,6 +145,7 @@ pub struct Engine {
     closed_through: Option<i64>,
     shards: BTreeMap<String, ShardCheckpoint>,
     emitted: BTreeMap<String, i64>,
+    requests: BTreeMap<String, i64>,
     detector: Detector,
     warmed: bool,
     dirty: bool,
@@ -215,6 +216,7 @@ impl Engine {
             closed_through: manifest.closed_through,
             shards: manifest.shards.clone(),
             emitted: manifest.emitted.clone(),
+            requests: manifest.requests.clone(),
             warmed: false,
             dirty: false,
             stats: Stats::default(),
@@ -287,6 +289,38 @@ impl Engine {
         self.stats.add(&stats);
     }
 
+    /// Applies `batch` as push request `request_id` (e.g. a Firehose request id) unless a request
+    /// with that id was applied before (committed, or applied and awaiting the next checkpoint);
+    /// returns false, changing nothing, for such a retry. The id is committed by the next
+    /// [`Engine::checkpoint`] together with the batch's records, so after a crash either both or
+    /// neither are in the state: a retry is then applied exactly once.
+    pub fn apply_request(&mut self, request_id: &str, applied_at: i64, batch: Batch) -> bool {
+        if self.requests.contains_key(request_id) {
+            return false;
+        }
+        self.requests.insert(request_id.to_owned(), applied_at);
+        self.dirty = true;
+        self.apply(batch);
+        true
+    }
+
+    /// True when push request `request_id` was applied (see [`Engine::apply_request`]).
+    pub fn knows_request(&self, request_id: &str) -> bool {
+        self.requests.contains_key(request_id)
+    }
+
+    /// Number of remembered push request ids.
+    pub fn request_count(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Forgets the push request ids applied before `before` (unix seconds); the next checkpoint
+    /// commits the shorter list (pruning alone does not make a checkpoint necessary). A retry of a
+    /// forgotten id would be counted again: keep ids for longer than the pusher retries.
+    pub fn forget_requests_before(&mut self, before: i64) {
+        self.requests.retain(|_, at| *at >= before);
+    }
+
     /// Closes every open hour that ends at or before `watermark`; returns true if one closed.
     /// Hours close in order and never reopen: later records of a closed hour are late.
     pub fn advance(&mut self, watermark: i64) -> bool {
@@ -354,6 +388,7 @@ impl Engine {
             final_rows: final_key,
             finalize,
             emitted: self.emitted.clone(),
+            requests: self.requests.clone(),
         };
         self.commit(manifest)?;
         self.dirty = false;

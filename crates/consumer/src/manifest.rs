@@ -72,6 +72,13 @@ pub struct Manifest {
     pub finalize: Vec<Finalize>,
     /// Ids of the spikes already emitted, with their hour (recent hours only).
     pub emitted: BTreeMap<String, i64>,
+    /// Ids of recently applied push requests (the Firehose endpoint's `X-Amz-Firehose-Request-Id`),
+    /// with the wall-clock second each was applied. Committed together with the request's records,
+    /// so a retry of a committed request is acknowledged without being counted again. The pusher
+    /// prunes ids older than its dedup window ([`crate::Engine::forget_requests_before`]). Always
+    /// empty for the Kinesis consumer; absent in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, i64>,
 }
 
 impl Manifest {
@@ -112,9 +119,22 @@ mod tests {
             evaluate: true,
         });
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        m.requests.insert("6b0a1ef2-request".into(), 1_767_225_600);
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         assert_eq!(manifest_key("flows"), "consumer/flows/manifest.json");
         assert_eq!(pending_prefix("flows"), "consumer/flows/pending/");
         assert!(Manifest::from_json(b"{\"version\":9}").is_err());
         assert!(Manifest::from_json(b"not json").is_err());
+    }
+
+    /// Manifests written before the `requests` field existed still load (with no request ids).
+    #[test]
+    fn manifest_without_requests_field_loads() {
+        let old = br#"{"version":1,"stream":"flows","generation":3,"written_at":0,
+            "closed_through":null,"shards":{},"open_rows":null,"final_rows":null,
+            "finalize":[],"emitted":{}}"#;
+        let m = Manifest::from_json(old).expect("old manifest");
+        assert_eq!(m.generation, 3);
+        assert!(m.requests.is_empty());
     }
 }

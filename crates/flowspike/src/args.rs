@@ -31,6 +31,9 @@ pub enum Command {
     Consume(crate::consume::ConsumeArgs),
     /// Measure throughput stage by stage (decompress, parse, filter, count, Parquet, end to end).
     Bench(BenchArgs),
+    /// Serve an Amazon Data Firehose HTTP endpoint: flow logs pushed by Firehose to hourly
+    /// aggregates, checkpoints and spikes.
+    ServeFirehose(crate::serve_firehose::ServeFirehoseArgs),
 }
 
 /// How the input is framed and formatted.

@@ -9,6 +9,7 @@ mod consume;
 mod demo;
 mod parse;
 mod replay;
+mod serve_firehose;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         args::Command::Demo(a) => demo::run(a),
         args::Command::Consume(a) => consume::run(a),
         args::Command::Bench(a) => bench::run(a),
+        args::Command::ServeFirehose(a) => serve_firehose::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

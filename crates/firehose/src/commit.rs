@@ -1,0 +1,240 @@
+//! The coordinator: the one owner of the [`Engine`]; applies decoded requests in groups and answers
+//! each only after the checkpoint that contains it (group commit).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowspike_consumer::{
+    global_watermark, Batch, ConsumeError, Engine, Metrics, SpikeSink, Stats,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::VIRTUAL_SHARD;
+
+/// Most requests committed by one checkpoint.
+pub const MAX_GROUP: usize = 256;
+/// How often event time is re-evaluated while no request arrives.
+const TICK: Duration = Duration::from_millis(250);
+/// Longest wait for in-flight requests after a stop before the final checkpoint.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The answer to a request: `Ok(true)` applied and committed, `Ok(false)` a retry of a request
+/// applied before (committed), `Err` the checkpoint failed (the client should retry).
+pub(crate) type Outcome = Result<bool, String>;
+
+/// One decoded request on its way to the coordinator.
+pub(crate) struct Job {
+    pub(crate) request_id: String,
+    pub(crate) batch: Batch,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+}
+
+/// Counts of requests by outcome (answered by the server, applied by the coordinator).
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// Requests applied and committed (200).
+    pub accepted: AtomicU64,
+    /// Retries of an already applied request id (200, not counted again).
+    pub duplicates: AtomicU64,
+    /// Requests refused as bad (400, 405, 413, 415).
+    pub rejected: AtomicU64,
+    /// Requests without a valid access key (401).
+    pub unauthorized: AtomicU64,
+    /// Requests answered 5xx (checkpoint failed, timeout, stopping): Firehose retries them.
+    pub failed: AtomicU64,
+}
+
+impl RequestStats {
+    pub(crate) fn add(counter: &AtomicU64) {
+        // Relaxed: independent counters read for the summary after the server stopped.
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RequestCounts {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RequestCounts {
+            accepted: g(&self.accepted),
+            duplicates: g(&self.duplicates),
+            rejected: g(&self.rejected),
+            unauthorized: g(&self.unauthorized),
+            failed: g(&self.failed),
+        }
+    }
+}
+
+/// [`RequestStats`] as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    /// Requests applied and committed.
+    pub accepted: u64,
+    /// Retries not counted again.
+    pub duplicates: u64,
+    /// Bad requests.
+    pub rejected: u64,
+    /// Requests without a valid access key.
+    pub unauthorized: u64,
+    /// Requests answered 5xx.
+    pub failed: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Engine counts (`kinesis_records` counts Firehose records).
+    pub stats: Stats,
+    /// Requests by outcome.
+    pub requests: RequestCounts,
+    /// Every hour before this one is closed (unix seconds).
+    pub closed_through: Option<i64>,
+    /// The last committed manifest generation.
+    pub generation: u64,
+}
+
+/// The coordinator's settings and handles.
+pub(crate) struct Coordinator<'a> {
+    pub(crate) engine: Engine,
+    pub(crate) sink: Box<dyn SpikeSink + Send>,
+    pub(crate) rt: &'a tokio::runtime::Runtime,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) requests: Arc<RequestStats>,
+    pub(crate) lateness: i64,
+    pub(crate) idle_after: Duration,
+    pub(crate) dedup_window_secs: i64,
+}
+
+impl Coordinator<'_> {
+    /// Applies and commits requests until every sender is gone (the server stopped) or, once
+    /// `stop` is set, [`DRAIN_TIMEOUT`] passed; then a final event-time step and checkpoint.
+    pub(crate) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Job>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<RunSummary, ConsumeError> {
+        let mut last_data = Instant::now();
+        let mut stop_since: Option<Instant> = None;
+        let mut fatal = None;
+        let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+        loop {
+            match self.rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
+                Ok(Some(job)) => group.push(job),
+                Ok(None) => break, // the server and every connection are gone
+                Err(_) => {}       // tick
+            }
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.commit_group(&mut group, &mut last_data) {
+                fatal = Some(e);
+                break;
+            }
+            if *stop.borrow() {
+                let since = *stop_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > DRAIN_TIMEOUT + Duration::from_secs(5) {
+                    tracing::warn!("requests still in flight after the drain timeout; stopping");
+                    break;
+                }
+            }
+        }
+        rx.close();
+        while let Ok(job) = rx.try_recv() {
+            let _ = job.reply.send(Err("server stopping".into()));
+        }
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        // Final event-time step and checkpoint: everything applied so far is committed.
+        let now = wall_clock_secs();
+        if let Some(w) = self.watermark(now, last_data) {
+            self.engine.advance(w);
+        }
+        if self.engine.is_dirty() {
+            self.engine.checkpoint(self.sink.as_mut())?;
+        }
+        self.metrics.publish(&self.engine.stats());
+        Ok(RunSummary {
+            stats: self.engine.stats(),
+            requests: self.requests.snapshot(),
+            closed_through: self.engine.closed_through(),
+            generation: self.engine.manifest().generation,
+        })
+    }
+
+    /// The virtual shard's watermark; the idle rule applies only once event time exists.
+    fn watermark(&self, now: i64, last_data: Instant) -> Option<i64> {
+        let max_start = self.engine.shard(VIRTUAL_SHARD).and_then(|c| c.max_start);
+        let idle = max_start.is_some() && last_data.elapsed() >= self.idle_after;
+        global_watermark([(max_start, idle)], now, self.lateness)
+    }
+
+    /// Applies `group`, advances event time, commits one checkpoint if anything changed and answers
+    /// every request of the group. Errors only for a checkpoint failure that is not retryable.
+    fn commit_group(
+        &mut self,
+        group: &mut Vec<Job>,
+        last_data: &mut Instant,
+    ) -> Result<(), ConsumeError> {
+        let now = wall_clock_secs();
+        let mut waiters = Vec::with_capacity(group.len());
+        for job in group.drain(..) {
+            let records = job.batch.stats.kinesis_records;
+            let applied = self.engine.apply_request(&job.request_id, now, job.batch);
+            if applied && records > 0 {
+                *last_data = Instant::now();
+            }
+            if !applied {
+                tracing::info!(request_id = %job.request_id, "retry of an applied request: not counted again");
+            }
+            waiters.push((job.reply, applied));
+        }
+        if let Some(w) = self.watermark(now, *last_data) {
+            self.engine.advance(w);
+        }
+        self.engine.forget_requests_before(now.saturating_sub(self.dedup_window_secs));
+        let result = if self.engine.is_dirty() {
+            let started = Instant::now();
+            let r = self.engine.checkpoint(self.sink.as_mut());
+            tracing::debug!(
+                requests = waiters.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                ok = r.is_ok(),
+                "group checkpoint"
+            );
+            r
+        } else {
+            Ok(())
+        };
+        self.metrics.publish(&self.engine.stats());
+        match result {
+            Ok(()) => {
+                self.metrics.committed();
+                for (reply, applied) in waiters {
+                    let _ = reply.send(Ok(applied));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = waiters.len(), "checkpoint failed");
+                let msg = format!("checkpoint failed, retry later: {e}");
+                for (reply, _) in waiters {
+                    let _ = reply.send(Err(msg.clone()));
+                }
+                if e.is_retryable() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn wall_clock_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

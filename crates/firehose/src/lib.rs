@@ -1,0 +1,133 @@
+//! The Amazon Data Firehose HTTP endpoint behind `flowspike serve-firehose`: flow logs pushed by
+//! Firehose ("HTTP endpoint delivery", protocol 1.0) to the same hourly Parquet history, event-time
+//! hour closing, detection and spike output as the Kinesis consumer (`flowspike-consumer`), whose
+//! [`Engine`](flowspike_consumer::Engine), [`decode_batch`](flowspike_consumer::decode_batch),
+//! [`Metrics`](flowspike_consumer::Metrics) and spike sinks it drives.
+//!
+//! # Data flow
+//! axum (on hyper, plain HTTP/1.1 or rustls TLS) → handler ([`server`]): access key in constant time
+//! (401), headers (400/415), body limit (413, also after gunzip), JSON and base64 (400), then
+//! `decode_batch` on a blocking thread (framing auto: CloudWatch Logs envelopes, `{"message"}`
+//! records, plain lines) → a [`Batch`](flowspike_consumer::Batch) of the virtual shard
+//! [`VIRTUAL_SHARD`] → bounded channel → the coordinator ([`commit`]), the one owner of the
+//! `Engine`.
+//!
+//! # Durable before 200, group commit
+//! The coordinator takes every request waiting in the channel (up to [`MAX_GROUP`]), applies each
+//! with [`Engine::apply_request`](flowspike_consumer::Engine::apply_request) (which skips request
+//! ids it already applied), advances event time, then commits ONE checkpoint for the whole group
+//! (pending Parquet + manifest, the consumer's exactly-once protocol) and only then answers every
+//! request of the group: 200 after a successful commit, 503 (Firehose retries) when it failed.
+//! While a checkpoint is being written, new requests queue up and form the next group, so under
+//! load the number of manifest writes per second stays bounded by the store's latency, not by the
+//! request rate; an idle endpoint answers after one checkpoint (a few ms on a local disk, one or
+//! two S3 PUTs on S3).
+//!
+//! # Request-id dedup
+//! The manifest lists the ids of the requests applied in the last [`FirehoseConfig::dedup_window`]
+//! (`Manifest::requests`), committed atomically with their records. A retry (same
+//! `X-Amz-Firehose-Request-Id`) of a committed request, also after a crash and restart, is
+//! answered 200 without being counted again; a retry of a request that was applied but whose
+//! checkpoint failed waits for the next successful checkpoint. A request applied but not committed
+//! before a crash is in neither the manifest nor the history, so its retry is applied once.
+
+pub mod commit;
+mod error;
+pub mod protocol;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flowlog::DecodeOptions;
+use flowspike_consumer::Output;
+use flowspike_counter::{CounterConfig, Rule};
+use flowspike_detect::DetectConfig;
+
+pub use commit::{RequestStats, RunSummary, MAX_GROUP};
+pub use error::FirehoseError;
+pub use server::{run, Server, StopHandle};
+
+/// The name of the one virtual shard whose position (the last applied request id) and event time
+/// the manifest keeps.
+pub const VIRTUAL_SHARD: &str = "firehose";
+/// Default body limit (uncompressed, and again after gunzip): 64 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default dedup window: Firehose retries an HTTP endpoint for at most 7,200 s (the largest
+/// configurable retry duration); one more hour of margin.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(3 * 3600);
+
+/// PEM files for TLS on the listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Settings of the endpoint.
+#[derive(Debug, Clone)]
+pub struct FirehoseConfig {
+    /// Source name: the state lives under `consumer/<name>/`, final files are
+    /// `consumer-<name>.parquet` (use a name no Kinesis consumer on the same state uses).
+    pub name: String,
+    /// Where to listen (port 0: any free port; see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Accepted `X-Amz-Firehose-Access-Key` values; empty: every request is accepted.
+    pub access_keys: Vec<String>,
+    /// Largest body, compressed and again after gunzip.
+    pub max_body_bytes: usize,
+    /// A request (reading, decoding, waiting for its checkpoint) taking longer gets 503.
+    pub request_timeout: Duration,
+    /// Requests whose bodies are read and decoded at once (bounds memory: each may hold up to
+    /// twice `max_body_bytes`); further requests wait.
+    pub max_concurrent_requests: usize,
+    /// TLS on the listener; `None`: plain HTTP (TLS terminated by a load balancer).
+    pub tls: Option<TlsFiles>,
+    /// Allowed lateness of event time (seconds).
+    pub allowed_lateness_secs: u64,
+    /// With no records for this long the event time follows the wall clock (`now - lateness`), so
+    /// a quiet endpoint still closes hours (only once records were seen).
+    pub idle_after: Duration,
+    /// How long applied request ids are remembered (longer than Firehose's retry duration).
+    pub dedup_window: Duration,
+    /// Framing and format.
+    pub decode: DecodeOptions,
+    /// Which records count.
+    pub rule: Rule,
+    /// Counter limits.
+    pub counter: CounterConfig,
+    /// Detection settings.
+    pub detect: DetectConfig,
+    /// Where spikes go.
+    pub output: Output,
+    /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: only
+    /// `GET /healthz` on the main listener.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl FirehoseConfig {
+    /// Settings with the defaults of `flowspike serve-firehose` and no access key.
+    pub fn new(name: impl Into<String>, listen: SocketAddr) -> FirehoseConfig {
+        FirehoseConfig {
+            name: name.into(),
+            listen,
+            access_keys: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: Duration::from_secs(120),
+            max_concurrent_requests: 8,
+            tls: None,
+            allowed_lateness_secs: 900,
+            idle_after: Duration::from_secs(60),
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+            decode: DecodeOptions::default(),
+            rule: Rule::default(),
+            counter: CounterConfig::default(),
+            detect: DetectConfig::default(),
+            output: Output::Stdout,
+            metrics_addr: None,
+        }
+    }
+}

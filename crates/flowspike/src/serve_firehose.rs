@@ -1,0 +1,136 @@
+//! `flowspike serve-firehose`: the Amazon Data Firehose HTTP endpoint (arguments and glue; the work
+//! is in `flowspike-firehose`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use flowspike_consumer::Output;
+use flowspike_firehose::{FirehoseConfig, TlsFiles};
+
+use crate::args::{DetectArgs, InputArgs};
+use crate::replay::{decode_options, detect_settings, open_state};
+
+/// `flowspike serve-firehose`.
+#[derive(Args, Debug)]
+pub struct ServeFirehoseArgs {
+    /// Source name: the checkpoint lives under `consumer/<name>/` of the state and final files are
+    /// named `consumer-<name>.parquet` (must differ from every Kinesis stream consumed into the
+    /// same state).
+    #[arg(long, default_value = "firehose", env = "FLOWSPIKE_NAME")]
+    pub name: String,
+    /// IP:PORT to listen on (port 0: any free port; the bound address is logged, field `addr`).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "FLOWSPIKE_LISTEN")]
+    pub listen: String,
+    /// Accepted X-Amz-Firehose-Access-Key (repeatable). Also from FLOWSPIKE_FIREHOSE_ACCESS_KEYS,
+    /// comma-separated.
+    #[arg(long = "access-key", env = "FLOWSPIKE_FIREHOSE_ACCESS_KEYS", value_delimiter = ',')]
+    pub access_keys: Vec<String>,
+    /// Accept requests without an access key check (only behind something that authenticates).
+    #[arg(long, env = "FLOWSPIKE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// State location: a directory or s3://bucket/prefix (history, baseline, checkpoint).
+    #[arg(long, env = "FLOWSPIKE_STATE")]
+    pub state: String,
+    /// Kinesis stream that receives spike records (JSON, partition key src_ip); default: standard
+    /// output, one JSON line per spike.
+    #[arg(long, env = "FLOWSPIKE_OUTPUT_STREAM")]
+    pub output_stream: Option<String>,
+    /// Largest request body in bytes, enforced on the received body and again after gunzip (413).
+    #[arg(long, default_value_t = flowspike_firehose::DEFAULT_MAX_BODY_BYTES, env = "FLOWSPIKE_MAX_BODY_BYTES")]
+    pub max_body_bytes: usize,
+    /// A request not answered within this many seconds gets 503 (Firehose waits 180 s and retries).
+    #[arg(long, default_value_t = 120, env = "FLOWSPIKE_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: u64,
+    /// Requests read and decoded at once (each may hold about twice --max-body-bytes); more wait.
+    #[arg(long, default_value_t = 8, env = "FLOWSPIKE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: usize,
+    /// PEM certificate chain: serve HTTPS directly (with --tls-key). Default: plain HTTP behind a
+    /// load balancer that terminates TLS.
+    #[arg(long, env = "FLOWSPIKE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "FLOWSPIKE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allowed lateness of event time: an hour closes once records this many seconds past its end
+    /// arrived. Later records go to a correction file of the hour.
+    #[arg(long, default_value_t = 900, env = "FLOWSPIKE_ALLOWED_LATENESS_SECS")]
+    pub allowed_lateness_secs: u64,
+    /// With no records for this long, event time follows the wall clock, so a quiet endpoint still
+    /// closes hours.
+    #[arg(long, default_value_t = 60, env = "FLOWSPIKE_IDLE_SECS")]
+    pub idle_secs: u64,
+    /// How long applied request ids are remembered: a retry within it is not counted again. Keep
+    /// it above the delivery stream's retry duration (at most 7200 s).
+    #[arg(long, default_value_t = 10_800, env = "FLOWSPIKE_DEDUP_WINDOW_SECS")]
+    pub dedup_window_secs: u64,
+    /// Serve `GET /healthz` and Prometheus `GET /metrics` on this IP:PORT, or `off` (`GET /healthz`
+    /// is also served on --listen).
+    #[arg(long, default_value = "0.0.0.0:9090", env = "FLOWSPIKE_METRICS_ADDR")]
+    pub metrics_addr: String,
+    /// Input framing and format.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Detection settings.
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+/// The endpoint settings from the arguments.
+pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
+    let listen = a
+        .listen
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--listen {:?}: expected IP:PORT", a.listen))?;
+    let mut cfg = FirehoseConfig::new(a.name.clone(), listen);
+    cfg.access_keys =
+        a.access_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+    if cfg.access_keys.is_empty() && !a.allow_unauthenticated {
+        bail!(
+            "no access key: give --access-key (or FLOWSPIKE_FIREHOSE_ACCESS_KEYS), or \
+             --allow-unauthenticated to accept every request"
+        );
+    }
+    if a.max_body_bytes == 0 || a.max_concurrent_requests == 0 || a.request_timeout_secs == 0 {
+        bail!("--max-body-bytes, --max-concurrent-requests and --request-timeout-secs must be at least 1");
+    }
+    cfg.decode = decode_options(&a.input)?;
+    let (rule, counter, detect) = detect_settings(&a.detect)?;
+    detect.validate().context("detection settings")?;
+    (cfg.rule, cfg.counter, cfg.detect) = (rule, counter, detect);
+    cfg.max_body_bytes = a.max_body_bytes;
+    cfg.request_timeout = Duration::from_secs(a.request_timeout_secs);
+    cfg.max_concurrent_requests = a.max_concurrent_requests;
+    cfg.tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        _ => None,
+    };
+    cfg.allowed_lateness_secs = a.allowed_lateness_secs;
+    cfg.idle_after = Duration::from_secs(a.idle_secs);
+    cfg.dedup_window = Duration::from_secs(a.dedup_window_secs);
+    cfg.output = match &a.output_stream {
+        Some(s) => Output::Stream(s.clone()),
+        None => Output::Stdout,
+    };
+    cfg.metrics_addr = match a.metrics_addr.trim() {
+        "off" => None,
+        v => Some(v.parse().map_err(|_| {
+            anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
+        })?),
+    };
+    Ok(cfg)
+}
+
+/// Serves until SIGTERM/SIGINT, then finishes in-flight requests, checkpoints and prints the run's
+/// summary as one JSON line on standard error. Exit code 0 after a graceful stop.
+pub fn run(a: ServeFirehoseArgs) -> anyhow::Result<u8> {
+    let cfg = config(&a)?;
+    let mut s3 = None;
+    let store = open_state(&a.state, &mut s3)?;
+    let summary = flowspike_firehose::run(cfg, store)
+        .with_context(|| format!("serving the firehose endpoint {}", a.name))?;
+    eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    Ok(0)
+}

@@ -1,0 +1,418 @@
+//! `flowspike serve-firehose` driven by a real HTTP client (hyper) speaking the Firehose HTTP
+//! endpoint delivery protocol: 1,000-record batches in every record framing, a spike, bad requests
+//! (401, 400, 413 on a gzip bomb) that leave the server serving, and retried request ids that are
+//! counted once, also across a kill -9 and restart.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use flowspike_counter::{AggregateRow, Counter, CounterConfig, Hit};
+use flowspike_history::{History, LocalStore};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use serde_json::{json, Value};
+
+use crate::util::flowspike;
+
+const HOUR: i64 = 3600;
+const ACCOUNT: &str = "123456789012";
+const KEY: &str = "test-access-key-0123456789";
+
+/// One flow: (eni, src, dst, start, action).
+type Flow = (String, String, String, i64, &'static str);
+
+fn line(f: &Flow) -> String {
+    let (eni, src, dst, start, action) = f;
+    format!("2 {ACCOUNT} {eni} {src} {dst} 49152 443 6 1 40 {start} {} {action} OK", start + 30)
+}
+
+/// The aggregates the counter makes of the blocked outbound flows among `flows`.
+fn expected(flows: &[Flow]) -> Vec<AggregateRow> {
+    let mut c = Counter::new(CounterConfig::default());
+    for (eni, src, dst, start, action) in flows {
+        let internal = dst.starts_with("10.") || dst.starts_with("192.168.");
+        if *action != "REJECT" || internal {
+            continue;
+        }
+        c.add(&Hit {
+            hour: start - start.rem_euclid(HOUR),
+            src: src.parse().expect("ip"),
+            dst: dst.parse().expect("ip"),
+            interface_id: Some(eni.as_bytes()),
+            bytes: 40,
+            packets: 1,
+        });
+    }
+    c.into_rows()
+}
+
+fn history_rows(state: &Path) -> Vec<AggregateRow> {
+    History::new(Arc::new(LocalStore::new(state)))
+        .read_range(i64::MIN, i64::MAX)
+        .unwrap_or_default()
+}
+
+/// The start of the hour `days` days ago.
+fn base(days: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let t = now - days * 24 * HOUR;
+    t - t.rem_euclid(HOUR)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// A CloudWatch Logs subscription envelope (gzip JSON) carrying `flows` as log events.
+fn cloudwatch_envelope(flows: &[Flow]) -> Vec<u8> {
+    let events: Vec<Value> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| json!({"id": i.to_string(), "timestamp": f.3 * 1000, "message": line(f)}))
+        .collect();
+    let env = json!({
+        "messageType": "DATA_MESSAGE", "owner": ACCOUNT, "logGroup": "/vpc/flows",
+        "logStream": flows[0].0, "subscriptionFilters": ["to-firehose"], "logEvents": events,
+    });
+    gzip(env.to_string().as_bytes())
+}
+
+/// A Firehose request body with `records` as base64 data.
+fn body(request_id: &str, records: &[Vec<u8>]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let recs: Vec<Value> = records.iter().map(|r| json!({"data": b64.encode(r)})).collect();
+    json!({"requestId": request_id, "timestamp": 1_700_000_000_000i64, "records": recs})
+        .to_string()
+        .into_bytes()
+}
+
+/// A hyper client posting to one endpoint.
+struct Poster {
+    rt: tokio::runtime::Runtime,
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: String,
+}
+
+impl Poster {
+    fn new(port: u16) -> Poster {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let client =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+        Poster { rt, client, url: format!("http://127.0.0.1:{port}/") }
+    }
+
+    /// Sends one request; the status and the JSON response body.
+    fn send(&self, method: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
+        self.rt.block_on(async {
+            let mut req = hyper::Request::builder().method(method).uri(&self.url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Full::new(Bytes::from(body))).expect("request");
+            let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
+                .await
+                .expect("answer within 60 s")
+                .expect("http request");
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        })
+    }
+
+    /// A Firehose delivery with the right headers (and `key` as access key, if any).
+    fn deliver(&self, id: &str, key: Option<&str>, gzipped: bool, body: Vec<u8>) -> (u16, Value) {
+        let mut h = vec![
+            ("X-Amz-Firehose-Request-Id", id),
+            ("X-Amz-Firehose-Protocol-Version", "1.0"),
+            (
+                "X-Amz-Firehose-Source-Arn",
+                "arn:aws:firehose:us-east-1:123456789012:deliverystream/flows",
+            ),
+            ("Content-Type", "application/json"),
+        ];
+        if let Some(k) = key {
+            h.push(("X-Amz-Firehose-Access-Key", k));
+        }
+        if gzipped {
+            h.push(("Content-Encoding", "gzip"));
+        }
+        let (status, resp) = self.send("POST", &h, body);
+        if status != 0 && !resp.is_null() {
+            assert_eq!(resp["requestId"], id, "response echoes the request id: {resp}");
+            assert!(resp["timestamp"].as_i64().is_some_and(|t| t > 1_600_000_000_000), "{resp}");
+        }
+        (status, resp)
+    }
+
+    /// Asserts a 200 for a valid delivery.
+    fn ok(&self, id: &str, gzipped: bool, body: Vec<u8>) {
+        let (status, resp) = self.deliver(id, Some(KEY), gzipped, body);
+        assert_eq!(status, 200, "{id}: {resp}");
+        assert!(resp.get("errorMessage").is_none(), "{resp}");
+    }
+}
+
+/// A running `flowspike serve-firehose`, killed when dropped.
+struct Endpoint {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    spikes: PathBuf,
+}
+
+impl Endpoint {
+    fn start(dir: &Path, state: &Path, run: &str, idle_secs: u32, extra: &[&str]) -> Endpoint {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        let log = dir.join(format!("{run}.log"));
+        let spikes = dir.join(format!("{run}.spikes.jsonl"));
+        let mut cmd = flowspike();
+        cmd.env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", format!("another-key,{KEY}"))
+            .args(["--log-level", "info", "serve-firehose", "--state"])
+            .arg(state)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-addr", "off"])
+            .args(["--allowed-lateness-secs", "36000", "--idle-secs", &idle_secs.to_string()])
+            .args(extra)
+            .stdout(Stdio::from(File::create(&spikes).expect("spikes file")))
+            .stderr(Stdio::from(File::create(&log).expect("log file")));
+        let child = cmd.spawn().expect("spawn flowspike serve-firehose");
+        let mut ep = Endpoint { child, port, log, spikes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(port, "/healthz").is_none_or(|(code, _)| code != 200) {
+            if let Ok(Some(s)) = ep.child.try_wait() {
+                panic!("serve-firehose exited early ({s}); log:\n{}", ep.log());
+            }
+            assert!(Instant::now() < deadline, "not healthy in 30 s; log:\n{}", ep.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ep
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn spikes(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.spikes).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).expect("spike json line")).collect()
+    }
+
+    /// SIGTERM; asserts exit 0 and returns the run summary (the last stderr line).
+    fn stop(mut self) -> Value {
+        let st = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(st.is_ok_and(|s| s.success()), "kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s.code();
+            }
+            assert!(Instant::now() < deadline, "no exit 60 s after SIGTERM; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = self.log();
+        assert_eq!(code, Some(0), "graceful stop; log:\n{log}");
+        let summary = log.lines().rfind(|l| l.starts_with("{\"stats\"")).expect("summary line");
+        serde_json::from_str(summary).expect("summary json")
+    }
+
+    /// kill -9.
+    fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1: status and whole response, or `None` while nothing listens.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some((out.split(' ').nth(1)?.parse().ok()?, out))
+}
+
+/// Polls `cond` every 100 ms for at most `secs`; panics with `what` and the log when it never holds.
+fn wait_until(ep: &Endpoint, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} not within {secs} s; log:\n{}", ep.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ten hours: 10.0.0.5 blocked 2-3 times an hour, then 30 times (the spike); 10.0.0.9 blocked
+/// exactly 40 times every hour (steady: never a spike); accepted and internal traffic that must
+/// not count.
+fn ten_hours(base: i64) -> Vec<Flow> {
+    let mut flows = Vec::new();
+    for h in 0..10i64 {
+        let t = base + h * HOUR;
+        let n = if h == 9 { 30 } else { 2 + h % 2 };
+        for i in 0..n {
+            let dst = format!("203.0.113.{}", i % 5 + 1);
+            flows.push(("eni-0a1b2c3d".into(), "10.0.0.5".into(), dst, t + 60 + i * 100, "REJECT"));
+        }
+        for i in 0..40 {
+            let dst = format!("198.51.100.{}", i % 7);
+            flows.push(("eni-0e0e0e0e".into(), "10.0.0.9".into(), dst, t + 30 + i * 80, "REJECT"));
+        }
+        for i in 0..100 {
+            let (dst, action) =
+                if i % 2 == 0 { ("8.8.8.8", "ACCEPT") } else { ("10.1.1.1", "REJECT") };
+            flows.push(("eni-0f0f0f0f".into(), "10.0.0.7".into(), dst.into(), t + 35 * i, action));
+        }
+    }
+    flows
+}
+
+#[test]
+fn thousand_record_batches_in_every_framing_count_exactly_and_raise_a_spike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let flows = ten_hours(base(2));
+    assert_eq!(flows.len(), 52 + 400 + 1000);
+    // Three framings, interleaved: CloudWatch Logs envelopes of 4 flows, `{"message": line}`
+    // records and plain lines.
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    let (cw, rest) = flows.split_at(400);
+    records.extend(cw.chunks(4).map(cloudwatch_envelope));
+    for (i, f) in rest.iter().enumerate() {
+        records.push(if i % 2 == 0 {
+            json!({"message": line(f)}).to_string().into_bytes()
+        } else {
+            line(f).into_bytes()
+        });
+    }
+    // Spread the framings over both requests (7919 is prime: a permutation).
+    let n = records.len();
+    assert_eq!(n, 100 + 1052);
+    let all: Vec<Vec<u8>> = (0..n).map(|i| records[(i * 7919) % n].clone()).collect();
+    let (first, second) = all.split_at(1000);
+
+    let ep = Endpoint::start(dir.path(), &state, "run", 4, &[]);
+    let post = Poster::new(ep.port);
+    post.ok("req-0001", false, body("req-0001", first));
+    post.ok("req-0002", true, gzip(&body("req-0002", second)));
+    // Hours close once the endpoint is idle (2 s): all ten, then the detection runs.
+    wait_until(&ep, 30, "the spike", || !ep.spikes().is_empty());
+    let want = expected(&flows);
+    assert_eq!(want.len(), 20);
+    wait_until(&ep, 10, "the aggregates", || history_rows(&state) == want);
+    let spikes = ep.spikes();
+    assert_eq!(spikes.len(), 1, "{spikes:?}");
+    assert_eq!(spikes[0]["src_ip"], "10.0.0.5");
+    assert_eq!(spikes[0]["blocked_count"], 30);
+    assert_eq!(spikes[0]["hour"], flowspike_detect::format_hour(base(2) + 9 * HOUR));
+    let summary = ep.stop();
+    assert_eq!(summary["requests"]["accepted"], 2, "{summary}");
+    assert_eq!(summary["stats"]["kinesis_records"], n, "{summary}");
+    assert_eq!(summary["stats"]["flow_records"], flows.len(), "{summary}");
+    let counted: u64 = want.iter().map(|r| r.blocked_count).sum();
+    assert_eq!(counted, 52 + 400);
+    assert_eq!(summary["stats"]["counted"], counted, "{summary}");
+    assert_eq!(summary["stats"]["malformed"], 0, "{summary}");
+    assert_eq!(history_rows(&state), want);
+    // Only the endpoint's final files are under aggregates/.
+    for key in
+        History::new(Arc::new(LocalStore::new(&state))).store().list("aggregates/").expect("list")
+    {
+        assert!(key.ends_with("/consumer-firehose.parquet"), "unexpected file {key}");
+    }
+}
+
+#[test]
+fn bad_requests_get_4xx_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let ep = Endpoint::start(dir.path(), &state, "run", 2, &["--max-body-bytes", "1000000"]);
+    let post = Poster::new(ep.port);
+    let flow: Flow = ("eni-1".into(), "10.0.0.1".into(), "8.8.4.4".into(), base(1) + 10, "REJECT");
+    let good = || body("good", &[line(&flow).into_bytes()]);
+
+    let check = |id: &str, key: Option<&str>, gz: bool, b: Vec<u8>, status: u16, msg: &str| {
+        let (got, resp) = post.deliver(id, key, gz, b);
+        assert_eq!(got, status, "{id}: {resp}");
+        let m = resp["errorMessage"].as_str().unwrap_or_default();
+        assert!(m.contains(msg), "{id}: {resp}");
+    };
+    check("wrong-key", Some("not-the-key"), false, good(), 401, "wrong X-Amz-Firehose-Access-Key");
+    check("no-key", None, false, good(), 401, "missing X-Amz-Firehose-Access-Key");
+    let bad64 = br#"{"requestId":"bad-b64","records":[{"data":"not base64!"}]}"#.to_vec();
+    check("bad-b64", Some(KEY), false, bad64, 400, "record 0: data is not base64");
+    check("bad-json", Some(KEY), false, b"{\"requestId\":\"bad-json\",".to_vec(), 400, "bad JSON");
+    check("mismatch", Some(KEY), false, good(), 400, "differs");
+    // A gzip bomb: 64 MB of zeros in a ~64 kB body, far past the 1 MB limit once inflated.
+    let bomb = gzip(&vec![b' '; 64_000_000]);
+    assert!(bomb.len() < 1_000_000, "{}", bomb.len());
+    check("bomb", Some(KEY), true, bomb, 413, "inflates past the limit");
+    check("big", Some(KEY), false, vec![b' '; 1_500_000], 413, "larger than the limit");
+    let (status, _) = post.send("GET", &[], Vec::new());
+    assert_eq!(status, 405);
+
+    // Still serving, and only the valid request counts.
+    post.ok("good", false, good());
+    assert_eq!(http_get(ep.port, "/healthz").map(|r| r.0), Some(200));
+    let summary = ep.stop();
+    assert_eq!(summary["requests"]["unauthorized"], 2, "{summary}");
+    assert_eq!(summary["requests"]["rejected"], 6, "{summary}");
+    assert_eq!(summary["requests"]["accepted"], 1, "{summary}");
+    assert_eq!(summary["stats"]["counted"], 1, "{summary}");
+}
+
+#[test]
+fn retried_request_ids_count_once_also_after_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let b = base(1);
+    let batch = |n: i64, src: &str| -> Vec<Flow> {
+        (0..n)
+            .map(|i| ("eni-1".into(), src.into(), "203.0.113.7".into(), b + i * 30, "REJECT"))
+            .collect()
+    };
+    let (a, c) = (batch(25, "10.0.0.1"), batch(7, "10.0.0.2"));
+    let recs = |fs: &[Flow]| -> Vec<Vec<u8>> { fs.iter().map(|f| line(f).into_bytes()).collect() };
+
+    let ep = Endpoint::start(dir.path(), &state, "first", 3600, &[]);
+    let post = Poster::new(ep.port);
+    post.ok("req-a", false, body("req-a", &recs(&a)));
+    post.ok("req-a", false, body("req-a", &recs(&a))); // a retry: answered 200, not counted
+    ep.kill(); // the 200 promised that req-a is durable
+
+    let ep = Endpoint::start(dir.path(), &state, "second", 2, &[]);
+    let post = Poster::new(ep.port);
+    post.ok("req-a", true, gzip(&body("req-a", &recs(&a)))); // retried after the restart
+    post.ok("req-c", false, body("req-c", &recs(&c)));
+    let mut want_flows = a.clone();
+    want_flows.extend(c);
+    let want = expected(&want_flows);
+    // The hour closes once the endpoint is idle; a double count would never equal `want`.
+    wait_until(&ep, 30, "the closed hour", || !history_rows(&state).is_empty());
+    assert_eq!(history_rows(&state), want);
+    assert_eq!(want[0].blocked_count, 25);
+    let summary = ep.stop();
+    assert_eq!(summary["requests"]["duplicates"], 1, "{summary}");
+    assert_eq!(summary["requests"]["accepted"], 1, "{summary}");
+    assert_eq!(summary["stats"]["counted"], 7, "{summary}");
+}
