@@ -343,21 +343,26 @@ impl Engine {
     /// files it names, the detection of the closed hours and their spikes, then a second manifest
     /// that records them as done. Finally deletes pending files no manifest names.
     pub fn checkpoint(&mut self, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+        // Work a failed earlier checkpoint committed but did not finish (its final files) comes
+        // first: the manifest written below would otherwise no longer name it.
+        self.finish(sink)?;
         let gen = self.manifest.generation + 1;
         let store = self.history.store().clone();
         let pending = pending_prefix(&self.cfg.stream);
 
         let mut finalize = Vec::new();
         let mut final_rows = Vec::new();
-        let closing = std::mem::take(&mut self.closing);
-        let late = std::mem::replace(&mut self.late, Counter::new(self.cfg.counter)).into_rows();
+        // The closing and late rows stay in memory until the manifest that names them is
+        // committed: a failed write (retried at the next checkpoint) must not lose them.
+        let late = self.late.clone().into_rows();
         let mut late_by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
         for r in late {
             late_by_hour.entry(r.hour).or_default().push(r);
         }
-        for (h, rows) in closing {
+        for (h, rows) in &self.closing {
+            let h = *h;
             finalize.push(Finalize { hour: h, name: self.main_name(), evaluate: true });
-            final_rows.extend(rows);
+            final_rows.extend(rows.iter().cloned());
             if let Some(l) = late_by_hour.remove(&h) {
                 final_rows.extend(l);
             }
@@ -391,6 +396,8 @@ impl Engine {
             requests: self.requests.clone(),
         };
         self.commit(manifest)?;
+        self.closing.clear();
+        self.late = Counter::new(self.cfg.counter);
         self.dirty = false;
         self.finish(sink)?;
         self.collect_garbage();

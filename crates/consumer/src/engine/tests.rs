@@ -234,6 +234,54 @@ fn crash_after_any_write_then_restart_gives_identical_aggregates() {
     }
 }
 
+/// A store whose `fail`-th put fails once (a transient S3 error); every other call succeeds.
+struct Flaky {
+    inner: LocalStore,
+    fail: usize,
+    puts: AtomicUsize,
+}
+
+impl Store for Flaky {
+    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) == self.fail {
+            return Err(StoreError::Remote("transient".into()));
+        }
+        self.inner.put(key, bytes)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.inner.get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_failed_checkpoint_write_loses_nothing_when_the_engine_goes_on() {
+    let w = workload();
+    let expected = expected_rows(&w);
+    for fail in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky =
+            Arc::new(Flaky { inner: LocalStore::new(dir.path()), fail, puts: AtomicUsize::new(0) });
+        let mut spikes = Vec::new();
+        let mut e = Engine::open(History::new(flaky.clone()), cfg(), &mut spikes).unwrap();
+        // As the consumer does with a retryable error: keep going, checkpoint again later.
+        let mut failed = false;
+        while let Err(err) = drive(&mut e, &w, &mut spikes) {
+            assert!(!failed, "fail {fail}: failed twice: {err}");
+            failed = true;
+        }
+        // One more checkpoint finishes any work the failed one left in the manifest.
+        e.checkpoint(&mut spikes).unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        assert_eq!(history_rows(store), expected, "fail at put {fail}");
+    }
+}
+
 #[test]
 fn watermark_rules() {
     let check = |shards: &[(Option<u64>, bool)], want: Option<i64>| {
