@@ -6,6 +6,7 @@ mod bench;
 mod consume;
 mod firehose;
 mod infra;
+mod lease;
 mod parse;
 mod replay;
 mod reshard;

@@ -52,6 +52,9 @@ pub enum ConsumeError {
     /// A configuration error (bad option value, unknown stream); stops the program.
     #[error("configuration: {0}")]
     Config(String),
+    /// The lease table (DynamoDB) failed.
+    #[error("lease table: {0}")]
+    Lease(#[from] flowspike_lease::LeaseError),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[from] std::io::Error),
@@ -67,6 +70,7 @@ impl ConsumeError {
             }
             ConsumeError::Store(StoreError::Remote(_) | StoreError::Io { .. }) => true,
             ConsumeError::History(HistoryError::Store(StoreError::Remote(_))) => true,
+            ConsumeError::Lease(e) => e.is_retryable(),
             _ => false,
         }
     }

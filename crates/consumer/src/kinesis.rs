@@ -192,6 +192,9 @@ pub enum Event {
         caught_up: bool,
         /// At a closed shard's end (`batch.ended`): the child shards it names (`ChildShards`).
         children: Vec<ShardInfo>,
+        /// The [`ShardReader::epoch`] of the reader that read it (a lease-mode worker drops batches
+        /// of readers it has replaced).
+        epoch: u64,
     },
     /// A non-retryable error: the consumer stops.
     Failed(ConsumeError),
@@ -227,6 +230,8 @@ pub struct ShardReader {
     pub metrics: Arc<CachePadded<ShardMetrics>>,
     /// Enhanced fan-out (SubscribeToShard) instead of polling.
     pub efo: Option<Efo>,
+    /// Tags this reader's batches ([`Event::Batch::epoch`]).
+    pub epoch: u64,
 }
 
 impl ShardReader {
@@ -292,7 +297,12 @@ impl ShardReader {
                         let batch = decode_batch(&self.ctx, &shard, &[]);
                         let batch = Batch { ended: true, ..batch };
                         tracing::info!(shard_id = %shard, "shard ended");
-                        let event = Event::Batch { batch, caught_up: true, children: Vec::new() };
+                        let event = Event::Batch {
+                            batch,
+                            caught_up: true,
+                            children: Vec::new(),
+                            epoch: self.epoch,
+                        };
                         let _ = self.tx.send(event).await;
                         break;
                     }
@@ -360,7 +370,13 @@ impl ShardReader {
             } else {
                 Vec::new()
             };
-            if self.tx.send(Event::Batch { batch, caught_up, children }).await.is_err() || ended {
+            if self
+                .tx
+                .send(Event::Batch { batch, caught_up, children, epoch: self.epoch })
+                .await
+                .is_err()
+                || ended
+            {
                 break;
             }
             let wait = if empty { EMPTY_POLL_INTERVAL } else { MIN_POLL_INTERVAL };
@@ -443,7 +459,10 @@ impl ShardReader {
                 if let Some(children) = self.ended_at(last_record.as_deref()).await {
                     let batch = Batch { ended: true, ..decode_batch(&self.ctx, &shard, &[]) };
                     tracing::info!(shard_id = %shard, children = ?child_ids(&children), detected_by = "GetRecords", "shard ended");
-                    let _ = self.tx.send(Event::Batch { batch, caught_up: true, children }).await;
+                    let _ = self
+                        .tx
+                        .send(Event::Batch { batch, caught_up: true, children, epoch: self.epoch })
+                        .await;
                     break;
                 }
             }
@@ -556,7 +575,12 @@ impl ShardReader {
                     tracing::info!(shard_id = %shard, children = ?child_ids(&children), "shard ended");
                 }
                 let caught_up = event.millis_behind_latest() == 0;
-                if self.tx.send(Event::Batch { batch, caught_up, children }).await.is_err() || ended
+                if self
+                    .tx
+                    .send(Event::Batch { batch, caught_up, children, epoch: self.epoch })
+                    .await
+                    .is_err()
+                    || ended
                 {
                     break 'subscribe;
                 }

@@ -53,17 +53,21 @@ mod decode;
 mod engine;
 mod error;
 pub mod kinesis;
+mod leased;
 mod manifest;
 pub mod metrics;
 mod run;
 mod shards;
+mod worker;
 
 pub use decode::{decode_batch, DecodeContext, RawRecord};
 pub use engine::{global_watermark, Batch, Engine, EngineConfig, SpikeSink, Stats};
 pub use error::ConsumeError;
+pub use leased::LeaseConfig;
 pub use manifest::{
     manifest_key, pending_prefix, state_prefix, Finalize, Manifest, ShardCheckpoint,
     MANIFEST_VERSION,
 };
 pub use metrics::Metrics;
 pub use run::{run, ConsumerConfig, EfoConfig, Output, RunSummary, StartPosition};
+pub use worker::{LeaseChanges, Owned, Worker, WorkerConfig};

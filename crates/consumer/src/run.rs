@@ -98,6 +98,9 @@ pub struct ConsumerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Read with enhanced fan-out (SubscribeToShard) instead of polling GetRecords.
     pub efo: Option<EfoConfig>,
+    /// Share the stream with other tasks through a DynamoDB lease table (`None`: this task reads
+    /// every shard, state in the manifest).
+    pub lease: Option<crate::LeaseConfig>,
 }
 
 impl ConsumerConfig {
@@ -125,6 +128,9 @@ pub struct RunSummary {
 /// maximum runtime or the idle limit, then checkpoints and returns. Blocks the calling thread (do not
 /// call from inside a tokio runtime).
 pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, ConsumeError> {
+    if let Some(lease) = cfg.lease.clone() {
+        return crate::leased::run(cfg, lease, store);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("flowspike-consume")
@@ -212,6 +218,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
                 stop: stop_rx.clone(),
                 metrics: metrics.shard(&id),
                 efo: efo.clone(),
+                epoch: 0,
             };
             tasks.push(handle.spawn(reader.run()));
         }
@@ -233,7 +240,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
 
     loop {
         match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
-            Ok(Some(Event::Batch { batch, caught_up, children })) => {
+            Ok(Some(Event::Batch { batch, caught_up, children, .. })) => {
                 if let Some(s) = shards.get_mut(&batch.shard_id) {
                     if batch.last_sequence_number.is_some() {
                         s.last_data = Instant::now();
@@ -417,7 +424,7 @@ fn log_progress(engine: &Engine) {
     );
 }
 
-fn wall_clock_secs() -> i64 {
+pub(crate) fn wall_clock_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -425,7 +432,7 @@ fn wall_clock_secs() -> i64 {
 }
 
 /// Sets `flag` on SIGINT or SIGTERM.
-async fn wait_for_signal(flag: Arc<AtomicBool>) {
+pub(crate) async fn wait_for_signal(flag: Arc<AtomicBool>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

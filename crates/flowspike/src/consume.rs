@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use flowspike_consumer::{ConsumerConfig, EfoConfig, Output, StartPosition};
+use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, Output, StartPosition};
 
 use crate::args::{DetectArgs, InputArgs};
 use crate::replay::{decode_options, detect_settings, open_state, parse_time};
@@ -66,6 +66,21 @@ pub struct ConsumeArgs {
     /// Resubscribe to a shard after this many seconds (Kinesis ends a subscription after 300).
     #[arg(long, default_value_t = 300, env = "FLOWSPIKE_EFO_SUBSCRIPTION_SECS")]
     pub efo_subscription_secs: u64,
+    /// Share the stream with other `consume` tasks through this DynamoDB lease table (created if
+    /// absent, hash key `leaseKey`): each task reads the shards it holds a lease on, and the group
+    /// finalizes every hour once. Without it, this task reads every shard alone.
+    #[arg(long, env = "FLOWSPIKE_LEASE_TABLE")]
+    pub lease_table: Option<String>,
+    /// With --lease-table: a lease not renewed for this many seconds moves to another task.
+    #[arg(long, default_value_t = 10, env = "FLOWSPIKE_LEASE_FAILOVER_SECS")]
+    pub lease_failover_secs: u64,
+    /// With --lease-table: the most shards this task holds (1 to 99).
+    #[arg(long, default_value_t = 99, env = "FLOWSPIKE_MAX_LEASES")]
+    pub max_leases: usize,
+    /// With --lease-table: this task's worker id (default: <hostname>-<pid>-<random>). Must be unique
+    /// among running tasks; a restarted task should get a new one.
+    #[arg(long, env = "FLOWSPIKE_WORKER_ID")]
+    pub worker_id: Option<String>,
     /// Input framing and format.
     #[command(flatten)]
     pub input: InputArgs,
@@ -97,6 +112,28 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
     if a.efo && a.efo_consumer_name.trim().is_empty() {
         bail!("--efo-consumer-name must not be empty");
     }
+    if a.lease_failover_secs == 0 {
+        bail!("--lease-failover-secs must be at least 1");
+    }
+    if !(1..=99).contains(&a.max_leases) {
+        bail!("--max-leases must be between 1 and 99");
+    }
+    let lease = match &a.lease_table {
+        None => None,
+        Some(t) if t.trim().is_empty() => bail!("--lease-table must not be empty"),
+        Some(t) => Some(LeaseConfig {
+            table: t.clone(),
+            worker_id: match &a.worker_id {
+                Some(w) if w.trim().is_empty() || w.contains('#') => {
+                    bail!("--worker-id {w:?}: must be non-empty and without '#'")
+                }
+                Some(w) => w.clone(),
+                None => default_worker_id(),
+            },
+            failover: Duration::from_secs(a.lease_failover_secs),
+            max_leases: a.max_leases,
+        }),
+    };
     let metrics_addr = match a.metrics_addr.trim() {
         "off" => None,
         v => Some(v.parse().map_err(|_| {
@@ -125,7 +162,24 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
             consumer_name: a.efo_consumer_name.clone(),
             subscription_max: Duration::from_secs(a.efo_subscription_secs),
         }),
+        lease,
     })
+}
+
+/// `<hostname>-<pid>-<random hex>`: unique per process, so a restarted task is a new worker.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+        .replace('#', "-");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{:08x}", std::process::id(), nanos ^ std::process::id().rotate_left(16))
 }
 
 /// Runs the command until SIGTERM/SIGINT, --max-runtime-secs or --exit-when-idle-secs; prints the

@@ -1,0 +1,686 @@
+//! One worker of a consumer group sharing a stream through a lease table (`--lease-table`): the
+//! leases it holds, the uncommitted aggregates of each, fenced commits of deltas, and the
+//! finalization of hours (claimed once in the table, merged from every worker's deltas).
+//!
+//! Synchronous and I/O-bound only through [`LeaseTable`] and the history's `Store`, so the unit
+//! tests run several workers on an in-memory table and a local directory. The tokio side (shard
+//! readers) is in `leased.rs`.
+//!
+//! # Protocol
+//! - Each owned shard has its own uncommitted [`Counter`]; a commit writes one Parquet delta file
+//!   (outside `aggregates/`) with the sum of them, then one transaction that advances every owned
+//!   lease (conditioned on owner and counter) and registers the delta with the hours it holds. A
+//!   lease lost in between makes the transaction fail; the worker drops that shard's uncommitted
+//!   rows (the next owner reads them again from the committed position) and commits the rest.
+//! - Hour `H` may close once the global watermark (the minimum of the active leases' committed
+//!   watermarks) has passed `H + 1h`. Hours close in order: a worker claims the oldest closable hour
+//!   with a conditional put that fixes the parts (the deltas holding rows of `H` at that moment),
+//!   writes `aggregates/…/hr=H/consumer-<stream>.parquet` from them, evaluates the detection, emits
+//!   the spikes, marks the claim done and removes `H` from the parts. A later hour waits until every
+//!   earlier claim is done, so the detection sees the hours in order, whichever worker finalizes.
+//! - A delta with rows of an hour claimed without it (committed after the claim: late records) is
+//!   published as a correction file `consumer-<stream>-late-<worker>-<generation>.parquet`.
+//! - A claim left unfinished for [`WorkerConfig::claim_takeover`] is taken over; every step is
+//!   idempotent (deterministic file names), spikes are at-least-once with deterministic ids.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowspike_counter::{AggregateRow, Counter, CounterConfig, HOUR};
+use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
+use flowspike_history::{decode_parquet, encode_parquet, History, Store};
+use flowspike_lease::{
+    delta_key, global_watermark, plan_takes, Checkpoint, CommitOutcome, Delta, Expiry, HourClaim,
+    HourState, LeaseTable, ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
+};
+
+use crate::engine::{Batch, SpikeSink, Stats};
+use crate::ConsumeError;
+
+/// Settings of a [`Worker`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The Kinesis stream.
+    pub stream: String,
+    /// This worker's id (unique per process: a restart is a new worker).
+    pub worker_id: String,
+    /// Allowed lateness of event time (seconds).
+    pub allowed_lateness_secs: i64,
+    /// A lease not renewed for this long is expired; a worker stops reading a shard it could not
+    /// renew for this long, and waits this long before reading a lease it stole.
+    pub failover: Duration,
+    /// Most leases one worker holds (at most [`MAX_COMMIT_SHARDS`]).
+    pub max_leases: usize,
+    /// An hour claim unfinished for this long is taken over by another worker.
+    pub claim_takeover: Duration,
+    /// A caught-up shard without records for this long counts as idle (watermark `now - lateness`).
+    pub idle_shard_after: Duration,
+    /// Counter limits.
+    pub counter: CounterConfig,
+    /// Detection settings.
+    pub detect: DetectConfig,
+}
+
+/// A lease this worker holds.
+#[derive(Debug)]
+pub struct Owned {
+    /// The lease counter this worker knows (the fence of its next write).
+    pub counter: u64,
+    /// When the last successful renewal, take or commit of this lease started.
+    pub renewed_at: Instant,
+    /// Reading may start at this instant (a stolen lease waits one failover time).
+    pub read_after: Instant,
+    /// The committed position.
+    pub checkpoint: Checkpoint,
+    /// True when the shard has parents (a child starts at TRIM_HORIZON without a checkpoint).
+    pub has_parents: bool,
+    committed_max_start: Option<u64>,
+    committed_watermark: Option<i64>,
+    rows: Counter,
+    last_seq: Option<String>,
+    max_start: Option<u64>,
+    ended: bool,
+    caught_up: bool,
+    last_data: Instant,
+}
+
+/// What changed in the set of owned leases.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LeaseChanges {
+    /// Leases lost (stolen, expired, fenced): stop reading them, their uncommitted rows are dropped.
+    pub lost: Vec<String>,
+    /// Shards read to their end and committed as such.
+    pub finished: Vec<String>,
+}
+
+/// One worker of a lease-coordinated consumer group; see the module docs.
+pub struct Worker {
+    cfg: WorkerConfig,
+    table: Arc<dyn LeaseTable>,
+    history: History,
+    owned: BTreeMap<String, Owned>,
+    expiry: Expiry,
+    generation: u64,
+    detector: Detector,
+    emitted: BTreeSet<String>,
+    stats: Stats,
+    last_snapshot: Option<Snapshot>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.cfg.worker_id)
+            .field("owned", &self.owned.keys().collect::<Vec<_>>())
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker with no leases yet.
+    pub fn new(cfg: WorkerConfig, table: Arc<dyn LeaseTable>, history: History) -> Worker {
+        Worker {
+            detector: Detector::new(cfg.detect.clone()),
+            cfg,
+            table,
+            history,
+            owned: BTreeMap::new(),
+            expiry: Expiry::default(),
+            generation: 0,
+            emitted: BTreeSet::new(),
+            stats: Stats::default(),
+            last_snapshot: None,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    /// Running counts.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Commits made.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The leases held, by shard id.
+    pub fn owned(&self) -> &BTreeMap<String, Owned> {
+        &self.owned
+    }
+
+    /// The last snapshot of the table read by [`Worker::round`].
+    pub fn last_snapshot(&self) -> Option<&Snapshot> {
+        self.last_snapshot.as_ref()
+    }
+
+    /// Creates a lease for every listed shard that has none (parents before children) and deletes
+    /// the leases of ended shards Kinesis no longer lists (past retention).
+    pub fn sync_shards(&self, shards: &[(String, Vec<String>)]) -> Result<(), ConsumeError> {
+        let listed: BTreeSet<&str> = shards.iter().map(|(id, _)| id.as_str()).collect();
+        let mut created: BTreeSet<&str> = BTreeSet::new();
+        let snap = self.table.snapshot()?;
+        let known: BTreeSet<&str> = snap.leases.keys().map(String::as_str).collect();
+        // Parents first: a child lease must never be visible while its listed parent has none.
+        let mut remaining: Vec<&(String, Vec<String>)> = shards.iter().collect();
+        while !remaining.is_empty() {
+            let before = remaining.len();
+            remaining.retain(|(id, parents)| {
+                let ready = parents.iter().all(|p| {
+                    !listed.contains(p.as_str())
+                        || known.contains(p.as_str())
+                        || created.contains(p.as_str())
+                });
+                if !ready {
+                    return true;
+                }
+                if !known.contains(id.as_str()) {
+                    match self.table.create_lease(id, parents) {
+                        Ok(true) => {
+                            tracing::info!(shard_id = %id, parents = ?parents, "lease created")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(shard_id = %id, error = %e, "cannot create a lease");
+                            return true;
+                        }
+                    }
+                }
+                created.insert(id.as_str());
+                false
+            });
+            if remaining.len() == before {
+                break; // creation failed (retried at the next listing) or a parent cycle
+            }
+        }
+        for l in snap.leases.values() {
+            if l.checkpoint == Checkpoint::ShardEnd && !listed.contains(l.shard_id.as_str()) {
+                self.table.delete(&l.shard_id)?;
+                tracing::info!(shard_id = %l.shard_id, "lease of an expired shard deleted");
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews every held lease; returns the ones lost. A renewal that fails for a transient
+    /// reason keeps the lease until [`Worker::self_fence`] drops it.
+    pub fn renew(&mut self) -> Vec<String> {
+        let mut lost = Vec::new();
+        for (id, o) in self.owned.iter_mut() {
+            let started = Instant::now();
+            match self.table.renew(id, &self.cfg.worker_id, o.counter) {
+                Ok(Some(c)) => {
+                    o.counter = c;
+                    o.renewed_at = started;
+                }
+                Ok(None) => lost.push(id.clone()),
+                Err(e) => tracing::warn!(shard_id = %id, error = %e, "lease renewal failed"),
+            }
+        }
+        for id in &lost {
+            self.drop_lease(id, "lost (taken by another worker)");
+        }
+        lost
+    }
+
+    /// Drops every lease not renewed for the failover time: another worker may take it from then
+    /// on, so this one must have stopped reading it.
+    pub fn self_fence(&mut self, now: Instant) -> Vec<String> {
+        let stale: Vec<String> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| now.saturating_duration_since(o.renewed_at) >= self.cfg.failover)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &stale {
+            self.drop_lease(id, "not renewed within the failover time");
+        }
+        stale
+    }
+
+    fn drop_lease(&mut self, id: &str, why: &str) {
+        if let Some(o) = self.owned.remove(id) {
+            tracing::warn!(shard_id = %id, worker = %self.cfg.worker_id, uncommitted_keys = o.rows.len(), at_ms = unix_millis(), reason = why, "lease dropped");
+        }
+    }
+
+    /// Reads the table, takes leases up to the fair share; returns the snapshot (after the takes).
+    pub fn acquire(&mut self, now: Instant) -> Result<Vec<String>, ConsumeError> {
+        let snap = self.table.snapshot()?;
+        self.expiry.observe(&snap, now);
+        let room = self.cfg.max_leases.min(MAX_COMMIT_SHARDS);
+        let takes =
+            plan_takes(&snap, &self.cfg.worker_id, &self.expiry, now, self.cfg.failover, room);
+        let mut taken = Vec::new();
+        for t in takes {
+            let started = Instant::now();
+            let Some(counter) =
+                self.table.take(&t.shard_id, t.seen_counter, &self.cfg.worker_id)?
+            else {
+                continue;
+            };
+            let l = &snap.leases[&t.shard_id];
+            let read_after =
+                if t.stolen_from.is_some() { started + self.cfg.failover } else { started };
+            tracing::info!(
+                shard_id = %t.shard_id,
+                worker = %self.cfg.worker_id,
+                from = ?t.stolen_from.as_deref().or(l.owner.as_deref()),
+                checkpoint = %l.checkpoint.as_str(),
+                at_ms = unix_millis(),
+                "lease taken"
+            );
+            self.owned.insert(
+                t.shard_id.clone(),
+                Owned {
+                    counter,
+                    renewed_at: started,
+                    read_after,
+                    checkpoint: l.checkpoint.clone(),
+                    has_parents: !l.parents.is_empty(),
+                    committed_max_start: l.max_start,
+                    committed_watermark: l.watermark,
+                    rows: Counter::new(self.cfg.counter),
+                    last_seq: None,
+                    max_start: None,
+                    ended: false,
+                    caught_up: false,
+                    last_data: started,
+                },
+            );
+            taken.push(t.shard_id);
+        }
+        self.last_snapshot = Some(if taken.is_empty() { snap } else { self.table.snapshot()? });
+        Ok(taken)
+    }
+
+    /// Adds a batch of an owned shard (batches of other shards are ignored: their lease is gone).
+    pub fn apply(&mut self, batch: Batch, caught_up: bool) -> bool {
+        let Some(o) = self.owned.get_mut(&batch.shard_id) else {
+            return false;
+        };
+        o.caught_up = caught_up;
+        if let Some(seq) = batch.last_sequence_number {
+            o.last_seq = Some(seq);
+            o.last_data = Instant::now();
+        }
+        if let Some(m) = batch.max_start {
+            o.max_start = Some(o.max_start.map_or(m, |x| x.max(m)));
+        }
+        o.ended |= batch.ended;
+        o.rows.merge(batch.counter);
+        self.stats.add(&batch.stats);
+        true
+    }
+
+    /// True when every held shard is caught up and has had no record for `d`.
+    pub fn idle_for(&self, d: Duration) -> bool {
+        self.owned.values().all(|o| o.caught_up && o.last_data.elapsed() >= d)
+    }
+
+    /// Reads the table into [`Worker::last_snapshot`] without taking leases.
+    pub fn acquire_snapshot_only(&mut self) -> Result<(), ConsumeError> {
+        let snap = self.table.snapshot()?;
+        self.expiry.observe(&snap, Instant::now());
+        self.last_snapshot = Some(snap);
+        Ok(())
+    }
+
+    /// True when some owned shard reached its end and waits for its commit.
+    pub fn has_ended_shards(&self) -> bool {
+        self.owned.values().any(|o| o.ended)
+    }
+
+    /// Commits the uncommitted rows of every held lease as one delta, fenced by the leases (see the
+    /// module docs). Lost leases are dropped and the rest committed again.
+    pub fn commit(&mut self, now_wall: i64) -> Result<LeaseChanges, ConsumeError> {
+        let mut changes = LeaseChanges::default();
+        loop {
+            self.generation += 1;
+            let gen = self.generation;
+            let started = Instant::now();
+            let lateness = self.cfg.allowed_lateness_secs;
+            let mut total = Counter::new(self.cfg.counter);
+            let mut commits = Vec::new();
+            for (id, o) in &self.owned {
+                total.merge(o.rows.clone());
+                let max_start = match (o.max_start, o.committed_max_start) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                let own = max_start.map(|s| (s as i64).saturating_sub(lateness));
+                let idle = o.caught_up
+                    && started >= o.read_after
+                    && started.saturating_duration_since(o.last_data) >= self.cfg.idle_shard_after;
+                let watermark = if idle {
+                    Some(own.unwrap_or(i64::MIN).max(now_wall.saturating_sub(lateness)))
+                } else {
+                    own
+                }
+                .max(o.committed_watermark);
+                let checkpoint = if o.ended {
+                    Checkpoint::ShardEnd
+                } else {
+                    o.last_seq
+                        .clone()
+                        .map(Checkpoint::After)
+                        .unwrap_or_else(|| o.checkpoint.clone())
+                };
+                commits.push(ShardCommit {
+                    shard_id: id.clone(),
+                    owner: self.cfg.worker_id.clone(),
+                    counter: o.counter,
+                    checkpoint,
+                    max_start,
+                    watermark,
+                });
+            }
+            let rows = total.into_rows();
+            let delta = if rows.is_empty() {
+                None
+            } else {
+                let file = format!(
+                    "consumer/{}/deltas/{}/{gen:020}.parquet",
+                    self.cfg.stream, self.cfg.worker_id
+                );
+                put_rows(self.history.store().as_ref(), &file, &rows)?;
+                let hours: BTreeSet<i64> = rows.iter().map(|r| r.hour).collect();
+                Some(Delta {
+                    id: delta_key(&self.cfg.worker_id, gen),
+                    file,
+                    hours: hours.into_iter().collect(),
+                })
+            };
+            let outcome = match self.table.commit(&commits, delta.as_ref()) {
+                Ok(o) => o,
+                Err(e) => {
+                    if let Some(d) = &delta {
+                        let _ = self.history.store().delete(&d.file);
+                    }
+                    return Err(e.into());
+                }
+            };
+            match outcome {
+                CommitOutcome::Done => {
+                    for c in commits {
+                        let Some(o) = self.owned.get_mut(&c.shard_id) else { continue };
+                        o.counter += 1;
+                        o.renewed_at = started;
+                        o.checkpoint = c.checkpoint.clone();
+                        o.committed_max_start = c.max_start;
+                        o.committed_watermark = c.watermark;
+                        o.rows = Counter::new(self.cfg.counter);
+                        o.last_seq = None;
+                        o.max_start = None;
+                        if o.ended {
+                            changes.finished.push(c.shard_id.clone());
+                        }
+                    }
+                    for id in &changes.finished {
+                        self.owned.remove(id);
+                        tracing::info!(shard_id = %id, worker = %self.cfg.worker_id, "shard finished and checkpointed");
+                    }
+                    self.stats.checkpoints += 1;
+                    if let Some(d) = &delta {
+                        tracing::debug!(delta = %d.id, hours = ?d.hours, "delta committed");
+                    }
+                    return Ok(changes);
+                }
+                CommitOutcome::Lost(lost) => {
+                    if let Some(d) = &delta {
+                        let _ = self.history.store().delete(&d.file);
+                    }
+                    for id in &lost {
+                        self.drop_lease(id, "fenced at commit");
+                    }
+                    changes.lost.extend(lost);
+                }
+            }
+        }
+    }
+
+    /// Gives every held lease up (graceful stop: others take them at once). Commit first.
+    pub fn release_all(&mut self) {
+        for (id, o) in std::mem::take(&mut self.owned) {
+            match self.table.release(&id, &self.cfg.worker_id, o.counter) {
+                Ok(true) => {
+                    tracing::info!(shard_id = %id, worker = %self.cfg.worker_id, at_ms = unix_millis(), "lease released")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(shard_id = %id, error = %e, "cannot release a lease"),
+            }
+        }
+    }
+
+    /// True when every delta hour of the last snapshot is accounted for (nothing left to finalize
+    /// or correct) and every active lease has a live owner.
+    pub fn settled(&self, now: Instant) -> bool {
+        let Some(snap) = &self.last_snapshot else { return false };
+        snap.deltas.values().all(|d| d.hours.is_empty())
+            && flowspike_lease::active_leases(snap)
+                .all(|l| !self.expiry.is_expired(l, now, self.cfg.failover))
+    }
+
+    /// Finalizes the closable hours in order, publishes late corrections and deletes drained
+    /// deltas, from the last snapshot (see the module docs).
+    pub fn finalize(
+        &mut self,
+        sink: &mut dyn SpikeSink,
+        now_wall: i64,
+    ) -> Result<(), ConsumeError> {
+        let Some(snap) = self.last_snapshot.clone() else { return Ok(()) };
+        let wm = global_watermark(&snap);
+        let mut candidates: BTreeSet<i64> =
+            snap.hours.values().filter(|c| c.state == HourState::Claimed).map(|c| c.hour).collect();
+        if let Some(w) = wm {
+            for d in snap.deltas.values() {
+                for h in &d.hours {
+                    if h + HOUR <= w && !snap.hours.contains_key(h) {
+                        candidates.insert(*h);
+                    }
+                }
+            }
+        }
+        let mut fixed: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for h in candidates {
+            let parts = match snap.hours.get(&h) {
+                None => {
+                    let parts: Vec<String> = snap
+                        .deltas
+                        .values()
+                        .filter(|d| d.hours.contains(&h))
+                        .map(|d| d.id.clone())
+                        .collect();
+                    let claim = HourClaim {
+                        hour: h,
+                        owner: self.cfg.worker_id.clone(),
+                        parts: parts.clone(),
+                        state: HourState::Claimed,
+                        claimed_at: now_wall,
+                    };
+                    if !self.table.claim_hour(&claim)? {
+                        break; // another worker claimed it: wait for it, in order
+                    }
+                    tracing::info!(hour = h, parts = parts.len(), worker = %self.cfg.worker_id, "hour claimed");
+                    parts
+                }
+                Some(c) => {
+                    let stale = now_wall.saturating_sub(c.claimed_at)
+                        >= self.cfg.claim_takeover.as_secs() as i64;
+                    if c.owner != self.cfg.worker_id {
+                        if !stale
+                            || !self.table.take_over_hour(
+                                h,
+                                &c.owner,
+                                c.claimed_at,
+                                &self.cfg.worker_id,
+                                now_wall,
+                            )?
+                        {
+                            break;
+                        }
+                        tracing::warn!(hour = h, from = %c.owner, "unfinished hour claim taken over");
+                    }
+                    c.parts.clone()
+                }
+            };
+            self.finalize_hour(h, &parts, &snap, sink)?;
+            fixed.insert(h, parts);
+        }
+        // Corrections: rows of claimed hours in deltas the claim does not name.
+        for d in snap.deltas.values() {
+            let mut empty = d.hours.is_empty();
+            for h in &d.hours {
+                let (parts, done) = match (fixed.get(h), snap.hours.get(h)) {
+                    (Some(p), _) => (p.clone(), true),
+                    (None, Some(c)) => (c.parts.clone(), c.state == HourState::Done),
+                    (None, None) => continue,
+                };
+                if parts.contains(&d.id) {
+                    if done && !fixed.contains_key(h) {
+                        empty = self.table.remove_delta_hour(&d.id, *h)?; // leftover of a crash
+                    }
+                    continue;
+                }
+                let rows: Vec<AggregateRow> = read_rows(self.history.store().as_ref(), &d.file)?
+                    .into_iter()
+                    .filter(|r| r.hour == *h)
+                    .collect();
+                let name = format!(
+                    "consumer-{}-late-{}.parquet",
+                    self.cfg.stream,
+                    d.id.trim_start_matches("delta#").replace('#', "-")
+                );
+                let key = self.history.write_hour_file(*h, &rows, &name)?;
+                self.stats.corrections += 1;
+                self.stats.late_counted += rows.iter().map(|r| r.blocked_count).sum::<u64>();
+                tracing::info!(hour = h, key = %key, rows = rows.len(), "late correction written");
+                empty = self.table.remove_delta_hour(&d.id, *h)?;
+            }
+            if empty {
+                self.delete_delta(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_delta(&self, d: &Delta) -> Result<(), ConsumeError> {
+        if let Err(e) = self.history.store().delete(&d.file) {
+            tracing::warn!(key = %d.file, error = %e, "cannot delete a drained delta file");
+        }
+        self.table.delete(&d.id)?;
+        Ok(())
+    }
+
+    fn finalize_hour(
+        &mut self,
+        hour: i64,
+        parts: &[String],
+        snap: &Snapshot,
+        sink: &mut dyn SpikeSink,
+    ) -> Result<(), ConsumeError> {
+        let mut sum = Counter::new(self.cfg.counter);
+        for p in parts {
+            let Some(d) = snap.deltas.get(p) else {
+                // Only a claim that is done drains its parts; a claimed hour's parts all exist.
+                return Err(ConsumeError::Config(format!(
+                    "hour {hour}: delta {p} named by the claim is missing from the lease table"
+                )));
+            };
+            for r in read_rows(self.history.store().as_ref(), &d.file)? {
+                if r.hour == hour {
+                    sum.add_row(&r).map_err(|e| ConsumeError::Manifest {
+                        key: d.file.clone(),
+                        reason: format!("bad delta row: {e}"),
+                    })?;
+                }
+            }
+        }
+        let rows = sum.into_rows();
+        let name = format!("consumer-{}.parquet", self.cfg.stream);
+        let key = self.history.write_hour_file(hour, &rows, &name)?;
+        tracing::info!(hour, key = %key, rows = rows.len(), parts = parts.len(), "final aggregates written");
+        self.evaluate(hour, sink)?;
+        self.table.hour_done(hour)?;
+        self.stats.hours_closed += 1;
+        for p in parts {
+            if self.table.remove_delta_hour(p, hour)? {
+                if let Some(d) = snap.deltas.get(p) {
+                    self.delete_delta(d)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the detector up to `hour` from the history (hours other workers finalized), then
+    /// evaluates `hour` and emits its new spikes.
+    fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+        let from = match (self.detector.last_hour(), self.cfg.detect.mode) {
+            (Some(l), _) => l + HOUR,
+            (None, Mode::Window) => hour - i64::from(self.cfg.detect.window_hours) * HOUR,
+            (None, Mode::Splunk) => i64::MIN,
+        };
+        if from < hour {
+            let prior = self.history.read_range(from, hour)?;
+            let mut i = 0;
+            while i < prior.len() {
+                let h = prior[i].hour;
+                let j = i + prior[i..].iter().take_while(|r| r.hour == h).count();
+                if let Err(e) = self.detector.warm(h, &prior[i..j]) {
+                    tracing::warn!(hour = h, error = %e, "cannot warm the detector with an hour");
+                }
+                i = j;
+            }
+        }
+        let rows = self.history.read_hour(hour)?;
+        let spikes = match self.detector.try_observe_hour(hour, &rows) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(hour, error = %e, "hour not evaluated");
+                return Ok(());
+            }
+        };
+        let new: Vec<Spike> =
+            spikes.into_iter().filter(|s| !self.emitted.contains(&s.id)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        sink.emit(&new)?;
+        for s in &new {
+            tracing::info!(hour, src_ip = %s.src_ip, id = %s.id, blocked_count = s.blocked_count, "spike");
+            self.emitted.insert(s.id.clone());
+        }
+        self.stats.spikes_emitted += new.len() as u64;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the epoch (log timestamps comparable across processes).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(), ConsumeError> {
+    let bytes = encode_parquet(rows)
+        .map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })?;
+    store.put(key, bytes)?;
+    Ok(())
+}
+
+fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, ConsumeError> {
+    let bytes = store.get(key)?;
+    decode_parquet(&bytes).map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+use std::collections::BTreeMap;
+
+use flowspike_counter::{hour_of, merge_rows, Hit};
+use flowspike_history::LocalStore;
+use flowspike_lease::MemTable;
+
+use super::*;
+
+const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const LATENESS: i64 = 60;
+
+fn cfg(id: &str) -> WorkerConfig {
+    WorkerConfig {
+        stream: "flows".into(),
+        worker_id: id.into(),
+        allowed_lateness_secs: LATENESS,
+        failover: Duration::from_secs(3600),
+        max_leases: 99,
+        claim_takeover: Duration::from_secs(3600),
+        idle_shard_after: Duration::from_secs(3600),
+        counter: CounterConfig::default(),
+        detect: DetectConfig { min_points: 3, ..DetectConfig::default() },
+    }
+}
+
+/// A batch of `n` hits of `src` at `start`, ending at sequence number `seq`.
+fn batch(shard: &str, seq: u64, start: i64, src: &str, n: u64) -> Batch {
+    let mut counter = Counter::new(CounterConfig::default());
+    for i in 0..n {
+        counter.add(&Hit {
+            hour: hour_of(start as u64).unwrap(),
+            src: src.parse().unwrap(),
+            dst: format!("8.8.8.{}", i % 200).parse().unwrap(),
+            interface_id: Some(b"eni-1"),
+            bytes: 40,
+            packets: 1,
+        });
+    }
+    Batch {
+        shard_id: shard.into(),
+        last_sequence_number: Some(seq.to_string()),
+        counter,
+        max_start: Some(start as u64),
+        stats: Stats { counted: n, ..Stats::default() },
+        ended: false,
+    }
+}
+
+struct Group {
+    table: Arc<MemTable>,
+    dir: tempfile::TempDir,
+}
+
+impl Group {
+    fn new(shards: &[&str]) -> Group {
+        let table = Arc::new(MemTable::new());
+        for s in shards {
+            table.create_lease(s, &[]).unwrap();
+        }
+        Group { table, dir: tempfile::tempdir().unwrap() }
+    }
+    fn history(&self) -> History {
+        History::new(Arc::new(LocalStore::new(self.dir.path())))
+    }
+    fn worker(&self, id: &str) -> Worker {
+        Worker::new(cfg(id), self.table.clone(), self.history())
+    }
+    /// Sum of every file of every hour: (hour, src) → blocked_count.
+    fn totals(&self) -> BTreeMap<(i64, String), u64> {
+        let h = self.history();
+        let mut out = BTreeMap::new();
+        for hour in h.hours().unwrap() {
+            for r in merge_rows(h.read_hour(hour).unwrap(), 1000).unwrap() {
+                *out.entry((r.hour, r.src_ip.to_string())).or_default() += r.blocked_count;
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn two_workers_split_the_shards_and_an_hour_is_finalized_once_from_both() {
+    let g = Group::new(&["s0", "s1"]);
+    let (mut a, mut b) = (g.worker("a"), g.worker("b"));
+    let now = Instant::now();
+    assert_eq!(a.acquire(now).unwrap().len(), 2, "alone, a takes both");
+    assert_eq!(b.acquire(now).unwrap().len(), 1, "b steals one");
+    let lost = a.renew();
+    assert_eq!(lost.len(), 1, "a learns at its renewal");
+    let (sa, sb) =
+        (a.owned().keys().next().unwrap().clone(), b.owned().keys().next().unwrap().clone());
+    assert_ne!(sa, sb);
+    // A batch of the lost shard is not a's anymore.
+    assert!(!a.apply(batch(&sb, 1, BASE + 10, "10.0.0.9", 5), false));
+    // Hours 0..4: 10.0.0.1 sends 3 an hour on a's shard, 10.0.0.2 on b's; hour 4 is a spike of 60.
+    let mut seq = 0;
+    let mut spikes: Vec<Spike> = Vec::new();
+    for h in 0..5 {
+        seq += 1;
+        let n = if h == 4 { 60 } else { 3 };
+        assert!(a.apply(batch(&sa, seq, BASE + h * HOUR + 100, "10.0.0.1", n), false));
+        assert!(b.apply(batch(&sb, seq, BASE + h * HOUR + 200, "10.0.0.2", 3), false));
+        a.commit(0).unwrap();
+        b.commit(0).unwrap();
+    }
+    // Event time moves on past hour 4 on both shards (nothing counted).
+    for (w, s) in [(&mut a, &sa), (&mut b, &sb)] {
+        seq += 1;
+        assert!(w.apply(batch(s, seq, BASE + 6 * HOUR, "10.0.0.1", 0), false));
+        w.commit(0).unwrap();
+    }
+    // Both finalize; each hour is claimed once, in order.
+    for _ in 0..3 {
+        a.acquire(now).unwrap();
+        a.finalize(&mut spikes, 0).unwrap();
+        b.acquire(now).unwrap();
+        b.finalize(&mut spikes, 0).unwrap();
+    }
+    let snap = g.table.snapshot().unwrap();
+    assert_eq!(snap.hours.len(), 5, "{:?}", snap.hours);
+    assert!(snap.hours.values().all(|c| c.state == HourState::Done));
+    assert!(snap.deltas.is_empty(), "drained deltas are deleted: {:?}", snap.deltas);
+    assert_eq!(a.stats().hours_closed + b.stats().hours_closed, 5);
+    let totals = g.totals();
+    for h in 0..5 {
+        let hour = BASE + h * HOUR;
+        assert_eq!(totals[&(hour, "10.0.0.1".into())], if h == 4 { 60 } else { 3 });
+        assert_eq!(totals[&(hour, "10.0.0.2".into())], 3);
+    }
+    assert_eq!(spikes.len(), 1, "{spikes:?}");
+    assert_eq!(spikes[0].src_ip.to_string(), "10.0.0.1");
+    assert_eq!(spikes[0].blocked_count, 60);
+    // One final file per hour, no leftovers under the pending prefix.
+    let h = g.history();
+    for hour in h.hours().unwrap() {
+        assert_eq!(h.hour_files(hour).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn a_fenced_worker_commits_nothing_and_the_new_owner_rereads() {
+    let g = Group::new(&["s0"]);
+    let mut a = g.worker("a");
+    let t0 = Instant::now();
+    a.acquire(t0).unwrap();
+    assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 4), false));
+    a.commit(0).unwrap();
+    // a then reads 7 more but stalls; b takes the lease after the failover time.
+    assert!(a.apply(batch("s0", 2, BASE + 20, "10.0.0.1", 7), false));
+    let mut b = Worker::new(
+        WorkerConfig { failover: Duration::from_millis(1), ..cfg("b") },
+        g.table.clone(),
+        g.history(),
+    );
+    b.acquire(t0).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
+    assert_eq!(b.owned()["s0"].checkpoint, Checkpoint::After("1".into()), "from a's commit");
+    let ch = a.commit(0).unwrap();
+    assert_eq!(ch.lost, ["s0"], "a's commit is fenced");
+    assert!(a.owned().is_empty());
+    // b reads the 7 again and commits them: counted once.
+    assert!(b.apply(batch("s0", 2, BASE + 20, "10.0.0.1", 7), false));
+    b.commit(0).unwrap();
+    let snap = g.table.snapshot().unwrap();
+    let mut total = 0;
+    for d in snap.deltas.values() {
+        for r in read_rows(g.history().store().as_ref(), &d.file).unwrap() {
+            total += r.blocked_count;
+        }
+    }
+    assert_eq!(total, 11);
+    assert_eq!(snap.leases["s0"].checkpoint, Checkpoint::After("2".into()));
+    // Self-fencing: a lease not renewed within the failover time is dropped.
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.self_fence(Instant::now()), ["s0"]);
+}
+
+#[test]
+fn rows_committed_after_an_hour_is_claimed_become_a_correction() {
+    let g = Group::new(&["s0"]);
+    let mut a = g.worker("a");
+    a.acquire(Instant::now()).unwrap();
+    let mut spikes: Vec<Spike> = Vec::new();
+    assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 2), false));
+    a.commit(0).unwrap();
+    assert!(a.apply(batch("s0", 2, BASE + 2 * HOUR, "10.0.0.1", 0), false));
+    a.commit(0).unwrap();
+    a.acquire(Instant::now()).unwrap();
+    a.finalize(&mut spikes, 0).unwrap();
+    assert_eq!(a.stats().hours_closed, 1);
+    // A late record of hour 0.
+    assert!(a.apply(batch("s0", 3, BASE + 20, "10.0.0.1", 5), false));
+    a.commit(0).unwrap();
+    a.acquire(Instant::now()).unwrap();
+    a.finalize(&mut spikes, 0).unwrap();
+    assert_eq!(a.stats().corrections, 1);
+    assert_eq!(g.totals()[&(BASE, "10.0.0.1".into())], 7);
+    assert_eq!(g.history().hour_files(BASE).unwrap().len(), 2);
+    assert!(g.table.snapshot().unwrap().deltas.is_empty());
+}
