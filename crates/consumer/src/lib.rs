@@ -17,6 +17,11 @@
 //! restart never reads a finished shard again. As every batch is applied whole together with its
 //! position, nothing is lost or read twice across a split or a merge.
 //!
+//! # Several tasks (`--lease-table`)
+//! With a [`LeaseConfig`], [`run`] runs one [`Worker`] of a group sharing the stream through a
+//! DynamoDB lease table (`flowspike-lease`): see `worker.rs` for the protocol (fenced commits of
+//! per-worker deltas, hours claimed once and finalized in order) and docs/leases.md.
+//!
 //! # Observability
 //! A [`Metrics`] struct of atomics, shared by the coordinator and the readers and updated once per
 //! batch, backs `GET /metrics` (Prometheus text) and `GET /healthz` on a small HTTP server
