@@ -255,8 +255,18 @@ impl Worker {
         let snap = self.table.snapshot()?;
         self.expiry.observe(&snap, now);
         let room = self.cfg.max_leases.min(MAX_COMMIT_SHARDS);
+        // A lease the table says is ours but this process does not hold (dropped by self-fencing,
+        // or left by an earlier process with the same --worker-id) is free to take again.
+        let mut view = snap.clone();
+        for l in view.leases.values_mut() {
+            if l.owner.as_deref() == Some(self.cfg.worker_id.as_str())
+                && !self.owned.contains_key(&l.shard_id)
+            {
+                l.owner = None;
+            }
+        }
         let takes =
-            plan_takes(&snap, &self.cfg.worker_id, &self.expiry, now, self.cfg.failover, room);
+            plan_takes(&view, &self.cfg.worker_id, &self.expiry, now, self.cfg.failover, room);
         let mut taken = Vec::new();
         for t in takes {
             let started = Instant::now();

@@ -199,3 +199,18 @@ fn rows_committed_after_an_hour_is_claimed_become_a_correction() {
     assert_eq!(g.history().hour_files(BASE).unwrap().len(), 2);
     assert!(g.table.snapshot().unwrap().deltas.is_empty());
 }
+
+#[test]
+fn a_restarted_worker_with_the_same_id_takes_its_leases_back_at_once() {
+    let g = Group::new(&["s0", "s1"]);
+    let mut a = g.worker("a");
+    a.acquire(Instant::now()).unwrap();
+    assert!(a.apply(batch("s0", 5, BASE + 10, "10.0.0.1", 2), false));
+    a.commit(0).unwrap();
+    drop(a); // killed: the table still names "a" as the owner
+    let mut again = g.worker("a");
+    let mut taken = again.acquire(Instant::now()).unwrap();
+    taken.sort();
+    assert_eq!(taken, ["s0", "s1"]);
+    assert_eq!(again.owned()["s0"].checkpoint, Checkpoint::After("5".into()));
+}
