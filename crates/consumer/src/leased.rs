@@ -207,6 +207,12 @@ pub(crate) fn run(
             }
             metrics.publish(&worker.stats());
         }
+        // No reader for a shard this worker does not hold (dropped by a failed commit, fenced, ...).
+        let stale: Vec<String> =
+            readers.keys().filter(|id| !worker.owned().contains_key(*id)).cloned().collect();
+        for id in stale {
+            stop_reader(&mut readers, &id);
+        }
         // Readers for held leases whose reading may start.
         for (id, o) in worker.owned() {
             if readers.contains_key(id) || now < o.read_after {

@@ -128,7 +128,9 @@ impl Worker {
             history,
             owned: BTreeMap::new(),
             expiry: Expiry::default(),
-            generation: 0,
+            // Generations are unique per process, also across restarts with the same worker id:
+            // a delta of an earlier process must never be overwritten.
+            generation: unix_millis().saturating_mul(1000),
             emitted: BTreeSet::new(),
             stats: Stats::default(),
             last_snapshot: None,
@@ -276,8 +278,15 @@ impl Worker {
                 continue;
             };
             let l = &snap.leases[&t.shard_id];
-            let read_after =
-                if t.stolen_from.is_some() { started + self.cfg.failover } else { started };
+            // A stolen lease waits a failover time (its owner notices at its next renewal); an
+            // expired one a lease round more (margin over the owner's self-fencing).
+            let read_after = if t.stolen_from.is_some() {
+                started + self.cfg.failover
+            } else if l.owner.is_some() {
+                started + self.cfg.failover / 3
+            } else {
+                started
+            };
             tracing::info!(
                 shard_id = %t.shard_id,
                 worker = %self.cfg.worker_id,
@@ -306,7 +315,12 @@ impl Worker {
             );
             taken.push(t.shard_id);
         }
-        self.last_snapshot = Some(if taken.is_empty() { snap } else { self.table.snapshot()? });
+        self.last_snapshot = Some(if taken.is_empty() {
+            snap
+        } else {
+            // The takes are done: a failed re-read must not hide them from the caller.
+            self.table.snapshot().unwrap_or(snap)
+        });
         Ok(taken)
     }
 
@@ -410,9 +424,16 @@ impl Worker {
             let outcome = match self.table.commit(&commits, delta.as_ref()) {
                 Ok(o) => o,
                 Err(e) => {
-                    if let Some(d) = &delta {
-                        let _ = self.history.store().delete(&d.file);
+                    // The outcome is unknown: the transaction may have been applied. Forget every
+                    // lease and uncommitted row; the leases are taken again at the positions the
+                    // table holds (either outcome is then consistent). The file stays: the table
+                    // may name it (unnamed, it is harmless garbage).
+                    let held: Vec<String> = self.owned.keys().cloned().collect();
+                    for id in &held {
+                        self.drop_lease(id, "commit outcome unknown");
                     }
+                    changes.lost.extend(held);
+                    tracing::warn!(error = %e, "commit failed; leases are taken again from the table");
                     return Err(e.into());
                 }
             };
@@ -484,8 +505,14 @@ impl Worker {
         sink: &mut dyn SpikeSink,
         now_wall: i64,
     ) -> Result<(), ConsumeError> {
-        let Some(snap) = self.last_snapshot.clone() else { return Ok(()) };
-        let wm = global_watermark(&snap);
+        let Some(first) = &self.last_snapshot else { return Ok(()) };
+        // The watermark from the earlier scan, the deltas and claims from a later one: a scan is not
+        // isolated from transactions, but every commit whose lease update the first scan saw had
+        // finished before it, so its delta is in the second.
+        let wm = global_watermark(first);
+        let snap = self.table.snapshot()?;
+        let started = Instant::now();
+        let budget = self.cfg.failover / 3;
         let mut candidates: BTreeSet<i64> =
             snap.hours.values().filter(|c| c.state == HourState::Claimed).map(|c| c.hour).collect();
         if let Some(w) = wm {
@@ -540,8 +567,13 @@ impl Worker {
                     c.parts.clone()
                 }
             };
-            self.finalize_hour(h, &parts, &snap, sink)?;
+            if !self.finalize_hour(h, &parts, &snap, sink)? {
+                return Ok(()); // a part vanished: another worker finished it; look again next round
+            }
             fixed.insert(h, parts);
+            if started.elapsed() >= budget {
+                break; // leave time for lease renewals; the next round goes on
+            }
         }
         // Corrections: rows of claimed hours in deltas the claim does not name.
         for d in snap.deltas.values() {
@@ -549,8 +581,9 @@ impl Worker {
             for h in &d.hours {
                 let (parts, done) = match (fixed.get(h), snap.hours.get(h)) {
                     (Some(p), _) => (p.clone(), true),
-                    (None, Some(c)) => (c.parts.clone(), c.state == HourState::Done),
-                    (None, None) => continue,
+                    // Corrections only once the hour is done: its evaluation must not see them.
+                    (None, Some(c)) if c.state == HourState::Done => (c.parts.clone(), true),
+                    (None, _) => continue,
                 };
                 if parts.contains(&d.id) {
                     if done && !fixed.contains_key(h) {
@@ -558,10 +591,11 @@ impl Worker {
                     }
                     continue;
                 }
-                let rows: Vec<AggregateRow> = read_rows(self.history.store().as_ref(), &d.file)?
-                    .into_iter()
-                    .filter(|r| r.hour == *h)
-                    .collect();
+                let Some(rows) = self.read_delta(d)? else {
+                    empty = false; // drained by another worker meanwhile
+                    break;
+                };
+                let rows: Vec<AggregateRow> = rows.into_iter().filter(|r| r.hour == *h).collect();
                 let name = format!(
                     "consumer-{}-late-{}.parquet",
                     self.cfg.stream,
@@ -580,6 +614,18 @@ impl Worker {
         Ok(())
     }
 
+    /// The rows of a delta's file; `None` if it was deleted (drained by another worker).
+    fn read_delta(&self, d: &Delta) -> Result<Option<Vec<AggregateRow>>, ConsumeError> {
+        match read_rows(self.history.store().as_ref(), &d.file) {
+            Ok(rows) => Ok(Some(rows)),
+            Err(ConsumeError::Store(flowspike_history::StoreError::NotFound { .. })) => {
+                tracing::info!(delta = %d.id, "delta already drained by another worker");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn delete_delta(&self, d: &Delta) -> Result<(), ConsumeError> {
         if let Err(e) = self.history.store().delete(&d.file) {
             tracing::warn!(key = %d.file, error = %e, "cannot delete a drained delta file");
@@ -588,22 +634,21 @@ impl Worker {
         Ok(())
     }
 
+    /// Writes, evaluates and completes a claimed hour; false when a part is gone (the claim was
+    /// finished meanwhile by a worker that had taken it over, or by its first owner).
     fn finalize_hour(
         &mut self,
         hour: i64,
         parts: &[String],
         snap: &Snapshot,
         sink: &mut dyn SpikeSink,
-    ) -> Result<(), ConsumeError> {
+    ) -> Result<bool, ConsumeError> {
         let mut sum = Counter::new(self.cfg.counter);
         for p in parts {
-            let Some(d) = snap.deltas.get(p) else {
-                // Only a claim that is done drains its parts; a claimed hour's parts all exist.
-                return Err(ConsumeError::Config(format!(
-                    "hour {hour}: delta {p} named by the claim is missing from the lease table"
-                )));
-            };
-            for r in read_rows(self.history.store().as_ref(), &d.file)? {
+            // Only a claim that is done drains its parts: a missing one means it is done now.
+            let Some(d) = snap.deltas.get(p) else { return Ok(false) };
+            let Some(rows) = self.read_delta(d)? else { return Ok(false) };
+            for r in rows {
                 if r.hour == hour {
                     sum.add_row(&r).map_err(|e| ConsumeError::Manifest {
                         key: d.file.clone(),
@@ -626,7 +671,7 @@ impl Worker {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Brings the detector up to `hour` from the history (hours other workers finalized), then
@@ -662,7 +707,12 @@ impl Worker {
         if new.is_empty() {
             return Ok(());
         }
-        sink.emit(&new)?;
+        if let Err(e) = sink.emit(&new) {
+            // The detector has seen the hour: start it afresh so that the retry of this claim
+            // evaluates the hour again (from the history) and emits its spikes.
+            self.detector = Detector::new(self.cfg.detect.clone());
+            return Err(e);
+        }
         for s in &new {
             tracing::info!(hour, src_ip = %s.src_ip, id = %s.id, blocked_count = s.blocked_count, "spike");
             self.emitted.insert(s.id.clone());

@@ -475,7 +475,16 @@ impl LeaseTable for DynamoTable {
                     });
                     match lost {
                         Some(l) if !l.is_empty() => Ok(CommitOutcome::Lost(l)),
-                        _ => Err(self.err("TransactWriteItems", e)),
+                        // Cancelled for another reason (a conflicting transaction, throttling):
+                        // nothing was applied; worth retrying.
+                        Some(_) => {
+                            let mut err = self.err("TransactWriteItems", e);
+                            if let LeaseError::Dynamo { retryable, .. } = &mut err {
+                                *retryable = true;
+                            }
+                            Err(err)
+                        }
+                        None => Err(self.err("TransactWriteItems", e)),
                     }
                 }
             }

@@ -130,7 +130,8 @@ pub struct HourClaim {
     pub claimed_at: i64,
 }
 
-/// Everything in the table, read with one consistent scan.
+/// Everything in the table, read with one strongly consistent scan (not isolated from concurrent
+/// transactions: an item may be seen before a transaction and another one after it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Shard leases by shard id.

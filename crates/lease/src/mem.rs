@@ -100,7 +100,7 @@ impl LeaseTable for MemTable {
         if shards.len() > MAX_COMMIT_SHARDS {
             return Err(LeaseError::TooManyItems(shards.len() + 1));
         }
-        Ok(self.with(|s| {
+        self.with(|s| {
             let lost: Vec<String> = shards
                 .iter()
                 .filter(|c| {
@@ -111,7 +111,16 @@ impl LeaseTable for MemTable {
                 .map(|c| c.shard_id.clone())
                 .collect();
             if !lost.is_empty() {
-                return CommitOutcome::Lost(lost);
+                return Ok(CommitOutcome::Lost(lost));
+            }
+            if let Some(d) = delta.filter(|d| s.deltas.contains_key(&d.id)) {
+                // DynamoDB's put condition (attribute_not_exists) cancels the whole transaction.
+                return Err(LeaseError::Dynamo {
+                    op: "TransactWriteItems",
+                    table: "memory".into(),
+                    message: format!("TransactionCanceledException: {} exists", d.id),
+                    retryable: true,
+                });
             }
             for c in shards {
                 if let Some(l) = s.leases.get_mut(&c.shard_id) {
@@ -129,8 +138,8 @@ impl LeaseTable for MemTable {
             if let Some(d) = delta {
                 s.deltas.insert(d.id.clone(), d.clone());
             }
-            CommitOutcome::Done
-        }))
+            Ok(CommitOutcome::Done)
+        })
     }
 
     fn claim_hour(&self, claim: &HourClaim) -> Result<bool, LeaseError> {

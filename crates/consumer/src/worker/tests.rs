@@ -214,3 +214,110 @@ fn a_restarted_worker_with_the_same_id_takes_its_leases_back_at_once() {
     assert_eq!(taken, ["s0", "s1"]);
     assert_eq!(again.owned()["s0"].checkpoint, Checkpoint::After("5".into()));
 }
+
+/// A table whose commits fail with an unknown outcome: applied (`apply`) or not, then an error.
+struct Uncertain {
+    inner: MemTable,
+    apply: bool,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl LeaseTable for Uncertain {
+    fn ensure(&self) -> Result<(), flowspike_lease::LeaseError> {
+        self.inner.ensure()
+    }
+    fn snapshot(&self) -> Result<Snapshot, flowspike_lease::LeaseError> {
+        self.inner.snapshot()
+    }
+    fn create_lease(&self, s: &str, p: &[String]) -> Result<bool, flowspike_lease::LeaseError> {
+        self.inner.create_lease(s, p)
+    }
+    fn take(&self, s: &str, c: u64, o: &str) -> Result<Option<u64>, flowspike_lease::LeaseError> {
+        self.inner.take(s, c, o)
+    }
+    fn renew(&self, s: &str, o: &str, c: u64) -> Result<Option<u64>, flowspike_lease::LeaseError> {
+        self.inner.renew(s, o, c)
+    }
+    fn release(&self, s: &str, o: &str, c: u64) -> Result<bool, flowspike_lease::LeaseError> {
+        self.inner.release(s, o, c)
+    }
+    fn commit(
+        &self,
+        shards: &[ShardCommit],
+        delta: Option<&Delta>,
+    ) -> Result<CommitOutcome, flowspike_lease::LeaseError> {
+        if !self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return self.inner.commit(shards, delta);
+        }
+        if self.apply {
+            self.inner.commit(shards, delta)?;
+        }
+        Err(flowspike_lease::LeaseError::Dynamo {
+            op: "TransactWriteItems",
+            table: "t".into(),
+            message: "timeout".into(),
+            retryable: true,
+        })
+    }
+    fn claim_hour(&self, c: &HourClaim) -> Result<bool, flowspike_lease::LeaseError> {
+        self.inner.claim_hour(c)
+    }
+    fn take_over_hour(
+        &self,
+        h: i64,
+        so: &str,
+        sa: i64,
+        o: &str,
+        n: i64,
+    ) -> Result<bool, flowspike_lease::LeaseError> {
+        self.inner.take_over_hour(h, so, sa, o, n)
+    }
+    fn hour_done(&self, h: i64) -> Result<(), flowspike_lease::LeaseError> {
+        self.inner.hour_done(h)
+    }
+    fn remove_delta_hour(&self, d: &str, h: i64) -> Result<bool, flowspike_lease::LeaseError> {
+        self.inner.remove_delta_hour(d, h)
+    }
+    fn delete(&self, k: &str) -> Result<(), flowspike_lease::LeaseError> {
+        self.inner.delete(k)
+    }
+}
+
+/// A commit whose outcome is unknown (a timeout after DynamoDB applied it, or before) loses
+/// nothing and counts nothing twice: the worker forgets its leases and rows and takes the leases
+/// again at the positions the table holds.
+#[test]
+fn a_commit_with_an_unknown_outcome_is_settled_by_taking_the_leases_again() {
+    for apply in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Arc::new(Uncertain {
+            inner: MemTable::new(),
+            apply,
+            fail: std::sync::atomic::AtomicBool::new(false),
+        });
+        table.create_lease("s0", &[]).unwrap();
+        let history = History::new(Arc::new(LocalStore::new(dir.path())));
+        let mut a = Worker::new(cfg("a"), table.clone(), history.clone());
+        a.acquire(Instant::now()).unwrap();
+        assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 4), false));
+        table.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(a.commit(0).is_err());
+        assert!(a.owned().is_empty(), "every lease and row is forgotten");
+        assert_eq!(a.acquire(Instant::now()).unwrap(), ["s0"], "taken back at once");
+        let want = if apply { Checkpoint::After("1".into()) } else { Checkpoint::Initial };
+        assert_eq!(a.owned()["s0"].checkpoint, want);
+        if !apply {
+            // The reader starts again from the committed position: the records come again.
+            assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 4), false));
+        }
+        a.commit(0).unwrap();
+        let snap = table.snapshot().unwrap();
+        let mut total = 0;
+        for d in snap.deltas.values() {
+            for r in read_rows(history.store().as_ref(), &d.file).unwrap() {
+                total += r.blocked_count;
+            }
+        }
+        assert_eq!(total, 4, "apply = {apply}");
+    }
+}
