@@ -518,7 +518,8 @@ impl Worker {
         if let Some(w) = wm {
             for d in snap.deltas.values() {
                 for h in &d.hours {
-                    if h + HOUR <= w && !snap.hours.contains_key(h) {
+                    let above = snap.frontier.is_none_or(|f| *h > f);
+                    if h + HOUR <= w && above && !snap.hours.contains_key(h) {
                         candidates.insert(*h);
                     }
                 }
@@ -583,6 +584,9 @@ impl Worker {
                     (Some(p), _) => (p.clone(), true),
                     // Corrections only once the hour is done: its evaluation must not see them.
                     (None, Some(c)) if c.state == HourState::Done => (c.parts.clone(), true),
+                    // Below the frontier without a claim: the hour closed with no counted row
+                    // (no claim can come: claims only move forward), so these rows are late.
+                    (None, None) if snap.frontier.is_some_and(|f| *h < f) => (Vec::new(), true),
                     (None, _) => continue,
                 };
                 if parts.contains(&d.id) {

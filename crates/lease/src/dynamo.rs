@@ -131,6 +131,8 @@ impl DynamoTable {
                 _ => Vec::new(),
             };
             snap.deltas.insert(key.clone(), Delta { id: key, file, hours });
+        } else if key == crate::FRONTIER_KEY {
+            snap.frontier = num("hour")?;
         } else if let Some(h) = key.strip_prefix("hour#") {
             let hour = h.parse::<i64>().map_err(|_| self.bad(&key, "bad hour key"))?;
             let parts = match item.get("parts") {
@@ -492,28 +494,56 @@ impl LeaseTable for DynamoTable {
     }
 
     fn claim_hour(&self, claim: &HourClaim) -> Result<bool, LeaseError> {
+        let op = "TransactWriteItems(claim)";
+        let mut put = aws_sdk_dynamodb::types::Put::builder()
+            .table_name(&self.table)
+            .item(KEY, s(crate::hour_key(claim.hour)))
+            .item("owner", s(&claim.owner))
+            .item("state", s("CLAIMED"))
+            .item("claimedAt", n(claim.claimed_at))
+            .condition_expression("attribute_not_exists(leaseKey)");
+        if !claim.parts.is_empty() {
+            put = put.item("parts", AttributeValue::Ss(claim.parts.clone()));
+        }
+        let put = put.build().map_err(|e| self.build_err(op, e))?;
+        // Claims only move forward: the frontier item holds the highest claimed hour.
+        let frontier = Update::builder()
+            .table_name(&self.table)
+            .key(KEY, s(crate::FRONTIER_KEY))
+            .update_expression("SET #h = :h")
+            .condition_expression("attribute_not_exists(#h) OR #h < :h")
+            .expression_attribute_names("#h", "hour")
+            .expression_attribute_values(":h", n(claim.hour))
+            .build()
+            .map_err(|e| self.build_err(op, e))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(frontier).build(),
+        ];
         self.block(async {
-            let mut req = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item(KEY, s(crate::hour_key(claim.hour)))
-                .item("owner", s(&claim.owner))
-                .item("state", s("CLAIMED"))
-                .item("claimedAt", n(claim.claimed_at))
-                .condition_expression("attribute_not_exists(leaseKey)");
-            if !claim.parts.is_empty() {
-                req = req.item("parts", AttributeValue::Ss(claim.parts.clone()));
-            }
-            match req.send().await {
+            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                 Ok(_) => Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
+                Err(e) => {
+                    let refused = e.as_service_error().and_then(|se| match se {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => Some(
+                            t.cancellation_reasons()
+                                .iter()
+                                .any(|r| r.code() == Some("ConditionalCheckFailed")),
+                        ),
+                        _ => None,
+                    });
+                    match refused {
+                        Some(true) => Ok(false),
+                        Some(false) => {
+                            let mut err = self.err(op, e);
+                            if let LeaseError::Dynamo { retryable, .. } = &mut err {
+                                *retryable = true;
+                            }
+                            Err(err)
+                        }
+                        None => Err(self.err(op, e)),
+                    }
                 }
-                Err(e) => Err(self.err("PutItem(claim)", e)),
             }
         })
     }

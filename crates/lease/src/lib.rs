@@ -13,7 +13,9 @@
 //!   Parquet file with the aggregates of the records that commit covered (`file`) and the hours of
 //!   those rows not yet accounted for (`hours`, NS);
 //! - **hour claims** (`leaseKey` = `hour#<unix hour>`): the one worker that finalizes an hour, the
-//!   deltas it merges (`parts`, fixed by the claim) and `state` (`CLAIMED`, `DONE`).
+//!   deltas it merges (`parts`, fixed by the claim) and `state` (`CLAIMED`, `DONE`); and the claim
+//!   frontier (`leaseKey` = `meta#frontier`, `hour`): the highest hour claimed, moved forward by each
+//!   claim in the same transaction, so hours are claimed in increasing order only.
 //!
 //! # Guarantees
 //! - A commit is one `TransactWriteItems`: every shard position it advances is conditioned on the
@@ -140,7 +142,13 @@ pub struct Snapshot {
     pub deltas: BTreeMap<String, Delta>,
     /// Hour claims by hour.
     pub hours: BTreeMap<i64, HourClaim>,
+    /// The highest hour ever claimed (item [`FRONTIER_KEY`]): hours are claimed in increasing order
+    /// only; rows of a lower hour without a claim are late corrections.
+    pub frontier: Option<i64>,
 }
+
+/// The `leaseKey` of the claim frontier item.
+pub const FRONTIER_KEY: &str = "meta#frontier";
 
 /// A shard position to commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +241,8 @@ pub trait LeaseTable: Send + Sync {
         shards: &[ShardCommit],
         delta: Option<&Delta>,
     ) -> Result<CommitOutcome, LeaseError>;
-    /// Puts `claim` unless the hour is claimed; true if this call claimed it.
+    /// Puts `claim` unless the hour is claimed or a later hour was (the frontier moves with the claim,
+    /// in one transaction); true if this call claimed it.
     fn claim_hour(&self, claim: &HourClaim) -> Result<bool, LeaseError>;
     /// Takes an unfinished claim over if it is still the one seen (`seen_owner`, `seen_at`).
     fn take_over_hour(

@@ -144,10 +144,11 @@ impl LeaseTable for MemTable {
 
     fn claim_hour(&self, claim: &HourClaim) -> Result<bool, LeaseError> {
         Ok(self.with(|s| {
-            if s.hours.contains_key(&claim.hour) {
+            if s.hours.contains_key(&claim.hour) || s.frontier.is_some_and(|f| f >= claim.hour) {
                 return false;
             }
             s.hours.insert(claim.hour, claim.clone());
+            s.frontier = Some(claim.hour);
             true
         }))
     }

@@ -321,3 +321,44 @@ fn a_commit_with_an_unknown_outcome_is_settled_by_taking_the_leases_again() {
         assert_eq!(total, 4, "apply = {apply}");
     }
 }
+
+/// Claims only move forward: late rows of an hour that closed with no counted row become a
+/// correction, never a claim after later hours were evaluated.
+#[test]
+fn late_rows_of_an_hour_that_closed_empty_are_a_correction() {
+    let g = Group::new(&["s0"]);
+    let mut a = g.worker("a");
+    a.acquire(Instant::now()).unwrap();
+    let mut spikes: Vec<Spike> = Vec::new();
+    assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 2), false));
+    assert!(a.apply(batch("s0", 2, BASE + 2 * HOUR + 10, "10.0.0.1", 3), false));
+    assert!(a.apply(batch("s0", 3, BASE + 4 * HOUR, "10.0.0.1", 0), false));
+    a.commit(0).unwrap();
+    a.acquire(Instant::now()).unwrap();
+    a.finalize(&mut spikes, 0).unwrap();
+    let snap = g.table.snapshot().unwrap();
+    assert_eq!(snap.hours.keys().copied().collect::<Vec<_>>(), [BASE, BASE + 2 * HOUR]);
+    assert_eq!(snap.frontier, Some(BASE + 2 * HOUR));
+    // A late row of hour 1, which closed empty.
+    assert!(a.apply(batch("s0", 4, BASE + HOUR + 5, "10.0.0.1", 4), false));
+    a.commit(0).unwrap();
+    a.acquire(Instant::now()).unwrap();
+    a.finalize(&mut spikes, 0).unwrap();
+    let snap = g.table.snapshot().unwrap();
+    assert!(!snap.hours.contains_key(&(BASE + HOUR)), "no claim below the frontier");
+    assert!(snap.deltas.is_empty());
+    assert_eq!(a.stats().corrections, 1);
+    let files = g.history().hour_files(BASE + HOUR).unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].contains("-late-"), "{files:?}");
+    assert_eq!(g.totals()[&(BASE + HOUR, "10.0.0.1".into())], 4);
+    // A claim below the frontier is refused by the table itself.
+    let claim = HourClaim {
+        hour: BASE + HOUR,
+        owner: "b".into(),
+        parts: Vec::new(),
+        state: HourState::Claimed,
+        claimed_at: 0,
+    };
+    assert!(!g.table.claim_hour(&claim).unwrap());
+}
