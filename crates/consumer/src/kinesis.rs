@@ -232,9 +232,27 @@ pub struct ShardReader {
     pub efo: Option<Efo>,
     /// Tags this reader's batches ([`Event::Batch::epoch`]).
     pub epoch: u64,
+    /// Lease mode: unix milliseconds after which this reader must not read (its lease may be
+    /// another worker's by then); moved forward by every renewal. The reader checks it before every
+    /// GetRecords call and every SubscribeToShard event, so it stops even if its coordinator stalls.
+    pub lease_deadline: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl ShardReader {
+    /// True once the lease deadline has passed (lease mode): stop reading, send nothing more.
+    fn fenced(&self) -> bool {
+        let Some(d) = &self.lease_deadline else { return false };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        if now >= d.load(std::sync::atomic::Ordering::Acquire) {
+            tracing::warn!(shard_id = %self.shard_id, "lease not renewed in time: reader stops");
+            return true;
+        }
+        false
+    }
+
     async fn iterator(&self, after: Option<&str>) -> Result<Option<String>, ConsumeError> {
         let mut req =
             self.client.get_shard_iterator().stream_name(&self.stream).shard_id(&self.shard_id);
@@ -285,7 +303,7 @@ impl ShardReader {
         let mut failures: u32 = 0;
         let shard = self.shard_id.clone();
         loop {
-            if *self.stop.borrow() {
+            if *self.stop.borrow() || self.fenced() {
                 break;
             }
             let it = match iterator.take() {
@@ -449,7 +467,7 @@ impl ShardReader {
         let mut failures: u32 = 0;
         let mut subscriptions: u64 = 0;
         'subscribe: loop {
-            if *self.stop.borrow() {
+            if *self.stop.borrow() || self.fenced() {
                 break;
             }
             if at_tip && subscriptions > 0 {
@@ -513,6 +531,9 @@ impl ShardReader {
                     }
                     _ = self.stop.changed() => break 'subscribe,
                 };
+                if self.fenced() {
+                    break 'subscribe;
+                }
                 let event = match next {
                     Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => e,
                     Ok(Some(other)) => {

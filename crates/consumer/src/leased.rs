@@ -243,6 +243,7 @@ pub(crate) fn run(
                 metrics: metrics.shard(id),
                 efo: efo.clone(),
                 epoch,
+                lease_deadline: Some(o.deadline.clone()),
             };
             readers.insert(
                 id.clone(),

@@ -219,6 +219,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
                 metrics: metrics.shard(&id),
                 efo: efo.clone(),
                 epoch: 0,
+                lease_deadline: None,
             };
             tasks.push(handle.spawn(reader.run()));
         }

@@ -24,6 +24,7 @@
 //!   idempotent (deterministic file names), spikes are at-least-once with deterministic ids.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,9 @@ pub struct Owned {
     pub checkpoint: Checkpoint,
     /// True when the shard has parents (a child starts at TRIM_HORIZON without a checkpoint).
     pub has_parents: bool,
+    /// Unix milliseconds until which the shard's reader may read: the wall-clock start of the last
+    /// successful renewal, take or commit plus the failover time (shared with the reader).
+    pub deadline: Arc<AtomicU64>,
     committed_max_start: Option<u64>,
     committed_watermark: Option<i64>,
     rows: Counter,
@@ -214,12 +218,15 @@ impl Worker {
     /// reason keeps the lease until [`Worker::self_fence`] drops it.
     pub fn renew(&mut self) -> Vec<String> {
         let mut lost = Vec::new();
+        let failover_ms = millis(self.cfg.failover);
         for (id, o) in self.owned.iter_mut() {
             let started = Instant::now();
+            let started_ms = unix_millis();
             match self.table.renew(id, &self.cfg.worker_id, o.counter) {
                 Ok(Some(c)) => {
                     o.counter = c;
                     o.renewed_at = started;
+                    o.deadline.store(started_ms.saturating_add(failover_ms), Ordering::Release);
                 }
                 Ok(None) => lost.push(id.clone()),
                 Err(e) => tracing::warn!(shard_id = %id, error = %e, "lease renewal failed"),
@@ -248,6 +255,7 @@ impl Worker {
 
     fn drop_lease(&mut self, id: &str, why: &str) {
         if let Some(o) = self.owned.remove(id) {
+            o.deadline.store(0, Ordering::Release);
             tracing::warn!(shard_id = %id, worker = %self.cfg.worker_id, uncommitted_keys = o.rows.len(), at_ms = unix_millis(), reason = why, "lease dropped");
         }
     }
@@ -272,6 +280,7 @@ impl Worker {
         let mut taken = Vec::new();
         for t in takes {
             let started = Instant::now();
+            let started_ms = unix_millis();
             let Some(counter) =
                 self.table.take(&t.shard_id, t.seen_counter, &self.cfg.worker_id)?
             else {
@@ -303,6 +312,9 @@ impl Worker {
                     read_after,
                     checkpoint: l.checkpoint.clone(),
                     has_parents: !l.parents.is_empty(),
+                    deadline: Arc::new(AtomicU64::new(
+                        started_ms.saturating_add(millis(self.cfg.failover)),
+                    )),
                     committed_max_start: l.max_start,
                     committed_watermark: l.watermark,
                     rows: Counter::new(self.cfg.counter),
@@ -369,6 +381,7 @@ impl Worker {
             self.generation += 1;
             let gen = self.generation;
             let started = Instant::now();
+            let started_ms = unix_millis();
             let lateness = self.cfg.allowed_lateness_secs;
             let mut total = Counter::new(self.cfg.counter);
             let mut commits = Vec::new();
@@ -443,6 +456,10 @@ impl Worker {
                         let Some(o) = self.owned.get_mut(&c.shard_id) else { continue };
                         o.counter += 1;
                         o.renewed_at = started;
+                        o.deadline.store(
+                            started_ms.saturating_add(millis(self.cfg.failover)),
+                            Ordering::Release,
+                        );
                         o.checkpoint = c.checkpoint.clone();
                         o.committed_max_start = c.max_start;
                         o.committed_watermark = c.watermark;
@@ -724,6 +741,10 @@ impl Worker {
         self.stats.spikes_emitted += new.len() as u64;
         Ok(())
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the epoch (log timestamps comparable across processes).

@@ -362,3 +362,24 @@ fn late_rows_of_an_hour_that_closed_empty_are_a_correction() {
     };
     assert!(!g.table.claim_hour(&claim).unwrap());
 }
+
+/// The reader's deadline (lease mode) follows renewals and is withdrawn when the lease is dropped.
+#[test]
+fn the_reader_deadline_follows_renewals_and_ends_with_the_lease() {
+    let g = Group::new(&["s0"]);
+    let mut a = Worker::new(
+        WorkerConfig { failover: Duration::from_millis(200), ..cfg("a") },
+        g.table.clone(),
+        g.history(),
+    );
+    a.acquire(Instant::now()).unwrap();
+    let deadline = a.owned()["s0"].deadline.clone();
+    let first = deadline.load(Ordering::Acquire);
+    assert!(first >= unix_millis() + 100, "about now + failover");
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(a.renew().is_empty());
+    assert!(deadline.load(Ordering::Acquire) > first, "moved forward");
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(a.self_fence(Instant::now()), ["s0"]);
+    assert_eq!(deadline.load(Ordering::Acquire), 0, "withdrawn: the reader stops at once");
+}
