@@ -113,6 +113,17 @@ impl Poster {
         Poster { rt, client, url: format!("http://127.0.0.1:{port}/") }
     }
 
+    /// A poster that opens a new connection for every request: the server closes a connection
+    /// after answering a request early (before reading its body), and a pooled connection could be
+    /// reused while it closes.
+    fn without_pool(port: u16) -> Poster {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(HttpConnector::new());
+        Poster { rt, client, url: format!("http://127.0.0.1:{port}/") }
+    }
+
     /// Sends one request; the status and the JSON response body.
     fn send(&self, method: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
         self.try_send(method, headers, body).expect("http request")
@@ -357,7 +368,7 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     let ep = Endpoint::start(dir.path(), &state, "run", 2, &["--max-body-bytes", "1000000"]);
-    let post = Poster::new(ep.port);
+    let post = Poster::without_pool(ep.port);
     let flow: Flow = ("eni-1".into(), "10.0.0.1".into(), "8.8.4.4".into(), base(1) + 10, "REJECT");
     let good = || body("good", &[line(&flow).into_bytes()]);
 
