@@ -117,10 +117,12 @@ pub(crate) fn run(
     let mut readers: BTreeMap<String, Reader> = BTreeMap::new();
     let mut next_epoch: u64 = 1;
     let me = lease.worker_id.clone();
+    let m = metrics.clone();
     let stop_reader = |readers: &mut BTreeMap<String, Reader>, id: &str| {
         if let Some(r) = readers.remove(id) {
             let _ = r.stop.send(true);
             r.task.abort();
+            m.forget_shard(id);
             tracing::info!(shard_id = %id, worker = %me, at_ms = unix_millis(), "shard reader stopped");
         }
     };
@@ -250,6 +252,7 @@ pub(crate) fn run(
                 Reader { epoch, stop: stop_tx, task: handle.spawn(reader.run()) },
             );
         }
+        metrics.set_leases_held(worker.owned().len());
         if commit_now || last_commit.elapsed() >= cfg.checkpoint_interval {
             match worker.commit(wall_clock_secs()) {
                 Ok(ch) => {

@@ -103,6 +103,8 @@ pub struct Metrics {
     spikes_emitted: AtomicU64,
     phase: AtomicU8,
     committed_at_ms: AtomicU64,
+    // Lease mode only (UNKNOWN otherwise): leases this worker holds.
+    leases_held: AtomicU64,
     // Each reader writes its own shard's entry: padded so that readers on different workers do not
     // share cache lines. The lock is taken only to register a shard and to scrape.
     shards: Mutex<BTreeMap<String, Arc<CachePadded<ShardMetrics>>>>,
@@ -129,6 +131,7 @@ impl Metrics {
             spikes_emitted: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Starting as u8),
             committed_at_ms: AtomicU64::new(NEVER),
+            leases_held: AtomicU64::new(UNKNOWN),
             shards: Mutex::new(BTreeMap::new()),
         }
     }
@@ -140,6 +143,19 @@ impl Metrics {
             .entry(shard_id.to_owned())
             .or_insert_with(|| Arc::new(CachePadded::new(ShardMetrics::new())))
             .clone()
+    }
+
+    /// Lease mode: the number of shard leases this worker holds.
+    pub fn set_leases_held(&self, n: usize) {
+        // Relaxed: a lone gauge written by the coordinator.
+        self.leases_held.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Lease mode: drops the series of a shard this worker no longer reads (another worker reports
+    /// it now; a stale `millis_behind_latest` would raise false lag alerts).
+    pub fn forget_shard(&self, shard_id: &str) {
+        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        shards.remove(shard_id);
     }
 
     /// Stores the run totals of the engine.
@@ -274,6 +290,12 @@ impl Metrics {
             "flowspike_checkpoint_age_seconds {:.3}",
             self.checkpoint_age().as_secs_f64()
         );
+
+        let held = get(&self.leases_held);
+        if held != UNKNOWN {
+            header(&mut out, "leases_held", "Shard leases this worker holds (lease mode).", "gauge");
+            let _ = writeln!(out, "flowspike_leases_held {held}");
+        }
 
         let shards: Vec<(String, Arc<CachePadded<ShardMetrics>>)> = {
             let s = self.shards.lock().unwrap_or_else(|p| p.into_inner());
@@ -527,6 +549,22 @@ mod tests {
             let name = s.split(['{', ' ']).next().expect("name");
             assert!(names.contains(&name), "{s}");
         }
+    }
+
+    #[test]
+    fn lease_gauge_only_in_lease_mode_and_forgotten_shards_vanish() {
+        let m = sample();
+        assert!(!m.render().contains("flowspike_leases_held"), "absent without leases");
+        m.set_leases_held(3);
+        assert!(m.render().contains("\nflowspike_leases_held 3\n"));
+        let before = m.render().matches("shard_id=").count();
+        assert!(before > 0);
+        let shards: Vec<String> =
+            m.shards.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        for id in &shards {
+            m.forget_shard(id);
+        }
+        assert_eq!(m.render().matches("shard_id=").count(), 0);
     }
 
     #[test]
