@@ -293,7 +293,12 @@ impl Metrics {
 
         let held = get(&self.leases_held);
         if held != UNKNOWN {
-            header(&mut out, "leases_held", "Shard leases this worker holds (lease mode).", "gauge");
+            header(
+                &mut out,
+                "leases_held",
+                "Shard leases this worker holds (lease mode).",
+                "gauge",
+            );
             let _ = writeln!(out, "flowspike_leases_held {held}");
         }
 
