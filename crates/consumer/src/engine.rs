@@ -460,16 +460,7 @@ impl Engine {
                 Mode::Window => hour - i64::from(self.cfg.detect.window_hours) * HOUR,
                 Mode::Splunk => i64::MIN,
             };
-            let prior = self.history.read_range(from, hour)?;
-            let mut i = 0;
-            while i < prior.len() {
-                let h = prior[i].hour;
-                let j = i + prior[i..].iter().take_while(|r| r.hour == h).count();
-                if let Err(e) = self.detector.warm(h, &prior[i..j]) {
-                    tracing::warn!(hour = h, error = %e, "cannot warm the detector with an hour");
-                }
-                i = j;
-            }
+            warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
             self.warmed = true;
         }
         let rows = self.history.read_hour(hour)?;
@@ -524,14 +515,31 @@ impl Engine {
     }
 }
 
-fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(), ConsumeError> {
+/// Feeds `prior` (rows sorted by hour, as `History::read_range` returns them) to `detector`, one
+/// hour at a time, without verdicts; an hour it refuses is logged and skipped.
+pub(crate) fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
+    for rows in prior.chunk_by(|a, b| a.hour == b.hour) {
+        let h = rows[0].hour;
+        if let Err(e) = detector.warm(h, rows) {
+            tracing::warn!(hour = h, error = %e, "cannot warm the detector with an hour");
+        }
+    }
+}
+
+/// Writes `rows` as one Parquet object at `key`.
+pub(crate) fn put_rows(
+    store: &dyn Store,
+    key: &str,
+    rows: &[AggregateRow],
+) -> Result<(), ConsumeError> {
     let bytes = encode_parquet(rows)
         .map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })?;
     store.put(key, bytes)?;
     Ok(())
 }
 
-fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, ConsumeError> {
+/// Reads the Parquet object at `key` written by [`put_rows`].
+pub(crate) fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, ConsumeError> {
     let bytes = store.get(key)?;
     decode_parquet(&bytes).map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })
 }

@@ -242,11 +242,7 @@ impl ShardReader {
     /// True once the lease deadline has passed (lease mode): stop reading, send nothing more.
     fn fenced(&self) -> bool {
         let Some(d) = &self.lease_deadline else { return false };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        if now >= d.load(std::sync::atomic::Ordering::Acquire) {
+        if crate::worker::unix_millis() >= d.load(std::sync::atomic::Ordering::Acquire) {
             tracing::warn!(shard_id = %self.shard_id, "lease not renewed in time: reader stops");
             return true;
         }

@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 
 use flowspike_counter::{AggregateRow, Counter, CounterConfig, HOUR};
 use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
-use flowspike_history::{decode_parquet, encode_parquet, History, Store};
+use flowspike_history::History;
 use flowspike_lease::{
     delta_key, global_watermark, plan_takes, Checkpoint, CommitOutcome, Delta, Expiry, HourClaim,
     HourState, LeaseTable, ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
 };
 
-use crate::engine::{Batch, SpikeSink, Stats};
+use crate::engine::{put_rows, read_rows, warm_detector, Batch, SpikeSink, Stats};
 use crate::ConsumeError;
 
 /// Settings of a [`Worker`].
@@ -704,16 +704,7 @@ impl Worker {
             (None, Mode::Splunk) => i64::MIN,
         };
         if from < hour {
-            let prior = self.history.read_range(from, hour)?;
-            let mut i = 0;
-            while i < prior.len() {
-                let h = prior[i].hour;
-                let j = i + prior[i..].iter().take_while(|r| r.hour == h).count();
-                if let Err(e) = self.detector.warm(h, &prior[i..j]) {
-                    tracing::warn!(hour = h, error = %e, "cannot warm the detector with an hour");
-                }
-                i = j;
-            }
+            warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
         }
         let rows = self.history.read_hour(hour)?;
         let spikes = match self.detector.try_observe_hour(hour, &rows) {
@@ -749,22 +740,7 @@ fn millis(d: Duration) -> u64 {
 
 /// Milliseconds since the epoch (log timestamps comparable across processes).
 pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(), ConsumeError> {
-    let bytes = encode_parquet(rows)
-        .map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })?;
-    store.put(key, bytes)?;
-    Ok(())
-}
-
-fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, ConsumeError> {
-    let bytes = store.get(key)?;
-    decode_parquet(&bytes).map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
 #[cfg(test)]
