@@ -24,7 +24,7 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
-fn kinesis(moto: &Moto) -> aws_sdk_kinesis::Client {
+pub(crate) fn kinesis(moto: &Moto) -> aws_sdk_kinesis::Client {
     use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
     let conf = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -47,7 +47,7 @@ fn logs(moto: &Moto) -> aws_sdk_cloudwatchlogs::Client {
 }
 
 /// Creates a stream with `shards` shards and returns its ARN.
-async fn create_stream(k: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> String {
+pub(crate) async fn create_stream(k: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> String {
     k.create_stream().stream_name(name).shard_count(shards).send().await.expect("create stream");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -62,7 +62,7 @@ async fn create_stream(k: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> 
 }
 
 /// Every record of every shard of `stream`.
-async fn read_all(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Vec<u8>> {
+pub(crate) async fn read_all(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let shards = k.list_shards().stream_name(stream).send().await.expect("list shards");
     for s in shards.shards() {

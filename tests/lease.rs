@@ -15,54 +15,21 @@ use flowspike_history::History;
 use serde_json::Value;
 
 use crate::consume::{
-    history_rows, hours_ago_base, line, put_lines, read, runtime, spawn_logged, wait_with_timeout,
-    KillOnDrop,
+    create_stream, history_rows, hours_ago_base, kinesis, line, put_lines, read, read_all, runtime,
+    spawn_logged, wait_with_timeout, KillOnDrop,
 };
 use crate::util::{assert_code, flowspike, run, Moto};
 
 const HOUR: i64 = 3600;
 const FAILOVER_SECS: u64 = 3;
 
-fn kinesis(moto: &Moto) -> aws_sdk_kinesis::Client {
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let conf = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&moto.endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
-        .build();
-    aws_sdk_kinesis::Client::from_conf(conf)
-}
-
-async fn create_stream(k: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    k.create_stream().stream_name(name).shard_count(shards).send().await.expect("create stream");
-}
-
-/// Every record of the (single-shard) stream `stream`, as JSON.
+/// Every record of the spike stream `stream`, as JSON.
 async fn spikes_of(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Value> {
-    use aws_sdk_kinesis::types::ShardIteratorType;
-    let mut out = Vec::new();
-    let shards = k.list_shards().stream_name(stream).send().await.expect("list shards");
-    for s in shards.shards() {
-        let it = k
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(s.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("iterator");
-        let r = k
-            .get_records()
-            .shard_iterator(it.shard_iterator().expect("iterator"))
-            .send()
-            .await
-            .expect("get records");
-        for rec in r.records() {
-            out.push(serde_json::from_slice(rec.data().as_ref()).expect("spike json"));
-        }
-    }
-    out
+    read_all(k, stream)
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(r).expect("spike json"))
+        .collect()
 }
 
 /// One ACCEPT record (never counted) on every shard at `start`, so that every shard's event time

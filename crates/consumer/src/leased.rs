@@ -5,7 +5,7 @@
 //! and on a stop commits and releases its leases.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,21 +13,14 @@ use flowspike_history::{History, Store};
 use flowspike_lease::{Checkpoint, DynamoTable, LeaseTable};
 use tokio::sync::{mpsc, watch};
 
-use crate::decode::DecodeContext;
-use crate::engine::SpikeSink;
-use crate::kinesis::{
-    client_from_env, list_shards, register_consumer, Efo, Event, KinesisSink, ShardReader, StartAt,
-    WriterSink,
+use crate::kinesis::{list_shards, Event, ShardReader, StartAt};
+use crate::metrics::Phase;
+use crate::run::{
+    start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, StartPosition,
+    DRAIN_TIMEOUT, TICK,
 };
-use crate::metrics::{Metrics, Phase};
-use crate::run::StartPosition;
-use crate::run::{wait_for_signal, wall_clock_secs, ConsumerConfig, Output, RunSummary};
 use crate::worker::{unix_millis, Worker, WorkerConfig};
 use crate::ConsumeError;
-
-const TICK: Duration = Duration::from_millis(250);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-const CONSUMER_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Lease-table coordination (`--lease-table`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,29 +48,11 @@ pub(crate) fn run(
     lease: LeaseConfig,
     store: Arc<dyn Store>,
 ) -> Result<RunSummary, ConsumeError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("flowspike-consume")
-        .enable_all()
-        .build()?;
+    let Services { rt, metrics, client, mut sink, ctx, efo, signalled } = start_services(&cfg)?;
     let handle = rt.handle().clone();
-    let metrics = Arc::new(Metrics::new(cfg.max_checkpoint_age()));
-    if let Some(addr) = cfg.metrics_addr {
-        rt.block_on(crate::metrics::start(addr, metrics.clone()))
-            .map_err(|e| ConsumeError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
-    }
-    let client = rt.block_on(client_from_env());
     let ddb = rt.block_on(DynamoTable::client_from_env());
     let table: Arc<dyn LeaseTable> = Arc::new(DynamoTable::new(ddb, &lease.table, handle.clone()));
     table.ensure()?;
-    let mut sink: Box<dyn SpikeSink> = match &cfg.output {
-        Output::Stdout => Box::new(WriterSink(std::io::stdout())),
-        Output::Stream(s) => Box::new(KinesisSink {
-            client: client.clone(),
-            stream: s.clone(),
-            handle: handle.clone(),
-        }),
-    };
     let lateness = i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX);
     let wcfg = WorkerConfig {
         stream: cfg.stream.clone(),
@@ -92,27 +67,8 @@ pub(crate) fn run(
     };
     let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
     let mut worker = Worker::new(wcfg, table, history);
-    let ctx = Arc::new(DecodeContext {
-        decode: cfg.decode.clone(),
-        rule: cfg.rule.clone(),
-        counter: cfg.counter,
-    });
-    let efo = match &cfg.efo {
-        None => None,
-        Some(e) => Some(Efo {
-            consumer_arn: rt.block_on(register_consumer(
-                &client,
-                &cfg.stream,
-                &e.consumer_name,
-                CONSUMER_ACTIVE_TIMEOUT,
-            ))?,
-            subscription_max: e.subscription_max,
-        }),
-    };
     tracing::info!(worker = %lease.worker_id, table = %lease.table, failover_ms = lease.failover.as_millis() as u64, "lease worker starting");
 
-    let signalled = Arc::new(AtomicBool::new(false));
-    rt.spawn(wait_for_signal(signalled.clone()));
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let mut readers: BTreeMap<String, Reader> = BTreeMap::new();
     let mut next_epoch: u64 = 1;

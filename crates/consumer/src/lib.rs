@@ -74,5 +74,5 @@ pub use manifest::{
     MANIFEST_VERSION,
 };
 pub use metrics::Metrics;
-pub use run::{run, ConsumerConfig, EfoConfig, Output, RunSummary, StartPosition};
+pub use run::{run, shutdown_signal, ConsumerConfig, EfoConfig, Output, RunSummary, StartPosition};
 pub use worker::{LeaseChanges, Owned, Worker, WorkerConfig};

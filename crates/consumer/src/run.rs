@@ -22,10 +22,10 @@ use crate::shards::ShardTable;
 use crate::ConsumeError;
 
 /// How often the coordinator re-evaluates watermarks and exit conditions.
-const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// How long a stop waits for in-flight shard batches before abandoning them (their records are
 /// simply read again after the restart: positions only move with applied batches).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts of the first ListShards before giving up (later ones are retried forever).
 const STARTUP_LIST_ATTEMPTS: u32 = 6;
 /// Slack of the health check on top of three checkpoint intervals (a slow store, a large
@@ -131,26 +131,8 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     if let Some(lease) = cfg.lease.clone() {
         return crate::leased::run(cfg, lease, store);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("flowspike-consume")
-        .enable_all()
-        .build()?;
+    let Services { rt, metrics, client, mut sink, ctx, efo, signalled } = start_services(&cfg)?;
     let handle = rt.handle().clone();
-    let metrics = Arc::new(Metrics::new(cfg.max_checkpoint_age()));
-    if let Some(addr) = cfg.metrics_addr {
-        rt.block_on(crate::metrics::start(addr, metrics.clone()))
-            .map_err(|e| ConsumeError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
-    }
-    let client = rt.block_on(client_from_env());
-    let mut sink: Box<dyn SpikeSink> = match &cfg.output {
-        Output::Stdout => Box::new(WriterSink(std::io::stdout())),
-        Output::Stream(s) => Box::new(KinesisSink {
-            client: client.clone(),
-            stream: s.clone(),
-            handle: handle.clone(),
-        }),
-    };
     let ecfg = EngineConfig {
         stream: cfg.stream.clone(),
         allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),
@@ -160,30 +142,10 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
     let mut engine = Engine::open(history, ecfg, sink.as_mut())?;
     metrics.publish(&engine.stats());
-    let ctx = Arc::new(DecodeContext {
-        decode: cfg.decode.clone(),
-        rule: cfg.rule.clone(),
-        counter: cfg.counter,
-    });
 
-    let signalled = Arc::new(AtomicBool::new(false));
-    rt.spawn(wait_for_signal(signalled.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let mut tx = Some(tx);
-
-    let efo = match &cfg.efo {
-        None => None,
-        Some(e) => Some(Efo {
-            consumer_arn: rt.block_on(register_consumer(
-                &client,
-                &cfg.stream,
-                &e.consumer_name,
-                CONSUMER_ACTIVE_TIMEOUT,
-            ))?,
-            subscription_max: e.subscription_max,
-        }),
-    };
 
     let mut shards = ShardTable::default();
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -408,6 +370,68 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
     })
 }
 
+/// What both consumer modes start with.
+pub(crate) struct Services {
+    /// The runtime of the shard readers, the metrics server and the AWS clients.
+    pub rt: tokio::runtime::Runtime,
+    /// The metrics, served on `metrics_addr` if set.
+    pub metrics: Arc<Metrics>,
+    /// The Kinesis client.
+    pub client: aws_sdk_kinesis::Client,
+    /// Where spikes go.
+    pub sink: Box<dyn SpikeSink>,
+    /// Decoding settings of the shard readers.
+    pub ctx: Arc<DecodeContext>,
+    /// The registered enhanced fan-out consumer (`--efo`).
+    pub efo: Option<Efo>,
+    /// Set on SIGTERM or SIGINT.
+    pub signalled: Arc<AtomicBool>,
+}
+
+/// Starts the runtime and the metrics server, builds the Kinesis client and the spike sink,
+/// registers the enhanced fan-out consumer if asked, and watches for signals.
+pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("flowspike-consume")
+        .enable_all()
+        .build()?;
+    let metrics = Arc::new(Metrics::new(cfg.max_checkpoint_age()));
+    if let Some(addr) = cfg.metrics_addr {
+        rt.block_on(crate::metrics::start(addr, metrics.clone()))
+            .map_err(|e| ConsumeError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+    }
+    let client = rt.block_on(client_from_env());
+    let sink: Box<dyn SpikeSink> = match &cfg.output {
+        Output::Stdout => Box::new(WriterSink(std::io::stdout())),
+        Output::Stream(s) => Box::new(KinesisSink {
+            client: client.clone(),
+            stream: s.clone(),
+            handle: rt.handle().clone(),
+        }),
+    };
+    let ctx = Arc::new(DecodeContext {
+        decode: cfg.decode.clone(),
+        rule: cfg.rule.clone(),
+        counter: cfg.counter,
+    });
+    let efo = match &cfg.efo {
+        None => None,
+        Some(e) => Some(Efo {
+            consumer_arn: rt.block_on(register_consumer(
+                &client,
+                &cfg.stream,
+                &e.consumer_name,
+                CONSUMER_ACTIVE_TIMEOUT,
+            ))?,
+            subscription_max: e.subscription_max,
+        }),
+    };
+    let signalled = Arc::new(AtomicBool::new(false));
+    rt.spawn(wait_for_signal(signalled.clone()));
+    Ok(Services { rt, metrics, client, sink, ctx, efo, signalled })
+}
+
 fn log_progress(engine: &Engine) {
     let s = engine.stats();
     tracing::info!(
@@ -434,6 +458,14 @@ pub(crate) fn wall_clock_secs() -> i64 {
 
 /// Sets `flag` on SIGINT or SIGTERM.
 pub(crate) async fn wait_for_signal(flag: Arc<AtomicBool>) {
+    shutdown_signal().await;
+    // Relaxed: a lone flag polled by the coordinator; no other data is published through it.
+    flag.store(true, Ordering::Relaxed);
+}
+
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C where there are no Unix signals): the stop
+/// request of ECS, Kubernetes and a terminal.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -455,6 +487,4 @@ pub(crate) async fn wait_for_signal(flag: Arc<AtomicBool>) {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    // Relaxed: a lone flag polled by the coordinator; no other data is published through it.
-    flag.store(true, Ordering::Relaxed);
 }

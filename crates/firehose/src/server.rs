@@ -440,25 +440,7 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, FirehoseE
 
 /// Requests a stop on SIGINT or SIGTERM.
 async fn wait_for_signal(stop: Arc<watch::Sender<bool>>, signalled: Arc<AtomicBool>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    flowspike_consumer::shutdown_signal().await;
     tracing::info!("signal received: stopping");
     // Relaxed: a lone flag read once for the log after the run.
     signalled.store(true, Ordering::Relaxed);
