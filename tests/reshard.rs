@@ -23,10 +23,11 @@ const HOUR: i64 = 3600;
 
 type Flow = (String, String, String, i64, bool, u64);
 
-/// `n` flow lines of the last three hours (recent timestamps), deterministic per `seed`; about
-/// four in five are blocked outbound.
+/// `n` flow lines of three recent hours, deterministic per `seed`; about four in five are blocked
+/// outbound. The hours end at least an hour ago, so that idle shards (watermark `now - 60 s`) close
+/// all of them even in the first minute of an hour.
 fn round(seed: u64, n: usize) -> (Vec<String>, Vec<Flow>) {
-    let base = hours_ago_base(0) - 3 * HOUR;
+    let base = hours_ago_base(0) - 4 * HOUR;
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let (mut lines, mut flows) = (Vec::new(), Vec::new());
     for _ in 0..n {
