@@ -15,6 +15,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the counter and the history rows allocate per key and per
+/// address, and with glibc allocation and freeing took about a tenth of a replay's CPU time
+/// (docs/benchmarks.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code when a run finished but skipped some input.
 pub const EXIT_SKIPPED: u8 = 3;
 

@@ -13,7 +13,7 @@ use flowspike_history::History;
 use rayon::prelude::*;
 
 use crate::archive::{discover, Archive, ArchiveError, ObjectInfo};
-use crate::stream::{initial_format, read_blocks, StreamSettings, Streamed, TextBlock};
+use crate::stream::{initial_format, read_blocks, BlockPool, StreamSettings, Streamed, TextBlock};
 
 /// Where the `splunk` mode's baseline state is kept in the state store.
 pub const SPLUNK_BASELINE_KEY: &str = "baseline/splunk.json";
@@ -187,6 +187,48 @@ impl Acc {
     }
 }
 
+/// One rayon worker's state while counting.
+struct Worker {
+    /// Whole objects and settled objects' bookkeeping.
+    acc: Acc,
+    /// What this worker counted of each large object read in blocks, by object index.
+    parts: HashMap<usize, Acc>,
+    /// Large objects whose blocks were all counted under the right format.
+    settled: Vec<usize>,
+}
+
+impl Worker {
+    fn new(cfg: &CounterConfig) -> Worker {
+        Worker { acc: Acc::new(cfg), parts: HashMap::new(), settled: Vec::new() }
+    }
+
+    fn merge(mut self, o: Worker) -> Worker {
+        self.acc = self.acc.merge(o.acc);
+        for (i, part) in o.parts {
+            let merged = match self.parts.remove(&i) {
+                Some(mine) => mine.merge(part),
+                None => part,
+            };
+            self.parts.insert(i, merged);
+        }
+        self.settled.extend(o.settled);
+        self
+    }
+
+    /// The total: whole objects plus the parts of the settled large objects (parts of objects
+    /// queued for a recount are dropped).
+    fn finish(self) -> Acc {
+        let settled: BTreeSet<usize> = self.settled.into_iter().collect();
+        let mut acc = self.acc;
+        for (i, part) in self.parts {
+            if settled.contains(&i) {
+                acc = acc.merge(part);
+            }
+        }
+        acc
+    }
+}
+
 /// Feeds one object's records into an [`Acc`].
 struct Sink<'a> {
     acc: &'a mut Acc,
@@ -281,23 +323,22 @@ pub fn replay(
 
     let acc = count_objects(cfg, &objects, progress);
     let Acc { counter, mut summary, hours } = acc;
+    let rows = counter.into_rows();
 
     // Rewrite every covered hour.
     let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> =
         hours.iter().map(|h| (*h, Vec::new())).collect();
-    for row in counter.into_rows() {
+    for row in rows {
         by_hour.entry(row.hour).or_default().push(row);
     }
     let name = format!("replay-{}", unique_suffix());
-    for (hour, rows) in &by_hour {
-        history.replace_hour(*hour, rows, &name)?;
-    }
+    // Hours are independent files: write them on every core.
+    by_hour
+        .par_iter()
+        .try_for_each(|(hour, rows)| history.replace_hour(*hour, rows, &name).map(|_| ()))?;
     summary.hours_written = by_hour.len() as u64;
 
-    let spikes = match (by_hour.keys().next(), by_hour.keys().next_back()) {
-        (Some(&first), Some(&last)) => detect_range(&cfg.detect, history, first, last)?,
-        _ => Vec::new(),
-    };
+    let spikes = detect_range(&cfg.detect, history, &by_hour)?;
     summary.spikes = spikes.len() as u64;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(ReplayOutcome { summary, spikes })
@@ -316,7 +357,6 @@ enum Work {
 /// A large object whose blocks are being counted.
 #[derive(Default)]
 struct Streaming {
-    acc: Option<Acc>,
     /// Blocks counted so far.
     done: u64,
     /// Set when the reader finished: the number of blocks, and the error if any.
@@ -339,6 +379,8 @@ fn count_objects(
     let fallback = cfg.decode.format.clone().unwrap_or_else(Format::default_v2);
     // Bounded: at most this many fetched objects or blocks wait in memory for a parser.
     let (tx, rx) = mpsc::sync_channel::<Work>(cfg.fetchers.max(1) * 2);
+    // Enough idle buffers for every block that can be in flight (queued, being read, counted).
+    let pool = &BlockPool::new(cfg.fetchers.max(1) * 3 + rayon::current_num_threads());
     let mut acc = std::thread::scope(|scope| {
         for _ in 0..cfg.fetchers.max(1) {
             let tx = tx.clone();
@@ -351,7 +393,7 @@ fn count_objects(
                 if obj.size >= cfg.stream.min_object_bytes {
                     // `None`: not line text, read it whole below.
                     if let Some((blocks, error)) =
-                        fetch_blocks(cfg, archive.as_ref(), &obj.key, i, fallback, &tx)
+                        fetch_blocks(cfg, pool, archive.as_ref(), &obj.key, i, fallback, &tx)
                     {
                         if tx.send(Work::End(i, blocks, error)).is_err() {
                             break;
@@ -368,28 +410,29 @@ fn count_objects(
         rx.into_iter()
             .par_bridge()
             .fold(
-                || Acc::new(&cfg.counter),
-                |mut acc, work| {
+                || Worker::new(&cfg.counter),
+                |mut w, work| {
                     match work {
                         Work::Whole(i, fetched) => {
-                            count_whole(cfg, &objects[i], fetched, &mut acc);
+                            count_whole(cfg, &objects[i], fetched, &mut w.acc);
                             progress.object_done(objects[i].1.size);
                         }
                         Work::Block(i, format, block) => {
-                            let (part, changed) = count_block(cfg, &objects[i], &format, &block);
+                            // Straight into this worker's part of the object: no partial per
+                            // block to merge (that merge cost as much as the counting).
+                            let part = w.parts.entry(i).or_insert_with(|| Acc::new(&cfg.counter));
+                            let changed = count_block(cfg, &objects[i], &format, &block, part);
+                            let seq = block.seq;
+                            pool.give(block.data);
                             let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
                             let st = map.entry(i).or_default();
-                            st.acc = Some(match st.acc.take() {
-                                Some(a) => a.merge(part),
-                                None => part,
-                            });
                             st.done += 1;
                             if changed {
-                                st.format_changes.push(block.seq);
+                                st.format_changes.push(seq);
                             }
                             if let Some(done) = finished(&mut map, i) {
                                 drop(map);
-                                acc = settle(acc, &objects[i], i, done, &redo, progress);
+                                settle(&mut w, &objects[i], i, done, &redo, progress);
                             }
                         }
                         Work::End(i, blocks, error) => {
@@ -397,14 +440,15 @@ fn count_objects(
                             map.entry(i).or_default().end = Some((blocks, error));
                             if let Some(done) = finished(&mut map, i) {
                                 drop(map);
-                                acc = settle(acc, &objects[i], i, done, &redo, progress);
+                                settle(&mut w, &objects[i], i, done, &redo, progress);
                             }
                         }
                     }
-                    acc
+                    w
                 },
             )
-            .reduce(|| Acc::new(&cfg.counter), Acc::merge)
+            .reduce(|| Worker::new(&cfg.counter), Worker::merge)
+            .finish()
     });
     // Objects whose blocks assumed a format that a header inside them changed: read them again,
     // in order, carrying the format from block to block.
@@ -421,6 +465,7 @@ fn count_objects(
 /// that ended the object early, or `None` when the object is not line text.
 fn fetch_blocks(
     cfg: &ReplayConfig,
+    pool: &BlockPool,
     archive: &dyn Archive,
     key: &str,
     i: usize,
@@ -430,6 +475,7 @@ fn fetch_blocks(
     let mut format: Option<Arc<Format>> = None;
     let mut sent = 0u64;
     let r = read_blocks(
+        pool,
         archive,
         key,
         cfg.decode.framing,
@@ -476,21 +522,21 @@ fn count_whole(
     }
 }
 
-/// Counts one block under `format`; true when the block ends under another format (a header).
+/// Counts one block under `format` into `part`; true when the block ends under another format (a
+/// header).
 fn count_block(
     cfg: &ReplayConfig,
     (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
     format: &Format,
     block: &TextBlock,
-) -> (Acc, bool) {
-    let mut part = Acc::new(&cfg.counter);
+    part: &mut Acc,
+) -> bool {
     let location = format!("{} (text from byte {})", archive.location(&obj.key), block.offset);
     let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
-    let mut sink = Sink::new(&mut part, cfg, &location);
+    let mut sink = Sink::new(part, cfg, &location);
     let b = flowlog::for_each_text_block(&block.data, &opts, &mut sink);
     part.summary.decoded_bytes += b.summary.decoded_bytes;
-    let changed = b.last_header.is_some_and(|h| h != *format);
-    (part, changed)
+    b.last_header.is_some_and(|h| h != *format)
 }
 
 /// Removes and returns object `i` from `map` when all its blocks are counted.
@@ -502,33 +548,31 @@ fn finished(map: &mut HashMap<usize, Streaming>, i: usize) -> Option<Streaming> 
     }
 }
 
-/// Adds a fully counted large object to `acc`, or queues it for a sequential recount when a
-/// header inside it changed the format for the blocks after it.
+/// Marks a large object whose blocks are all counted: its parts (spread over the workers) count,
+/// or it is queued for a sequential recount when a header inside it changed the format for the
+/// blocks after it (its parts are then dropped).
 fn settle(
-    mut acc: Acc,
+    w: &mut Worker,
     (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
     i: usize,
     done: Streaming,
     redo: &Mutex<Vec<usize>>,
     progress: &dyn Progress,
-) -> Acc {
+) {
     let (blocks, error) = done.end.unwrap_or((0, None));
     // A format change in the last block affects no other block.
     if done.format_changes.iter().any(|seq| seq + 1 < blocks) {
         tracing::debug!(object = %archive.location(&obj.key), "header changes the format mid-object; recounting in order");
         redo.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-        return acc;
+        return;
     }
-    if let Some(part) = done.acc {
-        acc = acc.merge(part);
-    }
-    acc.summary.files += 1;
-    acc.summary.bytes += obj.size;
+    w.settled.push(i);
+    w.acc.summary.files += 1;
+    w.acc.summary.bytes += obj.size;
     if let Some(e) = error {
-        unreadable(&mut acc.summary, &archive.location(&obj.key), &e);
+        unreadable(&mut w.acc.summary, &archive.location(&obj.key), &e);
     }
     progress.object_done(obj.size);
-    acc
 }
 
 /// Counts a large object block by block in order, carrying the format across blocks.
@@ -541,7 +585,9 @@ fn recount_sequentially(
     let mut format = fallback.clone();
     let mut first = true;
     let location = archive.location(&obj.key);
+    let pool = BlockPool::new(1);
     let r = read_blocks(
+        &pool,
         archive.as_ref(),
         &obj.key,
         cfg.decode.framing,
@@ -560,6 +606,7 @@ fn recount_sequentially(
             if let Some(h) = b.last_header {
                 format = h;
             }
+            pool.give(block.data);
             true
         },
     );
@@ -591,27 +638,41 @@ fn unique_suffix() -> String {
 fn detect_range(
     cfg: &DetectConfig,
     history: &History,
-    first: i64,
-    last: i64,
+    written: &BTreeMap<i64, Vec<AggregateRow>>,
 ) -> Result<Vec<Spike>, ReplayError> {
+    let (Some(&first), Some(&last)) = (written.keys().next(), written.keys().next_back()) else {
+        return Ok(Vec::new());
+    };
     let warm_from = match cfg.mode {
         Mode::Window => first - i64::from(cfg.window_hours) * 3600,
         Mode::Splunk => i64::MIN,
     };
-    let rows = history.read_range(warm_from, last + 3600)?;
-    let mut detector = Detector::new(cfg.clone());
-    let mut spikes = Vec::new();
+    // The hours just written are exactly `written` (a file holds the rows `Counter::into_rows`
+    // made, which read back unchanged), so only the other hours of the range are read back.
+    let mut rows = Vec::new();
+    for hour in history.hours()?.into_iter().filter(|h| (warm_from..=last).contains(h)) {
+        if !written.contains_key(&hour) {
+            rows.extend(history.read_hour(hour)?);
+        }
+    }
+    let mut by_hour: BTreeMap<i64, &[AggregateRow]> =
+        written.iter().map(|(h, r)| (*h, r.as_slice())).collect();
     let mut i = 0;
     while i < rows.len() {
         let hour = rows[i].hour;
         let j = i + rows[i..].iter().take_while(|r| r.hour == hour).count();
+        by_hour.insert(hour, &rows[i..j]);
+        i = j;
+    }
+    let mut detector = Detector::new(cfg.clone());
+    let mut spikes = Vec::new();
+    for (&hour, rows) in &by_hour {
         let result = if hour < first {
-            detector.warm(hour, &rows[i..j])
+            detector.warm(hour, rows)
         } else {
-            detector.try_observe_hour(hour, &rows[i..j]).map(|s| spikes.extend(s))
+            detector.try_observe_hour(hour, rows).map(|s| spikes.extend(s))
         };
         result.map_err(|e| ReplayError::Detect(e.to_string()))?;
-        i = j;
     }
     if cfg.mode == Mode::Splunk {
         // The streaming consumer continues from this baseline.

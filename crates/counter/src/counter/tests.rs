@@ -341,3 +341,15 @@ fn sharded_merge_with_different_shard_counts() {
     a.merge(b);
     assert_eq!(a.into_rows(), count(&hits, 10).into_rows());
 }
+
+#[test]
+fn ip_string_matches_display_for_every_octet() {
+    for a in 0..=255u8 {
+        for ip in [[a, 0, 9, 10], [10, a, 99, 100], [255, 1, a, 0], [192, 168, 200, a]] {
+            let ip = IpAddr::from(ip);
+            assert_eq!(super::ip_string(ip), ip.to_string());
+        }
+    }
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(super::ip_string(v6), "2001:db8::1");
+}
