@@ -14,7 +14,7 @@
 //! Every run checks its counts against the others (and, for generated data, against the counts
 //! known by construction), so a fast wrong pipeline cannot report a figure.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -344,17 +344,15 @@ fn stage(
     }
 }
 
-/// Inflates every gzip object (others are copied as they are).
+/// Inflates every gzip object with the product's inflater (`flowlog::gunzip`: libdeflate for
+/// single-member objects); others are copied as they are.
 fn inflate_all(objects: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BenchError> {
     objects
         .par_iter()
         .map(|o| {
             if o.starts_with(&[0x1f, 0x8b]) {
-                let mut out = Vec::with_capacity(o.len() * 4);
-                flate2::read::MultiGzDecoder::new(&o[..]).read_to_end(&mut out).map_err(|e| {
-                    BenchError::Stage { stage: "decompress", message: e.to_string() }
-                })?;
-                Ok(out)
+                flowlog::gunzip(o, u64::MAX)
+                    .map_err(|e| BenchError::Stage { stage: "decompress", message: e.to_string() })
             } else {
                 Ok(o.clone())
             }

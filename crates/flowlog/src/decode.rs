@@ -333,6 +333,23 @@ pub fn header_format(line: &[u8]) -> Option<Format> {
     std::str::from_utf8(line).ok().and_then(|s| Format::parse(s).ok())
 }
 
+/// Inflates a gzip object of one or more members into at most `limit` bytes: with libdeflate when
+/// it is certainly one member (see `inflate_one_member`), else with a streaming multi-member
+/// inflater (zlib-rs). Errors: [`DecodeError::Gzip`] for damaged or truncated input,
+/// [`DecodeError::DecompressionLimit`] past `limit`.
+pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
+    if let Some(out) = inflate_one_member(data, limit) {
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    let mut dec = flate2::read::MultiGzDecoder::new(data);
+    (&mut dec).take(limit.saturating_add(1)).read_to_end(&mut out).map_err(DecodeError::Gzip)?;
+    if out.len() as u64 > limit {
+        return Err(DecodeError::DecompressionLimit { limit });
+    }
+    Ok(out)
+}
+
 /// Inflates `data` with libdeflate (about twice as fast as a streaming inflater) when it is
 /// certainly one gzip member of at most `budget` bytes; `None` sends the caller to the streaming
 /// multi-member inflater, which also gives the precise error for damaged input.
@@ -400,22 +417,13 @@ impl<S: RecordSink> Decoder<'_, S> {
     }
 
     fn inflate(&mut self, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
-        if let Some(out) = inflate_one_member(data, self.budget) {
-            self.budget -= out.len() as u64;
-            return Ok(out);
-        }
-        let limit = self.opts.max_decompressed_bytes;
-        let mut out = Vec::new();
-        let mut dec = flate2::read::MultiGzDecoder::new(data);
-        (&mut dec)
-            .take(self.budget.saturating_add(1))
-            .read_to_end(&mut out)
-            .map_err(DecodeError::Gzip)?;
-        let n = out.len() as u64;
-        if n > self.budget {
-            return Err(DecodeError::DecompressionLimit { limit });
-        }
-        self.budget -= n;
+        let out = gunzip(data, self.budget).map_err(|e| match e {
+            DecodeError::DecompressionLimit { .. } => {
+                DecodeError::DecompressionLimit { limit: self.opts.max_decompressed_bytes }
+            }
+            e => e,
+        })?;
+        self.budget -= out.len() as u64;
         Ok(out)
     }
 

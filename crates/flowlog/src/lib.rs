@@ -26,8 +26,8 @@ mod pq;
 mod record;
 
 pub use decode::{
-    for_each_record, for_each_text_block, header_format, BlockSummary, DecodeError, DecodeOptions,
-    Framing, RecordSink, Summary, UnknownFraming,
+    for_each_record, for_each_text_block, gunzip, header_format, BlockSummary, DecodeError,
+    DecodeOptions, Framing, RecordSink, Summary, UnknownFraming,
 };
 pub use field::{Field, FieldKind};
 pub use format::{Format, FormatError, MAX_FORMAT_FIELDS};
