@@ -189,17 +189,15 @@ impl Acc {
 
 /// One rayon worker's state while counting.
 struct Worker {
-    /// Whole objects and settled objects' bookkeeping.
+    /// Whole objects, settled objects' bookkeeping, and the parts of settled objects.
     acc: Acc,
-    /// What this worker counted of each large object read in blocks, by object index.
+    /// What this worker counted of each large object read in blocks and not yet settled.
     parts: HashMap<usize, Acc>,
-    /// Large objects whose blocks were all counted under the right format.
-    settled: Vec<usize>,
 }
 
 impl Worker {
     fn new(cfg: &CounterConfig) -> Worker {
-        Worker { acc: Acc::new(cfg), parts: HashMap::new(), settled: Vec::new() }
+        Worker { acc: Acc::new(cfg), parts: HashMap::new() }
     }
 
     fn merge(mut self, o: Worker) -> Worker {
@@ -211,21 +209,27 @@ impl Worker {
             };
             self.parts.insert(i, merged);
         }
-        self.settled.extend(o.settled);
         self
     }
 
-    /// The total: whole objects plus the parts of the settled large objects (parts of objects
-    /// queued for a recount are dropped).
-    fn finish(self) -> Acc {
-        let settled: BTreeSet<usize> = self.settled.into_iter().collect();
-        let mut acc = self.acc;
-        for (i, part) in self.parts {
-            if settled.contains(&i) {
-                acc = acc.merge(part);
+    /// Folds the parts of objects whose outcome is known (`settled`: true = counts, false = queued
+    /// for a recount) into `acc`, or drops them, so that parts do not pile up over many objects.
+    fn absorb(&mut self, settled: &Mutex<HashMap<usize, bool>>) {
+        if self.parts.is_empty() {
+            return;
+        }
+        let known: Vec<(usize, bool)> = {
+            let settled = settled.lock().unwrap_or_else(|e| e.into_inner());
+            self.parts.keys().filter_map(|i| settled.get(i).map(|ok| (*i, *ok))).collect()
+        };
+        for (i, ok) in known {
+            if let Some(part) = self.parts.remove(&i) {
+                if ok {
+                    let acc = std::mem::replace(&mut self.acc, Acc::new(&part.counter.config()));
+                    self.acc = acc.merge(part);
+                }
             }
         }
-        acc
     }
 }
 
@@ -376,6 +380,9 @@ fn count_objects(
     let next = AtomicUsize::new(0);
     let streams: Mutex<HashMap<usize, Streaming>> = Mutex::new(HashMap::new());
     let redo: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    // Large objects whose blocks are all counted: true when their parts count, false when the
+    // object is queued for a recount.
+    let settled: Mutex<HashMap<usize, bool>> = Mutex::new(HashMap::new());
     let fallback = cfg.decode.format.clone().unwrap_or_else(Format::default_v2);
     // Bounded: at most this many fetched objects or blocks wait in memory for a parser.
     let (tx, rx) = mpsc::sync_channel::<Work>(cfg.fetchers.max(1) * 2);
@@ -407,7 +414,8 @@ fn count_objects(
             });
         }
         drop(tx);
-        rx.into_iter()
+        let mut w = rx
+            .into_iter()
             .par_bridge()
             .fold(
                 || Worker::new(&cfg.counter),
@@ -419,7 +427,7 @@ fn count_objects(
                         }
                         Work::Block(i, format, block) => {
                             // Straight into this worker's part of the object: no partial per
-                            // block to merge (that merge cost as much as the counting).
+                            // block to merge.
                             let part = w.parts.entry(i).or_insert_with(|| Acc::new(&cfg.counter));
                             let changed = count_block(cfg, &objects[i], &format, &block, part);
                             let seq = block.seq;
@@ -432,7 +440,14 @@ fn count_objects(
                             }
                             if let Some(done) = finished(&mut map, i) {
                                 drop(map);
-                                settle(&mut w, &objects[i], i, done, &redo, progress);
+                                settle(
+                                    &mut w.acc,
+                                    &objects[i],
+                                    i,
+                                    done,
+                                    (&redo, &settled),
+                                    progress,
+                                );
                             }
                         }
                         Work::End(i, blocks, error) => {
@@ -440,15 +455,24 @@ fn count_objects(
                             map.entry(i).or_default().end = Some((blocks, error));
                             if let Some(done) = finished(&mut map, i) {
                                 drop(map);
-                                settle(&mut w, &objects[i], i, done, &redo, progress);
+                                settle(
+                                    &mut w.acc,
+                                    &objects[i],
+                                    i,
+                                    done,
+                                    (&redo, &settled),
+                                    progress,
+                                );
                             }
                         }
                     }
+                    w.absorb(&settled);
                     w
                 },
             )
-            .reduce(|| Worker::new(&cfg.counter), Worker::merge)
-            .finish()
+            .reduce(|| Worker::new(&cfg.counter), Worker::merge);
+        w.absorb(&settled);
+        w.acc
     });
     // Objects whose blocks assumed a format that a header inside them changed: read them again,
     // in order, carrying the format from block to block.
@@ -552,25 +576,26 @@ fn finished(map: &mut HashMap<usize, Streaming>, i: usize) -> Option<Streaming> 
 /// or it is queued for a sequential recount when a header inside it changed the format for the
 /// blocks after it (its parts are then dropped).
 fn settle(
-    w: &mut Worker,
+    acc: &mut Acc,
     (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
     i: usize,
     done: Streaming,
-    redo: &Mutex<Vec<usize>>,
+    (redo, settled): (&Mutex<Vec<usize>>, &Mutex<HashMap<usize, bool>>),
     progress: &dyn Progress,
 ) {
     let (blocks, error) = done.end.unwrap_or((0, None));
     // A format change in the last block affects no other block.
-    if done.format_changes.iter().any(|seq| seq + 1 < blocks) {
+    let ok = !done.format_changes.iter().any(|seq| seq + 1 < blocks);
+    settled.lock().unwrap_or_else(|e| e.into_inner()).insert(i, ok);
+    if !ok {
         tracing::debug!(object = %archive.location(&obj.key), "header changes the format mid-object; recounting in order");
         redo.lock().unwrap_or_else(|e| e.into_inner()).push(i);
         return;
     }
-    w.settled.push(i);
-    w.acc.summary.files += 1;
-    w.acc.summary.bytes += obj.size;
+    acc.summary.files += 1;
+    acc.summary.bytes += obj.size;
     if let Some(e) = error {
-        unreadable(&mut w.acc.summary, &archive.location(&obj.key), &e);
+        unreadable(&mut acc.summary, &archive.location(&obj.key), &e);
     }
     progress.object_done(obj.size);
 }
