@@ -420,10 +420,11 @@ fn count_objects(
             .fold(
                 || Worker::new(&cfg.counter),
                 |mut w, work| {
-                    match work {
+                    let finished = match work {
                         Work::Whole(i, fetched) => {
                             count_whole(cfg, &objects[i], fetched, &mut w.acc);
                             progress.object_done(objects[i].1.size);
+                            None
                         }
                         Work::Block(i, format, block) => {
                             // Straight into this worker's part of the object: no partial per
@@ -432,39 +433,21 @@ fn count_objects(
                             let changed = count_block(cfg, &objects[i], &format, &block, part);
                             let seq = block.seq;
                             pool.give(block.data);
-                            let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
-                            let st = map.entry(i).or_default();
-                            st.done += 1;
-                            if changed {
-                                st.format_changes.push(seq);
-                            }
-                            if let Some(done) = finished(&mut map, i) {
-                                drop(map);
-                                settle(
-                                    &mut w.acc,
-                                    &objects[i],
-                                    i,
-                                    done,
-                                    (&redo, &settled),
-                                    progress,
-                                );
-                            }
+                            track(&streams, i, |st| {
+                                st.done += 1;
+                                if changed {
+                                    st.format_changes.push(seq);
+                                }
+                            })
+                            .map(|done| (i, done))
                         }
                         Work::End(i, blocks, error) => {
-                            let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
-                            map.entry(i).or_default().end = Some((blocks, error));
-                            if let Some(done) = finished(&mut map, i) {
-                                drop(map);
-                                settle(
-                                    &mut w.acc,
-                                    &objects[i],
-                                    i,
-                                    done,
-                                    (&redo, &settled),
-                                    progress,
-                                );
-                            }
+                            track(&streams, i, |st| st.end = Some((blocks, error)))
+                                .map(|done| (i, done))
                         }
+                    };
+                    if let Some((i, done)) = finished {
+                        settle(&mut w.acc, &objects[i], i, done, (&redo, &settled), progress);
                     }
                     w.absorb(&settled);
                     w
@@ -563,9 +546,16 @@ fn count_block(
     b.last_header.is_some_and(|h| h != *format)
 }
 
-/// Removes and returns object `i` from `map` when all its blocks are counted.
-fn finished(map: &mut HashMap<usize, Streaming>, i: usize) -> Option<Streaming> {
-    let st = map.get(&i)?;
+/// Updates the bookkeeping of large object `i`; returns it (removed) when all its blocks are
+/// counted.
+fn track(
+    streams: &Mutex<HashMap<usize, Streaming>>,
+    i: usize,
+    update: impl FnOnce(&mut Streaming),
+) -> Option<Streaming> {
+    let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
+    let st = map.entry(i).or_default();
+    update(st);
     match st.end {
         Some((n, _)) if st.done == n => map.remove(&i),
         _ => None,
