@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flowspike_counter::{AggregateRow, Counter, CounterConfig, HOUR};
-use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
+use flowspike_detect::{DetectConfig, Detector, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
 use crate::manifest::{
@@ -456,23 +456,12 @@ impl Engine {
     /// Evaluates the detection for closed hour `hour` and emits its new spikes.
     fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
         if !self.warmed {
-            let from = match self.cfg.detect.mode {
-                Mode::Window => hour - i64::from(self.cfg.detect.window_hours) * HOUR,
-                Mode::Splunk => i64::MIN,
-            };
+            let from = self.cfg.detect.warm_from(hour);
             warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
             self.warmed = true;
         }
         let rows = self.history.read_hour(hour)?;
-        let spikes = match self.detector.try_observe_hour(hour, &rows) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(hour, error = %e, "hour not evaluated");
-                return Ok(());
-            }
-        };
-        let new: Vec<Spike> =
-            spikes.into_iter().filter(|s| !self.emitted.contains_key(&s.id)).collect();
+        let new = new_spikes(&mut self.detector, hour, &rows, |id| self.emitted.contains_key(id));
         if new.is_empty() {
             return Ok(());
         }
@@ -522,6 +511,23 @@ pub(crate) fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
         let h = rows[0].hour;
         if let Err(e) = detector.warm(h, rows) {
             tracing::warn!(hour = h, error = %e, "cannot warm the detector with an hour");
+        }
+    }
+}
+
+/// Evaluates `hour` and returns its spikes not already emitted (`emitted(id)`); none, with a
+/// warning, when the detector refuses the hour.
+pub(crate) fn new_spikes(
+    detector: &mut Detector,
+    hour: i64,
+    rows: &[AggregateRow],
+    emitted: impl Fn(&str) -> bool,
+) -> Vec<Spike> {
+    match detector.try_observe_hour(hour, rows) {
+        Ok(spikes) => spikes.into_iter().filter(|s| !emitted(&s.id)).collect(),
+        Err(e) => {
+            tracing::warn!(hour, error = %e, "hour not evaluated");
+            Vec::new()
         }
     }
 }

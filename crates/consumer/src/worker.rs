@@ -29,14 +29,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowspike_counter::{AggregateRow, Counter, CounterConfig, HOUR};
-use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
+use flowspike_detect::{DetectConfig, Detector};
 use flowspike_history::History;
 use flowspike_lease::{
     delta_key, global_watermark, plan_takes, Checkpoint, CommitOutcome, Delta, Expiry, HourClaim,
     HourState, LeaseTable, ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
 };
 
-use crate::engine::{put_rows, read_rows, warm_detector, Batch, SpikeSink, Stats};
+use crate::engine::{new_spikes, put_rows, read_rows, warm_detector, Batch, SpikeSink, Stats};
 use crate::ConsumeError;
 
 /// Settings of a [`Worker`].
@@ -698,24 +698,15 @@ impl Worker {
     /// Brings the detector up to `hour` from the history (hours other workers finalized), then
     /// evaluates `hour` and emits its new spikes.
     fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
-        let from = match (self.detector.last_hour(), self.cfg.detect.mode) {
-            (Some(l), _) => l + HOUR,
-            (None, Mode::Window) => hour - i64::from(self.cfg.detect.window_hours) * HOUR,
-            (None, Mode::Splunk) => i64::MIN,
+        let from = match self.detector.last_hour() {
+            Some(l) => l + HOUR,
+            None => self.cfg.detect.warm_from(hour),
         };
         if from < hour {
             warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
         }
         let rows = self.history.read_hour(hour)?;
-        let spikes = match self.detector.try_observe_hour(hour, &rows) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(hour, error = %e, "hour not evaluated");
-                return Ok(());
-            }
-        };
-        let new: Vec<Spike> =
-            spikes.into_iter().filter(|s| !self.emitted.contains(&s.id)).collect();
+        let new = new_spikes(&mut self.detector, hour, &rows, |id| self.emitted.contains(id));
         if new.is_empty() {
             return Ok(());
         }

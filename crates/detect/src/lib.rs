@@ -131,6 +131,15 @@ impl DetectConfig {
         Ok(())
     }
 
+    /// The first hour whose history a fresh detector must be warmed with before it evaluates
+    /// `hour`: the window before it in `window` mode, all history (`i64::MIN`) in `splunk` mode.
+    pub fn warm_from(&self, hour: i64) -> i64 {
+        match self.mode {
+            Mode::Window => hour.saturating_sub(self.window_secs()),
+            Mode::Splunk => i64::MIN,
+        }
+    }
+
     /// The window (or bootstrap) length in seconds.
     pub(crate) fn window_secs(&self) -> i64 {
         i64::from(self.window_hours) * 3600

@@ -466,3 +466,12 @@ proptest! {
         prop_assert_eq!(a, detect(&DetectConfig::default(), &rows));
     }
 }
+
+#[test]
+fn warm_from_is_the_window_before_the_hour_or_all_history() {
+    let window = DetectConfig { window_hours: 24, ..DetectConfig::default() };
+    assert_eq!(window.warm_from(100 * 3600), 76 * 3600);
+    assert_eq!(window.warm_from(i64::MIN + 5), i64::MIN);
+    let splunk = DetectConfig { mode: Mode::Splunk, ..window };
+    assert_eq!(splunk.warm_from(100 * 3600), i64::MIN);
+}

@@ -658,10 +658,7 @@ fn detect_range(
     let (Some(&first), Some(&last)) = (written.keys().next(), written.keys().next_back()) else {
         return Ok(Vec::new());
     };
-    let warm_from = match cfg.mode {
-        Mode::Window => first - i64::from(cfg.window_hours) * 3600,
-        Mode::Splunk => i64::MIN,
-    };
+    let warm_from = cfg.warm_from(first);
     // The hours just written are exactly `written` (a file holds the rows `Counter::into_rows`
     // made, which read back unchanged), so only the other hours of the range are read back.
     let mut rows = Vec::new();
@@ -670,15 +667,11 @@ fn detect_range(
             rows.extend(history.read_hour(hour)?);
         }
     }
-    let mut by_hour: BTreeMap<i64, &[AggregateRow]> =
-        written.iter().map(|(h, r)| (*h, r.as_slice())).collect();
-    let mut i = 0;
-    while i < rows.len() {
-        let hour = rows[i].hour;
-        let j = i + rows[i..].iter().take_while(|r| r.hour == hour).count();
-        by_hour.insert(hour, &rows[i..j]);
-        i = j;
-    }
+    let by_hour: BTreeMap<i64, &[AggregateRow]> = written
+        .iter()
+        .map(|(h, r)| (*h, r.as_slice()))
+        .chain(rows.chunk_by(|a, b| a.hour == b.hour).map(|r| (r[0].hour, r)))
+        .collect();
     let mut detector = Detector::new(cfg.clone());
     let mut spikes = Vec::new();
     for (&hour, rows) in &by_hour {

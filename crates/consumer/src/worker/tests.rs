@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use flowspike_counter::{hour_of, merge_rows, Hit};
+use flowspike_detect::Spike;
 use flowspike_history::LocalStore;
 use flowspike_lease::MemTable;
 
