@@ -348,11 +348,15 @@ impl Counter {
     ///
     /// Rows are built on the current rayon pool.
     pub fn into_rows(self) -> Vec<AggregateRow> {
-        let aggs: Vec<_> = self.map.into_iter().collect();
-        let mut rows: Vec<AggregateRow> =
-            aggs.into_par_iter().map(|((h, s), a)| a.into_row(h, s)).collect();
-        rows.par_sort_unstable_by(|a, b| (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip)));
+        let mut rows = self.into_unsorted_rows();
+        rows.par_sort_unstable_by(row_order);
         rows
+    }
+
+    /// All rows, in no particular order, built on the current rayon pool.
+    fn into_unsorted_rows(self) -> Vec<AggregateRow> {
+        let aggs: Vec<_> = self.map.into_iter().collect();
+        aggs.into_par_iter().map(|((h, s), a)| a.into_row(h, s)).collect()
     }
 }
 
@@ -376,8 +380,13 @@ fn ip_string(ip: IpAddr) -> String {
     s
 }
 
+/// The order of rows: by hour, then by `src_ip` as text.
+fn row_order(a: &AggregateRow, b: &AggregateRow) -> std::cmp::Ordering {
+    (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip))
+}
+
 fn sort_rows(rows: &mut [AggregateRow]) {
-    rows.sort_unstable_by(|a, b| (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip)));
+    rows.sort_unstable_by(row_order);
 }
 
 fn agg_of_row(row: &AggregateRow, cfg: &CounterConfig) -> Result<Agg, RowError> {
@@ -536,9 +545,9 @@ impl ShardedCounter {
         let mut rows: Vec<AggregateRow> = self
             .shards
             .into_par_iter()
-            .flat_map_iter(|s| CachePadded::into_inner(s).into_rows())
+            .flat_map_iter(|s| CachePadded::into_inner(s).into_unsorted_rows())
             .collect();
-        rows.par_sort_unstable_by(|a, b| (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip)));
+        rows.par_sort_unstable_by(row_order);
         rows
     }
 }

@@ -17,7 +17,7 @@ use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: the counter and the history rows allocate per key and per
 /// address, and with glibc allocation and freeing took about a tenth of a replay's CPU time
-/// (docs/benchmarks.md, "Profile").
+/// (docs/benchmarks.md, section 2, "Where the time goes").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

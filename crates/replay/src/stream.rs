@@ -33,7 +33,7 @@ impl Default for StreamSettings {
 }
 
 /// Block buffers handed back after counting, reused by the readers: a fresh 8 MiB buffer per block
-/// costs the kernel zeroing its pages (a sixth of a replay's CPU time in a profile once the
+/// costs the kernel zeroing its pages (about an eighth of a replay's CPU time in a profile once the
 /// allocator returned freed memory to the system).
 #[derive(Debug)]
 pub struct BlockPool {
