@@ -33,6 +33,8 @@ pub enum Framing {
 }
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+/// The first bytes of every gzip member: the magic and compression method 8 (deflate).
+const GZIP_MEMBER_START: &[u8] = &[0x1f, 0x8b, 0x08];
 const KPL_MAGIC: &[u8] = &[0xf3, 0x89, 0x9a, 0xc2];
 const PARQUET_MAGIC: &[u8] = b"PAR1";
 /// Deepest nesting of framings (KPL holding gzip holding JSON is depth 2).
@@ -362,10 +364,10 @@ pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
 fn inflate_one_member(data: &[u8], budget: u64) -> Option<Vec<u8>> {
     let trailer: [u8; 4] = data.get(data.len().checked_sub(4)?..)?.try_into().ok()?;
     let size = u32::from_le_bytes(trailer);
-    if data.len() < 18 || !data.starts_with(&[0x1f, 0x8b, 0x08]) || u64::from(size) > budget {
+    if data.len() < 18 || !data.starts_with(GZIP_MEMBER_START) || u64::from(size) > budget {
         return None;
     }
-    if memchr::memmem::find(&data[1..], &[0x1f, 0x8b, 0x08]).is_some() {
+    if memchr::memmem::find(&data[1..], GZIP_MEMBER_START).is_some() {
         return None;
     }
     let mut out = vec![0u8; size as usize];
