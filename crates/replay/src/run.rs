@@ -379,9 +379,8 @@ fn count_objects(
 ) -> Acc {
     let next = AtomicUsize::new(0);
     let streams: Mutex<HashMap<usize, Streaming>> = Mutex::new(HashMap::new());
-    let redo: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     // Large objects whose blocks are all counted: true when their parts count, false when the
-    // object is queued for a recount.
+    // object must be recounted.
     let settled: Mutex<HashMap<usize, bool>> = Mutex::new(HashMap::new());
     let fallback = cfg.decode.format.clone().unwrap_or_else(Format::default_v2);
     // Bounded: at most this many fetched objects or blocks wait in memory for a parser.
@@ -447,7 +446,7 @@ fn count_objects(
                         }
                     };
                     if let Some((i, done)) = finished {
-                        settle(&mut w.acc, &objects[i], i, done, (&redo, &settled), progress);
+                        settle(&mut w.acc, &objects[i], i, done, &settled, progress);
                     }
                     w.absorb(&settled);
                     w
@@ -459,8 +458,8 @@ fn count_objects(
     });
     // Objects whose blocks assumed a format that a header inside them changed: read them again,
     // in order, carrying the format from block to block.
-    let mut redo = redo.into_inner().unwrap_or_else(|e| e.into_inner());
-    redo.sort_unstable();
+    let settled = settled.into_inner().unwrap_or_else(|e| e.into_inner());
+    let redo: BTreeSet<usize> = settled.into_iter().filter(|(_, ok)| !ok).map(|(i, _)| i).collect();
     for i in redo {
         recount_sequentially(cfg, &objects[i], &fallback, &mut acc);
         progress.object_done(objects[i].1.size);
@@ -570,7 +569,7 @@ fn settle(
     (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
     i: usize,
     done: Streaming,
-    (redo, settled): (&Mutex<Vec<usize>>, &Mutex<HashMap<usize, bool>>),
+    settled: &Mutex<HashMap<usize, bool>>,
     progress: &dyn Progress,
 ) {
     let (blocks, error) = done.end.unwrap_or((0, None));
@@ -579,7 +578,6 @@ fn settle(
     settled.lock().unwrap_or_else(|e| e.into_inner()).insert(i, ok);
     if !ok {
         tracing::debug!(object = %archive.location(&obj.key), "header changes the format mid-object; recounting in order");
-        redo.lock().unwrap_or_else(|e| e.into_inner()).push(i);
         return;
     }
     acc.summary.files += 1;
