@@ -72,9 +72,16 @@ pub enum RowError {
 /// Destinations of one key: the exact set up to the cap, then a sketch.
 #[derive(Debug, Clone)]
 enum Dests {
+    /// At most [`FEW`] distinct addresses, unordered: most (hour, source) keys block a handful of
+    /// destinations, and a short vector searched linearly is cheaper than a hash set to build,
+    /// fill, merge and drop.
+    Few(Vec<IpAddr>),
     Exact(AHashSet<IpAddr>),
     Sketch(Box<Sketch>),
 }
+
+/// Largest destination set kept as [`Dests::Few`].
+const FEW: usize = 16;
 
 /// Destinations past the cap.
 #[derive(Debug, Clone)]
@@ -134,9 +141,38 @@ impl Sketch {
 }
 
 impl Dests {
+    fn new() -> Dests {
+        Dests::Few(Vec::new())
+    }
+
+    /// The exact set's addresses (empty for a sketch).
+    fn exact_len(&self) -> usize {
+        match self {
+            Dests::Few(v) => v.len(),
+            Dests::Exact(set) => set.len(),
+            Dests::Sketch(_) => 0,
+        }
+    }
+
     #[inline]
     fn insert(&mut self, ip: IpAddr, cap: usize) {
         match self {
+            Dests::Few(v) => {
+                if v.contains(&ip) {
+                    return;
+                }
+                if v.len() > cap.min(FEW - 1) {
+                    // Past the cap or past FEW: the hash set (which checks the cap).
+                    let mut set: AHashSet<IpAddr> = AHashSet::with_capacity(2 * FEW);
+                    set.extend(v.iter().copied());
+                    *self = Dests::Exact(set);
+                    return self.insert(ip, cap);
+                }
+                v.push(ip);
+                if v.len() > cap {
+                    *self = Dests::Sketch(Box::new(Sketch::from_set(v.iter(), cap)));
+                }
+            }
             Dests::Exact(set) => {
                 if set.insert(ip) && set.len() > cap {
                     *self = Dests::Sketch(Box::new(Sketch::from_set(set.iter(), cap)));
@@ -147,30 +183,33 @@ impl Dests {
     }
 
     fn merge(&mut self, other: Dests, cap: usize) {
-        let this = std::mem::replace(self, Dests::Exact(AHashSet::new()));
+        let this = std::mem::replace(self, Dests::new());
         *self = match (this, other) {
-            (Dests::Exact(a), Dests::Exact(b)) => {
-                let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-                big.extend(small);
-                if big.len() > cap {
-                    Dests::Sketch(Box::new(Sketch::from_set(big.iter(), cap)))
-                } else {
-                    Dests::Exact(big)
-                }
-            }
-            (Dests::Exact(e), Dests::Sketch(mut s)) | (Dests::Sketch(mut s), Dests::Exact(e)) => {
-                s.trim(cap);
-                for ip in e {
-                    s.insert(ip, cap);
-                }
-                Dests::Sketch(s)
-            }
             (Dests::Sketch(mut a), Dests::Sketch(b)) => {
                 a.trim(cap);
                 a.merge(&b, cap);
                 Dests::Sketch(a)
             }
+            (Dests::Sketch(mut s), exact) | (exact, Dests::Sketch(mut s)) => {
+                s.trim(cap);
+                exact.for_each_exact(|ip| s.insert(ip, cap));
+                Dests::Sketch(s)
+            }
+            (a, b) => {
+                let (mut big, small) = if a.exact_len() >= b.exact_len() { (a, b) } else { (b, a) };
+                small.for_each_exact(|ip| big.insert(ip, cap));
+                big
+            }
         };
+    }
+
+    /// Calls `f` with every address of an exact set (nothing for a sketch).
+    fn for_each_exact(self, mut f: impl FnMut(IpAddr)) {
+        match self {
+            Dests::Few(v) => v.into_iter().for_each(&mut f),
+            Dests::Exact(set) => set.into_iter().for_each(&mut f),
+            Dests::Sketch(_) => {}
+        }
     }
 }
 
@@ -187,13 +226,7 @@ struct Agg {
 
 impl Agg {
     fn new() -> Agg {
-        Agg {
-            blocked_count: 0,
-            bytes: 0,
-            packets: 0,
-            dests: Dests::Exact(AHashSet::new()),
-            interfaces: Vec::new(),
-        }
+        Agg { blocked_count: 0, bytes: 0, packets: 0, dests: Dests::new(), interfaces: Vec::new() }
     }
 
     #[inline]
@@ -218,6 +251,7 @@ impl Agg {
 
     fn into_row(self, hour: i64, src: IpAddr) -> AggregateRow {
         let (unique, mut dests, hll) = match self.dests {
+            Dests::Few(v) => (v.len() as u64, v, None),
             Dests::Exact(set) => (set.len() as u64, set.into_iter().collect::<Vec<_>>(), None),
             Dests::Sketch(s) => {
                 (s.count(), s.lowest.iter().copied().collect(), Some(s.hll.to_bytes()))
@@ -414,7 +448,7 @@ fn agg_of_row(row: &AggregateRow, cfg: &CounterConfig) -> Result<Agg, RowError> 
         s.floor = row.unique_dest_count;
         Dests::Sketch(Box::new(s))
     } else {
-        let mut d = Dests::Exact(AHashSet::with_capacity(dests.len().min(cfg.dest_cap + 1)));
+        let mut d = Dests::new();
         for ip in dests {
             d.insert(ip, cfg.dest_cap);
         }
@@ -470,6 +504,11 @@ impl ShardedCounter {
         ShardedCounter {
             shards: (0..shards.max(1)).map(|_| CachePadded::new(Counter::new(cfg))).collect(),
         }
+    }
+
+    /// The limits in use.
+    pub fn config(&self) -> CounterConfig {
+        self.shards.first().map(|s| s.config()).unwrap_or_default()
     }
 
     /// Number of shards.

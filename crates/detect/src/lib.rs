@@ -392,6 +392,62 @@ pub fn detect(cfg: &DetectConfig, rows: &[AggregateRow]) -> Vec<Spike> {
     out
 }
 
+/// One hour handed to [`detect_hours`]: the hour, its rows, and whether it gets verdicts (`false`:
+/// it only warms the baseline, like [`Detector::warm`]).
+pub type HourInput<'a> = (i64, &'a [AggregateRow], bool);
+
+/// Batch detection over `hours` (strictly increasing) on the current rayon pool.
+///
+/// Window mode keeps nothing across sources, so the sources are split into `shards` groups by a
+/// hash of the address and each group runs its own detector over every hour, all at once; the
+/// spikes are exactly those of one [`Detector`] fed the same hours (tested), sorted by hour, then
+/// source. Splunk mode (whose bootstrap is shared by all sources) and `shards <= 1` run one
+/// detector. Errors: [`DetectError::OutOfOrder`] when the hours are not increasing.
+pub fn detect_hours(
+    cfg: &DetectConfig,
+    hours: &[HourInput<'_>],
+    shards: usize,
+) -> Result<Vec<Spike>, DetectError> {
+    use rayon::prelude::*;
+    if let Some(w) = hours.windows(2).find(|w| w[1].0 <= w[0].0) {
+        return Err(DetectError::OutOfOrder { hour: w[1].0, last: w[0].0 });
+    }
+    if cfg.mode != Mode::Window || shards <= 1 {
+        let mut d = Detector::new(cfg.clone());
+        let mut spikes = Vec::new();
+        for &(hour, rows, verdicts) in hours {
+            spikes.extend(d.feed(hour, rows, verdicts)?);
+        }
+        return Ok(spikes);
+    }
+    // Each hour grouped once (in parallel), its observations split by shard.
+    let grouped: Vec<Vec<Vec<Obs<'_>>>> = hours
+        .par_iter()
+        .map(|&(_, rows, _)| {
+            let mut parts: Vec<Vec<Obs<'_>>> = (0..shards).map(|_| Vec::new()).collect();
+            for o in group_hour(rows) {
+                let i = (fnv1a64(o.src.as_bytes()) % shards as u64) as usize;
+                parts[i].push(o);
+            }
+            parts
+        })
+        .collect();
+    let per_shard: Vec<Vec<Spike>> = (0..shards)
+        .into_par_iter()
+        .map(|i| {
+            let mut w = window::WindowDetector::default();
+            let mut spikes = Vec::new();
+            for (&(hour, _, verdicts), parts) in hours.iter().zip(&grouped) {
+                spikes.extend(w.feed(cfg, hour, &parts[i], verdicts));
+            }
+            spikes
+        })
+        .collect();
+    let mut spikes: Vec<Spike> = per_shard.into_iter().flatten().collect();
+    spikes.sort_by(|a, b| (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip)));
+    Ok(spikes)
+}
+
 /// Sample mean and standard deviation (0 when `n < 2`) from exact integer sums.
 ///
 /// Returns `None` when an intermediate overflows `u128` (counts near `2^60` in a full window);

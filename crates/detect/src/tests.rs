@@ -376,6 +376,41 @@ fn warm_then_observe_equals_full_run() {
     }
 }
 
+/// `detect_hours` on several shards gives exactly the spikes of one detector (warm-up hours
+/// included), in the same order, in both modes.
+#[test]
+fn detect_hours_on_shards_equals_one_detector() {
+    let rows = random_rows(11, 40, 900, 50);
+    let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+    for r in &rows {
+        by_hour.entry(r.hour).or_default().push(r.clone());
+    }
+    let split = 300 * H;
+    let input: Vec<HourInput<'_>> =
+        by_hour.iter().map(|(h, rs)| (*h, rs.as_slice(), *h >= split)).collect();
+    for mode in [Mode::Window, Mode::Splunk] {
+        let c = cfg(mode);
+        let mut d = Detector::new(c.clone());
+        let mut one = Vec::new();
+        for (h, rs) in &by_hour {
+            if *h < split {
+                d.warm(*h, rs).unwrap();
+            } else {
+                one.extend(d.observe_hour(*h, rs));
+            }
+        }
+        assert!(one.len() > 20, "{mode}: too few spikes to be a meaningful test: {}", one.len());
+        for shards in [1, 2, 7] {
+            assert_eq!(detect_hours(&c, &input, shards).unwrap(), one, "{mode}, {shards} shards");
+        }
+    }
+    let backwards = [input[1], input[0]];
+    assert!(matches!(
+        detect_hours(&cfg(Mode::Window), &backwards, 4),
+        Err(DetectError::OutOfOrder { .. })
+    ));
+}
+
 #[test]
 fn snapshot_restore_continues_exactly() {
     let rows = random_rows(11, 4, 1500, 50);

@@ -11,6 +11,7 @@ use crate::field::Field;
 use crate::format::{Format, FormatError};
 use crate::line::{LineError, LineErrorKind, LineParser};
 use crate::record::FlowRecord;
+use crate::scan;
 
 /// How one input object or record is packaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -430,34 +431,64 @@ impl<S: RecordSink> Decoder<'_, S> {
     }
 
     /// Feeds text of many lines; `headers` enables header-line detection.
+    ///
+    /// Printable-ASCII lines come from the structural scan with their field ends found
+    /// ([`crate::scan`]); every other line, and every line the fast path cannot decide on its own,
+    /// goes through [`Decoder::text_line`], so the outcome is exactly that of parsing each line with
+    /// [`LineParser::parse`].
     fn feed_text(&mut self, text: &[u8], headers: bool) {
         self.summary.decoded_bytes += text.len() as u64;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let (line, next) = match memchr::memchr(b'\n', rest) {
-                Some(i) => (&rest[..i], &rest[i + 1..]),
-                None => (rest, &[][..]),
-            };
-            rest = next;
+        let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
+        scan::walk_lines(text, |line| {
             self.line_number += 1;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if is_blank(line) {
-                continue;
-            }
-            if headers && looks_like_header(line) {
-                self.header_line(line);
-                continue;
-            }
+            let (line, ends) = match line {
+                scan::Line::Plain(line, ends) => (line, ends),
+                scan::Line::Other(line) => return self.text_line(line, headers),
+            };
             let format = self.header.as_ref().unwrap_or(&self.fallback);
-            match self.parser.parse(line, format, self.line_number, self.opts.max_line_bytes) {
-                Ok(rec) => {
-                    self.summary.records += 1;
-                    self.sink.record(&rec);
-                }
-                Err(e) => {
-                    self.summary.malformed += 1;
-                    self.sink.malformed(&e);
-                }
+            let first = line.first().copied().unwrap_or(b' ');
+            // Empty or space-led lines may be blank; letter-led lines may be headers; wrong
+            // widths and lengths get their exact error there too.
+            let token = &line[..ends[0] as usize];
+            if first == b' '
+                || (headers && is_header_token(token))
+                || ends.len() != format.len()
+                || line.len() > max
+            {
+                return self.text_line(line, headers);
+            }
+            self.summary.records += 1;
+            self.sink.record(&FlowRecord::new(line, ends, format, self.line_number));
+        });
+    }
+
+    /// One line of text (its number already counted) that the fast path did not take: blank lines
+    /// are skipped, header lines change the format, the rest are parsed and validated exactly.
+    #[cold]
+    fn text_line(&mut self, line: &[u8], headers: bool) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if is_blank(line) {
+            return;
+        }
+        if headers && looks_like_header(line) {
+            self.header_line(line);
+            return;
+        }
+        self.parse_line(line, None);
+    }
+
+    /// Parses one line under `format` (else the format in force) and hands the record or the
+    /// error to the sink, counting it.
+    fn parse_line(&mut self, line: &[u8], format: Option<&Format>) {
+        let format = format.unwrap_or(self.header.as_ref().unwrap_or(&self.fallback));
+        match self.parser.parse(line, format, self.line_number, self.opts.max_line_bytes) {
+            Ok(rec) => {
+                self.summary.records += 1;
+                self.sink.record(&rec);
+            }
+            Err(e) => {
+                self.summary.malformed += 1;
+                self.sink.malformed(&e);
             }
         }
     }
@@ -481,16 +512,7 @@ impl<S: RecordSink> Decoder<'_, S> {
     fn feed_line(&mut self, line: &[u8], format: &Format) {
         self.line_number += 1;
         self.summary.decoded_bytes += line.len() as u64 + 1;
-        match self.parser.parse(line, format, self.line_number, self.opts.max_line_bytes) {
-            Ok(rec) => {
-                self.summary.records += 1;
-                self.sink.record(&rec);
-            }
-            Err(e) => {
-                self.summary.malformed += 1;
-                self.sink.malformed(&e);
-            }
-        }
+        self.parse_line(line, Some(format));
     }
 
     fn decode_json(&mut self, data: &[u8]) -> Result<(), DecodeError> {
@@ -545,12 +567,17 @@ fn is_blank(line: &[u8]) -> bool {
 
 /// A header line's first token is a field name, never a value. Cheap reject on the first byte.
 fn looks_like_header(line: &[u8]) -> bool {
-    match line.first() {
+    is_header_token(&line[..memchr::memchr(b' ', line).unwrap_or(line.len())])
+}
+
+/// True when `token` (a line's first field) is a field name.
+#[inline]
+fn is_header_token(token: &[u8]) -> bool {
+    match token.first() {
         Some(b) if b.is_ascii_lowercase() || *b == b'$' => {}
         _ => return false,
     }
-    let end = memchr::memchr(b' ', line).unwrap_or(line.len());
-    std::str::from_utf8(&line[..end]).ok().and_then(Field::from_any_name).is_some()
+    std::str::from_utf8(token).ok().and_then(Field::from_any_name).is_some()
 }
 
 /// Either a CloudWatch Logs envelope or a Firehose record.

@@ -24,6 +24,7 @@ mod line;
 pub mod naive;
 mod pq;
 mod record;
+mod scan;
 
 pub use decode::{
     for_each_record, for_each_text_block, gunzip, header_format, BlockSummary, DecodeError,

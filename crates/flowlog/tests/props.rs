@@ -128,3 +128,95 @@ proptest! {
         let _ = for_each_record(&kpl, &DecodeOptions::default(), &mut Nothing);
     }
 }
+
+/// What a decoder reported, line by line: `Ok((line, values))` for a record, `Err((line, error))`.
+type Outcomes = Vec<Result<(u64, Vec<Vec<u8>>), (u64, String)>>;
+
+struct Collect(Outcomes);
+impl RecordSink for Collect {
+    fn record(&mut self, rec: &FlowRecord<'_>) {
+        let values = (0..rec.len()).map(|i| rec.value_at(i).unwrap_or_default().to_vec()).collect();
+        self.0.push(Ok((rec.line_number(), values)));
+    }
+    fn malformed(&mut self, e: &LineError) {
+        self.0.push(Err((e.line, e.kind.to_string())));
+    }
+}
+
+/// The text decoder line by line, as it was before the structural scan: cut at `\n`, strip `\r`,
+/// skip blank lines, take header lines, parse the rest with `LineParser`.
+fn line_by_line(text: &[u8], max: usize) -> Outcomes {
+    let mut out = Vec::new();
+    let mut format = Format::default_v2();
+    let mut parser = LineParser::new();
+    let mut pieces: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    if pieces.last().is_some_and(|l| l.is_empty()) {
+        pieces.pop();
+    }
+    for (i, line) in pieces.into_iter().enumerate() {
+        let n = i as u64 + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
+        let first = &line[..line.iter().position(|b| *b == b' ').unwrap_or(line.len())];
+        let is_header = std::str::from_utf8(first)
+            .ok()
+            .filter(|t| t.starts_with(|c: char| c.is_ascii_lowercase() || c == '$'))
+            .and_then(Field::from_any_name)
+            .is_some();
+        if is_header {
+            match std::str::from_utf8(line).ok().and_then(|s| Format::parse(s).ok()) {
+                Some(f) => format = f,
+                None => out.push(Err((n, "bad header line".to_string()))),
+            }
+            continue;
+        }
+        match parser.parse(line, &format, n, max) {
+            Ok(rec) => out.push(Ok((
+                n,
+                (0..rec.len()).map(|i| rec.value_at(i).unwrap_or_default().to_vec()).collect(),
+            ))),
+            Err(e) => out.push(Err((n, e.kind.to_string()))),
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The block decoder (structural scan, fast path) reports exactly what parsing line by line
+    /// does, on text mixing good and damaged lines, headers, blank lines, CRLF and junk bytes.
+    #[test]
+    fn text_decoder_agrees_with_line_by_line(
+        lines in prop::collection::vec(
+            prop_oneof![
+                4 => Just("2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1700000000 1700000060 REJECT OK".to_string()),
+                2 => prop::collection::vec(prop_oneof!["[0-9]{1,12}", "[a-z-]{1,8}", "-", ""], 1..18)
+                    .prop_map(|t| t.join(" ")),
+                1 => Just("version srcaddr dstaddr action log-status start".to_string()),
+                1 => Just("5 10.0.0.9 1.2.3.4 REJECT OK 7200".to_string()),
+                1 => Just("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status".to_string()),
+                1 => Just("interface-id bogus".to_string()),
+                1 => prop_oneof![Just(String::new()), Just("   ".to_string()), Just(" \t ".to_string()), Just(" 1 2".to_string())],
+                1 => "[ -~\r\t\u{0}\u{7f}\u{e9}]{0,140}",
+            ],
+            0..40,
+        ),
+        crlf in any::<bool>(),
+        trailing_newline in any::<bool>(),
+        max in prop_oneof![Just(1usize << 16), 20usize..90],
+    ) {
+        let mut text = lines.join(if crlf { "\r\n" } else { "\n" });
+        if trailing_newline {
+            text.push('\n');
+        }
+        let opts = DecodeOptions { framing: Framing::Lines, max_line_bytes: max, ..DecodeOptions::default() };
+        let mut sink = Collect(Vec::new());
+        let summary = for_each_record(text.as_bytes(), &opts, &mut sink).unwrap();
+        let expected = line_by_line(text.as_bytes(), max);
+        prop_assert_eq!(summary.records as usize, expected.iter().filter(|o| o.is_ok()).count());
+        prop_assert_eq!(&sink.0, &expected);
+    }
+}

@@ -7,8 +7,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowlog::{DecodeOptions, FlowRecord, Format, LineError, RecordSink};
-use flowspike_counter::{AggregateRow, Counter, CounterConfig, Rule};
-use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
+use flowspike_counter::{AggregateRow, CounterConfig, Rule, ShardedCounter};
+use flowspike_detect::{DetectConfig, Detector, HourInput, Mode, Spike};
 use flowspike_history::History;
 use rayon::prelude::*;
 
@@ -163,9 +163,13 @@ pub fn is_flow_log_name(key: &str) -> bool {
     [".log", ".gz", ".parquet", ".txt"].iter().any(|e| k.ends_with(e))
 }
 
+/// Shards of a worker's counter: partials merge shard by shard on every core, so the merge of
+/// the workers' counters at the end is not one long sequential step.
+const COUNTER_SHARDS: usize = 16;
+
 /// Per-worker state: a partial counter and counts.
 struct Acc {
-    counter: Counter,
+    counter: ShardedCounter,
     summary: ReplaySummary,
     hours: BTreeSet<i64>,
 }
@@ -173,7 +177,7 @@ struct Acc {
 impl Acc {
     fn new(cfg: &CounterConfig) -> Acc {
         Acc {
-            counter: Counter::new(*cfg),
+            counter: ShardedCounter::new(COUNTER_SHARDS, *cfg),
             summary: ReplaySummary::default(),
             hours: BTreeSet::new(),
         }
@@ -343,6 +347,9 @@ pub fn replay(
     summary.hours_written = by_hour.len() as u64;
 
     let spikes = detect_range(&cfg.detect, history, &by_hour)?;
+    // Freeing hundreds of thousands of rows is a noticeable share of a replay's wall-clock time
+    // and nothing waits for it: a thread of its own does it (inline if none can be started).
+    let _ = std::thread::Builder::new().name("replay-drop".into()).spawn(move || drop(by_hour));
     summary.spikes = spikes.len() as u64;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(ReplayOutcome { summary, spikes })
@@ -670,6 +677,14 @@ fn detect_range(
         .map(|(h, r)| (*h, r.as_slice()))
         .chain(rows.chunk_by(|a, b| a.hour == b.hour).map(|r| (r[0].hour, r)))
         .collect();
+    if cfg.mode == Mode::Window {
+        // Sources are independent in window mode: one detector per shard of sources, on every core.
+        let hours: Vec<HourInput<'_>> =
+            by_hour.iter().map(|(&hour, rows)| (hour, *rows, hour >= first)).collect();
+        let shards = rayon::current_num_threads() * 4;
+        return flowspike_detect::detect_hours(cfg, &hours, shards)
+            .map_err(|e| ReplayError::Detect(e.to_string()));
+    }
     let mut detector = Detector::new(cfg.clone());
     let mut spikes = Vec::new();
     for (&hour, rows) in &by_hour {
@@ -680,12 +695,10 @@ fn detect_range(
         };
         result.map_err(|e| ReplayError::Detect(e.to_string()))?;
     }
-    if cfg.mode == Mode::Splunk {
-        // The streaming consumer continues from this baseline.
-        history
-            .store()
-            .put(SPLUNK_BASELINE_KEY, detector.snapshot().to_json_bytes())
-            .map_err(|e| ReplayError::Detect(format!("cannot save the baseline: {e}")))?;
-    }
+    // The streaming consumer continues from this baseline.
+    history
+        .store()
+        .put(SPLUNK_BASELINE_KEY, detector.snapshot().to_json_bytes())
+        .map_err(|e| ReplayError::Detect(format!("cannot save the baseline: {e}")))?;
     Ok(spikes)
 }

@@ -117,7 +117,7 @@ proptest! {
     #[test]
     fn counter_merge_associative_commutative(
         hits in proptest::collection::vec(hit_strategy(), 0..300),
-        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(10_000)],
+        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(16), Just(17), Just(10_000)],
     ) {
         let (c1, c2) = (cut1.min(hits.len()), cut2.min(hits.len()));
         let (lo, hi) = (c1.min(c2), c1.max(c2));
@@ -143,7 +143,7 @@ proptest! {
     #[test]
     fn merge_rows_associative_commutative(
         hits in proptest::collection::vec(hit_strategy(), 0..300),
-        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(10_000)],
+        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(16), Just(17), Just(10_000)],
     ) {
         let (c1, c2) = (cut1.min(hits.len()), cut2.min(hits.len()));
         let (lo, hi) = (c1.min(c2), c1.max(c2));

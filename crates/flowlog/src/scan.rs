@@ -1,0 +1,264 @@
+//! The structural scan of a block of text: 64 bytes at a time, bitmasks of spaces, line ends and
+//! unusual bytes (SSE2 on x86_64, SWAR elsewhere), then a walk over the set bits that hands every
+//! line to the decoder with its field ends already found.
+//!
+//! Splitting line by line (`memchr` for the line end, then the line's fields) touches every byte
+//! twice and pays a call per line; this pass touches every byte once and spends a few instructions
+//! per delimiter. Lines holding an unusual byte (control bytes, `\r`, DEL, anything non-ASCII) are
+//! handed over without field ends: the decoder gives them to [`crate::LineParser`], which
+//! validates them exactly, so the result is the same as parsing every line with it.
+
+/// Bitmasks of one 64-byte chunk: bit `i` describes byte `i`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Masks {
+    /// `' '`.
+    pub space: u64,
+    /// `'\n'`.
+    pub newline: u64,
+    /// Bytes the fast path does not take: below 0x20 except `'\n'`, DEL (0x7f) and 0x80 or more.
+    pub odd: u64,
+}
+
+/// The masks of `chunk` (SSE2, part of every x86_64 CPU).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+#[allow(unsafe_code)] // reason: calling an SSE2 function; the build configuration has SSE2
+pub(crate) fn classify(chunk: &[u8; 64]) -> Masks {
+    // SAFETY: `classify_sse2` needs SSE2, which this build configuration enables (the cfg above),
+    // as every x86_64 target does.
+    unsafe { classify_sse2(chunk) }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn classify_sse2(chunk: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_set_epi64x,
+    };
+    let mut m = Masks::default();
+    for (k, part) in chunk.chunks_exact(16).enumerate() {
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&part[at..at + 8]);
+            i64::from_le_bytes(w)
+        };
+        // Two adjacent 8-byte loads: the compiler emits one unaligned 16-byte load.
+        let v = _mm_set_epi64x(word(8), word(0));
+        let bits = |x| u64::from(_mm_movemask_epi8(x) as u16) << (16 * k);
+        m.space |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)));
+        m.newline |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)));
+        // Signed compare: bytes of 0x80 or more are negative, so "below 0x20" takes them too.
+        let low_or_high = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+        m.odd |= bits(_mm_or_si128(low_or_high, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+    }
+    m.odd &= !m.newline;
+    m
+}
+
+/// The masks of `chunk` (portable: byte by byte).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+pub(crate) fn classify(chunk: &[u8; 64]) -> Masks {
+    classify_naive(chunk)
+}
+
+/// The reference for [`classify`]: byte by byte.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+pub(crate) fn classify_naive(chunk: &[u8; 64]) -> Masks {
+    let mut m = Masks::default();
+    for (i, &b) in chunk.iter().enumerate() {
+        m.space |= u64::from(b == b' ') << i;
+        m.newline |= u64::from(b == b'\n') << i;
+        m.odd |= u64::from((b < 0x20 && b != b'\n') || b >= 0x7f) << i;
+    }
+    m
+}
+
+/// Room for field ends: lines with more fields than this are handed over without them.
+pub(crate) const MAX_ENDS: usize = crate::format::MAX_FORMAT_FIELDS;
+
+/// What [`walk_lines`] hands over for one line.
+pub(crate) enum Line<'a, 'e> {
+    /// The line holds only printable ASCII and at most [`MAX_ENDS`] fields: the end offset of
+    /// every field (relative to the line; the last one is the line's length).
+    Plain(&'a [u8], &'e [u32]),
+    /// Anything else: the decoder validates it exactly.
+    Other(&'a [u8]),
+}
+
+/// Calls `on_line` for every line of `text` (split at `'\n'`, the line end not included; a last
+/// line without one counts too), in order. Lines longer than `u32::MAX - 1` bytes are [`Line::Other`].
+///
+/// The naive equivalent: `text.split(|b| *b == b'\n')` without the empty piece after a final `\n`,
+/// with the offsets of the spaces of each printable-ASCII line.
+#[inline(always)]
+pub(crate) fn walk_lines(text: &[u8], mut on_line: impl FnMut(Line<'_, '_>)) {
+    let mut w = Walker { ends: [0; MAX_ENDS], n: 0, pos: 0, odd: false };
+    let mut chunks = text.chunks_exact(64);
+    let mut base = 0usize;
+    for chunk in &mut chunks {
+        let chunk: &[u8; 64] = chunk.try_into().unwrap_or(&[b'A'; 64]);
+        w.chunk(text, classify(chunk), base, &mut on_line);
+        base += 64;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Padding that is neither a delimiter nor odd.
+        let mut buf = [b'A'; 64];
+        buf[..rest.len()].copy_from_slice(rest);
+        w.chunk(text, classify(&buf), base, &mut on_line);
+    }
+    if w.pos < text.len() {
+        w.emit(text, text.len(), &mut on_line);
+    }
+}
+
+struct Walker {
+    /// Field ends of the current line so far (offsets from its start).
+    ends: [u32; MAX_ENDS],
+    /// Spaces seen in the current line (may exceed the room in `ends`).
+    n: usize,
+    /// Start of the current line.
+    pos: usize,
+    /// The current line holds an odd byte.
+    odd: bool,
+}
+
+impl Walker {
+    #[inline(always)]
+    fn chunk(
+        &mut self,
+        text: &[u8],
+        m: Masks,
+        base: usize,
+        on_line: &mut impl FnMut(Line<'_, '_>),
+    ) {
+        let (mut space, mut odd, mut newline) = (m.space, m.odd, m.newline);
+        while newline != 0 {
+            let i = newline.trailing_zeros();
+            let below = (1u64 << i) - 1;
+            self.spaces(space & below, base);
+            self.odd |= odd & below != 0;
+            let through = below | (1u64 << i);
+            space &= !through;
+            odd &= !through;
+            newline &= newline - 1;
+            self.emit(text, base + i as usize, on_line);
+            self.pos = base + i as usize + 1;
+        }
+        self.spaces(space, base);
+        self.odd |= odd != 0;
+    }
+
+    /// Records the spaces of `bits` (at `base`) as field ends of the current line.
+    #[inline(always)]
+    fn spaces(&mut self, mut bits: u64, base: usize) {
+        // `base + bit - pos` is below the line's length; lines too long for u32 are `Other`.
+        let rel = base.wrapping_sub(self.pos) as u32;
+        // A local counter (not `self.n`, which the stores into `ends` would make the compiler
+        // reload), and no population count (not in the x86_64 baseline).
+        let mut n = self.n;
+        if n + 64 < MAX_ENDS {
+            while bits != 0 {
+                self.ends[n] = rel.wrapping_add(bits.trailing_zeros());
+                n += 1;
+                bits &= bits - 1;
+            }
+        } else {
+            // Near the room's end: count past it without storing (the line will be `Other`).
+            while bits != 0 {
+                if let Some(slot) = self.ends.get_mut(n) {
+                    *slot = rel.wrapping_add(bits.trailing_zeros());
+                }
+                n += 1;
+                bits &= bits - 1;
+            }
+        }
+        self.n = n;
+    }
+
+    /// Hands over the line from `pos` to `end` and resets for the next one.
+    #[inline(always)]
+    fn emit(&mut self, text: &[u8], end: usize, on_line: &mut impl FnMut(Line<'_, '_>)) {
+        let line = &text[self.pos..end];
+        if !self.odd && self.n < MAX_ENDS && line.len() < u32::MAX as usize {
+            self.ends[self.n] = line.len() as u32;
+            on_line(Line::Plain(line, &self.ends[..=self.n]));
+        } else {
+            on_line(Line::Other(line));
+        }
+        self.n = 0;
+        self.odd = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lines(text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
+        let mut out = Vec::new();
+        walk_lines(text, |l| match l {
+            Line::Plain(l, e) => out.push((l.to_vec(), Some(e.to_vec()))),
+            Line::Other(l) => out.push((l.to_vec(), None)),
+        });
+        out
+    }
+
+    fn naive(text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
+        let mut pieces: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        if pieces.last().is_some_and(|l| l.is_empty()) {
+            pieces.pop();
+        }
+        pieces
+            .into_iter()
+            .map(|l| {
+                let plain = l.iter().all(|b| (0x20..0x7f).contains(b))
+                    && l.iter().filter(|b| **b == b' ').count() < MAX_ENDS;
+                let ends = plain.then(|| {
+                    let mut e: Vec<u32> =
+                        (0..l.len()).filter(|i| l[*i] == b' ').map(|i| i as u32).collect();
+                    e.push(l.len() as u32);
+                    e
+                });
+                (l.to_vec(), ends)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn examples() {
+        let e = |s: &[u8]| assert_eq!(lines(s), naive(s), "{:?}", String::from_utf8_lossy(s));
+        e(b"");
+        e(b"\n");
+        e(b"\n\n");
+        e(b"a b c");
+        e(b"a b c\n");
+        e(b"a b c\r\nd e\n");
+        e(b"x\xffy z\nok line\n");
+        e(&[b'x'; 200]);
+        let long: Vec<u8> = (0..300).map(|i| if i % 7 == 0 { b' ' } else { b'z' }).collect();
+        e(&long);
+        let many: Vec<u8> = std::iter::repeat_n(&b"a "[..], 1500).flatten().copied().collect();
+        e(&many);
+    }
+
+    proptest! {
+        #[test]
+        fn classify_agrees(bytes in proptest::collection::vec(any::<u8>(), 64)) {
+            let chunk: [u8; 64] = bytes.try_into().unwrap();
+            prop_assert_eq!(classify(&chunk), classify_naive(&chunk));
+        }
+
+        #[test]
+        fn walk_agrees_with_split(
+            text in proptest::collection::vec(
+                prop_oneof![Just(b' '), Just(b'\n'), Just(b'a'), Just(b'\r'), any::<u8>()], 0..400)
+        ) {
+            prop_assert_eq!(lines(&text), naive(&text));
+        }
+    }
+}
