@@ -16,6 +16,7 @@ pub enum Action {
 
 impl Action {
     /// Parses `ACCEPT` or `REJECT`.
+    #[inline]
     pub fn from_bytes(b: &[u8]) -> Option<Action> {
         match b {
             b"ACCEPT" => Some(Action::Accept),
@@ -38,6 +39,7 @@ pub enum LogStatus {
 
 impl LogStatus {
     /// Parses `OK`, `NODATA` or `SKIPDATA`.
+    #[inline]
     pub fn from_bytes(b: &[u8]) -> Option<LogStatus> {
         match b {
             b"OK" => Some(LogStatus::Ok),
