@@ -281,6 +281,7 @@ pub fn for_each_record(
         opts,
         sink,
         parser: LineParser::new(),
+        ends: None,
         header: None,
         fallback: opts.format.clone().unwrap_or_else(Format::default_v2),
         summary: Summary { input_bytes: input.len() as u64, ..Summary::default() },
@@ -317,6 +318,7 @@ pub fn for_each_text_block(
         opts,
         sink,
         parser: LineParser::new(),
+        ends: None,
         header: None,
         fallback: opts.format.clone().unwrap_or_else(Format::default_v2),
         summary: Summary { input_bytes: text.len() as u64, ..Summary::default() },
@@ -380,6 +382,8 @@ struct Decoder<'o, S> {
     opts: &'o DecodeOptions,
     sink: &'o mut S,
     parser: LineParser,
+    /// Room for the field ends of one line (the structural scan's), reused: made on first use.
+    ends: Option<Box<[u32; scan::MAX_ENDS]>>,
     /// The format from the last header line seen, if any.
     header: Option<Format>,
     fallback: Format,
@@ -439,7 +443,9 @@ impl<S: RecordSink> Decoder<'_, S> {
     fn feed_text(&mut self, text: &[u8], headers: bool) {
         self.summary.decoded_bytes += text.len() as u64;
         let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
-        scan::walk_lines(text, |line| {
+        // Taken out of `self` while the closure borrows the rest of it.
+        let mut room = self.ends.take().unwrap_or_else(|| Box::new([0; scan::MAX_ENDS]));
+        scan::walk_lines(text, &mut room, |line| {
             self.line_number += 1;
             let (line, ends) = match line {
                 scan::Line::Plain(line, ends) => (line, ends),
@@ -460,6 +466,7 @@ impl<S: RecordSink> Decoder<'_, S> {
             self.summary.records += 1;
             self.sink.record(&FlowRecord::new(line, ends, format, self.line_number));
         });
+        self.ends = Some(room);
     }
 
     /// One line of text (its number already counted) that the fast path did not take: blank lines

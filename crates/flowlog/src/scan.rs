@@ -93,9 +93,16 @@ pub(crate) enum Line<'a, 'e> {
 ///
 /// The naive equivalent: `text.split(|b| *b == b'\n')` without the empty piece after a final `\n`,
 /// with the offsets of the spaces of each printable-ASCII line.
+///
+/// `ends` is the caller's room for field ends, reused across calls: a CloudWatch Logs envelope
+/// calls this once per log event (one line each), which must not cost a fresh buffer every time.
 #[inline(always)]
-pub(crate) fn walk_lines(text: &[u8], mut on_line: impl FnMut(Line<'_, '_>)) {
-    let mut w = Walker { ends: [0; MAX_ENDS], n: 0, pos: 0, odd: false };
+pub(crate) fn walk_lines(
+    text: &[u8],
+    ends: &mut [u32; MAX_ENDS],
+    mut on_line: impl FnMut(Line<'_, '_>),
+) {
+    let mut w = Walker { ends, n: 0, pos: 0, odd: false };
     let mut chunks = text.chunks_exact(64);
     let mut base = 0usize;
     for chunk in &mut chunks {
@@ -115,9 +122,9 @@ pub(crate) fn walk_lines(text: &[u8], mut on_line: impl FnMut(Line<'_, '_>)) {
     }
 }
 
-struct Walker {
+struct Walker<'e> {
     /// Field ends of the current line so far (offsets from its start).
-    ends: [u32; MAX_ENDS],
+    ends: &'e mut [u32; MAX_ENDS],
     /// Spaces seen in the current line (may exceed the room in `ends`).
     n: usize,
     /// Start of the current line.
@@ -126,7 +133,7 @@ struct Walker {
     odd: bool,
 }
 
-impl Walker {
+impl Walker<'_> {
     #[inline(always)]
     fn chunk(
         &mut self,
@@ -201,7 +208,7 @@ mod tests {
 
     fn lines(text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
         let mut out = Vec::new();
-        walk_lines(text, |l| match l {
+        walk_lines(text, &mut [0; MAX_ENDS], |l| match l {
             Line::Plain(l, e) => out.push((l.to_vec(), Some(e.to_vec()))),
             Line::Other(l) => out.push((l.to_vec(), None)),
         });
