@@ -211,6 +211,16 @@ fn scenario(n: usize, graceful: bool) {
             &format!("w{i}"),
         ]);
         workers.push(Some(KillOnDrop(spawn_logged(cmd, &log_of(i)))));
+        // The next worker starts once this one holds a lease. Two workers taking the same new lease
+        // at the same millisecond both succeed on moto_server, whose conditional writes are not
+        // atomic across concurrent requests (seen on a slow machine: both "lease taken" from None
+        // 1 ms apart); DynamoDB's are, and the product relies on that.
+        let started = Instant::now();
+        while !read(&log_of(i)).contains("\"lease taken\"")
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     // Wait until every worker reads at least one shard (the first one took all four, the others
     // stole theirs, each waiting a failover time before reading).
