@@ -161,8 +161,9 @@ impl Dests {
                 if v.contains(&ip) {
                     return;
                 }
-                if v.len() > cap.min(FEW - 1) {
-                    // Past the cap or past FEW: the hash set (which checks the cap).
+                if v.len() >= FEW {
+                    // Past FEW (a cap below FEW made a sketch already): the hash set, which
+                    // checks the cap.
                     let mut set: AHashSet<IpAddr> = AHashSet::with_capacity(2 * FEW);
                     set.extend(v.iter().copied());
                     *self = Dests::Exact(set);

@@ -357,6 +357,16 @@ impl Detector {
         self.feed(hour, rows, false).map(|_| ())
     }
 
+    /// Feeds `hours` in order ([`Detector::warm`] for those without verdicts,
+    /// [`Detector::try_observe_hour`] for the others) and returns the spikes of them all.
+    pub fn feed_hours(&mut self, hours: &[HourInput<'_>]) -> Result<Vec<Spike>, DetectError> {
+        let mut spikes = Vec::new();
+        for &(hour, rows, verdicts) in hours {
+            spikes.extend(self.feed(hour, rows, verdicts)?);
+        }
+        Ok(spikes)
+    }
+
     fn feed(
         &mut self,
         hour: i64,
@@ -413,12 +423,7 @@ pub fn detect_hours(
         return Err(DetectError::OutOfOrder { hour: w[1].0, last: w[0].0 });
     }
     if cfg.mode != Mode::Window || shards <= 1 {
-        let mut d = Detector::new(cfg.clone());
-        let mut spikes = Vec::new();
-        for &(hour, rows, verdicts) in hours {
-            spikes.extend(d.feed(hour, rows, verdicts)?);
-        }
-        return Ok(spikes);
+        return Detector::new(cfg.clone()).feed_hours(hours);
     }
     // Each hour grouped once (in parallel), its observations split by shard.
     let grouped: Vec<Vec<Vec<Obs<'_>>>> = hours

@@ -1,5 +1,5 @@
 //! The structural scan of a block of text: 64 bytes at a time, bitmasks of spaces, line ends and
-//! unusual bytes (SSE2 on x86_64, SWAR elsewhere), then a walk over the set bits that hands every
+//! unusual bytes (SSE2 on x86_64, byte by byte elsewhere), then a walk over the set bits that hands every
 //! line to the decoder with its field ends already found.
 //!
 //! Splitting line by line (`memchr` for the line end, then the line's fields) touches every byte

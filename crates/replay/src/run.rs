@@ -677,24 +677,16 @@ fn detect_range(
         .map(|(h, r)| (*h, r.as_slice()))
         .chain(rows.chunk_by(|a, b| a.hour == b.hour).map(|r| (r[0].hour, r)))
         .collect();
+    let hours: Vec<HourInput<'_>> =
+        by_hour.iter().map(|(&hour, rows)| (hour, *rows, hour >= first)).collect();
     if cfg.mode == Mode::Window {
         // Sources are independent in window mode: one detector per shard of sources, on every core.
-        let hours: Vec<HourInput<'_>> =
-            by_hour.iter().map(|(&hour, rows)| (hour, *rows, hour >= first)).collect();
         let shards = rayon::current_num_threads() * 4;
         return flowspike_detect::detect_hours(cfg, &hours, shards)
             .map_err(|e| ReplayError::Detect(e.to_string()));
     }
     let mut detector = Detector::new(cfg.clone());
-    let mut spikes = Vec::new();
-    for (&hour, rows) in &by_hour {
-        let result = if hour < first {
-            detector.warm(hour, rows)
-        } else {
-            detector.try_observe_hour(hour, rows).map(|s| spikes.extend(s))
-        };
-        result.map_err(|e| ReplayError::Detect(e.to_string()))?;
-    }
+    let spikes = detector.feed_hours(&hours).map_err(|e| ReplayError::Detect(e.to_string()))?;
     // The streaming consumer continues from this baseline.
     history
         .store()
