@@ -268,7 +268,12 @@ impl Agg {
             interface_ids: self
                 .interfaces
                 .iter()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
+                // Interface ids are ASCII: `from_utf8` checks them much faster than the lossy
+                // conversion walks them; anything else is still converted lossily.
+                .map(|b| match std::str::from_utf8(b) {
+                    Ok(s) => s.to_owned(),
+                    Err(_) => String::from_utf8_lossy(b).into_owned(),
+                })
                 .collect(),
             bytes: self.bytes,
             packets: self.packets,
@@ -281,19 +286,28 @@ impl Agg {
 /// One thread's partial aggregate: (hour, source) → counts. Not shared; merge partials with
 /// [`Counter::merge`].
 ///
+/// Keys are kept per hour (a sorted list of hours, each with its own map of sources): records
+/// arrive mostly in time order, so the keys being updated at any moment are one hour's, and
+/// they sit together in one small map that stays in the cache, instead of being spread over one
+/// map of every hour (measured: the counting phase of a replay spent most of its counter time on
+/// cache and TLB misses of such a map). Closing an hour takes its map whole.
+///
 /// Rows: `dest_ips` are in address order (IPv4 before IPv6, numeric), which is what "the lowest
 /// entries" means past the cap; `interface_ids` in byte order; rows sorted by `(hour, src_ip)`
 /// with `src_ip` compared as text.
 #[derive(Debug, Clone, Default)]
 pub struct Counter {
-    map: AHashMap<(i64, IpAddr), Agg>,
+    /// Sorted by hour, each hour once.
+    hours: Vec<(i64, AHashMap<IpAddr, Agg>)>,
+    /// Index in `hours` of the hour updated last (a hint; checked before use).
+    last: usize,
     cfg: CounterConfig,
 }
 
 impl Counter {
     /// An empty counter.
     pub fn new(cfg: CounterConfig) -> Counter {
-        Counter { map: AHashMap::new(), cfg }
+        Counter { hours: Vec::new(), last: 0, cfg }
     }
 
     /// The limits in use.
@@ -301,16 +315,38 @@ impl Counter {
         self.cfg
     }
 
+    /// The map of `hour`'s sources, made (empty) if the hour is new; the caller inserts into it.
+    #[inline]
+    fn sources_mut(&mut self, hour: i64) -> &mut AHashMap<IpAddr, Agg> {
+        let i = match self.hours.get(self.last) {
+            Some((h, _)) if *h == hour => self.last,
+            _ => match self.hours.binary_search_by_key(&hour, |(h, _)| *h) {
+                Ok(i) => i,
+                Err(i) => {
+                    // Sized like the hour updated last: the sources active in one hour are
+                    // mostly active in the next, and growing a map step by step rehashes it
+                    // into fresh memory at every step.
+                    let hint = self.hours.get(self.last).map_or(0, |(_, m)| m.len());
+                    self.hours.insert(i, (hour, AHashMap::with_capacity(hint)));
+                    i
+                }
+            },
+        };
+        self.last = i;
+        &mut self.hours[i].1
+    }
+
     /// Counts one hit. Allocates only for a new key, a new destination or a new interface id.
     #[inline]
     pub fn add(&mut self, hit: &Hit<'_>) {
-        let agg = self.map.entry((hit.hour, hit.src)).or_insert_with(Agg::new);
+        let cfg = self.cfg;
+        let agg = self.sources_mut(hit.hour).entry(hit.src).or_insert_with(Agg::new);
         agg.blocked_count = agg.blocked_count.saturating_add(1);
         agg.bytes = agg.bytes.saturating_add(hit.bytes);
         agg.packets = agg.packets.saturating_add(hit.packets);
-        agg.dests.insert(hit.dst, self.cfg.dest_cap);
+        agg.dests.insert(hit.dst, cfg.dest_cap);
         if let Some(id) = hit.interface_id {
-            agg.add_interface(id, self.cfg.interface_cap);
+            agg.add_interface(id, cfg.interface_cap);
         }
     }
 
@@ -325,16 +361,18 @@ impl Counter {
             .src_ip
             .parse()
             .map_err(|_| RowError::SrcIp { hour: row.hour, src_ip: row.src_ip.clone() })?;
-        self.merge_agg((row.hour, src), agg);
+        self.merge_agg(row.hour, src, agg);
         Ok(())
     }
 
-    fn merge_agg(&mut self, key: (i64, IpAddr), agg: Agg) {
-        match self.map.entry(key) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(agg, &self.cfg),
+    /// Merges `agg`, built under any limits, re-applying this counter's caps.
+    fn merge_agg(&mut self, hour: i64, src: IpAddr, agg: Agg) {
+        let cfg = self.cfg;
+        match self.sources_mut(hour).entry(src) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(agg, &cfg),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let mut fresh = Agg::new();
-                fresh.merge(agg, &self.cfg); // re-applies this counter's caps
+                fresh.merge(agg, &cfg); // re-applies this counter's caps
                 e.insert(fresh);
             }
         }
@@ -342,39 +380,66 @@ impl Counter {
 
     /// Adds every key of `other` (union of destination sets, caps re-applied, sketches
     /// max-merged). Commutative and associative in the resulting rows.
-    pub fn merge(&mut self, mut other: Counter) {
-        if other.map.len() > self.map.len() && other.cfg == self.cfg {
-            std::mem::swap(&mut self.map, &mut other.map);
+    pub fn merge(&mut self, other: Counter) {
+        if other.cfg != self.cfg {
+            for (hour, sources) in other.hours {
+                for (src, agg) in sources {
+                    self.merge_agg(hour, src, agg);
+                }
+            }
+            return;
         }
-        for (k, agg) in other.map {
-            self.merge_agg(k, agg);
+        // Same limits: an aggregate of `other` is within this counter's caps as it is, so a key
+        // or a whole hour that is only in `other` moves over unchanged.
+        let cfg = self.cfg;
+        for (hour, mut theirs) in other.hours {
+            match self.hours.binary_search_by_key(&hour, |(h, _)| *h) {
+                Err(i) => self.hours.insert(i, (hour, theirs)),
+                Ok(i) => {
+                    let mine = &mut self.hours[i].1;
+                    if theirs.len() > mine.len() {
+                        std::mem::swap(mine, &mut theirs);
+                    }
+                    for (src, agg) in theirs {
+                        match mine.entry(src) {
+                            std::collections::hash_map::Entry::Occupied(mut e) => {
+                                e.get_mut().merge(agg, &cfg)
+                            }
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(agg);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Number of (hour, source) keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.hours.iter().map(|(_, m)| m.len()).sum()
     }
 
     /// True when no hit was counted.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.hours.iter().all(|(_, m)| m.is_empty())
     }
 
     /// The distinct hours present, sorted.
     pub fn hours(&self) -> Vec<i64> {
-        let set: BTreeSet<i64> = self.map.keys().map(|k| k.0).collect();
-        set.into_iter().collect()
+        self.hours.iter().filter(|(_, m)| !m.is_empty()).map(|(h, _)| *h).collect()
     }
 
     /// Removes the keys of `hour` and returns their rows sorted by `src_ip` (for a streaming
     /// consumer that closes an hour).
     pub fn take_hour(&mut self, hour: i64) -> Vec<AggregateRow> {
-        let keys: Vec<(i64, IpAddr)> = self.map.keys().filter(|k| k.0 == hour).copied().collect();
-        let mut rows: Vec<AggregateRow> = keys
-            .into_iter()
-            .filter_map(|k| self.map.remove(&k).map(|a| a.into_row(k.0, k.1)))
-            .collect();
+        let Ok(i) = self.hours.binary_search_by_key(&hour, |(h, _)| *h) else {
+            return Vec::new();
+        };
+        let (_, sources) = self.hours.remove(i);
+        self.last = 0;
+        let mut rows: Vec<AggregateRow> =
+            sources.into_iter().map(|(src, agg)| agg.into_row(hour, src)).collect();
         sort_rows(&mut rows);
         rows
     }
@@ -390,8 +455,12 @@ impl Counter {
 
     /// All rows, in no particular order, built on the current rayon pool.
     fn into_unsorted_rows(self) -> Vec<AggregateRow> {
-        let aggs: Vec<_> = self.map.into_iter().collect();
-        aggs.into_par_iter().map(|((h, s), a)| a.into_row(h, s)).collect()
+        let aggs: Vec<(i64, IpAddr, Agg)> = self
+            .hours
+            .into_iter()
+            .flat_map(|(hour, sources)| sources.into_iter().map(move |(src, agg)| (hour, src, agg)))
+            .collect();
+        aggs.into_par_iter().map(|(h, s, a)| a.into_row(h, s)).collect()
     }
 }
 
@@ -537,9 +606,11 @@ impl ShardedCounter {
         } else {
             let n = self.shards.len();
             for shard in other.shards {
-                for (key, agg) in CachePadded::into_inner(shard).map {
-                    if let Some(s) = self.shards.get_mut(shard_of(key.1, n)) {
-                        s.merge_agg(key, agg);
+                for (hour, sources) in CachePadded::into_inner(shard).hours {
+                    for (src, agg) in sources {
+                        if let Some(s) = self.shards.get_mut(shard_of(src, n)) {
+                            s.merge_agg(hour, src, agg);
+                        }
                     }
                 }
             }
@@ -575,7 +646,9 @@ impl ShardedCounter {
         let mut it = self.shards.into_iter().map(CachePadded::into_inner);
         let mut first = it.next().unwrap_or_default();
         for c in it {
-            first.map.extend(c.map);
+            for (hour, sources) in c.hours {
+                first.sources_mut(hour).extend(sources);
+            }
         }
         first
     }

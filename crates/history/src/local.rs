@@ -58,7 +58,12 @@ impl LocalStore {
             let entry = entry.map_err(|e| io_err(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-            let ft = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                // Removed since the directory was read (a writer replacing an hour's file).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&entry.path(), e)),
+            };
             if ft.is_dir() {
                 self.walk(&entry.path(), &key, out)?;
             } else {

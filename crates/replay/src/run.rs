@@ -330,8 +330,10 @@ pub fn replay(
     progress.start(objects.len() as u64, objects.iter().map(|(_, o)| o.size).sum());
 
     let acc = count_objects(cfg, &objects, progress);
+    tracing::debug!(elapsed = ?started.elapsed(), "counted");
     let Acc { counter, mut summary, hours } = acc;
     let rows = counter.into_rows();
+    tracing::debug!(elapsed = ?started.elapsed(), rows = rows.len(), "rows built");
 
     // Rewrite every covered hour.
     let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> =
@@ -340,19 +342,64 @@ pub fn replay(
         by_hour.entry(row.hour).or_default().push(row);
     }
     let name = format!("replay-{}", unique_suffix());
-    // Hours are independent files: write them on every core.
-    by_hour
-        .par_iter()
-        .try_for_each(|(hour, rows)| history.replace_hour(*hour, rows, &name).map(|_| ()))?;
+    let write = || write_hours(history, &by_hour, &name);
+    let spikes = if cfg.detect.mode == Mode::Window {
+        // Window-mode detection reads only rows in memory and hours outside the ones being
+        // written, and saves nothing: it runs while the files are written.
+        let (written, spikes) = rayon::join(write, || detect_range(&cfg.detect, history, &by_hour));
+        written?;
+        spikes?
+    } else {
+        // Splunk mode saves its baseline: only after the hours it covers are written.
+        write()?;
+        detect_range(&cfg.detect, history, &by_hour)?
+    };
     summary.hours_written = by_hour.len() as u64;
+    tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), spikes = spikes.len(), "history written, detected");
 
-    let spikes = detect_range(&cfg.detect, history, &by_hour)?;
     // Freeing hundreds of thousands of rows is a noticeable share of a replay's wall-clock time
     // and nothing waits for it: a thread of its own does it (inline if none can be started).
     let _ = std::thread::Builder::new().name("replay-drop".into()).spawn(move || drop(by_hour));
     summary.spikes = spikes.len() as u64;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(ReplayOutcome { summary, spikes })
+}
+
+/// Rewrites every hour of `by_hour` as one file named `name`. Writing a file waits on the disk
+/// (fsync) or the network about as long as it encodes, so twice as many threads as cores write
+/// (hours are independent files); the first error stops the others at their next hour.
+fn write_hours(
+    history: &History,
+    by_hour: &BTreeMap<i64, Vec<AggregateRow>>,
+    name: &str,
+) -> Result<(), ReplayError> {
+    let hours: Vec<(&i64, &Vec<AggregateRow>)> = by_hour.iter().collect();
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let threads = (2 * rayon::current_num_threads()).clamp(1, hours.len().max(1));
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), ReplayError> {
+                    // Relaxed: the index only hands out distinct hours; the flag is a hint to stop.
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some((hour, rows)) = hours.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            break;
+                        };
+                        if let Err(e) = history.replace_hour(**hour, rows, name) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e.into());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    })
 }
 
 /// What the fetcher threads hand to the parsers.
