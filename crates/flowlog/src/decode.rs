@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::envelope;
 use crate::field::Field;
 use crate::format::{Format, FormatError};
 use crate::line::{LineError, LineErrorKind, LineParser};
@@ -282,6 +283,7 @@ pub fn for_each_record(
         sink,
         parser: LineParser::new(),
         ends: None,
+        items: Vec::new(),
         header: None,
         fallback: opts.format.clone().unwrap_or_else(Format::default_v2),
         summary: Summary { input_bytes: input.len() as u64, ..Summary::default() },
@@ -319,6 +321,7 @@ pub fn for_each_text_block(
         sink,
         parser: LineParser::new(),
         ends: None,
+        items: Vec::new(),
         header: None,
         fallback: opts.format.clone().unwrap_or_else(Format::default_v2),
         summary: Summary { input_bytes: text.len() as u64, ..Summary::default() },
@@ -384,6 +387,8 @@ struct Decoder<'o, S> {
     parser: LineParser,
     /// Room for the field ends of one line (the structural scan's), reused: made on first use.
     ends: Option<Box<[u32; scan::MAX_ENDS]>>,
+    /// Room for the items of one JSON payload (the envelope fast path's), reused.
+    items: Vec<envelope::Item>,
     /// The format from the last header line seen, if any.
     header: Option<Format>,
     fallback: Format,
@@ -523,37 +528,31 @@ impl<S: RecordSink> Decoder<'_, S> {
     }
 
     fn decode_json(&mut self, data: &[u8]) -> Result<(), DecodeError> {
-        let stream = serde_json::Deserializer::from_slice(data).into_iter::<JsonObject<'_>>();
-        for (index, obj) in stream.enumerate() {
-            let obj = obj.map_err(|source| DecodeError::Json { index, source })?;
-            match (obj.message_type, obj.log_events, obj.message) {
-                (Some(t), events, _) => match &*t {
-                    "CONTROL_MESSAGE" => {
-                        self.summary.control_messages += 1;
-                        self.sink.control_message();
-                    }
-                    "DATA_MESSAGE" => {
-                        for ev in events.unwrap_or_default() {
-                            self.feed_text(ev.message.as_bytes(), true);
-                        }
-                    }
-                    other => {
-                        return Err(DecodeError::UnknownMessageType {
-                            index,
-                            message_type: other.to_string(),
-                        })
-                    }
-                },
-                (None, Some(events), _) => {
-                    for ev in events {
-                        self.feed_text(ev.message.as_bytes(), true);
-                    }
+        // The fast path first; it declines (`None`) whatever it does not handle exactly as
+        // serde_json would, before anything is fed.
+        let mut items = std::mem::take(&mut self.items);
+        let fast = envelope::scan(data, &mut items).is_some();
+        if fast {
+            for item in &items {
+                match item {
+                    envelope::Item::Control => self.control_message(),
+                    envelope::Item::Text(r) => self.feed_text(&data[r.clone()], true),
                 }
-                (None, None, Some(message)) => self.feed_text(message.as_bytes(), true),
-                (None, None, None) => return Err(DecodeError::UnrecognisedJson { index }),
             }
         }
-        Ok(())
+        self.items = items;
+        if fast {
+            return Ok(());
+        }
+        json_items(data, |item| match item {
+            JsonItem::Control => self.control_message(),
+            JsonItem::Text(text) => self.feed_text(text, true),
+        })
+    }
+
+    fn control_message(&mut self) {
+        self.summary.control_messages += 1;
+        self.sink.control_message();
     }
 
     fn decode_kpl(&mut self, data: &[u8], depth: u32) -> Result<(), DecodeError> {
@@ -585,6 +584,47 @@ fn is_header_token(token: &[u8]) -> bool {
         _ => return false,
     }
     std::str::from_utf8(token).ok().and_then(Field::from_any_name).is_some()
+}
+
+/// One object of a JSON payload, as serde_json reads it.
+pub(crate) enum JsonItem<'a> {
+    /// A CloudWatch Logs `CONTROL_MESSAGE`.
+    Control,
+    /// A log event's `message` (or a Firehose record's), unescaped.
+    Text(&'a [u8]),
+}
+
+/// The serde_json reading of a CloudWatch Logs / Firehose JSON payload: calls `f` with its items
+/// in order, up to the first object that is not valid (its error).
+pub(crate) fn json_items(data: &[u8], mut f: impl FnMut(JsonItem<'_>)) -> Result<(), DecodeError> {
+    let stream = serde_json::Deserializer::from_slice(data).into_iter::<JsonObject<'_>>();
+    for (index, obj) in stream.enumerate() {
+        let obj = obj.map_err(|source| DecodeError::Json { index, source })?;
+        match (obj.message_type, obj.log_events, obj.message) {
+            (Some(t), events, _) => match &*t {
+                "CONTROL_MESSAGE" => f(JsonItem::Control),
+                "DATA_MESSAGE" => {
+                    for ev in events.unwrap_or_default() {
+                        f(JsonItem::Text(ev.message.as_bytes()));
+                    }
+                }
+                other => {
+                    return Err(DecodeError::UnknownMessageType {
+                        index,
+                        message_type: other.to_string(),
+                    })
+                }
+            },
+            (None, Some(events), _) => {
+                for ev in events {
+                    f(JsonItem::Text(ev.message.as_bytes()));
+                }
+            }
+            (None, None, Some(message)) => f(JsonItem::Text(message.as_bytes())),
+            (None, None, None) => return Err(DecodeError::UnrecognisedJson { index }),
+        }
+    }
+    Ok(())
 }
 
 /// Either a CloudWatch Logs envelope or a Firehose record.

@@ -15,6 +15,7 @@
 //! is reused); `tests/no_alloc.rs` proves it with a counting allocator.
 
 mod decode;
+mod envelope;
 mod field;
 mod format;
 mod json;
