@@ -7,7 +7,7 @@ use crate::AggregateRow;
 use ahash::{AHashMap, AHashSet};
 use crossbeam_utils::CachePadded;
 use rayon::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Limits that bound the memory of one (hour, source) key.
@@ -651,6 +651,31 @@ impl ShardedCounter {
             }
         }
         first
+    }
+
+    /// All rows grouped by hour: hours ascending, each with its rows sorted by `src_ip` (the
+    /// order of [`ShardedCounter::into_rows`]). Built hour by hour, every hour's shards in
+    /// parallel, with no sort or regrouping of all rows at once.
+    pub fn into_hours(self) -> Vec<(i64, Vec<AggregateRow>)> {
+        let mut hours: BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> = BTreeMap::new();
+        for shard in self.shards {
+            for (hour, sources) in CachePadded::into_inner(shard).hours {
+                if !sources.is_empty() {
+                    hours.entry(hour).or_default().push(sources);
+                }
+            }
+        }
+        hours
+            .into_par_iter()
+            .map(|(hour, maps)| {
+                let mut rows: Vec<AggregateRow> = maps
+                    .into_par_iter()
+                    .flat_map_iter(|m| m.into_iter().map(move |(src, agg)| agg.into_row(hour, src)))
+                    .collect();
+                rows.par_sort_unstable_by(row_order);
+                (hour, rows)
+            })
+            .collect()
     }
 
     /// All rows sorted by `(hour, src_ip)`; rows are built per shard in parallel.

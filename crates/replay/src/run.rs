@@ -332,15 +332,11 @@ pub fn replay(
     let acc = count_objects(cfg, &objects, progress);
     tracing::debug!(elapsed = ?started.elapsed(), "counted");
     let Acc { counter, mut summary, hours } = acc;
-    let rows = counter.into_rows();
-    tracing::debug!(elapsed = ?started.elapsed(), rows = rows.len(), "rows built");
-
-    // Rewrite every covered hour.
+    // Rewrite every covered hour (an hour with records but no hit becomes an empty file).
     let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> =
         hours.iter().map(|h| (*h, Vec::new())).collect();
-    for row in rows {
-        by_hour.entry(row.hour).or_default().push(row);
-    }
+    by_hour.extend(counter.into_hours());
+    tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());
     let write = || write_hours(history, &by_hour, &name);
     let spikes = if cfg.detect.mode == Mode::Window {

@@ -175,6 +175,10 @@ proptest! {
         });
         prop_assert_eq!(sc.len(), whole.len());
         prop_assert_eq!(sc.clone().into_counter().into_rows(), whole.clone());
+        let hours = sc.clone().into_hours();
+        prop_assert!(hours.windows(2).all(|w| w[0].0 < w[1].0));
+        prop_assert!(hours.iter().all(|(h, rows)| !rows.is_empty() && rows.iter().all(|r| r.hour == *h)));
+        prop_assert_eq!(hours.into_iter().flat_map(|(_, rows)| rows).collect::<Vec<_>>(), whole.clone());
         prop_assert_eq!(sc.into_rows(), whole);
     }
 }
