@@ -1,6 +1,8 @@
 //! Window mode: exact mean and sample stdev of the prior points within `window_hours`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use ahash::AHashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +60,7 @@ impl SourceWindow {
 /// Streaming window detector.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WindowDetector {
-    sources: HashMap<String, SourceWindow>,
+    sources: AHashMap<String, SourceWindow>,
     pub(crate) last_hour: Option<i64>,
     last_sweep: Option<i64>,
 }

@@ -18,10 +18,15 @@ impl Action {
     /// Parses `ACCEPT` or `REJECT`.
     #[inline]
     pub fn from_bytes(b: &[u8]) -> Option<Action> {
-        match b {
-            b"ACCEPT" => Some(Action::Accept),
-            b"REJECT" => Some(Action::Reject),
-            _ => None,
+        // Compared as fixed-size arrays: a few loads and compares inline (a byte-string pattern
+        // on a slice calls `memcmp`, once per record on the hot path).
+        let x = <&[u8; 6]>::try_from(b).ok()?;
+        if x == b"ACCEPT" {
+            Some(Action::Accept)
+        } else if x == b"REJECT" {
+            Some(Action::Reject)
+        } else {
+            None
         }
     }
 }
@@ -41,12 +46,14 @@ impl LogStatus {
     /// Parses `OK`, `NODATA` or `SKIPDATA`.
     #[inline]
     pub fn from_bytes(b: &[u8]) -> Option<LogStatus> {
-        match b {
-            b"OK" => Some(LogStatus::Ok),
-            b"NODATA" => Some(LogStatus::NoData),
-            b"SKIPDATA" => Some(LogStatus::SkipData),
-            _ => None,
+        // Fixed-size comparisons, as in `Action::from_bytes`.
+        if let Ok(x) = <&[u8; 2]>::try_from(b) {
+            return (x == b"OK").then_some(LogStatus::Ok);
         }
+        if let Ok(x) = <&[u8; 6]>::try_from(b) {
+            return (x == b"NODATA").then_some(LogStatus::NoData);
+        }
+        (<&[u8; 8]>::try_from(b).ok()? == b"SKIPDATA").then_some(LogStatus::SkipData)
     }
 }
 
@@ -381,6 +388,21 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_and_log_status_words() {
+        assert_eq!(Action::from_bytes(b"ACCEPT"), Some(Action::Accept));
+        assert_eq!(Action::from_bytes(b"REJECT"), Some(Action::Reject));
+        assert_eq!(LogStatus::from_bytes(b"OK"), Some(LogStatus::Ok));
+        assert_eq!(LogStatus::from_bytes(b"NODATA"), Some(LogStatus::NoData));
+        assert_eq!(LogStatus::from_bytes(b"SKIPDATA"), Some(LogStatus::SkipData));
+        for bad in [&b""[..], b"REJEC", b"REJECTS", b"reject", b"ACCEPt", b"OK ", b"NODATA", b"-"] {
+            assert_eq!(Action::from_bytes(bad), None, "{bad:?}");
+        }
+        for bad in [&b""[..], b"O", b"ok", b"NODATB", b"SKIPDATa", b"REJECT", b"SKIPDATAX"] {
+            assert_eq!(LogStatus::from_bytes(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn numbers() {
