@@ -202,33 +202,23 @@ pub(crate) struct Obs<'a> {
 /// Groups the rows of one hour by source, drops zero counts (not data points) and sums duplicates;
 /// the result is sorted by source.
 pub(crate) fn group_hour(rows: &[AggregateRow]) -> Vec<Obs<'_>> {
-    // Rows of an hour usually come sorted by source (counter and history order): group runs.
-    if rows.windows(2).all(|w| w[0].src_ip <= w[1].src_ip) {
-        let mut out: Vec<Obs<'_>> = Vec::new();
-        for r in rows.iter().filter(|r| r.blocked_count > 0) {
-            match out.last_mut() {
-                Some(o) if o.src == r.src_ip => {
-                    o.count = o.count.saturating_add(r.blocked_count);
-                    o.rows.push(r);
-                }
-                _ => {
-                    out.push(Obs { src: r.src_ip.as_str(), count: r.blocked_count, rows: vec![r] })
-                }
+    let mut counted: Vec<&AggregateRow> = rows.iter().filter(|r| r.blocked_count > 0).collect();
+    // Rows of an hour usually come sorted by source (counter and history order); otherwise a
+    // stable sort keeps each source's rows in input order.
+    if !counted.is_sorted_by_key(|r| &r.src_ip) {
+        counted.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
+    }
+    let mut out: Vec<Obs<'_>> = Vec::new();
+    for r in counted {
+        match out.last_mut() {
+            Some(o) if o.src == r.src_ip => {
+                o.count = o.count.saturating_add(r.blocked_count);
+                o.rows.push(r);
             }
+            _ => out.push(Obs { src: r.src_ip.as_str(), count: r.blocked_count, rows: vec![r] }),
         }
-        return out;
     }
-    let mut by_src: BTreeMap<&str, Obs<'_>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.blocked_count > 0) {
-        let e = by_src.entry(r.src_ip.as_str()).or_insert_with(|| Obs {
-            src: r.src_ip.as_str(),
-            count: 0,
-            rows: Vec::new(),
-        });
-        e.count = e.count.saturating_add(r.blocked_count);
-        e.rows.push(r);
-    }
-    by_src.into_values().collect()
+    out
 }
 
 /// Baseline numbers that a spike is compared against.

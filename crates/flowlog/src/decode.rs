@@ -531,23 +531,22 @@ impl<S: RecordSink> Decoder<'_, S> {
         // The fast path first; it declines (`None`) whatever it does not handle exactly as
         // serde_json would, before anything is fed.
         let mut items = std::mem::take(&mut self.items);
-        let fast = envelope::scan(data, &mut items).is_some();
-        if fast {
+        let result = if envelope::scan(data, &mut items).is_some() {
             for item in &items {
                 match item {
                     envelope::Item::Control => self.control_message(),
                     envelope::Item::Text(r) => self.feed_text(&data[r.clone()], true),
                 }
             }
-        }
+            Ok(())
+        } else {
+            json_items(data, |item| match item {
+                JsonItem::Control => self.control_message(),
+                JsonItem::Text(text) => self.feed_text(text, true),
+            })
+        };
         self.items = items;
-        if fast {
-            return Ok(());
-        }
-        json_items(data, |item| match item {
-            JsonItem::Control => self.control_message(),
-            JsonItem::Text(text) => self.feed_text(text, true),
-        })
+        result
     }
 
     fn control_message(&mut self) {
