@@ -72,13 +72,23 @@ pub enum RowError {
 /// Destinations of one key: the exact set up to the cap, then a sketch.
 #[derive(Debug, Clone)]
 enum Dests {
-    /// At most [`FEW`] distinct addresses, unordered: most (hour, source) keys block a handful of
-    /// destinations, and a short vector searched linearly is cheaper than a hash set to build,
-    /// fill, merge and drop.
+    /// At most [`INLINE_V4`] distinct IPv4 addresses, unordered, stored in the key itself: most
+    /// (hour, source) keys block a handful of IPv4 destinations, and this needs no allocation
+    /// (fresh memory is what counting a large replay mostly waits on).
+    V4 {
+        len: u8,
+        addrs: [u32; INLINE_V4],
+    },
+    /// At most [`FEW`] distinct addresses, unordered: a short vector searched linearly is
+    /// cheaper than a hash set to build, fill, merge and drop.
     Few(Vec<IpAddr>),
-    Exact(AHashSet<IpAddr>),
+    Exact(Box<AHashSet<IpAddr>>),
     Sketch(Box<Sketch>),
 }
+
+/// Largest destination set kept as [`Dests::V4`] (the variant is then no larger than a `Vec`
+/// and its length).
+const INLINE_V4: usize = 6;
 
 /// Largest destination set kept as [`Dests::Few`].
 const FEW: usize = 16;
@@ -142,12 +152,13 @@ impl Sketch {
 
 impl Dests {
     fn new() -> Dests {
-        Dests::Few(Vec::new())
+        Dests::V4 { len: 0, addrs: [0; INLINE_V4] }
     }
 
     /// The exact set's addresses (empty for a sketch).
     fn exact_len(&self) -> usize {
         match self {
+            Dests::V4 { len, .. } => usize::from(*len),
             Dests::Few(v) => v.len(),
             Dests::Exact(set) => set.len(),
             Dests::Sketch(_) => 0,
@@ -157,6 +168,30 @@ impl Dests {
     #[inline]
     fn insert(&mut self, ip: IpAddr, cap: usize) {
         match self {
+            Dests::V4 { len, addrs } => {
+                let n = usize::from(*len);
+                if let IpAddr::V4(v4) = ip {
+                    let x = u32::from(v4);
+                    if addrs[..n].contains(&x) {
+                        return;
+                    }
+                    if n < INLINE_V4 {
+                        addrs[n] = x;
+                        *len += 1;
+                        if n + 1 > cap {
+                            let set = addrs[..=n].iter().map(|a| IpAddr::from(a.to_be_bytes()));
+                            let ips: Vec<IpAddr> = set.collect();
+                            *self = Dests::Sketch(Box::new(Sketch::from_set(ips.iter(), cap)));
+                        }
+                        return;
+                    }
+                }
+                // Full, or an IPv6 address: the vector, which checks the cap.
+                let mut v: Vec<IpAddr> = Vec::with_capacity(2 * INLINE_V4);
+                v.extend(addrs[..n].iter().map(|a| IpAddr::from(a.to_be_bytes())));
+                *self = Dests::Few(v);
+                self.insert(ip, cap)
+            }
             Dests::Few(v) => {
                 if v.contains(&ip) {
                     return;
@@ -166,7 +201,7 @@ impl Dests {
                     // checks the cap.
                     let mut set: AHashSet<IpAddr> = AHashSet::with_capacity(2 * FEW);
                     set.extend(v.iter().copied());
-                    *self = Dests::Exact(set);
+                    *self = Dests::Exact(Box::new(set));
                     return self.insert(ip, cap);
                 }
                 v.push(ip);
@@ -207,9 +242,74 @@ impl Dests {
     /// Calls `f` with every address of an exact set (nothing for a sketch).
     fn for_each_exact(self, mut f: impl FnMut(IpAddr)) {
         match self {
+            Dests::V4 { len, addrs } => {
+                addrs[..usize::from(len)].iter().for_each(|a| f(IpAddr::from(a.to_be_bytes())))
+            }
             Dests::Few(v) => v.into_iter().for_each(&mut f),
             Dests::Exact(set) => set.into_iter().for_each(&mut f),
             Dests::Sketch(_) => {}
+        }
+    }
+}
+
+/// Interface ids of one key: sorted, deduplicated, at most the cap (the lowest kept).
+#[derive(Debug, Clone)]
+enum Interfaces {
+    None,
+    /// One id of at most [`INLINE_ID`] bytes, stored in the key itself: a source address belongs
+    /// to one network interface (`eni-` and 17 hex digits = 21 bytes), so this is nearly every key.
+    One {
+        len: u8,
+        bytes: [u8; INLINE_ID],
+    },
+    Many(Vec<Box<[u8]>>),
+}
+
+/// Longest interface id kept inline.
+const INLINE_ID: usize = 23;
+
+impl Interfaces {
+    fn len(&self) -> usize {
+        match self {
+            Interfaces::None => 0,
+            Interfaces::One { .. } => 1,
+            Interfaces::Many(v) => v.len(),
+        }
+    }
+
+    /// Calls `f` with every id, in byte order.
+    fn for_each(&self, mut f: impl FnMut(&[u8])) {
+        match self {
+            Interfaces::None => {}
+            Interfaces::One { len, bytes } => f(&bytes[..usize::from(*len)]),
+            Interfaces::Many(v) => v.iter().for_each(|b| f(b)),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, id: &[u8], cap: usize) {
+        match self {
+            Interfaces::None if cap > 0 && id.len() <= INLINE_ID => {
+                let mut bytes = [0; INLINE_ID];
+                bytes[..id.len()].copy_from_slice(id);
+                // Cannot truncate: id.len() <= INLINE_ID < 256.
+                *self = Interfaces::One { len: id.len() as u8, bytes };
+            }
+            Interfaces::One { len, bytes } if bytes[..usize::from(*len)] == *id => {}
+            Interfaces::None | Interfaces::One { .. } => {
+                let mut v: Vec<Box<[u8]>> = Vec::new();
+                self.for_each(|b| v.push(b.into()));
+                *self = Interfaces::Many(v);
+                self.add(id, cap);
+            }
+            Interfaces::Many(v) => {
+                if let Err(pos) = v.binary_search_by(|x| (**x).cmp(id)) {
+                    if pos < cap {
+                        v.insert(pos, id.into());
+                        v.truncate(cap);
+                    }
+                }
+            }
         }
     }
 }
@@ -221,23 +321,23 @@ struct Agg {
     bytes: u64,
     packets: u64,
     dests: Dests,
-    /// Sorted, deduplicated, at most `interface_cap`.
-    interfaces: Vec<Box<[u8]>>,
+    interfaces: Interfaces,
 }
 
 impl Agg {
     fn new() -> Agg {
-        Agg { blocked_count: 0, bytes: 0, packets: 0, dests: Dests::new(), interfaces: Vec::new() }
+        Agg {
+            blocked_count: 0,
+            bytes: 0,
+            packets: 0,
+            dests: Dests::new(),
+            interfaces: Interfaces::None,
+        }
     }
 
     #[inline]
     fn add_interface(&mut self, id: &[u8], cap: usize) {
-        if let Err(pos) = self.interfaces.binary_search_by(|x| (**x).cmp(id)) {
-            if pos < cap {
-                self.interfaces.insert(pos, id.into());
-                self.interfaces.truncate(cap);
-            }
-        }
+        self.interfaces.add(id, cap);
     }
 
     fn merge(&mut self, other: Agg, cfg: &CounterConfig) {
@@ -245,13 +345,18 @@ impl Agg {
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.packets = self.packets.saturating_add(other.packets);
         self.dests.merge(other.dests, cfg.dest_cap);
-        for id in &other.interfaces {
-            self.add_interface(id, cfg.interface_cap);
-        }
+        other.interfaces.for_each(|id| self.add_interface(id, cfg.interface_cap));
     }
 
     fn into_row(self, hour: i64, src: IpAddr) -> AggregateRow {
         let (unique, mut dests, hll) = match self.dests {
+            Dests::V4 { len, addrs } => {
+                let v: Vec<IpAddr> = addrs[..usize::from(len)]
+                    .iter()
+                    .map(|a| IpAddr::from(a.to_be_bytes()))
+                    .collect();
+                (v.len() as u64, v, None)
+            }
             Dests::Few(v) => (v.len() as u64, v, None),
             Dests::Exact(set) => (set.len() as u64, set.into_iter().collect::<Vec<_>>(), None),
             Dests::Sketch(s) => {
@@ -265,16 +370,18 @@ impl Agg {
             blocked_count: self.blocked_count,
             unique_dest_count: unique,
             dest_ips: dests.iter().map(|d| ip_string(*d)).collect(),
-            interface_ids: self
-                .interfaces
-                .iter()
+            interface_ids: {
+                let mut ids = Vec::with_capacity(self.interfaces.len());
                 // Interface ids are ASCII: `from_utf8` checks them much faster than the lossy
                 // conversion walks them; anything else is still converted lossily.
-                .map(|b| match std::str::from_utf8(b) {
-                    Ok(s) => s.to_owned(),
-                    Err(_) => String::from_utf8_lossy(b).into_owned(),
-                })
-                .collect(),
+                self.interfaces.for_each(|b| {
+                    ids.push(match std::str::from_utf8(b) {
+                        Ok(s) => s.to_owned(),
+                        Err(_) => String::from_utf8_lossy(b).into_owned(),
+                    })
+                });
+                ids
+            },
             bytes: self.bytes,
             packets: self.packets,
             dest_ips_truncated: hll.is_some(),
@@ -529,7 +636,7 @@ fn agg_of_row(row: &AggregateRow, cfg: &CounterConfig) -> Result<Agg, RowError> 
         bytes: row.bytes,
         packets: row.packets,
         dests,
-        interfaces: Vec::new(),
+        interfaces: Interfaces::None,
     };
     for id in &row.interface_ids {
         agg.add_interface(id.as_bytes(), cfg.interface_cap);

@@ -50,7 +50,9 @@ fn hit_strategy() -> impl Strategy<Value = OwnedHit> {
         proptest::option::of(prop_oneof![
             Just(b"eni-a".to_vec()),
             Just(b"eni-b".to_vec()),
-            Just(b"eni-c".to_vec())
+            Just(b"eni-c".to_vec()),
+            // Longer than an id kept inline.
+            Just(b"eni-0123456789abcdef0-and-more".to_vec())
         ]),
         0u64..10_000,
         0u64..100,
@@ -117,7 +119,7 @@ proptest! {
     #[test]
     fn counter_merge_associative_commutative(
         hits in proptest::collection::vec(hit_strategy(), 0..300),
-        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(16), Just(17), Just(10_000)],
+        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(1usize), Just(3), Just(6), Just(7), Just(10), Just(16), Just(17), Just(10_000)],
     ) {
         let (c1, c2) = (cut1.min(hits.len()), cut2.min(hits.len()));
         let (lo, hi) = (c1.min(c2), c1.max(c2));
@@ -143,7 +145,7 @@ proptest! {
     #[test]
     fn merge_rows_associative_commutative(
         hits in proptest::collection::vec(hit_strategy(), 0..300),
-        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(3usize), Just(10), Just(16), Just(17), Just(10_000)],
+        cut1 in 0usize..300, cut2 in 0usize..300, cap in prop_oneof![Just(1usize), Just(3), Just(6), Just(7), Just(10), Just(16), Just(17), Just(10_000)],
     ) {
         let (c1, c2) = (cut1.min(hits.len()), cut2.min(hits.len()));
         let (lo, hi) = (c1.min(c2), c1.max(c2));
@@ -284,6 +286,31 @@ fn interface_cap_keeps_lowest_ids() {
         });
     }
     assert_eq!(c.into_rows()[0].interface_ids, ["eni-a", "eni-b"]);
+}
+
+#[test]
+fn interface_cap_of_zero_and_one_with_short_and_long_ids() {
+    let long: &[u8] = b"eni-0123456789abcdef0-and-more";
+    for (cap, ids, expected) in [
+        (0, vec![&b"eni-b"[..], b"eni-a"], vec![]),
+        (1, vec![&b"eni-b"[..], b"eni-a", b"eni-c"], vec!["eni-a"]),
+        (1, vec![long, b"eni-z"], vec![std::str::from_utf8(long).unwrap()]),
+        (1, vec![b"eni-z", long], vec![std::str::from_utf8(long).unwrap()]),
+        (2, vec![b"eni-z", b"eni-z", long], vec![std::str::from_utf8(long).unwrap(), "eni-z"]),
+    ] {
+        let mut c = Counter::new(CounterConfig { dest_cap: 10, interface_cap: cap });
+        for id in &ids {
+            c.add(&Hit {
+                hour: 0,
+                src: v4(1),
+                dst: v4(2),
+                interface_id: Some(id),
+                bytes: 0,
+                packets: 0,
+            });
+        }
+        assert_eq!(c.into_rows()[0].interface_ids, expected, "cap {cap}, ids {ids:?}");
+    }
 }
 
 #[test]
