@@ -274,8 +274,14 @@ fn truncated_row_without_registers_keeps_its_count_as_floor() {
 
 #[test]
 fn interface_cap_keeps_lowest_ids() {
-    let mut c = Counter::new(CounterConfig { dest_cap: 10, interface_cap: 2 });
-    for id in [b"eni-c", b"eni-a", b"eni-d", b"eni-b", b"eni-a"] {
+    let ids: [&[u8]; 5] = [b"eni-c", b"eni-a", b"eni-d", b"eni-b", b"eni-a"];
+    assert_eq!(interface_ids_kept(2, &ids), ["eni-a", "eni-b"]);
+}
+
+/// The interface ids of one key after hits with `ids`, under `interface_cap` `cap`.
+fn interface_ids_kept(cap: usize, ids: &[&[u8]]) -> Vec<String> {
+    let mut c = Counter::new(CounterConfig { dest_cap: 10, interface_cap: cap });
+    for id in ids {
         c.add(&Hit {
             hour: 0,
             src: v4(1),
@@ -285,7 +291,7 @@ fn interface_cap_keeps_lowest_ids() {
             packets: 0,
         });
     }
-    assert_eq!(c.into_rows()[0].interface_ids, ["eni-a", "eni-b"]);
+    c.into_rows().swap_remove(0).interface_ids
 }
 
 #[test]
@@ -298,18 +304,7 @@ fn interface_cap_of_zero_and_one_with_short_and_long_ids() {
         (1, vec![b"eni-z", long], vec![std::str::from_utf8(long).unwrap()]),
         (2, vec![b"eni-z", b"eni-z", long], vec![std::str::from_utf8(long).unwrap(), "eni-z"]),
     ] {
-        let mut c = Counter::new(CounterConfig { dest_cap: 10, interface_cap: cap });
-        for id in &ids {
-            c.add(&Hit {
-                hour: 0,
-                src: v4(1),
-                dst: v4(2),
-                interface_id: Some(id),
-                bytes: 0,
-                packets: 0,
-            });
-        }
-        assert_eq!(c.into_rows()[0].interface_ids, expected, "cap {cap}, ids {ids:?}");
+        assert_eq!(interface_ids_kept(cap, &ids), expected, "cap {cap}, ids {ids:?}");
     }
 }
 
