@@ -130,6 +130,7 @@ def versions(flowspike: str) -> dict[str, str]:
             return "not available"
     v["flowspike"] = first_line([flowspike, "--version"]) + f" ({flowspike})"
     v["libdeflate-gunzip"] = first_line(["libdeflate-gunzip", "-V"]) if shutil.which("libdeflate-gunzip") else "not installed"
+    v["igzip"] = first_line(["igzip", "--version"]) if shutil.which("igzip") else "not installed"
     v["gzip"] = first_line(["gzip", "--version"])
     v["wc"] = first_line(["wc", "--version"])
     return v
@@ -171,6 +172,15 @@ def build_cases(ds: str, flowspike: str, py: str, work: str, threads: int) -> li
             # The objects split into one process per core, each inflating its share in turn.
             Case("s3", f"libdeflate-gunzip ×{ncpu}", "floor",
                  [["libdeflate-gunzip", "-c", *s3_files[i::ncpu]] for i in range(ncpu)]),
+        ]
+    if shutil.which("igzip"):
+        # ISA-L's inflater (the reference for the fastest gzip decoding), streaming.
+        cases += [
+            Case("gzip", "igzip -dc", "floor", [["igzip", "-dc", gz]]),
+            Case("gzip2", f"igzip -dc ×{len(gz2_files)}", "floor",
+                 [["igzip", "-dc", f] for f in gz2_files]),
+            Case("s3", f"igzip -dc ×{ncpu}", "floor",
+                 [["igzip", "-dc", *s3_files[i::ncpu]] for i in range(ncpu)]),
         ]
     cases += [
         Case("gzip", "gzip -dc", "floor", [["gzip", "-dc", gz]]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproducible comparison of `flowspike replay` with DuckDB, chDB, Polars and DataFusion (PyPI) on
-# the same VPC flow log files, with `wc -l`, libdeflate-gunzip and gzip -dc as physical floors.
+# the same VPC flow log files, with `wc -l`, libdeflate-gunzip, ISA-L's igzip and gzip -dc as physical
+# floors.
 #
 #   bench/compare/run.sh [--records N] [--runs R] [--data DIR] [--seed S] [--threads T]
 #
@@ -10,8 +11,8 @@
 # --threads  flowspike replay --threads (default 2)
 # FLOWSPIKE_BIN  the flowspike binary; default: cargo build --release --bin flowspike
 #
-# Creates bench/compare/.venv (requirements.txt), installs libdeflate-tools with apt-get when it
-# is missing and possible, checks that every engine's result equals flowspike's (exit 1 if not),
+# Creates bench/compare/.venv (requirements.txt), installs libdeflate-tools and isal (igzip) with
+# apt-get when they are missing and possible, checks that every engine's result equals flowspike's (exit 1 if not),
 # and prints a Markdown table; report.md, runs.jsonl and the canonical results go to
 # DIR/results-N-<time>/.
 set -euo pipefail
@@ -50,17 +51,21 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$HERE/requirements.txt" "$VENV/.requ
 fi
 PY=$VENV/bin/python
 
-# 2. libdeflate-gunzip, a physical floor for inflating gzip.
-if ! command -v libdeflate-gunzip >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing libdeflate-tools"
-    apt-get install -y -qq libdeflate-tools >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libdeflate-tools >/dev/null 2>&1; } \
-      || true
+# 2. libdeflate-gunzip and ISA-L's igzip, physical floors for inflating gzip.
+install_floor() { # command, Debian package
+  if ! command -v "$1" >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing $2"
+      apt-get install -y -qq "$2" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$2" >/dev/null 2>&1; } \
+        || true
+    fi
+    command -v "$1" >/dev/null \
+      || echo "note: $1 (Debian $2) is not available: its floor rows are skipped" >&2
   fi
-  command -v libdeflate-gunzip >/dev/null \
-    || echo "note: libdeflate-gunzip (Debian libdeflate-tools) is not available: its floor rows are skipped" >&2
-fi
+}
+install_floor libdeflate-gunzip libdeflate-tools
+install_floor igzip isal
 
 # 3. The dataset (generated once, atomically: a directory without manifest.json is incomplete).
 DATASET=$DATA/flows-$RECORDS-seed$SEED
