@@ -164,28 +164,25 @@ def build_cases(ds: str, flowspike: str, py: str, work: str, threads: int) -> li
     )
     ncpu = os.cpu_count() or 1
     cases = [Case("plain", "wc -l", "floor", [["wc", "-l", plain]])]
-    if shutil.which("libdeflate-gunzip"):
-        cases += [
-            Case("gzip", "libdeflate-gunzip", "floor", [["libdeflate-gunzip", "-c", gz]]),
-            Case("gzip2", f"libdeflate-gunzip ×{len(gz2_files)}", "floor",
-                 [["libdeflate-gunzip", "-c", f] for f in gz2_files]),
-            # The objects split into one process per core, each inflating its share in turn.
-            Case("s3", f"libdeflate-gunzip ×{ncpu}", "floor",
-                 [["libdeflate-gunzip", "-c", *s3_files[i::ncpu]] for i in range(ncpu)]),
+
+    def inflater(name: str, argv: list[str], s3_too: bool) -> list[Case]:
+        """Floor rows of one inflater CLI: the gzip file, one process per gzip2 file and, when
+        `s3_too`, the S3 objects split into one process per core, each inflating its share in turn."""
+        rows = [
+            Case("gzip", name, "floor", [[*argv, gz]]),
+            Case("gzip2", f"{name} ×{len(gz2_files)}", "floor", [[*argv, f] for f in gz2_files]),
         ]
+        if s3_too:
+            rows.append(Case("s3", f"{name} ×{ncpu}", "floor",
+                             [[*argv, *s3_files[i::ncpu]] for i in range(ncpu)]))
+        return rows
+
+    if shutil.which("libdeflate-gunzip"):
+        cases += inflater("libdeflate-gunzip", ["libdeflate-gunzip", "-c"], True)
     if shutil.which("igzip"):
         # ISA-L's inflater (the issue's reference for the fastest gzip decoding), streaming.
-        cases += [
-            Case("gzip", "igzip -dc", "floor", [["igzip", "-dc", gz]]),
-            Case("gzip2", f"igzip -dc ×{len(gz2_files)}", "floor",
-                 [["igzip", "-dc", f] for f in gz2_files]),
-            Case("s3", f"igzip -dc ×{ncpu}", "floor",
-                 [["igzip", "-dc", *s3_files[i::ncpu]] for i in range(ncpu)]),
-        ]
-    cases += [
-        Case("gzip", "gzip -dc", "floor", [["gzip", "-dc", gz]]),
-        Case("gzip2", f"gzip -dc ×{len(gz2_files)}", "floor", [["gzip", "-dc", f] for f in gz2_files]),
-    ]
+        cases += inflater("igzip -dc", ["igzip", "-dc"], True)
+    cases += inflater("gzip -dc", ["gzip", "-dc"], False)
     for name, path in (("plain", plain), ("gzip", gz), ("gzip2", gz2), ("s3", s3)):
         state = os.path.join(work, f"state-{name}")
         argv = [flowspike, "replay", path, "--state", state, "--spikes", "/dev/null",
