@@ -234,7 +234,14 @@ impl Dests {
             (a, b) => {
                 let (mut big, small) = if a.exact_len() >= b.exact_len() { (a, b) } else { (b, a) };
                 small.for_each_exact(|ip| big.insert(ip, cap));
-                big
+                if big.exact_len() > cap {
+                    // Built under a larger cap (a merge across limits): past this one now.
+                    let mut s = Sketch { lowest: BTreeSet::new(), hll: Hll::new(), floor: 0 };
+                    big.for_each_exact(|ip| s.insert(ip, cap));
+                    Dests::Sketch(Box::new(s))
+                } else {
+                    big
+                }
             }
         };
     }

@@ -35,6 +35,30 @@ fn cfg(cap: usize) -> CounterConfig {
     CounterConfig { dest_cap: cap, ..CounterConfig::default() }
 }
 
+fn count_with(hits: &[OwnedHit], cfg: CounterConfig) -> Counter {
+    let mut c = Counter::new(cfg);
+    for h in hits {
+        c.add(&h.hit());
+    }
+    c
+}
+
+/// Destination caps around the inline (6) and vector (16) sizes.
+fn cap_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(1usize),
+        Just(3),
+        Just(5),
+        Just(6),
+        Just(7),
+        Just(10),
+        Just(15),
+        Just(16),
+        Just(17),
+        Just(10_000)
+    ]
+}
+
 fn hit_strategy() -> impl Strategy<Value = OwnedHit> {
     (
         0i64..3,
@@ -44,6 +68,9 @@ fn hit_strategy() -> impl Strategy<Value = OwnedHit> {
         ],
         prop_oneof![
             (0u32..40).prop_map(|i| v4(0x0808_0000 + i * 7)),
+            // The all-zero address (the inline set's unused slots are zero too).
+            Just(v4(0)),
+            Just(IpAddr::V6(Ipv4Addr::new(8, 8, 0, 7).to_ipv6_mapped())),
             (0u32..5)
                 .prop_map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16))),
         ],
@@ -51,7 +78,13 @@ fn hit_strategy() -> impl Strategy<Value = OwnedHit> {
             Just(b"eni-a".to_vec()),
             Just(b"eni-b".to_vec()),
             Just(b"eni-c".to_vec()),
-            // Longer than an id kept inline.
+            // Empty, a prefix of another id, NUL bytes, exactly the inline room (23 bytes), one
+            // byte more, and much longer.
+            Just(b"".to_vec()),
+            Just(b"eni-ab".to_vec()),
+            Just(b"eni-a\0".to_vec()),
+            Just(b"eni-0123456789abcdef012".to_vec()),
+            Just(b"eni-0123456789abcdef0123".to_vec()),
             Just(b"eni-0123456789abcdef0-and-more".to_vec())
         ]),
         0u64..10_000,
@@ -112,6 +145,59 @@ proptest! {
     #[test]
     fn counter_equals_naive(hits in proptest::collection::vec(hit_strategy(), 0..300)) {
         prop_assert_eq!(count(&hits, 10_000).into_rows(), naive(&hits));
+    }
+
+    /// With any caps: a key with at most `dest_cap` destinations is the naive row exactly; past
+    /// it, the row is truncated, keeps the `dest_cap` lowest destinations and counts more than
+    /// `dest_cap`; interface ids are the naive ones cut to the `interface_cap` lowest.
+    #[test]
+    fn counter_with_caps_matches_naive(
+        hits in proptest::collection::vec(hit_strategy(), 0..300),
+        cap in cap_strategy(),
+        icap in prop_oneof![Just(0usize), Just(1), Just(2), Just(256)],
+    ) {
+        let cfg = CounterConfig { dest_cap: cap, interface_cap: icap };
+        let rows = count_with(&hits, cfg).into_rows();
+        let expected = naive(&hits);
+        prop_assert_eq!(rows.len(), expected.len());
+        for (r, e) in rows.iter().zip(&expected) {
+            let e_ids: Vec<String> = e.interface_ids.iter().take(icap).cloned().collect();
+            prop_assert_eq!((r.hour, &r.src_ip, &r.interface_ids), (e.hour, &e.src_ip, &e_ids));
+            prop_assert_eq!((r.blocked_count, r.bytes, r.packets), (e.blocked_count, e.bytes, e.packets));
+            if e.dest_ips.len() <= cap {
+                prop_assert_eq!(&r.dest_ips, &e.dest_ips);
+                prop_assert_eq!(r.unique_dest_count, e.unique_dest_count);
+                prop_assert!(!r.dest_ips_truncated && r.dest_hll.is_none());
+            } else {
+                prop_assert_eq!(&r.dest_ips[..], &e.dest_ips[..cap]);
+                prop_assert!(r.unique_dest_count > cap as u64);
+                prop_assert!(r.dest_ips_truncated && r.dest_hll.is_some());
+            }
+        }
+    }
+
+    /// Partials counted under larger caps, merged into a counter with a smaller one (a merge
+    /// across limits), give the rows of counting everything under the smaller cap.
+    #[test]
+    fn merge_from_larger_caps_equals_counting_with_the_smaller_cap(
+        hits in proptest::collection::vec(hit_strategy(), 0..300),
+        cut in 0usize..300,
+        cap in cap_strategy(),
+        bigger in prop_oneof![Just(0usize), Just(1), Just(5), Just(10_000)],
+        icap in prop_oneof![Just(1usize), Just(2), Just(256)],
+    ) {
+        let cut = cut.min(hits.len());
+        let small = CounterConfig { dest_cap: cap, interface_cap: icap };
+        let large = CounterConfig { dest_cap: cap.saturating_add(bigger), interface_cap: 256 };
+        let whole = count_with(&hits, small).into_rows();
+        // Into an empty counter and into one that already holds part of the keys.
+        let mut into_empty = Counter::new(small);
+        into_empty.merge(count_with(&hits[..cut], large));
+        into_empty.merge(count_with(&hits[cut..], large));
+        prop_assert_eq!(&into_empty.into_rows(), &whole);
+        let mut into_part = count_with(&hits[..cut], small);
+        into_part.merge(count_with(&hits[cut..], large));
+        prop_assert_eq!(&into_part.into_rows(), &whole);
     }
 
     /// Merging partials in any grouping and order gives the rows of counting everything at once,
