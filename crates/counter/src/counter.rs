@@ -105,8 +105,12 @@ struct Sketch {
 }
 
 impl Sketch {
+    fn new() -> Sketch {
+        Sketch { lowest: BTreeSet::new(), hll: Hll::new(), floor: 0 }
+    }
+
     fn from_set<'s>(set: impl IntoIterator<Item = &'s IpAddr>, cap: usize) -> Sketch {
-        let mut s = Sketch { lowest: BTreeSet::new(), hll: Hll::new(), floor: 0 };
+        let mut s = Sketch::new();
         for &ip in set {
             s.insert(ip, cap);
         }
@@ -179,9 +183,7 @@ impl Dests {
                         addrs[n] = x;
                         *len += 1;
                         if n + 1 > cap {
-                            let set = addrs[..=n].iter().map(|a| IpAddr::from(a.to_be_bytes()));
-                            let ips: Vec<IpAddr> = set.collect();
-                            *self = Dests::Sketch(Box::new(Sketch::from_set(ips.iter(), cap)));
+                            self.past_cap(cap);
                         }
                         return;
                     }
@@ -206,12 +208,12 @@ impl Dests {
                 }
                 v.push(ip);
                 if v.len() > cap {
-                    *self = Dests::Sketch(Box::new(Sketch::from_set(v.iter(), cap)));
+                    self.past_cap(cap);
                 }
             }
             Dests::Exact(set) => {
                 if set.insert(ip) && set.len() > cap {
-                    *self = Dests::Sketch(Box::new(Sketch::from_set(set.iter(), cap)));
+                    self.past_cap(cap);
                 }
             }
             Dests::Sketch(s) => s.insert(ip, cap),
@@ -236,14 +238,18 @@ impl Dests {
                 small.for_each_exact(|ip| big.insert(ip, cap));
                 if big.exact_len() > cap {
                     // Built under a larger cap (a merge across limits): past this one now.
-                    let mut s = Sketch { lowest: BTreeSet::new(), hll: Hll::new(), floor: 0 };
-                    big.for_each_exact(|ip| s.insert(ip, cap));
-                    Dests::Sketch(Box::new(s))
-                } else {
-                    big
+                    big.past_cap(cap);
                 }
+                big
             }
         };
+    }
+
+    /// Turns an exact set that holds more than `cap` addresses into the sketch of them.
+    fn past_cap(&mut self, cap: usize) {
+        let mut s = Sketch::new();
+        std::mem::replace(self, Dests::new()).for_each_exact(|ip| s.insert(ip, cap));
+        *self = Dests::Sketch(Box::new(s));
     }
 
     /// Calls `f` with every address of an exact set (nothing for a sketch).
@@ -342,32 +348,23 @@ impl Agg {
         }
     }
 
-    #[inline]
-    fn add_interface(&mut self, id: &[u8], cap: usize) {
-        self.interfaces.add(id, cap);
-    }
-
     fn merge(&mut self, other: Agg, cfg: &CounterConfig) {
         self.blocked_count = self.blocked_count.saturating_add(other.blocked_count);
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.packets = self.packets.saturating_add(other.packets);
         self.dests.merge(other.dests, cfg.dest_cap);
-        other.interfaces.for_each(|id| self.add_interface(id, cfg.interface_cap));
+        other.interfaces.for_each(|id| self.interfaces.add(id, cfg.interface_cap));
     }
 
     fn into_row(self, hour: i64, src: IpAddr) -> AggregateRow {
         let (unique, mut dests, hll) = match self.dests {
-            Dests::V4 { len, addrs } => {
-                let v: Vec<IpAddr> = addrs[..usize::from(len)]
-                    .iter()
-                    .map(|a| IpAddr::from(a.to_be_bytes()))
-                    .collect();
-                (v.len() as u64, v, None)
-            }
-            Dests::Few(v) => (v.len() as u64, v, None),
-            Dests::Exact(set) => (set.len() as u64, set.into_iter().collect::<Vec<_>>(), None),
             Dests::Sketch(s) => {
                 (s.count(), s.lowest.iter().copied().collect(), Some(s.hll.to_bytes()))
+            }
+            exact => {
+                let mut v = Vec::with_capacity(exact.exact_len());
+                exact.for_each_exact(|ip| v.push(ip));
+                (v.len() as u64, v, None)
             }
         };
         dests.sort_unstable();
@@ -460,7 +457,7 @@ impl Counter {
         agg.packets = agg.packets.saturating_add(hit.packets);
         agg.dests.insert(hit.dst, cfg.dest_cap);
         if let Some(id) = hit.interface_id {
-            agg.add_interface(id, cfg.interface_cap);
+            agg.interfaces.add(id, cfg.interface_cap);
         }
     }
 
@@ -562,19 +559,15 @@ impl Counter {
     ///
     /// Rows are built on the current rayon pool.
     pub fn into_rows(self) -> Vec<AggregateRow> {
-        let mut rows = self.into_unsorted_rows();
-        rows.par_sort_unstable_by(row_order);
-        rows
-    }
-
-    /// All rows, in no particular order, built on the current rayon pool.
-    fn into_unsorted_rows(self) -> Vec<AggregateRow> {
         let aggs: Vec<(i64, IpAddr, Agg)> = self
             .hours
             .into_iter()
             .flat_map(|(hour, sources)| sources.into_iter().map(move |(src, agg)| (hour, src, agg)))
             .collect();
-        aggs.into_par_iter().map(|(h, s, a)| a.into_row(h, s)).collect()
+        let mut rows: Vec<AggregateRow> =
+            aggs.into_par_iter().map(|(h, s, a)| a.into_row(h, s)).collect();
+        rows.par_sort_unstable_by(row_order);
+        rows
     }
 }
 
@@ -646,7 +639,7 @@ fn agg_of_row(row: &AggregateRow, cfg: &CounterConfig) -> Result<Agg, RowError> 
         interfaces: Interfaces::None,
     };
     for id in &row.interface_ids {
-        agg.add_interface(id.as_bytes(), cfg.interface_cap);
+        agg.interfaces.add(id.as_bytes(), cfg.interface_cap);
     }
     Ok(agg)
 }
@@ -767,9 +760,9 @@ impl ShardedCounter {
         first
     }
 
-    /// All rows grouped by hour: hours ascending, each with its rows sorted by `src_ip` (the
-    /// order of [`ShardedCounter::into_rows`]). Built hour by hour, every hour's shards in
-    /// parallel, with no sort or regrouping of all rows at once.
+    /// All rows grouped by hour: hours ascending, each with its rows sorted by `src_ip`. Built
+    /// hour by hour, every hour's shards in parallel, with no sort or regrouping of all rows at
+    /// once.
     pub fn into_hours(self) -> Vec<(i64, Vec<AggregateRow>)> {
         let mut hours: BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> = BTreeMap::new();
         for shard in self.shards {
@@ -792,15 +785,9 @@ impl ShardedCounter {
             .collect()
     }
 
-    /// All rows sorted by `(hour, src_ip)`; rows are built per shard in parallel.
+    /// All rows sorted by `(hour, src_ip)`: the hours of [`ShardedCounter::into_hours`] in turn.
     pub fn into_rows(self) -> Vec<AggregateRow> {
-        let mut rows: Vec<AggregateRow> = self
-            .shards
-            .into_par_iter()
-            .flat_map_iter(|s| CachePadded::into_inner(s).into_unsorted_rows())
-            .collect();
-        rows.par_sort_unstable_by(row_order);
-        rows
+        self.into_hours().into_iter().flat_map(|(_, rows)| rows).collect()
     }
 }
 
