@@ -77,8 +77,25 @@ fi
 
 # 4. The flowspike binary.
 if [ -z "${FLOWSPIKE_BIN:-}" ]; then
-  say "building flowspike (release)"
-  (cd "$REPO" && cargo build --release --bin flowspike)
+  # With ISA-L as the streamed gzip inflater (the `isal` feature, as the container image), when its
+  # build tools are there or can be installed; else the default build (zlib-rs), said so.
+  features=()
+  if ! command -v nasm >/dev/null || ! command -v libtoolize >/dev/null || ! command -v automake >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing nasm autoconf automake libtool make (ISA-L's build)"
+      apt-get install -y -qq nasm autoconf automake libtool make >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nasm autoconf automake libtool make >/dev/null 2>&1; } \
+        || true
+    fi
+  fi
+  if command -v nasm >/dev/null && command -v autoconf >/dev/null && command -v automake >/dev/null \
+      && command -v libtoolize >/dev/null && command -v make >/dev/null; then
+    features=(--features isal)
+  else
+    echo "note: building without the isal feature (zlib-rs inflates streamed gzip)" >&2
+  fi
+  say "building flowspike (release ${features[*]})"
+  (cd "$REPO" && cargo build --release --bin flowspike "${features[@]}")
   FLOWSPIKE_BIN=$REPO/target/release/flowspike
 fi
 [ -x "$FLOWSPIKE_BIN" ] || { echo "FLOWSPIKE_BIN=$FLOWSPIKE_BIN is not executable" >&2; exit 1; }

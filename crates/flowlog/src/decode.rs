@@ -342,15 +342,15 @@ pub fn header_format(line: &[u8]) -> Option<Format> {
 }
 
 /// Inflates a gzip object of one or more members into at most `limit` bytes: with libdeflate when
-/// it is certainly one member (see `inflate_one_member`), else with a streaming multi-member
-/// inflater (zlib-rs). Errors: [`DecodeError::Gzip`] for damaged or truncated input,
+/// it is certainly one member (see `inflate_one_member`), else with the streaming multi-member
+/// inflater ([`crate::gz_reader`]: zlib-rs, or ISA-L with the `isal` feature). Errors: [`DecodeError::Gzip`] for damaged or truncated input,
 /// [`DecodeError::DecompressionLimit`] past `limit`.
 pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
     if let Some(out) = inflate_one_member(data, limit) {
         return Ok(out);
     }
     let mut out = Vec::new();
-    let mut dec = flate2::read::MultiGzDecoder::new(data);
+    let mut dec = crate::gz::gz_reader(data);
     (&mut dec).take(limit.saturating_add(1)).read_to_end(&mut out).map_err(DecodeError::Gzip)?;
     if out.len() as u64 > limit {
         return Err(DecodeError::DecompressionLimit { limit });

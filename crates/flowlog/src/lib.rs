@@ -18,6 +18,9 @@ mod decode;
 mod envelope;
 mod field;
 mod format;
+mod gz;
+#[cfg(feature = "isal")]
+mod isal;
 mod json;
 mod kpl;
 mod line;
@@ -33,6 +36,7 @@ pub use decode::{
 };
 pub use field::{Field, FieldKind};
 pub use format::{Format, FormatError, MAX_FORMAT_FIELDS};
+pub use gz::{gz_reader, GzReader, GZ_INFLATER};
 pub use json::write_json;
 pub use kpl::encode_kpl;
 pub use line::{LineError, LineErrorKind, LineParser};

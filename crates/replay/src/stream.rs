@@ -143,15 +143,21 @@ pub fn read_blocks(
         if framing == Framing::Auto && inner != Framing::Lines {
             return Ok(Streamed::NotText(inner));
         }
-        return cut_blocks(pool, raw, block_bytes, max_line, &mut emit);
+        // Plain text is read straight into the block buffers: through the `BufReader`, the
+        // small first reads of every block (`read_to_end` starts small and doubles) were copied
+        // twice, once into its buffer and once out of it.
+        let head = std::io::Cursor::new(raw.buffer().to_vec());
+        return cut_blocks(pool, head.chain(raw.into_inner()), block_bytes, max_line, &mut emit);
     }
-    let mut text = BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(raw));
+    let mut text = BufReader::with_capacity(1 << 20, flowlog::gz_reader(raw));
     let head = text.fill_buf().map_err(|source| StreamError::Read { offset: 0, source })?;
     let inner = Framing::detect(head);
     if inner != Framing::Lines {
         return Ok(Streamed::NotText(inner));
     }
-    cut_blocks(pool, text, block_bytes, max_line, &mut emit)
+    // Inflated straight into the block buffers after the head, as plain text above.
+    let head = std::io::Cursor::new(text.buffer().to_vec());
+    cut_blocks(pool, head.chain(text.into_inner()), block_bytes, max_line, &mut emit)
 }
 
 /// Cuts `r` into blocks of whole lines.
