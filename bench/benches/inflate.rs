@@ -2,9 +2,10 @@
 //! level 6, as the compare dataset): zlib-rs through flate2, streamed in 8 MiB reads (the path for
 //! objects of 32 MiB or more, never held whole), and libdeflate on the whole object
 //! (`flowlog::gunzip`, the path for smaller objects and CloudWatch envelopes), each on one large
-//! object and on 32 small ones. Throughput is of the inflated text. Every run checks the inflated
-//! length. ISA-L's `igzip` is measured beside them by
-//! bench/compare/run.sh (a floor row) and in docs/benchmarks.md.
+//! object and on 32 small ones; and the streaming reader the build uses (`flowlog::gz_reader`:
+//! zlib-rs, or ISA-L when built with `--features flowlog/isal`; the bench name says which).
+//! Throughput is of the inflated text. Every run checks the inflated length. ISA-L's `igzip` CLI is
+//! measured beside them by bench/compare/run.sh (a floor row) and in docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -38,7 +39,21 @@ fn streamed(gz: &[u8], buf: &mut [u8]) -> usize {
     }
 }
 
+/// Inflates with `flowlog::gz_reader` in reads of `buf`'s size; returns the inflated length.
+fn gz_reader(gz: &[u8], buf: &mut [u8]) -> usize {
+    let mut d = flowlog::gz_reader(gz);
+    let mut n = 0;
+    loop {
+        let k = d.read(buf).expect("valid gzip");
+        if k == 0 {
+            return n;
+        }
+        n += k;
+    }
+}
+
 fn inflate(c: &mut Criterion) {
+    let product = format!("gz_reader_{}_streamed", flowlog::GZ_INFLATER.replace('-', ""));
     let mut buf = vec![0u8; 8 << 20];
     let mut group = c.benchmark_group("inflate");
     group.sample_size(20);
@@ -48,6 +63,9 @@ fn inflate(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(large.len() as u64));
     group.bench_function("large_zlib_rs_streamed", |b| {
         b.iter(|| assert_eq!(streamed(black_box(&large_gz), &mut buf), large.len()))
+    });
+    group.bench_function(format!("large_{product}"), |b| {
+        b.iter(|| assert_eq!(gz_reader(black_box(&large_gz), &mut buf), large.len()))
     });
     group.bench_function("large_libdeflate_whole", |b| {
         b.iter(|| {
@@ -68,6 +86,13 @@ fn inflate(c: &mut Criterion) {
         b.iter(|| {
             for (n, gz) in &small {
                 assert_eq!(streamed(black_box(gz), &mut buf), *n);
+            }
+        })
+    });
+    group.bench_function(format!("small_objects_{product}"), |b| {
+        b.iter(|| {
+            for (n, gz) in &small {
+                assert_eq!(gz_reader(black_box(gz), &mut buf), *n);
             }
         })
     });
