@@ -638,5 +638,10 @@ pub fn render(r: &BenchReport) -> String {
         );
     }
     let _ = writeln!(s, "decompress MB/s counts output (decompressed) bytes; end to end includes Parquet writes and the detection.");
+    let _ = writeln!(
+        s,
+        "gzip: libdeflate for one-member objects held whole, {} otherwise (streamed objects of 32 MiB or more, several members).",
+        flowlog::GZ_INFLATER
+    );
     s
 }

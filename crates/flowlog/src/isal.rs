@@ -1,5 +1,6 @@
 //! A streaming multi-member gzip reader on ISA-L's inflater (`isal_inflate`: Intel's assembly
-//! kernels; 1.9x zlib-rs streamed on the Intel machine of docs/benchmarks.md). Built only with
+//! kernels; 1.2-1.9x zlib-rs streamed on the Intel machine of docs/benchmarks.md, depending on the
+//! compressor that wrote the data). Built only with
 //! the `isal` feature, which builds ISA-L from the source `isal-sys` ships (needs `nasm`,
 //! `autoconf`, `automake`, `libtool` and `make`).
 //!
@@ -18,7 +19,7 @@ use isal_sys::igzip_lib as ffi;
 /// Reads the inflated text of one or more concatenated gzip members from `R`.
 pub struct IsalGzReader<R> {
     inner: R,
-    /// Boxed: about 20 KiB of tables and history.
+    /// Boxed: tens of KiB of decoding tables and history.
     state: Box<ffi::inflate_state>,
     /// The current member ended; the next byte of input (if any) starts another.
     member_done: bool,
