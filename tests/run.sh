@@ -25,12 +25,8 @@ npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 test -f tests/node/node_modules/kinesis-local/main.js || { echo "kinesis-local missing after install" >&2; exit 1; }
 
 step "build tools for the isal feature (ISA-L from source: nasm, autoconf, automake, libtool, make)"
-isal_tools() { for t in nasm autoconf automake libtoolize make; do command -v "$t" >/dev/null || return 1; done; }
-if ! isal_tools && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get install -y -qq nasm autoconf automake libtool make >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nasm autoconf automake libtool make >/dev/null 2>&1; } \
-    || true
-fi
+. tests/isal_tools.sh
+install_isal_tools
 if isal_tools; then
   isal=yes; echo "ok"
 elif [ "${CI:-}" = true ]; then

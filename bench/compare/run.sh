@@ -80,16 +80,9 @@ if [ -z "${FLOWSPIKE_BIN:-}" ]; then
   # With ISA-L as the streamed gzip inflater (the `isal` feature, as the container image), when its
   # build tools are there or can be installed; else the default build (zlib-rs), said so.
   features=()
-  if ! command -v nasm >/dev/null || ! command -v libtoolize >/dev/null || ! command -v automake >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      say "installing nasm autoconf automake libtool make (ISA-L's build)"
-      apt-get install -y -qq nasm autoconf automake libtool make >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nasm autoconf automake libtool make >/dev/null 2>&1; } \
-        || true
-    fi
-  fi
-  if command -v nasm >/dev/null && command -v autoconf >/dev/null && command -v automake >/dev/null \
-      && command -v libtoolize >/dev/null && command -v make >/dev/null; then
+  . "$REPO/tests/isal_tools.sh"
+  install_isal_tools
+  if isal_tools; then
     features=(--features isal)
   else
     echo "note: building without the isal feature (zlib-rs inflates streamed gzip)" >&2

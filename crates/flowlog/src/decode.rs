@@ -343,8 +343,9 @@ pub fn header_format(line: &[u8]) -> Option<Format> {
 
 /// Inflates a gzip object of one or more members into at most `limit` bytes: with libdeflate when
 /// it is certainly one member (see `inflate_one_member`), else with the streaming multi-member
-/// inflater ([`crate::gz_reader`]: zlib-rs, or ISA-L with the `isal` feature). Errors: [`DecodeError::Gzip`] for damaged or truncated input,
-/// [`DecodeError::DecompressionLimit`] past `limit`.
+/// inflater ([`crate::gz_reader`]: zlib-rs, or ISA-L with the `isal` feature). Errors:
+/// [`DecodeError::Gzip`] for damaged or truncated input, [`DecodeError::DecompressionLimit`] past
+/// `limit`.
 pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
     if let Some(out) = inflate_one_member(data, limit) {
         return Ok(out);

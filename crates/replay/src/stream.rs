@@ -143,11 +143,7 @@ pub fn read_blocks(
         if framing == Framing::Auto && inner != Framing::Lines {
             return Ok(Streamed::NotText(inner));
         }
-        // Plain text is read straight into the block buffers: through the `BufReader`, the
-        // small first reads of every block (`read_to_end` starts small and doubles) were copied
-        // twice, once into its buffer and once out of it.
-        let head = std::io::Cursor::new(raw.buffer().to_vec());
-        return cut_blocks(pool, head.chain(raw.into_inner()), block_bytes, max_line, &mut emit);
+        return cut_blocks(pool, unbuffered(raw), block_bytes, max_line, &mut emit);
     }
     let mut text = BufReader::with_capacity(1 << 20, flowlog::gz_reader(raw));
     let head = text.fill_buf().map_err(|source| StreamError::Read { offset: 0, source })?;
@@ -155,9 +151,15 @@ pub fn read_blocks(
     if inner != Framing::Lines {
         return Ok(Streamed::NotText(inner));
     }
-    // Inflated straight into the block buffers after the head, as plain text above.
-    let head = std::io::Cursor::new(text.buffer().to_vec());
-    cut_blocks(pool, head.chain(text.into_inner()), block_bytes, max_line, &mut emit)
+    cut_blocks(pool, unbuffered(text), block_bytes, max_line, &mut emit)
+}
+
+/// The rest of `r`'s stream without its buffer in the way: what it has buffered (the head it was
+/// asked for), then the inner reader. Blocks are read straight into their buffers: through the
+/// `BufReader`, the small first reads of every block (`read_to_end` starts small and doubles)
+/// were copied twice, once into its buffer and once out of it.
+fn unbuffered<R: Read>(r: BufReader<R>) -> impl Read {
+    std::io::Cursor::new(r.buffer().to_vec()).chain(r.into_inner())
 }
 
 /// Cuts `r` into blocks of whole lines.
