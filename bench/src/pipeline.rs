@@ -7,8 +7,11 @@
 //! 2. `parse`: `flowlog::for_each_record` over the decompressed objects, touching nothing;
 //! 3. `parse+filter`: plus the ESCU rule (`Rule::classify`);
 //! 4. `parse+filter+count`: plus per-thread `Counter`s merged at the end;
-//! 5. `parquet write`: the hourly rows written as Parquet files (one per hour) to a temporary dir;
-//! 6. `end to end`: the real `flowspike replay` pipeline (`flowspike_replay::replay`) over the
+//! 5. `consumer decode`: the Kinesis consumer's own decode path (`decode_batch`) over the stored
+//!    objects, one Kinesis record each, in batches as GetRecords returns them: inflate, parse,
+//!    filter and count per record (compressed framings only);
+//! 6. `parquet write`: the hourly rows written as Parquet files (one per hour) to a temporary dir;
+//! 7. `end to end`: the real `flowspike replay` pipeline (`flowspike_replay::replay`) over the
 //!    stored objects: fetch, decompress, parse, filter, count, Parquet, detection.
 //!
 //! Every run checks its counts against the others (and, for generated data, against the counts
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
+use flowspike_consumer::{decode_batch, DecodeContext, RawRecord};
 use flowspike_counter::{Counter, CounterConfig, Rule};
 use flowspike_history::{History, LocalStore};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo, ReplayConfig, Source, StreamSettings};
@@ -231,7 +235,22 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     }
     stages.push(stage("parse+filter+count", &times, records, text_bytes, text_bytes, threads));
 
-    // 5. Parquet write (one file per hour, as replay writes them)
+    // 5. the consumer's decode path, straight from the stored (compressed) objects
+    if compressed {
+        let times = time_runs(runs, || {
+            let n = pool.install(|| consumer_decode(&objects, &rule, counter_cfg));
+            if n != counted {
+                return Err(BenchError::Stage {
+                    stage: "consumer decode",
+                    message: format!("counted {n}, filter found {counted}"),
+                });
+            }
+            Ok(())
+        })?;
+        stages.push(stage("consumer decode", &times, records, stored_bytes, text_bytes, threads));
+    }
+
+    // 6. Parquet write (one file per hour, as replay writes them)
     let mut by_hour: std::collections::BTreeMap<i64, Vec<_>> = std::collections::BTreeMap::new();
     for r in &rows {
         by_hour.entry(r.hour).or_default().push(r.clone());
@@ -248,7 +267,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     })?;
     stages.push(stage("parquet write", &times, rows.len() as u64, 0, 0, threads));
 
-    // 6. end to end: the replay pipeline over the stored objects
+    // 7. end to end: the replay pipeline over the stored objects
     let archive: Arc<dyn Archive> = Arc::new(MemArchive::new(objects));
     let times = time_runs(runs, || {
         let dir = tempfile::tempdir()?;
@@ -406,6 +425,34 @@ fn count_all(
                 Ok(a)
             },
         )
+}
+
+/// Kinesis records in one consumer batch (a GetRecords answer of ~10 MB holds a few hundred
+/// CloudWatch Logs envelopes).
+const RECORDS_PER_BATCH: usize = 250;
+
+/// Decodes every object as one Kinesis record with the consumer's `decode_batch`, batch by batch
+/// on the current pool, merging the batches' counters; the number of records counted.
+fn consumer_decode(objects: &[Vec<u8>], rule: &Rule, cfg: CounterConfig) -> u64 {
+    let ctx = DecodeContext { decode: DecodeOptions::default(), rule: rule.clone(), counter: cfg };
+    objects
+        .par_chunks(RECORDS_PER_BATCH)
+        .map(|chunk| {
+            let records: Vec<RawRecord<'_>> = chunk
+                .iter()
+                .map(|o| RawRecord { sequence_number: "0", data: o })
+                .collect();
+            let batch = decode_batch(&ctx, "shardId-000000000000", &records);
+            (batch.stats.counted, batch.counter)
+        })
+        .reduce(
+            || (0, Counter::new(cfg)),
+            |(n, mut a), (m, b)| {
+                a.merge(b);
+                (n + m, a)
+            },
+        )
+        .0
 }
 
 /// Texts of plain lines over 16 MiB cut into blocks of about 8 MiB at line ends, each with the
@@ -637,7 +684,7 @@ pub fn render(r: &BenchReport) -> String {
             i as f64 / 1e6
         );
     }
-    let _ = writeln!(s, "decompress MB/s counts output (decompressed) bytes; end to end includes Parquet writes and the detection.");
+    let _ = writeln!(s, "decompress and consumer decode MB/s count decompressed bytes; end to end includes Parquet writes and the detection.");
     let _ = writeln!(
         s,
         "gzip: libdeflate for one-member objects held whole, {} otherwise (streamed objects of 32 MiB or more, several members).",

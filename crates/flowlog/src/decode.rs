@@ -347,39 +347,105 @@ pub fn header_format(line: &[u8]) -> Option<Format> {
 /// [`DecodeError::Gzip`] for damaged or truncated input, [`DecodeError::DecompressionLimit`] past
 /// `limit`.
 pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
-    if let Some(out) = inflate_one_member(data, limit) {
-        return Ok(out);
-    }
-    let mut out = Vec::new();
-    let mut dec = crate::gz::gz_reader(data);
-    (&mut dec).take(limit.saturating_add(1)).read_to_end(&mut out).map_err(DecodeError::Gzip)?;
-    if out.len() as u64 > limit {
-        return Err(DecodeError::DecompressionLimit { limit });
-    }
-    Ok(out)
+    let mut room = InflateRoom::default();
+    let n = room.gunzip(data, limit)?;
+    room.buf.truncate(n);
+    Ok(room.buf)
 }
 
-/// Inflates `data` with libdeflate (about twice as fast as a streaming inflater) when it is
-/// certainly one gzip member of at most `budget` bytes; `None` sends the caller to the streaming
-/// multi-member inflater, which also gives the precise error for damaged input.
+/// Where inflated text goes: a buffer and a libdeflate decompressor, reused from object to object.
 ///
-/// libdeflate's safe API neither reports how much input a member used nor rejects bytes after it,
-/// so a second member would be silently dropped. Every gzip member starts with `1f 8b 08`; when
-/// those three bytes occur nowhere after the first byte, there is no second member. (Compressed
-/// data holds them by chance about once per 16 MiB; such objects take the streaming path.) The
-/// output is sized by the trailer's ISIZE and must fill it exactly.
-fn inflate_one_member(data: &[u8], budget: u64) -> Option<Vec<u8>> {
-    let trailer: [u8; 4] = data.get(data.len().checked_sub(4)?..)?.try_into().ok()?;
-    let size = u32::from_le_bytes(trailer);
-    if data.len() < 18 || !data.starts_with(GZIP_MEMBER_START) || u64::from(size) > budget {
-        return None;
+/// [`for_each_record`] inflates into the calling thread's room (`ROOM`) instead of a fresh
+/// buffer per object: the consumer inflates one CloudWatch Logs envelope per Kinesis record
+/// (~100-200 KB each) and replay one S3 object at a time, and writing into fresh memory costs a
+/// page fault and the zeroing of a page per 4 KiB, which took about as long as inflating itself
+/// (docs/benchmarks.md, section 00b).
+#[derive(Default)]
+struct InflateRoom {
+    /// The inflated text of the last object starts at 0. Its `len` is how much of it has been
+    /// initialized; it only grows while libdeflate is used, so only growth is ever zeroed.
+    buf: Vec<u8>,
+    decompressor: Option<libdeflater::Decompressor>,
+}
+
+/// A thread keeps a room at most this large between objects (larger ones are freed after use).
+const KEEP_ROOM_BYTES: usize = 64 << 20;
+
+thread_local! {
+    static ROOM: std::cell::RefCell<InflateRoom> = std::cell::RefCell::default();
+}
+
+impl InflateRoom {
+    /// The calling thread's room (an empty one if another call on this thread holds it, as a
+    /// gzip object inside a gzip object does).
+    fn take() -> InflateRoom {
+        ROOM.try_with(|r| std::mem::take(&mut *r.borrow_mut())).unwrap_or_default()
     }
-    if memchr::memmem::find(&data[1..], GZIP_MEMBER_START).is_some() {
-        return None;
+
+    /// Gives the room back to the calling thread, unless it is too large to keep or the thread
+    /// already holds a larger one.
+    fn put_back(self) {
+        if self.buf.capacity() <= KEEP_ROOM_BYTES {
+            let _ = ROOM.try_with(|r| {
+                let mut r = r.borrow_mut();
+                if r.buf.capacity() <= self.buf.capacity() {
+                    *r = self;
+                }
+            });
+        }
     }
-    let mut out = vec![0u8; size as usize];
-    let n = libdeflater::Decompressor::new().gzip_decompress(data, &mut out).ok()?;
-    (n == out.len()).then_some(out)
+
+    /// Inflates `data` into `self.buf` from its start, as [`gunzip`] does; the inflated length.
+    fn gunzip(&mut self, data: &[u8], limit: u64) -> Result<usize, DecodeError> {
+        if let Some(n) = self.inflate_one_member(data, limit) {
+            return Ok(n);
+        }
+        self.buf.clear();
+        let mut dec = crate::gz::gz_reader(data);
+        (&mut dec)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut self.buf)
+            .map_err(DecodeError::Gzip)?;
+        if self.buf.len() as u64 > limit {
+            return Err(DecodeError::DecompressionLimit { limit });
+        }
+        Ok(self.buf.len())
+    }
+
+    /// Inflates `data` with libdeflate (about twice as fast as a streaming inflater) when it is
+    /// certainly one gzip member of at most `budget` bytes; `None` sends the caller to the
+    /// streaming multi-member inflater, which also gives the precise error for damaged input.
+    ///
+    /// libdeflate's safe API neither reports how much input a member used nor rejects bytes after
+    /// it, so a second member would be silently dropped. Every gzip member starts with `1f 8b 08`;
+    /// when those three bytes occur nowhere after the first byte, there is no second member.
+    /// (Compressed data holds them by chance about once per 16 MiB; such objects take the
+    /// streaming path.) The output is sized by the trailer's ISIZE and must fill it exactly.
+    fn inflate_one_member(&mut self, data: &[u8], budget: u64) -> Option<usize> {
+        let trailer: [u8; 4] = data.get(data.len().checked_sub(4)?..)?.try_into().ok()?;
+        let size = u32::from_le_bytes(trailer) as usize;
+        if data.len() < 18 || !data.starts_with(GZIP_MEMBER_START) || size as u64 > budget {
+            return None;
+        }
+        if memchr::memmem::find(&data[1..], GZIP_MEMBER_START).is_some() {
+            return None;
+        }
+        if self.buf.len() < size {
+            if self.buf.capacity() >= size {
+                self.buf.resize(size, 0);
+            } else {
+                // Zeroed by the allocator: fresh pages need no memset.
+                self.buf = vec![0u8; size];
+            }
+        }
+        let out = &mut self.buf[..size];
+        let n = self
+            .decompressor
+            .get_or_insert_with(libdeflater::Decompressor::new)
+            .gzip_decompress(data, out)
+            .ok()?;
+        (n == size).then_some(size)
+    }
 }
 
 struct Decoder<'o, S> {
@@ -408,8 +474,7 @@ impl<S: RecordSink> Decoder<'_, S> {
             matches!(framing, Framing::Lines | Framing::CwLogs | Framing::Firehose)
                 && data.starts_with(GZIP_MAGIC);
         if explicit_gzip_inside {
-            let inflated = self.inflate(data)?;
-            return self.decode(&inflated, framing, depth + 1);
+            return self.decode_gzip(data, Some(framing), depth);
         }
         match framing {
             Framing::Auto => self.decode(data, Framing::detect(data), depth),
@@ -417,10 +482,7 @@ impl<S: RecordSink> Decoder<'_, S> {
                 self.feed_text(data, true);
                 Ok(())
             }
-            Framing::Gzip => {
-                let inflated = self.inflate(data)?;
-                self.decode(&inflated, Framing::detect(&inflated), depth + 1)
-            }
+            Framing::Gzip => self.decode_gzip(data, None, depth),
             Framing::CwLogs | Framing::Firehose => self.decode_json(data),
             Framing::Kpl => self.decode_kpl(data, depth),
             Framing::Parquet => crate::pq::decode_parquet(data, |format, line| {
@@ -429,15 +491,28 @@ impl<S: RecordSink> Decoder<'_, S> {
         }
     }
 
-    fn inflate(&mut self, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
-        let out = gunzip(data, self.budget).map_err(|e| match e {
-            DecodeError::DecompressionLimit { .. } => {
-                DecodeError::DecompressionLimit { limit: self.opts.max_decompressed_bytes }
+    /// Inflates `data` into the thread's [`InflateRoom`] and decodes the text in `framing` (detected
+    /// from the text when `None`).
+    fn decode_gzip(
+        &mut self,
+        data: &[u8],
+        framing: Option<Framing>,
+        depth: u32,
+    ) -> Result<(), DecodeError> {
+        let mut room = InflateRoom::take();
+        let result = match room.gunzip(data, self.budget) {
+            Ok(n) => {
+                self.budget -= n as u64;
+                let text = &room.buf[..n];
+                self.decode(text, framing.unwrap_or_else(|| Framing::detect(text)), depth + 1)
             }
-            e => e,
-        })?;
-        self.budget -= out.len() as u64;
-        Ok(out)
+            Err(DecodeError::DecompressionLimit { .. }) => {
+                Err(DecodeError::DecompressionLimit { limit: self.opts.max_decompressed_bytes })
+            }
+            Err(e) => Err(e),
+        };
+        room.put_back();
+        result
     }
 
     /// Feeds text of many lines; `headers` enables header-line detection.
@@ -673,8 +748,16 @@ fn opt_cow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str
 
 #[cfg(test)]
 mod inflate_tests {
-    use super::inflate_one_member;
+    use super::{for_each_record, DecodeOptions, InflateRoom, LineError, RecordSink};
+    use crate::FlowRecord;
     use std::io::{Read, Write};
+
+    /// `InflateRoom::inflate_one_member` with a fresh room: the text, or `None`.
+    fn inflate_one_member(data: &[u8], budget: u64) -> Option<Vec<u8>> {
+        let mut room = InflateRoom::default();
+        let n = room.inflate_one_member(data, budget)?;
+        Some(room.buf[..n].to_vec())
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -728,5 +811,80 @@ mod inflate_tests {
         assert_eq!(inflate_one_member(&one[..one.len() - 1], u64::MAX), None);
         assert_eq!(inflate_one_member(&one[..10], u64::MAX), None);
         assert_eq!(inflate_one_member(b"", u64::MAX), None);
+    }
+
+    /// One room inflates objects of every size and shape in turn (larger, smaller, several
+    /// members, empty, damaged, one member again): each result is exactly that object's text,
+    /// never bytes left over from a larger object before it.
+    #[test]
+    fn a_reused_room_gives_each_object_exactly_its_text() {
+        let big = text(5000);
+        let small = text(10);
+        let mut two_members = gzip(&small);
+        two_members.extend(gzip(&big));
+        let mut damaged = gzip(&big);
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0xff;
+        let cases: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+            (gzip(&big), Some(big.clone())),
+            (gzip(&small), Some(small.clone())),
+            (two_members, Some([&small[..], &big[..]].concat())),
+            (gzip(b""), Some(Vec::new())),
+            (damaged, None),
+            (gzip(&small), Some(small.clone())),
+            (gzip(&big), Some(big.clone())),
+        ];
+        let mut room = InflateRoom::default();
+        for (i, (gz, want)) in cases.iter().enumerate() {
+            let got = room.gunzip(gz, u64::MAX).ok().map(|n| room.buf[..n].to_vec());
+            assert_eq!(got.as_ref().map(Vec::len), want.as_ref().map(Vec::len), "case {i}");
+            assert!(got == *want, "case {i}: text differs");
+        }
+    }
+
+    struct Lines(Vec<Vec<u8>>);
+
+    impl RecordSink for Lines {
+        fn record(&mut self, rec: &FlowRecord<'_>) {
+            self.0.push(rec.line().to_vec());
+        }
+        fn malformed(&mut self, _: &LineError) {}
+    }
+
+    /// Through `for_each_record` (the thread's room): a small object after a large one yields
+    /// only its own lines, also when the gzip object sits inside another.
+    #[test]
+    fn decoding_after_a_larger_object_sees_only_the_new_text() {
+        let line = |i: usize| {
+            format!("2 123 eni-1 10.0.0.{} 8.8.8.8 1 2 6 1 40 {} 60 REJECT OK", i % 250, 3600 + i)
+        };
+        let lines = |n: usize| (0..n).map(line).collect::<Vec<_>>();
+        let text = |ls: &[String]| {
+            ls.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect::<Vec<u8>>()
+        };
+        for (first, second) in [(3000, 7), (7, 3000), (3000, 0)] {
+            for nested in [false, true] {
+                let wrap = |t: Vec<u8>| if nested { gzip(&gzip(&t)) } else { gzip(&t) };
+                let mut sink = Lines(Vec::new());
+                for_each_record(&wrap(text(&lines(first))), &DecodeOptions::default(), &mut sink)
+                    .unwrap();
+                assert_eq!(sink.0.len(), first);
+                let mut sink = Lines(Vec::new());
+                let s = for_each_record(
+                    &wrap(text(&lines(second))),
+                    &DecodeOptions::default(),
+                    &mut sink,
+                )
+                .unwrap();
+                let want: Vec<Vec<u8>> =
+                    lines(second).into_iter().map(String::into_bytes).collect();
+                assert_eq!(
+                    (s.records, s.malformed),
+                    (second as u64, 0),
+                    "{first} then {second}, nested {nested}"
+                );
+                assert!(sink.0 == want, "{first} then {second}, nested {nested}: lines differ");
+            }
+        }
     }
 }

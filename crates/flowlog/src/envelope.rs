@@ -1,7 +1,8 @@
 //! A fast path for the JSON of CloudWatch Logs subscription envelopes and Firehose records.
 //!
-//! [`scan`] walks the JSON once with `memchr` (no allocation, no UTF-8 decoding: it accepts
-//! printable-ASCII strings only) and returns where the flow-log text of every object is, in order.
+//! [`scan`] walks the JSON once (inside strings 16 bytes at a time, with `crate::scan::string_stop`;
+//! no allocation, no UTF-8 decoding: it accepts printable-ASCII strings only) and returns where the
+//! flow-log text of every object is, in order.
 //! It handles the plain shape AWS sends; for anything else (a non-ASCII or control byte, an escape
 //! in a string it must return or in a key, a `\u` escape anywhere, a duplicate field, a
 //! field of an unexpected type, invalid JSON, deep nesting) it returns `None` and the caller decodes
@@ -33,12 +34,6 @@ pub(crate) fn scan(data: &[u8], out: &mut Vec<Item>) -> Option<()> {
     Some(())
 }
 
-/// True when every byte is printable ASCII (0x20..=0x7E); a fold per chunk, so it vectorizes.
-#[inline]
-fn printable(s: &[u8]) -> bool {
-    s.chunks(64).all(|c| c.iter().fold(true, |ok, &b| ok & (b.wrapping_sub(0x20) < 0x5f)))
-}
-
 struct Scanner<'a> {
     d: &'a [u8],
     i: usize,
@@ -66,15 +61,16 @@ impl Scanner<'_> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let at = self.i + memchr::memchr2(b'"', b'\\', &self.d[self.i..])?;
             // Printable ASCII only: valid UTF-8, and no raw control character (invalid JSON).
             // Bytes outside strings are checked by the grammar.
-            if !printable(&self.d[self.i..at]) {
-                return None;
-            }
-            if self.d[at] == b'"' {
-                self.i = at + 1;
-                return Some((start..at, escaped));
+            let at = self.i + crate::scan::string_stop(&self.d[self.i..])?;
+            match self.d[at] {
+                b'"' => {
+                    self.i = at + 1;
+                    return Some((start..at, escaped));
+                }
+                b'\\' => {}
+                _ => return None,
             }
             // `\u` escapes (surrogates) are left to serde_json.
             match self.d.get(at + 1)? {

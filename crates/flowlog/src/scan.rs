@@ -76,6 +76,76 @@ pub(crate) fn classify_naive(chunk: &[u8; 64]) -> Masks {
     m
 }
 
+/// The offset of the first byte of `s` that ends a run of plain JSON string contents: `"`, `\\`,
+/// or a byte that is not printable ASCII (below 0x20, DEL, 0x80 or more); `None` if there is none.
+///
+/// This is the JSON envelope scanner's inner loop ([`crate::envelope`]): one pass that both finds
+/// the end of a string and checks its bytes, 16 at a time, with no call per string.
+#[inline]
+pub(crate) fn string_stop(s: &[u8]) -> Option<usize> {
+    let mut chunks = s.chunks_exact(16);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let chunk: &[u8; 16] = chunk.try_into().unwrap_or(&[b'A'; 16]);
+        let m = stop_mask(chunk);
+        if m != 0 {
+            return Some(base + m.trailing_zeros() as usize);
+        }
+        base += 16;
+    }
+    let rest = chunks.remainder();
+    // Padding that stops nothing.
+    let mut buf = [b'A'; 16];
+    buf[..rest.len()].copy_from_slice(rest);
+    let m = stop_mask(&buf);
+    (m != 0).then(|| base + m.trailing_zeros() as usize)
+}
+
+/// Bit `i` set when byte `i` of `chunk` is `"`, `\\` or not printable ASCII (SSE2).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+#[allow(unsafe_code)] // reason: calling an SSE2 function; the build configuration has SSE2
+fn stop_mask(chunk: &[u8; 16]) -> u32 {
+    // SAFETY: `stop_mask_sse2` needs SSE2, which this build configuration enables (the cfg
+    // above), as every x86_64 target does.
+    unsafe { stop_mask_sse2(chunk) }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn stop_mask_sse2(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_set_epi64x,
+    };
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&chunk[at..at + 8]);
+        i64::from_le_bytes(w)
+    };
+    let v = _mm_set_epi64x(word(8), word(0));
+    // Signed compare: bytes of 0x80 or more are negative, so "below 0x20" takes them too.
+    let odd = _mm_or_si128(
+        _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+        _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)),
+    );
+    let quote = _mm_or_si128(
+        _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
+        _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
+    );
+    _mm_movemask_epi8(_mm_or_si128(odd, quote)) as u32
+}
+
+/// Bit `i` set when byte `i` of `chunk` is `"`, `\\` or not printable ASCII (portable).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn stop_mask(chunk: &[u8; 16]) -> u32 {
+    chunk.iter().enumerate().fold(0, |m, (i, &b)| {
+        m | (u32::from(b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)) << i)
+    })
+}
+
 /// Room for field ends: lines with more fields than this are handed over without them.
 pub(crate) const MAX_ENDS: usize = crate::format::MAX_FORMAT_FIELDS;
 
@@ -258,6 +328,18 @@ mod tests {
         fn classify_agrees(bytes in proptest::collection::vec(any::<u8>(), 64)) {
             let chunk: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(classify(&chunk), classify_naive(&chunk));
+        }
+
+        #[test]
+        fn string_stop_is_the_first_quote_backslash_or_odd_byte(
+            text in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(0x7f), Just(b'a'), Just(b' '), any::<u8>()], 0..100),
+            plain in 0usize..80,
+        ) {
+            // A run of plain bytes first, so stops fall at every offset of a chunk.
+            let text = [vec![b'x'; plain], text].concat();
+            let naive = text.iter().position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b));
+            prop_assert_eq!(string_stop(&text), naive);
         }
 
         #[test]
