@@ -438,10 +438,8 @@ fn consumer_decode(objects: &[Vec<u8>], rule: &Rule, cfg: CounterConfig) -> u64 
     objects
         .par_chunks(RECORDS_PER_BATCH)
         .map(|chunk| {
-            let records: Vec<RawRecord<'_>> = chunk
-                .iter()
-                .map(|o| RawRecord { sequence_number: "0", data: o })
-                .collect();
+            let records: Vec<RawRecord<'_>> =
+                chunk.iter().map(|o| RawRecord { sequence_number: "0", data: o }).collect();
             let batch = decode_batch(&ctx, "shardId-000000000000", &records);
             (batch.stats.counted, batch.counter)
         })
