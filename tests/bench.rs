@@ -29,6 +29,8 @@ fn bench_reports_every_stage_with_consistent_counts() {
             vec!["parse", "parse+filter", "parse+filter+count", "parquet write", "end to end"];
         if framing != "lines" {
             want.insert(0, "decompress");
+            // The consumer's own decode path, from the compressed objects.
+            want.insert(4, "consumer decode");
         }
         assert_eq!(stages, want, "{framing}");
         for s in r["stages"].as_array().unwrap() {
