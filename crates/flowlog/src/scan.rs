@@ -33,28 +33,39 @@ pub(crate) fn classify(chunk: &[u8; 64]) -> Masks {
 #[target_feature(enable = "sse2")]
 #[inline]
 fn classify_sse2(chunk: &[u8; 64]) -> Masks {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm_set_epi64x,
-    };
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8};
     let mut m = Masks::default();
     for (k, part) in chunk.chunks_exact(16).enumerate() {
-        let word = |at: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&part[at..at + 8]);
-            i64::from_le_bytes(w)
-        };
-        // Two adjacent 8-byte loads: the compiler emits one unaligned 16-byte load.
-        let v = _mm_set_epi64x(word(8), word(0));
+        let (v, odd) = load_sse2(part);
         let bits = |x| u64::from(_mm_movemask_epi8(x) as u16) << (16 * k);
         m.space |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)));
         m.newline |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)));
-        // Signed compare: bytes of 0x80 or more are negative, so "below 0x20" takes them too.
-        let low_or_high = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
-        m.odd |= bits(_mm_or_si128(low_or_high, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+        m.odd |= bits(odd);
     }
     m.odd &= !m.newline;
     m
+}
+
+/// The first 16 bytes of `part` as a vector, and the lanes of those that are not printable ASCII
+/// (below 0x20, `'\n'` included; DEL; 0x80 or more): the one definition of an odd byte that
+/// [`classify`] and [`string_stop`] share.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn load_sse2(part: &[u8]) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m128i) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+    };
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&part[at..at + 8]);
+        i64::from_le_bytes(w)
+    };
+    // Two adjacent 8-byte loads: the compiler emits one unaligned 16-byte load.
+    let v = _mm_set_epi64x(word(8), word(0));
+    // Signed compare: bytes of 0x80 or more are negative, so "below 0x20" takes them too.
+    let low_or_high = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+    (v, _mm_or_si128(low_or_high, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))))
 }
 
 /// The masks of `chunk` (portable: byte by byte).
@@ -115,21 +126,8 @@ fn stop_mask(chunk: &[u8; 16]) -> u32 {
 #[target_feature(enable = "sse2")]
 #[inline]
 fn stop_mask_sse2(chunk: &[u8; 16]) -> u32 {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm_set_epi64x,
-    };
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&chunk[at..at + 8]);
-        i64::from_le_bytes(w)
-    };
-    let v = _mm_set_epi64x(word(8), word(0));
-    // Signed compare: bytes of 0x80 or more are negative, so "below 0x20" takes them too.
-    let odd = _mm_or_si128(
-        _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
-        _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)),
-    );
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    let (v, odd) = load_sse2(chunk);
     let quote = _mm_or_si128(
         _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
         _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
