@@ -73,10 +73,22 @@ impl<R: BufRead> Read for IsalGzReader<R> {
             // no pointer into either buffer across calls (partial headers and history are copied
             // into `state`), and both pointers are reset before every call.
             let rc = unsafe { ffi::isal_inflate(&mut *self.state) };
-            let used = avail_in - self.state.avail_in as usize;
+            let left = self.state.avail_in as usize;
             let made = room - self.state.avail_out as usize;
             self.state.next_in = std::ptr::null_mut();
             self.state.next_out = std::ptr::null_mut();
+            if left > avail_in {
+                // ISA-L rewound its bit buffer past the start of this call's input, into bytes of
+                // an earlier call that are consumed already (seen on damaged input): the stream
+                // cannot go on, and there is nothing to consume.
+                let what = if rc == ffi::ISAL_DECOMP_OK as i32 {
+                    "inflate rewound past its input".to_string()
+                } else {
+                    describe(rc)
+                };
+                return Err(io::Error::new(io::ErrorKind::InvalidData, what));
+            }
+            let used = avail_in - left;
             self.inner.consume(used);
             if rc != ffi::ISAL_DECOMP_OK as i32 {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, describe(rc)));
