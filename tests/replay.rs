@@ -115,6 +115,58 @@ fn replay_reproduces_ground_truth_and_rereplay_does_not_double_count() {
     assert_eq!(spikes(&spikes_path), first);
 }
 
+/// One large plain-text file (the archive inflated and concatenated), streamed in blocks: mapped
+/// into memory (the default) and read (`--no-mmap`) give the ground truth and the same spikes.
+#[test]
+fn a_large_plain_file_mapped_or_read_gives_the_ground_truth() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(12);
+    generate_to_dir(&cfg, &dir.path().join("archive")).expect("generate");
+    let mut objects = Vec::new();
+    let mut stack = vec![dir.path().join("archive")];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                objects.push(path);
+            }
+        }
+    }
+    objects.sort();
+    let mut text = Vec::new();
+    for o in &objects {
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(o).unwrap())
+            .read_to_end(&mut text)
+            .unwrap();
+    }
+    let file = dir.path().join("all.log");
+    std::fs::write(&file, &text).unwrap();
+    let expected = expected_counts(&cfg);
+    let mut outputs = Vec::new();
+    for (name, extra) in [("mapped", None), ("read", Some("--no-mmap"))] {
+        let state = dir.path().join(name);
+        let spikes_path = dir.path().join(format!("{name}.jsonl"));
+        let mut cmd = flowspike();
+        cmd.arg("replay")
+            .arg(&file)
+            .arg("--state")
+            .arg(&state)
+            .arg("--spikes")
+            .arg(&spikes_path)
+            .args(["--stream-min-bytes", "0", "--stream-block-bytes", "65536"])
+            .args(extra);
+        assert_code(&run(&mut cmd), 0);
+        let history = History::new(Arc::new(LocalStore::new(&state)));
+        assert_eq!(history_counts(&history), expected, "{name}");
+        outputs.push(spikes(&spikes_path));
+    }
+    assert!(!outputs[0].is_empty());
+    assert_eq!(outputs[0], outputs[1]);
+}
+
 #[test]
 fn replay_splunk_mode_finds_the_injected_bursts_and_saves_its_baseline() {
     let dir = tempfile::tempdir().unwrap();

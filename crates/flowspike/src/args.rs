@@ -141,6 +141,11 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 8 << 20, env = "FLOWSPIKE_STREAM_BLOCK_BYTES",
           value_parser = clap::value_parser!(u64).range(4096..))]
     pub stream_block_bytes: u64,
+    /// Read large plain-text local files instead of mapping them into memory. Mapping is faster;
+    /// use this when files may be truncated or rewritten while they are replayed (a mapped file
+    /// that shrinks under the process makes it fail with SIGBUS).
+    #[arg(long, env = "FLOWSPIKE_NO_MMAP")]
+    pub no_mmap: bool,
     /// Input framing and format.
     #[command(flatten)]
     pub input: InputArgs,

@@ -178,6 +178,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         stream: StreamSettings {
             min_object_bytes: a.stream_min_bytes,
             block_bytes: usize::try_from(a.stream_block_bytes).unwrap_or(usize::MAX),
+            map_files: !a.no_mmap,
         },
     };
     let outcome = replay_sources(&a.sources, &state, &mut s3, cfg)?;

@@ -41,6 +41,11 @@ pub trait Archive: Send + Sync {
     }
     /// A human-readable location of `key` for messages (`s3://bucket/key`, a path).
     fn location(&self, key: &str) -> String;
+    /// The object mapped into memory, when it is a local file that can be mapped; `None` (the
+    /// default) when it must be read through [`Archive::open`].
+    fn map(&self, _key: &str) -> Option<memmap2::Mmap> {
+        None
+    }
 }
 
 /// The local file system as an [`Archive`]; keys are paths with `/` separators.
@@ -109,6 +114,21 @@ impl Archive for LocalArchive {
 
     fn location(&self, key: &str) -> String {
         key.to_string()
+    }
+
+    /// Regular files only; anything that cannot be mapped (a pipe, a special file, an error) is
+    /// left to [`Archive::open`], which reports errors.
+    #[allow(unsafe_code)] // reason: mapping a file is unsafe by contract; see SAFETY
+    fn map(&self, key: &str) -> Option<memmap2::Mmap> {
+        let file = std::fs::File::open(key).ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        // SAFETY: the mapping is read-only and private; its bytes are only read as `&[u8]` while
+        // the `Mmap` lives. The one hazard is another process changing the file meanwhile: a
+        // replay reads archives that are not written while they are read, and
+        // `StreamSettings::map_files` (`--no-mmap`) turns mapping off where that is not so.
+        unsafe { memmap2::Mmap::map(&file) }.ok()
     }
 }
 

@@ -535,7 +535,7 @@ fn fetch_blocks(
         archive,
         key,
         cfg.decode.framing,
-        cfg.stream.block_bytes,
+        &cfg.stream,
         cfg.decode.max_line_bytes,
         |block| {
             let f = format
@@ -654,7 +654,7 @@ fn recount_sequentially(
         archive.as_ref(),
         &obj.key,
         cfg.decode.framing,
-        cfg.stream.block_bytes,
+        &cfg.stream,
         cfg.decode.max_line_bytes,
         |block| {
             if first {

@@ -9,9 +9,19 @@
 //! wrong for the blocks after it: the object's partial counts are then dropped and the object is read
 //! again, sequentially, carrying the format from block to block. So the result is always that of
 //! `flowlog::for_each_record` over the whole object; the parallel path is only a speed-up.
+//!
+//! Plain-text local files are not read at all: they are mapped into memory
+//! ([`Archive::map`]) and the blocks are ranges of the mapping, so the text is neither copied by
+//! `read(2)` nor held in freshly allocated buffers (on a VM whose fresh pages the hypervisor backs
+//! on first touch, both were a quarter of a replay's CPU time). The reader thread asks the kernel
+//! to map each block's pages before handing it on (`MADV_POPULATE_READ`), so it still does the
+//! disk reads and page-table work ahead of the parsers.
 
 use std::io::{BufRead, BufReader, Read};
-use std::sync::Mutex;
+use std::ops::{Deref, Range};
+use std::sync::{Arc, Mutex};
+
+use memmap2::{Advice, Mmap};
 
 use flowlog::{Format, Framing};
 
@@ -24,11 +34,15 @@ pub struct StreamSettings {
     pub min_object_bytes: u64,
     /// Target size of one block of decompressed text (default 8 MiB).
     pub block_bytes: usize,
+    /// Map plain-text local files into memory instead of reading them (default true). A file that
+    /// another process truncates while it is mapped makes this process fail with `SIGBUS`; turn
+    /// this off for files that may change during a replay.
+    pub map_files: bool,
 }
 
 impl Default for StreamSettings {
     fn default() -> StreamSettings {
-        StreamSettings { min_object_bytes: 32 << 20, block_bytes: 8 << 20 }
+        StreamSettings { min_object_bytes: 32 << 20, block_bytes: 8 << 20, map_files: true }
     }
 }
 
@@ -60,8 +74,9 @@ impl BlockPool {
         }
     }
 
-    /// Returns a buffer for reuse (dropped when the pool is full).
-    pub fn give(&self, buf: Vec<u8>) {
+    /// Returns a block's buffer for reuse (dropped when the pool is full; a mapped block has none).
+    pub fn give(&self, data: BlockData) {
+        let BlockData::Owned(buf) = data else { return };
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if free.len() < self.max {
             free.push(buf);
@@ -77,7 +92,27 @@ pub struct TextBlock {
     /// Offset of the block's first byte in the decompressed text.
     pub offset: u64,
     /// The lines (ending at a line end, except perhaps the object's last line).
-    pub data: Vec<u8>,
+    pub data: BlockData,
+}
+
+/// The bytes of a [`TextBlock`]: a buffer of its own, or a range of a mapped file.
+#[derive(Debug)]
+pub enum BlockData {
+    /// Read (and perhaps inflated) into a buffer of the [`BlockPool`].
+    Owned(Vec<u8>),
+    /// A range of a file mapped into memory, shared by the object's blocks.
+    Mapped(Arc<Mmap>, Range<usize>),
+}
+
+impl Deref for BlockData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            BlockData::Owned(v) => v,
+            BlockData::Mapped(map, range) => &map[range.clone()],
+        }
+    }
 }
 
 /// The outcome of [`read_blocks`].
@@ -121,21 +156,35 @@ pub fn initial_format(first_block: &[u8], fallback: &Format) -> Format {
 
 /// Reads object `key` of `archive` as text blocks and hands each to `emit` (which returns false to
 /// stop). `framing` is the configured framing: only `Auto`, `Lines` and `Gzip` can stream.
-/// `max_line` bounds how far past `block_bytes` a block grows while looking for a line end. Block
-/// buffers come from `pool` (give them back when done with them).
+/// `max_line` bounds how far past `settings.block_bytes` a block grows while looking for a line
+/// end. Block buffers come from `pool` (give them back when done with them). Plain text that the
+/// archive can map (`settings.map_files`) is cut into ranges of the mapping instead.
 pub fn read_blocks(
     pool: &BlockPool,
     archive: &dyn Archive,
     key: &str,
     framing: Framing,
-    block_bytes: usize,
+    settings: &StreamSettings,
     max_line: usize,
     mut emit: impl FnMut(TextBlock) -> bool,
 ) -> Result<Streamed, StreamError> {
     if !matches!(framing, Framing::Auto | Framing::Lines | Framing::Gzip) {
         return Ok(Streamed::NotText(framing));
     }
-    let mut raw = BufReader::with_capacity(1 << 20, archive.open(key)?);
+    let block_bytes = settings.block_bytes.max(1);
+    if settings.map_files && framing != Framing::Gzip {
+        if let Some(map) = archive.map(key) {
+            // The same decision as for a read object below, on the same head.
+            let inner = Framing::detect(&map[..map.len().min(HEAD_BYTES)]);
+            if inner != Framing::Gzip {
+                if framing == Framing::Auto && inner != Framing::Lines {
+                    return Ok(Streamed::NotText(inner));
+                }
+                return Ok(cut_mapped(Arc::new(map), block_bytes, max_line, &mut emit));
+            }
+        }
+    }
+    let mut raw = BufReader::with_capacity(HEAD_BYTES, archive.open(key)?);
     let head = raw.fill_buf().map_err(|source| StreamError::Read { offset: 0, source })?;
     let gzip = framing == Framing::Gzip || Framing::detect(head) == Framing::Gzip;
     if !gzip {
@@ -160,6 +209,51 @@ pub fn read_blocks(
 /// were copied twice, once into its buffer and once out of it.
 fn unbuffered<R: Read>(r: BufReader<R>) -> impl Read {
     std::io::Cursor::new(r.buffer().to_vec()).chain(r.into_inner())
+}
+
+/// How much of an object's start decides its framing (the first buffer of a read object).
+const HEAD_BYTES: usize = 1 << 20;
+
+/// Cuts a mapped file into blocks of whole lines: each ends at the last line end within
+/// `block_bytes`, or within `block_bytes + max_line` when a line is longer, or there when none is
+/// found (as [`cut_blocks`] does). Before a block is emitted its pages are mapped ahead
+/// (`MADV_POPULATE_READ`; on kernels without it the parsers fault them in themselves).
+fn cut_mapped(
+    map: Arc<Mmap>,
+    block_bytes: usize,
+    max_line: usize,
+    emit: &mut impl FnMut(TextBlock) -> bool,
+) -> Streamed {
+    let len = map.len();
+    let (mut pos, mut seq) = (0usize, 0u64);
+    while pos < len {
+        let end = if len - pos <= block_bytes {
+            len
+        } else {
+            let last_end =
+                |limit: usize| memchr::memrchr(b'\n', &map[pos..limit]).map(|i| pos + i + 1);
+            match last_end(pos + block_bytes) {
+                Some(end) => end,
+                None => {
+                    let hard = pos.saturating_add(block_bytes).saturating_add(max_line).min(len);
+                    if hard == len {
+                        len
+                    } else {
+                        last_end(hard).unwrap_or(hard)
+                    }
+                }
+            }
+        };
+        // Only a hint: the parsers fault in whatever this did not map.
+        let _ = map.advise_range(Advice::PopulateRead, pos, end - pos);
+        let data = BlockData::Mapped(map.clone(), pos..end);
+        if !emit(TextBlock { seq, offset: pos as u64, data }) {
+            return Streamed::Stopped;
+        }
+        seq += 1;
+        pos = end;
+    }
+    Streamed::Done { blocks: seq }
 }
 
 /// Cuts `r` into blocks of whole lines.
@@ -198,7 +292,7 @@ fn cut_blocks(
         carry.extend_from_slice(&buf[cut..]);
         buf.truncate(cut);
         let len = buf.len() as u64;
-        if !emit(TextBlock { seq, offset, data: buf }) {
+        if !emit(TextBlock { seq, offset, data: BlockData::Owned(buf) }) {
             return Ok(Streamed::Stopped);
         }
         seq += 1;
@@ -237,14 +331,18 @@ mod tests {
     use crate::archive::LocalArchive;
     use std::io::Write;
 
-    fn blocks_of(path: &std::path::Path, framing: Framing) -> (Vec<TextBlock>, Streamed) {
+    fn blocks_of(
+        path: &std::path::Path,
+        framing: Framing,
+        map_files: bool,
+    ) -> (Vec<TextBlock>, Streamed) {
         let mut out = Vec::new();
         let r = read_blocks(
             &pool(),
             &LocalArchive,
             path.to_str().unwrap(),
             framing,
-            8 << 20,
+            &StreamSettings { map_files, ..StreamSettings::default() },
             64 << 10,
             |b| {
                 out.push(b);
@@ -287,9 +385,17 @@ mod tests {
         e.write_all(&text[text.len() / 2..]).unwrap();
         first.extend(e.finish().unwrap()); // two gzip members
         std::fs::write(&gz, first).unwrap();
-        for (path, framing) in [(&plain, Framing::Auto), (&gz, Framing::Auto), (&gz, Framing::Gzip)]
+        let cases = [(&plain, Framing::Auto), (&plain, Framing::Lines), (&gz, Framing::Auto)];
+        for ((path, framing), map_files) in
+            cases.into_iter().chain([(&gz, Framing::Gzip)]).flat_map(|c| [(c, false), (c, true)])
         {
-            let (blocks, r) = blocks_of(path, framing);
+            let (blocks, r) = blocks_of(path, framing, map_files);
+            // Only plain text is mapped; gzip is always inflated into buffers.
+            let mapped = map_files && path == &plain;
+            assert!(
+                blocks.iter().all(|b| matches!(b.data, BlockData::Mapped(..)) == mapped),
+                "{path:?} {framing:?} map_files {map_files}"
+            );
             assert!(matches!(r, Streamed::Done { blocks: n } if n == blocks.len() as u64), "{r:?}");
             assert!(blocks.len() >= 3, "{}", blocks.len());
             let mut joined = Vec::new();
@@ -299,7 +405,7 @@ mod tests {
                 assert_eq!(b.data.last(), Some(&b'\n'));
                 joined.extend_from_slice(&b.data);
             }
-            assert!(joined == text, "reassembled text differs for {path:?}");
+            assert!(joined == text, "reassembled text differs for {path:?} {map_files}");
         }
     }
 
@@ -308,17 +414,83 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("a.json");
         std::fs::write(&json, br#"{"message":"x"}"#).unwrap();
-        assert!(matches!(blocks_of(&json, Framing::Auto).1, Streamed::NotText(_)));
         let tail = dir.path().join("b.log");
         std::fs::write(&tail, b"a\nb").unwrap();
-        let (blocks, _) = blocks_of(&tail, Framing::Lines);
-        assert_eq!(blocks.len(), 1);
-        assert_eq!(blocks[0].data, b"a\nb");
         let empty = dir.path().join("c.log");
         std::fs::write(&empty, b"").unwrap();
-        assert!(
-            matches!(blocks_of(&empty, Framing::Lines), (b, Streamed::Done { blocks: 0 }) if b.is_empty())
-        );
+        for map_files in [false, true] {
+            assert!(matches!(
+                blocks_of(&json, Framing::Auto, map_files).1,
+                Streamed::NotText(Framing::Firehose)
+            ));
+            let (blocks, _) = blocks_of(&tail, Framing::Lines, map_files);
+            assert_eq!(blocks.len(), 1);
+            assert_eq!(&*blocks[0].data, b"a\nb");
+            assert!(matches!(
+                blocks_of(&empty, Framing::Lines, map_files),
+                (b, Streamed::Done { blocks: 0 }) if b.is_empty()
+            ));
+        }
+    }
+
+    /// Mapped blocks follow the rules of read ones: whole lines up to `block_bytes`, a longer line
+    /// whole up to `block_bytes + max_line`, a line longer than that cut there.
+    #[test]
+    fn mapped_blocks_are_cut_at_line_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        for i in 0..3_000usize {
+            text.extend(std::iter::repeat_n(b'x', (i * 7919) % 300));
+            text.push(b'\n');
+            if i == 1_000 {
+                text.extend(std::iter::repeat_n(b'y', 6_000)); // longer than block + max_line
+                text.push(b'\n');
+            }
+            if i == 2_000 {
+                text.extend(std::iter::repeat_n(b'z', 3_000)); // longer than a block only
+                text.push(b'\n');
+            }
+        }
+        text.extend_from_slice(b"no line end");
+        let path = dir.path().join("m.log");
+        std::fs::write(&path, &text).unwrap();
+        let (block_bytes, max_line) = (2_048, 2_048);
+        for map_files in [false, true] {
+            let settings = StreamSettings { min_object_bytes: 0, block_bytes, map_files };
+            let mut blocks = Vec::new();
+            let r = read_blocks(
+                &pool(),
+                &LocalArchive,
+                path.to_str().unwrap(),
+                Framing::Auto,
+                &settings,
+                max_line,
+                |b| {
+                    blocks.push(b);
+                    true
+                },
+            )
+            .unwrap();
+            assert!(matches!(r, Streamed::Done { blocks: n } if n == blocks.len() as u64));
+            let mut joined = Vec::new();
+            let last = blocks.len() - 1;
+            for (i, b) in blocks.iter().enumerate() {
+                assert_eq!(b.offset, joined.len() as u64);
+                assert!(b.data.len() <= block_bytes + max_line, "block {i}: {}", b.data.len());
+                if i < last && b.data.last() != Some(&b'\n') {
+                    // Only the overlong line may be cut inside.
+                    assert_eq!(b.data.len(), block_bytes + max_line, "block {i} ({map_files})");
+                    assert!(b.data.iter().all(|c| *c == b'y'), "block {i} ({map_files})");
+                }
+                joined.extend_from_slice(&b.data);
+            }
+            assert!(joined == text, "map_files {map_files}");
+            assert!(
+                blocks.iter().any(|b| b.data.len() > block_bytes),
+                "the 3,000-byte line is whole"
+            );
+            assert_eq!(blocks.iter().all(|b| matches!(b.data, BlockData::Mapped(..))), map_files,);
+        }
     }
 
     #[test]
@@ -335,7 +507,7 @@ mod tests {
             &LocalArchive,
             path.to_str().unwrap(),
             Framing::Auto,
-            8 << 20,
+            &StreamSettings::default(),
             64 << 10,
             |_| {
                 n += 1;

@@ -119,17 +119,20 @@ fn streamed_blocks_count_exactly_like_whole_objects() {
     // Not line text: read whole even above the threshold.
     std::fs::write(dir.path().join("d.log"), br#"{"message":"2 123 eni-j 10.0.0.1 203.0.113.1 1 2 6 1 60 1767225600 1767225660 REJECT OK"}"#).unwrap();
 
-    let whole = run(dir.path(), StreamSettings { min_object_bytes: u64::MAX, block_bytes: 4096 });
+    let whole = run(
+        dir.path(),
+        StreamSettings { min_object_bytes: u64::MAX, block_bytes: 4096, map_files: false },
+    );
     assert!(whole.0.counted > 20_000 && whole.0.malformed > 100, "{:?}", whole.0);
     assert_eq!(whole.0.unreadable_files, 0);
-    for block_bytes in [4096, 65_536, 1 << 20] {
-        let streamed = run(dir.path(), StreamSettings { min_object_bytes: 0, block_bytes });
-        assert_eq!(
-            comparable(streamed.0.clone()),
-            comparable(whole.0.clone()),
-            "block {block_bytes}"
-        );
-        assert!(streamed.1 == whole.1, "rows differ with blocks of {block_bytes}");
+    // Blocks read into buffers and blocks that are ranges of the mapped files.
+    for map_files in [false, true] {
+        for block_bytes in [4096, 65_536, 1 << 20] {
+            let settings = StreamSettings { min_object_bytes: 0, block_bytes, map_files };
+            let streamed = run(dir.path(), settings);
+            assert_eq!(comparable(streamed.0.clone()), comparable(whole.0.clone()), "{settings:?}");
+            assert!(streamed.1 == whole.1, "rows differ with {settings:?}");
+        }
     }
 }
 
@@ -140,7 +143,8 @@ fn a_truncated_large_gzip_is_unreadable_after_its_good_blocks() {
     v2_lines(50_000, 5, &mut text);
     let gz = gzip(&[&text]);
     std::fs::write(dir.path().join("t.log.gz"), &gz[..gz.len() / 2]).unwrap();
-    let (s, _) = run(dir.path(), StreamSettings { min_object_bytes: 0, block_bytes: 4096 });
+    let (s, _) =
+        run(dir.path(), StreamSettings { min_object_bytes: 0, block_bytes: 4096, map_files: true });
     assert_eq!((s.files, s.unreadable_files), (1, 1), "{s:?}");
     assert!(s.records > 1000 && s.records < 50_000, "{s:?}");
     assert!(s.unreadable_samples[0].contains("t.log.gz"), "{:?}", s.unreadable_samples);
