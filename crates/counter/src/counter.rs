@@ -775,10 +775,7 @@ impl ShardedCounter {
         hours
             .into_par_iter()
             .map(|(hour, maps)| {
-                let mut rows: Vec<AggregateRow> = maps
-                    .into_par_iter()
-                    .flat_map_iter(|m| m.into_iter().map(move |(src, agg)| agg.into_row(hour, src)))
-                    .collect();
+                let mut rows = rows_of_maps(hour, maps);
                 rows.par_sort_unstable_by(row_order);
                 (hour, rows)
             })
@@ -789,6 +786,29 @@ impl ShardedCounter {
     pub fn into_rows(self) -> Vec<AggregateRow> {
         self.into_hours().into_iter().flat_map(|(_, rows)| rows).collect()
     }
+}
+
+/// The rows of `hour` from its shards' maps, in no particular order. The vector is allocated once
+/// at its final size and every map fills its own slice of it in parallel: collecting an unknown
+/// number of rows grows vectors by doubling, and on a machine whose fresh pages are expensive
+/// (a VM) each doubling's new memory cost more than building the rows.
+fn rows_of_maps(hour: i64, maps: Vec<AHashMap<IpAddr, Agg>>) -> Vec<AggregateRow> {
+    let total = maps.iter().map(|m| m.len()).sum();
+    let mut rows = vec![AggregateRow::default(); total];
+    let mut slots: Vec<(&mut [AggregateRow], AHashMap<IpAddr, Agg>)> =
+        Vec::with_capacity(maps.len());
+    let mut rest = rows.as_mut_slice();
+    for m in maps {
+        let (mine, after) = rest.split_at_mut(m.len());
+        slots.push((mine, m));
+        rest = after;
+    }
+    slots.into_par_iter().for_each(|(slice, m)| {
+        for (slot, (src, agg)) in slice.iter_mut().zip(m) {
+            *slot = agg.into_row(hour, src);
+        }
+    });
+    rows
 }
 
 /// Counts `items` in parallel on the current rayon pool: each worker feeds its own
