@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::ops::{Deref, Range};
 use std::sync::{Arc, Mutex};
 
-use memmap2::{Advice, Mmap};
+use memmap2::{Advice, Mmap, UncheckedAdvice};
 
 use flowlog::{Format, Framing};
 
@@ -75,8 +75,9 @@ impl BlockPool {
     }
 
     /// Returns a block's buffer for reuse (dropped when the pool is full; a mapped block has none).
-    pub fn give(&self, data: BlockData) {
-        let BlockData::Owned(buf) = data else { return };
+    pub fn give(&self, mut data: BlockData) {
+        let BlockData::Owned(buf) = &mut data else { return };
+        let buf = std::mem::take(buf);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if free.len() < self.max {
             free.push(buf);
@@ -102,6 +103,30 @@ pub enum BlockData {
     Owned(Vec<u8>),
     /// A range of a file mapped into memory, shared by the object's blocks.
     Mapped(Arc<Mmap>, Range<usize>),
+}
+
+/// The page size assumed when releasing a block's pages (x86-64 and most of arm64): a larger real
+/// page only makes the release cover part of a neighbour's page, which it faults in again.
+const PAGE: usize = 4096;
+
+impl Drop for BlockData {
+    /// A mapped block releases the page-table entries of its whole pages once counted, so they
+    /// are torn down a block at a time on the workers, not all at once (the whole file's) by the
+    /// last worker when the mapping is dropped.
+    #[allow(unsafe_code)] // reason: MADV_DONTNEED is an "unchecked" advice in memmap2; see SAFETY
+    fn drop(&mut self) {
+        let BlockData::Mapped(map, range) = self else { return };
+        let (start, end) = (range.start.next_multiple_of(PAGE), range.end / PAGE * PAGE);
+        if end > start {
+            // SAFETY: `map` is a read-only shared mapping of a file: MADV_DONTNEED drops only this
+            // process's page-table entries for those pages, and any later read of them (a
+            // neighbouring block, when the real page is larger than `PAGE`) faults them in again
+            // from the page cache with the same bytes. No reference into this block outlives it.
+            let _ = unsafe {
+                map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
 }
 
 impl Deref for BlockData {
@@ -454,8 +479,10 @@ mod tests {
         text.extend_from_slice(b"no line end");
         let path = dir.path().join("m.log");
         std::fs::write(&path, &text).unwrap();
-        let (block_bytes, max_line) = (2_048, 2_048);
-        for map_files in [false, true] {
+        let max_line = 2_048;
+        // Blocks smaller than a page, and blocks of many pages (whose whole pages a dropped
+        // block releases).
+        for (block_bytes, map_files) in [(2_048, false), (2_048, true), (40_000, true)] {
             let settings = StreamSettings { min_object_bytes: 0, block_bytes, map_files };
             let mut blocks = Vec::new();
             let r = read_blocks(
@@ -486,10 +513,17 @@ mod tests {
             }
             assert!(joined == text, "map_files {map_files}");
             assert!(
-                blocks.iter().any(|b| b.data.len() > block_bytes),
+                block_bytes > 3_000 || blocks.iter().any(|b| b.data.len() > block_bytes),
                 "the 3,000-byte line is whole"
             );
-            assert_eq!(blocks.iter().all(|b| matches!(b.data, BlockData::Mapped(..))), map_files,);
+            assert_eq!(blocks.iter().all(|b| matches!(b.data, BlockData::Mapped(..))), map_files);
+            // Dropping a block releases its pages; its neighbours (sharing partial pages with
+            // it) still read their own bytes.
+            let kept: Vec<TextBlock> = blocks.into_iter().step_by(2).collect();
+            for b in &kept {
+                let at = b.offset as usize;
+                assert!(*b.data == text[at..at + b.data.len()], "block at {at} ({map_files})");
+            }
         }
     }
 
