@@ -124,8 +124,8 @@ impl Archive for LocalArchive {
         if !file.metadata().ok()?.is_file() {
             return None;
         }
-        // SAFETY: the mapping is read-only and private; its bytes are only read as `&[u8]` while
-        // the `Mmap` lives. The one hazard is another process changing the file meanwhile: a
+        // SAFETY: the mapping is read-only (a shared mapping with PROT_READ); its bytes are only
+        // read as `&[u8]` while the `Mmap` lives. The one hazard is another process changing the file meanwhile: a
         // replay reads archives that are not written while they are read, and
         // `StreamSettings::map_files` (`--no-mmap`) turns mapping off where that is not so.
         unsafe { memmap2::Mmap::map(&file) }.ok()
