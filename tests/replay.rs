@@ -8,7 +8,7 @@ use std::sync::Arc;
 use flowspike_history::{History, LocalStore};
 use flowspike_synth::{generate_to_dir, Manifest, SynthConfig};
 
-use crate::util::{assert_code, flowspike, run};
+use crate::util::{assert_code, files_under, flowspike, run};
 
 /// A small archive: 36 days, 40 hosts, 3 bursts, one object per flow log and hour.
 pub fn small_config(seed: u64) -> SynthConfig {
@@ -123,22 +123,9 @@ fn a_large_plain_file_mapped_or_read_gives_the_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(12);
     generate_to_dir(&cfg, &dir.path().join("archive")).expect("generate");
-    let mut objects = Vec::new();
-    let mut stack = vec![dir.path().join("archive")];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                objects.push(path);
-            }
-        }
-    }
-    objects.sort();
     let mut text = Vec::new();
-    for o in &objects {
-        flate2::read::MultiGzDecoder::new(std::fs::File::open(o).unwrap())
+    for o in files_under(&dir.path().join("archive")) {
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(&o).unwrap())
             .read_to_end(&mut text)
             .unwrap();
     }

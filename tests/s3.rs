@@ -7,25 +7,16 @@ use flowspike_history::History;
 use flowspike_synth::generate_to_dir;
 
 use crate::replay::{assert_injected_found, expected_counts, history_counts, small_config};
-use crate::util::{assert_code, flowspike, run, Moto};
+use crate::util::{assert_code, files_under, flowspike, run, Moto};
 
 /// Uploads every file under `dir` to `bucket`, keys relative to `dir`.
 fn upload_dir(s3: &flowspike_aws::S3, bucket: &str, dir: &std::path::Path) -> usize {
-    let mut stack = vec![dir.to_path_buf()];
-    let mut n = 0;
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let key = p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
-                s3.put_object(bucket, &key, std::fs::read(&p).unwrap()).expect("upload");
-                n += 1;
-            }
-        }
+    let files = files_under(dir);
+    for p in &files {
+        let key = p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+        s3.put_object(bucket, &key, std::fs::read(p).unwrap()).expect("upload");
     }
-    n
+    files.len()
 }
 
 #[test]

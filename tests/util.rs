@@ -30,6 +30,24 @@ pub fn assert_code(out: &Output, code: i32) {
     );
 }
 
+/// Every file under `dir` (recursively), sorted by path.
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// A file under `../shared/samples/` (the repository's sibling, here and in CI).
 pub fn sample(rel: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples").join(rel);
