@@ -21,10 +21,29 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set (then
+/// mimalloc's own setting applies). mimalloc asks for huge pages on its arenas, so touching a few
+/// bytes of a fresh region zeroes a whole 2 MiB page: four threads writing Parquet hour files held
+/// ~100 MiB instead of ~13 MiB, and with the kernel compacting memory for those pages on fault,
+/// a replay's system time varied threefold from run to run (docs/benchmarks.md, section 0000).
+fn disable_thp() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)] // reason: a system call; see SAFETY
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes only integer arguments and touches no memory of this
+    // process; on failure (old kernel) nothing changes and huge pages stay as they were.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// Exit code when a run finished but skipped some input.
 pub const EXIT_SKIPPED: u8 = 3;
 
 fn main() -> ExitCode {
+    disable_thp();
     let cli = args::Cli::parse();
     init_tracing(cli.log_level.as_deref());
     let result = match cli.command {
