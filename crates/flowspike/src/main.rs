@@ -21,11 +21,13 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set (then
+/// Turns transparent huge pages off for a replay, unless `MIMALLOC_ALLOW_THP` is set (then
 /// mimalloc's own setting applies). mimalloc asks for huge pages on its arenas, so touching a few
 /// bytes of a fresh region zeroes a whole 2 MiB page: four threads writing Parquet hour files held
 /// ~100 MiB instead of ~13 MiB, and with the kernel compacting memory for those pages on fault,
-/// a replay's system time varied threefold from run to run (docs/benchmarks.md, section 0000).
+/// a replay's system time varied threefold from run to run (docs/benchmarks.md, section 0000). A
+/// replay is short and almost all its memory is fresh; the long-running consumer reuses its memory
+/// and decoded ~7% faster with huge pages, so it keeps them.
 fn disable_thp() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;
@@ -43,8 +45,10 @@ fn disable_thp() {
 pub const EXIT_SKIPPED: u8 = 3;
 
 fn main() -> ExitCode {
-    disable_thp();
     let cli = args::Cli::parse();
+    if matches!(cli.command, args::Command::Replay(_) | args::Command::Demo(_)) {
+        disable_thp();
+    }
     init_tracing(cli.log_level.as_deref());
     let result = match cli.command {
         args::Command::Parse(a) => parse::run(a),
