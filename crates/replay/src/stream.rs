@@ -199,27 +199,25 @@ pub fn read_blocks(
     let block_bytes = settings.block_bytes.max(1);
     if settings.map_files && framing != Framing::Gzip {
         if let Some(map) = archive.map(key) {
-            // The same decision as for a read object below, on the same head.
-            let inner = Framing::detect(&map[..map.len().min(HEAD_BYTES)]);
-            if inner != Framing::Gzip {
-                if framing == Framing::Auto && inner != Framing::Lines {
-                    return Ok(Streamed::NotText(inner));
+            match stored_head(framing, &map[..map.len().min(HEAD_BYTES)]) {
+                StoredHead::Lines => {
+                    return Ok(cut_mapped(Arc::new(map), block_bytes, max_line, &mut emit))
                 }
-                return Ok(cut_mapped(Arc::new(map), block_bytes, max_line, &mut emit));
+                StoredHead::NotText(inner) => return Ok(Streamed::NotText(inner)),
+                StoredHead::Gzip => {} // inflated as a stream, below
             }
         }
     }
     let mut raw = BufReader::with_capacity(HEAD_BYTES, archive.open(key)?);
     let head = raw.fill_buf().map_err(|source| StreamError::Read { offset: 0, source })?;
-    let gzip = framing == Framing::Gzip || Framing::detect(head) == Framing::Gzip;
-    if !gzip {
-        let inner = Framing::detect(head);
-        if framing == Framing::Auto && inner != Framing::Lines {
-            return Ok(Streamed::NotText(inner));
+    match stored_head(framing, head) {
+        StoredHead::Lines => {
+            return cut_blocks(pool, unbuffered(raw), block_bytes, max_line, &mut emit)
         }
-        return cut_blocks(pool, unbuffered(raw), block_bytes, max_line, &mut emit);
+        StoredHead::NotText(inner) => return Ok(Streamed::NotText(inner)),
+        StoredHead::Gzip => {}
     }
-    let mut text = BufReader::with_capacity(1 << 20, flowlog::gz_reader(raw));
+    let mut text = BufReader::with_capacity(HEAD_BYTES, flowlog::gz_reader(raw));
     let head = text.fill_buf().map_err(|source| StreamError::Read { offset: 0, source })?;
     let inner = Framing::detect(head);
     if inner != Framing::Lines {
@@ -238,6 +236,27 @@ fn unbuffered<R: Read>(r: BufReader<R>) -> impl Read {
 
 /// How much of an object's start decides its framing (the first buffer of a read object).
 const HEAD_BYTES: usize = 1 << 20;
+
+/// What the start of a stored object (mapped or read) says to do with it.
+enum StoredHead {
+    /// Inflate it as a stream (the configured framing, or the gzip magic).
+    Gzip,
+    /// Cut it into blocks of lines as it is.
+    Lines,
+    /// Not line text (`Auto` framing found JSON, KPL or Parquet): read it whole.
+    NotText(Framing),
+}
+
+fn stored_head(framing: Framing, head: &[u8]) -> StoredHead {
+    let inner = Framing::detect(head);
+    if framing == Framing::Gzip || inner == Framing::Gzip {
+        StoredHead::Gzip
+    } else if framing == Framing::Auto && inner != Framing::Lines {
+        StoredHead::NotText(inner)
+    } else {
+        StoredHead::Lines
+    }
+}
 
 /// Cuts a mapped file into blocks of whole lines: each ends at the last line end within
 /// `block_bytes`, or within `block_bytes + max_line` when a line is longer, or there when none is
