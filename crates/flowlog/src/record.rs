@@ -470,7 +470,7 @@ unsafe fn parse_ipv4_ssse3(b: &[u8]) -> Option<Ipv4Addr> {
 
 /// [`parse_ipv4`] octet by octet (any CPU; the reference for the SSSE3 version).
 #[inline]
-pub fn parse_ipv4_scalar(b: &[u8]) -> Option<Ipv4Addr> {
+pub(crate) fn parse_ipv4_scalar(b: &[u8]) -> Option<Ipv4Addr> {
     if b.len() < 7 || b.len() > 15 {
         return None;
     }
