@@ -253,13 +253,13 @@ impl Dests {
     }
 
     /// Calls `f` with every address of an exact set (nothing for a sketch).
-    fn for_each_exact(self, mut f: impl FnMut(IpAddr)) {
+    fn for_each_exact(&self, mut f: impl FnMut(IpAddr)) {
         match self {
             Dests::V4 { len, addrs } => {
-                addrs[..usize::from(len)].iter().for_each(|a| f(IpAddr::from(a.to_be_bytes())))
+                addrs[..usize::from(*len)].iter().for_each(|a| f(IpAddr::from(a.to_be_bytes())))
             }
-            Dests::Few(v) => v.into_iter().for_each(&mut f),
-            Dests::Exact(set) => set.into_iter().for_each(&mut f),
+            Dests::Few(v) => v.iter().copied().for_each(&mut f),
+            Dests::Exact(set) => set.iter().copied().for_each(&mut f),
             Dests::Sketch(_) => {}
         }
     }
@@ -356,8 +356,8 @@ impl Agg {
         other.interfaces.for_each(|id| self.interfaces.add(id, cfg.interface_cap));
     }
 
-    fn into_row(self, hour: i64, src: IpAddr) -> AggregateRow {
-        let (unique, mut dests, hll) = match self.dests {
+    fn to_row(&self, hour: i64, src: IpAddr) -> AggregateRow {
+        let (unique, mut dests, hll) = match &self.dests {
             Dests::Sketch(s) => {
                 (s.count(), s.lowest.iter().copied().collect(), Some(s.hll.to_bytes()))
             }
@@ -541,33 +541,29 @@ impl Counter {
         self.hours.iter().filter(|(_, m)| !m.is_empty()).map(|(h, _)| *h).collect()
     }
 
+    /// Removes the keys of `hour` and returns their map, if the hour has any.
+    fn take_hour_map(&mut self, hour: i64) -> Option<AHashMap<IpAddr, Agg>> {
+        let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
+        self.last = 0;
+        Some(self.hours.remove(i).1)
+    }
+
     /// Removes the keys of `hour` and returns their rows sorted by `src_ip` (for a streaming
     /// consumer that closes an hour).
     pub fn take_hour(&mut self, hour: i64) -> Vec<AggregateRow> {
-        let Ok(i) = self.hours.binary_search_by_key(&hour, |(h, _)| *h) else {
-            return Vec::new();
-        };
-        let (_, sources) = self.hours.remove(i);
-        self.last = 0;
-        let mut rows: Vec<AggregateRow> =
-            sources.into_iter().map(|(src, agg)| agg.into_row(hour, src)).collect();
-        sort_rows(&mut rows);
-        rows
+        self.take_hour_map(hour).map_or_else(Vec::new, |m| rows_of_maps(hour, &[m]))
     }
 
     /// All rows, sorted by `(hour, src_ip)`.
     ///
     /// Rows are built on the current rayon pool.
     pub fn into_rows(self) -> Vec<AggregateRow> {
-        let aggs: Vec<(i64, IpAddr, Agg)> = self
+        let hours: Vec<Vec<AggregateRow>> = self
             .hours
-            .into_iter()
-            .flat_map(|(hour, sources)| sources.into_iter().map(move |(src, agg)| (hour, src, agg)))
+            .into_par_iter()
+            .map(|(hour, sources)| rows_of_maps(hour, &[sources]))
             .collect();
-        let mut rows: Vec<AggregateRow> =
-            aggs.into_par_iter().map(|(h, s, a)| a.into_row(h, s)).collect();
-        rows.par_sort_unstable_by(row_order);
-        rows
+        hours.into_iter().flatten().collect()
     }
 }
 
@@ -575,29 +571,50 @@ impl Counter {
 /// hundreds of thousands of addresses).
 fn ip_string(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else { return ip.to_string() };
-    let mut s = String::with_capacity(15);
+    let (buf, n) = v4_text(v4);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The dotted-decimal text of `v4` (at most 15 bytes) and its length; the rest of the buffer is
+/// zero.
+fn v4_text(v4: std::net::Ipv4Addr) -> ([u8; 16], usize) {
+    let mut buf = [0u8; 16];
+    let mut n = 0;
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            s.push('.');
+            buf[n] = b'.';
+            n += 1;
         }
         if octet >= 100 {
-            s.push(char::from(b'0' + octet / 100));
+            buf[n] = b'0' + octet / 100;
+            n += 1;
         }
         if octet >= 10 {
-            s.push(char::from(b'0' + octet / 10 % 10));
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
         }
-        s.push(char::from(b'0' + octet % 10));
+        buf[n] = b'0' + octet % 10;
+        n += 1;
     }
-    s
+    (buf, n)
 }
 
-/// The order of rows: by hour, then by `src_ip` as text.
-fn row_order(a: &AggregateRow, b: &AggregateRow) -> std::cmp::Ordering {
-    (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip))
-}
-
-fn sort_rows(rows: &mut [AggregateRow]) {
-    rows.sort_unstable_by(row_order);
+/// The first 16 bytes of `ip`'s text form ([`ip_string`]) as a big-endian number, zero-padded:
+/// two addresses whose keys differ compare like their texts, so rows are sorted by `src_ip` as
+/// text without making and comparing strings. Only texts of 16 bytes or more (long IPv6 forms) can
+/// share a key; [`rows_of_maps`] compares those by their texts.
+fn text_key(ip: IpAddr) -> u128 {
+    let buf = match ip {
+        IpAddr::V4(v4) => v4_text(v4).0,
+        IpAddr::V6(_) => {
+            let text = ip.to_string();
+            let n = text.len().min(16);
+            let mut buf = [0u8; 16];
+            buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+            buf
+        }
+    };
+    u128::from_be_bytes(buf)
 }
 
 fn agg_of_row(row: &AggregateRow, cfg: &CounterConfig) -> Result<Agg, RowError> {
@@ -742,10 +759,9 @@ impl ShardedCounter {
 
     /// Removes and returns the rows of `hour`, sorted by `src_ip`.
     pub fn take_hour(&mut self, hour: i64) -> Vec<AggregateRow> {
-        let mut rows: Vec<AggregateRow> =
-            self.shards.par_iter_mut().flat_map_iter(|s| s.take_hour(hour)).collect();
-        sort_rows(&mut rows);
-        rows
+        let maps: Vec<AHashMap<IpAddr, Agg>> =
+            self.shards.iter_mut().filter_map(|s| s.take_hour_map(hour)).collect();
+        rows_of_maps(hour, &maps)
     }
 
     /// The shards as one counter (sequential; sources never collide across shards).
@@ -772,14 +788,7 @@ impl ShardedCounter {
                 }
             }
         }
-        hours
-            .into_par_iter()
-            .map(|(hour, maps)| {
-                let mut rows = rows_of_maps(hour, maps);
-                rows.par_sort_unstable_by(row_order);
-                (hour, rows)
-            })
-            .collect()
+        hours.into_par_iter().map(|(hour, maps)| (hour, rows_of_maps(hour, &maps))).collect()
     }
 
     /// All rows sorted by `(hour, src_ip)`: the hours of [`ShardedCounter::into_hours`] in turn.
@@ -788,27 +797,22 @@ impl ShardedCounter {
     }
 }
 
-/// The rows of `hour` from its shards' maps, in no particular order. The vector is allocated once
-/// at its final size and every map fills its own slice of it in parallel: collecting an unknown
-/// number of rows grows vectors by doubling, and on a machine whose fresh pages are expensive
-/// (a VM) each doubling's new memory cost more than building the rows.
-fn rows_of_maps(hour: i64, maps: Vec<AHashMap<IpAddr, Agg>>) -> Vec<AggregateRow> {
-    let total = maps.iter().map(|m| m.len()).sum();
-    let mut rows = vec![AggregateRow::default(); total];
-    let mut slots: Vec<(&mut [AggregateRow], AHashMap<IpAddr, Agg>)> =
-        Vec::with_capacity(maps.len());
-    let mut rest = rows.as_mut_slice();
+/// The rows of `hour` from its shards' maps (a source is in one map at most), sorted by `src_ip`
+/// as text. The sources are sorted by [`text_key`] (plain numbers, with references to the
+/// aggregates), then the rows are built in that order straight into a vector of the final size,
+/// in parallel: sorting finished rows by their strings moved and compared hundreds of bytes per
+/// row, and collecting an unknown number of rows grows vectors by doubling, whose fresh memory
+/// cost more than building the rows on a machine where fresh pages are expensive (a VM).
+fn rows_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Vec<AggregateRow> {
+    let mut order: Vec<(u128, &IpAddr, &Agg)> =
+        Vec::with_capacity(maps.iter().map(|m| m.len()).sum());
     for m in maps {
-        let (mine, after) = rest.split_at_mut(m.len());
-        slots.push((mine, m));
-        rest = after;
+        order.extend(m.iter().map(|(ip, agg)| (text_key(*ip), ip, agg)));
     }
-    slots.into_par_iter().for_each(|(slice, m)| {
-        for (slot, (src, agg)) in slice.iter_mut().zip(m) {
-            *slot = agg.into_row(hour, src);
-        }
+    order.par_sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| ip_string(*a.1).cmp(&ip_string(*b.1)))
     });
-    rows
+    order.par_iter().map(|(_, ip, agg)| agg.to_row(hour, **ip)).collect()
 }
 
 /// Counts `items` in parallel on the current rayon pool: each worker feeds its own

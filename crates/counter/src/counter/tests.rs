@@ -465,3 +465,88 @@ fn ip_string_matches_display_for_every_octet() {
     let v6: IpAddr = "2001:db8::1".parse().unwrap();
     assert_eq!(super::ip_string(v6), "2001:db8::1");
 }
+
+fn any_ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<u32>().prop_map(v4),
+        // Short and long IPv6 texts, many sharing their first 16 characters.
+        (0u16..3, any::<u16>(), 0u16..2).prop_map(|(a, b, c)| {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xaaaa, 0xbbbb, a, 0, c, b))
+        }),
+        any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
+    ]
+}
+
+proptest! {
+    /// Different keys order addresses exactly as their texts; equal keys only for texts of 16
+    /// bytes or more.
+    #[test]
+    fn text_key_orders_like_the_text(a in any_ip(), b in any_ip()) {
+        let (ka, kb) = (super::text_key(a), super::text_key(b));
+        let (ta, tb) = (a.to_string(), b.to_string());
+        if ka == kb {
+            prop_assert!(ta == tb || (ta.len() >= 16 && tb.len() >= 16), "{} {}", ta, tb);
+        } else {
+            prop_assert_eq!(ka.cmp(&kb), ta.cmp(&tb), "{} {}", ta, tb);
+        }
+    }
+}
+
+/// Every way out of the counters sorts sources by their text, also where addresses' texts share
+/// their first 16 characters (long IPv6 forms) or are prefixes of each other.
+#[test]
+fn rows_are_sorted_by_source_text() {
+    let sources: Vec<IpAddr> = [
+        "10.0.0.1",
+        "10.0.0.10",
+        "10.0.0.100",
+        "10.0.0.2",
+        "1.2.3.4",
+        "100.0.0.0",
+        "9.9.9.9",
+        "2001:db8:aaaa:bbbb::1",
+        "2001:db8:aaaa:bbbb::10",
+        "2001:db8:aaaa:bbbb:1::2",
+        "2001:db8:aaaa:bbbb:1::1",
+        "2001:db8:aaaa:bbb::1",
+        "2001:db8::1",
+        "fd00::1",
+        "::1",
+        "::",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let hits: Vec<OwnedHit> = (0..3i64)
+        .flat_map(|h| {
+            sources.iter().rev().map(move |&src| OwnedHit {
+                hour: h * HOUR,
+                src,
+                dst: v4(0x0808_0808),
+                iface: None,
+                bytes: 1,
+                packets: 1,
+            })
+        })
+        .collect();
+    let mut texts: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+    texts.sort();
+    let srcs = |rows: &[AggregateRow]| rows.iter().map(|r| r.src_ip.clone()).collect::<Vec<_>>();
+    let every_hour: Vec<String> = (0..3).flat_map(|_| texts.clone()).collect();
+
+    assert_eq!(srcs(&count(&hits, 100).into_rows()), every_hour);
+    assert_eq!(srcs(&count(&hits, 100).take_hour(HOUR)), texts);
+    for shards in [1, 3, 16] {
+        let sc = || {
+            let mut sc = ShardedCounter::new(shards, cfg(100));
+            hits.iter().for_each(|h| sc.add(&h.hit()));
+            sc
+        };
+        assert_eq!(srcs(&sc().into_rows()), every_hour, "{shards} shards");
+        assert_eq!(srcs(&sc().take_hour(2 * HOUR)), texts, "{shards} shards");
+        for (hour, rows) in sc().into_hours() {
+            assert!(rows.iter().all(|r| r.hour == hour));
+            assert_eq!(srcs(&rows), texts, "{shards} shards, hour {hour}");
+        }
+    }
+}
