@@ -196,7 +196,11 @@ impl DetectorState {
 pub(crate) struct Obs<'a> {
     pub(crate) src: &'a str,
     pub(crate) count: u64,
-    rows: Vec<&'a AggregateRow>,
+    /// The source's first row in the hour.
+    first: &'a AggregateRow,
+    /// Its other rows, if any (rare: a counter or a history file holds one row per source and
+    /// hour); kept apart so that the usual observation allocates nothing.
+    more: Vec<&'a AggregateRow>,
 }
 
 /// Groups the rows of one hour by source, drops zero counts (not data points) and sums duplicates;
@@ -213,9 +217,14 @@ pub(crate) fn group_hour(rows: &[AggregateRow]) -> Vec<Obs<'_>> {
         match out.last_mut() {
             Some(o) if o.src == r.src_ip => {
                 o.count = o.count.saturating_add(r.blocked_count);
-                o.rows.push(r);
+                o.more.push(r);
             }
-            _ => out.push(Obs { src: r.src_ip.as_str(), count: r.blocked_count, rows: vec![r] }),
+            _ => out.push(Obs {
+                src: r.src_ip.as_str(),
+                count: r.blocked_count,
+                first: r,
+                more: Vec::new(),
+            }),
         }
     }
     out
@@ -232,21 +241,22 @@ pub(crate) struct Baseline {
 impl Obs<'_> {
     /// Builds the spike record for this observation.
     pub(crate) fn spike(&self, mode: Mode, hour: i64, b: Baseline, threshold: f64) -> Spike {
-        let (dest_ips, unique_dest_count, resource_ids) = match self.rows.as_slice() {
-            [one] => (one.dest_ips.clone(), one.unique_dest_count, one.interface_ids.clone()),
-            many => {
-                let mut d: Vec<String> =
-                    many.iter().flat_map(|r| r.dest_ips.iter().cloned()).collect();
-                d.sort_unstable();
-                d.dedup();
-                let mut i: Vec<String> =
-                    many.iter().flat_map(|r| r.interface_ids.iter().cloned()).collect();
-                i.sort_unstable();
-                i.dedup();
-                let u = many.iter().map(|r| r.unique_dest_count).max().unwrap_or(0);
-                let u = u.max(d.len() as u64);
-                (d, u, i)
-            }
+        let (dest_ips, unique_dest_count, resource_ids) = if self.more.is_empty() {
+            let one = self.first;
+            (one.dest_ips.clone(), one.unique_dest_count, one.interface_ids.clone())
+        } else {
+            let many: Vec<&AggregateRow> =
+                std::iter::once(self.first).chain(self.more.iter().copied()).collect();
+            let mut d: Vec<String> = many.iter().flat_map(|r| r.dest_ips.iter().cloned()).collect();
+            d.sort_unstable();
+            d.dedup();
+            let mut i: Vec<String> =
+                many.iter().flat_map(|r| r.interface_ids.iter().cloned()).collect();
+            i.sort_unstable();
+            i.dedup();
+            let u = many.iter().map(|r| r.unique_dest_count).max().unwrap_or(0);
+            let u = u.max(d.len() as u64);
+            (d, u, i)
         };
         Spike {
             id: spike_id(mode, hour, self.src),

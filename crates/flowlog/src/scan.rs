@@ -319,6 +319,16 @@ mod tests {
         e(&long);
         let many: Vec<u8> = std::iter::repeat_n(&b"a "[..], 1500).flatten().copied().collect();
         e(&many);
+        // Runs of 7, 8, 9, 15, 16, 17 and 64 spaces starting at every offset of a chunk (runs that
+        // fill or cross a chunk, then lines that start right after them).
+        for k in [7usize, 8, 9, 15, 16, 17, 64] {
+            for shift in 0..64 {
+                let mut t = vec![b'x'; shift];
+                t.extend(std::iter::repeat_n(b' ', k));
+                t.extend_from_slice(b"y\nz w\n");
+                e(&t);
+            }
+        }
     }
 
     proptest! {
