@@ -245,16 +245,14 @@ impl Obs<'_> {
             let one = self.first;
             (one.dest_ips.clone(), one.unique_dest_count, one.interface_ids.clone())
         } else {
-            let many: Vec<&AggregateRow> =
-                std::iter::once(self.first).chain(self.more.iter().copied()).collect();
-            let mut d: Vec<String> = many.iter().flat_map(|r| r.dest_ips.iter().cloned()).collect();
+            let many = || std::iter::once(self.first).chain(self.more.iter().copied());
+            let mut d: Vec<String> = many().flat_map(|r| r.dest_ips.iter().cloned()).collect();
             d.sort_unstable();
             d.dedup();
-            let mut i: Vec<String> =
-                many.iter().flat_map(|r| r.interface_ids.iter().cloned()).collect();
+            let mut i: Vec<String> = many().flat_map(|r| r.interface_ids.iter().cloned()).collect();
             i.sort_unstable();
             i.dedup();
-            let u = many.iter().map(|r| r.unique_dest_count).max().unwrap_or(0);
+            let u = many().map(|r| r.unique_dest_count).max().unwrap_or(0);
             let u = u.max(d.len() as u64);
             (d, u, i)
         };
