@@ -1,6 +1,7 @@
 //! Per-(hour, source) aggregates: [`Counter`] (one thread's partial), [`ShardedCounter`] (partials
 //! split by source so they merge shard by shard in parallel), [`merge_rows`].
 
+use crate::columns::Columns;
 use crate::hll::{hash_ip, Hll, HllError};
 use crate::rule::{Hit, HOUR};
 use crate::AggregateRow;
@@ -356,7 +357,9 @@ impl Agg {
         other.interfaces.for_each(|id| self.interfaces.add(id, cfg.interface_cap));
     }
 
-    fn to_row(&self, hour: i64, src: IpAddr) -> AggregateRow {
+    /// The distinct destination count, the kept destinations in address order, and the sketch's
+    /// registers when past the cap.
+    fn sorted_dests(&self) -> (u64, Vec<IpAddr>, Option<Vec<u8>>) {
         let (unique, mut dests, hll) = match &self.dests {
             Dests::Sketch(s) => {
                 (s.count(), s.lowest.iter().copied().collect(), Some(s.hll.to_bytes()))
@@ -368,6 +371,11 @@ impl Agg {
             }
         };
         dests.sort_unstable();
+        (unique, dests, hll)
+    }
+
+    fn to_row(&self, hour: i64, src: IpAddr) -> AggregateRow {
+        let (unique, dests, hll) = self.sorted_dests();
         AggregateRow {
             hour,
             src_ip: ip_string(src),
@@ -391,6 +399,46 @@ impl Agg {
             dest_ips_truncated: hll.is_some(),
             dest_hll: hll,
         }
+    }
+
+    /// Appends the columns of one row: `hour`, `src`, and this aggregate. The same values as
+    /// [`Agg::to_row`] (tested), written into the columns' buffers.
+    fn push_columns(&self, hour: i64, src: IpAddr, c: &mut Columns) {
+        c.hour.push(hour);
+        with_ip_text(src, |t| c.src_ip.push(t));
+        c.blocked_count.push(self.blocked_count);
+        match &self.dests {
+            // Nearly every key: a few IPv4 addresses, sorted on the stack (numeric order of
+            // the `u32`s is address order).
+            Dests::V4 { len, addrs } => {
+                let mut sorted = *addrs;
+                let sorted = &mut sorted[..usize::from(*len)];
+                sorted.sort_unstable();
+                c.unique_dest_count.push(sorted.len() as u64);
+                for &a in sorted.iter() {
+                    with_ip_text(IpAddr::V4(a.into()), |t| c.dest_ips.push_item(t));
+                }
+                c.dest_ips_truncated.push(false);
+                c.dest_hll.push(None);
+            }
+            _ => {
+                let (unique, dests, hll) = self.sorted_dests();
+                c.unique_dest_count.push(unique);
+                for d in dests {
+                    with_ip_text(d, |t| c.dest_ips.push_item(t));
+                }
+                c.dest_ips_truncated.push(hll.is_some());
+                c.dest_hll.push(hll);
+            }
+        }
+        c.dest_ips.end_list();
+        self.interfaces.for_each(|b| match std::str::from_utf8(b) {
+            Ok(s) => c.interface_ids.push_item(s),
+            Err(_) => c.interface_ids.push_item(&String::from_utf8_lossy(b)),
+        });
+        c.interface_ids.end_list();
+        c.bytes.push(self.bytes);
+        c.packets.push(self.packets);
     }
 }
 
@@ -564,6 +612,18 @@ impl Counter {
             .map(|(hour, sources)| rows_of_maps(hour, &[sources]))
             .collect();
         hours.into_iter().flatten().collect()
+    }
+}
+
+/// Calls `f` with the text form of `ip` ([`ip_string`]), made on the stack for IPv4.
+#[inline]
+fn with_ip_text<R>(ip: IpAddr, f: impl FnOnce(&str) -> R) -> R {
+    match ip {
+        IpAddr::V4(v4) => {
+            let (buf, n) = v4_text(v4);
+            f(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+        }
+        IpAddr::V6(_) => f(&ip.to_string()),
     }
 }
 
@@ -780,6 +840,22 @@ impl ShardedCounter {
     /// hour by hour, every hour's shards in parallel, with no sort or regrouping of all rows at
     /// once.
     pub fn into_hours(self) -> Vec<(i64, Vec<AggregateRow>)> {
+        let hours = self.hour_maps();
+        hours.into_par_iter().map(|(hour, maps)| (hour, rows_of_maps(hour, &maps))).collect()
+    }
+
+    /// All rows grouped by hour as [`Columns`], hours ascending, each hour's rows sorted by
+    /// `src_ip` as text: the rows of [`ShardedCounter::into_hours`] (tested), without a string
+    /// per address. Hours are built in parallel.
+    pub fn into_hour_columns(self) -> Vec<(i64, Columns)> {
+        self.hour_maps()
+            .into_par_iter()
+            .map(|(hour, maps)| (hour, columns_of_maps(hour, &maps)))
+            .collect()
+    }
+
+    /// Every hour's maps (one per shard that has the hour), hours ascending.
+    fn hour_maps(self) -> BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> {
         let mut hours: BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> = BTreeMap::new();
         for shard in self.shards {
             for (hour, sources) in CachePadded::into_inner(shard).hours {
@@ -788,7 +864,7 @@ impl ShardedCounter {
                 }
             }
         }
-        hours.into_par_iter().map(|(hour, maps)| (hour, rows_of_maps(hour, &maps))).collect()
+        hours
     }
 
     /// All rows sorted by `(hour, src_ip)`: the hours of [`ShardedCounter::into_hours`] in turn.
@@ -804,6 +880,12 @@ impl ShardedCounter {
 /// row, and collecting an unknown number of rows grows vectors by doubling, whose fresh memory
 /// cost more than building the rows on a machine where fresh pages are expensive (a VM).
 fn rows_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Vec<AggregateRow> {
+    sorted_sources(maps).par_iter().map(|(_, ip, agg)| agg.to_row(hour, **ip)).collect()
+}
+
+/// The sources of `maps` with their aggregates, sorted by `src_ip` as text ([`text_key`], then
+/// the texts where keys tie).
+fn sorted_sources(maps: &[AHashMap<IpAddr, Agg>]) -> Vec<(u128, &IpAddr, &Agg)> {
     let mut order: Vec<(u128, &IpAddr, &Agg)> =
         Vec::with_capacity(maps.iter().map(|m| m.len()).sum());
     for m in maps {
@@ -812,7 +894,25 @@ fn rows_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Vec<AggregateRow> 
     order.par_sort_unstable_by(|a, b| {
         a.0.cmp(&b.0).then_with(|| ip_string(*a.1).cmp(&ip_string(*b.1)))
     });
-    order.par_iter().map(|(_, ip, agg)| agg.to_row(hour, **ip)).collect()
+    order
+}
+
+/// The rows of `hour` from its shards' maps as [`Columns`], in [`rows_of_maps`]'s order; built
+/// sequentially (hours are built in parallel), each buffer sized once for the hour.
+fn columns_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Columns {
+    let order = sorted_sources(maps);
+    let (dests, ids) = order.iter().fold((0, 0), |(d, i), (_, _, agg)| {
+        let kept = match &agg.dests {
+            Dests::Sketch(s) => s.lowest.len(),
+            exact => exact.exact_len(),
+        };
+        (d + kept, i + agg.interfaces.len())
+    });
+    let mut c = Columns::with_capacity(order.len(), dests, ids);
+    for (_, ip, agg) in &order {
+        agg.push_columns(hour, **ip, &mut c);
+    }
+    c
 }
 
 /// Counts `items` in parallel on the current rayon pool: each worker feeds its own

@@ -33,11 +33,13 @@
 //! assert_eq!(rows[0].dest_ips, ["1.1.1.1", "8.8.8.8"]);
 //! ```
 
+mod columns;
 mod counter;
 pub mod hll;
 mod rule;
 mod sink;
 
+pub use columns::{Columns, TextLists, Texts};
 pub use counter::{
     merge_rows, par_count, shard_of, Counter, CounterConfig, RowError, ShardedCounter,
 };

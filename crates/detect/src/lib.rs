@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use flowspike_counter::AggregateRow;
+use flowspike_counter::{AggregateRow, Columns};
 use serde::{Deserialize, Serialize};
 
 pub mod reference;
@@ -191,38 +191,115 @@ impl DetectorState {
     }
 }
 
+/// The rows of one hour, as [`AggregateRow`]s or as [`Columns`] (what a replay builds).
+#[derive(Debug, Clone, Copy)]
+pub enum HourRows<'a> {
+    /// Rows.
+    Rows(&'a [AggregateRow]),
+    /// Rows as columns.
+    Columns(&'a Columns),
+}
+
+impl<'a> From<&'a [AggregateRow]> for HourRows<'a> {
+    fn from(rows: &'a [AggregateRow]) -> Self {
+        HourRows::Rows(rows)
+    }
+}
+
+impl<'a> From<&'a Vec<AggregateRow>> for HourRows<'a> {
+    fn from(rows: &'a Vec<AggregateRow>) -> Self {
+        HourRows::Rows(rows)
+    }
+}
+
+impl<'a> From<&'a Columns> for HourRows<'a> {
+    fn from(columns: &'a Columns) -> Self {
+        HourRows::Columns(columns)
+    }
+}
+
+impl<'a> HourRows<'a> {
+    /// Number of rows.
+    pub fn len(self) -> usize {
+        match self {
+            HourRows::Rows(r) => r.len(),
+            HourRows::Columns(c) => c.len(),
+        }
+    }
+
+    /// True when there is no row.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`'s source (`i < len`).
+    fn src_ip(self, i: usize) -> &'a str {
+        match self {
+            HourRows::Rows(r) => &r[i].src_ip,
+            HourRows::Columns(c) => c.src_ip.get(i),
+        }
+    }
+
+    /// Row `i`'s count (`i < len`).
+    fn blocked_count(self, i: usize) -> u64 {
+        match self {
+            HourRows::Rows(r) => r[i].blocked_count,
+            HourRows::Columns(c) => c.blocked_count[i],
+        }
+    }
+
+    /// Row `i`'s destination count, destinations and interface ids (`i < len`).
+    fn spike_parts(self, i: usize) -> (u64, Vec<String>, Vec<String>) {
+        match self {
+            HourRows::Rows(r) => {
+                (r[i].unique_dest_count, r[i].dest_ips.clone(), r[i].interface_ids.clone())
+            }
+            HourRows::Columns(c) => (
+                c.unique_dest_count[i],
+                c.dest_ips.list(i).map(str::to_owned).collect(),
+                c.interface_ids.list(i).map(str::to_owned).collect(),
+            ),
+        }
+    }
+}
+
 /// One source's observation in one hour: the merged rows of that source.
 #[derive(Debug)]
 pub(crate) struct Obs<'a> {
     pub(crate) src: &'a str,
     pub(crate) count: u64,
-    /// The source's first row in the hour.
-    first: &'a AggregateRow,
+    /// The hour's rows.
+    rows: HourRows<'a>,
+    /// The index of the source's first row in the hour.
+    first: usize,
     /// Its other rows, if any (rare: a counter or a history file holds one row per source and
     /// hour); kept apart so that the usual observation allocates nothing.
-    more: Vec<&'a AggregateRow>,
+    more: Vec<usize>,
 }
 
 /// Groups the rows of one hour by source, drops zero counts (not data points) and sums duplicates;
 /// the result is sorted by source.
-pub(crate) fn group_hour(rows: &[AggregateRow]) -> Vec<Obs<'_>> {
-    let mut counted: Vec<&AggregateRow> = rows.iter().filter(|r| r.blocked_count > 0).collect();
+pub(crate) fn group_hour<'a>(rows: impl Into<HourRows<'a>>) -> Vec<Obs<'a>> {
+    let rows = rows.into();
+    let mut counted: Vec<usize> = (0..rows.len()).filter(|&i| rows.blocked_count(i) > 0).collect();
     // Rows of an hour usually come sorted by source (counter and history order); otherwise a
     // stable sort keeps each source's rows in input order.
-    if !counted.is_sorted_by_key(|r| &r.src_ip) {
-        counted.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
+    if !counted.is_sorted_by_key(|&i| rows.src_ip(i)) {
+        counted.sort_by_key(|&i| rows.src_ip(i));
     }
     let mut out: Vec<Obs<'_>> = Vec::new();
-    for r in counted {
+    for i in counted {
+        let src = rows.src_ip(i);
         match out.last_mut() {
-            Some(o) if o.src == r.src_ip => {
-                o.count = o.count.saturating_add(r.blocked_count);
-                o.more.push(r);
+            Some(o) if o.src == src => {
+                o.count = o.count.saturating_add(rows.blocked_count(i));
+                o.more.push(i);
             }
             _ => out.push(Obs {
-                src: r.src_ip.as_str(),
-                count: r.blocked_count,
-                first: r,
+                src,
+                count: rows.blocked_count(i),
+                rows,
+                first: i,
                 more: Vec::new(),
             }),
         }
@@ -242,17 +319,20 @@ impl Obs<'_> {
     /// Builds the spike record for this observation.
     pub(crate) fn spike(&self, mode: Mode, hour: i64, b: Baseline, threshold: f64) -> Spike {
         let (dest_ips, unique_dest_count, resource_ids) = if self.more.is_empty() {
-            let one = self.first;
-            (one.dest_ips.clone(), one.unique_dest_count, one.interface_ids.clone())
+            let (u, d, i) = self.rows.spike_parts(self.first);
+            (d, u, i)
         } else {
-            let many = || std::iter::once(self.first).chain(self.more.iter().copied());
-            let mut d: Vec<String> = many().flat_map(|r| r.dest_ips.iter().cloned()).collect();
+            let (mut d, mut i, mut u) = (Vec::new(), Vec::new(), 0);
+            for r in std::iter::once(self.first).chain(self.more.iter().copied()) {
+                let (ru, rd, ri) = self.rows.spike_parts(r);
+                d.extend(rd);
+                i.extend(ri);
+                u = u.max(ru);
+            }
             d.sort_unstable();
             d.dedup();
-            let mut i: Vec<String> = many().flat_map(|r| r.interface_ids.iter().cloned()).collect();
             i.sort_unstable();
             i.dedup();
-            let u = many().map(|r| r.unique_dest_count).max().unwrap_or(0);
             let u = u.max(d.len() as u64);
             (d, u, i)
         };
@@ -381,10 +461,10 @@ impl Detector {
         Ok(spikes)
     }
 
-    fn feed(
+    fn feed<'a>(
         &mut self,
         hour: i64,
-        rows: &[AggregateRow],
+        rows: impl Into<HourRows<'a>>,
         verdicts: bool,
     ) -> Result<Vec<Spike>, DetectError> {
         if let Some(last) = self.last_hour() {
@@ -418,7 +498,7 @@ pub fn detect(cfg: &DetectConfig, rows: &[AggregateRow]) -> Vec<Spike> {
 
 /// One hour handed to [`detect_hours`]: the hour, its rows, and whether it gets verdicts (`false`:
 /// it only warms the baseline, like [`Detector::warm`]).
-pub type HourInput<'a> = (i64, &'a [AggregateRow], bool);
+pub type HourInput<'a> = (i64, HourRows<'a>, bool);
 
 /// Batch detection over `hours` (strictly increasing) on the current rayon pool.
 ///

@@ -237,6 +237,18 @@ fn duplicate_rows_of_a_source_are_summed() {
     assert_eq!(s.dest_ips, vec!["198.51.100.1".to_string(), "198.51.100.2".to_string()]);
     assert_eq!(s.resource_ids, vec!["eni-1".to_string(), "eni-2".to_string()]);
     assert_eq!(s.unique_dest_count, 3); // max of the rows' estimates (3) and the union (2)
+                                        // The same hours as columns give the same spike.
+    let mut distinct: Vec<i64> = rows.iter().map(|r| r.hour).collect();
+    distinct.dedup();
+    let hours: Vec<(i64, Columns)> = distinct
+        .into_iter()
+        .map(|h| {
+            let of_hour: Vec<AggregateRow> = rows.iter().filter(|r| r.hour == h).cloned().collect();
+            (h, Columns::from_rows(&of_hour))
+        })
+        .collect();
+    let input: Vec<HourInput<'_>> = hours.iter().map(|(h, c)| (*h, c.into(), true)).collect();
+    assert_eq!(detect_hours(&cfg(Mode::Window), &input, 1).unwrap(), std::slice::from_ref(s));
 }
 
 #[test]
@@ -387,7 +399,7 @@ fn detect_hours_on_shards_equals_one_detector() {
     }
     let split = 300 * H;
     let input: Vec<HourInput<'_>> =
-        by_hour.iter().map(|(h, rs)| (*h, rs.as_slice(), *h >= split)).collect();
+        by_hour.iter().map(|(h, rs)| (*h, rs.into(), *h >= split)).collect();
     for mode in [Mode::Window, Mode::Splunk] {
         let c = cfg(mode);
         let mut d = Detector::new(c.clone());
@@ -402,6 +414,18 @@ fn detect_hours_on_shards_equals_one_detector() {
         assert!(one.len() > 20, "{mode}: too few spikes to be a meaningful test: {}", one.len());
         for shards in [1, 2, 7] {
             assert_eq!(detect_hours(&c, &input, shards).unwrap(), one, "{mode}, {shards} shards");
+        }
+        // The same hours as columns (every other hour, so both kinds meet in one run), in the
+        // rows' order: duplicates and unsorted sources included.
+        let columns: Vec<Columns> = by_hour.values().map(|rs| Columns::from_rows(rs)).collect();
+        let mixed: Vec<HourInput<'_>> = input
+            .iter()
+            .zip(&columns)
+            .enumerate()
+            .map(|(i, (&(h, rs, v), c))| (h, if i % 2 == 0 { c.into() } else { rs }, v))
+            .collect();
+        for shards in [1, 3] {
+            assert_eq!(detect_hours(&c, &mixed, shards).unwrap(), one, "{mode}, columns, {shards}");
         }
     }
     let backwards = [input[1], input[0]];

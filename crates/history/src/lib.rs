@@ -49,10 +49,10 @@ mod local;
 mod parquet_io;
 
 pub use local::LocalStore;
-pub use parquet_io::{decode_parquet, encode_parquet, schema, CodecError};
+pub use parquet_io::{decode_parquet, encode_columns, encode_parquet, schema, CodecError};
 
 use chrono::DateTime;
-use flowspike_counter::{merge_rows, AggregateRow, RowError, HOUR};
+use flowspike_counter::{merge_rows, AggregateRow, Columns, RowError, HOUR};
 use std::sync::Arc;
 
 /// Root of the aggregate files in a store.
@@ -104,6 +104,20 @@ pub enum HistoryError {
         /// The bad name.
         name: String,
     },
+}
+
+/// The key of file `name` of `hour` (`.parquet` appended when missing); `name` must be a plain
+/// file name.
+fn hour_file_key(hour: i64, name: &str) -> Result<String, HistoryError> {
+    if name.is_empty() || name.contains('/') || name == ".parquet" {
+        return Err(HistoryError::Name { name: name.to_owned() });
+    }
+    let mut key = hour_key_prefix(hour)?;
+    key.push_str(name);
+    if !name.ends_with(".parquet") {
+        key.push_str(".parquet");
+    }
+    Ok(key)
 }
 
 /// The key prefix of the files of `hour`: `aggregates/date=YYYY-MM-DD/hr=HH/`.
@@ -171,14 +185,7 @@ impl History {
         rows: &[AggregateRow],
         name: &str,
     ) -> Result<String, HistoryError> {
-        if name.is_empty() || name.contains('/') || name == ".parquet" {
-            return Err(HistoryError::Name { name: name.to_owned() });
-        }
-        let mut key = hour_key_prefix(hour)?;
-        key.push_str(name);
-        if !name.ends_with(".parquet") {
-            key.push_str(".parquet");
-        }
+        let key = hour_file_key(hour, name)?;
         if let Some(r) = rows.iter().find(|r| r.hour != hour) {
             return Err(HistoryError::WrongHour {
                 key,
@@ -211,12 +218,49 @@ impl History {
         name: &str,
     ) -> Result<String, HistoryError> {
         let key = self.write_hour_file(hour, rows, name)?;
+        self.delete_others(hour, &key)?;
+        Ok(key)
+    }
+
+    /// [`History::write_hour_file`] of rows given as [`Columns`] (as
+    /// `ShardedCounter::into_hour_columns` makes them): encoded from the columns' buffers when
+    /// they hold one row per source of `hour` in order, else through rows (checked and merged).
+    pub fn write_hour_columns(
+        &self,
+        hour: i64,
+        columns: &Columns,
+        name: &str,
+    ) -> Result<String, HistoryError> {
+        if !columns.is_hour_sorted_unique(hour) {
+            return self.write_hour_file(hour, &columns.to_rows(), name);
+        }
+        let key = hour_file_key(hour, name)?;
+        let bytes = encode_columns(columns)
+            .map_err(|source| HistoryError::Codec { key: key.clone(), source })?;
+        self.store.put(&key, bytes)?;
+        Ok(key)
+    }
+
+    /// [`History::replace_hour`] of rows given as [`Columns`] ([`History::write_hour_columns`]).
+    pub fn replace_hour_columns(
+        &self,
+        hour: i64,
+        columns: &Columns,
+        name: &str,
+    ) -> Result<String, HistoryError> {
+        let key = self.write_hour_columns(hour, columns, name)?;
+        self.delete_others(hour, &key)?;
+        Ok(key)
+    }
+
+    /// Deletes every `.parquet` file of `hour` but `key`.
+    fn delete_others(&self, hour: i64, key: &str) -> Result<(), HistoryError> {
         for old in self.hour_files(hour)? {
             if old != key {
                 self.store.delete(&old)?;
             }
         }
-        Ok(key)
+        Ok(())
     }
 
     /// The `.parquet` keys of `hour`, sorted (temporary files are ignored).

@@ -1,17 +1,18 @@
-//! [`AggregateRow`]s to and from Parquet (the columns of the history contract).
+//! [`AggregateRow`]s (and [`Columns`]) to and from Parquet (the columns of the history contract).
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use flowspike_counter::AggregateRow;
+use flowspike_counter::{AggregateRow, Columns, TextLists, Texts};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -86,64 +87,90 @@ fn to_i64(v: u64, src_ip: &str, column: &'static str) -> Result<i64, CodecError>
     })
 }
 
-/// Encodes `rows` (in the given order) as one zstd-compressed Parquet file.
+/// Encodes `rows` (in the given order) as one zstd-compressed Parquet file: [`encode_columns`] of
+/// their [`Columns`].
 pub fn encode_parquet(rows: &[AggregateRow]) -> Result<Vec<u8>, CodecError> {
-    // Every buffer is allocated at its final size: builders that grow by doubling cost each
-    // doubling's fresh memory, which on a VM was most of the time of writing an hour.
-    let n = rows.len();
-    let strings = |f: fn(&AggregateRow) -> &[String]| {
-        rows.iter()
-            .map(f)
-            .fold((0, 0), |(k, b), v| (k + v.len(), b + v.iter().map(String::len).sum::<usize>()))
-    };
-    let (n_dests, dest_bytes) = strings(|r| &r.dest_ips);
-    let (n_ifaces, iface_bytes) = strings(|r| &r.interface_ids);
-    let src_bytes = rows.iter().map(|r| r.src_ip.len()).sum();
-    let hll_bytes = rows.iter().map(|r| r.dest_hll.as_ref().map_or(0, Vec::len)).sum();
-    let mut hour = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut src = StringBuilder::with_capacity(n, src_bytes);
-    let mut blocked = Int64Builder::with_capacity(n);
-    let mut unique = Int64Builder::with_capacity(n);
-    let list =
-        |items, bytes| ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), n);
-    let (mut dests, mut ifaces) = (list(n_dests, dest_bytes), list(n_ifaces, iface_bytes));
-    let mut bytes = Int64Builder::with_capacity(n);
-    let mut packets = Int64Builder::with_capacity(n);
-    let mut truncated = BooleanBuilder::with_capacity(n);
-    let mut hll = BinaryBuilder::with_capacity(n, hll_bytes);
-    for r in rows {
-        let micros = r.hour.checked_mul(1_000_000).ok_or_else(|| CodecError::Overflow {
-            src_ip: r.src_ip.clone(),
-            column: "hour",
-            value: r.hour.unsigned_abs(),
+    encode_columns(&Columns::from_rows(rows))
+}
+
+/// Arrow offsets of a column's texts or lists (Arrow's 32-bit offsets hold 2 GiB).
+fn offsets(o: &[usize], column: &'static str) -> Result<OffsetBuffer<i32>, CodecError> {
+    let o: Vec<i32> =
+        o.iter().map(|&x| i32::try_from(x)).collect::<Result<_, _>>().map_err(|_| {
+            CodecError::Column { column, message: "more than 2 GiB in one file".into() }
         })?;
-        hour.append_value(micros);
-        src.append_value(&r.src_ip);
-        blocked.append_value(to_i64(r.blocked_count, &r.src_ip, "blocked_count")?);
-        unique.append_value(to_i64(r.unique_dest_count, &r.src_ip, "unique_dest_count")?);
-        for d in &r.dest_ips {
-            dests.values().append_value(d);
-        }
-        dests.append(true);
-        for i in &r.interface_ids {
-            ifaces.values().append_value(i);
-        }
-        ifaces.append(true);
-        bytes.append_value(to_i64(r.bytes, &r.src_ip, "bytes")?);
-        packets.append_value(to_i64(r.packets, &r.src_ip, "packets")?);
-        truncated.append_value(r.dest_ips_truncated);
-        hll.append_option(r.dest_hll.as_deref());
+    // Ascending from 0 by construction (`Texts`, `TextLists` only append).
+    Ok(OffsetBuffer::new(ScalarBuffer::from(o)))
+}
+
+fn strings(t: &Texts, column: &'static str) -> Result<StringArray, CodecError> {
+    Ok(StringArray::try_new(offsets(t.offsets(), column)?, t.data().as_bytes().into(), None)?)
+}
+
+fn string_list(l: &TextLists, column: &'static str) -> Result<ListArray, CodecError> {
+    let items = Arc::new(strings(l.items(), column)?);
+    let field = Arc::new(Field::new_list_field(DataType::Utf8, true));
+    Ok(ListArray::try_new(field, offsets(l.starts(), column)?, items, None)?)
+}
+
+fn int64s_of(values: &[u64], c: &Columns, column: &'static str) -> Result<Int64Array, CodecError> {
+    let v: Vec<i64> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| to_i64(v, c.src_ip.get(i), column))
+        .collect::<Result<_, _>>()?;
+    Ok(Int64Array::new(ScalarBuffer::from(v), None))
+}
+
+/// Encodes the rows of `c` (in their order) as one zstd-compressed Parquet file. Every column is
+/// made from whole buffers: the texts of a column are copied to Arrow at once, not string by
+/// string.
+pub fn encode_columns(c: &Columns) -> Result<Vec<u8>, CodecError> {
+    let n = c.len();
+    let lengths = [
+        c.src_ip.len(),
+        c.blocked_count.len(),
+        c.unique_dest_count.len(),
+        c.dest_ips.len(),
+        c.interface_ids.len(),
+        c.bytes.len(),
+        c.packets.len(),
+        c.dest_ips_truncated.len(),
+        c.dest_hll.len(),
+    ];
+    if lengths.iter().any(|&l| l != n) {
+        return Err(CodecError::Column {
+            column: "hour",
+            message: format!("columns of unequal lengths: {n} hours, others {lengths:?}"),
+        });
     }
+    let micros: Vec<i64> = c
+        .hour
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            h.checked_mul(1_000_000).ok_or_else(|| CodecError::Overflow {
+                src_ip: c.src_ip.get(i).to_owned(),
+                column: "hour",
+                value: h.unsigned_abs(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let hll_bytes = c.dest_hll.iter().map(|h| h.as_ref().map_or(0, Vec::len)).sum();
+    let mut hll = BinaryBuilder::with_capacity(n, hll_bytes);
+    c.dest_hll.iter().for_each(|h| hll.append_option(h.as_deref()));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(hour.finish()),
-        Arc::new(src.finish()),
-        Arc::new(blocked.finish()),
-        Arc::new(unique.finish()),
-        Arc::new(dests.finish()),
-        Arc::new(ifaces.finish()),
-        Arc::new(bytes.finish()),
-        Arc::new(packets.finish()),
-        Arc::new(truncated.finish()),
+        Arc::new(
+            TimestampMicrosecondArray::new(ScalarBuffer::from(micros), None).with_timezone("UTC"),
+        ),
+        Arc::new(strings(&c.src_ip, "src_ip")?),
+        Arc::new(int64s_of(&c.blocked_count, c, "blocked_count")?),
+        Arc::new(int64s_of(&c.unique_dest_count, c, "unique_dest_count")?),
+        Arc::new(string_list(&c.dest_ips, "dest_ips")?),
+        Arc::new(string_list(&c.interface_ids, "interface_ids")?),
+        Arc::new(int64s_of(&c.bytes, c, "bytes")?),
+        Arc::new(int64s_of(&c.packets, c, "packets")?),
+        Arc::new(BooleanArray::from(c.dest_ips_truncated.clone())),
         Arc::new(hll.finish()),
     ];
     let schema = Arc::new(schema());
@@ -159,9 +186,11 @@ pub fn encode_parquet(rows: &[AggregateRow]) -> Result<Vec<u8>, CodecError> {
         )
         .build();
     // Room for the file without compression (it is smaller): reserved, not touched, until written.
-    let mut out = Vec::with_capacity(
-        4096 + n * 64 + src_bytes + dest_bytes + iface_bytes + hll_bytes + 4 * (n_dests + n_ifaces),
-    );
+    let text_bytes = c.src_ip.data().len()
+        + c.dest_ips.items().data().len()
+        + c.interface_ids.items().data().len();
+    let items = c.dest_ips.items().len() + c.interface_ids.items().len();
+    let mut out = Vec::with_capacity(4096 + n * 64 + text_bytes + hll_bytes + 4 * items);
     let mut w = ArrowWriter::try_new(&mut out, schema, Some(props))?;
     w.write(&batch)?;
     w.close()?;

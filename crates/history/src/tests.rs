@@ -176,6 +176,46 @@ fn write_validates_hour_name_and_merges_duplicates() {
     assert_eq!(got, rows_of(&[(H, 1, 1), (H, 1, 2), (H, 1, 3)], 10_000));
 }
 
+/// Columns are written like the same rows: encoded from their buffers when in history order
+/// (one row per source of the hour, ascending), else checked and merged as rows.
+#[test]
+fn columns_write_like_rows() {
+    let (_dir, h) = history(50);
+    // Truncated rows (with registers) and plain ones.
+    let hits: Vec<(i64, u32, u32)> =
+        (0..400).map(|i| (H, i % 3, i % 70)).chain([(H, 5, 1), (H, 5, 2)]).collect();
+    let rows = rows_of(&hits, 50);
+    assert!(
+        rows.iter().any(|r| r.dest_ips_truncated) && rows.iter().any(|r| !r.dest_ips_truncated)
+    );
+    let key = h.replace_hour_columns(H, &Columns::from_rows(&rows), "cols").unwrap();
+    assert_eq!(h.hour_files(H).unwrap(), std::slice::from_ref(&key));
+    let bytes = h.store().get(&key).unwrap();
+    assert_eq!(bytes, encode_parquet(&rows).unwrap());
+    assert_eq!(decode_parquet(&bytes).unwrap(), rows);
+
+    // Out of order and duplicated: merged as `write_hour_file` merges rows.
+    let mut dup = [rows.clone(), rows_of(&[(H, 1, 3), (H, 0, 999)], 50)].concat();
+    dup.reverse();
+    let key = h.replace_hour_columns(H, &Columns::from_rows(&dup), "dup").unwrap();
+    assert_eq!(h.hour_files(H).unwrap(), [key]);
+    let all: Vec<(i64, u32, u32)> = hits.iter().copied().chain([(H, 1, 3), (H, 0, 999)]).collect();
+    assert_eq!(h.read_hour(H).unwrap(), rows_of(&all, 50));
+
+    // The hour is checked; counts above i64 are an error, not a wrapped value.
+    let c = Columns::from_rows(&rows);
+    assert!(matches!(h.write_hour_columns(H + 3600, &c, "x"), Err(HistoryError::WrongHour { .. })));
+    assert!(matches!(h.write_hour_columns(H, &c, "a/b"), Err(HistoryError::Name { .. })));
+    let mut big = c.clone();
+    big.packets[1] = u64::MAX;
+    let err = h.write_hour_columns(H, &big, "big").unwrap_err().to_string();
+    assert!(err.contains("column packets") && err.contains(&rows[1].src_ip), "{err}");
+    // Columns of unequal lengths (public fields) are an error, not a panic.
+    let mut short = c;
+    short.bytes.pop();
+    assert!(encode_columns(&short).unwrap_err().to_string().contains("unequal lengths"));
+}
+
 /// An independent reader (pyarrow) sees the documented schema and values. FAILS when python or
 /// pyarrow is missing: `$FLOWSPIKE_PYTHON` (default `python3`) must have pyarrow.
 ///

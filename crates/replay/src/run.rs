@@ -7,8 +7,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowlog::{DecodeOptions, FlowRecord, Format, LineError, RecordSink};
-use flowspike_counter::{AggregateRow, CounterConfig, Rule, ShardedCounter};
-use flowspike_detect::{DetectConfig, Detector, HourInput, Mode, Spike};
+use flowspike_counter::{Columns, CounterConfig, Rule, ShardedCounter};
+use flowspike_detect::{DetectConfig, Detector, HourInput, HourRows, Mode, Spike};
 use flowspike_history::History;
 use rayon::prelude::*;
 
@@ -333,9 +333,9 @@ pub fn replay(
     tracing::debug!(elapsed = ?started.elapsed(), "counted");
     let Acc { counter, mut summary, hours } = acc;
     // Rewrite every covered hour (an hour with records but no hit becomes an empty file).
-    let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> =
-        hours.iter().map(|h| (*h, Vec::new())).collect();
-    by_hour.extend(counter.into_hours());
+    let mut by_hour: BTreeMap<i64, Columns> =
+        hours.iter().map(|h| (*h, Columns::default())).collect();
+    by_hour.extend(counter.into_hour_columns());
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());
     let write = || write_hours(history, &by_hour, &name);
@@ -353,8 +353,8 @@ pub fn replay(
     summary.hours_written = by_hour.len() as u64;
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), spikes = spikes.len(), "history written, detected");
 
-    // Freeing hundreds of thousands of rows is a noticeable share of a replay's wall-clock time
-    // and nothing waits for it: a thread of its own does it (inline if none can be started).
+    // Freeing the hours' buffers is done by a thread of its own (inline if none can be
+    // started): nothing waits for it.
     let _ = std::thread::Builder::new().name("replay-drop".into()).spawn(move || drop(by_hour));
     summary.spikes = spikes.len() as u64;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -366,10 +366,10 @@ pub fn replay(
 /// (hours are independent files); the first error stops the others at their next hour.
 fn write_hours(
     history: &History,
-    by_hour: &BTreeMap<i64, Vec<AggregateRow>>,
+    by_hour: &BTreeMap<i64, Columns>,
     name: &str,
 ) -> Result<(), ReplayError> {
-    let hours: Vec<(&i64, &Vec<AggregateRow>)> = by_hour.iter().collect();
+    let hours: Vec<(&i64, &Columns)> = by_hour.iter().collect();
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let threads = (2 * rayon::current_num_threads()).clamp(1, hours.len().max(1));
@@ -383,7 +383,7 @@ fn write_hours(
                         else {
                             break;
                         };
-                        if let Err(e) = history.replace_hour(**hour, rows, name) {
+                        if let Err(e) = history.replace_hour_columns(**hour, rows, name) {
                             failed.store(true, Ordering::Relaxed);
                             return Err(e.into());
                         }
@@ -701,24 +701,24 @@ fn unique_suffix() -> String {
 fn detect_range(
     cfg: &DetectConfig,
     history: &History,
-    written: &BTreeMap<i64, Vec<AggregateRow>>,
+    written: &BTreeMap<i64, Columns>,
 ) -> Result<Vec<Spike>, ReplayError> {
     let (Some(&first), Some(&last)) = (written.keys().next(), written.keys().next_back()) else {
         return Ok(Vec::new());
     };
     let warm_from = cfg.warm_from(first);
-    // The hours just written are exactly `written` (a file holds the rows `Counter::into_rows`
-    // made, which read back unchanged), so only the other hours of the range are read back.
+    // The hours just written are exactly `written` (a file holds the rows of the columns the
+    // counter made, which read back unchanged), so only the other hours of the range are read back.
     let mut rows = Vec::new();
     for hour in history.hours()?.into_iter().filter(|h| (warm_from..=last).contains(h)) {
         if !written.contains_key(&hour) {
             rows.extend(history.read_hour(hour)?);
         }
     }
-    let by_hour: BTreeMap<i64, &[AggregateRow]> = written
+    let by_hour: BTreeMap<i64, HourRows<'_>> = written
         .iter()
-        .map(|(h, r)| (*h, r.as_slice()))
-        .chain(rows.chunk_by(|a, b| a.hour == b.hour).map(|r| (r[0].hour, r)))
+        .map(|(h, c)| (*h, c.into()))
+        .chain(rows.chunk_by(|a, b| a.hour == b.hour).map(|r| (r[0].hour, r.into())))
         .collect();
     let hours: Vec<HourInput<'_>> =
         by_hour.iter().map(|(&hour, rows)| (hour, *rows, hour >= first)).collect();

@@ -264,6 +264,14 @@ proptest! {
         prop_assert_eq!(sc.len(), whole.len());
         prop_assert_eq!(sc.clone().into_counter().into_rows(), whole.clone());
         let hours = sc.clone().into_hours();
+        // Columns hold exactly the rows, hour by hour (the sketch path too: cap 3).
+        let columns = sc.clone().into_hour_columns();
+        prop_assert_eq!(columns.len(), hours.len());
+        for ((ch, c), (h, rows)) in columns.iter().zip(&hours) {
+            prop_assert_eq!(ch, h);
+            prop_assert!(c.is_hour_sorted_unique(*h));
+            prop_assert_eq!(&c.to_rows(), rows);
+        }
         prop_assert!(hours.windows(2).all(|w| w[0].0 < w[1].0));
         prop_assert!(hours.iter().all(|(h, rows)| !rows.is_empty() && rows.iter().all(|r| r.hour == *h)));
         prop_assert_eq!(hours.into_iter().flat_map(|(_, rows)| rows).collect::<Vec<_>>(), whole.clone());
@@ -547,6 +555,9 @@ fn rows_are_sorted_by_source_text() {
         for (hour, rows) in sc().into_hours() {
             assert!(rows.iter().all(|r| r.hour == hour));
             assert_eq!(srcs(&rows), texts, "{shards} shards, hour {hour}");
+        }
+        for (hour, c) in sc().into_hour_columns() {
+            assert_eq!(srcs(&c.to_rows()), texts, "{shards} shards, columns of hour {hour}");
         }
     }
 }
