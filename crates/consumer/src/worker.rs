@@ -161,7 +161,7 @@ impl Worker {
         &self.owned
     }
 
-    /// The last snapshot of the table read by [`Worker::round`].
+    /// The last snapshot of the table read by [`Worker::acquire`] or [`Worker::acquire_snapshot_only`].
     pub fn last_snapshot(&self) -> Option<&Snapshot> {
         self.last_snapshot.as_ref()
     }

@@ -230,22 +230,43 @@ impl Columns {
         self.hour.is_empty()
     }
 
-    /// Row `i` (a default row when out of range).
+    /// True when every column has [`Columns::len`] entries (the fields are public; the builders
+    /// of this crate always keep them so). The history's `encode_columns` refuses others;
+    /// reading them gives default values past a shorter column, never a panic.
+    pub fn lengths_agree(&self) -> bool {
+        let n = self.len();
+        [
+            self.src_ip.len(),
+            self.blocked_count.len(),
+            self.unique_dest_count.len(),
+            self.dest_ips.len(),
+            self.interface_ids.len(),
+            self.bytes.len(),
+            self.packets.len(),
+            self.dest_ips_truncated.len(),
+            self.dest_hll.len(),
+        ]
+        .iter()
+        .all(|&l| l == n)
+    }
+
+    /// Row `i` (a default row when out of range; default values past a shorter column).
     pub fn row(&self, i: usize) -> AggregateRow {
         if i >= self.len() {
             return AggregateRow::default();
         }
+        let at = |v: &[u64]| v.get(i).copied().unwrap_or_default();
         AggregateRow {
             hour: self.hour[i],
             src_ip: self.src_ip.get(i).to_owned(),
-            blocked_count: self.blocked_count[i],
-            unique_dest_count: self.unique_dest_count[i],
+            blocked_count: at(&self.blocked_count),
+            unique_dest_count: at(&self.unique_dest_count),
             dest_ips: self.dest_ips.list(i).map(str::to_owned).collect(),
             interface_ids: self.interface_ids.list(i).map(str::to_owned).collect(),
-            bytes: self.bytes[i],
-            packets: self.packets[i],
-            dest_ips_truncated: self.dest_ips_truncated[i],
-            dest_hll: self.dest_hll[i].clone(),
+            bytes: at(&self.bytes),
+            packets: at(&self.packets),
+            dest_ips_truncated: self.dest_ips_truncated.get(i).copied().unwrap_or_default(),
+            dest_hll: self.dest_hll.get(i).cloned().flatten(),
         }
     }
 
@@ -302,6 +323,12 @@ mod tests {
         let sorted = Columns::from_rows(&rows[..3]);
         assert!(sorted.is_hour_sorted_unique(7200));
         assert!(!sorted.is_hour_sorted_unique(3600));
+        // Public fields can disagree: reads give defaults, never a panic.
+        let mut short = sorted.clone();
+        short.packets.truncate(1);
+        short.dest_hll.clear();
+        assert!(sorted.lengths_agree() && !short.lengths_agree());
+        assert_eq!(short.row(2), AggregateRow { packets: 0, dest_hll: None, ..rows[2].clone() });
         let dup = Columns::from_rows(&[rows[0].clone(), rows[0].clone()]);
         assert!(!dup.is_hour_sorted_unique(7200));
         assert!(Columns::default().is_empty() && Columns::default().is_hour_sorted_unique(0));

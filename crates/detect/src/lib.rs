@@ -13,7 +13,7 @@
 //!   [`SplunkState`] for the one deliberate difference (sources first seen after the bootstrap).
 //!
 //! Both modes also require `c >= min_count`. [`Detector`] is the streaming form (hours in increasing
-//! order), [`detect`] the batch form, and [`reference`] the naive implementation the fast one is tested
+//! order), [`detect`] the batch form, and [`reference`](mod@reference) the naive implementation the fast one is tested
 //! against.
 //!
 //! ```
@@ -191,7 +191,8 @@ impl DetectorState {
     }
 }
 
-/// The rows of one hour, as [`AggregateRow`]s or as [`Columns`] (what a replay builds).
+/// The rows of one hour, as [`AggregateRow`]s or as [`Columns`] (what a replay builds; columns
+/// shorter than `hour` read as zero counts and empty lists past their end).
 #[derive(Debug, Clone, Copy)]
 pub enum HourRows<'a> {
     /// Rows.
@@ -244,7 +245,7 @@ impl<'a> HourRows<'a> {
     fn blocked_count(self, i: usize) -> u64 {
         match self {
             HourRows::Rows(r) => r[i].blocked_count,
-            HourRows::Columns(c) => c.blocked_count[i],
+            HourRows::Columns(c) => c.blocked_count.get(i).copied().unwrap_or_default(),
         }
     }
 
@@ -255,7 +256,7 @@ impl<'a> HourRows<'a> {
                 (r[i].unique_dest_count, r[i].dest_ips.clone(), r[i].interface_ids.clone())
             }
             HourRows::Columns(c) => (
-                c.unique_dest_count[i],
+                c.unique_dest_count.get(i).copied().unwrap_or_default(),
                 c.dest_ips.list(i).map(str::to_owned).collect(),
                 c.interface_ids.list(i).map(str::to_owned).collect(),
             ),

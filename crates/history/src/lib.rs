@@ -5,8 +5,8 @@
 //!
 //! Layout (Hive partitions): `aggregates/date=YYYY-MM-DD/hr=HH/<name>.parquet`, one row per
 //! (hour, src_ip) per file, zstd-compressed. Columns (see [`schema`]): `hour` TIMESTAMP(µs, UTC),
-//! `src_ip` UTF8, `blocked_count` INT64, `unique_dest_count` INT64, `dest_ips` LIST<UTF8>,
-//! `interface_ids` LIST<UTF8>, `bytes` INT64, `packets` INT64, `dest_ips_truncated` BOOLEAN, and the
+//! `src_ip` UTF8, `blocked_count` INT64, `unique_dest_count` INT64, `dest_ips` `LIST<UTF8>`,
+//! `interface_ids` `LIST<UTF8>`, `bytes` INT64, `packets` INT64, `dest_ips_truncated` BOOLEAN, and the
 //! EXTENSION `dest_hll` BINARY (nullable): the HyperLogLog registers of a truncated row
 //! (`flowspike_counter::Hll::to_bytes`), null otherwise, so several files of one hour merge exactly
 //! past the destination cap. Readers that do not know `dest_hll` can ignore it.

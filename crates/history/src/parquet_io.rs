@@ -60,8 +60,8 @@ pub enum CodecError {
 }
 
 /// The Arrow schema of a history file: `hour` TIMESTAMP(µs, "UTC"), `src_ip` UTF8,
-/// `blocked_count` INT64, `unique_dest_count` INT64, `dest_ips` LIST<UTF8>, `interface_ids`
-/// LIST<UTF8>, `bytes` INT64, `packets` INT64, `dest_ips_truncated` BOOLEAN, `dest_hll` BINARY
+/// `blocked_count` INT64, `unique_dest_count` INT64, `dest_ips` `LIST<UTF8>`, `interface_ids`
+/// `LIST<UTF8>`, `bytes` INT64, `packets` INT64, `dest_ips_truncated` BOOLEAN, `dest_hll` BINARY
 /// (nullable; the extension carrying HyperLogLog registers of truncated rows).
 pub fn schema() -> Schema {
     let list = || DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
@@ -127,21 +127,10 @@ fn int64s_of(values: &[u64], c: &Columns, column: &'static str) -> Result<Int64A
 /// string.
 pub fn encode_columns(c: &Columns) -> Result<Vec<u8>, CodecError> {
     let n = c.len();
-    let lengths = [
-        c.src_ip.len(),
-        c.blocked_count.len(),
-        c.unique_dest_count.len(),
-        c.dest_ips.len(),
-        c.interface_ids.len(),
-        c.bytes.len(),
-        c.packets.len(),
-        c.dest_ips_truncated.len(),
-        c.dest_hll.len(),
-    ];
-    if lengths.iter().any(|&l| l != n) {
+    if !c.lengths_agree() {
         return Err(CodecError::Column {
             column: "hour",
-            message: format!("columns of unequal lengths: {n} hours, others {lengths:?}"),
+            message: format!("columns of unequal lengths ({n} hours)"),
         });
     }
     let micros: Vec<i64> = c
