@@ -164,16 +164,21 @@ pub struct Columns {
 }
 
 impl Columns {
-    /// Empty, with room for `rows` rows holding `dests` destinations and `ids` interface ids
-    /// (room for IPv4 texts; longer ones grow the buffers).
-    pub(crate) fn with_capacity(rows: usize, dests: usize, ids: usize) -> Columns {
+    /// Empty, with room for `rows` rows: sources of `src_bytes` bytes in all, and `(count, bytes)`
+    /// of their destinations and of their interface ids.
+    pub(crate) fn with_capacity(
+        rows: usize,
+        src_bytes: usize,
+        (dests, dest_bytes): (usize, usize),
+        (ids, id_bytes): (usize, usize),
+    ) -> Columns {
         Columns {
             hour: Vec::with_capacity(rows),
-            src_ip: Texts::with_capacity(rows, rows * 15),
+            src_ip: Texts::with_capacity(rows, src_bytes),
             blocked_count: Vec::with_capacity(rows),
             unique_dest_count: Vec::with_capacity(rows),
-            dest_ips: TextLists::with_capacity(rows, dests, dests * 15),
-            interface_ids: TextLists::with_capacity(rows, ids, ids * 21),
+            dest_ips: TextLists::with_capacity(rows, dests, dest_bytes),
+            interface_ids: TextLists::with_capacity(rows, ids, id_bytes),
             bytes: Vec::with_capacity(rows),
             packets: Vec::with_capacity(rows),
             dest_ips_truncated: Vec::with_capacity(rows),
@@ -188,21 +193,13 @@ impl Columns {
                 (k + v.len(), b + v.iter().map(String::len).sum::<usize>())
             })
         };
-        let (n_dests, dest_bytes) = count(|r| &r.dest_ips);
-        let (n_ifaces, iface_bytes) = count(|r| &r.interface_ids);
-        let n = rows.len();
-        let mut c = Columns {
-            hour: Vec::with_capacity(n),
-            src_ip: Texts::with_capacity(n, rows.iter().map(|r| r.src_ip.len()).sum()),
-            blocked_count: Vec::with_capacity(n),
-            unique_dest_count: Vec::with_capacity(n),
-            dest_ips: TextLists::with_capacity(n, n_dests, dest_bytes),
-            interface_ids: TextLists::with_capacity(n, n_ifaces, iface_bytes),
-            bytes: Vec::with_capacity(n),
-            packets: Vec::with_capacity(n),
-            dest_ips_truncated: Vec::with_capacity(n),
-            dest_hll: Vec::with_capacity(n),
-        };
+        let src_bytes = rows.iter().map(|r| r.src_ip.len()).sum();
+        let mut c = Columns::with_capacity(
+            rows.len(),
+            src_bytes,
+            count(|r| &r.dest_ips),
+            count(|r| &r.interface_ids),
+        );
         for r in rows {
             c.hour.push(r.hour);
             c.src_ip.push(&r.src_ip);

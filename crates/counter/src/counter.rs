@@ -908,7 +908,9 @@ fn columns_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Columns {
         };
         (d + kept, i + agg.interfaces.len())
     });
-    let mut c = Columns::with_capacity(order.len(), dests, ids);
+    // Room for IPv4 texts (at most 15 bytes) and `eni-` ids (21); longer ones grow the buffers.
+    let mut c =
+        Columns::with_capacity(order.len(), order.len() * 15, (dests, dests * 15), (ids, ids * 21));
     for (_, ip, agg) in &order {
         agg.push_columns(hour, **ip, &mut c);
     }

@@ -159,7 +159,7 @@ pub fn encode_columns(c: &Columns) -> Result<Vec<u8>, CodecError> {
         Arc::new(string_list(&c.interface_ids, "interface_ids")?),
         Arc::new(int64s_of(&c.bytes, c, "bytes")?),
         Arc::new(int64s_of(&c.packets, c, "packets")?),
-        Arc::new(BooleanArray::from(c.dest_ips_truncated.clone())),
+        Arc::new(BooleanArray::new(c.dest_ips_truncated.iter().copied().collect(), None)),
         Arc::new(hll.finish()),
     ];
     let schema = Arc::new(schema());
