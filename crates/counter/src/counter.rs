@@ -630,9 +630,7 @@ fn with_ip_text<R>(ip: IpAddr, f: impl FnOnce(&str) -> R) -> R {
 /// `ip.to_string()`, without the formatting machinery for IPv4 (the common case; rows hold
 /// hundreds of thousands of addresses).
 fn ip_string(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else { return ip.to_string() };
-    let (buf, n) = v4_text(v4);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    with_ip_text(ip, str::to_owned)
 }
 
 /// The dotted-decimal text of `v4` (at most 15 bytes) and its length; the rest of the buffer is
