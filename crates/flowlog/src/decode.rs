@@ -521,12 +521,36 @@ impl<S: RecordSink> Decoder<'_, S> {
     /// ([`crate::scan`]); every other line, and every line the fast path cannot decide on its own,
     /// goes through [`Decoder::text_line`], so the outcome is exactly that of parsing each line with
     /// [`LineParser::parse`].
+    #[allow(unsafe_code)] // reason: calling the AVX2 build of this function once AVX2 is detected
     fn feed_text(&mut self, text: &[u8], headers: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = scan::Avx2::detect() {
+            // SAFETY: `avx2` exists, so this CPU has AVX2.
+            return unsafe { self.feed_text_avx2(avx2, text, headers) };
+        }
+        self.feed_text_with(scan::Baseline, text, headers);
+    }
+
+    /// [`Decoder::feed_text`] compiled for AVX2 and BMI1/2: the scan classifies 32 bytes per
+    /// instruction, and the decoder and sink inlined into it may use the newer instructions too.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, BMI1 and BMI2 (`avx2` proves it).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2")]
+    #[allow(unsafe_code)] // reason: compiled for AVX2; the caller holds the proof it is there
+    unsafe fn feed_text_avx2(&mut self, avx2: scan::Avx2, text: &[u8], headers: bool) {
+        self.feed_text_with(avx2, text, headers);
+    }
+
+    /// The body of [`Decoder::feed_text`] for one classifier.
+    #[inline(always)]
+    fn feed_text_with<C: scan::Classifier>(&mut self, classifier: C, text: &[u8], headers: bool) {
         self.summary.decoded_bytes += text.len() as u64;
         let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
         // Taken out of `self` while the closure borrows the rest of it.
         let mut room = self.ends.take().unwrap_or_else(|| Box::new([0; scan::MAX_ENDS]));
-        scan::walk_lines(text, &mut room, |line| {
+        scan::walk_lines(classifier, text, &mut room, |line| {
             self.line_number += 1;
             let (line, ends) = match line {
                 scan::Line::Plain(line, ends) => (line, ends),

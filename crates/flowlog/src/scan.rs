@@ -19,6 +19,86 @@ pub(crate) struct Masks {
     pub odd: u64,
 }
 
+/// How 64-byte chunks are classified: chosen once per block of text, so that the whole walk
+/// (and the decoder inlined into it) is compiled for the instructions the CPU has.
+pub(crate) trait Classifier: Copy {
+    /// The masks of `chunk`; equal to [`classify_naive`].
+    fn classify(self, chunk: &[u8; 64]) -> Masks;
+}
+
+/// The classifier every CPU runs: SSE2 on x86_64 (part of every x86_64 CPU), byte by byte
+/// elsewhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Baseline;
+
+impl Classifier for Baseline {
+    #[inline(always)]
+    fn classify(self, chunk: &[u8; 64]) -> Masks {
+        classify(chunk)
+    }
+}
+
+/// The AVX2 classifier: 32 bytes per instruction instead of 16. A value exists only on a CPU
+/// that has AVX2, BMI1 and BMI2 ([`Avx2::detect`]; every CPU with AVX2 that AWS runs has the
+/// other two), which is what makes its use, and code compiled for those three, sound.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2(());
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    /// `Some` when this CPU has AVX2, BMI1 and BMI2 (the checks are cached by the standard
+    /// library).
+    #[inline]
+    pub(crate) fn detect() -> Option<Avx2> {
+        use std::arch::is_x86_feature_detected as has;
+        (has!("avx2") && has!("bmi1") && has!("bmi2")).then_some(Avx2(()))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Classifier for Avx2 {
+    #[inline(always)]
+    #[allow(unsafe_code)] // reason: calling an AVX2 function; `self` proves the CPU has AVX2
+    fn classify(self, chunk: &[u8; 64]) -> Masks {
+        // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2.
+        unsafe { classify_avx2(chunk) }
+    }
+}
+
+/// The masks of `chunk` with AVX2: per 32 bytes, two compares for spaces and line ends and an
+/// add and a compare for odd bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(unsafe_code)] // reason: unaligned vector loads from a 64-byte array
+unsafe fn classify_avx2(chunk: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256,
+        _mm256_movemask_epi8, _mm256_set1_epi8,
+    };
+    // SAFETY: both 32-byte loads lie inside the 64-byte array; `loadu` takes any alignment.
+    let (lo, hi) = unsafe {
+        let p = chunk.as_ptr().cast::<__m256i>();
+        (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
+    };
+    let bits = |lo, hi| {
+        u64::from(_mm256_movemask_epi8(lo) as u32)
+            | u64::from(_mm256_movemask_epi8(hi) as u32) << 32
+    };
+    let (sp, nl) = (_mm256_set1_epi8(b' ' as i8), _mm256_set1_epi8(b'\n' as i8));
+    // Odd: `b + 1` below 0x21 as a signed byte takes exactly the bytes below 0x20, DEL (0x7f
+    // becomes -128) and 0x80 or more (negative, or 0 for 0xff).
+    let (one, limit) = (_mm256_set1_epi8(1), _mm256_set1_epi8(0x21));
+    let odd = |v| _mm256_cmpgt_epi8(limit, _mm256_add_epi8(v, one));
+    let newline = bits(_mm256_cmpeq_epi8(lo, nl), _mm256_cmpeq_epi8(hi, nl));
+    Masks {
+        space: bits(_mm256_cmpeq_epi8(lo, sp), _mm256_cmpeq_epi8(hi, sp)),
+        newline,
+        odd: bits(odd(lo), odd(hi)) & !newline,
+    }
+}
+
 /// The masks of `chunk` (SSE2, part of every x86_64 CPU).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
@@ -52,20 +132,15 @@ fn classify_sse2(chunk: &[u8; 64]) -> Masks {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
 #[inline]
+#[allow(unsafe_code)] // reason: an unaligned vector load from a slice checked to hold 16 bytes
 fn load_sse2(part: &[u8]) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m128i) {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
-    };
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&part[at..at + 8]);
-        i64::from_le_bytes(w)
-    };
-    // Two adjacent 8-byte loads: the compiler emits one unaligned 16-byte load.
-    let v = _mm_set_epi64x(word(8), word(0));
-    // Signed compare: bytes of 0x80 or more are negative, so "below 0x20" takes them too.
-    let low_or_high = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
-    (v, _mm_or_si128(low_or_high, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))))
+    use std::arch::x86_64::{_mm_add_epi8, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_set1_epi8};
+    let part = &part[..16];
+    // SAFETY: `part` holds 16 bytes (the slice above); `loadu` takes any alignment.
+    let v = unsafe { _mm_loadu_si128(part.as_ptr().cast()) };
+    // As in `classify_avx2`: `b + 1` below 0x21 (signed) is exactly an odd byte.
+    let odd = _mm_cmpgt_epi8(_mm_set1_epi8(0x21), _mm_add_epi8(v, _mm_set1_epi8(1)));
+    (v, odd)
 }
 
 /// The masks of `chunk` (portable: byte by byte).
@@ -165,7 +240,8 @@ pub(crate) enum Line<'a, 'e> {
 /// `ends` is the caller's room for field ends, reused across calls: a CloudWatch Logs envelope
 /// calls this once per log event (one line each), which must not cost a fresh buffer every time.
 #[inline(always)]
-pub(crate) fn walk_lines(
+pub(crate) fn walk_lines<C: Classifier>(
+    classifier: C,
     text: &[u8],
     ends: &mut [u32; MAX_ENDS],
     mut on_line: impl FnMut(Line<'_, '_>),
@@ -175,7 +251,7 @@ pub(crate) fn walk_lines(
     let mut base = 0usize;
     for chunk in &mut chunks {
         let chunk: &[u8; 64] = chunk.try_into().unwrap_or(&[b'A'; 64]);
-        w.chunk(text, classify(chunk), base, &mut on_line);
+        w.chunk(text, classifier.classify(chunk), base, &mut on_line);
         base += 64;
     }
     let rest = chunks.remainder();
@@ -183,7 +259,7 @@ pub(crate) fn walk_lines(
         // Padding that is neither a delimiter nor odd.
         let mut buf = [b'A'; 64];
         buf[..rest.len()].copy_from_slice(rest);
-        w.chunk(text, classify(&buf), base, &mut on_line);
+        w.chunk(text, classifier.classify(&buf), base, &mut on_line);
     }
     if w.pos < text.len() {
         w.emit(text, text.len(), &mut on_line);
@@ -235,12 +311,15 @@ impl Walker<'_> {
         // A local counter (not `self.n`, which the stores into `ends` would make the compiler
         // reload), and no population count (not in the x86_64 baseline).
         let mut n = self.n;
-        if n + 64 < MAX_ENDS {
+        if let Some(room) = self.ends.get_mut(n..n + 64) {
+            // At most 64 bits: `k & 63` is `k`, and spares a bounds check per space.
+            let mut k = 0;
             while bits != 0 {
-                self.ends[n] = rel.wrapping_add(bits.trailing_zeros());
-                n += 1;
+                room[k & 63] = rel.wrapping_add(bits.trailing_zeros());
+                k += 1;
                 bits &= bits - 1;
             }
+            n += k;
         } else {
             // Near the room's end: count past it without storing (the line will be `Other`).
             while bits != 0 {
@@ -274,12 +353,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn lines(text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
+    fn lines_with<C: Classifier>(c: C, text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
         let mut out = Vec::new();
-        walk_lines(text, &mut [0; MAX_ENDS], |l| match l {
+        walk_lines(c, text, &mut [0; MAX_ENDS], |l| match l {
             Line::Plain(l, e) => out.push((l.to_vec(), Some(e.to_vec()))),
             Line::Other(l) => out.push((l.to_vec(), None)),
         });
+        out
+    }
+
+    /// The lines as every classifier this CPU can run sees them; they must agree.
+    fn lines(text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
+        let out = lines_with(Baseline, text);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = Avx2::detect() {
+            assert_eq!(lines_with(avx2, text), out, "AVX2 and baseline walks differ");
+        }
         out
     }
 
@@ -331,11 +420,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_byte_value_at_every_offset_classifies_as_naive() {
+        for b in 0..=255u8 {
+            for i in 0..64 {
+                let mut chunk = [b'a'; 64];
+                chunk[i] = b;
+                chunk[63 - i] = b;
+                assert_eq!(classify(&chunk), classify_naive(&chunk), "byte {b:#x} at {i}");
+                #[cfg(target_arch = "x86_64")]
+                if let Some(avx2) = Avx2::detect() {
+                    assert_eq!(avx2.classify(&chunk), classify_naive(&chunk), "byte {b:#x} at {i}");
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn classify_agrees(bytes in proptest::collection::vec(any::<u8>(), 64)) {
             let chunk: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(classify(&chunk), classify_naive(&chunk));
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = Avx2::detect() {
+                prop_assert_eq!(avx2.classify(&chunk), classify_naive(&chunk));
+            }
         }
 
         #[test]
