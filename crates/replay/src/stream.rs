@@ -14,8 +14,9 @@
 //! ([`Archive::map`]) and the blocks are ranges of the mapping, so the text is neither copied by
 //! `read(2)` nor held in freshly allocated buffers (on a VM whose fresh pages the hypervisor backs
 //! on first touch, both were a quarter of a replay's CPU time). The reader thread asks the kernel
-//! to map each block's pages before handing it on (`MADV_POPULATE_READ`), so it still does the
-//! disk reads and page-table work ahead of the parsers.
+//! to map the pages of each block not yet in the page cache before handing it on
+//! (`MADV_POPULATE_READ`), so the disk reads happen ahead of the parsers; cached text is left to
+//! the parsers' own page faults, which cost less CPU than mapping it ahead on a third thread.
 
 use std::io::{BufRead, BufReader, Read};
 use std::ops::{Deref, Range};
@@ -260,8 +261,9 @@ fn stored_head(framing: Framing, head: &[u8]) -> StoredHead {
 
 /// Cuts a mapped file into blocks of whole lines: each ends at the last line end within
 /// `block_bytes`, or within `block_bytes + max_line` when a line is longer, or there when none is
-/// found (as [`cut_blocks`] does). Before a block is emitted its pages are mapped ahead
-/// (`MADV_POPULATE_READ`; on kernels without it the parsers fault them in themselves).
+/// found (as [`cut_blocks`] does). Before a block is emitted, its pages are mapped ahead
+/// (`MADV_POPULATE_READ`) unless sampled pages show it is in the page cache already; the parsers
+/// fault in whatever was not mapped.
 fn cut_mapped(
     map: Arc<Mmap>,
     block_bytes: usize,
@@ -288,8 +290,12 @@ fn cut_mapped(
                 }
             }
         };
-        // Only a hint: the parsers fault in whatever this did not map.
-        let _ = map.advise_range(Advice::PopulateRead, pos, end - pos);
+        // Only a hint: the parsers fault in whatever this did not map. Text already in the page
+        // cache is left to the parsers' own page faults, which map 16 pages at a time (fault-around):
+        // mapping it here cost more CPU on a third thread (-7% wall time without it on 2 cores).
+        if !sampled_pages_cached(&map, pos, end) {
+            let _ = map.advise_range(Advice::PopulateRead, pos, end - pos);
+        }
         let data = BlockData::Mapped(map.clone(), pos..end);
         if !emit(TextBlock { seq, offset: pos as u64, data }) {
             return Streamed::Stopped;
@@ -298,6 +304,33 @@ fn cut_mapped(
         pos = end;
     }
     Streamed::Done { blocks: seq }
+}
+
+/// Whether the first, middle and last pages of `map[start..end]` are in the page cache (`mincore`);
+/// false when that cannot be told (another OS, an error, a kernel that reports only this
+/// process's mapped pages), so the caller maps the block ahead as if it were on disk.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // reason: `mincore` on pages of a live mapping; see SAFETY
+fn sampled_pages_cached(map: &Mmap, start: usize, end: usize) -> bool {
+    if end <= start {
+        return true;
+    }
+    [start, start + (end - start) / 2, end - 1].into_iter().all(|at| {
+        let page = at / PAGE * PAGE;
+        let mut state = 0u8;
+        // SAFETY: `page` is a multiple of `PAGE` inside the mapping, whose start is page-aligned,
+        // so `[page, page + 1)` lies in mapped memory; `mincore` only writes one byte per page of
+        // the range (one here) into `state`. A real page larger than `PAGE` makes the address
+        // unaligned: `mincore` then fails with EINVAL and this answers false.
+        let ok =
+            unsafe { libc::mincore(map.as_ptr().add(page) as *mut libc::c_void, 1, &mut state) };
+        ok == 0 && state & 1 == 1
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sampled_pages_cached(_map: &Mmap, _start: usize, _end: usize) -> bool {
+    false
 }
 
 /// Cuts `r` into blocks of whole lines.
@@ -579,5 +612,21 @@ mod tests {
             custom
         );
         assert_eq!(initial_format(b"2 123 eni-1\n", &custom), custom);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[allow(unsafe_code)] // reason: mapping a temporary file nothing else changes
+    fn pages_just_written_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        std::fs::write(&path, vec![b'x'; 5 * PAGE + 100]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: the file lives in a private temporary directory and is not changed while mapped.
+        let map = unsafe { Mmap::map(&file) }.unwrap();
+        // Written pages are in the page cache (dirty or not): no mapping ahead is needed.
+        assert!(sampled_pages_cached(&map, 0, map.len()));
+        assert!(sampled_pages_cached(&map, PAGE + 7, 3 * PAGE));
+        assert!(sampled_pages_cached(&map, 10, 10));
     }
 }
