@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowlog::{DecodeOptions, FlowRecord, Format, LineError, RecordSink};
-use flowspike_counter::{Columns, CounterConfig, Rule, ShardedCounter};
+use flowspike_counter::{Columns, CounterConfig, Rule, ShardedCounter, HOUR};
 use flowspike_detect::{DetectConfig, Detector, HourInput, HourRows, Mode, Spike};
 use flowspike_history::History;
 use rayon::prelude::*;
@@ -268,11 +268,24 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// A `start` above `i64::MAX` seconds: no hour can hold it.
+struct StartTooLarge(u64);
+
+impl std::fmt::Display for StartTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field start: {} is past the last representable hour", self.0)
+    }
+}
+
 impl RecordSink for Sink<'_> {
     fn record(&mut self, rec: &FlowRecord<'_>) {
         self.acc.summary.records += 1;
         let start = match rec.start() {
-            Ok(Some(s)) => s as i64,
+            Ok(Some(s)) => match i64::try_from(s) {
+                Ok(s) => s,
+                // No hour holds it (the rule does not count it either): bad input, not a panic.
+                Err(_) => return self.malformed_sample(rec.line_number(), &StartTooLarge(s)),
+            },
             Ok(None) => return,
             Err(e) => return self.malformed_sample(rec.line_number(), &e),
         };
@@ -280,8 +293,10 @@ impl RecordSink for Sink<'_> {
             self.acc.summary.out_of_range += 1;
             return;
         }
-        let hour = start.div_euclid(3600) * 3600;
-        if hour != self.last_hour {
+        // Records come mostly in time order: a start inside the last hour seen needs no division
+        // (`start >= 0`, so the difference is exact as `u64`; `last_hour` starts at `i64::MIN`).
+        if start < self.last_hour || start.wrapping_sub(self.last_hour) as u64 >= HOUR as u64 {
+            let hour = start - start % HOUR;
             self.acc.hours.insert(hour);
             self.last_hour = hour;
         }

@@ -215,3 +215,48 @@ fn spikes_from_written_rows_equal_spikes_from_the_history_read_back() {
     assert!(hours(&got).contains(&(28, "10.0.0.1".to_string())), "{:?}", hours(&got));
     assert_eq!(got, want);
 }
+
+/// Hours are found for records in any time order (the sink skips the division only inside the
+/// last hour it saw), an hour with no counted record is still written, and a `start` past
+/// `i64::MAX` is malformed input, counted and sampled, not a panic.
+#[test]
+fn hours_of_records_in_any_order_and_a_start_past_i64_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 1_767_225_600i64; // 2026-01-01T00:00:00Z
+    let mut text = format!("{V2}\n").into_bytes();
+    // Hours 0, 2, 0, 5, 2, 0 (in seconds after `base`, edges included); hour 5 only ACCEPT.
+    for (k, (offset, action)) in [
+        (0, "REJECT"),
+        (2 * 3600 + 3599, "REJECT"),
+        (3599, "REJECT"),
+        (5 * 3600, "ACCEPT"),
+        (2 * 3600, "REJECT"),
+        (1, "REJECT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let start = base + offset;
+        writeln!(text, "2 123 eni-a 10.0.0.{k} 203.0.113.9 1 2 6 1 60 {start} {start} {action} OK")
+            .unwrap();
+    }
+    writeln!(text, "2 123 eni-a 10.0.0.9 203.0.113.9 1 2 6 1 60 9223372036854775808 1 REJECT OK")
+        .unwrap();
+    std::fs::write(dir.path().join("a.log"), &text).unwrap();
+
+    let state = tempfile::tempdir().unwrap();
+    let history = History::new(Arc::new(LocalStore::new(state.path())));
+    let cfg = config(dir.path(), 1, StreamSettings::default());
+    let out = replay(&cfg, &history, &()).unwrap();
+    let s = &out.summary;
+    assert_eq!((s.records, s.counted, s.malformed, s.hours_written), (7, 5, 1, 3), "{s:?}");
+    assert!(s.malformed_samples[0].contains("past the last representable hour"), "{s:?}");
+    let hours = history.hours().unwrap();
+    assert_eq!(hours, vec![base, base + 2 * 3600, base + 5 * 3600]);
+    let rows = history.read_range(i64::MIN / 2, i64::MAX / 2).unwrap();
+    let per_hour: Vec<(i64, u64)> = hours
+        .iter()
+        .map(|h| (*h, rows.iter().filter(|r| r.hour == *h).map(|r| r.blocked_count).sum()))
+        .collect();
+    assert_eq!(per_hour, vec![(base, 3), (base + 2 * 3600, 2), (base + 5 * 3600, 0)]);
+}
