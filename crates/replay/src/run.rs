@@ -294,8 +294,8 @@ impl RecordSink for Sink<'_> {
             return;
         }
         // Records come mostly in time order: a start inside the last hour seen needs no division
-        // (`start >= 0`, so the difference is exact as `u64`; `last_hour` starts at `i64::MIN`).
-        if start < self.last_hour || start.wrapping_sub(self.last_hour) as u64 >= HOUR as u64 {
+        // (`last_hour` starts at `i64::MIN`, below every `start`).
+        if !(self.last_hour..self.last_hour.saturating_add(HOUR)).contains(&start) {
             let hour = start - start % HOUR;
             self.acc.hours.insert(hour);
             self.last_hour = hour;
