@@ -268,12 +268,13 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// A `start` above `i64::MAX` seconds: no hour can hold it.
+/// A `start` above `i64::MAX` seconds: beyond every time the replay compares (`--from`, `--to`) and
+/// stores (hours as `i64`).
 struct StartTooLarge(u64);
 
 impl std::fmt::Display for StartTooLarge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "field start: {} is past the last representable hour", self.0)
+        write!(f, "field start: {} is above i64::MAX seconds", self.0)
     }
 }
 
@@ -283,7 +284,7 @@ impl RecordSink for Sink<'_> {
         let start = match rec.start() {
             Ok(Some(s)) => match i64::try_from(s) {
                 Ok(s) => s,
-                // No hour holds it (the rule does not count it either): bad input, not a panic.
+                // Bad input (about 292 billion years from now): counted and sampled, not a panic.
                 Err(_) => return self.malformed_sample(rec.line_number(), &StartTooLarge(s)),
             },
             Ok(None) => return,
