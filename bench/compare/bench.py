@@ -9,9 +9,14 @@ Phases:
    A flowspike input that fails (for instance a single object past the decompression cap) is recorded
    as "failed: <message>" and not timed; the S3-style archive must work.
 3. Timing: R rounds; each round runs every case once (floors, flowspike, peers), the order rotated
-   by one each round, so engines alternate run by run. Wall time of the whole process (interpreter
-   start and imports included for the peers; their own in-query time is reported beside it), peak
-   RSS (GNU time; the largest of the case's processes), and /proc/loadavg before and after every run.
+   by one each round, so engines alternate run by run. Before every run (untimed) the case's input
+   files are read once, so every engine starts from a cached input: the development VM reclaims
+   page-cache pages idle for about a minute (DAMON `pageout`), and without this the first engine to
+   touch a file after a pause paid for rereading part of it (`--no-warm` keeps the old behaviour).
+   Wall time of the whole process (interpreter start and imports included for the peers; their own
+   in-query time is reported beside it), peak RSS (GNU time; the largest of the case's processes),
+   /proc/loadavg before and after every run, and the file pages refaulted during the run
+   (`workingset_refault_file` of /proc/vmstat: input pages that had been reclaimed, read again).
 
 Writes report.md (the Markdown report), runs.jsonl (every run) and canon/ into --results, and prints
 the report.
@@ -48,6 +53,7 @@ class Case:
     engine: str
     kind: str  # floor, flowspike, peer
     argvs: list[list[str]]  # run concurrently (one for most cases)
+    inputs: list[str] = field(default_factory=list)  # the files the case reads (warmed before a run)
     state: str | None = None  # flowspike: state directory made fresh for each run
     out: str | None = None  # peer: result Parquet file
     failed: str | None = None
@@ -56,6 +62,7 @@ class Case:
     rss_mb: list[float] = field(default_factory=list)
     load_before: list[float] = field(default_factory=list)
     load_after: list[float] = field(default_factory=list)
+    refault_mb: list[float] = field(default_factory=list)
     correct: str = "-"
 
 
@@ -63,6 +70,26 @@ def loadavg() -> tuple[float, float, float]:
     with open("/proc/loadavg") as f:
         a, b, c = f.read().split()[:3]
     return float(a), float(b), float(c)
+
+
+def refaulted_pages() -> int:
+    """File pages read again after being reclaimed, since boot (0 where /proc/vmstat lacks it)."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("workingset_refault_file "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def warm(paths: list[str]) -> None:
+    """Reads every file once (through the page cache), untimed."""
+    for p in paths:
+        with open(p, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
 
 
 def uptime() -> str:
@@ -163,6 +190,7 @@ def build_cases(ds: str, flowspike: str, py: str, work: str, threads: int) -> li
         os.path.join(d, f) for d, _, fs in os.walk(s3) for f in fs if f.endswith(".gz")
     )
     ncpu = os.cpu_count() or 1
+    files = {"plain": [plain], "gzip": [gz], "gzip2": gz2_files, "s3": s3_files}
     cases = [Case("plain", "wc -l", "floor", [["wc", "-l", plain]])]
 
     def inflater(name: str, argv: list[str], s3_too: bool) -> list[Case]:
@@ -193,6 +221,8 @@ def build_cases(ds: str, flowspike: str, py: str, work: str, threads: int) -> li
             out = os.path.join(work, f"{peer}-{name}.parquet")
             argv = [py, os.path.join(HERE, "queries", f"q_{peer}.py"), "--input", path, "--out", out]
             cases.append(Case(name, peer, "peer", [argv], out=out))
+    for c in cases:
+        c.inputs = files[c.input]
     return cases
 
 
@@ -225,18 +255,25 @@ def report(args, manifest, mach, vers, cases, started, uptimes, check_lines) -> 
         "includes writing the Parquet history and running the detection. Peers use all cores.",
         "- MB/s is of decompressed text; ratio = median / flowspike's median on the same input "
         "(† = vs. flowspike on the S3-style archive, where flowspike failed on this input).",
+        ("- Cache: the case's input files are read once (untimed) before every timed run, so every "
+         "engine starts from a cached input (the development VM pages out page-cache pages idle for "
+         "about a minute); \"refault MB\" is the median of file pages read again during a run."
+         if not args.no_warm else
+         "- Cache: inputs are NOT read before each run (`--no-warm`): an engine may find part of its "
+         "input reclaimed since its last use; \"refault MB\" is the median of file pages read again "
+         "during a run."),
         f"- Load: this machine is shared (other engineers compile on it), so timings are noisy. "
         f"`uptime` before timing: `{uptimes[0]}`; after: `{uptimes[1]}`. The load columns give the "
         "range of the 1-minute load average read before and after each run of that case.",
         "",
-        "| input | engine | median s | min s | records/s | MB/s | ratio vs flowspike | in-query median s | peak RSS MB | load before | load after | result |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| input | engine | median s | min s | records/s | MB/s | ratio vs flowspike | in-query median s | peak RSS MB | refault MB | load before | load after | result |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     order = {"plain": 0, "gzip": 1, "gzip2": 2, "s3": 3}
     kind_order = {"floor": 0, "flowspike": 1, "peer": 2}
     for c in sorted(cases, key=lambda c: (order[c.input], kind_order[c.kind])):
         if c.failed or not c.times:
-            lines.append(f"| {c.input} | {c.engine} | failed: {c.failed or 'not run'} | | | | | | | | | {c.correct} |")
+            lines.append(f"| {c.input} | {c.engine} | failed: {c.failed or 'not run'} | | | | | | | | | | {c.correct} |")
             continue
         med, lo = statistics.median(c.times), min(c.times)
         base = fs.get(c.input)
@@ -248,9 +285,10 @@ def report(args, manifest, mach, vers, cases, started, uptimes, check_lines) -> 
             ratio = "n/a"
         q = fmt_s(statistics.median(c.query_times)) if c.query_times else ""
         rss = f"{max(c.rss_mb):,.0f}" if c.rss_mb and max(c.rss_mb) else ""
+        refault = f"{statistics.median(c.refault_mb):,.0f}" if c.refault_mb else ""
         lines.append(
             f"| {c.input} | {c.engine} | {fmt_s(med)} | {fmt_s(lo)} | {fmt_rate(n / med)} | "
-            f"{mb / med:,.0f} | {ratio} | {q} | {rss} | "
+            f"{mb / med:,.0f} | {ratio} | {q} | {rss} | {refault} | "
             f"{min(c.load_before):.2f}–{max(c.load_before):.2f} | "
             f"{min(c.load_after):.2f}–{max(c.load_after):.2f} | {c.correct} |"
         )
@@ -267,6 +305,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="flowspike replay --threads")
     ap.add_argument("--results", required=True)
     ap.add_argument("--command", default=" ".join(map(shlex.quote, sys.argv)))
+    ap.add_argument("--no-warm", action="store_true",
+                    help="do not read a case's inputs before each timed run")
     args = ap.parse_args()
     started = datetime.now(timezone.utc)
     with open(os.path.join(args.dataset, "manifest.json")) as f:
@@ -339,12 +379,16 @@ def main() -> int:
             for c in timed[k:] + timed[:k]:
                 if c.failed:
                     continue
+                if not args.no_warm:
+                    warm(c.inputs)
                 before = loadavg()
+                refaults = refaulted_pages()
                 seconds, rss, out, err = run_once(c)
+                refault_mb = (refaulted_pages() - refaults) * os.sysconf("SC_PAGE_SIZE") / 1e6
                 after = loadavg()
                 rec = {"round": r, "input": c.input, "engine": c.engine, "seconds": round(seconds, 4),
                        "rss_mb": round(rss, 1), "load_before": before, "load_after": after,
-                       "error": err or None}
+                       "refault_mb": round(refault_mb, 1), "error": err or None}
                 if err:
                     c.failed = err
                 else:
@@ -352,6 +396,7 @@ def main() -> int:
                     c.rss_mb.append(rss)
                     c.load_before.append(before[0])
                     c.load_after.append(after[0])
+                    c.refault_mb.append(refault_mb)
                     if c.kind == "peer":
                         try:
                             q = json.loads(out.strip().splitlines()[-1])["seconds"]
@@ -362,7 +407,8 @@ def main() -> int:
                 runs_log.write(json.dumps(rec) + "\n")
                 runs_log.flush()
                 print(f"   round {r + 1}/{args.runs} {c.input:6} {c.engine:22} {seconds:7.3f} s  "
-                      f"load {before[0]:.2f} -> {after[0]:.2f}" + (f"  FAILED {err}" if err else ""),
+                      f"load {before[0]:.2f} -> {after[0]:.2f}  refaulted {refault_mb:.0f} MB"
+                      + (f"  FAILED {err}" if err else ""),
                       file=sys.stderr)
         uptimes.append(uptime())
         text = report(args, manifest, mach, vers, cases, started, uptimes, check_lines)

@@ -3,12 +3,13 @@
 # the same VPC flow log files, with `wc -l`, libdeflate-gunzip, ISA-L's igzip and gzip -dc as physical
 # floors.
 #
-#   bench/compare/run.sh [--records N] [--runs R] [--data DIR] [--seed S] [--threads T]
+#   bench/compare/run.sh [--records N] [--runs R] [--data DIR] [--seed S] [--threads T] [--no-warm]
 #
 # --records  dataset size (default 10000000); the dataset is generated once into
 #            DIR/flows-N-seedS (default DIR: /work/bench-data, outside the repository)
 # --runs     timed runs per case (default 5), alternating between engines; median and min reported
 # --threads  flowspike replay --threads (default 2)
+# --no-warm  do not read a case's input files (untimed) before each timed run
 # FLOWSPIKE_BIN  the flowspike binary; default: cargo build --release --bin flowspike
 #
 # Creates bench/compare/.venv (requirements.txt), installs libdeflate-tools and isal (igzip) with
@@ -24,6 +25,7 @@ RUNS=5
 DATA=/work/bench-data
 SEED=42
 THREADS=2
+WARM=()
 COMMAND="bench/compare/run.sh $*"
 [ -n "${FLOWSPIKE_BIN:-}" ] && COMMAND="FLOWSPIKE_BIN=$FLOWSPIKE_BIN $COMMAND"
 while [ $# -gt 0 ]; do
@@ -33,7 +35,8 @@ while [ $# -gt 0 ]; do
     --data) DATA=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --no-warm) WARM=(--no-warm); shift ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -79,14 +82,8 @@ fi
 if [ -z "${FLOWSPIKE_BIN:-}" ]; then
   # With ISA-L as the streamed gzip inflater (the `isal` feature, as the container image), when its
   # build tools are there or can be installed; else the default build (zlib-rs), said so.
-  features=()
   . "$REPO/tests/isal_tools.sh"
-  install_isal_tools
-  if isal_tools; then
-    features=(--features isal)
-  else
-    echo "note: building without the isal feature (zlib-rs inflates streamed gzip)" >&2
-  fi
+  read -r -a features <<<"$(isal_features)"
   say "building flowspike (release ${features[*]})"
   (cd "$REPO" && cargo build --release --bin flowspike "${features[@]}")
   FLOWSPIKE_BIN=$REPO/target/release/flowspike
@@ -97,4 +94,4 @@ fi
 RESULTS=$DATA/results-$RECORDS-$(date -u +%Y%m%dT%H%M%SZ)
 say "results in $RESULTS"
 exec "$PY" "$HERE/bench.py" --dataset "$DATASET" --flowspike "$FLOWSPIKE_BIN" --runs "$RUNS" \
-  --threads "$THREADS" --results "$RESULTS" --command "$COMMAND"
+  --threads "$THREADS" --results "$RESULTS" --command "$COMMAND" "${WARM[@]}"
