@@ -319,11 +319,7 @@ def main() -> int:
         cases = build_cases(args.dataset, args.flowspike, sys.executable, work, args.threads)
 
         print("== warming the page cache", file=sys.stderr)
-        for d, _, fs in os.walk(args.dataset):
-            for f in fs:
-                with open(os.path.join(d, f), "rb") as fh:
-                    while fh.read(1 << 24):
-                        pass
+        warm([os.path.join(d, f) for d, _, fs in os.walk(args.dataset) for f in fs])
 
         print("== correctness (untimed)", file=sys.stderr)
         check_lines: list[str] = []
