@@ -142,7 +142,8 @@ impl Default for DecodeOptions {
 
 /// Receives the records of an input.
 pub trait RecordSink {
-    /// A line with the right number of fields (values not yet validated).
+    /// A line with the right number of fields, every value `-` or of its field's type
+    /// ([`crate::ValueType`]).
     fn record(&mut self, rec: &FlowRecord<'_>);
     /// A damaged line, skipped.
     fn malformed(&mut self, err: &LineError);
@@ -363,7 +364,7 @@ pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
 #[derive(Default)]
 struct InflateRoom {
     /// The inflated text of the last object starts at 0. Its `len` is how much of it has been
-    /// initialized; it only grows while libdeflate is used, so only growth is ever zeroed.
+    /// initialized; only growth is ever zeroed.
     buf: Vec<u8>,
     decompressor: Option<libdeflater::Decompressor>,
 }
@@ -400,16 +401,41 @@ impl InflateRoom {
         if let Some(n) = self.inflate_one_member(data, limit) {
             return Ok(n);
         }
-        self.buf.clear();
         let mut dec = crate::gz::gz_reader(data);
-        (&mut dec)
-            .take(limit.saturating_add(1))
-            .read_to_end(&mut self.buf)
-            .map_err(DecodeError::Gzip)?;
-        if self.buf.len() as u64 > limit {
-            return Err(DecodeError::DecompressionLimit { limit });
+        self.read_bounded(&mut dec, limit)
+    }
+
+    /// Reads all of `r` into `self.buf` from its start, refusing more than `limit` bytes; the
+    /// length read.
+    ///
+    /// The buffer grows by doubling, but never past `limit + 1` bytes (the one byte more shows
+    /// that the limit is exceeded), so the memory a bomb can take is the limit, not the next power
+    /// of two above it (`read_to_end` took up to 2x the limit: #28 item 6). Bytes already
+    /// initialized in a reused room are written over, not zeroed again.
+    fn read_bounded(&mut self, r: &mut impl Read, limit: u64) -> Result<usize, DecodeError> {
+        /// The first size a buffer grows to: small objects (one Kinesis record) need no more.
+        const FIRST: usize = 64 << 10;
+        let cap_max = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+        let mut n = 0;
+        loop {
+            let end = self.buf.len().min(cap_max);
+            if n == end {
+                if n == cap_max {
+                    return Err(DecodeError::DecompressionLimit { limit });
+                }
+                // Here `self.buf.len() == n < cap_max`.
+                let grow_to = n.max(FIRST / 2).saturating_mul(2).min(cap_max);
+                self.buf.reserve_exact(grow_to - n);
+                self.buf.resize(grow_to, 0);
+                continue;
+            }
+            match r.read(&mut self.buf[n..end]) {
+                Ok(0) => return Ok(n),
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DecodeError::Gzip(e)),
+            }
         }
-        Ok(self.buf.len())
     }
 
     /// Inflates `data` with libdeflate (about twice as fast as a streaming inflater) when it is
@@ -485,9 +511,15 @@ impl<S: RecordSink> Decoder<'_, S> {
             Framing::Gzip => self.decode_gzip(data, None, depth),
             Framing::CwLogs | Framing::Firehose => self.decode_json(data),
             Framing::Kpl => self.decode_kpl(data, depth),
-            Framing::Parquet => crate::pq::decode_parquet(data, |format, line| {
-                self.feed_line(line, format);
-            }),
+            Framing::Parquet => {
+                let mut budget = self.budget;
+                let limit = self.opts.max_decompressed_bytes;
+                let result = crate::pq::decode_parquet(data, &mut budget, limit, |format, line| {
+                    self.feed_line(line, format);
+                });
+                self.budget = budget;
+                result
+            }
         }
     }
 
@@ -568,6 +600,9 @@ impl<S: RecordSink> Decoder<'_, S> {
             {
                 return self.text_line(line, headers);
             }
+            if let Err(kind) = crate::line::check_typed(line, ends, format) {
+                return self.bad_line(kind);
+            }
             self.summary.records += 1;
             self.sink.record(&FlowRecord::new(line, ends, format, self.line_number));
         });
@@ -587,6 +622,13 @@ impl<S: RecordSink> Decoder<'_, S> {
             return;
         }
         self.parse_line(line, None);
+    }
+
+    /// A line of the fast path whose values are not all of their types.
+    #[cold]
+    fn bad_line(&mut self, kind: LineErrorKind) {
+        self.summary.malformed += 1;
+        self.sink.malformed(&LineError { line: self.line_number, kind });
     }
 
     /// Parses one line under `format` (else the format in force) and hands the record or the

@@ -13,8 +13,69 @@ pub enum FieldKind {
     Addr,
 }
 
+/// What a value of a field must be: a line any of whose values (other than `-`, absent) is not
+/// of its field's type is a damaged line ([`crate::LineErrorKind::BadValue`]), never a record.
+///
+/// Numbers are unsigned decimal digits (leading zeros allowed) within the field's width;
+/// `action`, `log-status` and `flow-direction` take only their documented words. Ids, names and
+/// the enumerations AWS extends from time to time (`type`, `pkt-src-aws-service`,
+/// `reject-reason`, ...) are free text: any printable ASCII (0x21..=0x7e; spaces separate fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueType {
+    /// Printable ASCII text.
+    Text,
+    /// An unsigned integer at most 255.
+    U8,
+    /// An unsigned integer at most 65,535.
+    U16,
+    /// An unsigned integer that fits in 64 bits.
+    U64,
+    /// An IPv4 or IPv6 address (as `std::net::IpAddr` parses it).
+    Addr,
+    /// `ACCEPT` or `REJECT`.
+    Action,
+    /// `OK`, `NODATA` or `SKIPDATA`.
+    LogStatus,
+    /// `ingress` or `egress`.
+    FlowDirection,
+}
+
+impl ValueType {
+    /// True when `v` (a present value, not `-`) is of this type. The naive equivalent is
+    /// `naive::naive_value_ok`.
+    #[inline(always)]
+    pub fn accepts(self, v: &[u8]) -> bool {
+        use crate::record::{parse_addr, parse_u64, Action, LogStatus};
+        match self {
+            ValueType::Text => v.iter().all(|b| (0x21..0x7f).contains(b)),
+            ValueType::U8 => parse_u64(v).is_some_and(|x| x <= u64::from(u8::MAX)),
+            ValueType::U16 => parse_u64(v).is_some_and(|x| x <= u64::from(u16::MAX)),
+            ValueType::U64 => parse_u64(v).is_some(),
+            ValueType::Addr => parse_addr(v).is_some(),
+            ValueType::Action => Action::from_bytes(v).is_some(),
+            ValueType::LogStatus => LogStatus::from_bytes(v).is_some(),
+            ValueType::FlowDirection => v == b"ingress" || v == b"egress",
+        }
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ValueType::Text => "printable ascii text",
+            ValueType::U8 => "an unsigned integer up to 255",
+            ValueType::U16 => "an unsigned integer up to 65535",
+            ValueType::U64 => "an unsigned 64-bit integer",
+            ValueType::Addr => "an ip address",
+            ValueType::Action => "ACCEPT or REJECT",
+            ValueType::LogStatus => "OK, NODATA or SKIPDATA",
+            ValueType::FlowDirection => "ingress or egress",
+        })
+    }
+}
+
 macro_rules! fields {
-    ($( $var:ident = $name:literal, $kind:ident, $ver:literal; )*) => {
+    ($( $var:ident = $name:literal, $kind:ident, $vt:ident, $ver:literal; )*) => {
         /// A VPC flow log field name (see the AWS "Flow log records" documentation).
         ///
         /// Every documented field has a variant; a name this crate does not know is kept as
@@ -56,6 +117,14 @@ macro_rules! fields {
                 }
             }
 
+            /// What a value of this field must be ([`ValueType`]; free text for unknown fields).
+            pub fn value_type(self) -> ValueType {
+                match self {
+                    $( Field::$var => ValueType::$vt, )*
+                    Field::Unknown(_) => ValueType::Text,
+                }
+            }
+
             /// The flow log version that introduced this field (0 for unknown fields).
             pub fn since_version(self) -> u8 {
                 match self {
@@ -85,66 +154,66 @@ macro_rules! fields {
 }
 
 fields! {
-    Version = "version", Uint, 2;
-    AccountId = "account-id", Text, 2;
-    InterfaceId = "interface-id", Text, 2;
-    SrcAddr = "srcaddr", Addr, 2;
-    DstAddr = "dstaddr", Addr, 2;
-    SrcPort = "srcport", Uint, 2;
-    DstPort = "dstport", Uint, 2;
-    Protocol = "protocol", Uint, 2;
-    Packets = "packets", Uint, 2;
-    Bytes = "bytes", Uint, 2;
-    Start = "start", Uint, 2;
-    End = "end", Uint, 2;
-    Action = "action", Text, 2;
-    LogStatus = "log-status", Text, 2;
-    VpcId = "vpc-id", Text, 3;
-    SubnetId = "subnet-id", Text, 3;
-    InstanceId = "instance-id", Text, 3;
-    TcpFlags = "tcp-flags", Uint, 3;
-    Type = "type", Text, 3;
-    PktSrcAddr = "pkt-srcaddr", Addr, 3;
-    PktDstAddr = "pkt-dstaddr", Addr, 3;
-    Region = "region", Text, 4;
-    AzId = "az-id", Text, 4;
-    SublocationType = "sublocation-type", Text, 4;
-    SublocationId = "sublocation-id", Text, 4;
-    PktSrcAwsService = "pkt-src-aws-service", Text, 5;
-    PktDstAwsService = "pkt-dst-aws-service", Text, 5;
-    FlowDirection = "flow-direction", Text, 5;
-    TrafficPath = "traffic-path", Uint, 5;
-    ResourceType = "resource-type", Text, 6;
-    TgwId = "tgw-id", Text, 6;
-    TgwAttachmentId = "tgw-attachment-id", Text, 6;
-    TgwSrcVpcAccountId = "tgw-src-vpc-account-id", Text, 6;
-    TgwDstVpcAccountId = "tgw-dst-vpc-account-id", Text, 6;
-    TgwSrcVpcId = "tgw-src-vpc-id", Text, 6;
-    TgwDstVpcId = "tgw-dst-vpc-id", Text, 6;
-    TgwSrcSubnetId = "tgw-src-subnet-id", Text, 6;
-    TgwDstSubnetId = "tgw-dst-subnet-id", Text, 6;
-    TgwSrcEni = "tgw-src-eni", Text, 6;
-    TgwDstEni = "tgw-dst-eni", Text, 6;
-    TgwSrcAzId = "tgw-src-az-id", Text, 6;
-    TgwDstAzId = "tgw-dst-az-id", Text, 6;
-    TgwPairAttachmentId = "tgw-pair-attachment-id", Text, 6;
-    PacketsLostNoRoute = "packets-lost-no-route", Uint, 6;
-    PacketsLostBlackhole = "packets-lost-blackhole", Uint, 6;
-    PacketsLostMtuExceeded = "packets-lost-mtu-exceeded", Uint, 6;
-    PacketsLostTtlExpired = "packets-lost-ttl-expired", Uint, 6;
-    EcsClusterArn = "ecs-cluster-arn", Text, 7;
-    EcsClusterName = "ecs-cluster-name", Text, 7;
-    EcsContainerInstanceArn = "ecs-container-instance-arn", Text, 7;
-    EcsContainerInstanceId = "ecs-container-instance-id", Text, 7;
-    EcsContainerId = "ecs-container-id", Text, 7;
-    EcsSecondContainerId = "ecs-second-container-id", Text, 7;
-    EcsServiceName = "ecs-service-name", Text, 7;
-    EcsTaskDefinitionArn = "ecs-task-definition-arn", Text, 7;
-    EcsTaskArn = "ecs-task-arn", Text, 7;
-    EcsTaskId = "ecs-task-id", Text, 7;
-    RejectReason = "reject-reason", Text, 8;
-    ResourceId = "resource-id", Text, 9;
-    EncryptionStatus = "encryption-status", Uint, 10;
+    Version = "version", Uint, U8, 2;
+    AccountId = "account-id", Text, Text, 2;
+    InterfaceId = "interface-id", Text, Text, 2;
+    SrcAddr = "srcaddr", Addr, Addr, 2;
+    DstAddr = "dstaddr", Addr, Addr, 2;
+    SrcPort = "srcport", Uint, U16, 2;
+    DstPort = "dstport", Uint, U16, 2;
+    Protocol = "protocol", Uint, U8, 2;
+    Packets = "packets", Uint, U64, 2;
+    Bytes = "bytes", Uint, U64, 2;
+    Start = "start", Uint, U64, 2;
+    End = "end", Uint, U64, 2;
+    Action = "action", Text, Action, 2;
+    LogStatus = "log-status", Text, LogStatus, 2;
+    VpcId = "vpc-id", Text, Text, 3;
+    SubnetId = "subnet-id", Text, Text, 3;
+    InstanceId = "instance-id", Text, Text, 3;
+    TcpFlags = "tcp-flags", Uint, U16, 3;
+    Type = "type", Text, Text, 3;
+    PktSrcAddr = "pkt-srcaddr", Addr, Addr, 3;
+    PktDstAddr = "pkt-dstaddr", Addr, Addr, 3;
+    Region = "region", Text, Text, 4;
+    AzId = "az-id", Text, Text, 4;
+    SublocationType = "sublocation-type", Text, Text, 4;
+    SublocationId = "sublocation-id", Text, Text, 4;
+    PktSrcAwsService = "pkt-src-aws-service", Text, Text, 5;
+    PktDstAwsService = "pkt-dst-aws-service", Text, Text, 5;
+    FlowDirection = "flow-direction", Text, FlowDirection, 5;
+    TrafficPath = "traffic-path", Uint, U8, 5;
+    ResourceType = "resource-type", Text, Text, 6;
+    TgwId = "tgw-id", Text, Text, 6;
+    TgwAttachmentId = "tgw-attachment-id", Text, Text, 6;
+    TgwSrcVpcAccountId = "tgw-src-vpc-account-id", Text, Text, 6;
+    TgwDstVpcAccountId = "tgw-dst-vpc-account-id", Text, Text, 6;
+    TgwSrcVpcId = "tgw-src-vpc-id", Text, Text, 6;
+    TgwDstVpcId = "tgw-dst-vpc-id", Text, Text, 6;
+    TgwSrcSubnetId = "tgw-src-subnet-id", Text, Text, 6;
+    TgwDstSubnetId = "tgw-dst-subnet-id", Text, Text, 6;
+    TgwSrcEni = "tgw-src-eni", Text, Text, 6;
+    TgwDstEni = "tgw-dst-eni", Text, Text, 6;
+    TgwSrcAzId = "tgw-src-az-id", Text, Text, 6;
+    TgwDstAzId = "tgw-dst-az-id", Text, Text, 6;
+    TgwPairAttachmentId = "tgw-pair-attachment-id", Text, Text, 6;
+    PacketsLostNoRoute = "packets-lost-no-route", Uint, U64, 6;
+    PacketsLostBlackhole = "packets-lost-blackhole", Uint, U64, 6;
+    PacketsLostMtuExceeded = "packets-lost-mtu-exceeded", Uint, U64, 6;
+    PacketsLostTtlExpired = "packets-lost-ttl-expired", Uint, U64, 6;
+    EcsClusterArn = "ecs-cluster-arn", Text, Text, 7;
+    EcsClusterName = "ecs-cluster-name", Text, Text, 7;
+    EcsContainerInstanceArn = "ecs-container-instance-arn", Text, Text, 7;
+    EcsContainerInstanceId = "ecs-container-instance-id", Text, Text, 7;
+    EcsContainerId = "ecs-container-id", Text, Text, 7;
+    EcsSecondContainerId = "ecs-second-container-id", Text, Text, 7;
+    EcsServiceName = "ecs-service-name", Text, Text, 7;
+    EcsTaskDefinitionArn = "ecs-task-definition-arn", Text, Text, 7;
+    EcsTaskArn = "ecs-task-arn", Text, Text, 7;
+    EcsTaskId = "ecs-task-id", Text, Text, 7;
+    RejectReason = "reject-reason", Text, Text, 8;
+    ResourceId = "resource-id", Text, Text, 9;
+    EncryptionStatus = "encryption-status", Uint, U8, 10;
 }
 
 impl Field {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::field::{strip_placeholder, Field, KNOWN_COUNT};
+use crate::field::{strip_placeholder, Field, ValueType, KNOWN_COUNT};
 
 /// Most fields a format may have (AWS documents fewer than 70).
 pub const MAX_FORMAT_FIELDS: usize = 1024;
@@ -17,6 +17,9 @@ pub struct Format {
     unknown: Vec<String>,
     /// Position of each known field, by `Field::known_index`; `ABSENT` when missing.
     pos: [u16; KNOWN_COUNT],
+    /// The positions whose values are not free text, in order, with their type: what a line of
+    /// printable ASCII still has to be checked for.
+    typed: Vec<(u16, ValueType)>,
 }
 
 /// A format string that cannot be used.
@@ -56,7 +59,12 @@ impl Format {
     }
 
     fn empty() -> Format {
-        Format { fields: Vec::new(), unknown: Vec::new(), pos: [ABSENT; KNOWN_COUNT] }
+        Format {
+            fields: Vec::new(),
+            unknown: Vec::new(),
+            pos: [ABSENT; KNOWN_COUNT],
+            typed: Vec::new(),
+        }
     }
 
     /// Builds a format from known fields (a [`Field::Unknown`] here is rejected as a bad token).
@@ -114,8 +122,12 @@ impl Format {
             if self.pos[k] != ABSENT {
                 return Err(FormatError::Duplicate { name: field.to_string() });
             }
-            self.pos[k] = u16::try_from(self.fields.len())
+            let at = u16::try_from(self.fields.len())
                 .map_err(|_| FormatError::TooManyFields { count: self.fields.len() + 1 })?;
+            self.pos[k] = at;
+            if field.value_type() != ValueType::Text {
+                self.typed.push((at, field.value_type()));
+            }
         }
         self.fields.push(field);
         Ok(())
@@ -156,6 +168,13 @@ impl Format {
             },
             None => self.fields.iter().position(|f| *f == field),
         }
+    }
+
+    /// The positions of the fields whose values are not free text, in order, with their
+    /// [`ValueType`].
+    #[inline]
+    pub(crate) fn typed(&self) -> &[(u16, ValueType)] {
+        &self.typed
     }
 
     /// The AWS name of a field of this format (resolves [`Field::Unknown`] through the name table).

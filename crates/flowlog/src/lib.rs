@@ -34,7 +34,7 @@ pub use decode::{
     for_each_record, for_each_text_block, gunzip, header_format, BlockSummary, DecodeError,
     DecodeOptions, Framing, RecordSink, Summary, UnknownFraming,
 };
-pub use field::{Field, FieldKind};
+pub use field::{Field, FieldKind, ValueType};
 pub use format::{Format, FormatError, MAX_FORMAT_FIELDS};
 pub use gz::{gz_reader, GzReader, GZ_INFLATER};
 pub use json::write_json;

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use crate::field::ValueType;
 use crate::format::Format;
 use crate::line::LineErrorKind;
 
@@ -28,7 +29,30 @@ pub fn naive_split(
     } else if found > expected {
         Err(LineErrorKind::TooManyFields { expected, found })
     } else {
+        for (i, (field, v)) in format.fields().iter().zip(&values).enumerate() {
+            if v != "-" && !naive_value_ok(field.value_type(), v) {
+                let position = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                let expected = field.value_type();
+                return Err(LineErrorKind::BadValue { field: *field, position, expected });
+            }
+        }
         Ok(values)
+    }
+}
+
+/// Whether `s` is a value of type `t`, with the standard library's parsers: the reference for
+/// [`ValueType::accepts`].
+pub fn naive_value_ok(t: ValueType, s: &str) -> bool {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match t {
+        ValueType::Text => s.bytes().all(|b| b.is_ascii_graphic()),
+        ValueType::U8 => digits && s.parse::<u8>().is_ok(),
+        ValueType::U16 => digits && s.parse::<u16>().is_ok(),
+        ValueType::U64 => digits && s.parse::<u64>().is_ok(),
+        ValueType::Addr => s.parse::<IpAddr>().is_ok(),
+        ValueType::Action => matches!(s, "ACCEPT" | "REJECT"),
+        ValueType::LogStatus => matches!(s, "OK" | "NODATA" | "SKIPDATA"),
+        ValueType::FlowDirection => matches!(s, "ingress" | "egress"),
     }
 }
 

@@ -14,10 +14,23 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::decode::DecodeError;
 use crate::format::Format;
 
+/// Rows decoded at a time: what one batch may materialize is this many rows.
+const BATCH_ROWS: usize = 1024;
+
 /// Decodes a Parquet object; calls `line` with the format (from the column names) and each row
 /// rendered as a space-separated line (null and empty values as `-`).
+///
+/// The rendered text is decompressed output like any other framing's: each line and its line
+/// end are taken from `budget`, and [`DecodeError::DecompressionLimit`] (`limit`, the limit
+/// the budget came from) ends the decoding when it runs out. A file whose row count alone
+/// (each row renders to at least two bytes per column) exceeds the budget is refused before
+/// anything is decoded: run-length and dictionary encodings let a kilobyte declare hundreds of
+/// millions of rows (#28 item 5). While decoding, a batch that takes more memory than the budget
+/// left is refused too.
 pub(crate) fn decode_parquet(
     data: &[u8],
+    budget: &mut u64,
+    limit: u64,
     mut line: impl FnMut(&Format, &[u8]),
 ) -> Result<(), DecodeError> {
     let bytes = bytes::Bytes::copy_from_slice(data);
@@ -34,12 +47,24 @@ pub(crate) fn decode_parquet(
             });
         }
     }
-    let reader =
-        builder.with_batch_size(4096).build().map_err(|e| DecodeError::Parquet(e.to_string()))?;
+    let over = || DecodeError::DecompressionLimit { limit };
+    // A negative count in the metadata is nonsense: as many rows as possible.
+    let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(u64::MAX);
+    let least = rows.saturating_mul(2).saturating_mul(format.len() as u64);
+    if least > *budget {
+        return Err(over());
+    }
+    let reader = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| DecodeError::Parquet(e.to_string()))?;
     let mut buf = Vec::with_capacity(512);
     for batch in reader {
         let batch = batch.map_err(|e| DecodeError::Parquet(e.to_string()))?;
-        render_batch(&batch, &format, &mut buf, &mut line);
+        if batch.get_array_memory_size() as u64 > *budget {
+            return Err(over());
+        }
+        render_batch(&batch, &format, &mut buf, budget, &mut line).ok_or_else(over)?;
     }
     Ok(())
 }
@@ -62,12 +87,15 @@ fn supported(t: &DataType) -> bool {
     )
 }
 
+/// Renders and hands over the rows of `batch`, each taken from `budget` with its line end;
+/// `None` when the budget runs out (the row that would exceed it is not handed over).
 fn render_batch(
     batch: &RecordBatch,
     format: &Format,
     buf: &mut Vec<u8>,
+    budget: &mut u64,
     line: &mut impl FnMut(&Format, &[u8]),
-) {
+) -> Option<()> {
     for row in 0..batch.num_rows() {
         buf.clear();
         for (i, col) in batch.columns().iter().enumerate() {
@@ -80,8 +108,10 @@ fn render_batch(
                 buf.push(b'-');
             }
         }
+        *budget = budget.checked_sub(buf.len() as u64 + 1)?;
         line(format, buf);
     }
+    Some(())
 }
 
 fn prim<T: ArrowPrimitiveType>(col: &dyn Array, row: usize, buf: &mut Vec<u8>) -> bool

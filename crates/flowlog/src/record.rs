@@ -152,8 +152,8 @@ impl<'a> FlowRecord<'a> {
         }
     }
 
-    /// The value of a text field as `&str` (lines are validated as UTF-8 when they hold
-    /// non-ASCII bytes, so this is `None` only when absent).
+    /// The value of a text field as `&str` (values are printable ASCII, so this is `None` only
+    /// when absent).
     pub fn text(&self, field: Field) -> Option<&'a str> {
         std::str::from_utf8(self.raw(field)?).ok()
     }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use common::{gzip, sample, Collect};
 use flowlog::{
-    encode_kpl, for_each_record, Action, DecodeError, DecodeOptions, Field, FieldError, Format,
-    Framing, LineErrorKind, LineParser, LogStatus,
+    encode_kpl, for_each_record, Action, DecodeError, DecodeOptions, Field, Format, Framing,
+    LineErrorKind, LineParser, LogStatus, ValueType,
 };
 
 fn decode(input: &[u8], opts: &DecodeOptions) -> (flowlog::Summary, Collect) {
@@ -131,15 +131,24 @@ fn aws_doc_typed_accessors() {
     assert_eq!(r.interface_id(), Some(&b"eni-1235b8ca123456789"[..]));
     assert_eq!(r.account_id(), Some(&b"123456789010"[..]));
 
-    let bad = b"2 unknown eni-1 10.0.0.300 - x 22 6 20 -5 1418530010 1418530070 MAYBE NOPE";
-    let r = p.parse(bad, &f, 1, 1 << 16).unwrap();
+    // Damaged values make the line an error, naming the first damaged field; `unknown` is a
+    // valid account id (text) and `-` is absent.
+    let mut bad = "2 unknown eni-1 10.0.0.300 - x 22 6 20 -5 1418530010 1418530070 MAYBE NOPE".to_string();
+    for (field, position, expected, fix) in [
+        (Field::SrcAddr, 4, ValueType::Addr, ("10.0.0.300", "10.0.0.30")),
+        (Field::SrcPort, 6, ValueType::U16, (" x ", " 80 ")),
+        (Field::Bytes, 10, ValueType::U64, ("-5", "5")),
+        (Field::Action, 13, ValueType::Action, ("MAYBE", "ACCEPT")),
+        (Field::LogStatus, 14, ValueType::LogStatus, ("NOPE", "NODATA")),
+    ] {
+        let err = p.parse(bad.as_bytes(), &f, 1, 1 << 16).unwrap_err();
+        assert_eq!(err.kind, LineErrorKind::BadValue { field, position, expected }, "{bad}");
+        bad = bad.replace(fix.0, fix.1);
+    }
+    let r = p.parse(bad.as_bytes(), &f, 1, 1 << 16).unwrap();
     assert_eq!(r.account_id(), Some(&b"unknown"[..]));
-    assert_eq!(r.srcaddr(), Err(FieldError::NotAnAddress { field: Field::SrcAddr }));
     assert_eq!(r.dstaddr(), Ok(None));
-    assert_eq!(r.bytes(), Err(FieldError::NotANumber { field: Field::Bytes }));
-    assert_eq!(r.srcport(), Err(FieldError::NotANumber { field: Field::SrcPort }));
-    assert!(matches!(r.action(), Err(FieldError::NotInSet { field: Field::Action, .. })));
-    assert!(matches!(r.log_status(), Err(FieldError::NotInSet { field: Field::LogStatus, .. })));
+    assert_eq!((r.srcport(), r.bytes()), (Ok(Some(80)), Ok(Some(5))));
 }
 
 #[test]
@@ -350,4 +359,109 @@ fn summary_merge() {
     let (b, _) = decode(b"2 1\n", &auto());
     a.merge(&b);
     assert_eq!((a.records, a.malformed, a.headers, a.input_bytes), (1, 1, 1, 30));
+}
+
+/// Regression (#28 item 3): a value that does not parse as its field's type made no error: the
+/// line was a record (`"srcport":"44x3"` printed, a REJECT counted). Now the line is malformed,
+/// on the fast path (plain ASCII) and the exact one (CRLF, non-ASCII) alike, naming the field.
+#[test]
+fn damaged_fields_are_damaged_lines() {
+    let good = [
+        "2", "123456789010", "eni-1", "10.0.0.1", "8.8.8.8", "443", "49152", "6", "10", "840",
+        "1700000000", "1700000060", "REJECT", "OK",
+    ];
+    let line = |i: usize, v: &str| {
+        let mut t = good.map(str::to_string);
+        t[i] = v.to_string();
+        t.join(" ")
+    };
+    let cases: &[(usize, &str, Field, ValueType)] = &[
+        (5, "44x3", Field::SrcPort, ValueType::U16),
+        (5, "65536", Field::SrcPort, ValueType::U16),
+        (3, "10.0.0.999", Field::SrcAddr, ValueType::Addr),
+        (4, "8.8.8", Field::DstAddr, ValueType::Addr),
+        (7, "256", Field::Protocol, ValueType::U8),
+        (0, "x", Field::Version, ValueType::U8),
+        (9, "18446744073709551616", Field::Bytes, ValueType::U64),
+        (10, "+1700000000", Field::Start, ValueType::U64),
+        (10, "", Field::Start, ValueType::U64),
+        (12, "REJECTED", Field::Action, ValueType::Action),
+        (13, "ok", Field::LogStatus, ValueType::LogStatus),
+        (2, "eni-\u{e9}", Field::InterfaceId, ValueType::Text),
+    ];
+    for (i, v, field, expected) in cases {
+        for crlf in [false, true] {
+            let end = if crlf { "\r\n" } else { "\n" };
+            let input = format!("{}{end}{}{end}{}{end}", good.join(" "), line(*i, v), good.join(" "));
+            let (s, c) = decode(input.as_bytes(), &auto());
+            assert_eq!((s.records, s.malformed), (2, 1), "{v:?} in {field}");
+            assert_eq!(c.rejects, 2, "{v:?} in {field}: the damaged REJECT is not a record");
+            let want = LineErrorKind::BadValue { field: *field, position: *i as u16 + 1, expected: *expected };
+            assert_eq!((c.errors[0].line, c.errors[0].kind), (2, want), "{v:?}");
+            let msg = c.errors[0].to_string();
+            assert!(msg.contains(&format!("({field})")), "{msg}");
+        }
+    }
+    // `-` is absent in every field, typed or not; leading zeros are still numbers.
+    let absent = good.iter().enumerate().map(|(i, v)| if i == 12 { *v } else { "-" });
+    let zeros = line(5, "00443");
+    let input = format!("{}\n{zeros}\n", absent.collect::<Vec<_>>().join(" "));
+    let (s, c) = decode(input.as_bytes(), &auto());
+    assert_eq!((s.records, s.malformed, c.rejects), (2, 0, 2));
+    assert_eq!(c.json[1]["srcport"], 443);
+    // Typed fields of later versions, under a header.
+    let input = b"version flow-direction traffic-path tcp-flags\n5 egress 1 18\n5 outbound 1 18\n5 ingress 9000 2\n";
+    let (s, c) = decode(input, &auto());
+    assert_eq!((s.records, s.malformed), (1, 2));
+    assert_eq!(c.errors[0].kind, LineErrorKind::BadValue { field: Field::FlowDirection, position: 2, expected: ValueType::FlowDirection });
+    assert_eq!(c.errors[1].kind, LineErrorKind::BadValue { field: Field::TrafficPath, position: 3, expected: ValueType::U8 });
+}
+
+/// A Parquet object of `rows` rows of one column, all `value` (dictionary- and run-length encoded:
+/// a few hundred bytes whatever the count), gzip-compressed.
+fn parquet_of(name: &str, value: &str, rows: usize) -> Vec<u8> {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+
+    let col: ArrayRef = Arc::new(StringArray::from(vec![value; rows]));
+    let batch = RecordBatch::try_from_iter([(name, col)]).unwrap();
+    let mut buf = Vec::new();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::GZIP(Default::default()))
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    buf
+}
+
+/// Regression (#28 item 5): Parquet decoding had no output budget (a 1.2 KB file decoded to 280
+/// MB). A file whose rows alone exceed the budget is refused before any row is decoded; one whose
+/// rendered text exceeds it stops there, having delivered no more than the budget.
+#[test]
+fn parquet_output_is_bounded_like_decompression() {
+    let limit = 1u64 << 20;
+    let opts = DecodeOptions { max_decompressed_bytes: limit, ..auto() };
+    // 1 M rows of `OK`: at least 2 MB of text, from a file of a few hundred bytes.
+    let many = parquet_of("log_status", "OK", 1 << 20);
+    assert!(many.len() < 4096, "{} bytes", many.len());
+    let mut c = Collect::default();
+    let err = for_each_record(&many, &opts, &mut c).unwrap_err();
+    assert!(matches!(err, DecodeError::DecompressionLimit { limit: l } if l == limit), "{err}");
+    assert_eq!(c.lines.len(), 0, "refused before decoding");
+    // 20,000 rows of a 200-byte id: 40 KB by the row count, 4 MB of text.
+    let wide = parquet_of("interface_id", &"e".repeat(200), 20_000);
+    let mut c = Collect::default();
+    let err = for_each_record(&wide, &opts, &mut c).unwrap_err();
+    assert!(matches!(err, DecodeError::DecompressionLimit { .. }), "{err}");
+    assert!(!c.lines.is_empty() && c.lines.len() as u64 * 201 <= limit, "{}", c.lines.len());
+    // Within the budget: every row.
+    let (s, _) = decode(&parquet_of("log_status", "OK", 1000), &opts);
+    assert_eq!(s.records, 1000);
+    // Inside gzip, the inflated bytes count against the same budget.
+    let nested = gzip(&parquet_of("interface_id", &"e".repeat(200), 2000));
+    let (s, _) = decode(&nested, &opts);
+    assert_eq!(s.records, 2000);
 }

@@ -4,25 +4,39 @@
 use flowlog::naive::{naive_addr, naive_split, naive_u64};
 use flowlog::{
     for_each_record, DecodeOptions, Field, FieldKind, FlowRecord, Format, Framing, LineError,
-    LineParser, RecordSink,
+    LineParser, RecordSink, ValueType,
 };
 use proptest::prelude::*;
 
-fn value_for(kind: FieldKind) -> BoxedStrategy<String> {
-    match kind {
-        FieldKind::Uint => prop_oneof![
+fn value_for(t: ValueType) -> BoxedStrategy<String> {
+    let any_of = |words: &'static [&'static str]| {
+        prop_oneof![4 => prop::sample::select(words).prop_map(str::to_string), 1 => Just("-".to_string())]
+            .boxed()
+    };
+    match t {
+        ValueType::U8 => prop_oneof![any::<u8>().prop_map(|v| v.to_string()), Just("-".to_string())].boxed(),
+        ValueType::U16 => prop_oneof![
+            any::<u16>().prop_map(|v| v.to_string()),
+            (0u16..300).prop_map(|v| format!("00{v}")),
+            Just("-".to_string()),
+        ]
+        .boxed(),
+        ValueType::U64 => prop_oneof![
             any::<u64>().prop_map(|v| v.to_string()),
             (0u64..70000).prop_map(|v| v.to_string()),
             Just("-".to_string()),
         ]
         .boxed(),
-        FieldKind::Addr => prop_oneof![
+        ValueType::Addr => prop_oneof![
             any::<[u8; 4]>().prop_map(|o| std::net::Ipv4Addr::from(o).to_string()),
             any::<u128>().prop_map(|v| std::net::Ipv6Addr::from(v).to_string()),
             Just("-".to_string()),
         ]
         .boxed(),
-        FieldKind::Text => "[a-zA-Z0-9:/._-]{1,24}".boxed(),
+        ValueType::Action => any_of(&["ACCEPT", "REJECT"]),
+        ValueType::LogStatus => any_of(&["OK", "NODATA", "SKIPDATA"]),
+        ValueType::FlowDirection => any_of(&["ingress", "egress"]),
+        ValueType::Text => "[a-zA-Z0-9:/._-]{1,24}".boxed(),
     }
 }
 
@@ -34,7 +48,7 @@ fn format_strategy() -> impl Strategy<Value = Format> {
 
 fn format_and_values() -> impl Strategy<Value = (Format, Vec<String>)> {
     format_strategy().prop_flat_map(|f| {
-        let vals: Vec<_> = f.fields().iter().map(|x| value_for(x.kind())).collect();
+        let vals: Vec<_> = f.fields().iter().map(|x| value_for(x.value_type())).collect();
         (Just(f), vals)
     })
 }
@@ -42,7 +56,14 @@ fn format_and_values() -> impl Strategy<Value = (Format, Vec<String>)> {
 struct Nothing;
 impl RecordSink for Nothing {
     fn record(&mut self, rec: &FlowRecord<'_>) {
-        let _ = (rec.srcaddr(), rec.start(), rec.action(), rec.log_status(), rec.bytes());
+        // Whatever the input, a record's values are all of their types.
+        for (field, value) in rec.fields() {
+            if let Some(v) = value {
+                assert!(field.value_type().accepts(v), "{field}: {v:?}");
+            }
+        }
+        assert!(rec.srcaddr().is_ok() && rec.start().is_ok() && rec.action().is_ok());
+        assert!(rec.log_status().is_ok() && rec.bytes().is_ok());
         let mut out = Vec::new();
         flowlog::write_json(rec, &mut out);
     }
@@ -77,21 +98,31 @@ proptest! {
         prop_assert_eq!(Format::parse(&format.to_log_format()).unwrap(), format);
     }
 
+    /// Under formats of known (typed) fields, a run of them starting anywhere in the list, or of
+    /// unknown (free-text) ones.
     #[test]
     fn fast_agrees_with_naive(
         tokens in prop::collection::vec(
             prop_oneof![
-                "[0-9]{1,22}", "[0-9.]{1,16}", "[0-9a-f:]{1,20}", "-", "", "[ -~]{0,6}",
+                "[0-9]{1,22}", "[0-9]{1,3}", "[0-9.]{1,16}", "[0-9a-f:]{1,20}", "-", "", "[ -~]{0,6}",
                 "\\PC{0,3}", Just("\u{0}".to_string()), Just("\r".to_string()),
                 Just("\u{7f}".to_string()),
+                prop::sample::select(&["ACCEPT", "REJECT", "OK", "NODATA", "SKIPDATA", "egress", "ingress", "REJECTED"][..])
+                    .prop_map(str::to_string),
             ],
             0..20,
         ),
         n in 1usize..16,
+        first in prop_oneof![Just(None), (0..Field::KNOWN.len()).prop_map(Some)],
         max in prop_oneof![Just(1usize << 16), 0usize..64],
     ) {
         let line = tokens.join(" ");
-        let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+        let names: Vec<String> = (0..n)
+            .map(|i| match first {
+                Some(k) => Field::KNOWN[(k + i) % Field::KNOWN.len()].to_string(),
+                None => format!("f{i}"),
+            })
+            .collect();
         let format = Format::parse(&names.join(" ")).unwrap();
         let mut p = LineParser::new();
         let fast = p.parse(line.as_bytes(), &format, 1, max);
@@ -199,6 +230,14 @@ proptest! {
                 1 => Just("5 10.0.0.9 1.2.3.4 REJECT OK 7200".to_string()),
                 1 => Just("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status".to_string()),
                 1 => Just("interface-id bogus".to_string()),
+                // A good line with one value damaged (or replaced by a valid one).
+                2 => (0usize..14, prop_oneof!["[ -~]{0,5}", "[0-9]{1,21}", "[0-9.]{7,16}", Just("-".to_string())])
+                    .prop_map(|(i, v)| {
+                        let mut t: Vec<String> = "2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1700000000 1700000060 REJECT OK"
+                            .split(' ').map(str::to_string).collect();
+                        t[i] = v;
+                        t.join(" ")
+                    }),
                 1 => prop_oneof![Just(String::new()), Just("   ".to_string()), Just(" \t ".to_string()), Just(" 1 2".to_string())],
                 1 => "[ -~\r\t\u{0}\u{7f}\u{e9}]{0,140}",
             ],

@@ -35,7 +35,9 @@ impl<W: Write> RecordSink for JsonSink<'_, W> {
     }
 }
 
-/// Runs the command.
+/// Runs the command: exit code 0 when every input decoded without a damaged line, 3 when some
+/// line or input was skipped (counted and sampled on stderr); an input that cannot be read or an
+/// output that cannot be written is an error (1).
 pub fn run(a: ParseArgs) -> anyhow::Result<u8> {
     let opts = crate::replay::decode_options(&a.input)?;
     let stdout = std::io::stdout();
@@ -76,5 +78,7 @@ pub fn run(a: ParseArgs) -> anyhow::Result<u8> {
     for s in &samples {
         eprintln!("  malformed: {s}");
     }
-    Ok(if unreadable > 0 { 1 } else { 0 })
+    // The same contract as `replay` (README "Exit codes"): input skipped, whether damaged lines
+    // or whole inputs that cannot be decoded, is exit 3 once everything else is printed.
+    Ok(if unreadable > 0 || total.malformed > 0 { crate::EXIT_SKIPPED } else { 0 })
 }
