@@ -74,7 +74,8 @@ fn parse_exits_nonzero_when_an_input_cannot_be_read() {
 fn parse_damaged_values_are_malformed_lines_not_strings() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("values.log");
-    let good = "2 123456789010 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
+    let good =
+        "2 123456789010 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
     let text = format!(
         "{good}\n{}\n{}\n{good}\n",
         good.replace(" 443 ", " 44x3 "),
@@ -110,6 +111,9 @@ fn parse_exits_3_when_an_input_cannot_be_decoded() {
     assert_code(&out, 3);
     assert_eq!(records(&out.stdout).len(), 1);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cut.log.gz: cannot decode") && err.contains("undecodable inputs: 1"), "{err}");
+    assert!(
+        err.contains("cut.log.gz: cannot decode") && err.contains("undecodable inputs: 1"),
+        "{err}"
+    );
     assert_code(&run(flowspike().arg("parse").arg(&ok)), 0);
 }

@@ -218,7 +218,8 @@ impl LineParser {
             return Err(err(kind));
         }
         // Non-ASCII text is left: free-text fields must be checked too.
-        let checked = if ascii { check_typed(line, ends, format) } else { check_all(line, ends, format) };
+        let checked =
+            if ascii { check_typed(line, ends, format) } else { check_all(line, ends, format) };
         checked.map_err(err)?;
         Ok(FlowRecord::new(line, ends, format, line_number))
     }

@@ -97,10 +97,15 @@ fn a_gzip_bomb_takes_no_more_than_the_limit() {
     let fits = gzip(&text[..9_000_000]);
     for (name, input) in [("one member", &one), ("two members", &two), ("lying trailer", &lying)] {
         for framing in [Framing::Auto, Framing::Lines] {
-            let opts = DecodeOptions { framing, max_decompressed_bytes: limit, ..Default::default() };
-            let (result, peak) = peak_during(|| for_each_record(input, &opts, &mut Collect::default()));
+            let opts =
+                DecodeOptions { framing, max_decompressed_bytes: limit, ..Default::default() };
+            let (result, peak) =
+                peak_during(|| for_each_record(input, &opts, &mut Collect::default()));
             let err = result.unwrap_err();
-            assert!(matches!(err, DecodeError::DecompressionLimit { limit: l } if l == limit), "{name}: {err}");
+            assert!(
+                matches!(err, DecodeError::DecompressionLimit { limit: l } if l == limit),
+                "{name}: {err}"
+            );
             assert!(err.to_string().contains("exceeds the limit of 10000000 bytes"), "{err}");
             assert!(peak <= limit as usize + SLACK, "{name}, {framing}: peak {peak} bytes");
         }

@@ -133,7 +133,8 @@ fn aws_doc_typed_accessors() {
 
     // Damaged values make the line an error, naming the first damaged field; `unknown` is a
     // valid account id (text) and `-` is absent.
-    let mut bad = "2 unknown eni-1 10.0.0.300 - x 22 6 20 -5 1418530010 1418530070 MAYBE NOPE".to_string();
+    let mut bad =
+        "2 unknown eni-1 10.0.0.300 - x 22 6 20 -5 1418530010 1418530070 MAYBE NOPE".to_string();
     for (field, position, expected, fix) in [
         (Field::SrcAddr, 4, ValueType::Addr, ("10.0.0.300", "10.0.0.30")),
         (Field::SrcPort, 6, ValueType::U16, (" x ", " 80 ")),
@@ -367,8 +368,20 @@ fn summary_merge() {
 #[test]
 fn damaged_fields_are_damaged_lines() {
     let good = [
-        "2", "123456789010", "eni-1", "10.0.0.1", "8.8.8.8", "443", "49152", "6", "10", "840",
-        "1700000000", "1700000060", "REJECT", "OK",
+        "2",
+        "123456789010",
+        "eni-1",
+        "10.0.0.1",
+        "8.8.8.8",
+        "443",
+        "49152",
+        "6",
+        "10",
+        "840",
+        "1700000000",
+        "1700000060",
+        "REJECT",
+        "OK",
     ];
     let line = |i: usize, v: &str| {
         let mut t = good.map(str::to_string);
@@ -392,11 +405,16 @@ fn damaged_fields_are_damaged_lines() {
     for (i, v, field, expected) in cases {
         for crlf in [false, true] {
             let end = if crlf { "\r\n" } else { "\n" };
-            let input = format!("{}{end}{}{end}{}{end}", good.join(" "), line(*i, v), good.join(" "));
+            let input =
+                format!("{}{end}{}{end}{}{end}", good.join(" "), line(*i, v), good.join(" "));
             let (s, c) = decode(input.as_bytes(), &auto());
             assert_eq!((s.records, s.malformed), (2, 1), "{v:?} in {field}");
             assert_eq!(c.rejects, 2, "{v:?} in {field}: the damaged REJECT is not a record");
-            let want = LineErrorKind::BadValue { field: *field, position: *i as u16 + 1, expected: *expected };
+            let want = LineErrorKind::BadValue {
+                field: *field,
+                position: *i as u16 + 1,
+                expected: *expected,
+            };
             assert_eq!((c.errors[0].line, c.errors[0].kind), (2, want), "{v:?}");
             let msg = c.errors[0].to_string();
             assert!(msg.contains(&format!("({field})")), "{msg}");
@@ -413,8 +431,18 @@ fn damaged_fields_are_damaged_lines() {
     let input = b"version flow-direction traffic-path tcp-flags\n5 egress 1 18\n5 outbound 1 18\n5 ingress 9000 2\n";
     let (s, c) = decode(input, &auto());
     assert_eq!((s.records, s.malformed), (1, 2));
-    assert_eq!(c.errors[0].kind, LineErrorKind::BadValue { field: Field::FlowDirection, position: 2, expected: ValueType::FlowDirection });
-    assert_eq!(c.errors[1].kind, LineErrorKind::BadValue { field: Field::TrafficPath, position: 3, expected: ValueType::U8 });
+    assert_eq!(
+        c.errors[0].kind,
+        LineErrorKind::BadValue {
+            field: Field::FlowDirection,
+            position: 2,
+            expected: ValueType::FlowDirection
+        }
+    );
+    assert_eq!(
+        c.errors[1].kind,
+        LineErrorKind::BadValue { field: Field::TrafficPath, position: 3, expected: ValueType::U8 }
+    );
 }
 
 /// A Parquet object of `rows` rows of one column, all `value` (dictionary- and run-length encoded:

@@ -14,7 +14,9 @@ fn value_for(t: ValueType) -> BoxedStrategy<String> {
             .boxed()
     };
     match t {
-        ValueType::U8 => prop_oneof![any::<u8>().prop_map(|v| v.to_string()), Just("-".to_string())].boxed(),
+        ValueType::U8 => {
+            prop_oneof![any::<u8>().prop_map(|v| v.to_string()), Just("-".to_string())].boxed()
+        }
         ValueType::U16 => prop_oneof![
             any::<u16>().prop_map(|v| v.to_string()),
             (0u16..300).prop_map(|v| format!("00{v}")),
