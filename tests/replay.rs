@@ -256,3 +256,80 @@ fn demo_runs_and_finds_every_injected_burst() {
     // A second run replaces the demo directory it made.
     assert_code(&run(flowspike().arg("demo").arg("--dir").arg(&demo)), 0);
 }
+
+/// The hour files (path under the state → bytes) of a local state.
+fn hour_files(state: &Path) -> BTreeMap<String, Vec<u8>> {
+    files_under(&state.join("aggregates"))
+        .into_iter()
+        .map(|p| (p.strip_prefix(state).unwrap().display().to_string(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// Regression (#28 item 2): replaying a truncated gzip object read in blocks replaced the good
+/// files of its hours with partial counts. Now those hours are left as they were, named in the
+/// summary with the object, and the exit code is 3.
+#[test]
+fn regression_replaying_a_truncated_object_destroys_a_good_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(15);
+    let archive = dir.path().join("archive");
+    generate_to_dir(&cfg, &archive).expect("generate");
+    let state = dir.path().join("state");
+    let replay = || {
+        run(flowspike()
+            .arg("replay")
+            .arg(&archive)
+            .arg("--state")
+            .arg(&state)
+            .args(["--spikes", "-", "--json", "--stream-min-bytes", "0"])
+            .args(["--stream-block-bytes", "4096"]))
+    };
+    assert_code(&replay(), 0);
+    let before = hour_files(&state);
+    let history = History::new(Arc::new(LocalStore::new(&state)));
+    assert_eq!(history_counts(&history), expected_counts(&cfg));
+
+    // The largest object, cut in half.
+    let victim = files_under(&archive)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".log.gz"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let gz = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &gz[..gz.len() / 2]).unwrap();
+    let out = replay();
+    assert_code(&out, 3);
+    // The bug: the victim's hours held the partial counts of its first blocks.
+    assert_eq!(history_counts(&history), expected_counts(&cfg), "an hour lost counts");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = stderr
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str(l).ok().filter(|v: &serde_json::Value| v.get("files").is_some())
+        })
+        .unwrap_or_else(|| panic!("no JSON summary in stderr: {stderr}"));
+    assert_eq!(summary["unreadable_files"], 1, "{summary}");
+    let untouched = summary["untouched_hours"].as_array().unwrap();
+    assert!(!untouched.is_empty(), "{summary}");
+    let name = victim.file_name().unwrap().to_string_lossy().to_string();
+    for u in untouched {
+        assert!(u["objects"][0].as_str().unwrap().ends_with(&name), "{summary}");
+        let hour = u["hour"].as_i64().unwrap();
+        let dir = chrono::DateTime::from_timestamp(hour, 0)
+            .unwrap()
+            .format("date=%Y-%m-%d/hr=%H/")
+            .to_string();
+        let files = |m: &BTreeMap<String, Vec<u8>>| {
+            m.iter()
+                .filter(|(k, _)| k.contains(&dir))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(!files(&before).is_empty(), "{dir}");
+        assert!(files(&hour_files(&state)) == files(&before), "{dir} was rewritten");
+    }
+    // Every other hour was rewritten.
+    let after = hour_files(&state);
+    assert!(after.keys().any(|k| !before.contains_key(k)));
+}

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flowspike_counter::{AggregateRow, Counter, CounterConfig, HOUR};
+use flowspike_counter::{AggregateRow, Counter, CounterConfig, SourceOverflow, HOUR};
 use flowspike_detect::{DetectConfig, Detector, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
@@ -58,6 +58,9 @@ pub struct Stats {
     pub spikes_emitted: u64,
     /// Manifests committed.
     pub checkpoints: u64,
+    /// Counted records of sources past `--max-sources-per-hour`, not in the history (counted
+    /// when their hour closes, or when their late rows are written).
+    pub records_over_source_cap: u64,
 }
 
 impl Stats {
@@ -75,6 +78,21 @@ impl Stats {
         self.corrections += o.corrections;
         self.spikes_emitted += o.spikes_emitted;
         self.checkpoints += o.checkpoints;
+        self.records_over_source_cap += o.records_over_source_cap;
+    }
+
+    /// Counts what `hour` lost to the source cap and warns about it (once per hour and counter:
+    /// when the hour closes or its late rows are written).
+    fn over_source_cap(&mut self, hour: i64, lost: Option<SourceOverflow>, cap: usize) {
+        let Some(o) = lost else { return };
+        tracing::warn!(
+            hour,
+            records = o.records,
+            sources = o.sources,
+            max_sources_per_hour = cap,
+            "hour has more sources than the cap: its lowest source addresses are kept, the others' records are not counted"
+        );
+        self.records_over_source_cap += o.records;
     }
 }
 
@@ -262,8 +280,10 @@ impl Engine {
     /// rows; the shard's position and event time advance.
     pub fn apply(&mut self, mut batch: Batch) {
         let mut stats = batch.stats;
+        let cap = self.cfg.counter.max_sources_per_hour;
         if let Some(ct) = self.closed_through {
             for h in batch.counter.hours().into_iter().filter(|h| *h < ct) {
+                stats.over_source_cap(h, batch.counter.take_hour_overflow(h), cap);
                 for row in batch.counter.take_hour(h) {
                     stats.late_counted += row.blocked_count;
                     if let Err(e) = self.late.add_row(&row) {
@@ -329,7 +349,10 @@ impl Engine {
             return false;
         }
         let mut closed = false;
+        let cap = self.cfg.counter.max_sources_per_hour;
         for h in self.open.hours().into_iter().filter(|h| *h < new_ct) {
+            let lost = self.open.take_hour_overflow(h);
+            self.stats.over_source_cap(h, lost, cap);
             let rows = self.open.take_hour(h);
             self.closing.entry(h).or_default().extend(rows);
             closed = true;
@@ -397,6 +420,9 @@ impl Engine {
         };
         self.commit(manifest)?;
         self.closing.clear();
+        for (h, o) in self.late.overflow() {
+            self.stats.over_source_cap(h, Some(o), self.cfg.counter.max_sources_per_hour);
+        }
         self.late = Counter::new(self.cfg.counter);
         self.dirty = false;
         self.finish(sink)?;

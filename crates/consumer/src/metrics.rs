@@ -101,6 +101,7 @@ pub struct Metrics {
     hours_closed: AtomicU64,
     corrections: AtomicU64,
     spikes_emitted: AtomicU64,
+    over_source_cap: AtomicU64,
     phase: AtomicU8,
     committed_at_ms: AtomicU64,
     // Lease mode only (UNKNOWN otherwise): leases this worker holds.
@@ -129,6 +130,7 @@ impl Metrics {
             hours_closed: AtomicU64::new(0),
             corrections: AtomicU64::new(0),
             spikes_emitted: AtomicU64::new(0),
+            over_source_cap: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Starting as u8),
             committed_at_ms: AtomicU64::new(NEVER),
             leases_held: AtomicU64::new(UNKNOWN),
@@ -175,6 +177,7 @@ impl Metrics {
         set(&self.hours_closed, s.hours_closed);
         set(&self.corrections, s.corrections);
         set(&self.spikes_emitted, s.spikes_emitted);
+        set(&self.over_source_cap, s.records_over_source_cap);
     }
 
     /// Sets the phase of the run.
@@ -233,7 +236,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("records_in_total", "Kinesis records received and applied.", &self.records_in),
             (
                 "bytes_in_total",
@@ -274,6 +277,11 @@ impl Metrics {
                 &self.corrections,
             ),
             ("spikes_emitted_total", "Spike records emitted.", &self.spikes_emitted),
+            (
+                "records_over_source_cap_total",
+                "Counted records of sources past --max-sources-per-hour, not in the history.",
+                &self.over_source_cap,
+            ),
         ];
         for (name, help, v) in counters {
             header(&mut out, name, help, "counter");
@@ -491,6 +499,7 @@ mod tests {
             corrections: 1,
             spikes_emitted: 1,
             checkpoints: 9,
+            records_over_source_cap: 5,
         });
         let s = m.shard("shardId-000000000001");
         s.getrecords_call();
@@ -526,6 +535,7 @@ mod tests {
                 "flowspike_hours_closed_total 4",
                 "flowspike_correction_files_total 1",
                 "flowspike_spikes_emitted_total 1",
+                "flowspike_records_over_source_cap_total 5",
                 "flowspike_millis_behind_latest{shard_id=\"shardId-000000000001\"} 1500",
                 "flowspike_throttles_total{shard_id=\"shardId-000000000000\"} 0",
                 "flowspike_throttles_total{shard_id=\"shardId-000000000001\"} 1",
@@ -546,10 +556,10 @@ mod tests {
                 names.push(name);
             }
         }
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
         for s in &samples {
             let name = s.split(['{', ' ']).next().expect("name");
             assert!(names.contains(&name), "{s}");

@@ -8,7 +8,7 @@ use crate::AggregateRow;
 use ahash::{AHashMap, AHashSet};
 use crossbeam_utils::CachePadded;
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 
 /// Limits that bound the memory of one (hour, source) key.
@@ -21,11 +21,63 @@ pub struct CounterConfig {
     /// Largest interface id list kept per key (default 256; the lowest ids are kept). Interface ids
     /// come from AWS, not from the traffic, so this cap is a safety net only.
     pub interface_cap: usize,
+    /// Largest number of sources kept per hour (default 1,000,000: about 0.5 GB of counter per
+    /// hour at the cap, see docs/limits.md). Past it an hour keeps its *lowest* source addresses
+    /// (address order, as [`CounterConfig::dest_cap`] keeps the lowest destinations), so which
+    /// sources are kept depends only on the input, never on how it was split over threads; the
+    /// records and sources past the cap are counted ([`SourceOverflow`]), not silently lost.
+    /// A [`ShardedCounter`] splits the cap over its shards (their shares add up to it).
+    pub max_sources_per_hour: usize,
 }
+
+/// Default of [`CounterConfig::max_sources_per_hour`].
+pub const DEFAULT_MAX_SOURCES_PER_HOUR: usize = 1_000_000;
 
 impl Default for CounterConfig {
     fn default() -> Self {
-        CounterConfig { dest_cap: 10_000, interface_cap: 256 }
+        CounterConfig {
+            dest_cap: 10_000,
+            interface_cap: 256,
+            max_sources_per_hour: DEFAULT_MAX_SOURCES_PER_HOUR,
+        }
+    }
+}
+
+/// What one hour lost to [`CounterConfig::max_sources_per_hour`]: the input that is not in its
+/// rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceOverflow {
+    /// Counted (blocked outbound) records of the sources past the cap.
+    pub records: u64,
+    /// Distinct sources past the cap (a HyperLogLog estimate, standard error about 0.8 %).
+    pub sources: u64,
+}
+
+/// The sources an hour dropped at its cap, and what it needs to keep dropping the highest.
+#[derive(Debug, Clone)]
+struct Overflow {
+    /// The hour's kept sources, highest on top: built when a new source meets a full hour, and
+    /// kept only while it holds exactly the hour's keys (`None` after a merge: rebuilt on demand).
+    kept: Option<BinaryHeap<IpAddr>>,
+    /// Records of dropped sources.
+    records: u64,
+    /// Every dropped source.
+    sources: Hll,
+}
+
+impl Overflow {
+    fn new() -> Overflow {
+        Overflow { kept: None, records: 0, sources: Hll::new() }
+    }
+
+    fn merge(&mut self, other: &Overflow) {
+        self.records = self.records.saturating_add(other.records);
+        self.sources.merge(&other.sources);
+        self.kept = None;
+    }
+
+    fn summary(&self) -> SourceOverflow {
+        SourceOverflow { records: self.records, sources: self.sources.estimate().round() as u64 }
     }
 }
 
@@ -461,12 +513,14 @@ pub struct Counter {
     /// Index in `hours` of the hour updated last (a hint; checked before use).
     last: usize,
     cfg: CounterConfig,
+    /// The hours that met `cfg.max_sources_per_hour` (none, nearly always).
+    over: BTreeMap<i64, Box<Overflow>>,
 }
 
 impl Counter {
     /// An empty counter.
     pub fn new(cfg: CounterConfig) -> Counter {
-        Counter { hours: Vec::new(), last: 0, cfg }
+        Counter { hours: Vec::new(), last: 0, cfg, over: BTreeMap::new() }
     }
 
     /// The limits in use.
@@ -474,9 +528,17 @@ impl Counter {
         self.cfg
     }
 
-    /// The map of `hour`'s sources, made (empty) if the hour is new; the caller inserts into it.
+    /// The map of `hour`'s sources, made (empty) if the hour is new; the caller inserts into it
+    /// (within the cap: see [`Counter::admit`]).
     #[inline]
     fn sources_mut(&mut self, hour: i64) -> &mut AHashMap<IpAddr, Agg> {
+        let i = self.hour_index(hour);
+        &mut self.hours[i].1
+    }
+
+    /// The index in `hours` of `hour`, made (empty) if the hour is new.
+    #[inline]
+    fn hour_index(&mut self, hour: i64) -> usize {
         let i = match self.hours.get(self.last) {
             Some((h, _)) if *h == hour => self.last,
             _ => match self.hours.binary_search_by_key(&hour, |(h, _)| *h) {
@@ -492,14 +554,88 @@ impl Counter {
             },
         };
         self.last = i;
-        &mut self.hours[i].1
+        i
+    }
+
+    /// True when source `src` may be inserted into hour `hours[i]` (`weight` records): always
+    /// below the cap; at the cap, when `src` is lower than the highest kept source, which is then
+    /// dropped to make room. What is dropped (that source's records, or `weight` when `src` itself
+    /// is refused) is counted in the hour's [`Overflow`]. Keeping the lowest addresses makes the
+    /// kept set that of the whole input, whatever order or split it was counted in: a source among
+    /// the hour's `cap` lowest is among the `cap` lowest of any part of the input, so no part ever
+    /// drops it.
+    #[inline]
+    fn admit(&mut self, i: usize, src: IpAddr, weight: u64) -> bool {
+        let (hour, sources) = &mut self.hours[i];
+        if sources.len() < self.cfg.max_sources_per_hour || sources.contains_key(&src) {
+            return true;
+        }
+        Self::admit_at_cap(&mut self.over, *hour, sources, src, weight)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_at_cap(
+        over: &mut BTreeMap<i64, Box<Overflow>>,
+        hour: i64,
+        sources: &mut AHashMap<IpAddr, Agg>,
+        src: IpAddr,
+        weight: u64,
+    ) -> bool {
+        let over = over.entry(hour).or_insert_with(|| Box::new(Overflow::new()));
+        if over.kept.as_ref().is_none_or(|k| k.len() != sources.len()) {
+            over.kept = Some(sources.keys().copied().collect());
+        }
+        let kept = over.kept.as_mut().expect("set above");
+        match kept.peek().copied() {
+            // Room for `src` below the highest kept source, which goes.
+            Some(max) if src < max && sources.len() <= kept.len() => {
+                kept.pop();
+                kept.push(src);
+                let dropped = sources.remove(&max).map_or(0, |a| a.blocked_count);
+                over.records = over.records.saturating_add(dropped);
+                over.sources.insert(max);
+                true
+            }
+            _ => {
+                over.records = over.records.saturating_add(weight);
+                over.sources.insert(src);
+                false
+            }
+        }
+    }
+
+    /// Drops the highest sources of `hours[i]` past the cap (after a merge of whole maps).
+    fn enforce_cap(&mut self, i: usize) {
+        let cap = self.cfg.max_sources_per_hour;
+        let (hour, sources) = &mut self.hours[i];
+        if sources.len() <= cap {
+            if let Some(o) = self.over.get_mut(hour) {
+                o.kept = None;
+            }
+            return;
+        }
+        let mut keys: Vec<IpAddr> = sources.keys().copied().collect();
+        // Distinct keys: the `cap` lowest are exactly `keys[..cap]` after this.
+        keys.select_nth_unstable(cap);
+        let over = self.over.entry(*hour).or_insert_with(|| Box::new(Overflow::new()));
+        for ip in &keys[cap..] {
+            let dropped = sources.remove(ip).map_or(0, |a| a.blocked_count);
+            over.records = over.records.saturating_add(dropped);
+            over.sources.insert(*ip);
+        }
+        over.kept = None;
     }
 
     /// Counts one hit. Allocates only for a new key, a new destination or a new interface id.
     #[inline]
     pub fn add(&mut self, hit: &Hit<'_>) {
         let cfg = self.cfg;
-        let agg = self.sources_mut(hit.hour).entry(hit.src).or_insert_with(Agg::new);
+        let i = self.hour_index(hit.hour);
+        if !self.admit(i, hit.src, 1) {
+            return;
+        }
+        let agg = self.hours[i].1.entry(hit.src).or_insert_with(Agg::new);
         agg.blocked_count = agg.blocked_count.saturating_add(1);
         agg.bytes = agg.bytes.saturating_add(hit.bytes);
         agg.packets = agg.packets.saturating_add(hit.packets);
@@ -527,7 +663,11 @@ impl Counter {
     /// Merges `agg`, built under any limits, re-applying this counter's caps.
     fn merge_agg(&mut self, hour: i64, src: IpAddr, agg: Agg) {
         let cfg = self.cfg;
-        match self.sources_mut(hour).entry(src) {
+        let i = self.hour_index(hour);
+        if !self.admit(i, src, agg.blocked_count) {
+            return;
+        }
+        match self.hours[i].1.entry(src) {
             std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(agg, &cfg),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let mut fresh = Agg::new();
@@ -538,8 +678,12 @@ impl Counter {
     }
 
     /// Adds every key of `other` (union of destination sets, caps re-applied, sketches
-    /// max-merged). Commutative and associative in the resulting rows.
+    /// max-merged). Commutative and associative in the resulting rows; past
+    /// [`CounterConfig::max_sources_per_hour`] the kept sources are the lowest of both.
     pub fn merge(&mut self, other: Counter) {
+        for (hour, o) in &other.over {
+            self.over.entry(*hour).or_insert_with(|| Box::new(Overflow::new())).merge(o);
+        }
         if other.cfg != self.cfg {
             for (hour, sources) in other.hours {
                 for (src, agg) in sources {
@@ -553,7 +697,11 @@ impl Counter {
         let cfg = self.cfg;
         for (hour, mut theirs) in other.hours {
             match self.hours.binary_search_by_key(&hour, |(h, _)| *h) {
-                Err(i) => self.hours.insert(i, (hour, theirs)),
+                Err(i) => {
+                    self.hours.insert(i, (hour, theirs));
+                    // Hour indices after `i` moved.
+                    self.last = i;
+                }
                 Ok(i) => {
                     let mine = &mut self.hours[i].1;
                     if theirs.len() > mine.len() {
@@ -569,9 +717,22 @@ impl Counter {
                             }
                         }
                     }
+                    self.enforce_cap(i);
                 }
             }
         }
+    }
+
+    /// What each hour lost to [`CounterConfig::max_sources_per_hour`], hours ascending (only
+    /// hours that lost something).
+    pub fn overflow(&self) -> Vec<(i64, SourceOverflow)> {
+        self.over.iter().map(|(h, o)| (*h, o.summary())).collect()
+    }
+
+    /// Removes and returns what `hour` lost to [`CounterConfig::max_sources_per_hour`] (for a
+    /// streaming consumer that closes the hour), `None` when it lost nothing.
+    pub fn take_hour_overflow(&mut self, hour: i64) -> Option<SourceOverflow> {
+        self.over.remove(&hour).map(|o| o.summary())
     }
 
     /// Number of (hour, source) keys.
@@ -593,6 +754,9 @@ impl Counter {
     fn take_hour_map(&mut self, hour: i64) -> Option<AHashMap<IpAddr, Agg>> {
         let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
         self.last = 0;
+        if let Some(o) = self.over.get_mut(&hour) {
+            o.kept = None;
+        }
         Some(self.hours.remove(i).1)
     }
 
@@ -728,7 +892,12 @@ pub fn merge_rows(
     rows: impl IntoIterator<Item = AggregateRow>,
     cap: usize,
 ) -> Result<Vec<AggregateRow>, RowError> {
-    let mut c = Counter::new(CounterConfig { dest_cap: cap, ..CounterConfig::default() });
+    // Rows are merged as they are: they were capped (or not) when they were counted.
+    let mut c = Counter::new(CounterConfig {
+        dest_cap: cap,
+        max_sources_per_hour: usize::MAX,
+        ..CounterConfig::default()
+    });
     for row in rows {
         c.add_row(&row)?;
     }
@@ -748,19 +917,47 @@ pub fn shard_of(src: IpAddr, shards: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct ShardedCounter {
     shards: Vec<CachePadded<Counter>>,
+    cfg: CounterConfig,
 }
 
 impl ShardedCounter {
-    /// An empty counter with `shards` shards (at least 1).
+    /// An empty counter with `shards` shards (at least 1). The shards share
+    /// `cfg.max_sources_per_hour` (shard `i` keeps `cap / shards` sources of an hour, one more
+    /// for the first `cap % shards` shards): each shard keeps its lowest sources, so the kept
+    /// set depends on the input and the shard count only.
     pub fn new(shards: usize, cfg: CounterConfig) -> ShardedCounter {
+        let n = shards.max(1);
+        let cap = cfg.max_sources_per_hour;
+        let share = |i: usize| match cap {
+            usize::MAX => usize::MAX,
+            _ => cap / n + usize::from(i < cap % n),
+        };
         ShardedCounter {
-            shards: (0..shards.max(1)).map(|_| CachePadded::new(Counter::new(cfg))).collect(),
+            shards: (0..n)
+                .map(|i| {
+                    let own = CounterConfig { max_sources_per_hour: share(i), ..cfg };
+                    CachePadded::new(Counter::new(own))
+                })
+                .collect(),
+            cfg,
         }
     }
 
-    /// The limits in use.
+    /// The limits in use (as given to [`ShardedCounter::new`]).
     pub fn config(&self) -> CounterConfig {
-        self.shards.first().map(|s| s.config()).unwrap_or_default()
+        self.cfg
+    }
+
+    /// What each hour lost to [`CounterConfig::max_sources_per_hour`] over all shards, hours
+    /// ascending (only hours that lost something).
+    pub fn overflow(&self) -> BTreeMap<i64, SourceOverflow> {
+        let mut all: BTreeMap<i64, Overflow> = BTreeMap::new();
+        for shard in &self.shards {
+            for (hour, o) in &shard.over {
+                all.entry(*hour).or_insert_with(Overflow::new).merge(o);
+            }
+        }
+        all.into_iter().map(|(h, o)| (h, o.summary())).collect()
     }
 
     /// Number of shards.
@@ -822,14 +1019,22 @@ impl ShardedCounter {
         rows_of_maps(hour, &maps)
     }
 
-    /// The shards as one counter (sequential; sources never collide across shards).
+    /// The shards as one counter (sequential; sources never collide across shards), with the
+    /// limits of [`ShardedCounter::config`] (the shards' shares of the source cap add up to it).
     pub fn into_counter(self) -> Counter {
         let mut it = self.shards.into_iter().map(CachePadded::into_inner);
         let mut first = it.next().unwrap_or_default();
+        first.cfg = self.cfg;
         for c in it {
             for (hour, sources) in c.hours {
                 first.sources_mut(hour).extend(sources);
             }
+            for (hour, o) in &c.over {
+                first.over.entry(*hour).or_insert_with(|| Box::new(Overflow::new())).merge(o);
+            }
+        }
+        for o in first.over.values_mut() {
+            o.kept = None;
         }
         first
     }

@@ -12,6 +12,8 @@
 //!   `dest_cap` addresses plus an [`Hll`] sketch (precision 14, standard error
 //!   `1.04/sqrt(2^14)` ≈ 0.81 %), and its row is flagged `dest_ips_truncated` and carries the
 //!   registers in `dest_hll` so rows merge exactly past the cap ([`merge_rows`]).
+//! - Memory per hour is bounded: past [`CounterConfig::max_sources_per_hour`] sources an hour keeps
+//!   its lowest source addresses and counts what it dropped ([`SourceOverflow`]).
 //!
 //! ```
 //! use flowspike_counter::{Counter, CounterConfig, Hit};
@@ -42,6 +44,7 @@ mod sink;
 pub use columns::{Columns, TextLists, Texts};
 pub use counter::{
     merge_rows, par_count, shard_of, Counter, CounterConfig, RowError, ShardedCounter,
+    SourceOverflow, DEFAULT_MAX_SOURCES_PER_HOUR,
 };
 pub use hll::{Hll, HllError};
 pub use rule::{hour_of, Hit, Rule, HOUR};

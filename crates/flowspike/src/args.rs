@@ -106,6 +106,12 @@ pub struct DetectArgs {
     /// Distinct destinations stored per (hour, source) before switching to an estimate.
     #[arg(long, default_value_t = 10_000, env = "FLOWSPIKE_DEST_CAP")]
     pub dest_cap: usize,
+    /// Distinct sources kept per hour (bounds memory, docs/limits.md). Past it an hour keeps its
+    /// lowest source addresses; the others' records are counted as over the cap and logged
+    /// (replay exits 3).
+    #[arg(long, default_value_t = flowspike_counter::DEFAULT_MAX_SOURCES_PER_HOUR,
+          env = "FLOWSPIKE_MAX_SOURCES_PER_HOUR")]
+    pub max_sources_per_hour: usize,
 }
 
 /// `flowspike replay`.

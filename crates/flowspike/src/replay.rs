@@ -38,7 +38,11 @@ pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, D
             .collect::<anyhow::Result<Vec<_>>>()?;
         Rule::new(nets)
     };
-    let counter = CounterConfig { dest_cap: a.dest_cap, ..CounterConfig::default() };
+    let counter = CounterConfig {
+        dest_cap: a.dest_cap,
+        max_sources_per_hour: a.max_sources_per_hour,
+        ..CounterConfig::default()
+    };
     let detect = DetectConfig {
         mode: a.mode.parse().map_err(|e| anyhow::anyhow!("--mode {}: {e}", a.mode))?,
         window_hours: a.window_hours,
@@ -233,5 +237,25 @@ pub fn print_summary(o: &ReplayOutcome, json: bool, spikes_to: &str) {
     }
     for m in &s.unreadable_samples {
         eprintln!("  unreadable: {m}");
+    }
+    let hour = |h: i64| {
+        chrono::DateTime::from_timestamp(h, 0)
+            .map_or_else(|| h.to_string(), |t| t.format("%Y-%m-%dT%H").to_string())
+    };
+    for u in &s.untouched_hours {
+        eprintln!(
+            "  hour {} left untouched (not rewritten): damaged object {}",
+            hour(u.hour),
+            u.objects.join(", ")
+        );
+    }
+    if !s.hours_over_source_cap.is_empty() {
+        let hours: Vec<String> = s.hours_over_source_cap.iter().map(|h| hour(*h)).collect();
+        eprintln!(
+            "  over --max-sources-per-hour: {} records of about {} sources not counted, hours {}",
+            s.records_over_source_cap,
+            s.sources_over_source_cap,
+            hours.join(", ")
+        );
     }
 }

@@ -14,7 +14,7 @@ pub use stream::{initial_format, StreamSettings};
 pub use archive::{discover, Archive, ArchiveError, LocalArchive, ObjectInfo};
 pub use run::{
     is_flow_log_name, replay, Progress, ReplayConfig, ReplayError, ReplayOutcome, ReplaySummary,
-    Source, SPLUNK_BASELINE_KEY,
+    Source, UntouchedHour, SPLUNK_BASELINE_KEY,
 };
 
 #[cfg(test)]

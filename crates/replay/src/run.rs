@@ -76,6 +76,16 @@ pub struct ReplaySummary {
     pub out_of_range: u64,
     /// Hours of history rewritten.
     pub hours_written: u64,
+    /// Hours left as the history held them because an object that could not be read to its end
+    /// had records in them (its other objects' counts too: they would be short), with those
+    /// objects. Replay them again once the objects are whole.
+    pub untouched_hours: Vec<UntouchedHour>,
+    /// Counted records of sources past `CounterConfig::max_sources_per_hour` (not in the history).
+    pub records_over_source_cap: u64,
+    /// Distinct sources past the cap, summed over the hours (HyperLogLog estimates).
+    pub sources_over_source_cap: u64,
+    /// Hours (unix seconds) that had more sources than the cap.
+    pub hours_over_source_cap: Vec<i64>,
     /// Spikes found in the replayed hours.
     pub spikes: u64,
     /// Wall-clock time of the whole replay, in milliseconds.
@@ -86,10 +96,23 @@ pub struct ReplaySummary {
     pub unreadable_samples: Vec<String>,
 }
 
+/// An hour the replay left untouched in the history (see [`ReplaySummary::untouched_hours`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UntouchedHour {
+    /// Start of the hour, unix seconds UTC.
+    pub hour: i64,
+    /// The damaged objects that had records in it (at most a few are named).
+    pub objects: Vec<String>,
+}
+
 impl ReplaySummary {
-    /// True when some input was skipped (malformed lines or unreadable objects).
+    /// True when some input was skipped or not counted (malformed lines, unreadable objects,
+    /// hours left untouched, sources past the cap).
     pub fn skipped_anything(&self) -> bool {
-        self.malformed > 0 || self.unreadable_files > 0
+        self.malformed > 0
+            || self.unreadable_files > 0
+            || !self.untouched_hours.is_empty()
+            || !self.hours_over_source_cap.is_empty()
     }
 
     /// Decoded megabytes per second of wall-clock time.
@@ -172,6 +195,9 @@ struct Acc {
     counter: ShardedCounter,
     summary: ReplaySummary,
     hours: BTreeSet<i64>,
+    /// Hours that objects which could not be read to their end had records in, and those objects
+    /// (indices): these hours are not rewritten.
+    damaged: BTreeMap<i64, BTreeSet<usize>>,
 }
 
 impl Acc {
@@ -180,6 +206,7 @@ impl Acc {
             counter: ShardedCounter::new(COUNTER_SHARDS, *cfg),
             summary: ReplaySummary::default(),
             hours: BTreeSet::new(),
+            damaged: BTreeMap::new(),
         }
     }
 
@@ -187,8 +214,30 @@ impl Acc {
         self.counter.merge(o.counter);
         self.summary.merge(o.summary);
         self.hours.extend(o.hours);
+        for (hour, objects) in o.damaged {
+            self.damaged.entry(hour).or_default().extend(objects);
+        }
         self
     }
+
+    /// Notes that object `i`, which had records in `hours`, could not be read to its end.
+    fn damage(&mut self, i: usize, hours: &BTreeSet<i64>) {
+        for h in hours {
+            self.damaged.entry(*h).or_default().insert(i);
+        }
+    }
+}
+
+/// What happens to the parts of a large object once all its blocks are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// They count.
+    Count,
+    /// They are dropped: a header inside the object changed the format, it is recounted in order.
+    Recount,
+    /// They count, but the object ended in an error: the hours they have records in are not
+    /// rewritten.
+    Damaged,
 }
 
 /// One rayon worker's state while counting.
@@ -216,19 +265,22 @@ impl Worker {
         self
     }
 
-    /// Folds the parts of objects whose outcome is known (`settled`: true = counts, false = queued
-    /// for a recount) into `acc`, or drops them, so that parts do not pile up over many objects.
-    fn absorb(&mut self, settled: &Mutex<HashMap<usize, bool>>) {
+    /// Folds the parts of objects whose outcome is known (see [`Settled`]) into `acc`, or drops
+    /// them, so that parts do not pile up over many objects.
+    fn absorb(&mut self, settled: &Mutex<HashMap<usize, Settled>>) {
         if self.parts.is_empty() {
             return;
         }
-        let known: Vec<(usize, bool)> = {
+        let known: Vec<(usize, Settled)> = {
             let settled = settled.lock().unwrap_or_else(|e| e.into_inner());
-            self.parts.keys().filter_map(|i| settled.get(i).map(|ok| (*i, *ok))).collect()
+            self.parts.keys().filter_map(|i| settled.get(i).map(|s| (*i, *s))).collect()
         };
-        for (i, ok) in known {
+        for (i, outcome) in known {
             if let Some(part) = self.parts.remove(&i) {
-                if ok {
+                if outcome == Settled::Damaged {
+                    self.acc.damage(i, &part.hours);
+                }
+                if outcome != Settled::Recount {
                     let acc = std::mem::replace(&mut self.acc, Acc::new(&part.counter.config()));
                     self.acc = acc.merge(part);
                 }
@@ -245,6 +297,8 @@ struct Sink<'a> {
     to: i64,
     location: &'a str,
     last_hour: i64,
+    /// The hours of this sink's records (within `--from/--to`).
+    hours: BTreeSet<i64>,
 }
 
 impl<'a> Sink<'a> {
@@ -256,7 +310,14 @@ impl<'a> Sink<'a> {
             to: cfg.to.unwrap_or(i64::MAX),
             location,
             last_hour: i64::MIN,
+            hours: BTreeSet::new(),
         }
+    }
+
+    /// The hours of the records fed, also added to the accumulator's.
+    fn finish(self) -> BTreeSet<i64> {
+        self.acc.hours.extend(self.hours.iter().copied());
+        self.hours
     }
 
     fn malformed_sample(&mut self, line: u64, reason: &dyn std::fmt::Display) {
@@ -298,7 +359,7 @@ impl RecordSink for Sink<'_> {
         // (`last_hour` starts at `i64::MIN`, below every `start`).
         if !(self.last_hour..self.last_hour.saturating_add(HOUR)).contains(&start) {
             let hour = start - start % HOUR;
-            self.acc.hours.insert(hour);
+            self.hours.insert(hour);
             self.last_hour = hour;
         }
         match self.rule.classify(rec) {
@@ -325,6 +386,13 @@ impl RecordSink for Sink<'_> {
 /// Every hour that has at least one record in the input (within `--from/--to`) is rewritten with
 /// exactly this input's aggregates, so replaying the same input twice does not double count. Bad input
 /// is counted in the summary and skipped; only listing and history errors stop the replay.
+///
+/// An object that cannot be read to its end (truncated or corrupt gzip, bad JSON, a read error)
+/// contributes nothing: every hour it had records in before the damage is left as the history
+/// holds it, not rewritten even with the other objects' counts of that hour (they would be
+/// short), and listed in [`ReplaySummary::untouched_hours`]. An object that fails before any
+/// record (it cannot be fetched, a gzip object held whole that does not inflate) has no known
+/// hours: it is only counted as unreadable.
 pub fn replay(
     cfg: &ReplayConfig,
     history: &History,
@@ -347,11 +415,35 @@ pub fn replay(
 
     let acc = count_objects(cfg, &objects, progress);
     tracing::debug!(elapsed = ?started.elapsed(), "counted");
-    let Acc { counter, mut summary, hours } = acc;
-    // Rewrite every covered hour (an hour with records but no hit becomes an empty file).
+    let Acc { counter, mut summary, hours, damaged } = acc;
+    let cap = cfg.counter.max_sources_per_hour;
+    for (hour, o) in counter.overflow().into_iter().filter(|(h, _)| !damaged.contains_key(h)) {
+        tracing::warn!(
+            hour,
+            records = o.records,
+            sources = o.sources,
+            max_sources_per_hour = cap,
+            "hour has more sources than the cap: its lowest source addresses are kept, the others' records are not counted"
+        );
+        summary.records_over_source_cap += o.records;
+        summary.sources_over_source_cap += o.sources;
+        summary.hours_over_source_cap.push(hour);
+    }
+    // Rewrite every covered hour (an hour with records but no hit becomes an empty file), except
+    // those a damaged object had records in.
     let mut by_hour: BTreeMap<i64, Columns> =
         hours.iter().map(|h| (*h, Columns::default())).collect();
     by_hour.extend(counter.into_hour_columns());
+    for (hour, damaged_objects) in damaged {
+        by_hour.remove(&hour);
+        let objects: Vec<String> = damaged_objects
+            .into_iter()
+            .take(MAX_SAMPLES)
+            .map(|i| objects[i].0.location(&objects[i].1.key))
+            .collect();
+        tracing::warn!(hour, objects = ?objects, "hour left untouched: a damaged object had records in it");
+        summary.untouched_hours.push(UntouchedHour { hour, objects });
+    }
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());
     let write = || write_hours(history, &by_hour, &name);
@@ -445,9 +537,8 @@ fn count_objects(
 ) -> Acc {
     let next = AtomicUsize::new(0);
     let streams: Mutex<HashMap<usize, Streaming>> = Mutex::new(HashMap::new());
-    // Large objects whose blocks are all counted: true when their parts count, false when the
-    // object must be recounted.
-    let settled: Mutex<HashMap<usize, bool>> = Mutex::new(HashMap::new());
+    // Large objects whose blocks are all counted, and what happens to their parts.
+    let settled: Mutex<HashMap<usize, Settled>> = Mutex::new(HashMap::new());
     let fallback = cfg.decode.format.clone().unwrap_or_else(Format::default_v2);
     // Bounded: at most this many fetched objects or blocks wait in memory for a parser.
     let (tx, rx) = mpsc::sync_channel::<Work>(cfg.fetchers.max(1) * 2);
@@ -487,7 +578,7 @@ fn count_objects(
                 |mut w, work| {
                     let finished = match work {
                         Work::Whole(i, fetched) => {
-                            count_whole(cfg, &objects[i], fetched, &mut w.acc);
+                            count_whole(cfg, &objects[i], i, fetched, &mut w.acc);
                             progress.object_done(objects[i].1.size);
                             None
                         }
@@ -525,9 +616,10 @@ fn count_objects(
     // Objects whose blocks assumed a format that a header inside them changed: read them again,
     // in order, carrying the format from block to block.
     let settled = settled.into_inner().unwrap_or_else(|e| e.into_inner());
-    let redo: BTreeSet<usize> = settled.into_iter().filter(|(_, ok)| !ok).map(|(i, _)| i).collect();
+    let redo: BTreeSet<usize> =
+        settled.into_iter().filter(|(_, s)| *s == Settled::Recount).map(|(i, _)| i).collect();
     for i in redo {
-        recount_sequentially(cfg, &objects[i], &fallback, &mut acc);
+        recount_sequentially(cfg, &objects[i], i, &fallback, &mut acc);
         progress.object_done(objects[i].1.size);
     }
     acc
@@ -572,10 +664,13 @@ fn fetch_blocks(
     }
 }
 
-/// Counts a small object read whole.
+/// Counts small object `i`, read whole. A decoding error can come after records were delivered
+/// (a bad JSON object after good ones, a bad KPL or Parquet part): those records' hours are then
+/// damaged (not rewritten), so their partial counts never reach the history.
 fn count_whole(
     cfg: &ReplayConfig,
     (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
+    i: usize,
     fetched: Result<Vec<u8>, ArchiveError>,
     acc: &mut Acc,
 ) {
@@ -585,9 +680,14 @@ fn count_whole(
     match fetched {
         Ok(bytes) => {
             let mut sink = Sink::new(acc, cfg, &location);
-            match flowlog::for_each_record(&bytes, &cfg.decode, &mut sink) {
+            let r = flowlog::for_each_record(&bytes, &cfg.decode, &mut sink);
+            let hours = sink.finish();
+            match r {
                 Ok(s) => acc.summary.decoded_bytes += s.decoded_bytes,
-                Err(e) => unreadable(&mut acc.summary, &location, &e),
+                Err(e) => {
+                    unreadable(&mut acc.summary, &location, &e);
+                    acc.damage(i, &hours);
+                }
             }
         }
         Err(e) => unreadable(&mut acc.summary, &location, &e),
@@ -607,6 +707,7 @@ fn count_block(
     let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
     let mut sink = Sink::new(part, cfg, &location);
     let b = flowlog::for_each_text_block(&block.data, &opts, &mut sink);
+    sink.finish();
     part.summary.decoded_bytes += b.summary.decoded_bytes;
     b.last_header.is_some_and(|h| h != *format)
 }
@@ -629,19 +730,25 @@ fn track(
 
 /// Marks a large object whose blocks are all counted: its parts (spread over the workers) count,
 /// or it is queued for a sequential recount when a header inside it changed the format for the
-/// blocks after it (its parts are then dropped).
+/// blocks after it (its parts are then dropped). The parts of an object that ended in an error
+/// count too, but the hours they have records in are damaged: not rewritten.
 fn settle(
     acc: &mut Acc,
     (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
     i: usize,
     done: Streaming,
-    settled: &Mutex<HashMap<usize, bool>>,
+    settled: &Mutex<HashMap<usize, Settled>>,
     progress: &dyn Progress,
 ) {
     let (blocks, error) = done.end.unwrap_or((0, None));
     // A format change in the last block affects no other block.
     let ok = !done.format_changes.iter().any(|seq| seq + 1 < blocks);
-    settled.lock().unwrap_or_else(|e| e.into_inner()).insert(i, ok);
+    let outcome = match (ok, &error) {
+        (false, _) => Settled::Recount,
+        (true, None) => Settled::Count,
+        (true, Some(_)) => Settled::Damaged,
+    };
+    settled.lock().unwrap_or_else(|e| e.into_inner()).insert(i, outcome);
     if !ok {
         tracing::debug!(object = %archive.location(&obj.key), "header changes the format mid-object; recounting in order");
         return;
@@ -654,15 +761,18 @@ fn settle(
     progress.object_done(obj.size);
 }
 
-/// Counts a large object block by block in order, carrying the format across blocks.
+/// Counts large object `i` block by block in order, carrying the format across blocks. If it
+/// ends in an error, the hours of its records are damaged (not rewritten).
 fn recount_sequentially(
     cfg: &ReplayConfig,
     (archive, obj): &(Arc<dyn Archive>, ObjectInfo),
+    i: usize,
     fallback: &Format,
     acc: &mut Acc,
 ) {
     let mut format = fallback.clone();
     let mut first = true;
+    let mut hours = BTreeSet::new();
     let location = archive.location(&obj.key);
     let pool = BlockPool::new(1);
     let r = read_blocks(
@@ -681,6 +791,7 @@ fn recount_sequentially(
             let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
             let mut sink = Sink::new(acc, cfg, &at);
             let b = flowlog::for_each_text_block(&block.data, &opts, &mut sink);
+            hours.extend(sink.finish());
             acc.summary.decoded_bytes += b.summary.decoded_bytes;
             if let Some(h) = b.last_header {
                 format = h;
@@ -693,6 +804,7 @@ fn recount_sequentially(
     acc.summary.bytes += obj.size;
     if let Err(e) = r {
         unreadable(&mut acc.summary, &location, &e);
+        acc.damage(i, &hours);
     }
 }
 

@@ -264,3 +264,186 @@ fn hours_of_records_in_any_order_and_a_start_past_i64_max() {
         .collect();
     assert_eq!(per_hour, vec![(base, 3), (base + 2 * 3600, 2), (base + 5 * 3600, 0)]);
 }
+
+/// Every file under `dir` (relative path → bytes).
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The aggregate files of the history under `state`.
+fn aggregate_files(state: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    files_under(state).into_iter().filter(|(k, _)| k.starts_with("aggregates")).collect()
+}
+
+/// Replays `input` into `state`, `stream` deciding which objects are read in blocks.
+fn replay_into(
+    input: &std::path::Path,
+    state: &std::path::Path,
+    stream: StreamSettings,
+) -> ReplaySummary {
+    let history = History::new(Arc::new(LocalStore::new(state)));
+    replay(&config(input, 2, stream), &history, &()).unwrap().summary
+}
+
+/// The first replay of `good` writes hours 0..4 (from the damaged object and another one) and
+/// hour 10 (another object only); a second replay of the same input with one object damaged
+/// (`damaged` names it and its damaged bytes) must leave hours 0..4 byte for byte as they
+/// were, rewrite hour 10, report the damaged hours with the object, and count as skipped input.
+fn check_damaged_object_leaves_its_hours(
+    name: &str,
+    good: &[u8],
+    damaged: &[u8],
+    stream: StreamSettings,
+) {
+    let base = 1_767_225_600i64;
+    let input = tempfile::tempdir().unwrap();
+    let mut other = format!("{V2}\n").into_bytes();
+    v2_lines(5_000, 9, &mut other); // hours 0..4 too
+    other.extend(hourly_lines([10], -1));
+    std::fs::write(input.path().join("other.log"), &other).unwrap();
+    std::fs::write(input.path().join(name), good).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let first = replay_into(input.path(), state.path(), stream);
+    assert_eq!(first.unreadable_files, 0, "{first:?}");
+    assert_eq!(first.hours_written, 5, "{first:?}");
+    let before = aggregate_files(state.path());
+
+    std::fs::write(input.path().join(name), damaged).unwrap();
+    let second = replay_into(input.path(), state.path(), stream);
+    assert_eq!(second.unreadable_files, 1, "{second:?}");
+    assert!(second.skipped_anything());
+    let untouched: Vec<i64> =
+        second.untouched_hours.iter().map(|u| (u.hour - base) / 3600).collect();
+    assert_eq!(untouched, vec![0, 1, 2, 3], "{second:?}");
+    assert!(second
+        .untouched_hours
+        .iter()
+        .all(|u| u.objects.len() == 1 && u.objects[0].ends_with(name)));
+    assert_eq!(second.hours_written, 1, "{second:?}");
+    let after = aggregate_files(state.path());
+    let in_hours = |files: &std::collections::BTreeMap<String, Vec<u8>>, hours: &[&str]| {
+        files
+            .iter()
+            .filter(|(k, _)| hours.iter().any(|h| k.contains(h)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    let damaged_hours = ["hr=00", "hr=01", "hr=02", "hr=03"];
+    assert_eq!(in_hours(&before, &damaged_hours).len(), 4);
+    assert!(
+        in_hours(&after, &damaged_hours) == in_hours(&before, &damaged_hours),
+        "the damaged object's hours were rewritten"
+    );
+    // Hour 10 was rewritten (a new file name), with the same counts.
+    assert!(in_hours(&after, &["hr=10"]) != in_hours(&before, &["hr=10"]));
+    let history = History::new(Arc::new(LocalStore::new(state.path())));
+    assert_eq!(history.read_hour(base + 10 * 3600).unwrap().len(), 4);
+}
+
+/// Regression (#28 item 2): a truncated gzip object read in blocks counted the blocks before the
+/// damage and then replaced its hours' good files with partial counts.
+#[test]
+fn regression_a_damaged_streamed_object_replaces_good_hours() {
+    let mut text = format!("{V2}\n").into_bytes();
+    v2_lines(50_000, 5, &mut text);
+    let gz = gzip(&[&text]);
+    for map_files in [false, true] {
+        let stream = StreamSettings { min_object_bytes: 0, block_bytes: 4096, map_files };
+        check_damaged_object_leaves_its_hours("t.log.gz", &gz, &gz[..gz.len() / 2], stream);
+    }
+}
+
+/// The same rule for an object that a header inside it makes the replay recount in order.
+#[test]
+fn a_damaged_object_recounted_in_order_leaves_its_hours() {
+    let mut text = format!("{V2}\n").into_bytes();
+    v2_lines(20_000, 5, &mut text);
+    text.extend_from_slice(b"version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end log-status action\n");
+    v2_lines(20_000, 6, &mut text);
+    let gz = gzip(&[&text]);
+    let stream = StreamSettings { min_object_bytes: 0, block_bytes: 4096, map_files: false };
+    check_damaged_object_leaves_its_hours("r.log.gz", &gz, &gz[..gz.len() * 3 / 4], stream);
+}
+
+/// Regression (#28 item 2, objects read whole): a JSON object that turns bad after good ones
+/// delivered its first records, which replaced its hours' files with partial counts.
+#[test]
+fn regression_a_damaged_whole_object_replaces_good_hours() {
+    let mut lines = Vec::new();
+    v2_lines(4_000, 7, &mut lines);
+    let mut good = Vec::new();
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let line = std::str::from_utf8(line).unwrap().trim_end_matches('\r');
+        writeln!(good, "{{\"message\":\"{line}\"}}").unwrap();
+    }
+    let mut damaged = good[..good.len() / 2].to_vec();
+    damaged.extend_from_slice(b"{\"message\": \"2 123 eni-x\n");
+    let whole = StreamSettings { min_object_bytes: u64::MAX, ..StreamSettings::default() };
+    check_damaged_object_leaves_its_hours("f.json.log", &good, &damaged, whole);
+}
+
+/// Distinct sources `first..first + n` in hour 0, each with `per` records, as lines.
+fn many_sources(first: u32, n: u32, per: u32) -> Vec<u8> {
+    let base = 1_767_225_600u32;
+    let mut out = Vec::new();
+    for i in first..first + n {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i.wrapping_mul(40_503) % 65_536);
+        for k in 0..per {
+            let start = base + (i * 7 + k) % 3600;
+            writeln!(out, "2 123 eni-a {ip} 203.0.113.{k} 1 2 6 1 60 {start} {start} REJECT OK")
+                .unwrap();
+        }
+    }
+    out
+}
+
+/// Past `--max-sources-per-hour` the replay keeps the same sources and reports the same overflow
+/// on 1 and 4 threads, objects read whole or in blocks; every counted record is in the history or
+/// in the overflow.
+#[test]
+fn source_cap_gives_the_same_history_on_1_and_4_threads() {
+    let input = tempfile::tempdir().unwrap();
+    // 3,000 distinct sources over 3 objects (overlapping: sources 1,000..2,000 are in two).
+    std::fs::write(input.path().join("a.log"), many_sources(0, 2_000, 2)).unwrap();
+    std::fs::write(input.path().join("b.log"), many_sources(1_000, 1_000, 3)).unwrap();
+    std::fs::write(input.path().join("c.log"), many_sources(2_000, 1_000, 1)).unwrap();
+    let cap = 250;
+    let run = |threads: usize, stream: StreamSettings| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let state = tempfile::tempdir().unwrap();
+            let history = History::new(Arc::new(LocalStore::new(state.path())));
+            let mut cfg = config(input.path(), 2, stream);
+            cfg.counter.max_sources_per_hour = cap;
+            let s = replay(&cfg, &history, &()).unwrap().summary;
+            (comparable(s), history.read_range(i64::MIN / 2, i64::MAX / 2).unwrap())
+        })
+    };
+    let whole = StreamSettings { min_object_bytes: u64::MAX, ..StreamSettings::default() };
+    let blocks = StreamSettings { min_object_bytes: 0, block_bytes: 4096, map_files: true };
+    let (s, rows) = run(1, whole);
+    assert_eq!(rows.len(), cap, "{s:?}");
+    assert_eq!(s.hours_over_source_cap, vec![1_767_225_600]);
+    let kept: u64 = rows.iter().map(|r| r.blocked_count).sum();
+    assert_eq!(kept + s.records_over_source_cap, s.counted, "{s:?}");
+    assert!(s.sources_over_source_cap.abs_diff(3_000 - cap as u64) < 100, "{s:?}");
+    assert!(s.skipped_anything());
+    for (threads, stream) in [(4, whole), (1, blocks), (4, blocks)] {
+        let (s2, rows2) = run(threads, stream);
+        assert_eq!(s2, s, "{threads} threads, {stream:?}");
+        assert!(rows2 == rows, "rows differ with {threads} threads, {stream:?}");
+    }
+}

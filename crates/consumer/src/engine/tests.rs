@@ -47,6 +47,29 @@ fn batch(shard: &str, seq: u64, evs: &[Ev]) -> Batch {
     }
 }
 
+/// Sources past `max_sources_per_hour` are counted in the stats (and the metric) when their hour
+/// closes; the hour keeps its lowest sources.
+#[test]
+fn sources_past_the_cap_are_counted_when_the_hour_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let mut c = cfg();
+    c.counter.max_sources_per_hour = 2;
+    let mut spikes = Vec::new();
+    let mut e = Engine::open(History::new(store), c, &mut spikes).unwrap();
+    let srcs = ["10.0.0.4", "10.0.0.1", "10.0.0.3", "10.0.0.2"];
+    let evs: Vec<Ev> = srcs.iter().map(|s| (BASE + 10, *s, "8.8.8.8".to_string())).collect();
+    e.apply(batch("shardId-0", 1, &evs[..2]));
+    e.apply(batch("shardId-0", 2, &evs[2..]));
+    assert_eq!(e.stats().records_over_source_cap, 0, "counted when the hour closes");
+    assert!(e.advance(BASE + 2 * 3600));
+    assert_eq!(e.stats().records_over_source_cap, 2);
+    e.checkpoint(&mut spikes).unwrap();
+    let rows = e.history.read_hour(BASE).unwrap();
+    let kept: Vec<&str> = rows.iter().map(|r| r.src_ip.as_str()).collect();
+    assert_eq!(kept, ["10.0.0.1", "10.0.0.2"]);
+}
+
 /// A deterministic workload on two shards: a steady source 10.0.0.1 (2-3 hits an hour for nine
 /// hours, then 40), noise sources, and records up to 50 minutes out of order (some late).
 fn workload() -> Vec<(String, u64, Vec<Ev>)> {

@@ -156,7 +156,7 @@ proptest! {
         cap in cap_strategy(),
         icap in prop_oneof![Just(0usize), Just(1), Just(2), Just(256)],
     ) {
-        let cfg = CounterConfig { dest_cap: cap, interface_cap: icap };
+        let cfg = CounterConfig { dest_cap: cap, interface_cap: icap, ..CounterConfig::default() };
         let rows = count_with(&hits, cfg).into_rows();
         let expected = naive(&hits);
         prop_assert_eq!(rows.len(), expected.len());
@@ -187,8 +187,8 @@ proptest! {
         icap in prop_oneof![Just(1usize), Just(2), Just(256)],
     ) {
         let cut = cut.min(hits.len());
-        let small = CounterConfig { dest_cap: cap, interface_cap: icap };
-        let large = CounterConfig { dest_cap: cap.saturating_add(bigger), interface_cap: 256 };
+        let small = CounterConfig { dest_cap: cap, interface_cap: icap, ..CounterConfig::default() };
+        let large = CounterConfig { dest_cap: cap.saturating_add(bigger), interface_cap: 256, ..CounterConfig::default() };
         let whole = count_with(&hits, small).into_rows();
         // Into an empty counter and into one that already holds part of the keys.
         let mut into_empty = Counter::new(small);
@@ -374,7 +374,11 @@ fn interface_cap_keeps_lowest_ids() {
 
 /// The interface ids of one key after hits with `ids`, under `interface_cap` `cap`.
 fn interface_ids_kept(cap: usize, ids: &[&[u8]]) -> Vec<String> {
-    let mut c = Counter::new(CounterConfig { dest_cap: 10, interface_cap: cap });
+    let mut c = Counter::new(CounterConfig {
+        dest_cap: 10,
+        interface_cap: cap,
+        ..CounterConfig::default()
+    });
     for id in ids {
         c.add(&Hit {
             hour: 0,
@@ -560,4 +564,128 @@ fn rows_are_sorted_by_source_text() {
             assert_eq!(srcs(&c.to_rows()), texts, "{shards} shards, columns of hour {hour}");
         }
     }
+}
+
+fn source_cap(cap: usize) -> CounterConfig {
+    CounterConfig { max_sources_per_hour: cap, ..CounterConfig::default() }
+}
+
+/// The naive rows of the `cap` lowest sources of each hour, and per hour what the others held
+/// (records, distinct sources).
+fn naive_capped(hits: &[OwnedHit], cap: usize) -> (Vec<AggregateRow>, Vec<(i64, SourceOverflow)>) {
+    let rows = naive(hits);
+    let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+    for r in rows {
+        by_hour.entry(r.hour).or_default().push(r);
+    }
+    let (mut kept, mut over) = (Vec::new(), Vec::new());
+    for (hour, mut rows) in by_hour {
+        rows.sort_by_key(|r| r.src_ip.parse::<IpAddr>().unwrap());
+        let dropped = rows.split_off(rows.len().min(cap));
+        if !dropped.is_empty() {
+            let records = dropped.iter().map(|r| r.blocked_count).sum();
+            over.push((hour, SourceOverflow { records, sources: dropped.len() as u64 }));
+        }
+        rows.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
+        kept.extend(rows);
+    }
+    (kept, over)
+}
+
+proptest! {
+    /// Past the source cap an hour keeps its lowest sources with their exact aggregates and counts
+    /// the rest, whatever order and split the hits were counted in (chunks merged in reverse,
+    /// rows re-added under the cap).
+    #[test]
+    fn source_cap_keeps_the_lowest_sources_in_any_order_and_split(
+        hits in proptest::collection::vec(hit_strategy(), 0..300),
+        cap in 0usize..9,
+        split in 1usize..60,
+    ) {
+        let (want, want_over) = naive_capped(&hits, cap);
+        let c = source_cap(cap);
+        let seq = count_with(&hits, c);
+        prop_assert_eq!(seq.overflow(), want_over.clone());
+        prop_assert_eq!(seq.into_rows(), want.clone());
+        let mut merged = Counter::new(c);
+        for chunk in hits.chunks(split).rev() {
+            merged.merge(count_with(chunk, c));
+        }
+        prop_assert_eq!(merged.overflow(), want_over.clone());
+        prop_assert_eq!(merged.into_rows(), want.clone());
+        // Rows counted without a cap, re-added one by one under it (another limit: per key).
+        let mut readded = Counter::new(c);
+        for r in naive(&hits).iter().rev() {
+            readded.add_row(r).unwrap();
+        }
+        prop_assert_eq!(readded.overflow(), want_over);
+        prop_assert_eq!(readded.into_rows(), want);
+    }
+
+    /// A sharded counter under a source cap gives the same rows and overflow on 1 and 4 threads,
+    /// and no hour has more rows than the cap.
+    #[test]
+    fn source_cap_of_sharded_counters_does_not_depend_on_threads(
+        hits in proptest::collection::vec(hit_strategy(), 0..300),
+        cap in 0usize..9,
+        chunk in 1usize..40,
+    ) {
+        let chunks: Vec<&[OwnedHit]> = hits.chunks(chunk).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let sc = par_count(&chunks, 4, source_cap(cap), |chunk, acc| {
+                    for h in chunk.iter() {
+                        acc.add(&h.hit());
+                    }
+                });
+                (sc.overflow(), sc.into_hours())
+            })
+        };
+        let one = run(1);
+        let four = run(4);
+        prop_assert_eq!(&one, &four);
+        prop_assert!(one.1.iter().all(|(_, rows)| rows.len() <= cap));
+        // Every counted hit is in a row or in the overflow.
+        let kept: u64 = one.1.iter().flat_map(|(_, r)| r).map(|r| r.blocked_count).sum();
+        let over: u64 = one.0.values().map(|o| o.records).sum();
+        prop_assert_eq!(kept + over, hits.len() as u64);
+    }
+}
+
+/// Regression (#28 item 9): sources per hour were unbounded, ~440 B each, so a scan of spoofed
+/// sources grew the counter without limit. Past the cap only the lowest sources are kept, and
+/// the rest is counted.
+#[test]
+fn regression_sources_per_hour_are_unbounded() {
+    let cap = 100;
+    let mut c = Counter::new(source_cap(cap));
+    // 10,000 distinct sources, highest first (every one but the last 100 is dropped later).
+    for i in (0..10_000u32).rev() {
+        for _ in 0..2 {
+            c.add(&Hit {
+                hour: 7200,
+                src: v4(0x0a00_0000 + i),
+                dst: v4(0x0808_0808),
+                interface_id: None,
+                bytes: 1,
+                packets: 1,
+            });
+        }
+    }
+    c.add(&Hit { hour: 10_800, src: v4(1), dst: v4(2), interface_id: None, bytes: 1, packets: 1 });
+    assert_eq!(c.len(), cap + 1);
+    let over = c.overflow();
+    assert_eq!(over.len(), 1, "{over:?}");
+    assert_eq!((over[0].0, over[0].1.records), (7200, 2 * 9_900));
+    let sources = over[0].1.sources as f64;
+    assert!((sources - 9_900.0).abs() < 9_900.0 * 0.03, "{sources}");
+    let rows = c.take_hour(7200);
+    assert_eq!(rows.len(), cap);
+    assert!(rows.iter().all(|r| r.blocked_count == 2));
+    let mut srcs: Vec<IpAddr> = rows.iter().map(|r| r.src_ip.parse().unwrap()).collect();
+    srcs.sort();
+    assert_eq!(srcs, (0..cap as u32).map(|i| v4(0x0a00_0000 + i)).collect::<Vec<_>>());
+    assert_eq!(c.take_hour_overflow(7200).map(|o| o.records), Some(19_800));
+    assert_eq!(c.take_hour_overflow(7200), None);
 }
