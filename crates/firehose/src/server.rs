@@ -709,6 +709,13 @@ mod tests {
     /// the decoding.
     #[test]
     fn timed_out_request_keeps_its_permit_until_its_decode_ends() {
+        // The runtime first: dropped last, after `release`, so that a failing assertion ends the
+        // held decode (the hook's `recv` fails) instead of waiting for it forever.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
         let gate = std::sync::Mutex::new((entered_tx, release_rx));
@@ -718,11 +725,6 @@ mod tests {
             let _ = g.1.recv(); // held until the test releases it
         });
         let (st, mut jobs) = app_state(1, Duration::from_millis(50), Some(hook));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("rt");
         let resp = rt.block_on(handle(State(st.clone()), delivery("r-1")));
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         entered.recv().expect("the decode started");
