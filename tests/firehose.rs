@@ -195,17 +195,35 @@ struct Endpoint {
 
 impl Endpoint {
     fn start(dir: &Path, state: &Path, run: &str, idle_secs: u32, extra: &[&str]) -> Endpoint {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port on 127.0.0.1");
+        let keys = format!("another-key,{KEY}");
+        Endpoint::start_with(dir, state, run, idle_secs, extra, Some(&keys))
+    }
+
+    /// As [`Endpoint::start`], with `keys` in FLOWSPIKE_FIREHOSE_ACCESS_KEYS (none: unset) and
+    /// `--metrics-addr off` unless `extra` gives one.
+    fn start_with(
+        dir: &Path,
+        state: &Path,
+        run: &str,
+        idle_secs: u32,
+        extra: &[&str],
+        keys: Option<&str>,
+    ) -> Endpoint {
+        let port = free_port();
         let log = dir.join(format!("{run}.log"));
         let spikes = dir.join(format!("{run}.spikes.jsonl"));
         let mut cmd = flowspike();
-        cmd.env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", format!("another-key,{KEY}"))
-            .args(["--log-level", "info", "serve-firehose", "--state"])
+        match keys {
+            Some(k) => cmd.env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", k),
+            None => cmd.env_remove("FLOWSPIKE_FIREHOSE_ACCESS_KEYS"),
+        };
+        cmd.args(["--log-level", "info", "serve-firehose", "--state"])
             .arg(state)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-addr", "off"])
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        if !extra.contains(&"--metrics-addr") {
+            cmd.args(["--metrics-addr", "off"]);
+        }
+        cmd
             .args(["--allowed-lateness-secs", "36000", "--idle-secs", &idle_secs.to_string()])
             .args(extra)
             .stdout(Stdio::from(File::create(&spikes).expect("spikes file")))
@@ -262,6 +280,14 @@ impl Drop for Endpoint {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1: status and whole response, or `None` while nothing listens.
@@ -454,4 +480,207 @@ fn retried_request_ids_count_once_also_after_kill_9() {
     assert_eq!(summary["requests"]["duplicates"], 1, "{summary}");
     assert_eq!(summary["requests"]["accepted"], 1, "{summary}");
     assert_eq!(summary["stats"]["counted"], 7, "{summary}");
+}
+
+/// A delivery's headers with `id` and the test key.
+fn delivery_headers(id: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("X-Amz-Firehose-Request-Id", id),
+        ("X-Amz-Firehose-Protocol-Version", "1.0"),
+        ("X-Amz-Firehose-Access-Key", KEY),
+        ("Content-Type", "application/json"),
+    ]
+}
+
+/// Regression (issue 28, item 4): an 8 KB request id and 200,000 empty records in 2.4 MB took the
+/// server to 3.26 GB (a copy of the id per record). Request ids longer than 128 bytes and
+/// requests of more than --max-records-per-request (default 100,000) records are refused; the
+/// endpoint goes on serving.
+#[test]
+fn long_request_ids_and_record_floods_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let ep = Endpoint::start(dir.path(), &state, "run", 3600, &[]);
+    let post = Poster::without_pool(ep.port);
+    let long_id = "x".repeat(8192);
+    let (status, resp) = post.send("POST", &delivery_headers(&long_id), body(&long_id, &[]));
+    assert_eq!(status, 400, "{resp}");
+    let msg = resp["errorMessage"].as_str().unwrap_or_default();
+    assert!(msg.contains("X-Amz-Firehose-Request-Id (8192 bytes)"), "{resp}");
+    assert_eq!(resp["requestId"], "", "an invalid id is not echoed: {resp}");
+    let id129 = "y".repeat(129);
+    let (status, resp) = post.send("POST", &delivery_headers(&id129), body(&id129, &[]));
+    assert_eq!(status, 400, "{resp}");
+
+    let empty = |n: usize, id: &str| {
+        let recs = vec![r#"{"data":""}"#; n].join(",");
+        format!(r#"{{"requestId":"{id}","records":[{recs}]}}"#).into_bytes()
+    };
+    let (status, resp) = post.send("POST", &delivery_headers("flood"), empty(100_001, "flood"));
+    assert_eq!(status, 413, "{resp}");
+    let msg = resp["errorMessage"].as_str().unwrap_or_default();
+    assert!(msg.contains("more than 100000 records"), "{resp}");
+    // At the cap, with the longest id: accepted (and counted as records, none of them flows).
+    let id128 = "z".repeat(128);
+    let (status, resp) = post.send("POST", &delivery_headers(&id128), empty(100_000, &id128));
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["requestId"], id128.as_str());
+    let summary = ep.stop();
+    assert_eq!(summary["requests"]["rejected"], 3, "{summary}");
+    assert_eq!(summary["requests"]["accepted"], 1, "{summary}");
+    assert_eq!(summary["stats"]["kinesis_records"], 100_000, "{summary}");
+}
+
+/// Regression (issue 28, item 10): `serve-firehose --help` printed the access keys taken from
+/// FLOWSPIKE_FIREHOSE_ACCESS_KEYS.
+#[test]
+fn help_does_not_print_the_access_keys_of_the_environment() {
+    let secret = "s3cr3t-key-that-must-not-leak";
+    let out = crate::util::run(
+        flowspike().env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", secret).args(["serve-firehose", "--help"]),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--access-key-file"), "{text}");
+    assert!(text.contains("FLOWSPIKE_FIREHOSE_ACCESS_KEYS"), "{text}");
+    assert!(!text.contains(secret), "the key is printed:\n{text}");
+}
+
+/// Issue 28, item 10: keys can come from a file (`--access-key-file`), out of `ps`.
+#[test]
+fn access_key_file_authenticates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("\n  old-key  \n{KEY}\n")).expect("key file");
+    let ep = Endpoint::start_with(
+        dir.path(),
+        &state,
+        "run",
+        3600,
+        &["--access-key-file", keys.to_str().expect("utf-8 path")],
+        None,
+    );
+    let post = Poster::without_pool(ep.port);
+    let flow: Flow = ("eni-1".into(), "10.0.0.1".into(), "8.8.4.4".into(), base(1) + 10, "REJECT");
+    post.ok("with-key", false, body("with-key", &[line(&flow).into_bytes()]));
+    let (status, _) = post.deliver("old", Some("old-key"), false, body("old", &[]));
+    assert_eq!(status, 200);
+    let (status, _) = post.deliver("wrong", Some("nope"), false, body("wrong", &[]));
+    assert_eq!(status, 401);
+    assert!(!ep.log().contains(KEY), "the key is logged");
+    let summary = ep.stop();
+    assert_eq!(summary["requests"]["accepted"], 2, "{summary}");
+
+    // An empty key file is a configuration error, not an open endpoint.
+    std::fs::write(&keys, "\n\n").expect("key file");
+    let out = crate::util::run(
+        flowspike()
+            .env_remove("FLOWSPIKE_FIREHOSE_ACCESS_KEYS")
+            .args(["serve-firehose", "--state"])
+            .arg(&state)
+            .args(["--listen", "127.0.0.1:0", "--metrics-addr", "off", "--access-key-file"])
+            .arg(&keys),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no key"), "{out:?}");
+}
+
+/// Regression (issue 28, item 10): a 503 answered the store's error, which names internal
+/// paths (and, in aggregate keys, source addresses). The answer is now generic; the cause is
+/// logged with the request id.
+#[test]
+fn failed_checkpoint_answers_503_without_internal_details() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state-dir-that-must-stay-private");
+    let ep = Endpoint::start(dir.path(), &state, "run", 3600, &[]);
+    let post = Poster::without_pool(ep.port);
+    // The state directory becomes a file: every write under it fails.
+    std::fs::remove_dir_all(&state).expect("remove the state");
+    std::fs::write(&state, b"not a directory").expect("file in its place");
+    let flow: Flow =
+        ("eni-1".into(), "10.77.0.1".into(), "8.8.4.4".into(), base(1) + 10, "REJECT");
+    let (status, resp) = post.deliver("doomed", Some(KEY), false, body("doomed", &[line(&flow).into_bytes()]));
+    assert_eq!(status, 503, "{resp}");
+    let msg = resp["errorMessage"].as_str().unwrap_or_default();
+    assert!(msg.contains("checkpoint failed"), "{resp}");
+    for secret in ["state-dir-that-must-stay-private", "10.77.0.1", "aggregates", "consumer/"] {
+        assert!(!msg.contains(secret), "{secret} in the answer: {resp}");
+    }
+    wait_until(&ep, 30, "the cause in the log", || {
+        ep.log().lines().any(|l| {
+            l.contains("doomed") && l.contains("state-dir-that-must-stay-private")
+        })
+    });
+}
+
+/// Reads from `s` until it closes; true when it closed (EOF or reset) within the read timeout.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timed out: still open
+        }
+    }
+}
+
+/// The value of an unlabelled metric on the metrics port.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    let (_, text) = http_get(port, "/metrics")?;
+    let prefix = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+}
+
+/// Regression (issue 28, item 7): connections were not capped (500 unfinished request heads took
+/// the server from 74 to 350 MB). Past --max-connections a new connection is closed at once and
+/// counted; once connections close, new ones are served again.
+#[test]
+fn connections_past_the_cap_are_closed_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let mport = free_port();
+    let maddr = format!("127.0.0.1:{mport}");
+    let ep = Endpoint::start(
+        dir.path(),
+        &state,
+        "run",
+        3600,
+        &["--max-connections", "4", "--metrics-addr", &maddr],
+    );
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", ep.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+        s
+    };
+    // Four slow clients: an unfinished head each.
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Firehose-Request").expect("write");
+            s
+        })
+        .collect();
+    wait_until(&ep, 30, "4 open connections", || {
+        metric(mport, "flowspike_firehose_connections") == Some(4)
+    });
+    let mut fifth = connect();
+    assert!(closed_by_server(&mut fifth), "a connection past the cap stays open");
+    assert!(
+        metric(mport, "flowspike_firehose_connections_refused_total").is_some_and(|n| n >= 1),
+        "refusal not counted"
+    );
+    // The slow clients still hold their connections (closed by the head timeout, 30 s, not
+    // before).
+    assert!(!closed_by_server(&mut slow[0]), "a slow client was closed early");
+    slow.clear();
+    wait_until(&ep, 30, "the slots freed", || {
+        metric(mport, "flowspike_firehose_connections") == Some(0)
+    });
+    let post = Poster::without_pool(ep.port);
+    post.ok("after", false, body("after", &[]));
+    let summary = ep.stop();
+    assert_eq!(summary["requests"]["accepted"], 1, "{summary}");
 }

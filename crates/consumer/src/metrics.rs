@@ -109,6 +109,21 @@ pub struct Metrics {
     // Each reader writes its own shard's entry: padded so that readers on different workers do not
     // share cache lines. The lock is taken only to register a shard and to scrape.
     shards: Mutex<BTreeMap<String, Arc<CachePadded<ShardMetrics>>>>,
+    // Metrics of a front end (serve-firehose's connections), rendered after the others.
+    extra: Mutex<Vec<Arc<ExtraMetric>>>,
+}
+
+/// A metric a front end registers with [`Metrics::register`] (no labels).
+#[derive(Debug)]
+pub struct ExtraMetric {
+    /// Name without the `flowspike_` prefix.
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// The value; Relaxed is enough: a scrape reads each metric on its own.
+    pub value: AtomicU64,
 }
 
 impl Metrics {
@@ -135,7 +150,21 @@ impl Metrics {
             committed_at_ms: AtomicU64::new(NEVER),
             leases_held: AtomicU64::new(UNKNOWN),
             shards: Mutex::new(BTreeMap::new()),
+            extra: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Adds `flowspike_<name>` (a `counter` or `gauge`) to the exposition; the caller updates
+    /// the returned value.
+    pub fn register(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+    ) -> Arc<ExtraMetric> {
+        let m = Arc::new(ExtraMetric { name, help, kind, value: AtomicU64::new(0) });
+        self.extra.lock().unwrap_or_else(|p| p.into_inner()).push(m.clone());
+        m
     }
 
     /// The metrics of `shard_id`, registered on first use.
@@ -345,6 +374,10 @@ impl Metrics {
                     get(field(m))
                 );
             }
+        }
+        for m in self.extra.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            header(&mut out, m.name, m.help, m.kind);
+            let _ = writeln!(out, "flowspike_{} {}", m.name, get(&m.value));
         }
         out
     }

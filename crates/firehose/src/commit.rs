@@ -218,7 +218,9 @@ impl Coordinator<'_> {
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = waiters.len(), "checkpoint failed");
-                let msg = format!("checkpoint failed, retry later: {e}");
+                // The cause goes to the log, never to the client (it names internal paths and
+                // keys): the handler answers a generic 503.
+                let msg = e.to_string();
                 for (reply, _) in waiters {
                     let _ = reply.send(Err(msg.clone()));
                 }

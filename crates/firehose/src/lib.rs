@@ -46,6 +46,7 @@ use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
 
 pub use commit::{RequestStats, RunSummary, MAX_GROUP};
+pub use protocol::{DEFAULT_MAX_RECORDS, MAX_REQUEST_ID_BYTES};
 pub use error::FirehoseError;
 pub use server::{run, Server, StopHandle};
 
@@ -54,6 +55,11 @@ pub use server::{run, Server, StopHandle};
 pub const VIRTUAL_SHARD: &str = "firehose";
 /// Default body limit (uncompressed, and again after gunzip): 64 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default cap on open connections (`--max-connections`): each costs at most about 100 KiB of
+/// memory while its request head arrives (a 64 KiB read buffer and the connection's state; see
+/// docs/limits.md), so the default bounds slow or idle clients to ~25 MiB; a load balancer or
+/// Firehose needs far fewer connections than that.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Default dedup window: Firehose retries an HTTP endpoint for at most 7,200 s (the largest
 /// configurable retry duration); one more hour of margin.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(3 * 3600);
@@ -79,10 +85,16 @@ pub struct FirehoseConfig {
     pub access_keys: Vec<String>,
     /// Largest body, compressed and again after gunzip.
     pub max_body_bytes: usize,
+    /// Most records in one request (413 past it).
+    pub max_records_per_request: usize,
+    /// Most connections open at once; further ones are closed as soon as they are accepted.
+    pub max_connections: usize,
     /// A request (reading, decoding, waiting for its checkpoint) taking longer gets 503.
     pub request_timeout: Duration,
     /// Requests whose bodies are read and decoded at once (bounds memory: each may hold up to
-    /// twice `max_body_bytes`); further requests wait.
+    /// twice `max_body_bytes`, or `max_body_bytes` and one record inflated up to
+    /// `decode.max_decompressed_bytes`); further requests wait. A request that timed out keeps
+    /// its place until its decoding ends.
     pub max_concurrent_requests: usize,
     /// TLS on the listener; `None`: plain HTTP (TLS terminated by a load balancer).
     pub tls: Option<TlsFiles>,
@@ -116,6 +128,8 @@ impl FirehoseConfig {
             listen,
             access_keys: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_records_per_request: DEFAULT_MAX_RECORDS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             request_timeout: Duration::from_secs(120),
             max_concurrent_requests: 8,
             tls: None,

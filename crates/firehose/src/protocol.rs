@@ -18,6 +18,15 @@ pub const PROTOCOL_VERSION_HEADER: &str = "x-amz-firehose-protocol-version";
 pub const ACCESS_KEY_HEADER: &str = "x-amz-firehose-access-key";
 /// The only protocol version.
 pub const PROTOCOL_VERSION: &str = "1.0";
+/// Longest accepted request id. Firehose's are UUIDs (36 bytes); the id is kept in the manifest
+/// for the dedup window and named in logs, so a long one would cost memory and log volume.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+/// Default cap on the records of one request (`--max-records-per-request`). Firehose sends
+/// buffers of at most 64 MiB to an HTTP endpoint, and VPC Flow Logs records (one line, or a
+/// CloudWatch Logs envelope of many) are hundreds of bytes at least, so a real batch holds a few
+/// hundred thousand records only with tiny records; 100,000 bounds what a hostile body of empty
+/// records costs (a few MiB of record headers) while a 64 MiB buffer of ~670-byte records fits.
+pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 
 /// Why a request is refused: the HTTP status and the `errorMessage` of the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,9 +104,15 @@ pub fn check_head(headers: &HeaderMap, keys: &[Vec<u8>]) -> Result<RequestHead, 
         }
         None => return Err(Rejection::bad("missing X-Amz-Firehose-Protocol-Version")),
     }
-    let request_id = match headers.get(REQUEST_ID_HEADER).map(|v| v.to_str()) {
-        Some(Ok(id)) if !id.is_empty() => id.to_owned(),
-        Some(_) => return Err(Rejection::bad("bad X-Amz-Firehose-Request-Id")),
+    let request_id = match headers.get(REQUEST_ID_HEADER) {
+        Some(v) if valid_request_id(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into(),
+        Some(v) => {
+            return Err(Rejection::bad(format!(
+                "bad X-Amz-Firehose-Request-Id ({} bytes): expected 1 to \
+                 {MAX_REQUEST_ID_BYTES} visible ASCII characters",
+                v.len()
+            )))
+        }
         None => return Err(Rejection::bad("missing X-Amz-Firehose-Request-Id")),
     };
     let encoding = match headers.get(axum::http::header::CONTENT_ENCODING).map(|v| v.to_str()) {
@@ -117,9 +132,15 @@ pub fn check_head(headers: &HeaderMap, keys: &[Vec<u8>]) -> Result<RequestHead, 
     Ok(RequestHead { request_id, encoding })
 }
 
+/// True for a request id of 1 to [`MAX_REQUEST_ID_BYTES`] visible ASCII characters (no space or
+/// control character), the only ids answered, remembered and logged.
+pub fn valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_BYTES && id.iter().all(u8::is_ascii_graphic)
+}
+
 /// The body as JSON bytes: gunzipped when `encoding` is gzip, never more than `max_bytes` (413
-/// past it: a small gzip body that inflates past the limit is refused without holding more than
-/// `max_bytes + 1` bytes); 400 when it is not gzip.
+/// past it: a small gzip body that inflates past the limit is refused without a buffer larger than
+/// `max_bytes`); 400 when it is not gzip.
 pub fn decode_body(
     body: &[u8],
     encoding: Encoding,
@@ -130,21 +151,43 @@ pub fn decode_body(
     }
     match encoding {
         Encoding::Identity => Ok(Cow::Borrowed(body)),
-        Encoding::Gzip => {
-            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_bytes) + 1);
-            let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
-            flate2::read::MultiGzDecoder::new(body)
-                .take(limit)
-                .read_to_end(&mut out)
-                .map_err(|e| Rejection::bad(format!("body is not valid gzip: {e}")))?;
-            if out.len() > max_bytes {
-                return Err(Rejection::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body inflates past the limit of {max_bytes} bytes"),
-                ));
-            }
-            Ok(Cow::Owned(out))
+        Encoding::Gzip => inflate_bounded(body, max_bytes).map(Cow::Owned),
+    }
+}
+
+/// Gunzips `body` into a buffer whose capacity never exceeds `max_bytes`: sized first by the
+/// gzip trailer (ISIZE, exact for the one-member bodies Firehose sends; capped at the limit),
+/// grown by doubling only up to the limit, and refused (413) as soon as the output would pass it.
+/// (`read_to_end` would double the buffer past the limit: up to twice `max_bytes` reserved for
+/// a bomb, per concurrent request.)
+fn inflate_bounded(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, Rejection> {
+    let announced = body
+        .len()
+        .checked_sub(4)
+        .and_then(|i| body.get(i..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(0, |t| u32::from_le_bytes(t) as usize);
+    let mut out = Vec::with_capacity(announced.min(max_bytes));
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut gz = flate2::read::MultiGzDecoder::new(body);
+    loop {
+        let n = match gz.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Rejection::bad(format!("body is not valid gzip: {e}"))),
+        };
+        if out.len() + n > max_bytes {
+            return Err(Rejection::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body inflates past the limit of {max_bytes} bytes"),
+            ));
         }
+        if out.capacity() - out.len() < n {
+            let want = out.capacity().saturating_mul(2).max(out.len() + n).min(max_bytes);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -156,42 +199,157 @@ pub fn too_large(max_bytes: usize) -> Rejection {
     )
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "requestId", borrow, default)]
-    request_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    records: Vec<Record<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow)]
-    data: Cow<'a, str>,
-}
-
 /// The records of a JSON body `{"requestId", "timestamp", "records": [{"data": "<base64>"}]}`,
 /// base64-decoded. 400 when the JSON does not have that shape, a record is not base64, or the
-/// body's `requestId` differs from the header's.
-pub fn parse_records(json: &[u8], request_id: &str) -> Result<Vec<Vec<u8>>, Rejection> {
-    let env: Envelope<'_> =
-        serde_json::from_slice(json).map_err(|e| Rejection::bad(format!("bad JSON body: {e}")))?;
-    if let Some(id) = &env.request_id {
+/// body's `requestId` differs from the header's; 413 past `max_records` records (counted while
+/// parsing: nothing is held for the records past the cap).
+///
+/// Each record is decoded as soon as it is parsed, so the body's record list is never held as
+/// JSON strings next to the decoded bytes.
+pub fn parse_records(
+    json: &[u8],
+    request_id: &str,
+    max_records: usize,
+) -> Result<Vec<Vec<u8>>, Rejection> {
+    let refused = std::cell::RefCell::new(None);
+    let seed = EnvelopeSeed { max_records, refused: &refused };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let parsed = serde::de::DeserializeSeed::deserialize(seed, &mut de).and_then(|e| {
+        de.end()?;
+        Ok(e)
+    });
+    let (body_id, records) = match parsed {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(refused
+                .into_inner()
+                .unwrap_or_else(|| Rejection::bad(format!("bad JSON body: {e}"))))
+        }
+    };
+    if let Some(id) = body_id {
         if id != request_id {
             return Err(Rejection::bad(format!(
                 "body requestId {id:?} differs from X-Amz-Firehose-Request-Id {request_id:?}"
             )));
         }
     }
-    env.records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            base64::engine::general_purpose::STANDARD
-                .decode(r.data.as_bytes())
-                .map_err(|e| Rejection::bad(format!("record {i}: data is not base64: {e}")))
-        })
-        .collect()
+    Ok(records)
+}
+
+/// Where a rejection other than "bad JSON" (too many records, bad base64) is kept while serde
+/// unwinds with its own error.
+type Refused<'r> = &'r std::cell::RefCell<Option<Rejection>>;
+
+/// The body object: `requestId` (optional), `records` (required), anything else ignored.
+struct EnvelopeSeed<'r> {
+    max_records: usize,
+    refused: Refused<'r>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EnvelopeSeed<'_> {
+    type Value = (Option<Cow<'de, str>>, Vec<Vec<u8>>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EnvelopeSeed<'_> {
+    type Value = (Option<Cow<'de, str>>, Vec<Vec<u8>>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with records")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut request_id: Option<Cow<'de, str>> = None;
+        let mut records = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "requestId" if request_id.is_some() => {
+                    return Err(A::Error::duplicate_field("requestId"))
+                }
+                "requestId" => request_id = Some(map.next_value::<BorrowedStr<'de>>()?.0),
+                "records" if records.is_some() => return Err(A::Error::duplicate_field("records")),
+                "records" => {
+                    let seed = RecordsSeed { max_records: self.max_records, refused: self.refused };
+                    records = Some(map.next_value_seed(seed)?);
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let records = records.ok_or_else(|| A::Error::missing_field("records"))?;
+        Ok((request_id, records))
+    }
+}
+
+/// A string, borrowed from the body when it has no escape.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct S<'a>(#[serde(borrow)] Cow<'a, str>);
+        S::deserialize(d).map(|s| BorrowedStr(s.0))
+    }
+}
+
+/// One record: `{"data": "<base64>"}`.
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+/// The `records` array, decoded record by record and refused past `max_records`.
+struct RecordsSeed<'r> {
+    max_records: usize,
+    refused: Refused<'r>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RecordsSeed<'_> {
+    type Value = Vec<Vec<u8>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RecordsSeed<'_> {
+    type Value = Vec<Vec<u8>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_records));
+        while let Some(r) = seq.next_element::<Record<'de>>()? {
+            let i = out.len();
+            if i == self.max_records {
+                let msg = format!(
+                    "more than {} records in one request (lower the delivery stream's buffer size)",
+                    self.max_records
+                );
+                *self.refused.borrow_mut() =
+                    Some(Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, msg.clone()));
+                return Err(A::Error::custom(msg));
+            }
+            match base64::engine::general_purpose::STANDARD.decode(r.data.as_bytes()) {
+                Ok(data) => out.push(data),
+                Err(e) => {
+                    let msg = format!("record {i}: data is not base64: {e}");
+                    *self.refused.borrow_mut() = Some(Rejection::bad(msg.clone()));
+                    return Err(A::Error::custom(msg));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The response body Firehose expects.
@@ -221,6 +379,7 @@ impl ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
     use std::io::Write;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -266,7 +425,10 @@ mod tests {
         let json =
             br#"{"requestId":"r","timestamp":1,"records":[{"data":"aGVsbG8="},{"data":""}]}"#;
         let body = decode_body(json, Encoding::Identity, 1000).expect("plain");
-        assert_eq!(parse_records(&body, "r").expect("records"), [b"hello".to_vec(), Vec::new()]);
+        assert_eq!(
+            parse_records(&body, "r", 1000).expect("records"),
+            [b"hello".to_vec(), Vec::new()]
+        );
         let gz = gzip(json);
         let body = decode_body(&gz, Encoding::Gzip, 1000).expect("gzip");
         assert_eq!(&body[..], &json[..]);
@@ -281,7 +443,7 @@ mod tests {
     }
 
     fn check_records(json: &str, want_error: Option<&str>) {
-        match (parse_records(json.as_bytes(), "r"), want_error) {
+        match (parse_records(json.as_bytes(), "r", 1000), want_error) {
             (Ok(_), None) => {}
             (Err(r), Some(w)) => {
                 assert_eq!(r.status, 400, "{json}");
@@ -303,6 +465,82 @@ mod tests {
         check_records(r#"{"requestId":"r","records":[{"data":1}]}"#, Some("bad JSON"));
         check_records("[1,2", Some("bad JSON"));
         check_records("", Some("bad JSON"));
+        check_records(r#"{"records":[],"records":[]}"#, Some("duplicate field"));
+        check_records(r#"{"requestId":"r","records":[{"data":""}]} x"#, Some("trailing"));
+        check_records(r#"{"requestId":"r","timestamp":1,"other":{"a":[1]},"records":[]}"#, None);
+    }
+
+    /// Regression (issue 28, item 4): a request id of kilobytes was accepted, and every record
+    /// of the request carried a copy of it (200,000 records × 8 KB took 3.26 GB). Ids are 1 to
+    /// 128 visible ASCII characters.
+    #[test]
+    fn long_or_unprintable_request_ids_are_refused() {
+        const V: (&str, &str) = (PROTOCOL_VERSION_HEADER, "1.0");
+        let longest = "a".repeat(MAX_REQUEST_ID_BYTES);
+        let too_long = "a".repeat(MAX_REQUEST_ID_BYTES + 1);
+        let uuid = "4c5e8a36-3d2f-4f43-9a3b-1f0b3c2f9e11";
+        check_head_status(&[V, (REQUEST_ID_HEADER, uuid)], &[], None);
+        check_head_status(&[V, (REQUEST_ID_HEADER, &longest)], &[], None);
+        check_head_status(&[V, (REQUEST_ID_HEADER, &too_long)], &[], Some(400));
+        check_head_status(&[V, (REQUEST_ID_HEADER, &"x".repeat(8192))], &[], Some(400));
+        check_head_status(&[V, (REQUEST_ID_HEADER, "a b")], &[], Some(400));
+        check_head_status(&[V, (REQUEST_ID_HEADER, "a\tb")], &[], Some(400));
+        let mut h = headers(&[V]);
+        h.insert(REQUEST_ID_HEADER, HeaderValue::from_bytes(b"r\xc3\xa9").expect("obs-text"));
+        let r = check_head(&h, &[]).expect_err("not ASCII");
+        assert!(r.message.contains("1 to 128 visible ASCII"), "{r:?}");
+    }
+
+    /// Regression (issue 28, item 4): a request's records were not capped (200,000 empty records
+    /// in 2.4 MB). Past the cap the request is refused while the JSON is parsed.
+    #[test]
+    fn records_past_the_cap_are_refused_while_parsing() {
+        let json = |n: usize| {
+            let recs = vec![r#"{"data":""}"#; n].join(",");
+            format!(r#"{{"requestId":"r","records":[{recs}]}}"#)
+        };
+        assert_eq!(parse_records(json(3).as_bytes(), "r", 3).expect("at the cap").len(), 3);
+        let r = parse_records(json(4).as_bytes(), "r", 3).expect_err("past the cap");
+        assert_eq!(r.status, 413, "{r:?}");
+        assert!(r.message.contains("more than 3 records"), "{r:?}");
+        // Past the cap while the rest of the body would also be bad: refused as too many.
+        let bad_tail = format!("{}, {{\"data\": 1}}", json(4).trim_end_matches("]}"));
+        let r = parse_records(bad_tail.as_bytes(), "r", 3).expect_err("past the cap");
+        assert_eq!(r.status, 413, "{r:?}");
+    }
+
+    /// Regression (issue 28, item 6, server side): the gunzipped body grew by doubling
+    /// (`read_to_end`), so a body inflating to the limit reserved up to twice the limit. The
+    /// buffer is now sized by the gzip trailer and never grows past the limit.
+    #[test]
+    fn gzip_body_never_reserves_past_the_limit() {
+        let max = 1_000_000;
+        for (len, lie) in [(max, None), (max - 1, None), (max / 3, None), (max, Some(u32::MAX))] {
+            let mut gz = gzip(&vec![b' '; len]);
+            if let Some(isize) = lie {
+                let n = gz.len();
+                gz[n - 4..].copy_from_slice(&isize.to_le_bytes());
+                // A lying trailer fails the gzip check at the end, after the buffer was sized.
+                let r = decode_body(&gz, Encoding::Gzip, max).expect_err("bad trailer");
+                assert_eq!(r.status, 400, "{r:?}");
+                continue;
+            }
+            let Cow::Owned(out) = decode_body(&gz, Encoding::Gzip, max).expect("within") else {
+                panic!("gzip gives an owned buffer");
+            };
+            assert_eq!(out.len(), len);
+            assert!(out.capacity() <= max, "{len}: capacity {} > {max}", out.capacity());
+        }
+        // Two members (no exact trailer for the whole): still within the limit.
+        let mut two = gzip(&vec![b'a'; max / 2]);
+        two.extend(gzip(&vec![b'b'; max / 2]));
+        let Cow::Owned(out) = decode_body(&two, Encoding::Gzip, max).expect("two members") else {
+            panic!("owned");
+        };
+        assert_eq!(out.len(), max);
+        assert!(out.capacity() <= max, "capacity {}", out.capacity());
+        let r = decode_body(&gzip(&vec![b' '; max + 1]), Encoding::Gzip, max).expect_err("over");
+        assert_eq!(r.status, 413, "{r:?}");
     }
 
     #[test]

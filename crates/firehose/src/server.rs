@@ -13,6 +13,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use flowspike_consumer::kinesis::{client_from_env, KinesisSink, WriterSink};
+use flowspike_consumer::metrics::ExtraMetric;
 use flowspike_consumer::{
     decode_batch, Batch, DecodeContext, Engine, EngineConfig, Metrics, Output, RawRecord, SpikeSink,
 };
@@ -22,11 +23,24 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::commit::{Coordinator, Job, RequestStats, RunSummary, DRAIN_TIMEOUT, MAX_GROUP};
-use crate::protocol::{check_head, decode_body, parse_records, too_large, Rejection, ResponseBody};
+use crate::protocol::{
+    check_head, decode_body, parse_records, too_large, valid_request_id, Encoding, Rejection,
+    ResponseBody,
+};
 use crate::{FirehoseConfig, FirehoseError, TlsFiles, VIRTUAL_SHARD};
 
-/// Time a client has to send the request head.
+/// Time a client has to send the request head, counted from the connection (or, on a keep-alive
+/// connection, from the previous answer): also how long an idle connection keeps its slot.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest read buffer of a connection, which holds the request head while it arrives (hyper's
+/// default is ~400 KiB, so a slow client sending a long unfinished head pinned that much). The
+/// largest head Firehose sends is a few KiB (an access key of at most 4,096 bytes, the common
+/// attributes); a longer head is answered 431.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+/// Records decoded per call of `decode_batch`: their log labels (`<request id>/<index>`) are
+/// written for one chunk at a time into one reused buffer, and a cancelled request stops between
+/// chunks.
+const RECORD_CHUNK: usize = 256;
 /// Time a TLS client has to finish the handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The health check fails when the state has not been committed for this long (an idle endpoint
@@ -37,12 +51,43 @@ const MAX_CHECKPOINT_AGE: Duration = Duration::from_secs(300);
 struct AppState {
     keys: Vec<Vec<u8>>,
     max_body_bytes: usize,
+    max_records: usize,
     request_timeout: Duration,
-    permits: Semaphore,
+    /// One per request between reading its body and the end of its decoding, which runs on a
+    /// blocking thread and keeps its permit until it really ends (also after a timeout).
+    permits: Arc<Semaphore>,
     ctx: DecodeContext,
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     requests: Arc<RequestStats>,
+    /// `flowspike_firehose_decodes_in_flight`.
+    decodes: Arc<ExtraMetric>,
+    /// Runs at the start of every decode (tests hold a decode there).
+    #[cfg(test)]
+    decode_hook: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// The connection metrics.
+struct ConnectionMetrics {
+    open: Arc<ExtraMetric>,
+    refused: Arc<ExtraMetric>,
+}
+
+/// Adds one to a gauge for its lifetime.
+struct GaugeGuard(Arc<ExtraMetric>);
+
+impl GaugeGuard {
+    fn new(g: &Arc<ExtraMetric>) -> GaugeGuard {
+        // Relaxed: a gauge read on its own by scrapes.
+        g.value.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.value.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Stops a running [`Server`] gracefully (like SIGTERM).
@@ -86,9 +131,15 @@ impl Server {
                 cfg.name
             )));
         }
-        if cfg.max_body_bytes == 0 || cfg.max_concurrent_requests == 0 {
+        if cfg.max_body_bytes == 0
+            || cfg.max_concurrent_requests == 0
+            || cfg.max_records_per_request == 0
+            || cfg.max_connections == 0
+        {
             return Err(FirehoseError::Config(
-                "body limit and concurrent requests must be at least 1".into(),
+                "body limit, records per request, concurrent requests and connections must be at \
+                 least 1"
+                    .into(),
             ));
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -168,8 +219,9 @@ impl Server {
         let state = Arc::new(AppState {
             keys: cfg.access_keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
             max_body_bytes: cfg.max_body_bytes,
+            max_records: cfg.max_records_per_request,
             request_timeout: cfg.request_timeout,
-            permits: Semaphore::new(cfg.max_concurrent_requests),
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
             ctx: DecodeContext {
                 decode: cfg.decode.clone(),
                 rule: cfg.rule.clone(),
@@ -178,11 +230,33 @@ impl Server {
             jobs,
             metrics: metrics.clone(),
             requests: requests.clone(),
+            decodes: decodes_gauge(&metrics),
+            #[cfg(test)]
+            decode_hook: None,
         });
         let app = router(state);
         let signalled = Arc::new(AtomicBool::new(false));
         rt.spawn(wait_for_signal(stop.clone(), signalled.clone()));
-        let server = rt.spawn(serve(listener, tls, app, stop.subscribe()));
+        let conns = ConnectionMetrics {
+            open: metrics.register(
+                "firehose_connections",
+                "Connections open on the endpoint's listener (at most --max-connections).",
+                "gauge",
+            ),
+            refused: metrics.register(
+                "firehose_connections_refused_total",
+                "Connections closed at once because --max-connections were open.",
+                "counter",
+            ),
+        };
+        let server = rt.spawn(serve(
+            listener,
+            tls,
+            app,
+            stop.subscribe(),
+            cfg.max_connections,
+            conns,
+        ));
         metrics.set_phase(flowspike_consumer::metrics::Phase::Running);
         let phase_metrics = metrics.clone();
         let mut stop_rx = stop.subscribe();
@@ -223,17 +297,33 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(handle).with_state(state)
 }
 
+fn decodes_gauge(metrics: &Metrics) -> Arc<ExtraMetric> {
+    metrics.register(
+        "firehose_decodes_in_flight",
+        "Requests whose body is being read or decoded (at most --max-concurrent-requests; a \
+         timed-out request counts until its decoding ends).",
+        "gauge",
+    )
+}
+
 /// Accepts connections until `stop`, then lets in-flight requests finish (at most
-/// [`DRAIN_TIMEOUT`]) while idle keep-alive connections are closed.
+/// [`DRAIN_TIMEOUT`]) while idle keep-alive connections are closed. At most `max_connections`
+/// are open at once (TLS handshakes included): a connection past the cap is closed as soon as
+/// it is accepted, and counted.
 async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     mut stop: watch::Receiver<bool>,
+    max_connections: usize,
+    conns: ConnectionMetrics,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_CONNECTION_BUFFER);
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -247,12 +337,24 @@ async fn serve(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Relaxed: a counter read on its own by scrapes. Logged for the first refusal and
+            // then every 1,000th, so a flood of connections does not flood the log too.
+            let n = conns.refused.value.fetch_add(1, Ordering::Relaxed);
+            if n % 1000 == 0 {
+                tracing::warn!(peer = %peer, max_connections, refused = n + 1, "too many connections: closing new ones");
+            }
+            drop(sock);
+            continue;
+        };
+        let open = (slot, GaugeGuard::new(&conns.open));
         let _ = sock.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
         match &tls {
             None => {
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(sock), svc));
                 tokio::spawn(async move {
+                    let _open = open;
                     if let Err(e) = conn.await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
@@ -266,6 +368,7 @@ async fn serve(
                 let http = http.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _open = open;
                     let io =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock))
                             .await
@@ -306,12 +409,15 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
             Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
         };
     }
+    // Echoed in the answer and logged only when valid (`check_head` refuses the others): a
+    // request id is the client's text and could be as long as the head.
     let request_id = req
         .headers()
         .get(crate::protocol::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .map(|v| v.as_bytes())
+        .filter(|v| valid_request_id(v))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
     let outcome = if req.method() != Method::POST {
         Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "expected POST"))
     } else {
@@ -351,6 +457,33 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     resp
 }
 
+/// The answer to a request that failed on the server's side (5xx): generic, because the cause
+/// (a store error) names internal paths, keys and source addresses; the cause is logged with
+/// the request id, which the answer carries.
+fn internal_error(status: StatusCode, request_id: &str, what: &str, cause: &str) -> Rejection {
+    tracing::error!(request_id = %request_id, status = status.as_u16(), error = %cause, "{what}");
+    Rejection::new(status, format!("{what}; retry later (the server logged the cause)"))
+}
+
+/// Sets its flag when dropped before [`CancelOnDrop::disarm`]: tells a blocking decode that
+/// nobody waits for it any more (the request timed out or its connection closed).
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            // Relaxed: a lone flag; the decode stops a chunk later at worst.
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Checks, reads, decodes and commits one delivery; `Ok(false)` for a retry already counted.
 async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
     let head = check_head(req.headers(), &st.keys)?;
@@ -365,9 +498,11 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
     }
     let permit = st
         .permits
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "server stopping"))?;
+    let in_flight = GaugeGuard::new(&st.decodes);
     let body = http_body_util::Limited::new(req.into_body(), max).collect().await.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             too_large(max)
@@ -378,41 +513,110 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
     let body = body.to_bytes();
     let ctx = st.ctx.clone();
     let request_id = head.request_id.clone();
-    let batch = tokio::task::spawn_blocking(move || -> Result<Batch, Rejection> {
-        let json = decode_body(&body, head.encoding, max)?;
-        let records = parse_records(&json, &head.request_id)?;
-        drop(json);
-        Ok(decode(&ctx, &head.request_id, &records))
+    let max_records = st.max_records;
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let mut cancel = CancelOnDrop(Some(cancelled.clone()));
+    #[cfg(test)]
+    let hook = st.decode_hook.clone();
+    let batch = tokio::task::spawn_blocking(move || -> Result<Option<Batch>, Rejection> {
+        // The permit (and the gauge) end with the decoding, not with the request: a request
+        // that timed out is answered 503 at once, but its decoding goes on until the next
+        // chunk of records, and new requests must wait for the memory it still holds.
+        let _held = (in_flight, permit); // dropped in this order: the gauge, then the permit
+        #[cfg(test)]
+        if let Some(hook) = hook {
+            hook();
+        }
+        let records = match head.encoding {
+            Encoding::Identity => parse_records(&body, &head.request_id, max_records)?,
+            Encoding::Gzip => {
+                let json = decode_body(&body, head.encoding, max)?.into_owned();
+                drop(body); // the compressed copy is not needed any more
+                parse_records(&json, &head.request_id, max_records)?
+            }
+        };
+        Ok(decode(&ctx, &head.request_id, &records, &cancelled))
     })
     .await
     .map_err(|e| {
-        Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoder failed: {e}"))
+        internal_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &request_id,
+            "decoding failed",
+            &e.to_string(),
+        )
     })??;
-    drop(permit);
+    cancel.disarm();
+    let Some(batch) = batch else {
+        // Only a dropped request cancels its decoding, and then nobody reads this answer.
+        return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "request cancelled"));
+    };
     let (reply, answer) = oneshot::channel();
     st.jobs
-        .send(Job { request_id, batch, reply })
+        .send(Job { request_id: request_id.clone(), batch, reply })
         .await
         .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "server stopping"))?;
     match answer.await {
         Ok(Ok(applied)) => Ok(applied),
-        Ok(Err(msg)) => Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, msg)),
+        Ok(Err(cause)) => Err(internal_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &request_id,
+            "checkpoint failed",
+            &cause,
+        )),
         Err(_) => Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "server stopping")),
     }
 }
 
 /// The records of one request as a batch of the virtual shard; bad lines and undecodable records
 /// are counted and logged (`sequence_number` = `<request id>/<record index>`), never fatal.
-fn decode(ctx: &DecodeContext, request_id: &str, records: &[Vec<u8>]) -> Batch {
-    let labels: Vec<String> = (0..records.len()).map(|i| format!("{request_id}/{i}")).collect();
-    let raw: Vec<RawRecord<'_>> = records
-        .iter()
-        .zip(&labels)
-        .map(|(data, label)| RawRecord { sequence_number: label, data })
-        .collect();
-    let mut batch = decode_batch(ctx, VIRTUAL_SHARD, &raw);
+/// `None` when `cancelled` was set (checked between chunks of [`RECORD_CHUNK`] records).
+///
+/// The labels are written for one chunk at a time into one buffer reused from chunk to chunk:
+/// `decode_batch` names a record by a `&str`, and a label per record of the whole request cost
+/// a string per record (a 2.4 MB request of 200,000 empty records and an 8 KB request id took
+/// 3.26 GB).
+fn decode(
+    ctx: &DecodeContext,
+    request_id: &str,
+    records: &[Vec<u8>],
+    cancelled: &AtomicBool,
+) -> Option<Batch> {
+    use std::fmt::Write as _;
+    let mut labels = String::new();
+    let mut ends = Vec::with_capacity(RECORD_CHUNK);
+    let mut total: Option<Batch> = None;
+    for (c, chunk) in records.chunks(RECORD_CHUNK).enumerate() {
+        if cancelled.load(Ordering::Relaxed) {
+            return None;
+        }
+        labels.clear();
+        ends.clear();
+        for i in 0..chunk.len() {
+            let _ = write!(labels, "{request_id}/{}", c * RECORD_CHUNK + i);
+            ends.push(labels.len());
+        }
+        let raw: Vec<RawRecord<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, data)| RawRecord {
+                sequence_number: &labels[if i == 0 { 0 } else { ends[i - 1] }..ends[i]],
+                data,
+            })
+            .collect();
+        let b = decode_batch(ctx, VIRTUAL_SHARD, &raw);
+        match &mut total {
+            None => total = Some(b),
+            Some(t) => {
+                t.counter.merge(b.counter);
+                t.stats.add(&b.stats);
+                t.max_start = t.max_start.max(b.max_start);
+            }
+        }
+    }
+    let mut batch = total.unwrap_or_else(|| decode_batch(ctx, VIRTUAL_SHARD, &[]));
     batch.last_sequence_number = Some(request_id.to_owned());
-    batch
+    Some(batch)
 }
 
 /// A TLS acceptor (HTTP/1.1 over TLS 1.2/1.3, aws-lc-rs) from PEM files.
@@ -455,6 +659,123 @@ mod tests {
 
     fn testdata(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+    }
+
+    /// An endpoint state for handler tests: no access key, the given limits, `hook` run at the
+    /// start of every decode; the receiver gets the decoded requests.
+    fn app_state(
+        max_concurrent: usize,
+        timeout: Duration,
+        hook: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) -> (Arc<AppState>, mpsc::Receiver<Job>) {
+        let (jobs, rx) = mpsc::channel(8);
+        let metrics = Arc::new(Metrics::new(MAX_CHECKPOINT_AGE));
+        let st = AppState {
+            keys: Vec::new(),
+            max_body_bytes: 1 << 20,
+            max_records: 1000,
+            request_timeout: timeout,
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            ctx: DecodeContext {
+                decode: flowlog::DecodeOptions::default(),
+                rule: flowspike_counter::Rule::default(),
+                counter: flowspike_counter::CounterConfig::default(),
+            },
+            jobs,
+            decodes: decodes_gauge(&metrics),
+            metrics,
+            requests: Arc::new(RequestStats::default()),
+            decode_hook: hook,
+        };
+        (Arc::new(st), rx)
+    }
+
+    fn delivery(id: &str) -> Request {
+        let line = "2 123456789012 eni-1 10.0.0.1 8.8.8.8 443 1234 6 1 40 7200 7260 REJECT OK";
+        let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, line);
+        let body = format!(r#"{{"requestId":"{id}","records":[{{"data":"{data}"}}]}}"#);
+        Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header(crate::protocol::REQUEST_ID_HEADER, id)
+            .header(crate::protocol::PROTOCOL_VERSION_HEADER, "1.0")
+            .body(Body::from(body))
+            .expect("request")
+    }
+
+    /// Regression (issue 28, item 5): a request that timed out released its permit while its
+    /// decoding went on on a blocking thread (four small Parquet records decoded for 70 s after
+    /// their 503), so the cap on concurrent decodes did not bound them. The permit now ends with
+    /// the decoding.
+    #[test]
+    fn timed_out_request_keeps_its_permit_until_its_decode_ends() {
+        // The runtime first: dropped last, after `release`, so that a failing assertion ends the
+        // held decode (the hook's `recv` fails) instead of waiting for it forever.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new((entered_tx, release_rx));
+        let hook: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let g = gate.lock().expect("gate");
+            let _ = g.0.send(());
+            let _ = g.1.recv(); // held until the test releases it
+        });
+        let (st, mut jobs) = app_state(1, Duration::from_millis(50), Some(hook));
+        let resp = rt.block_on(handle(State(st.clone()), delivery("r-1")));
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        entered.recv().expect("the decode started");
+        assert_eq!(st.permits.available_permits(), 0, "the running decode holds the permit");
+        assert_eq!(st.decodes.value.load(Ordering::Relaxed), 1);
+        release.send(()).expect("release");
+        // The permit comes back when the decode ends (it waits at most for the hook's return).
+        rt.block_on(async {
+            let permit = tokio::time::timeout(Duration::from_secs(60), st.permits.acquire())
+                .await
+                .expect("the permit is released once the decode ends")
+                .expect("open semaphore");
+            drop(permit);
+        });
+        assert_eq!(st.decodes.value.load(Ordering::Relaxed), 0);
+        // The cancelled request's batch never reaches the coordinator.
+        assert!(jobs.try_recv().is_err());
+        rt.shutdown_timeout(Duration::from_secs(5));
+    }
+
+    /// The chunked decode (labels written per chunk) counts exactly as one `decode_batch` over
+    /// every record, and stops when cancelled.
+    #[test]
+    fn chunked_decode_counts_as_one_batch() {
+        let (st, _jobs) = app_state(1, Duration::from_secs(5), None);
+        let mut records = Vec::new();
+        for i in 0..(2 * RECORD_CHUNK + 7) {
+            let line = format!(
+                "2 123456789012 eni-1 10.0.{}.1 8.8.8.8 443 1234 6 1 40 {} 7260 REJECT OK",
+                i % 3,
+                3600 * (i % 5)
+            );
+            records.push(match i % 4 {
+                0 => Vec::new(),
+                1 => b"bad line".to_vec(),
+                _ => line.into_bytes(),
+            });
+        }
+        let never = AtomicBool::new(false);
+        let got = decode(&st.ctx, "r", &records, &never).expect("not cancelled");
+        let raw: Vec<RawRecord<'_>> =
+            records.iter().map(|d| RawRecord { sequence_number: "r/x", data: d }).collect();
+        let want = decode_batch(&st.ctx, VIRTUAL_SHARD, &raw);
+        assert_eq!(got.stats, want.stats);
+        assert_eq!(got.max_start, want.max_start);
+        assert_eq!(got.counter.clone().into_rows(), want.counter.clone().into_rows());
+        assert_eq!(got.last_sequence_number.as_deref(), Some("r"));
+        assert!(decode(&st.ctx, "r", &records, &AtomicBool::new(true)).is_none());
+        let empty = decode(&st.ctx, "r", &[], &never).expect("empty");
+        assert_eq!(empty.stats.kinesis_records, 0);
+        assert_eq!(empty.last_sequence_number.as_deref(), Some("r"));
     }
 
     /// HTTPS on the listener (`--tls-cert/--tls-key`): a rustls client that trusts the test CA gets

@@ -12,6 +12,11 @@ use flowspike_firehose::{FirehoseConfig, TlsFiles};
 use crate::args::{DetectArgs, InputArgs};
 use crate::replay::{decode_options, detect_settings, open_state};
 
+/// Default of `--max-record-decompressed-bytes`: a Firehose record is at most 1,000 KiB and a
+/// CloudWatch Logs envelope carries at most about 1 MiB of log events, so 64 MiB leaves a wide
+/// margin while keeping one decode's inflation to the default body limit.
+const DEFAULT_MAX_RECORD_DECOMPRESSED_BYTES: u64 = 64 << 20;
+
 /// `flowspike serve-firehose`.
 #[derive(Args, Debug)]
 pub struct ServeFirehoseArgs {
@@ -23,10 +28,19 @@ pub struct ServeFirehoseArgs {
     /// IP:PORT to listen on (port 0: any free port; the bound address is logged, field `addr`).
     #[arg(long, default_value = "0.0.0.0:8080", env = "FLOWSPIKE_LISTEN")]
     pub listen: String,
-    /// Accepted X-Amz-Firehose-Access-Key (repeatable). Also from FLOWSPIKE_FIREHOSE_ACCESS_KEYS,
-    /// comma-separated.
-    #[arg(long = "access-key", env = "FLOWSPIKE_FIREHOSE_ACCESS_KEYS", value_delimiter = ',')]
+    /// Accepted X-Amz-Firehose-Access-Key (repeatable). Prefer FLOWSPIKE_FIREHOSE_ACCESS_KEYS
+    /// (comma-separated) or --access-key-file: a key on the command line is visible to every
+    /// local user in `ps`.
+    #[arg(
+        long = "access-key",
+        env = "FLOWSPIKE_FIREHOSE_ACCESS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub access_keys: Vec<String>,
+    /// File of accepted access keys, one per line (blank lines ignored); added to --access-key.
+    #[arg(long, env = "FLOWSPIKE_FIREHOSE_ACCESS_KEY_FILE")]
+    pub access_key_file: Option<PathBuf>,
     /// Accept requests without an access key check (only behind something that authenticates).
     #[arg(long, env = "FLOWSPIKE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
@@ -43,9 +57,21 @@ pub struct ServeFirehoseArgs {
     /// A request not answered within this many seconds gets 503 (Firehose waits 180 s and retries).
     #[arg(long, default_value_t = 120, env = "FLOWSPIKE_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: u64,
-    /// Requests read and decoded at once (each may hold about twice --max-body-bytes); more wait.
+    /// Most records in one request (413 past it; Firehose then retries and backs the batch up).
+    #[arg(long, default_value_t = flowspike_firehose::DEFAULT_MAX_RECORDS, env = "FLOWSPIKE_MAX_RECORDS_PER_REQUEST")]
+    pub max_records_per_request: usize,
+    /// Most bytes one record may inflate to (CloudWatch Logs envelopes are gzip); past it the
+    /// record is counted as undecodable.
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_DECOMPRESSED_BYTES, env = "FLOWSPIKE_MAX_RECORD_DECOMPRESSED_BYTES")]
+    pub max_record_decompressed_bytes: u64,
+    /// Requests read and decoded at once; more wait. Memory: each holds at most about
+    /// 2 × --max-body-bytes + --max-record-decompressed-bytes (docs/firehose.md).
     #[arg(long, default_value_t = 8, env = "FLOWSPIKE_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: usize,
+    /// Most connections open at once (idle keep-alive ones included); further connections are
+    /// closed at once and counted (flowspike_firehose_connections_refused_total).
+    #[arg(long, default_value_t = flowspike_firehose::DEFAULT_MAX_CONNECTIONS, env = "FLOWSPIKE_MAX_CONNECTIONS")]
+    pub max_connections: usize,
     /// PEM certificate chain: serve HTTPS directly (with --tls-key). Default: plain HTTP behind a
     /// load balancer that terminates TLS.
     #[arg(long, env = "FLOWSPIKE_TLS_CERT", requires = "tls_key")]
@@ -87,22 +113,44 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
     let mut cfg = FirehoseConfig::new(a.name.clone(), listen);
     cfg.access_keys =
         a.access_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+    if let Some(path) = &a.access_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the access key file {}", path.display()))?;
+        let before = cfg.access_keys.len();
+        cfg.access_keys.extend(text.lines().map(str::trim).filter(|k| !k.is_empty()).map(String::from));
+        if cfg.access_keys.len() == before {
+            bail!("the access key file {} holds no key", path.display());
+        }
+    }
     if cfg.access_keys.is_empty() && !a.allow_unauthenticated {
         bail!(
-            "no access key: give --access-key (or FLOWSPIKE_FIREHOSE_ACCESS_KEYS), or \
-             --allow-unauthenticated to accept every request"
+            "no access key: give FLOWSPIKE_FIREHOSE_ACCESS_KEYS, --access-key-file or \
+             --access-key, or --allow-unauthenticated to accept every request"
         );
     }
-    if a.max_body_bytes == 0 || a.max_concurrent_requests == 0 || a.request_timeout_secs == 0 {
-        bail!("--max-body-bytes, --max-concurrent-requests and --request-timeout-secs must be at least 1");
+    if a.max_body_bytes == 0
+        || a.max_concurrent_requests == 0
+        || a.request_timeout_secs == 0
+        || a.max_records_per_request == 0
+        || a.max_connections == 0
+        || a.max_record_decompressed_bytes == 0
+    {
+        bail!(
+            "--max-body-bytes, --max-concurrent-requests, --request-timeout-secs, \
+             --max-records-per-request, --max-connections and --max-record-decompressed-bytes \
+             must be at least 1"
+        );
     }
     cfg.decode = decode_options(&a.input)?;
+    cfg.decode.max_decompressed_bytes = a.max_record_decompressed_bytes;
     let (rule, counter, detect) = detect_settings(&a.detect)?;
     detect.validate().context("detection settings")?;
     (cfg.rule, cfg.counter, cfg.detect) = (rule, counter, detect);
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.request_timeout = Duration::from_secs(a.request_timeout_secs);
     cfg.max_concurrent_requests = a.max_concurrent_requests;
+    cfg.max_records_per_request = a.max_records_per_request;
+    cfg.max_connections = a.max_connections;
     cfg.tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
         _ => None,
@@ -127,10 +175,24 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
 /// summary as one JSON line on standard error. Exit code 0 after a graceful stop.
 pub fn run(a: ServeFirehoseArgs) -> anyhow::Result<u8> {
     let cfg = config(&a)?;
+    if key_on_command_line() {
+        tracing::warn!(
+            "an access key was given on the command line, where every local user can read it \
+             (ps); give it in FLOWSPIKE_FIREHOSE_ACCESS_KEYS or --access-key-file instead"
+        );
+    }
     let mut s3 = None;
     let store = open_state(&a.state, &mut s3)?;
     let summary = flowspike_firehose::run(cfg, store)
         .with_context(|| format!("serving the firehose endpoint {}", a.name))?;
     eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
     Ok(0)
+}
+
+/// True when `--access-key` itself (not `--access-key-file`) is on the command line.
+fn key_on_command_line() -> bool {
+    std::env::args_os().any(|v| {
+        let v = v.to_string_lossy();
+        v == "--access-key" || v.starts_with("--access-key=")
+    })
 }
