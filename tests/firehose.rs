@@ -223,8 +223,7 @@ impl Endpoint {
         if !extra.contains(&"--metrics-addr") {
             cmd.args(["--metrics-addr", "off"]);
         }
-        cmd
-            .args(["--allowed-lateness-secs", "36000", "--idle-secs", &idle_secs.to_string()])
+        cmd.args(["--allowed-lateness-secs", "36000", "--idle-secs", &idle_secs.to_string()])
             .args(extra)
             .stdout(Stdio::from(File::create(&spikes).expect("spikes file")))
             .stderr(Stdio::from(File::create(&log).expect("log file")));
@@ -537,7 +536,9 @@ fn long_request_ids_and_record_floods_are_refused() {
 fn help_does_not_print_the_access_keys_of_the_environment() {
     let secret = "s3cr3t-key-that-must-not-leak";
     let out = crate::util::run(
-        flowspike().env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", secret).args(["serve-firehose", "--help"]),
+        flowspike()
+            .env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", secret)
+            .args(["serve-firehose", "--help"]),
     );
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -598,9 +599,9 @@ fn failed_checkpoint_answers_503_without_internal_details() {
     // The state directory becomes a file: every write under it fails.
     std::fs::remove_dir_all(&state).expect("remove the state");
     std::fs::write(&state, b"not a directory").expect("file in its place");
-    let flow: Flow =
-        ("eni-1".into(), "10.77.0.1".into(), "8.8.4.4".into(), base(1) + 10, "REJECT");
-    let (status, resp) = post.deliver("doomed", Some(KEY), false, body("doomed", &[line(&flow).into_bytes()]));
+    let flow: Flow = ("eni-1".into(), "10.77.0.1".into(), "8.8.4.4".into(), base(1) + 10, "REJECT");
+    let (status, resp) =
+        post.deliver("doomed", Some(KEY), false, body("doomed", &[line(&flow).into_bytes()]));
     assert_eq!(status, 503, "{resp}");
     let msg = resp["errorMessage"].as_str().unwrap_or_default();
     assert!(msg.contains("checkpoint failed"), "{resp}");
@@ -608,9 +609,9 @@ fn failed_checkpoint_answers_503_without_internal_details() {
         assert!(!msg.contains(secret), "{secret} in the answer: {resp}");
     }
     wait_until(&ep, 30, "the cause in the log", || {
-        ep.log().lines().any(|l| {
-            l.contains("doomed") && l.contains("state-dir-that-must-stay-private")
-        })
+        ep.log()
+            .lines()
+            .any(|l| l.contains("doomed") && l.contains("state-dir-that-must-stay-private"))
     });
 }
 

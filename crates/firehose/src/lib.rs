@@ -46,8 +46,8 @@ use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
 
 pub use commit::{RequestStats, RunSummary, MAX_GROUP};
-pub use protocol::{DEFAULT_MAX_RECORDS, MAX_REQUEST_ID_BYTES};
 pub use error::FirehoseError;
+pub use protocol::{DEFAULT_MAX_RECORDS, MAX_REQUEST_ID_BYTES};
 pub use server::{run, Server, StopHandle};
 
 /// The name of the one virtual shard whose position (the last applied request id) and event time
@@ -55,10 +55,10 @@ pub use server::{run, Server, StopHandle};
 pub const VIRTUAL_SHARD: &str = "firehose";
 /// Default body limit (uncompressed, and again after gunzip): 64 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Default cap on open connections (`--max-connections`): each costs at most about 100 KiB of
-/// memory while its request head arrives (a 64 KiB read buffer and the connection's state; see
-/// docs/limits.md), so the default bounds slow or idle clients to ~25 MiB; a load balancer or
-/// Firehose needs far fewer connections than that.
+/// Default cap on open connections (`--max-connections`): each costs at most about 140 KiB of
+/// memory while its request head arrives (a 64 KiB read buffer and the connection's state;
+/// measured in docs/limits.md), so the default bounds slow or idle clients to ~35 MiB; a load
+/// balancer or Firehose needs far fewer connections than that.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Default dedup window: Firehose retries an HTTP endpoint for at most 7,200 s (the largest
 /// configurable retry duration); one more hour of margin.

@@ -249,14 +249,8 @@ impl Server {
                 "counter",
             ),
         };
-        let server = rt.spawn(serve(
-            listener,
-            tls,
-            app,
-            stop.subscribe(),
-            cfg.max_connections,
-            conns,
-        ));
+        let server =
+            rt.spawn(serve(listener, tls, app, stop.subscribe(), cfg.max_connections, conns));
         metrics.set_phase(flowspike_consumer::metrics::Phase::Running);
         let phase_metrics = metrics.clone();
         let mut stop_rx = stop.subscribe();

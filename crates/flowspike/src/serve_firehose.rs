@@ -117,7 +117,8 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the access key file {}", path.display()))?;
         let before = cfg.access_keys.len();
-        cfg.access_keys.extend(text.lines().map(str::trim).filter(|k| !k.is_empty()).map(String::from));
+        cfg.access_keys
+            .extend(text.lines().map(str::trim).filter(|k| !k.is_empty()).map(String::from));
         if cfg.access_keys.len() == before {
             bail!("the access key file {} holds no key", path.display());
         }
