@@ -5,6 +5,8 @@
 //!
 //! - [`Rule`] decides which records count (ESCU: REJECT, log-status OK, internal source, external
 //!   destination) and extracts a [`Hit`]; [`hour_of`] buckets event time into UTC hours.
+//! - [`TimeBounds`] is the one rule for which event times are accepted (representable, and not
+//!   more than a slack past the clock); a `start` outside it is malformed ([`StartOutOfRange`]).
 //! - [`Counter`] is one thread's partial aggregate keyed by (hour, source address);
 //!   [`ShardedCounter`] splits partials by source so rayon workers' partials merge shard by shard
 //!   in parallel ([`par_count`]). No locks or atomics on the hot path.
@@ -44,7 +46,10 @@ pub use counter::{
     merge_rows, par_count, shard_of, Counter, CounterConfig, RowError, ShardedCounter,
 };
 pub use hll::{Hll, HllError};
-pub use rule::{hour_of, Hit, Rule, HOUR};
+pub use rule::{
+    hour_of, ClassifyError, Hit, Rule, StartOutOfRange, TimeBounds, DEFAULT_MAX_FUTURE_SECS,
+    HOUR, MAX_EVENT_TIME,
+};
 pub use sink::{CountSink, HitSink, SinkStats};
 
 /// The rayon crate the parallel functions ([`par_count`], [`ShardedCounter::merge`]) run on: build a

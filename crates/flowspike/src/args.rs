@@ -106,6 +106,11 @@ pub struct DetectArgs {
     /// Distinct destinations stored per (hour, source) before switching to an estimate.
     #[arg(long, default_value_t = 10_000, env = "FLOWSPIKE_DEST_CAP")]
     pub dest_cap: usize,
+    /// Latest accepted event time, in seconds past the clock (the wall clock at each batch; for
+    /// replay, when it starts). A record whose `start` is later, or past 9999-12-31T23:59:59Z, is
+    /// malformed: counted and skipped, it moves no watermark.
+    #[arg(long, default_value_t = flowspike_counter::DEFAULT_MAX_FUTURE_SECS, env = "FLOWSPIKE_MAX_FUTURE_SECS")]
+    pub max_future_secs: u64,
 }
 
 /// `flowspike replay`.

@@ -92,6 +92,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         min_count: 1,
         internal: Vec::new(),
         dest_cap: 10_000,
+        max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
     };
     let (rule, counter, detect) = detect_settings(&detect)?;
     let mut s3 = None;
