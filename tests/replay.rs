@@ -264,10 +264,7 @@ fn demo_runs_and_finds_every_injected_burst() {
 #[test]
 fn replay_far_future_start_is_malformed_exit_3() {
     let dir = tempfile::tempdir().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let line = |src: &str, start: u64| {
         format!("2 1 eni-1 {src} 8.8.8.8 1 2 6 1 40 {start} {start} REJECT OK\n")
     };

@@ -303,7 +303,11 @@ impl Engine {
         for h in batch.counter.hours() {
             if !TimeBounds::REPRESENTABLE.accepts_hour(h) {
                 let rows = batch.counter.take_hour(h);
-                tracing::error!(hour = h, rows = rows.len(), "batch rows of an impossible hour dropped");
+                tracing::error!(
+                    hour = h,
+                    rows = rows.len(),
+                    "batch rows of an impossible hour dropped"
+                );
             }
         }
         if let Some(m) = batch.max_start.filter(|m| TimeBounds::REPRESENTABLE.check(*m).is_err()) {
@@ -642,7 +646,12 @@ fn repair_event_times(m: &mut Manifest, history: &History, bounds: TimeBounds, n
             }
         };
         let fixed = after_files.map_or(now_hour, |h| h.max(now_hour)).min(ct);
-        tracing::warn!(closed_through = ct, repaired = fixed, latest = bounds.latest(), "impossible closed_through in the manifest repaired");
+        tracing::warn!(
+            closed_through = ct,
+            repaired = fixed,
+            latest = bounds.latest(),
+            "impossible closed_through in the manifest repaired"
+        );
         m.closed_through = Some(fixed);
         repaired = true;
     }

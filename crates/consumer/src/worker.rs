@@ -401,8 +401,8 @@ impl Worker {
                 };
                 // Both values passed the event-time rule (`apply`, `plausible_max_start`), so they
                 // are at most `MAX_EVENT_TIME`: the conversion never saturates.
-                let own =
-                    max_start.map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_sub(lateness));
+                let own = max_start
+                    .map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_sub(lateness));
                 let idle = o.caught_up
                     && started >= o.read_after
                     && started.saturating_duration_since(o.last_data) >= self.cfg.idle_shard_after;
@@ -772,7 +772,12 @@ fn plausible_watermark(shard_id: &str, watermark: Option<i64>) -> Option<i64> {
     let latest = i64::try_from(table_bounds().latest()).unwrap_or(i64::MAX);
     match watermark {
         Some(w) if w > latest => {
-            tracing::warn!(shard_id, watermark = w, latest, "impossible watermark in the lease table ignored");
+            tracing::warn!(
+                shard_id,
+                watermark = w,
+                latest,
+                "impossible watermark in the lease table ignored"
+            );
             None
         }
         w => w,

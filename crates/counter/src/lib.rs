@@ -47,8 +47,8 @@ pub use counter::{
 };
 pub use hll::{Hll, HllError};
 pub use rule::{
-    hour_of, ClassifyError, Hit, Rule, StartOutOfRange, TimeBounds, DEFAULT_MAX_FUTURE_SECS,
-    HOUR, MAX_EVENT_TIME,
+    hour_of, ClassifyError, Hit, Rule, StartOutOfRange, TimeBounds, DEFAULT_MAX_FUTURE_SECS, HOUR,
+    MAX_EVENT_TIME,
 };
 pub use sink::{CountSink, HitSink, SinkStats};
 

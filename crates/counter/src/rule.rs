@@ -364,10 +364,7 @@ mod tests {
             assert_eq!(b.hour_of(start).ok(), hour, "{start}");
             assert_eq!(b.check(start).is_ok(), hour.is_some(), "{start}");
         }
-        assert_eq!(
-            b.check(u64::MAX),
-            Err(StartOutOfRange { start: u64::MAX, latest: n + 86_400 })
-        );
+        assert_eq!(b.check(u64::MAX), Err(StartOutOfRange { start: u64::MAX, latest: n + 86_400 }));
         // The slack never reaches past what a timestamp can hold; a clock before 1970 is 0.
         assert_eq!(TimeBounds::at(i64::MAX, u64::MAX).latest(), MAX_EVENT_TIME);
         assert_eq!(TimeBounds::at(-5, 10).latest(), 10);

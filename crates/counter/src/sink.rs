@@ -135,7 +135,10 @@ mod tests {
         check(&l("10.0.0.1", "8.8.8.8", "7250", "REJECT", "SKIPDATA"), Ok(None));
         check(&l("10.0.0.1", "8.8.8.8", "x7250", "REJECT", "OK"), Err(()));
         // Past 9999-12-31T23:59:59Z: not representable, malformed (8.3e12 used to reach chrono).
-        check(&l("10.0.0.1", "8.8.8.8", "253402300799", "REJECT", "OK"), Ok(Some((253402297200, "10.0.0.1", "8.8.8.8"))));
+        check(
+            &l("10.0.0.1", "8.8.8.8", "253402300799", "REJECT", "OK"),
+            Ok(Some((253402297200, "10.0.0.1", "8.8.8.8"))),
+        );
         check(&l("10.0.0.1", "8.8.8.8", "253402300800", "REJECT", "OK"), Err(()));
         check(&l("10.0.0.1", "8.8.8.8", "8300000000000", "REJECT", "OK"), Err(()));
         check(&l("10.0.0.1", "8.8.8.8", "18446744073709551615", "REJECT", "OK"), Err(()));
@@ -156,7 +159,13 @@ mod tests {
         for_each_record(input.as_bytes(), &DecodeOptions::default(), &mut sink).unwrap();
         assert_eq!(
             sink.stats,
-            SinkStats { records: 4, counted: 2, bad_values: 1, start_out_of_range: 0, malformed: 1 }
+            SinkStats {
+                records: 4,
+                counted: 2,
+                bad_values: 1,
+                start_out_of_range: 0,
+                malformed: 1
+            }
         );
         let rows = sink.counter.into_rows();
         assert_eq!(rows.len(), 1);

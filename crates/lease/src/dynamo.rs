@@ -675,7 +675,8 @@ mod tests {
     #[test]
     fn lease_item_with_max_start_past_i64_is_read() {
         let (_rt, t) = table();
-        for (value, want) in [(n(u64::MAX), Some(u64::MAX)), (n("-1"), None), (n(7200), Some(7200))] {
+        for (value, want) in [(n(u64::MAX), Some(u64::MAX)), (n("-1"), None), (n(7200), Some(7200))]
+        {
             let mut item = Item::new();
             item.insert(KEY.into(), s("shardId-0"));
             item.insert("leaseCounter".into(), n(3));

@@ -362,7 +362,8 @@ fn flow_line(src: &str, start: &str, end: &str, action: &str) -> String {
 /// Applies `b`, advances to the shard's watermark (never idle) and commits a checkpoint.
 fn step(e: &mut Engine, b: Batch, sink: &mut Vec<Spike>) -> Result<(), ConsumeError> {
     e.apply(b);
-    let wm = global_watermark([(e.shard("shardId-0").and_then(|c| c.max_start), false)], 0, LATENESS);
+    let wm =
+        global_watermark([(e.shard("shardId-0").and_then(|c| c.max_start), false)], 0, LATENESS);
     if let Some(w) = wm {
         e.advance(w);
     }
@@ -392,10 +393,12 @@ fn far_future_start_is_malformed_and_moves_no_watermark() {
         step(&mut e, b, &mut spikes).unwrap_or_else(|err| panic!("{poison}: {err}"));
         let second: Vec<String> =
             (0..4).map(|i| flow_line("10.0.0.1", &at(1, i), &at(1, i), "REJECT")).collect();
-        step(&mut e, decoded(2, &second), &mut spikes).unwrap_or_else(|err| panic!("{poison}: {err}"));
+        step(&mut e, decoded(2, &second), &mut spikes)
+            .unwrap_or_else(|err| panic!("{poison}: {err}"));
         // Event time passes hour 1: hours 0 and 1 close, with every record on time.
         let third = [flow_line("10.0.0.1", &at(2, 3000), &at(2, 3000), "ACCEPT")];
-        step(&mut e, decoded(3, &third), &mut spikes).unwrap_or_else(|err| panic!("{poison}: {err}"));
+        step(&mut e, decoded(3, &third), &mut spikes)
+            .unwrap_or_else(|err| panic!("{poison}: {err}"));
         assert_eq!(e.closed_through(), Some(BASE + 2 * 3600), "{poison}");
         assert_eq!(e.stats().late_counted, 0, "{poison}: {:?}", e.stats());
         assert_eq!(e.stats().hours_closed, 2, "{poison}");
@@ -470,7 +473,11 @@ fn manifest_with_impossible_hours_opens_repaired() {
     };
     m.shards.insert(
         "shardId-0".into(),
-        ShardCheckpoint { sequence_number: Some("5".into()), max_start: Some(u64::MAX), ended: false },
+        ShardCheckpoint {
+            sequence_number: Some("5".into()),
+            max_start: Some(u64::MAX),
+            ended: false,
+        },
     );
     m.finalize.push(Finalize {
         hour: 8_300_000_000_000 / 3600 * 3600,
