@@ -333,3 +333,59 @@ fn regression_replaying_a_truncated_object_destroys_a_good_hour() {
     let after = hour_files(&state);
     assert!(after.keys().any(|k| !before.contains_key(k)));
 }
+
+/// Regression (#28 item 1): one line with a far-future `start` (9.3e12 is past what chrono and a
+/// Parquet timestamp hold) made `replay` exit 1 after other hours were written. Now every `start`
+/// past the clock plus `--max-future-secs` (or 9999-12-31) is malformed: counted, sampled in the
+/// summary, exit 3, and the good hours are written.
+#[test]
+fn replay_far_future_start_is_malformed_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let line = |src: &str, start: u64| {
+        format!("2 1 eni-1 {src} 8.8.8.8 1 2 6 1 40 {start} {start} REJECT OK\n")
+    };
+    let good = [line("10.0.0.1", 1_767_225_600), line("10.0.0.1", 1_767_229_300)];
+    let soon = line("10.0.0.2", now + 600); // inside the slack: counts
+    let mut text = String::from(
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n",
+    );
+    text.push_str(&good[0]);
+    for start in [9_300_000_000_000, 8_300_000_000_000, u64::MAX, 253_402_300_800, now + 7200] {
+        text.push_str(&line("10.0.0.1", start));
+    }
+    text.push_str(&good[1]);
+    text.push_str(&soon);
+    std::fs::write(dir.path().join("flows.log"), text).unwrap();
+    let state = dir.path().join("state");
+    let out = run(flowspike()
+        .arg("replay")
+        .arg(dir.path().join("flows.log"))
+        .arg("--state")
+        .arg(&state)
+        .args(["--spikes", "-", "--json"])
+        .env("FLOWSPIKE_MAX_FUTURE_SECS", "3600"));
+    assert_code(&out, 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = stderr
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str(l).ok().filter(|v: &serde_json::Value| v.get("files").is_some())
+        })
+        .unwrap_or_else(|| panic!("no JSON summary in stderr: {stderr}"));
+    assert_eq!(summary["malformed"], 5, "{summary}");
+    assert_eq!(summary["counted"], 3, "{summary}");
+    let sample = summary["malformed_samples"][0].as_str().unwrap();
+    assert!(sample.contains("flows.log:3:") && sample.contains("start"), "{sample}");
+    let history = History::new(Arc::new(LocalStore::new(&state)));
+    let soon_hour = (now + 600) as i64 / 3600 * 3600;
+    let want: BTreeMap<(i64, String), u64> = [
+        ((1_767_225_600, "10.0.0.1".to_string()), 1),
+        ((1_767_229_200, "10.0.0.1".to_string()), 1),
+        ((soon_hour, "10.0.0.2".to_string()), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(history_counts(&history), want);
+}

@@ -1,12 +1,16 @@
 //! Kinesis records to a [`Batch`]: framing detection, the counting rule, bad input counted.
 
 use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
-use flowspike_counter::{Counter, CounterConfig, Rule};
+use flowspike_counter::{ClassifyError, Counter, CounterConfig, Rule, TimeBounds};
 
 use crate::engine::{Batch, Stats};
 
 /// At most this many malformed lines are logged per Kinesis record (all are counted).
 const MAX_LOGGED_PER_RECORD: u64 = 3;
+
+/// At most this many malformed lines are logged per batch (a Firehose request of 200,000 bad
+/// records must not write 600,000 log lines; all are counted).
+const MAX_LOGGED_PER_BATCH: u64 = 10;
 
 /// Everything a shard reader needs to turn bytes into aggregates.
 #[derive(Debug, Clone)]
@@ -29,22 +33,41 @@ pub struct RawRecord<'a> {
 }
 
 /// Decodes whole Kinesis records of `shard_id` into a batch. Bad lines and undecodable records are
-/// counted in the batch's stats and logged (with shard id and sequence number), never fatal.
+/// counted in the batch's stats and logged (with shard id and sequence number, a few per record
+/// and per batch), never fatal. Event times are checked against the rule's bounds at the wall
+/// clock now ([`Rule::bounds_at`]): see [`decode_batch_at`].
 pub fn decode_batch(ctx: &DecodeContext, shard_id: &str, records: &[RawRecord<'_>]) -> Batch {
+    decode_batch_at(ctx, shard_id, records, crate::engine::now_secs())
+}
+
+/// [`decode_batch`] with the clock reading `now` (unix seconds). A flow record whose `start` is
+/// outside `ctx.rule.bounds_at(now)` is malformed (counted in `malformed` and
+/// `start_out_of_range`): it is not counted and does not move the batch's `max_start`, whatever
+/// its action.
+pub fn decode_batch_at(
+    ctx: &DecodeContext,
+    shard_id: &str,
+    records: &[RawRecord<'_>],
+    now: i64,
+) -> Batch {
     let mut counter = Counter::new(ctx.counter);
     let mut stats = Stats::default();
     let mut max_start = None;
+    let bounds = ctx.rule.bounds_at(now);
+    let mut logged_in_batch = 0;
     for r in records {
         stats.kinesis_records += 1;
         stats.kinesis_bytes += r.data.len() as u64;
         let mut sink = Sink {
             counter: &mut counter,
             rule: &ctx.rule,
+            bounds,
             stats: &mut stats,
             max_start: &mut max_start,
             shard_id,
             sequence_number: r.sequence_number,
             logged: 0,
+            logged_in_batch: &mut logged_in_batch,
         };
         if let Err(e) = flowlog::for_each_record(r.data, &ctx.decode, &mut sink) {
             stats.undecodable += 1;
@@ -64,18 +87,21 @@ pub fn decode_batch(ctx: &DecodeContext, shard_id: &str, records: &[RawRecord<'_
 struct Sink<'a> {
     counter: &'a mut Counter,
     rule: &'a Rule,
+    bounds: TimeBounds,
     stats: &'a mut Stats,
     max_start: &'a mut Option<u64>,
     shard_id: &'a str,
     sequence_number: &'a str,
     logged: u64,
+    logged_in_batch: &'a mut u64,
 }
 
 impl Sink<'_> {
     fn bad(&mut self, line: u64, error: &dyn std::fmt::Display) {
         self.stats.malformed += 1;
-        if self.logged < MAX_LOGGED_PER_RECORD {
+        if self.logged < MAX_LOGGED_PER_RECORD && *self.logged_in_batch < MAX_LOGGED_PER_BATCH {
             self.logged += 1;
+            *self.logged_in_batch += 1;
             tracing::warn!(
                 shard_id = self.shard_id,
                 sequence_number = self.sequence_number,
@@ -90,18 +116,31 @@ impl Sink<'_> {
 impl RecordSink for Sink<'_> {
     fn record(&mut self, rec: &FlowRecord<'_>) {
         self.stats.flow_records += 1;
+        // Every record's `start` moves the watermark, whatever its action: each goes through the
+        // rule's bounds first, so a far-future one moves nothing.
         match rec.start() {
-            Ok(Some(s)) => *self.max_start = Some(self.max_start.map_or(s, |m| m.max(s))),
+            Ok(Some(s)) => match self.bounds.check(s) {
+                Ok(s) => *self.max_start = Some(self.max_start.map_or(s, |m| m.max(s))),
+                Err(e) => {
+                    self.stats.start_out_of_range += 1;
+                    return self.bad(rec.line_number(), &e);
+                }
+            },
             Ok(None) => {}
             Err(e) => return self.bad(rec.line_number(), &e),
         }
-        match self.rule.classify(rec) {
+        match self.rule.classify_within(rec, self.bounds) {
             Ok(Some(hit)) => {
                 self.counter.add(&hit);
                 self.stats.counted += 1;
             }
             Ok(None) => {}
-            Err(e) => self.bad(rec.line_number(), &e),
+            Err(e) => {
+                if let ClassifyError::Start(_) = e {
+                    self.stats.start_out_of_range += 1;
+                }
+                self.bad(rec.line_number(), &e)
+            }
         }
     }
 

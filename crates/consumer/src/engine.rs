@@ -6,7 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flowspike_counter::{AggregateRow, Counter, CounterConfig, SourceOverflow, HOUR};
+use flowspike_counter::{
+    AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, DEFAULT_MAX_FUTURE_SECS, HOUR,
+    MAX_EVENT_TIME,
+};
 use flowspike_detect::{DetectConfig, Detector, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
@@ -46,6 +49,10 @@ pub struct Stats {
     pub late_counted: u64,
     /// Damaged lines and records with bad field values (counted and skipped).
     pub malformed: u64,
+    /// Of `malformed`: records whose `start` is outside the accepted event times (more than
+    /// `--max-future-secs` past the clock, or past 9999-12-31T23:59:59Z).
+    #[serde(default)]
+    pub start_out_of_range: u64,
     /// Kinesis records that do not decode at all (counted and skipped).
     pub undecodable: u64,
     /// CloudWatch Logs control messages skipped.
@@ -72,6 +79,7 @@ impl Stats {
         self.counted += o.counted;
         self.late_counted += o.late_counted;
         self.malformed += o.malformed;
+        self.start_out_of_range += o.start_out_of_range;
         self.undecodable += o.undecodable;
         self.control_messages += o.control_messages;
         self.hours_closed += o.hours_closed;
@@ -106,7 +114,7 @@ pub struct Batch {
     pub last_sequence_number: Option<String>,
     /// Counted hits of the batch, all hours.
     pub counter: Counter,
-    /// Largest `start` among the batch's flow records.
+    /// Largest accepted `start` among the batch's flow records (see [`crate::decode_batch`]).
     pub max_start: Option<u64>,
     /// Counts.
     pub stats: Stats,
@@ -184,10 +192,25 @@ impl Engine {
     /// Opens the state of `cfg.stream` in `history`'s store: a fresh state when there is no
     /// manifest, otherwise the committed one, finishing any final files and spikes the last
     /// checkpoint had committed but not yet written.
+    ///
+    /// A state written before the event-time rule existed may name hours no accepted record can
+    /// hold (a far-future `start` moved `closed_through` or a shard's `max_start`, or left a final
+    /// file to write for an hour past 9999): it is repaired, with a warning, never refused (see
+    /// `repair_event_times`).
     pub fn open(
         history: History,
         cfg: EngineConfig,
         sink: &mut dyn SpikeSink,
+    ) -> Result<Engine, ConsumeError> {
+        Engine::open_at(history, cfg, sink, now_secs())
+    }
+
+    /// [`Engine::open`] with the clock reading `now` (unix seconds).
+    fn open_at(
+        history: History,
+        cfg: EngineConfig,
+        sink: &mut dyn SpikeSink,
+        now: i64,
     ) -> Result<Engine, ConsumeError> {
         let key = manifest_key(&cfg.stream);
         let manifest = match history.store().get(&key) {
@@ -209,9 +232,21 @@ impl Engine {
             },
             Err(e) => return Err(e.into()),
         };
+        let mut manifest = manifest;
+        let bounds = TimeBounds::at(now, DEFAULT_MAX_FUTURE_SECS);
+        let repaired = repair_event_times(&mut manifest, &history, bounds, now);
         let mut open = Counter::new(cfg.counter);
         if let Some(k) = &manifest.open_rows {
             for row in read_rows(history.store().as_ref(), k)? {
+                if !bounds.accepts_hour(row.hour) {
+                    tracing::warn!(
+                        key = %k,
+                        hour = row.hour,
+                        blocked_count = row.blocked_count,
+                        "pending row of an impossible hour dropped"
+                    );
+                    continue;
+                }
                 open.add_row(&row).map_err(|e| ConsumeError::Manifest {
                     key: k.clone(),
                     reason: format!("bad pending row: {e}"),
@@ -236,7 +271,8 @@ impl Engine {
             emitted: manifest.emitted.clone(),
             requests: manifest.requests.clone(),
             warmed: false,
-            dirty: false,
+            // A repaired state is committed at the next checkpoint.
+            dirty: repaired,
             stats: Stats::default(),
             manifest,
             history,
@@ -278,8 +314,25 @@ impl Engine {
 
     /// Adds one batch: hits of open hours go to the open counter, hits of closed hours to the late
     /// rows; the shard's position and event time advance.
+    ///
+    /// Rows of an hour past [`MAX_EVENT_TIME`] and such a `max_start` (impossible in a batch of
+    /// [`crate::decode_batch`], which applies the event-time rule) are dropped with an error log.
     pub fn apply(&mut self, mut batch: Batch) {
         let mut stats = batch.stats;
+        for h in batch.counter.hours() {
+            if !TimeBounds::REPRESENTABLE.accepts_hour(h) {
+                let rows = batch.counter.take_hour(h);
+                tracing::error!(
+                    hour = h,
+                    rows = rows.len(),
+                    "batch rows of an impossible hour dropped"
+                );
+            }
+        }
+        if let Some(m) = batch.max_start.filter(|m| TimeBounds::REPRESENTABLE.check(*m).is_err()) {
+            tracing::error!(shard_id = %batch.shard_id, max_start = m, "impossible batch max_start ignored");
+            batch.max_start = None;
+        }
         let cap = self.cfg.counter.max_sources_per_hour;
         if let Some(ct) = self.closed_through {
             for h in batch.counter.hours().into_iter().filter(|h| *h < ct) {
@@ -343,7 +396,13 @@ impl Engine {
 
     /// Closes every open hour that ends at or before `watermark`; returns true if one closed.
     /// Hours close in order and never reopen: later records of a closed hour are late.
+    ///
+    /// A watermark past [`MAX_EVENT_TIME`] comes from no accepted record: it is ignored (logged).
     pub fn advance(&mut self, watermark: i64) -> bool {
+        if watermark > MAX_EVENT_TIME as i64 {
+            tracing::error!(watermark, "impossible watermark ignored");
+            return false;
+        }
         let new_ct = watermark.div_euclid(HOUR) * HOUR;
         if self.closed_through.is_some_and(|ct| new_ct <= ct) {
             return false;
@@ -576,7 +635,58 @@ pub(crate) fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow
     decode_parquet(&bytes).map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })
 }
 
-fn now_secs() -> i64 {
+/// Repairs what a state written before the event-time rule may hold past `bounds` (the clock at
+/// open plus the default slack; an hour past it can hold no accepted record), so that such a state
+/// opens: a shard `max_start` past it is forgotten (the shard's next records set it again), a final
+/// file for such an hour is not written, and a `closed_through` past it is brought back to the
+/// current hour — or just after the latest hour (up to the bound) that already has a file, so that
+/// no final file is ever written twice (a second close would replace the first one's rows).
+/// Returns true when something was repaired. Open rows of such hours are dropped by the caller.
+fn repair_event_times(m: &mut Manifest, history: &History, bounds: TimeBounds, now: i64) -> bool {
+    let mut repaired = false;
+    for (id, s) in &mut m.shards {
+        if let Some(ms) = s.max_start.filter(|ms| bounds.check(*ms).is_err()) {
+            tracing::warn!(shard_id = %id, max_start = ms, latest = bounds.latest(), "impossible shard max_start in the manifest forgotten");
+            s.max_start = None;
+            repaired = true;
+        }
+    }
+    m.finalize.retain(|f| {
+        let ok = bounds.accepts_hour(f.hour);
+        if !ok {
+            tracing::warn!(hour = f.hour, name = %f.name, "final file of an impossible hour in the manifest not written");
+            repaired = true;
+        }
+        ok
+    });
+    let latest = i64::try_from(bounds.latest()).unwrap_or(i64::MAX);
+    if let Some(ct) = m.closed_through.filter(|ct| *ct > latest) {
+        let now_hour = now.div_euclid(HOUR) * HOUR;
+        let after_files = match history.hours() {
+            Ok(hours) => {
+                hours.into_iter().filter(|h| *h >= now_hour && *h <= latest).max().map(|h| h + HOUR)
+            }
+            Err(e) => {
+                // Unknown: assume files up to the bound (detection resumes a day later).
+                tracing::warn!(error = %e, "cannot list the history's hours");
+                Some(latest.div_euclid(HOUR) * HOUR + HOUR)
+            }
+        };
+        let fixed = after_files.map_or(now_hour, |h| h.max(now_hour)).min(ct);
+        tracing::warn!(
+            closed_through = ct,
+            repaired = fixed,
+            latest = bounds.latest(),
+            "impossible closed_through in the manifest repaired"
+        );
+        m.closed_through = Some(fixed);
+        repaired = true;
+    }
+    repaired
+}
+
+/// The wall clock, in unix seconds.
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

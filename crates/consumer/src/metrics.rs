@@ -94,6 +94,7 @@ pub struct Metrics {
     flow_records: AtomicU64,
     counted: AtomicU64,
     malformed: AtomicU64,
+    start_out_of_range: AtomicU64,
     control_messages: AtomicU64,
     undecodable: AtomicU64,
     late: AtomicU64,
@@ -138,6 +139,7 @@ impl Metrics {
             flow_records: AtomicU64::new(0),
             counted: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            start_out_of_range: AtomicU64::new(0),
             control_messages: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
             late: AtomicU64::new(0),
@@ -199,6 +201,7 @@ impl Metrics {
         set(&self.flow_records, s.flow_records);
         set(&self.counted, s.counted);
         set(&self.malformed, s.malformed);
+        set(&self.start_out_of_range, s.start_out_of_range);
         set(&self.control_messages, s.control_messages);
         set(&self.undecodable, s.undecodable);
         set(&self.late, s.late_counted);
@@ -316,6 +319,17 @@ impl Metrics {
             header(&mut out, name, help, "counter");
             let _ = writeln!(out, "flowspike_{name} {}", get(v));
         }
+        header(
+            &mut out,
+            "malformed_by_reason_total",
+            "Of the malformed records, those skipped for a reason of their own.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "flowspike_malformed_by_reason_total{{reason=\"start_out_of_range\"}} {}",
+            get(&self.start_out_of_range)
+        );
         header(
             &mut out,
             "checkpoint_age_seconds",
@@ -526,6 +540,7 @@ mod tests {
             counted: 20,
             late_counted: 2,
             malformed: 1,
+            start_out_of_range: 1,
             undecodable: 1,
             control_messages: 3,
             hours_closed: 4,
@@ -569,6 +584,7 @@ mod tests {
                 "flowspike_correction_files_total 1",
                 "flowspike_spikes_emitted_total 1",
                 "flowspike_records_over_source_cap_total 5",
+                "flowspike_malformed_by_reason_total{reason=\"start_out_of_range\"} 1",
                 "flowspike_millis_behind_latest{shard_id=\"shardId-000000000001\"} 1500",
                 "flowspike_throttles_total{shard_id=\"shardId-000000000000\"} 0",
                 "flowspike_throttles_total{shard_id=\"shardId-000000000001\"} 1",

@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_counter::{AggregateRow, Counter, CounterConfig, HOUR};
+use flowspike_counter::{
+    AggregateRow, Counter, CounterConfig, TimeBounds, DEFAULT_MAX_FUTURE_SECS, HOUR,
+};
 use flowspike_detect::{DetectConfig, Detector};
 use flowspike_history::History;
 use flowspike_lease::{
@@ -315,8 +317,8 @@ impl Worker {
                     deadline: Arc::new(AtomicU64::new(
                         started_ms.saturating_add(millis(self.cfg.failover)),
                     )),
-                    committed_max_start: l.max_start,
-                    committed_watermark: l.watermark,
+                    committed_max_start: plausible_max_start(&t.shard_id, l.max_start),
+                    committed_watermark: plausible_watermark(&t.shard_id, l.watermark),
                     rows: Counter::new(self.cfg.counter),
                     last_seq: None,
                     max_start: None,
@@ -346,8 +348,14 @@ impl Worker {
             o.last_seq = Some(seq);
             o.last_data = Instant::now();
         }
-        if let Some(m) = batch.max_start {
-            o.max_start = Some(o.max_start.map_or(m, |x| x.max(m)));
+        // Batches of `decode_batch` hold accepted event times only; anything else would hold the
+        // shard's watermark at an impossible value for good.
+        match batch.max_start.map(|m| TimeBounds::REPRESENTABLE.check(m)) {
+            Some(Ok(m)) => o.max_start = Some(o.max_start.map_or(m, |x| x.max(m))),
+            Some(Err(e)) => {
+                tracing::error!(shard_id = %batch.shard_id, error = %e, "impossible batch max_start ignored")
+            }
+            None => {}
         }
         o.ended |= batch.ended;
         o.rows.merge(batch.counter);
@@ -391,7 +399,10 @@ impl Worker {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
-                let own = max_start.map(|s| (s as i64).saturating_sub(lateness));
+                // Both values passed the event-time rule (`apply`, `plausible_max_start`), so they
+                // are at most `MAX_EVENT_TIME`: the conversion never saturates.
+                let own = max_start
+                    .map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_sub(lateness));
                 let idle = o.caught_up
                     && started >= o.read_after
                     && started.saturating_duration_since(o.last_data) >= self.cfg.idle_shard_after;
@@ -526,7 +537,16 @@ impl Worker {
         // The watermark from the earlier scan, the deltas and claims from a later one: a scan is not
         // isolated from transactions, but every commit whose lease update the first scan saw had
         // finished before it, so its delta is in the second.
-        let wm = global_watermark(first);
+        // A watermark past the event-time bounds comes from a lease written before the rule
+        // existed: no hour closes on it (the lease's next commit writes a plausible one).
+        let latest = i64::try_from(table_bounds().latest()).unwrap_or(i64::MAX);
+        let wm = global_watermark(first).filter(|w| {
+            let ok = *w <= latest;
+            if !ok {
+                tracing::warn!(watermark = *w, latest, "impossible global watermark ignored");
+            }
+            ok
+        });
         let snap = self.table.snapshot()?;
         let started = Instant::now();
         let budget = self.cfg.failover / 3;
@@ -722,6 +742,45 @@ impl Worker {
         }
         self.stats.spikes_emitted += new.len() as u64;
         Ok(())
+    }
+}
+
+/// The event-time bounds of state read back from the lease table: the wall clock plus the
+/// default slack. A value past them was written before the event-time rule existed (one far-future
+/// record, e.g. `start` = u64::MAX): it can hold no accepted record.
+fn table_bounds() -> TimeBounds {
+    TimeBounds::at(i64::try_from(unix_millis() / 1000).unwrap_or(i64::MAX), DEFAULT_MAX_FUTURE_SECS)
+}
+
+/// A lease's committed `maxStart`, or `None` (logged) when it is past [`table_bounds`]: forgetting
+/// it only holds the shard's hours open until its next records.
+fn plausible_max_start(shard_id: &str, max_start: Option<u64>) -> Option<u64> {
+    let bounds = table_bounds();
+    match max_start.map(|m| bounds.check(m)) {
+        Some(Err(e)) => {
+            tracing::warn!(shard_id, error = %e, "impossible maxStart in the lease table ignored");
+            None
+        }
+        Some(Ok(m)) => Some(m),
+        None => None,
+    }
+}
+
+/// A lease's committed watermark, or `None` (logged) when it is past [`table_bounds`] (derived
+/// from an impossible `maxStart`; kept, it would let every hour close at once).
+fn plausible_watermark(shard_id: &str, watermark: Option<i64>) -> Option<i64> {
+    let latest = i64::try_from(table_bounds().latest()).unwrap_or(i64::MAX);
+    match watermark {
+        Some(w) if w > latest => {
+            tracing::warn!(
+                shard_id,
+                watermark = w,
+                latest,
+                "impossible watermark in the lease table ignored"
+            );
+            None
+        }
+        w => w,
     }
 }
 

@@ -5,6 +5,8 @@
 //!
 //! - [`Rule`] decides which records count (ESCU: REJECT, log-status OK, internal source, external
 //!   destination) and extracts a [`Hit`]; [`hour_of`] buckets event time into UTC hours.
+//! - [`TimeBounds`] is the one rule for which event times are accepted (representable, and not
+//!   more than a slack past the clock); a `start` outside it is malformed ([`StartOutOfRange`]).
 //! - [`Counter`] is one thread's partial aggregate keyed by (hour, source address);
 //!   [`ShardedCounter`] splits partials by source so rayon workers' partials merge shard by shard
 //!   in parallel ([`par_count`]). No locks or atomics on the hot path.
@@ -47,7 +49,10 @@ pub use counter::{
     SourceOverflow, DEFAULT_MAX_SOURCES_PER_HOUR,
 };
 pub use hll::{Hll, HllError};
-pub use rule::{hour_of, Hit, Rule, HOUR};
+pub use rule::{
+    hour_of, ClassifyError, Hit, Rule, StartOutOfRange, TimeBounds, DEFAULT_MAX_FUTURE_SECS, HOUR,
+    MAX_EVENT_TIME,
+};
 pub use sink::{CountSink, HitSink, SinkStats};
 
 /// The rayon crate the parallel functions ([`par_count`], [`ShardedCounter::merge`]) run on: build a

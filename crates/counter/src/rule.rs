@@ -7,6 +7,115 @@ use std::net::IpAddr;
 /// Seconds in an hour.
 pub const HOUR: i64 = 3600;
 
+/// The latest event time any part of flowspike accepts: 9999-12-31T23:59:59Z (unix seconds), the
+/// bound `flowspike-synth` uses. Every hour at or before it converts to a chrono date, a Parquet
+/// `TIMESTAMP` and a `date=YYYY-MM-DD` partition; later ones do not all (8.3e12 s overflows chrono).
+pub const MAX_EVENT_TIME: u64 = 253_402_300_799;
+
+/// Default of `--max-future-secs`: how far past the clock a record's `start` may be (one day).
+pub const DEFAULT_MAX_FUTURE_SECS: u64 = 86_400;
+
+/// Which event times (`start`, unix seconds) are accepted: at most [`TimeBounds::latest`], which
+/// is never past [`MAX_EVENT_TIME`]. The one rule for every reader of `start` (counting, the
+/// consumer's watermark, the lease worker, replay): a record outside it is malformed
+/// ([`StartOutOfRange`]), counted and skipped, and moves no watermark.
+///
+/// There is no lower bound: a record of any past hour is legitimate late data (a catch-up after
+/// a long outage).
+///
+/// ```
+/// use flowspike_counter::{TimeBounds, MAX_EVENT_TIME};
+/// let b = TimeBounds::at(1_767_225_600, 86_400);
+/// assert_eq!(b.hour_of(1_767_225_601), Ok(1_767_225_600));
+/// assert!(b.check(1_767_225_600 + 86_401).is_err());
+/// assert!(TimeBounds::REPRESENTABLE.check(MAX_EVENT_TIME).is_ok());
+/// assert!(TimeBounds::REPRESENTABLE.check(u64::MAX).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    latest: u64,
+}
+
+impl Default for TimeBounds {
+    /// [`TimeBounds::REPRESENTABLE`].
+    fn default() -> Self {
+        TimeBounds::REPRESENTABLE
+    }
+}
+
+impl TimeBounds {
+    /// Every representable event time (up to [`MAX_EVENT_TIME`]), whatever the clock: for tools
+    /// without a notion of "now" (parsing, benchmarks) and for state read back from storage.
+    pub const REPRESENTABLE: TimeBounds = TimeBounds { latest: MAX_EVENT_TIME };
+
+    /// The bounds of a clock reading `now` (unix seconds) with a slack of `max_future_secs`:
+    /// `start <= min(now + max_future_secs, MAX_EVENT_TIME)`. A clock before 1970 counts as 0.
+    pub fn at(now: i64, max_future_secs: u64) -> TimeBounds {
+        let now = u64::try_from(now).unwrap_or(0);
+        TimeBounds { latest: now.saturating_add(max_future_secs).min(MAX_EVENT_TIME) }
+    }
+
+    /// The latest accepted `start` (unix seconds).
+    pub fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    /// `start` when it is accepted.
+    #[inline]
+    pub fn check(&self, start: u64) -> Result<u64, StartOutOfRange> {
+        if start <= self.latest {
+            Ok(start)
+        } else {
+            Err(StartOutOfRange { start, latest: self.latest })
+        }
+    }
+
+    /// The hour of an accepted `start` (see [`hour_of`]), which always fits an `i64`.
+    #[inline]
+    pub fn hour_of(&self, start: u64) -> Result<i64, StartOutOfRange> {
+        let s = self.check(start)?;
+        // `s <= MAX_EVENT_TIME`, far below `i64::MAX`: the conversion is exact.
+        Ok((s - s % 3600) as i64)
+    }
+
+    /// True when hour `hour` (unix seconds) can hold an accepted `start`: `0 <= hour <= latest`.
+    /// For state read back (manifests, lease tables) written before this rule existed.
+    pub fn accepts_hour(&self, hour: i64) -> bool {
+        u64::try_from(hour).is_ok_and(|h| h <= self.latest)
+    }
+}
+
+/// A `start` outside the accepted event times ([`TimeBounds`]): the record is malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("field start: {start} is out of range (latest accepted {latest}: the clock plus --max-future-secs, at most 9999-12-31T23:59:59Z)")]
+pub struct StartOutOfRange {
+    /// The record's `start`.
+    pub start: u64,
+    /// The latest accepted `start` when it was read.
+    pub latest: u64,
+}
+
+/// Why [`Rule::classify`] refused a record that could have counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// A field value does not parse.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// `start` is outside the accepted event times.
+    #[error(transparent)]
+    Start(#[from] StartOutOfRange),
+}
+
+impl ClassifyError {
+    /// A short fixed reason, for metric labels: `bad_value` or `start_out_of_range`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ClassifyError::Field(_) => "bad_value",
+            ClassifyError::Start(_) => "start_out_of_range",
+        }
+    }
+}
+
 /// The start of the UTC hour holding `start` (unix seconds): `floor(start / 3600) * 3600`.
 /// `None` when the result does not fit an `i64` (after the year 292 billion).
 #[inline]
@@ -40,6 +149,10 @@ pub struct Rule {
     v4: Vec<(u32, u32)>,
     /// IPv6 networks as (network, mask).
     v6: Vec<(u128, u128)>,
+    /// Slack of event time past the clock (`--max-future-secs`).
+    max_future_secs: u64,
+    /// The event times [`Rule::classify`] accepts: see [`Rule::at_clock`].
+    time: TimeBounds,
 }
 
 impl Default for Rule {
@@ -70,7 +183,43 @@ impl Rule {
                 }
             }
         }
-        Rule { nets, v4, v6 }
+        Rule {
+            nets,
+            v4,
+            v6,
+            max_future_secs: DEFAULT_MAX_FUTURE_SECS,
+            time: TimeBounds::REPRESENTABLE,
+        }
+    }
+
+    /// The same rule with a slack of `secs` for event times past the clock
+    /// (default [`DEFAULT_MAX_FUTURE_SECS`]); applies from the next [`Rule::at_clock`] or
+    /// [`Rule::bounds_at`].
+    pub fn with_max_future_secs(mut self, secs: u64) -> Rule {
+        self.max_future_secs = secs;
+        self
+    }
+
+    /// The slack of event time past the clock, in seconds.
+    pub fn max_future_secs(&self) -> u64 {
+        self.max_future_secs
+    }
+
+    /// The accepted event times for a clock reading `now` (unix seconds): see [`TimeBounds::at`].
+    pub fn bounds_at(&self, now: i64) -> TimeBounds {
+        TimeBounds::at(now, self.max_future_secs)
+    }
+
+    /// The same rule, with [`Rule::classify`] accepting the event times of a clock reading `now`
+    /// (a replay: the clock when it starts). A rule never set to a clock accepts every
+    /// representable time ([`TimeBounds::REPRESENTABLE`]).
+    pub fn at_clock(&self, now: i64) -> Rule {
+        Rule { time: self.bounds_at(now), ..self.clone() }
+    }
+
+    /// The event times [`Rule::classify`] accepts.
+    pub fn time_bounds(&self) -> TimeBounds {
+        self.time
     }
 
     /// The internal networks.
@@ -100,8 +249,19 @@ impl Rule {
     /// packets: a bad value is an `Err` only when the record could still count at that point (a bad
     /// `dstaddr` on an ACCEPT record is ignored). A REJECT/OK record missing `start`, `srcaddr` or
     /// `dstaddr` (absent from the format, or `-`) is not counted; missing `bytes`/`packets` count as 0.
-    /// A `start` too large for an `i64` hour is not counted.
-    pub fn classify<'a>(&self, rec: &FlowRecord<'a>) -> Result<Option<Hit<'a>>, FieldError> {
+    /// A `start` outside [`Rule::time_bounds`] is an `Err` ([`ClassifyError::Start`]).
+    #[inline]
+    pub fn classify<'a>(&self, rec: &FlowRecord<'a>) -> Result<Option<Hit<'a>>, ClassifyError> {
+        self.classify_within(rec, self.time)
+    }
+
+    /// [`Rule::classify`] with the event times `bounds` instead of [`Rule::time_bounds`] (a live
+    /// service: the bounds of the clock at each batch, [`Rule::bounds_at`]).
+    pub fn classify_within<'a>(
+        &self,
+        rec: &FlowRecord<'a>,
+        bounds: TimeBounds,
+    ) -> Result<Option<Hit<'a>>, ClassifyError> {
         if rec.action()? != Some(Action::Reject) {
             return Ok(None);
         }
@@ -117,7 +277,7 @@ impl Rule {
             return Ok(None);
         }
         let Some(start) = rec.start()? else { return Ok(None) };
-        let Some(hour) = hour_of(start) else { return Ok(None) };
+        let hour = bounds.hour_of(start)?;
         let bytes = rec.bytes()?.unwrap_or(0);
         let packets = rec.packets()?.unwrap_or(0);
         Ok(Some(Hit { hour, src, dst, interface_id: rec.interface_id(), bytes, packets }))
@@ -182,6 +342,47 @@ mod tests {
             assert_eq!(hour_of(start), hour, "{start}");
         }
         assert_eq!(hour_of(u64::MAX), None);
+    }
+
+    #[test]
+    fn time_bounds_table() {
+        let now: i64 = 1_767_225_600;
+        let n = now as u64;
+        let b = TimeBounds::at(now, 86_400);
+        assert_eq!(b.latest(), n + 86_400);
+        for (start, hour) in [
+            (0, Some(0)),
+            (n - 7 * 86_400, Some(now - 7 * 86_400)),
+            (n + 86_399, Some(now + 82_800)),
+            (n + 86_400, Some(now + 86_400)),
+            (n + 86_401, None),
+            (MAX_EVENT_TIME, None),
+            (8_300_000_000_000, None),
+            (i64::MAX as u64 + 1, None),
+            (u64::MAX, None),
+        ] {
+            assert_eq!(b.hour_of(start).ok(), hour, "{start}");
+            assert_eq!(b.check(start).is_ok(), hour.is_some(), "{start}");
+        }
+        assert_eq!(b.check(u64::MAX), Err(StartOutOfRange { start: u64::MAX, latest: n + 86_400 }));
+        // The slack never reaches past what a timestamp can hold; a clock before 1970 is 0.
+        assert_eq!(TimeBounds::at(i64::MAX, u64::MAX).latest(), MAX_EVENT_TIME);
+        assert_eq!(TimeBounds::at(-5, 10).latest(), 10);
+        assert_eq!(TimeBounds::REPRESENTABLE.hour_of(MAX_EVENT_TIME), Ok(253_402_297_200));
+        assert!(TimeBounds::REPRESENTABLE.check(MAX_EVENT_TIME + 1).is_err());
+        for (hour, ok) in [(-3600, false), (0, true), (now + 86_400, true), (now + 90_000, false)] {
+            assert_eq!(b.accepts_hour(hour), ok, "{hour}");
+        }
+        assert!(!TimeBounds::REPRESENTABLE.accepts_hour(i64::MAX));
+    }
+
+    #[test]
+    fn rule_clock_sets_the_bounds_of_classify() {
+        let r = Rule::default().with_max_future_secs(60);
+        assert_eq!(r.time_bounds(), TimeBounds::REPRESENTABLE);
+        assert_eq!(r.at_clock(1000).time_bounds().latest(), 1060);
+        assert_eq!(r.bounds_at(1000), TimeBounds::at(1000, 60));
+        assert_eq!(Rule::default().max_future_secs(), DEFAULT_MAX_FUTURE_SECS);
     }
 
     proptest! {

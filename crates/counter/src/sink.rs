@@ -1,6 +1,6 @@
 //! Glue from the parser: a [`flowlog::RecordSink`] that classifies records and counts the hits.
 
-use crate::{Counter, Hit, Rule, ShardedCounter};
+use crate::{ClassifyError, Counter, Hit, Rule, ShardedCounter};
 use flowlog::{FlowRecord, LineError, RecordSink};
 
 /// Anything that counts hits ([`Counter`], [`ShardedCounter`]).
@@ -39,6 +39,9 @@ pub struct SinkStats {
     pub counted: u64,
     /// Records skipped because a field value does not parse.
     pub bad_values: u64,
+    /// Records skipped because their `start` is outside the rule's event times
+    /// ([`crate::TimeBounds`]).
+    pub start_out_of_range: u64,
     /// Damaged lines reported by the parser.
     pub malformed: u64,
 }
@@ -71,7 +74,8 @@ impl<C: HitSink> RecordSink for CountSink<'_, C> {
                 self.counter.add_hit(&hit);
             }
             Ok(None) => {}
-            Err(_) => self.stats.bad_values += 1,
+            Err(ClassifyError::Field(_)) => self.stats.bad_values += 1,
+            Err(ClassifyError::Start(_)) => self.stats.start_out_of_range += 1,
         }
     }
 
@@ -131,6 +135,14 @@ mod tests {
         check(&l("10.0.0.1", "8.8.8.8", "-", "REJECT", "OK"), Ok(None));
         check(&l("10.0.0.1", "8.8.8.8", "7250", "REJECT", "SKIPDATA"), Ok(None));
         check(&l("10.0.0.1", "8.8.8.8", "x7250", "REJECT", "OK"), Err(()));
+        // Past 9999-12-31T23:59:59Z: not representable, malformed (8.3e12 used to reach chrono).
+        check(
+            &l("10.0.0.1", "8.8.8.8", "253402300799", "REJECT", "OK"),
+            Ok(Some((253402297200, "10.0.0.1", "8.8.8.8"))),
+        );
+        check(&l("10.0.0.1", "8.8.8.8", "253402300800", "REJECT", "OK"), Err(()));
+        check(&l("10.0.0.1", "8.8.8.8", "8300000000000", "REJECT", "OK"), Err(()));
+        check(&l("10.0.0.1", "8.8.8.8", "18446744073709551615", "REJECT", "OK"), Err(()));
         check(&l("10.0.0.999", "8.8.8.8", "7250", "REJECT", "OK"), Err(()));
         // A bad value in a field not needed to decide damages the line too.
         check(&l("10.0.0.1", "not-an-ip", "7250", "ACCEPT", "OK"), Err(()));
@@ -146,7 +158,16 @@ mod tests {
         let rule = Rule::default();
         let mut sink = CountSink::new(&rule, Counter::new(CounterConfig::default()));
         for_each_record(input.as_bytes(), &DecodeOptions::default(), &mut sink).unwrap();
-        assert_eq!(sink.stats, SinkStats { records: 3, counted: 2, bad_values: 0, malformed: 2 });
+        assert_eq!(
+            sink.stats,
+            SinkStats {
+                records: 3,
+                counted: 2,
+                bad_values: 0,
+                start_out_of_range: 0,
+                malformed: 2
+            }
+        );
         let rows = sink.counter.into_rows();
         assert_eq!(rows.len(), 1);
         let r = &rows[0];

@@ -112,6 +112,11 @@ pub struct DetectArgs {
     #[arg(long, default_value_t = flowspike_counter::DEFAULT_MAX_SOURCES_PER_HOUR,
           env = "FLOWSPIKE_MAX_SOURCES_PER_HOUR")]
     pub max_sources_per_hour: usize,
+    /// Latest accepted event time, in seconds past the clock (the wall clock at each batch; for
+    /// replay, when it starts). A record whose `start` is later, or past 9999-12-31T23:59:59Z, is
+    /// malformed: counted and skipped, it moves no watermark.
+    #[arg(long, default_value_t = flowspike_counter::DEFAULT_MAX_FUTURE_SECS, env = "FLOWSPIKE_MAX_FUTURE_SECS")]
+    pub max_future_secs: u64,
 }
 
 /// `flowspike replay`.

@@ -93,6 +93,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         internal: Vec::new(),
         dest_cap: 10_000,
         max_sources_per_hour: flowspike_counter::DEFAULT_MAX_SOURCES_PER_HOUR,
+        max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
     };
     let (rule, counter, detect) = detect_settings(&detect)?;
     let mut s3 = None;

@@ -37,7 +37,8 @@ pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, D
             .map(|s| s.trim().parse().with_context(|| format!("--internal {s:?} is not a CIDR")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Rule::new(nets)
-    };
+    }
+    .with_max_future_secs(a.max_future_secs);
     let counter = CounterConfig {
         dest_cap: a.dest_cap,
         max_sources_per_hour: a.max_sources_per_hour,
@@ -166,6 +167,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     }
     let decode = decode_options(&a.input)?;
     let (rule, counter, detect) = detect_settings(&a.detect)?;
+    // A replay's clock is the wall clock when it starts (`--max-future-secs` past it).
+    let rule = rule.at_clock(chrono::Utc::now().timestamp());
     let from = a.from.as_deref().map(parse_time).transpose()?;
     let to = a.to.as_deref().map(parse_time).transpose()?;
     let mut s3 = None;

@@ -163,7 +163,7 @@ impl DynamoTable {
                     _ => Vec::new(),
                 },
                 owner_switches: num("ownerSwitchesSinceCheckpoint")?.unwrap_or(0).max(0) as u64,
-                max_start: num("maxStart")?.map(|v| v.max(0) as u64),
+                max_start: max_start_of(item, &key),
                 watermark: num("watermark")?,
                 shard_id: key.clone(),
             };
@@ -224,6 +224,27 @@ fn n(v: impl ToString) -> AttributeValue {
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
+}
+
+/// A lease's `maxStart`: an unsigned number, as [`LeaseTable::commit`] writes it (any `u64`: a
+/// value past `i64::MAX` is decoded, not refused; the worker judges whether it is plausible). A
+/// value that is not an unsigned integer is logged and read as absent — never an error: one bad
+/// item must not stop every worker of the group at each scan.
+fn max_start_of(item: &Item, key: &str) -> Option<u64> {
+    match item.get("maxStart") {
+        None => None,
+        Some(AttributeValue::N(v)) => match v.parse::<u64>() {
+            Ok(m) => Some(m),
+            Err(_) => {
+                tracing::warn!(lease_key = key, max_start = %v, "maxStart is not an unsigned integer; ignored");
+                None
+            }
+        },
+        Some(_) => {
+            tracing::warn!(lease_key = key, "maxStart is not a number; ignored");
+            None
+        }
+    }
 }
 
 fn counter_of(item: &Item) -> Option<u64> {
@@ -624,5 +645,60 @@ impl LeaseTable for DynamoTable {
                 .map(|_| ())
                 .map_err(|e| self.err("DeleteItem", e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(value: Option<AttributeValue>, expected: Option<u64>) {
+        let mut item = Item::new();
+        if let Some(v) = value.clone() {
+            item.insert("maxStart".into(), v);
+        }
+        assert_eq!(max_start_of(&item, "shardId-0"), expected, "{value:?}");
+    }
+
+    fn table() -> (tokio::runtime::Runtime, DynamoTable) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build();
+        let t = DynamoTable::new(Client::from_conf(conf), "leases", rt.handle().clone());
+        (rt, t)
+    }
+
+    /// Regression (#28 item 1): a lease item whose `maxStart` (written unsigned) is past
+    /// `i64::MAX` made every scan of the table fail with `BadItem`, on every worker.
+    #[test]
+    fn lease_item_with_max_start_past_i64_is_read() {
+        let (_rt, t) = table();
+        for (value, want) in [(n(u64::MAX), Some(u64::MAX)), (n("-1"), None), (n(7200), Some(7200))]
+        {
+            let mut item = Item::new();
+            item.insert(KEY.into(), s("shardId-0"));
+            item.insert("leaseCounter".into(), n(3));
+            item.insert("maxStart".into(), value.clone());
+            let mut snap = Snapshot::default();
+            t.parse_into(&item, &mut snap).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert_eq!(snap.leases["shardId-0"].max_start, want, "{value:?}");
+        }
+    }
+
+    /// Regression: `maxStart` is written unsigned (`n(u64)`) but was read as `i64`, so a lease
+    /// holding a `start` past `i64::MAX` (one far-future record) made every scan fail on `BadItem`.
+    #[test]
+    fn max_start_past_i64_decodes() {
+        check(Some(n(u64::MAX)), Some(u64::MAX));
+        check(Some(n(i64::MAX as u64 + 1)), Some(i64::MAX as u64 + 1));
+        check(Some(n(7200u64)), Some(7200));
+        check(None, None);
+        // Not an unsigned integer (or not a number): ignored, not an error.
+        check(Some(n("-5")), None);
+        check(Some(n("18446744073709551616")), None);
+        check(Some(n("1e12")), None);
+        check(Some(s("7200")), None);
     }
 }

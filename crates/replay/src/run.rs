@@ -41,7 +41,9 @@ pub struct ReplayConfig {
     pub to: Option<i64>,
     /// Framing and format of the inputs.
     pub decode: DecodeOptions,
-    /// Which records count.
+    /// Which records count, and which event times are accepted: `start` past
+    /// [`Rule::time_bounds`] (set by [`Rule::at_clock`]; every representable time otherwise) is
+    /// malformed.
     pub rule: Rule,
     /// Counter settings (destination cap).
     pub counter: CounterConfig,
@@ -329,24 +331,16 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// A `start` above `i64::MAX` seconds: beyond every time the replay compares (`--from`, `--to`) and
-/// stores (hours as `i64`).
-struct StartTooLarge(u64);
-
-impl std::fmt::Display for StartTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "field start: {} is above i64::MAX seconds", self.0)
-    }
-}
-
 impl RecordSink for Sink<'_> {
     fn record(&mut self, rec: &FlowRecord<'_>) {
         self.acc.summary.records += 1;
+        // The rule's event-time bounds decide for every record, counted or not: a `start` past
+        // them is malformed (it would otherwise make an hour no file can be written for).
         let start = match rec.start() {
-            Ok(Some(s)) => match i64::try_from(s) {
-                Ok(s) => s,
-                // Bad input (about 292 billion years from now): counted and sampled, not a panic.
-                Err(_) => return self.malformed_sample(rec.line_number(), &StartTooLarge(s)),
+            Ok(Some(s)) => match self.rule.time_bounds().check(s) {
+                // At most `MAX_EVENT_TIME`: the conversion is exact.
+                Ok(s) => s as i64,
+                Err(e) => return self.malformed_sample(rec.line_number(), &e),
             },
             Ok(None) => return,
             Err(e) => return self.malformed_sample(rec.line_number(), &e),

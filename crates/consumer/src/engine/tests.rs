@@ -359,3 +359,368 @@ fn push_request_ids_are_committed_with_their_records() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].blocked_count, 2, "req-1 once, req-2 once");
 }
+
+/// Decodes `lines` as one Kinesis record `seq` of shard `shardId-0` (default format, no header),
+/// with the decoder's wall clock.
+fn decoded(seq: u64, lines: &[String]) -> Batch {
+    let ctx = crate::DecodeContext {
+        decode: flowlog::DecodeOptions::default(),
+        rule: flowspike_counter::Rule::default(),
+        counter: CounterConfig::default(),
+    };
+    let data = lines.concat();
+    let seq = seq.to_string();
+    crate::decode_batch(
+        &ctx,
+        "shardId-0",
+        &[crate::RawRecord { sequence_number: &seq, data: data.as_bytes() }],
+    )
+}
+
+/// A default-format flow log line from `src` to 8.8.8.8 with `start` and `end` as given (text).
+fn flow_line(src: &str, start: &str, end: &str, action: &str) -> String {
+    format!("2 123456789012 eni-1 {src} 8.8.8.8 443 1234 6 1 40 {start} {end} {action} OK\n")
+}
+
+/// Applies `b`, advances to the shard's watermark (never idle) and commits a checkpoint.
+fn step(e: &mut Engine, b: Batch, sink: &mut Vec<Spike>) -> Result<(), ConsumeError> {
+    e.apply(b);
+    let wm =
+        global_watermark([(e.shard("shardId-0").and_then(|c| c.max_start), false)], 0, LATENESS);
+    if let Some(w) = wm {
+        e.advance(w);
+    }
+    e.checkpoint(sink)
+}
+
+/// Regression (#28 item 1): one record with a far-future `start` (8.3e12 and 9.3e12 are past what
+/// chrono and a Parquet timestamp hold, u64::MAX past i64) used to be counted and to move the
+/// watermark: the checkpoint failed on an hour no file can be written for (a crash loop), or
+/// `closed_through` jumped past every real hour and every later record became a late correction
+/// (detection stopped for good). Now it is malformed: counted as such, it moves nothing.
+#[test]
+fn far_future_start_is_malformed_and_moves_no_watermark() {
+    for poison in ["8300000000000", "9300000000000", "18446744073709551615"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let mut spikes = Vec::new();
+        let mut e = Engine::open(History::new(store.clone()), cfg(), &mut spikes).unwrap();
+        let at = |h: i64, s: i64| (BASE + h * 3600 + s).to_string();
+        let mut first: Vec<String> =
+            (0..3).map(|i| flow_line("10.0.0.1", &at(0, i), &at(0, i + 5), "REJECT")).collect();
+        // A counting record and an ACCEPT one: the watermark reads every record's start.
+        first.push(flow_line("10.0.0.1", poison, poison, "REJECT"));
+        first.push(flow_line("10.0.0.2", poison, poison, "ACCEPT"));
+        let b = decoded(1, &first);
+        assert_eq!((b.stats.counted, b.stats.malformed), (3, 2), "{poison}");
+        step(&mut e, b, &mut spikes).unwrap_or_else(|err| panic!("{poison}: {err}"));
+        let second: Vec<String> =
+            (0..4).map(|i| flow_line("10.0.0.1", &at(1, i), &at(1, i), "REJECT")).collect();
+        step(&mut e, decoded(2, &second), &mut spikes)
+            .unwrap_or_else(|err| panic!("{poison}: {err}"));
+        // Event time passes hour 1: hours 0 and 1 close, with every record on time.
+        let third = [flow_line("10.0.0.1", &at(2, 3000), &at(2, 3000), "ACCEPT")];
+        step(&mut e, decoded(3, &third), &mut spikes)
+            .unwrap_or_else(|err| panic!("{poison}: {err}"));
+        assert_eq!(e.closed_through(), Some(BASE + 2 * 3600), "{poison}");
+        assert_eq!(e.stats().late_counted, 0, "{poison}: {:?}", e.stats());
+        assert_eq!(e.stats().hours_closed, 2, "{poison}");
+        let got: Vec<(i64, u64)> =
+            history_rows(store.clone()).iter().map(|r| (r.hour, r.blocked_count)).collect();
+        assert_eq!(got, [(BASE, 3), (BASE + 3600, 4)], "{poison}");
+        // The committed state opens again.
+        let e2 = Engine::open(History::new(store.clone()), cfg(), &mut spikes)
+            .unwrap_or_else(|err| panic!("{poison}: reopen: {err}"));
+        assert_eq!(e2.closed_through(), Some(BASE + 2 * 3600), "{poison}");
+    }
+}
+
+/// Just past the clock plus `--max-future-secs` is malformed; just inside is a record like any
+/// other. Counted by reason (`start_out_of_range`).
+#[test]
+fn max_future_secs_bounds_the_start_at_the_batch_clock() {
+    let now = BASE + 100 * 3600;
+    let ctx = crate::DecodeContext {
+        decode: flowlog::DecodeOptions::default(),
+        rule: flowspike_counter::Rule::default().with_max_future_secs(600),
+        counter: CounterConfig::default(),
+    };
+    let inside = (now + 600).to_string();
+    let past = (now + 601).to_string();
+    let data = [
+        flow_line("10.0.0.1", &inside, &inside, "REJECT"),
+        flow_line("10.0.0.1", &past, &past, "REJECT"),
+        flow_line("10.0.0.1", &past, &past, "ACCEPT"),
+        flow_line("10.0.0.1", "-5", "7", "REJECT"),
+    ]
+    .concat();
+    let b = crate::decode::decode_batch_at(
+        &ctx,
+        "s",
+        &[crate::RawRecord { sequence_number: "1", data: data.as_bytes() }],
+        now,
+    );
+    assert_eq!(b.stats.counted, 1);
+    assert_eq!(b.stats.malformed, 3);
+    assert_eq!(b.stats.start_out_of_range, 2);
+    assert_eq!(b.max_start, Some(now as u64 + 600));
+}
+
+/// A manifest written before the event-time rule, as one u64::MAX and one 8.3e12 record left it:
+/// `closed_through` near i64::MAX, a shard `max_start` of u64::MAX, a final file to write for an
+/// hour past year 9999, a pending open row of year 4917. Regression (#28 item 1): it opened with
+/// an error at every restart (the final file cannot be named), or, without the finalize, kept
+/// every later record late. Now it opens repaired and counts the next hours on time.
+#[test]
+fn manifest_with_impossible_hours_opens_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let open_key = format!("{}00000000000000000007-open.parquet", pending_prefix("flows"));
+    let far = 93_000_000_000 / 3600 * 3600; // year 4917: representable, impossible
+    let far_row = AggregateRow {
+        hour: far,
+        src_ip: "10.0.0.1".into(),
+        blocked_count: 1,
+        unique_dest_count: 1,
+        dest_ips: vec!["8.8.8.8".into()],
+        ..AggregateRow::default()
+    };
+    put_rows(store.as_ref(), &open_key, &[far_row]).unwrap();
+    let mut m = Manifest {
+        version: MANIFEST_VERSION,
+        stream: "flows".into(),
+        generation: 7,
+        closed_through: Some(i64::MAX / 3600 * 3600),
+        open_rows: Some(open_key),
+        ..Manifest::default()
+    };
+    m.shards.insert(
+        "shardId-0".into(),
+        ShardCheckpoint {
+            sequence_number: Some("5".into()),
+            max_start: Some(u64::MAX),
+            ended: false,
+        },
+    );
+    m.finalize.push(Finalize {
+        hour: 8_300_000_000_000 / 3600 * 3600,
+        name: "consumer-flows.parquet".into(),
+        evaluate: true,
+    });
+    store.put(&manifest_key("flows"), m.to_json()).unwrap();
+
+    let before = now_secs();
+    let mut spikes = Vec::new();
+    let mut e = Engine::open(History::new(store.clone()), cfg(), &mut spikes).unwrap();
+    let after = now_secs();
+    let ct = e.closed_through().unwrap();
+    assert!(
+        (before.div_euclid(3600) * 3600..=after.div_euclid(3600) * 3600).contains(&ct),
+        "repaired to the current hour: {ct}"
+    );
+    let s = e.shard("shardId-0").unwrap();
+    assert_eq!((s.sequence_number.as_deref(), s.max_start), (Some("5"), None));
+    assert!(e.is_dirty(), "the repair is committed at the next checkpoint");
+    // Records of the current hour count on time, and close.
+    let cur = after.div_euclid(3600) * 3600 + 3000;
+    let lines: Vec<String> = (0..3)
+        .map(|i| flow_line("10.0.0.1", &(cur + i).to_string(), &(cur + i).to_string(), "REJECT"))
+        .collect();
+    e.apply(decoded(6, &lines));
+    e.advance(cur + 2 * 3600);
+    e.checkpoint(&mut spikes).unwrap();
+    assert_eq!(e.stats().late_counted, 0);
+    assert_eq!(e.stats().hours_closed, 1);
+    let rows = history_rows(store.clone());
+    assert_eq!(rows.len(), 1, "no file for the impossible hours: {rows:?}");
+    assert_eq!((rows[0].hour, rows[0].blocked_count), (cur - 3000, 3));
+    Engine::open(History::new(store), cfg(), &mut spikes).unwrap();
+}
+
+/// The repaired `closed_through` never lets an hour that already has a file (ahead of the clock)
+/// be closed again: a second close would replace the first file.
+#[test]
+fn repaired_closed_through_stays_after_files_ahead_of_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let now = BASE + 100 * 3600 + 1800;
+    let history = History::new(store.clone());
+    history.write_hour_file(BASE + 102 * 3600, &[], "consumer-flows.parquet").unwrap();
+    // Past the bound: ignored (it would keep detection off until that hour).
+    history.write_hour_file(BASE + 900 * 3600, &[], "consumer-flows.parquet").unwrap();
+    let m = Manifest {
+        version: MANIFEST_VERSION,
+        stream: "flows".into(),
+        closed_through: Some(9_300_000_000_000),
+        ..Manifest::default()
+    };
+    store.put(&manifest_key("flows"), m.to_json()).unwrap();
+    let e = Engine::open_at(history, cfg(), &mut Vec::new(), now).unwrap();
+    assert_eq!(e.closed_through(), Some(BASE + 103 * 3600));
+    // A plausible closed_through (ahead of the clock by less than the slack) is kept.
+    let m = Manifest { closed_through: Some(BASE + 110 * 3600), ..m };
+    store.put(&manifest_key("flows"), m.to_json()).unwrap();
+    let e = Engine::open_at(History::new(store), cfg(), &mut Vec::new(), now).unwrap();
+    assert_eq!(e.closed_through(), Some(BASE + 110 * 3600));
+    assert!(!e.is_dirty());
+}
+
+mod poison {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The decoder's clock in the property test.
+    const NOW: i64 = BASE + 40 * 3600;
+    const SLACK: i64 = flowspike_counter::DEFAULT_MAX_FUTURE_SECS as i64;
+
+    /// `start`/`end` values of hostile or careless records, as text.
+    fn hostile_time() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("-9223372036854775808".to_string()),
+            Just("9223372036854775808".to_string()), // i64::MAX + 1
+            Just(u64::MAX.to_string()),
+            Just("18446744073709551616".to_string()), // u64::MAX + 1
+            Just("8300000000000".to_string()),
+            Just("9300000000000".to_string()),
+            Just("253402300799".to_string()), // 9999-12-31T23:59:59Z
+            Just("253402300800".to_string()),
+            Just((NOW + SLACK).to_string()),     // just inside
+            Just((NOW + SLACK + 1).to_string()), // just past
+            (0..=u64::MAX).prop_map(|v| v.to_string()),
+            (BASE - 3600..NOW + SLACK + 7200).prop_map(|v| v.to_string()),
+        ]
+    }
+
+    /// One record: `(src, start, end, reject)`.
+    type Rec = (&'static str, String, String, bool);
+
+    fn valid_traffic() -> impl Strategy<Value = Vec<Rec>> {
+        proptest::collection::vec(
+            (0..3usize, 0i64..8 * 3600, any::<bool>()).prop_map(|(s, off, reject)| {
+                let src = ["10.0.0.1", "10.0.0.2", "192.168.1.1"][s];
+                let t = (BASE + off).to_string();
+                (src, t.clone(), t, reject)
+            }),
+            1..60,
+        )
+        .prop_map(|mut v| {
+            // Mostly in time order, as a stream delivers them.
+            v.sort_by_key(|r| r.1.parse::<i64>().unwrap() / 1800);
+            v
+        })
+    }
+
+    /// What a record's `start` and `end` make of it: `Some(start)` when it is a well-formed record
+    /// with an accepted event time.
+    fn accepted(start: &str, end: &str) -> Option<u64> {
+        end.parse::<u64>().ok()?;
+        start.parse::<u64>().ok().filter(|s| *s <= (NOW + SLACK) as u64)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any mix of hostile event times into valid traffic, through the consumer's decoder and
+        /// engine: the engine never errors, the counts are exactly those of a naive count of the
+        /// accepted records, every hour closes, and a restart opens the resulting state.
+        #[test]
+        fn hostile_event_times_never_poison_the_engine(
+            valid in valid_traffic(),
+            hostile in proptest::collection::vec(
+                (hostile_time(), hostile_time(), any::<bool>(), any::<prop::sample::Index>()),
+                0..12,
+            ),
+            chunk in 1..6usize,
+        ) {
+            let mut recs = valid;
+            for (start, end, reject, at) in hostile {
+                // A bad `end` only with a bad `start`: whether a bad field the rule does not
+                // read makes a line malformed (and before or after `start` is judged) is the
+                // parser's business, not this test's.
+                let end = if end.parse::<u64>().is_err() && start.parse::<u64>().is_ok() {
+                    "0".to_string()
+                } else {
+                    end
+                };
+                recs.insert(at.index(recs.len() + 1), ("10.0.0.3", start, end, reject));
+            }
+            // The naive count: (hour, src) → records, of accepted REJECT records.
+            let mut want: BTreeMap<(i64, String), u64> = BTreeMap::new();
+            let mut out_of_range = 0;
+            let mut last = BASE;
+            for (src, start, end, reject) in &recs {
+                match accepted(start, end) {
+                    Some(s) => {
+                        last = last.max(s as i64);
+                        // Every source is internal and 8.8.8.8 external: a REJECT counts.
+                        if *reject {
+                            *want.entry((s as i64 / 3600 * 3600, src.to_string())).or_default() += 1;
+                        }
+                    }
+                    None => out_of_range += u64::from(start.parse::<u64>().is_ok()),
+                }
+            }
+            let ctx = crate::DecodeContext {
+                decode: flowlog::DecodeOptions::default(),
+                rule: flowspike_counter::Rule::default(),
+                counter: CounterConfig::default(),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+            let mut spikes = Vec::new();
+            let mut e = Engine::open(History::new(store.clone()), cfg(), &mut spikes).unwrap();
+            for (i, part) in recs.chunks(chunk).enumerate() {
+                let data: String = part
+                    .iter()
+                    .map(|(src, s, t, r)| flow_line(src, s, t, if *r { "REJECT" } else { "ACCEPT" }))
+                    .collect();
+                let seq = (i + 1).to_string();
+                let b = crate::decode::decode_batch_at(
+                    &ctx,
+                    "shardId-0",
+                    &[crate::RawRecord { sequence_number: &seq, data: data.as_bytes() }],
+                    NOW,
+                );
+                if let Some(m) = b.max_start {
+                    prop_assert!(m <= (NOW + SLACK) as u64, "max_start {m} past the bound");
+                }
+                e.apply(b);
+                let wm = global_watermark(
+                    [(e.shard("shardId-0").and_then(|c| c.max_start), false)],
+                    NOW,
+                    LATENESS,
+                );
+                if let Some(w) = wm {
+                    e.advance(w);
+                }
+                if i % 2 == 1 {
+                    e.checkpoint(&mut spikes).unwrap();
+                }
+            }
+            // Event time passes the last accepted record: every hour closes.
+            let end = last + 2 * 3600;
+            e.advance(end);
+            e.checkpoint(&mut spikes).unwrap();
+            prop_assert_eq!(e.closed_through(), Some(end / 3600 * 3600));
+            prop_assert_eq!(e.stats().start_out_of_range, out_of_range);
+            let got: BTreeMap<(i64, String), u64> = history_rows(store.clone())
+                .into_iter()
+                .filter(|r| r.blocked_count > 0)
+                .map(|r| ((r.hour, r.src_ip), r.blocked_count))
+                .collect();
+            // Every hour with a counted record has its final file, and none is left to write.
+            let hours: BTreeSet<i64> =
+                History::new(store.clone()).hours().unwrap().into_iter().collect();
+            for (h, _) in want.keys() {
+                prop_assert!(hours.contains(h), "hour {h} has no file");
+            }
+            prop_assert_eq!(got, want);
+            prop_assert!(e.manifest().finalize.is_empty(), "every final file written");
+            // A restart opens the resulting state where it was.
+            let e2 = Engine::open(History::new(store.clone()), cfg(), &mut spikes).unwrap();
+            prop_assert_eq!(e2.closed_through(), e.closed_through());
+        }
+    }
+}

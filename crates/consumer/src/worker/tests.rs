@@ -384,3 +384,80 @@ fn the_reader_deadline_follows_renewals_and_ends_with_the_lease() {
     assert_eq!(a.self_fence(Instant::now()), ["s0"]);
     assert_eq!(deadline.load(Ordering::Acquire), 0, "withdrawn: the reader stops at once");
 }
+
+/// Regression (#28 item 1): a batch `max_start` past `i64::MAX` (u64::MAX) was cast `as i64` (-1):
+/// the shard's watermark stayed below every hour for good, so no hour closed again.
+#[test]
+fn u64_max_start_does_not_stop_the_hours() {
+    let g = Group::new(&["s0"]);
+    let mut a = g.worker("a");
+    let now = Instant::now();
+    a.acquire(now).unwrap();
+    let mut poison = batch("s0", 1, BASE + 10, "10.0.0.1", 0);
+    poison.max_start = Some(u64::MAX);
+    assert!(a.apply(poison, false));
+    a.commit(0).unwrap();
+    for h in 0..3 {
+        assert!(a.apply(batch("s0", 2 + h as u64, BASE + h * HOUR + 100, "10.0.0.1", 3), false));
+        a.commit(0).unwrap();
+    }
+    assert!(a.apply(batch("s0", 9, BASE + 4 * HOUR, "10.0.0.1", 0), false));
+    a.commit(0).unwrap();
+    let mut spikes: Vec<Spike> = Vec::new();
+    for _ in 0..4 {
+        a.acquire(now).unwrap();
+        a.finalize(&mut spikes, 0).unwrap();
+    }
+    let snap = g.table.snapshot().unwrap();
+    assert_eq!(snap.hours.len(), 3, "{:?}", snap.hours);
+    assert!(snap.hours.values().all(|c| c.state == HourState::Done));
+    assert_eq!(snap.leases["s0"].max_start, Some((BASE + 4 * HOUR) as u64));
+    let totals = g.totals();
+    for h in 0..3 {
+        assert_eq!(totals[&(BASE + h * HOUR, "10.0.0.1".into())], 3);
+    }
+}
+
+/// Regression (#28 item 1): a lease table written before the event-time rule holds
+/// `maxStart` = u64::MAX and a watermark far past any real hour (9.3e12). A worker taking that
+/// lease kept both: every hour closed at its first commit (partial, later records as
+/// corrections). Now both are ignored and hours close on the records' event time.
+#[test]
+fn impossible_max_start_and_watermark_in_the_lease_table_are_ignored() {
+    let g = Group::new(&["s0"]);
+    let c = g.table.take("s0", 0, "old").unwrap().unwrap();
+    let poisoned = ShardCommit {
+        shard_id: "s0".into(),
+        owner: "old".into(),
+        counter: c,
+        checkpoint: flowspike_lease::Checkpoint::After("1".into()),
+        max_start: Some(u64::MAX),
+        watermark: Some(9_300_000_000_000),
+    };
+    assert_eq!(g.table.commit(&[poisoned], None).unwrap(), CommitOutcome::Done);
+    assert!(g.table.release("s0", "old", c + 1).unwrap());
+
+    let mut b = g.worker("b");
+    let now = Instant::now();
+    assert_eq!(b.acquire(now).unwrap(), ["s0"]);
+    let mut spikes: Vec<Spike> = Vec::new();
+    assert!(b.apply(batch("s0", 2, BASE + 100, "10.0.0.1", 3), false));
+    b.commit(0).unwrap();
+    b.acquire(now).unwrap();
+    b.finalize(&mut spikes, 0).unwrap();
+    let snap = g.table.snapshot().unwrap();
+    assert!(snap.hours.is_empty(), "hour 0 is still open: {:?}", snap.hours);
+    assert_eq!(snap.leases["s0"].max_start, Some(BASE as u64 + 100));
+    // More records of hour 0, then event time passes it: one on-time close with all of them.
+    assert!(b.apply(batch("s0", 3, BASE + 200, "10.0.0.1", 2), false));
+    assert!(b.apply(batch("s0", 4, BASE + 2 * HOUR, "10.0.0.1", 0), false));
+    b.commit(0).unwrap();
+    for _ in 0..2 {
+        b.acquire(now).unwrap();
+        b.finalize(&mut spikes, 0).unwrap();
+    }
+    let snap = g.table.snapshot().unwrap();
+    assert_eq!(snap.hours.len(), 1, "{:?}", snap.hours);
+    assert_eq!(b.stats().corrections, 0, "{:?}", b.stats());
+    assert_eq!(g.totals()[&(BASE, "10.0.0.1".into())], 5);
+}
