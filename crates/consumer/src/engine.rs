@@ -238,7 +238,9 @@ impl Engine {
         let mut open = Counter::new(cfg.counter);
         if let Some(k) = &manifest.open_rows {
             for row in read_rows(history.store().as_ref(), k)? {
-                if !bounds.accepts_hour(row.hour) {
+                // Only what can never be written is dropped: a row of a representable hour is
+                // kept, whatever the clock (`--max-future-secs` may be larger than the default).
+                if !TimeBounds::REPRESENTABLE.accepts_hour(row.hour) {
                     tracing::warn!(
                         key = %k,
                         hour = row.hour,
@@ -638,10 +640,12 @@ pub(crate) fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow
 /// Repairs what a state written before the event-time rule may hold past `bounds` (the clock at
 /// open plus the default slack; an hour past it can hold no accepted record), so that such a state
 /// opens: a shard `max_start` past it is forgotten (the shard's next records set it again), a final
-/// file for such an hour is not written, and a `closed_through` past it is brought back to the
+/// file for an hour past [`MAX_EVENT_TIME`] is not written (and one past `bounds` not evaluated),
+/// and a `closed_through` past `bounds` is brought back to the
 /// current hour — or just after the latest hour (up to the bound) that already has a file, so that
 /// no final file is ever written twice (a second close would replace the first one's rows).
-/// Returns true when something was repaired. Open rows of such hours are dropped by the caller.
+/// Returns true when something was repaired. Open rows past [`MAX_EVENT_TIME`] are dropped by the
+/// caller.
 fn repair_event_times(m: &mut Manifest, history: &History, bounds: TimeBounds, now: i64) -> bool {
     let mut repaired = false;
     for (id, s) in &mut m.shards {
@@ -651,13 +655,21 @@ fn repair_event_times(m: &mut Manifest, history: &History, bounds: TimeBounds, n
             repaired = true;
         }
     }
-    m.finalize.retain(|f| {
-        let ok = bounds.accepts_hour(f.hour);
-        if !ok {
+    m.finalize.retain_mut(|f| {
+        if !TimeBounds::REPRESENTABLE.accepts_hour(f.hour) {
+            // No file can be named for it: writing it failed at every restart.
             tracing::warn!(hour = f.hour, name = %f.name, "final file of an impossible hour in the manifest not written");
             repaired = true;
+            return false;
         }
-        ok
+        if f.evaluate && !bounds.accepts_hour(f.hour) {
+            // The rows are kept, but an hour that far ahead is not shown to the detector: it
+            // would refuse every real hour after it.
+            tracing::warn!(hour = f.hour, name = %f.name, "final file of an hour past the event-time bound written without evaluation");
+            f.evaluate = false;
+            repaired = true;
+        }
+        true
     });
     let latest = i64::try_from(bounds.latest()).unwrap_or(i64::MAX);
     if let Some(ct) = m.closed_through.filter(|ct| *ct > latest) {
