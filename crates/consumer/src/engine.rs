@@ -159,6 +159,18 @@ pub fn global_watermark(
     min
 }
 
+/// [`global_watermark`] for a live service: also never past `now - lateness`, so an hour closes
+/// only once the wall clock has passed its end plus the allowed lateness. A record stamped ahead
+/// of the clock (accepted up to `--max-future-secs`) then cannot close the current hour early and
+/// turn every on-time record after it into a late correction.
+pub fn live_watermark(
+    shards: impl IntoIterator<Item = (Option<u64>, bool)>,
+    now: i64,
+    lateness: i64,
+) -> Option<i64> {
+    global_watermark(shards, now, lateness).map(|w| w.min(now.saturating_sub(lateness)))
+}
+
 /// The consumer's state: open hours, late rows, shard positions, the detector; see the crate docs
 /// for the checkpoint protocol.
 pub struct Engine {

@@ -66,7 +66,7 @@ mod shards;
 mod worker;
 
 pub use decode::{decode_batch, DecodeContext, RawRecord};
-pub use engine::{global_watermark, Batch, Engine, EngineConfig, SpikeSink, Stats};
+pub use engine::{global_watermark, live_watermark, Batch, Engine, EngineConfig, SpikeSink, Stats};
 pub use error::ConsumeError;
 pub use leased::LeaseConfig;
 pub use manifest::{

@@ -12,7 +12,7 @@ use flowspike_history::{History, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::decode::DecodeContext;
-use crate::engine::{global_watermark, Engine, EngineConfig, SpikeSink, Stats};
+use crate::engine::{live_watermark, Engine, EngineConfig, SpikeSink, Stats};
 use crate::kinesis::{
     client_from_env, list_shards, register_consumer, Efo, Event, KinesisSink, ShardReader,
     WriterSink,
@@ -258,7 +258,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
 
         // Event time: close the hours every shard has passed.
         let now = wall_clock_secs();
-        let wm = global_watermark(
+        let wm = live_watermark(
             shards.watermark_inputs(
                 |id| engine.shard(id).and_then(|c| c.max_start),
                 cfg.idle_shard_after,
@@ -343,7 +343,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
         .is_none_or(|e| !matches!(e, ConsumeError::Store(_) | ConsumeError::History(_)))
     {
         let now = wall_clock_secs();
-        let wm = global_watermark(
+        let wm = live_watermark(
             shards.watermark_inputs(
                 |id| engine.shard(id).and_then(|c| c.max_start),
                 cfg.idle_shard_after,

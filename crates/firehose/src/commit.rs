@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowspike_consumer::{
-    global_watermark, Batch, ConsumeError, Engine, Metrics, SpikeSink, Stats,
+    live_watermark, Batch, ConsumeError, Engine, Metrics, SpikeSink, Stats,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -167,7 +167,7 @@ impl Coordinator<'_> {
     fn watermark(&self, now: i64, last_data: Instant) -> Option<i64> {
         let max_start = self.engine.shard(VIRTUAL_SHARD).and_then(|c| c.max_start);
         let idle = max_start.is_some() && last_data.elapsed() >= self.idle_after;
-        global_watermark([(max_start, idle)], now, self.lateness)
+        live_watermark([(max_start, idle)], now, self.lateness)
     }
 
     /// Applies `group`, advances event time, commits one checkpoint if anything changed and answers

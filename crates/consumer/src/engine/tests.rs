@@ -305,6 +305,27 @@ fn a_failed_checkpoint_write_loses_nothing_when_the_engine_goes_on() {
     }
 }
 
+/// Regression (#28 item 1, within the slack): a record stamped a few hours ahead of the clock
+/// moved a live service's watermark there, closing the current hour early so that every on-time
+/// record after it became a late correction. A live watermark never passes `now - lateness`.
+#[test]
+fn live_watermark_never_passes_the_clock() {
+    let now = 1_767_225_600 + 1_800;
+    let ahead = u64::try_from(now + 23 * 3_600).unwrap();
+    assert_eq!(live_watermark([(Some(ahead), false)], now, 600), Some(now - 600));
+    assert_eq!(global_watermark([(Some(ahead), false)], now, 600), Some(now + 23 * 3_600 - 600));
+    // Behind the clock (catching up, or an ordinary live stream) it is the event-time watermark.
+    let behind = u64::try_from(now - 7_200).unwrap();
+    assert_eq!(live_watermark([(Some(behind), false)], now, 600), Some(now - 7_800));
+    assert_eq!(live_watermark([(None, false)], now, 600), None);
+    // The current hour stays open: the engine's closed_through stays before it.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let mut e = Engine::open(History::new(store), cfg(), &mut Vec::new()).unwrap();
+    e.advance(live_watermark([(Some(ahead), false)], now, 600).unwrap());
+    assert_eq!(e.closed_through(), Some(now - 1_800));
+}
+
 #[test]
 fn watermark_rules() {
     let check = |shards: &[(Option<u64>, bool)], want: Option<i64>| {
