@@ -567,9 +567,9 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
 /// `None` when `cancelled` was set (checked between chunks of [`RECORD_CHUNK`] records).
 ///
 /// The labels are written for one chunk at a time into one buffer reused from chunk to chunk:
-/// `decode_batch` names a record by a `&str`, and a label per record of the whole request cost
-/// a string per record (a 2.4 MB request of 200,000 empty records and an 8 KB request id took
-/// 3.26 GB).
+/// `decode_batch` names a record by a `&str`, and a label per record of the whole request would
+/// cost a string as long as the request id per record, which a request of many empty records
+/// turns into an amplification of its size.
 fn decode(
     ctx: &DecodeContext,
     request_id: &str,
