@@ -338,6 +338,23 @@ impl Metrics {
                 );
             }
         }
+        // Process-wide: every AWS call (S3 state, Kinesis, DynamoDB) goes through flowspike-retry.
+        header(
+            &mut out,
+            "aws_retries_total",
+            "AWS calls per operation and outcome: failed attempts retried (throttled, transient), \
+             calls that recovered after retries, gave up (bounded retry time) or failed for good (fatal).",
+            "counter",
+        );
+        for r in flowspike_retry::counts() {
+            let _ = writeln!(
+                out,
+                "flowspike_aws_retries_total{{operation=\"{}\",outcome=\"{}\"}} {}",
+                escape(r.operation),
+                r.outcome,
+                r.count
+            );
+        }
         out
     }
 }
@@ -546,10 +563,10 @@ mod tests {
                 names.push(name);
             }
         }
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
         for s in &samples {
             let name = s.split(['{', ' ']).next().expect("name");
             assert!(names.contains(&name), "{s}");
