@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use flowspike_aws::{S3Store, S3Url};
 use flowspike_history::History;
-use flowspike_synth::generate_to_dir;
+use flowspike_synth::{generate_to_dir, SynthConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -55,12 +55,12 @@ impl FaultStats {
         f(self).load(Ordering::Relaxed)
     }
 
-    /// Asserts that every kind of fault was injected at least `min` times.
+    /// Asserts that every kind of fault was injected, `min` faults in all.
     fn assert_injected(&self, min: u64) {
         let s = |f: fn(&FaultStats) -> &AtomicU64| self.get(f);
         let (t, e, d) = (s(|x| &x.throttled), s(|x| &x.server_errors), s(|x| &x.dropped));
         eprintln!("fault proxy: {} calls, {t} throttled, {e} 5xx, {d} dropped", s(|x| &x.calls));
-        assert!(t >= min && e >= min && d >= min, "too few faults injected: {self:?}");
+        assert!(t > 0 && e > 0 && d > 0 && t + e + d >= min, "too few faults injected: {self:?}");
     }
 }
 
@@ -356,10 +356,11 @@ fn replay_through_faults_equals_a_fault_free_replay() {
     s3.create_bucket("flow-archive").expect("create bucket");
     s3.create_bucket("flowspike-state").expect("create bucket");
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = small_config(34);
+    // Six days of hourly objects: enough hours for the baseline, few enough calls for a short test.
+    let cfg = SynthConfig { hours: 6 * 24, hosts: 20, ..small_config(34) };
     generate_to_dir(&cfg, dir.path()).expect("generate");
     let uploaded = upload_dir(&s3, "flow-archive", &dir.path().join("AWSLogs"));
-    assert!(uploaded > 100, "{uploaded}");
+    assert!(uploaded > 50, "{uploaded}");
     let replay = |env: &dyn Fn(&mut Command), state: &str| {
         let mut cmd = flowspike();
         env(&mut cmd);
@@ -372,9 +373,13 @@ fn replay_through_faults_equals_a_fault_free_replay() {
     let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 34);
     let faulty = replay(&|c| _ = proxy.env(c), "s3://flowspike-state/faulty");
     assert_code(&faulty, 0);
-    proxy.stats.assert_injected(5);
+    proxy.stats.assert_injected(30);
     let summary: Value = serde_json::from_slice(
-        faulty.stderr.split(|b| *b == b'\n').rfind(|l| l.starts_with(b"{\"files\":")).expect("summary"),
+        faulty
+            .stderr
+            .split(|b| *b == b'\n')
+            .rfind(|l| l.starts_with(b"{\"files\":"))
+            .expect("summary"),
     )
     .expect("summary json");
     assert_eq!(summary["files"], uploaded, "{summary}");
@@ -398,12 +403,18 @@ fn replay_of_an_empty_s3_prefix_fails() {
     s3.create_bucket("flow-archive").expect("create bucket");
     s3.put_object("flow-archive", "AWSLogs/x.log", b"version\n".to_vec()).expect("put");
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = run(moto.env(&mut flowspike()).args(["replay", "s3://flow-archive/AWSLogz/", "--state"]).arg(dir.path()));
+    let out = run(moto
+        .env(&mut flowspike())
+        .args(["replay", "s3://flow-archive/AWSLogz/", "--state"])
+        .arg(dir.path()));
     assert_code(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no objects under s3://flow-archive/AWSLogz/"), "{err}");
     // A missing bucket is a configuration error with a clear message, not a retry loop.
-    let out = run(moto.env(&mut flowspike()).args(["replay", "s3://no-such-bucket/", "--state"]).arg(dir.path()));
+    let out = run(moto
+        .env(&mut flowspike())
+        .args(["replay", "s3://no-such-bucket/", "--state"])
+        .arg(dir.path()));
     assert_code(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("NoSuchBucket") && err.contains("the bucket does not exist"), "{err}");
@@ -467,7 +478,7 @@ fn consume_through_faults_with_kill_9_equals_a_fault_free_run() {
     let mut child = KillOnDrop(spawn_logged(cmd, &log));
     let code = wait_with_timeout(&mut child.0, Duration::from_secs(170));
     assert_eq!(code, Some(0), "log:\n{}", read(&log));
-    proxy.stats.assert_injected(3);
+    proxy.stats.assert_injected(10);
 
     let clean = dir.path().join("clean");
     let out = run(&mut consume_cmd(&moto, clean.to_str().expect("utf-8"), "spikes-clean"));
@@ -545,9 +556,15 @@ fn lease_workers_through_faults_equal_a_fault_free_run() {
     workers.push(worker(0, &dir.path().join("worker-0-restarted.log")));
     for (i, w) in workers.iter_mut().enumerate() {
         let code = wait_with_timeout(&mut w.0, Duration::from_secs(170));
-        assert_eq!(code, Some(0), "worker {i}; logs:\n{}\n---\n{}", read(&log_of(1)), read(&dir.path().join("worker-0-restarted.log")));
+        assert_eq!(
+            code,
+            Some(0),
+            "worker {i}; logs:\n{}\n---\n{}",
+            read(&log_of(1)),
+            read(&dir.path().join("worker-0-restarted.log"))
+        );
     }
-    proxy.stats.assert_injected(3);
+    proxy.stats.assert_injected(10);
 
     let clean = dir.path().join("clean");
     let out = run(&mut consume_cmd(&moto, clean.to_str().expect("utf-8"), "spikes-clean"));
@@ -562,5 +579,9 @@ fn lease_workers_through_faults_equal_a_fault_free_run() {
     });
     let ws = by_id(&clean_spikes);
     assert!(ws.values().any(|s| s["src_ip"] == "10.0.0.5"), "the injected spike: {clean_spikes:?}");
-    assert_eq!(by_id(&group_spikes), ws, "the group's spikes through faults equal the fault-free run's");
+    assert_eq!(
+        by_id(&group_spikes),
+        ws,
+        "the group's spikes through faults equal the fault-free run's"
+    );
 }

@@ -15,8 +15,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use flowspike_history::{Store, StoreError};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo};
-use flowspike_retry::{retry, Class};
 pub use flowspike_retry::Policy;
+use flowspike_retry::{retry, Class};
 
 /// How long `replay` retries a failing S3 call by default before it calls the object unreadable
 /// (or, for the state, fails).
@@ -124,7 +124,10 @@ impl S3 {
                 {
                     Ok(())
                 }
-                Err(e) => Err(AwsError::S3(format!("create bucket {bucket}: {}", flowspike_retry::describe(&e)))),
+                Err(e) => Err(AwsError::S3(format!(
+                    "create bucket {bucket}: {}",
+                    flowspike_retry::describe(&e)
+                ))),
             }
         })
     }
@@ -150,7 +153,12 @@ impl S3 {
     }
 
     /// True when at least one object's key starts with `prefix` (one LIST of one key).
-    pub fn has_objects(&self, bucket: &str, prefix: &str, policy: Policy) -> Result<bool, AwsError> {
+    pub fn has_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        policy: Policy,
+    ) -> Result<bool, AwsError> {
         self.rt
             .block_on(retry("s3:ListObjectsV2", policy, S3CallError::class, |_| async {
                 let page = self
@@ -196,8 +204,11 @@ impl S3 {
                     o.key().map(|k| ObjectInfo { key: k.to_string(), size })
                 })
                 .collect();
-            let prefixes =
-                page.common_prefixes().iter().filter_map(|p| p.prefix().map(String::from)).collect();
+            let prefixes = page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(String::from))
+                .collect();
             let next = match page.is_truncated() {
                 Some(true) => page.next_continuation_token().map(str::to_owned),
                 _ => None,
@@ -388,11 +399,17 @@ impl S3Store {
 
 impl Store for S3Store {
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.s3.put(&self.url.bucket, &self.full(key), bytes, self.policy).map_err(StoreError::Remote)
+        self.s3
+            .put(&self.url.bucket, &self.full(key), bytes, self.policy)
+            .map_err(StoreError::Remote)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        match self.s3.get(&self.url.bucket, &self.full(key), self.policy).map_err(StoreError::Remote)? {
+        match self
+            .s3
+            .get(&self.url.bucket, &self.full(key), self.policy)
+            .map_err(StoreError::Remote)?
+        {
             Some(b) => Ok(b),
             None => Err(StoreError::NotFound {
                 key: format!("s3://{}/{}", self.url.bucket, self.full(key)),
@@ -401,8 +418,10 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let objs =
-            self.s3.list(&self.url.bucket, &self.full(prefix), self.policy).map_err(StoreError::Remote)?;
+        let objs = self
+            .s3
+            .list(&self.url.bucket, &self.full(prefix), self.policy)
+            .map_err(StoreError::Remote)?;
         let n = self.url.prefix.len();
         Ok(objs.into_iter().map(|o| o.key[n..].to_string()).collect())
     }

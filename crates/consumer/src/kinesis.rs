@@ -123,24 +123,30 @@ pub async fn list_shards(
     let mut token: Option<String> = None;
     loop {
         // Each page is retried on its own; an unknown stream stops at once.
-        let resp = flowspike_retry::retry("kinesis:ListShards", policy, |e: &Classed| e.0, |_| {
-            let req = match &token {
-                Some(t) => client.list_shards().next_token(t),
-                None => client.list_shards().stream_name(stream),
-            };
-            async move {
-                req.send().await.map_err(|e| {
-                    let not_found =
-                        e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception());
-                    if not_found {
-                        let msg = format!("kinesis stream {stream:?} does not exist");
-                        Classed(Class::Fatal, ConsumeError::Config(msg))
-                    } else {
-                        classed("ListShards", stream, None, &e)
-                    }
-                })
-            }
-        })
+        let resp = flowspike_retry::retry(
+            "kinesis:ListShards",
+            policy,
+            |e: &Classed| e.0,
+            |_| {
+                let req = match &token {
+                    Some(t) => client.list_shards().next_token(t),
+                    None => client.list_shards().stream_name(stream),
+                };
+                async move {
+                    req.send().await.map_err(|e| {
+                        let not_found = e
+                            .as_service_error()
+                            .is_some_and(|s| s.is_resource_not_found_exception());
+                        if not_found {
+                            let msg = format!("kinesis stream {stream:?} does not exist");
+                            Classed(Class::Fatal, ConsumeError::Config(msg))
+                        } else {
+                            classed("ListShards", stream, None, &e)
+                        }
+                    })
+                }
+            },
+        )
         .await
         .map_err(|e| e.1)?;
         for s in resp.shards() {

@@ -127,7 +127,8 @@ impl DynamoTable {
         .await
     }
 
-    /// A transaction cancelled for throttled or conflicting items (nothing was applied): retryable.
+    /// A transaction cancelled for a reason other than a failed condition: nothing was applied, and
+    /// throttled or conflicting items are retried ([`cancellation_class`]).
     fn cancelled<E>(
         &self,
         op: &'static str,
@@ -137,14 +138,10 @@ impl DynamoTable {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let class = if reasons.iter().any(|r| flowspike_retry::is_throttling_code(r)) {
-            Class::Throttled
-        } else {
-            Class::Transient
-        };
+        let class = cancellation_class(reasons);
         let mut err = self.err(op, e);
         if let LeaseError::Dynamo { retryable, message, .. } = &mut err {
-            *retryable = true;
+            *retryable = class.is_retryable();
             message.push_str(&format!(" (reasons: {})", reasons.join(", ")));
         }
         Failed { class, err }
@@ -362,6 +359,21 @@ fn cancellation<R>(
     }
 }
 
+/// The retry class of a transaction cancelled without a failed condition, from its items'
+/// cancellation reasons: throttled items (`ThrottlingError`, `ProvisionedThroughputExceeded`,
+/// `RequestLimitExceeded`) and conflicts with other transactions (`TransactionConflict`) are
+/// retried; a validation error or a full item collection never succeeds and is fatal.
+fn cancellation_class(reasons: &[String]) -> Class {
+    let any = |codes: &[&str]| reasons.iter().any(|r| codes.contains(&r.as_str()));
+    if any(&["ValidationError", "ItemCollectionSizeLimitExceeded"]) {
+        Class::Fatal
+    } else if any(&["ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"]) {
+        Class::Throttled
+    } else {
+        Class::Transient
+    }
+}
+
 /// The `operation` label of the retry metric for a lease-table call.
 fn metric_op(op: &str) -> &'static str {
     match op.split('(').next().unwrap_or_default() {
@@ -564,7 +576,9 @@ impl LeaseTable for DynamoTable {
                     Some("#o = :me AND #c = :seen"),
                     &LEASE_NAMES,
                     vec![(":me", s(owner)), (":one", n(1)), (":seen", n(counter))],
-                    |item| !item.contains_key("leaseOwner") && counter_of(item) == Some(counter + 1),
+                    |item| {
+                        !item.contains_key("leaseOwner") && counter_of(item) == Some(counter + 1)
+                    },
                 )
                 .await?;
             Ok(r.is_some())
@@ -640,7 +654,9 @@ impl LeaseTable for DynamoTable {
                     match req.clone().send().await {
                         Ok(_) => Ok(None),
                         Err(e) => match cancellation(&e) {
-                            Some(reasons) if reasons.iter().any(|r| r == "ConditionalCheckFailed") => {
+                            Some(reasons)
+                                if reasons.iter().any(|r| r == "ConditionalCheckFailed") =>
+                            {
                                 Ok(Some(
                                     reasons
                                         .iter()
@@ -815,5 +831,37 @@ impl LeaseTable for DynamoTable {
                 .map(|_| ())
                 .map_err(|e| self.failed("DeleteItem", e))
         }))
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    /// Regression (issue #34): a transaction cancelled for throttled items is retried, and one
+    /// cancelled for a validation error is not (it was retried at every tick for ever).
+    #[test]
+    fn transaction_cancellation_reasons_classify() {
+        let check = |reasons: &[&str], want: Class| {
+            let r: Vec<String> = reasons.iter().map(|s| s.to_string()).collect();
+            assert_eq!(cancellation_class(&r), want, "{reasons:?}");
+        };
+        check(&["None", "ThrottlingError"], Class::Throttled);
+        check(&["ProvisionedThroughputExceeded", "None"], Class::Throttled);
+        check(&["TransactionConflict"], Class::Transient);
+        check(&["None", "ValidationError"], Class::Fatal);
+        check(&["ItemCollectionSizeLimitExceeded"], Class::Fatal);
+    }
+
+    #[test]
+    fn own_lease_write_is_recognised() {
+        let item: Item = [("leaseOwner".to_string(), s("w1")), ("leaseCounter".to_string(), n(8))]
+            .into_iter()
+            .collect();
+        assert!(owned_at(&item, "w1", 8));
+        assert!(!owned_at(&item, "w1", 7));
+        assert!(!owned_at(&item, "w2", 8));
+        assert_eq!(metric_op("UpdateItem(take)"), "dynamodb:UpdateItem");
+        assert_eq!(metric_op("TransactWriteItems(claim)"), "dynamodb:TransactWriteItems");
     }
 }

@@ -303,7 +303,9 @@ impl Retrier {
                 error = %error,
                 "aws call failed; retrying"
             ),
-            None => tracing::debug!(operation = op, class = class.label(), attempt = self.failures, error = %error, "aws call failed; retrying"),
+            None => {
+                tracing::debug!(operation = op, class = class.label(), attempt = self.failures, error = %error, "aws call failed; retrying")
+            }
         }
         Some(pause)
     }
@@ -312,7 +314,11 @@ impl Retrier {
     pub fn succeeded(&self) {
         if self.failures > 0 {
             count(self.operation, "recovered");
-            tracing::debug!(operation = self.operation, attempts = self.failures + 1, "aws call recovered");
+            tracing::debug!(
+                operation = self.operation,
+                attempts = self.failures + 1,
+                "aws call recovered"
+            );
         }
     }
 }
@@ -380,7 +386,8 @@ mod tests {
     use aws_smithy_types::error::ErrorMetadata;
 
     fn service(code: &str, status: u16) -> SdkError<ErrorMetadata, HttpResponse> {
-        let raw = HttpResponse::new(StatusCode::try_from(status).expect("status"), SdkBody::empty());
+        let raw =
+            HttpResponse::new(StatusCode::try_from(status).expect("status"), SdkBody::empty());
         SdkError::service_error(ErrorMetadata::builder().code(code).build(), raw)
     }
 
