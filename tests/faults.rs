@@ -55,6 +55,11 @@ impl FaultStats {
         f(self).load(Ordering::Relaxed)
     }
 
+    /// Faults injected so far (throttles, 5xx, dropped answers).
+    fn faults(&self) -> u64 {
+        self.get(|x| &x.throttled) + self.get(|x| &x.server_errors) + self.get(|x| &x.dropped)
+    }
+
     /// Asserts that every kind of fault was injected, `min` faults in all.
     fn assert_injected(&self, min: u64) {
         let s = |f: fn(&FaultStats) -> &AtomicU64| self.get(f);
@@ -76,6 +81,9 @@ struct ProxyState {
     upstream: String,
     client: Client<HttpConnector, Full<Bytes>>,
     percent: u64,
+    /// The first this many S3 calls are throttled (a burst longer than the SDK's own attempts).
+    s3_burst: u64,
+    s3_calls: AtomicU64,
     rng: Mutex<u64>,
     stats: Arc<FaultStats>,
 }
@@ -116,8 +124,8 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     /// Starts a proxy to `upstream` that faults `percent` of the calls, with the sequence of
-    /// decisions given by `seed`.
-    pub fn start(upstream: &str, percent: u64, seed: u64) -> FaultProxy {
+    /// decisions given by `seed`, and throttles the first `s3_burst` S3 calls.
+    pub fn start(upstream: &str, percent: u64, seed: u64, s3_burst: u64) -> FaultProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let port = listener.local_addr().expect("address").port();
@@ -138,6 +146,8 @@ impl FaultProxy {
                     upstream,
                     client,
                     percent,
+                    s3_burst,
+                    s3_calls: AtomicU64::new(0),
                     rng: Mutex::new(seed),
                     stats: st,
                 });
@@ -219,8 +229,9 @@ async fn handle(
         st.stats.delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis((roll >> 8) % 40)).await;
     }
-    let faulted = (roll >> 16) % 100 < st.percent;
-    let kind = (roll >> 24) % 10;
+    let burst = service == Service::S3 && st.s3_calls.fetch_add(1, Ordering::Relaxed) < st.s3_burst;
+    let faulted = burst || (roll >> 16) % 100 < st.percent;
+    let kind = if burst { 0 } else { (roll >> 24) % 10 };
     if faulted && kind < 4 {
         st.stats.throttled.fetch_add(1, Ordering::Relaxed);
         return Ok(throttle(service, roll));
@@ -370,7 +381,7 @@ fn replay_through_faults_equals_a_fault_free_replay() {
     let clean = replay(&|c| _ = moto.env(c), "s3://flowspike-state/clean");
     assert_code(&clean, 0);
 
-    let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 34);
+    let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 34, 8);
     let faulty = replay(&|c| _ = proxy.env(c), "s3://flowspike-state/faulty");
     assert_code(&faulty, 0);
     proxy.stats.assert_injected(30);
@@ -452,7 +463,7 @@ fn consume_through_faults_with_kill_9_equals_a_fault_free_run() {
     rt.block_on(put_lines(&k, "flows", &lines[..half]));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 7);
+    let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 7, 0);
     let faulty = |log: &str| {
         let mut cmd = consume_cmd(&moto, "s3://flowspike-state/faulty", "spikes-faulty");
         proxy.env(&mut cmd);
@@ -473,12 +484,16 @@ fn consume_through_faults_with_kill_9_equals_a_fault_free_run() {
         put_lines(&k, "flows", &lines[half..]).await;
         markers(&k, "flows", base + 11 * HOUR).await;
     });
-    // Restarted: warms up from the S3 state through the faults and runs until idle.
-    let (cmd, log) = faulty("run-1.log");
+    // Restarted: warms up from the S3 state through the faults, its first S3 calls throttled more
+    // times than the SDK tries (the start-up that used to exit 1), and runs until idle.
+    let restart = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 8, 8);
+    let (mut cmd, log) = faulty("run-1.log");
+    restart.env(&mut cmd);
     let mut child = KillOnDrop(spawn_logged(cmd, &log));
     let code = wait_with_timeout(&mut child.0, Duration::from_secs(170));
     assert_eq!(code, Some(0), "log:\n{}", read(&log));
-    proxy.stats.assert_injected(10);
+    assert!(proxy.stats.faults() > 0, "the killed run met no fault: {:?}", proxy.stats);
+    restart.stats.assert_injected(10);
 
     let clean = dir.path().join("clean");
     let out = run(&mut consume_cmd(&moto, clean.to_str().expect("utf-8"), "spikes-clean"));
@@ -517,11 +532,11 @@ fn lease_workers_through_faults_equal_a_fault_free_run() {
     rt.block_on(put_lines(&k, "flows", &lines[..half]));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 29);
+    let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 29, 0);
     let log_of = |i: usize| dir.path().join(format!("worker-{i}.log"));
-    let worker = |i: usize, log: &std::path::Path| {
+    let worker = |i: usize, log: &std::path::Path, through: &FaultProxy| {
         let mut cmd = consume_cmd(&moto, "s3://flowspike-state/group", "spikes-group");
-        proxy.env(&mut cmd);
+        through.env(&mut cmd);
         cmd.args([
             "--lease-table",
             "flowspike-leases",
@@ -534,7 +549,7 @@ fn lease_workers_through_faults_equal_a_fault_free_run() {
     };
     let mut workers = Vec::new();
     for i in 0..2 {
-        workers.push(worker(i, &log_of(i)));
+        workers.push(worker(i, &log_of(i), &proxy));
         // As in lease.rs: the next worker starts once this one holds a lease (moto's conditional
         // writes are not atomic across concurrent requests).
         let started = Instant::now();
@@ -552,8 +567,10 @@ fn lease_workers_through_faults_equal_a_fault_free_run() {
         put_lines(&k, "flows", &lines[half..]).await;
         markers(&k, "flows", base + 11 * HOUR).await;
     });
-    // The victim comes back (same id) and the group finishes.
-    workers.push(worker(0, &dir.path().join("worker-0-restarted.log")));
+    // The victim comes back (same id), its first S3 calls throttled more times than the SDK
+    // tries, and the group finishes.
+    let restart = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 30, 8);
+    workers.push(worker(0, &dir.path().join("worker-0-restarted.log"), &restart));
     for (i, w) in workers.iter_mut().enumerate() {
         let code = wait_with_timeout(&mut w.0, Duration::from_secs(170));
         assert_eq!(
@@ -565,6 +582,7 @@ fn lease_workers_through_faults_equal_a_fault_free_run() {
         );
     }
     proxy.stats.assert_injected(10);
+    restart.stats.assert_injected(10);
 
     let clean = dir.path().join("clean");
     let out = run(&mut consume_cmd(&moto, clean.to_str().expect("utf-8"), "spikes-clean"));
