@@ -24,7 +24,7 @@ const HOUR: i64 = 3600;
 const FAILOVER_SECS: u64 = 3;
 
 /// Every record of the spike stream `stream`, as JSON.
-async fn spikes_of(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Value> {
+pub(crate) async fn spikes_of(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Value> {
     read_all(k, stream)
         .await
         .iter()
@@ -34,7 +34,7 @@ async fn spikes_of(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Value> {
 
 /// One ACCEPT record (never counted) on every shard at `start`, so that every shard's event time
 /// reaches it and closes the hours before it.
-async fn markers(k: &aws_sdk_kinesis::Client, stream: &str, start: i64) {
+pub(crate) async fn markers(k: &aws_sdk_kinesis::Client, stream: &str, start: i64) {
     let shards = k.list_shards().stream_name(stream).send().await.expect("list shards");
     for s in shards.shards() {
         let key = s.hash_key_range().expect("range").starting_hash_key().to_owned();
@@ -52,7 +52,7 @@ async fn markers(k: &aws_sdk_kinesis::Client, stream: &str, start: i64) {
 
 /// The input: hours 0..10 after `base`, sorted by start (so no record is late on any shard);
 /// 10.0.0.5 sends 3 blocked flows an hour, then 60 in hour 9 (the spike); noise sources vary.
-fn input(base: i64) -> Vec<String> {
+pub(crate) fn input(base: i64) -> Vec<String> {
     let mut x: u64 = 99;
     let mut rnd = move |n: u64| {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -81,7 +81,7 @@ fn input(base: i64) -> Vec<String> {
     flows.into_iter().map(|f| f.1).collect()
 }
 
-fn consume_cmd(moto: &Moto, state: &str, output: &str) -> Command {
+pub(crate) fn consume_cmd(moto: &Moto, state: &str, output: &str) -> Command {
     let mut cmd = flowspike();
     moto.env(&mut cmd);
     cmd.env("FLOWSPIKE_METRICS_ADDR", "off");

@@ -4,6 +4,7 @@
 
 mod bench;
 mod consume;
+mod faults;
 mod firehose;
 mod infra;
 mod lease;

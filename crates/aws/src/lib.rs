@@ -3,12 +3,24 @@
 //!
 //! The rest of flowspike is synchronous (rayon); this crate owns a small tokio runtime and blocks on
 //! it, so callers never see async code. Do not call these blocking methods from inside a tokio runtime.
+//!
+//! Every call goes through `flowspike-retry`: throttling (`SlowDown`), 5xx, timeouts and dropped
+//! connections are retried under a [`Policy`] ([`Policy::Forever`] for the services' state store,
+//! a bounded time for `replay`); a missing bucket or a denied access fails at once.
 
 use std::sync::Arc;
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use flowspike_history::{Store, StoreError};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo};
+pub use flowspike_retry::Policy;
+use flowspike_retry::{retry, Class};
+
+/// How long `replay` retries a failing S3 call by default before it calls the object unreadable
+/// (or, for the state, fails).
+pub const DEFAULT_REPLAY_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Errors while setting up AWS clients.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +84,7 @@ impl S3 {
             .thread_name("flowspike-s3")
             .enable_all()
             .build()?;
-        let conf = rt.block_on(aws_config::load_defaults(aws_config::BehaviorVersion::latest()));
+        let conf = rt.block_on(flowspike_retry::sdk_config());
         let local = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
             .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
@@ -97,6 +109,7 @@ impl S3 {
             .endpoint_url(endpoint)
             .credentials_provider(creds)
             .force_path_style(true)
+            .retry_config(flowspike_retry::sdk_retry_config())
             .build();
         Ok(S3 { client: aws_sdk_s3::Client::from_conf(conf), rt: Arc::new(rt) })
     }
@@ -111,24 +124,27 @@ impl S3 {
                 {
                     Ok(())
                 }
-                Err(e) => Err(AwsError::S3(format!("create bucket {bucket}: {}", err_text(&e)))),
+                Err(e) => Err(AwsError::S3(format!(
+                    "create bucket {bucket}: {}",
+                    flowspike_retry::describe(&e)
+                ))),
             }
         })
     }
 
     /// Uploads one object.
     pub fn put_object(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), AwsError> {
-        self.put(bucket, key, bytes).map_err(AwsError::S3)
+        self.put(bucket, key, bytes, Policy::For(DEFAULT_REPLAY_RETRY)).map_err(AwsError::S3)
     }
 
     /// Downloads one object (`None` if it does not exist).
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, AwsError> {
-        self.get(bucket, key).map_err(AwsError::S3)
+        self.get(bucket, key, Policy::For(DEFAULT_REPLAY_RETRY)).map_err(AwsError::S3)
     }
 
     /// Lists the objects under `prefix`, sorted by key.
     pub fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, AwsError> {
-        self.list(bucket, prefix).map_err(AwsError::S3)
+        self.list(bucket, prefix, Policy::For(DEFAULT_REPLAY_RETRY)).map_err(AwsError::S3)
     }
 
     /// The underlying SDK client.
@@ -136,117 +152,244 @@ impl S3 {
         &self.client
     }
 
-    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, String> {
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut pages =
-                self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page =
-                    page.map_err(|e| format!("list s3://{bucket}/{prefix}: {}", err_text(&e)))?;
-                for o in page.contents() {
-                    if let Some(k) = o.key() {
-                        let size = o.size().unwrap_or(0).max(0) as u64;
-                        out.push(ObjectInfo { key: k.to_string(), size });
-                    }
-                }
-            }
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
-        })
+    /// True when at least one object's key starts with `prefix` (one LIST of one key).
+    pub fn has_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        policy: Policy,
+    ) -> Result<bool, AwsError> {
+        self.rt
+            .block_on(retry("s3:ListObjectsV2", policy, S3CallError::class, |_| async {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .map_err(|e| S3CallError::sdk(format!("list s3://{bucket}/{prefix}"), &e))?;
+                Ok(!page.contents().is_empty())
+            }))
+            .map_err(|e| AwsError::S3(e.text))
     }
 
-    fn list_prefixes(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut pages = self
+    /// One page of ListObjectsV2 (retried under `policy`): the keys with sizes, the common prefixes
+    /// (with a delimiter), and the continuation token of the next page.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+        policy: Policy,
+    ) -> Result<ListPage, S3CallError> {
+        retry("s3:ListObjectsV2", policy, S3CallError::class, |_| async {
+            let page = self
                 .client
                 .list_objects_v2()
                 .bucket(bucket)
                 .prefix(prefix)
-                .delimiter("/")
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page =
-                    page.map_err(|e| format!("list s3://{bucket}/{prefix}: {}", err_text(&e)))?;
-                out.extend(
-                    page.common_prefixes().iter().filter_map(|p| p.prefix().map(String::from)),
-                );
+                .set_delimiter(delimiter.map(str::to_owned))
+                .set_continuation_token(token.map(str::to_owned))
+                .send()
+                .await
+                .map_err(|e| S3CallError::sdk(format!("list s3://{bucket}/{prefix}"), &e))?;
+            let objects = page
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    let size = o.size().unwrap_or(0).max(0) as u64;
+                    o.key().map(|k| ObjectInfo { key: k.to_string(), size })
+                })
+                .collect();
+            let prefixes = page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(String::from))
+                .collect();
+            let next = match page.is_truncated() {
+                Some(true) => page.next_continuation_token().map(str::to_owned),
+                _ => None,
+            };
+            Ok(ListPage { objects, prefixes, next })
+        })
+        .await
+    }
+
+    /// Every page of a listing, each page retried on its own (a throttled page does not restart
+    /// the listing).
+    fn list_all(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        policy: Policy,
+    ) -> Result<(Vec<ObjectInfo>, Vec<String>), String> {
+        self.rt.block_on(async {
+            let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .list_page(bucket, prefix, delimiter, token.as_deref(), policy)
+                    .await
+                    .map_err(|e| e.text)?;
+                objects.extend(page.objects);
+                prefixes.extend(page.prefixes);
+                match page.next {
+                    Some(t) => token = Some(t),
+                    None => return Ok((objects, prefixes)),
+                }
             }
-            out.sort();
-            Ok(out)
         })
     }
 
-    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.rt.block_on(async {
-            let resp = match self.client.get_object().bucket(bucket).key(key).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+    fn list(&self, bucket: &str, prefix: &str, policy: Policy) -> Result<Vec<ObjectInfo>, String> {
+        let (mut out, _) = self.list_all(bucket, prefix, None, policy)?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn list_prefixes(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        policy: Policy,
+    ) -> Result<Vec<String>, String> {
+        let (_, mut out) = self.list_all(bucket, prefix, Some("/"), policy)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn get(&self, bucket: &str, key: &str, policy: Policy) -> Result<Option<Vec<u8>>, String> {
+        self.rt
+            .block_on(retry("s3:GetObject", policy, S3CallError::class, |_| async {
+                let resp = match self.client.get_object().bucket(bucket).key(key).send().await {
+                    Ok(r) => r,
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                         return Ok(None);
                     }
-                    return Err(format!("get s3://{bucket}/{key}: {}", err_text(&e)));
-                }
-            };
-            let body =
-                resp.body.collect().await.map_err(|e| format!("read s3://{bucket}/{key}: {e}"))?;
-            Ok(Some(body.into_bytes().to_vec()))
-        })
+                    Err(e) => return Err(S3CallError::sdk(format!("get s3://{bucket}/{key}"), &e)),
+                };
+                // A body cut short (a dropped connection) is transient: the GET is made again.
+                let body = resp.body.collect().await.map_err(|e| S3CallError {
+                    text: format!("read s3://{bucket}/{key}: {e}"),
+                    class: Class::Transient,
+                })?;
+                Ok(Some(body.into_bytes().to_vec()))
+            }))
+            .map_err(|e| e.text)
     }
 
-    fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), String> {
-        self.rt.block_on(async {
-            self.client
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(ByteStream::from(bytes))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("put s3://{bucket}/{key}: {}", err_text(&e)))
-        })
+    fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>, policy: Policy) -> Result<(), String> {
+        // A PUT of the same bytes is idempotent: one whose answer was lost is simply made again.
+        self.rt
+            .block_on(retry("s3:PutObject", policy, S3CallError::class, |_| async {
+                self.client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(bytes.clone()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| S3CallError::sdk(format!("put s3://{bucket}/{key}"), &e))
+            }))
+            .map_err(|e| e.text)
     }
 
-    fn delete(&self, bucket: &str, key: &str) -> Result<(), String> {
-        self.rt.block_on(async {
-            self.client
-                .delete_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("delete s3://{bucket}/{key}: {}", err_text(&e)))
-        })
+    fn delete(&self, bucket: &str, key: &str, policy: Policy) -> Result<(), String> {
+        // S3 answers a DELETE of a missing key with success, so a repeated delete is harmless.
+        self.rt
+            .block_on(retry("s3:DeleteObject", policy, S3CallError::class, |_| async {
+                self.client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| S3CallError::sdk(format!("delete s3://{bucket}/{key}"), &e))
+            }))
+            .map_err(|e| e.text)
     }
 }
 
-/// The error text of an SDK error, including the service's code and message when there is one.
-fn err_text<E: std::error::Error + 'static>(e: &E) -> String {
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        src = s.source();
+/// One page of a listing.
+struct ListPage {
+    objects: Vec<ObjectInfo>,
+    prefixes: Vec<String>,
+    next: Option<String>,
+}
+
+/// A failed S3 call: its text (operation, bucket and key, the service's code and message) and its
+/// retry class.
+#[derive(Debug)]
+struct S3CallError {
+    text: String,
+    class: Class,
+}
+
+impl S3CallError {
+    fn sdk<E>(context: String, e: &SdkError<E, HttpResponse>) -> S3CallError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let class = flowspike_retry::classify(e);
+        let mut text = format!("{context}: {}", flowspike_retry::describe(e));
+        if class == Class::Fatal {
+            if let Some(hint) = e.as_service_error().and_then(|s| s.code()).and_then(fatal_hint) {
+                text.push_str(" (");
+                text.push_str(hint);
+                text.push(')');
+            }
+        }
+        S3CallError { text, class }
     }
-    text
+
+    fn class(&self) -> Class {
+        self.class
+    }
+}
+
+impl std::fmt::Display for S3CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What an operator should check for the S3 errors that stop flowspike at once.
+fn fatal_hint(code: &str) -> Option<&'static str> {
+    match code {
+        "NoSuchBucket" => Some("the bucket does not exist: check the s3:// url"),
+        "AccessDenied" | "AllAccessDisabled" => Some("check the role's S3 permissions"),
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" => Some("check the AWS credentials"),
+        _ => None,
+    }
 }
 
 /// The history [`Store`] on S3: keys live under `s3://bucket/prefix`. A put is one PutObject, which
 /// S3 makes visible atomically.
+///
+/// Every call is retried under the store's [`Policy`] ([`Policy::Forever`] unless
+/// [`S3Store::with_policy`] says otherwise): start-up, warm-up, checkpoints and finalization all
+/// read and write through it, so none of them fails on a throttled or dropped request.
 pub struct S3Store {
     s3: S3,
     url: S3Url,
+    policy: Policy,
 }
 
 impl S3Store {
-    /// A store rooted at `url` (`s3://bucket/prefix`).
+    /// A store rooted at `url` (`s3://bucket/prefix`) that retries retryable errors forever.
     pub fn new(s3: S3, url: S3Url) -> S3Store {
-        S3Store { s3, url }
+        S3Store { s3, url, policy: Policy::Forever }
+    }
+
+    /// The same store with another retry policy (`replay`: a bounded time).
+    pub fn with_policy(self, policy: Policy) -> S3Store {
+        S3Store { policy, ..self }
     }
 
     fn full(&self, key: &str) -> String {
@@ -256,11 +399,17 @@ impl S3Store {
 
 impl Store for S3Store {
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.s3.put(&self.url.bucket, &self.full(key), bytes).map_err(StoreError::Remote)
+        self.s3
+            .put(&self.url.bucket, &self.full(key), bytes, self.policy)
+            .map_err(StoreError::Remote)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        match self.s3.get(&self.url.bucket, &self.full(key)).map_err(StoreError::Remote)? {
+        match self
+            .s3
+            .get(&self.url.bucket, &self.full(key), self.policy)
+            .map_err(StoreError::Remote)?
+        {
             Some(b) => Ok(b),
             None => Err(StoreError::NotFound {
                 key: format!("s3://{}/{}", self.url.bucket, self.full(key)),
@@ -269,41 +418,58 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let objs =
-            self.s3.list(&self.url.bucket, &self.full(prefix)).map_err(StoreError::Remote)?;
+        let objs = self
+            .s3
+            .list(&self.url.bucket, &self.full(prefix), self.policy)
+            .map_err(StoreError::Remote)?;
         let n = self.url.prefix.len();
         Ok(objs.into_iter().map(|o| o.key[n..].to_string()).collect())
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.s3.delete(&self.url.bucket, &self.full(key)).map_err(StoreError::Remote)
+        self.s3.delete(&self.url.bucket, &self.full(key), self.policy).map_err(StoreError::Remote)
     }
 }
 
 /// A flow-log archive on S3, for `flowspike replay s3://bucket/prefix`.
+///
+/// A throttled or failed LIST or GET is retried for the archive's bounded time
+/// ([`DEFAULT_REPLAY_RETRY`] unless [`S3Archive::with_policy`] says otherwise) before the object is
+/// called unreadable.
 pub struct S3Archive {
     s3: S3,
     bucket: String,
+    policy: Policy,
 }
 
 impl S3Archive {
     /// An archive in `bucket`; keys passed to [`Archive`] methods are full object keys.
     pub fn new(s3: S3, bucket: impl Into<String>) -> S3Archive {
-        S3Archive { s3, bucket: bucket.into() }
+        S3Archive { s3, bucket: bucket.into(), policy: Policy::For(DEFAULT_REPLAY_RETRY) }
+    }
+
+    /// The same archive with another retry policy.
+    pub fn with_policy(self, policy: Policy) -> S3Archive {
+        S3Archive { policy, ..self }
+    }
+
+    /// True when at least one object's key starts with `prefix`.
+    pub fn has_objects(&self, prefix: &str) -> Result<bool, AwsError> {
+        self.s3.has_objects(&self.bucket, prefix, self.policy)
     }
 }
 
 impl Archive for S3Archive {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiveError> {
-        self.s3.list(&self.bucket, prefix).map_err(ArchiveError::Remote)
+        self.s3.list(&self.bucket, prefix, self.policy).map_err(ArchiveError::Remote)
     }
 
     fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, ArchiveError> {
-        self.s3.list_prefixes(&self.bucket, prefix).map_err(ArchiveError::Remote)
+        self.s3.list_prefixes(&self.bucket, prefix, self.policy).map_err(ArchiveError::Remote)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
-        match self.s3.get(&self.bucket, key).map_err(ArchiveError::Remote)? {
+        match self.s3.get(&self.bucket, key, self.policy).map_err(ArchiveError::Remote)? {
             Some(b) => Ok(b),
             None => Err(ArchiveError::Remote(format!("s3://{}/{key}: not found", self.bucket))),
         }

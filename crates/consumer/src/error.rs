@@ -62,14 +62,20 @@ pub enum ConsumeError {
 
 impl ConsumeError {
     /// True when the same operation may succeed if retried later (throttling, expired iterators,
-    /// timeouts, 5xx, transient store failures); false for configuration errors and bad state.
+    /// timeouts, 5xx, local I/O errors of the store); false for configuration errors and bad
+    /// state.
+    ///
+    /// A remote store (S3) error is never retryable here: the S3 store retries every retryable
+    /// failure itself (forever in the services, `flowspike-retry`), so one that reaches the
+    /// consumer is an access, bucket or validation error, which retrying at every tick would only
+    /// hide.
     pub fn is_retryable(&self) -> bool {
         match self {
             ConsumeError::Kinesis { retryable, .. } | ConsumeError::Output { retryable, .. } => {
                 *retryable
             }
-            ConsumeError::Store(StoreError::Remote(_) | StoreError::Io { .. }) => true,
-            ConsumeError::History(HistoryError::Store(StoreError::Remote(_))) => true,
+            ConsumeError::Store(StoreError::Io { .. }) => true,
+            ConsumeError::History(HistoryError::Store(StoreError::Io { .. })) => true,
             ConsumeError::Lease(e) => e.is_retryable(),
             _ => false,
         }
@@ -93,7 +99,8 @@ mod tests {
         assert!(!k(false).is_retryable());
         assert!(k(true).to_string().contains("shard shardId-000000000000"));
         assert!(!ConsumeError::Config("bad".into()).is_retryable());
-        assert!(ConsumeError::Store(StoreError::Remote("503".into())).is_retryable());
+        // The S3 store has retried a retryable error itself; what reaches here stops the consumer.
+        assert!(!ConsumeError::Store(StoreError::Remote("access denied".into())).is_retryable());
         assert!(!ConsumeError::Manifest { key: "k".into(), reason: "r".into() }.is_retryable());
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_kinesis::types::{
 use aws_sdk_kinesis::Client;
 use crossbeam_utils::CachePadded;
 use flowspike_detect::Spike;
-use rand::Rng;
+use flowspike_retry::{Class, Policy, Retrier};
 use tokio::sync::{mpsc, watch};
 
 use crate::decode::{decode_batch, DecodeContext, RawRecord};
@@ -33,42 +33,13 @@ const EMPTY_POLL_INTERVAL: Duration = Duration::from_millis(500);
 const RENEW_ITERATOR_AFTER_FAILURES: u32 = 3;
 /// Most entries of one PutRecords call.
 const PUT_RECORDS_MAX: usize = 500;
-/// Attempts of one PutRecords batch before giving up.
-const PUT_ATTEMPTS: u32 = 8;
 /// Pause between two DescribeStreamConsumer calls while a consumer is being created or deleted.
 const CONSUMER_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A Kinesis client from the SDK's standard configuration: credential chain, region,
-/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS`.
+/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS`, and flowspike's SDK retry settings.
 pub async fn client_from_env() -> Client {
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    Client::new(&conf)
-}
-
-/// The error text and retry class of an SDK error.
-fn describe<E>(e: &SdkError<E, HttpResponse>) -> (String, bool)
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let retryable = match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(s) => {
-            let code = s.err().code().unwrap_or_default();
-            s.raw().status().as_u16() >= 500
-                || matches!(
-                    code,
-                    "ProvisionedThroughputExceededException"
-                        | "LimitExceededException"
-                        | "ExpiredIteratorException"
-                        | "KMSThrottlingException"
-                        | "ThrottlingException"
-                )
-        }
-        _ => false,
-    };
-    (DisplayErrorContext(e).to_string(), retryable)
+    Client::new(&flowspike_retry::sdk_config().await)
 }
 
 /// True when Kinesis throttled the call (the shard's or the account's limits, or KMS).
@@ -76,15 +47,7 @@ fn is_throttle<E>(e: &SdkError<E, HttpResponse>) -> bool
 where
     E: ProvideErrorMetadata,
 {
-    e.as_service_error().is_some_and(|s| {
-        matches!(
-            s.code().unwrap_or_default(),
-            "ProvisionedThroughputExceededException"
-                | "LimitExceededException"
-                | "KMSThrottlingException"
-                | "ThrottlingException"
-        )
-    })
+    flowspike_retry::classify(e) == Class::Throttled
 }
 
 fn kinesis_err<E>(
@@ -96,24 +59,40 @@ fn kinesis_err<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let (message, retryable) = describe(e);
     ConsumeError::Kinesis {
         op,
         stream: stream.to_owned(),
         shard: shard.map(str::to_owned),
-        message,
-        retryable,
+        message: flowspike_retry::describe(e),
+        retryable: flowspike_retry::classify(e).is_retryable(),
     }
 }
 
-/// Exponential backoff with jitter: about `200 ms * 2^attempt`, capped at 10 s, randomised to
-/// between half and all of it.
-pub fn backoff(attempt: u32) -> Duration {
-    let full =
-        Duration::from_millis(200).saturating_mul(1 << attempt.min(6)).min(Duration::from_secs(10));
-    let ms = full.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
+/// A consumer error with the retry class of the SDK error behind it (for `flowspike_retry`'s
+/// loops, which count throttles apart from other faults).
+struct Classed(Class, ConsumeError);
+
+impl std::fmt::Display for Classed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.1.fmt(f)
+    }
 }
+
+/// [`kinesis_err`] with its class.
+fn classed<E>(
+    op: &'static str,
+    stream: &str,
+    shard: Option<&str>,
+    e: &SdkError<E, HttpResponse>,
+) -> Classed
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    Classed(flowspike_retry::classify(e), kinesis_err(op, stream, shard, e))
+}
+
+/// Capped exponential backoff with full jitter (`flowspike_retry::backoff`).
+pub use flowspike_retry::backoff;
 
 /// A shard of the stream, as ListShards (or the `ChildShards` of a parent's end) describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,23 +114,41 @@ impl ShardInfo {
 }
 
 /// Every shard of `stream` (open and closed ones still within retention).
-pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<ShardInfo>, ConsumeError> {
+pub async fn list_shards(
+    client: &Client,
+    stream: &str,
+    policy: Policy,
+) -> Result<Vec<ShardInfo>, ConsumeError> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let req = match &token {
-            Some(t) => client.list_shards().next_token(t),
-            None => client.list_shards().stream_name(stream),
-        };
-        let resp = req.send().await.map_err(|e| {
-            let not_found =
-                e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception());
-            if not_found {
-                ConsumeError::Config(format!("kinesis stream {stream:?} does not exist"))
-            } else {
-                kinesis_err("ListShards", stream, None, &e)
-            }
-        })?;
+        // Each page is retried on its own; an unknown stream stops at once.
+        let resp = flowspike_retry::retry(
+            "kinesis:ListShards",
+            policy,
+            |e: &Classed| e.0,
+            |_| {
+                let req = match &token {
+                    Some(t) => client.list_shards().next_token(t),
+                    None => client.list_shards().stream_name(stream),
+                };
+                async move {
+                    req.send().await.map_err(|e| {
+                        let not_found = e
+                            .as_service_error()
+                            .is_some_and(|s| s.is_resource_not_found_exception());
+                        if not_found {
+                            let msg = format!("kinesis stream {stream:?} does not exist");
+                            Classed(Class::Fatal, ConsumeError::Config(msg))
+                        } else {
+                            classed("ListShards", stream, None, &e)
+                        }
+                    })
+                }
+            },
+        )
+        .await
+        .map_err(|e| e.1)?;
         for s in resp.shards() {
             let parents = [s.parent_shard_id(), s.adjacent_parent_shard_id()]
                 .into_iter()
@@ -249,7 +246,7 @@ impl ShardReader {
         false
     }
 
-    async fn iterator(&self, after: Option<&str>) -> Result<Option<String>, ConsumeError> {
+    async fn iterator(&self, after: Option<&str>) -> Result<Option<String>, Classed> {
         let mut req =
             self.client.get_shard_iterator().stream_name(&self.stream).shard_id(&self.shard_id);
         req = match (after, &self.start) {
@@ -269,7 +266,7 @@ impl ShardReader {
             if is_throttle(&e) {
                 self.metrics.throttled();
             }
-            kinesis_err("GetShardIterator", &self.stream, Some(&self.shard_id), &e)
+            classed("GetShardIterator", &self.stream, Some(&self.shard_id), &e)
         })?;
         Ok(resp.shard_iterator().map(str::to_owned))
     }
@@ -296,7 +293,10 @@ impl ShardReader {
     async fn run_polling(mut self) {
         let mut iterator: Option<String> = None;
         let mut last_seq: Option<String> = None;
-        let mut failures: u32 = 0;
+        // The current streak of failures of each call (forever: a reader never gives up on a
+        // retryable error); a success ends the streak.
+        let mut it_retry = Retrier::new("kinesis:GetShardIterator", Policy::Forever);
+        let mut get_retry = Retrier::new("kinesis:GetRecords", Policy::Forever);
         let shard = self.shard_id.clone();
         loop {
             if *self.stop.borrow() || self.fenced() {
@@ -305,31 +305,37 @@ impl ShardReader {
             let it = match iterator.take() {
                 Some(it) => it,
                 None => match self.iterator(last_seq.as_deref()).await {
-                    Ok(Some(it)) => it,
-                    Ok(None) => {
-                        // A closed shard read to its end has no iterator.
-                        let batch = decode_batch(&self.ctx, &shard, &[]);
-                        let batch = Batch { ended: true, ..batch };
-                        tracing::info!(shard_id = %shard, "shard ended");
-                        let event = Event::Batch {
-                            batch,
-                            caught_up: true,
-                            children: Vec::new(),
-                            epoch: self.epoch,
-                        };
-                        let _ = self.tx.send(event).await;
-                        break;
+                    Ok(it) => {
+                        it_retry.succeeded();
+                        it_retry = Retrier::new("kinesis:GetShardIterator", Policy::Forever);
+                        match it {
+                            Some(it) => it,
+                            None => {
+                                // A closed shard read to its end has no iterator.
+                                let batch = decode_batch(&self.ctx, &shard, &[]);
+                                let batch = Batch { ended: true, ..batch };
+                                tracing::info!(shard_id = %shard, "shard ended");
+                                let event = Event::Batch {
+                                    batch,
+                                    caught_up: true,
+                                    children: Vec::new(),
+                                    epoch: self.epoch,
+                                };
+                                let _ = self.tx.send(event).await;
+                                break;
+                            }
+                        }
                     }
-                    Err(e) if e.is_retryable() => {
-                        failures += 1;
-                        tracing::warn!(shard_id = %shard, error = %e, attempt = failures, "retrying");
-                        self.pause(backoff(failures)).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        let _ = self.tx.send(Event::Failed(e)).await;
-                        break;
-                    }
+                    Err(Classed(class, e)) => match it_retry.failed(class, &e) {
+                        Some(pause) => {
+                            self.pause(pause).await;
+                            continue;
+                        }
+                        None => {
+                            let _ = self.tx.send(Event::Failed(e)).await;
+                            break;
+                        }
+                    },
                 },
             };
             let started = Instant::now();
@@ -344,25 +350,26 @@ impl ShardReader {
                     }
                     let expired =
                         e.as_service_error().is_some_and(|s| s.is_expired_iterator_exception());
-                    let err = kinesis_err("GetRecords", &self.stream, Some(&shard), &e);
+                    let Classed(class, err) = classed("GetRecords", &self.stream, Some(&shard), &e);
                     if expired {
                         tracing::info!(shard_id = %shard, "iterator expired; renewing from the last sequence number");
                         continue;
                     }
-                    if !err.is_retryable() {
+                    let Some(pause) = get_retry.failed(class, &err) else {
                         let _ = self.tx.send(Event::Failed(err)).await;
                         break;
-                    }
-                    failures += 1;
-                    if failures < RENEW_ITERATOR_AFTER_FAILURES {
+                    };
+                    // After a few failures in a row the iterator itself may be bad (moto answers
+                    // one with HTTP 500): renew it from the last sequence number.
+                    if get_retry.failures() % RENEW_ITERATOR_AFTER_FAILURES != 0 {
                         iterator = Some(it);
                     }
-                    tracing::warn!(shard_id = %shard, error = %err, attempt = failures, "GetRecords failed; backing off");
-                    self.pause(backoff(failures)).await;
+                    self.pause(pause).await;
                     continue;
                 }
             };
-            failures = 0;
+            get_retry.succeeded();
+            get_retry = Retrier::new("kinesis:GetRecords", Policy::Forever);
             let raw = raw_records(out.records());
             let empty = raw.is_empty();
             let caught_up = empty && out.millis_behind_latest().unwrap_or(0) == 0;
@@ -742,9 +749,10 @@ impl KinesisSink {
                     })?;
                 entries.push(e);
             }
-            let mut attempt = 0;
+            // Forever, like every call of the services: a throttled or failed call is made again,
+            // and the entries a partial failure names (`FailedRecordCount`) are sent again alone.
+            let mut retrier = Retrier::new("kinesis:PutRecords", Policy::Forever);
             while !entries.is_empty() {
-                attempt += 1;
                 let resp = self
                     .client
                     .put_records()
@@ -752,38 +760,47 @@ impl KinesisSink {
                     .set_records(Some(entries.clone()))
                     .send()
                     .await;
-                let failed: Vec<PutRecordsRequestEntry> = match resp {
-                    Ok(out) => out
-                        .records()
-                        .iter()
-                        .zip(entries.iter())
-                        .filter(|(r, _)| r.error_code().is_some())
-                        .map(|(_, e)| e.clone())
-                        .collect(),
+                let (failed, class, why) = match resp {
+                    Ok(out) => {
+                        let mut class = Class::Transient;
+                        let mut why = String::new();
+                        let failed: Vec<PutRecordsRequestEntry> = out
+                            .records()
+                            .iter()
+                            .zip(entries.iter())
+                            .filter(|(r, _)| r.error_code().is_some())
+                            .map(|(r, e)| {
+                                let code = r.error_code().unwrap_or_default();
+                                if flowspike_retry::is_throttling_code(code) {
+                                    class = Class::Throttled;
+                                }
+                                why = format!("{code}: {}", r.error_message().unwrap_or_default());
+                                e.clone()
+                            })
+                            .collect();
+                        (failed, class, why)
+                    }
                     Err(e) => {
-                        let (message, retryable) = describe(&e);
-                        if !retryable || attempt >= PUT_ATTEMPTS {
-                            return Err(ConsumeError::Output {
-                                message: format!("PutRecords to {}: {message}", self.stream),
-                                retryable,
-                            });
-                        }
-                        entries.clone()
+                        let class = flowspike_retry::classify(&e);
+                        (entries.clone(), class, flowspike_retry::describe(&e))
                     }
                 };
-                if !failed.is_empty() {
-                    if attempt >= PUT_ATTEMPTS {
-                        return Err(ConsumeError::Output {
-                            message: format!(
-                                "PutRecords to {}: {} entries still failing after {attempt} attempts",
-                                self.stream,
-                                failed.len()
-                            ),
-                            retryable: true,
-                        });
-                    }
-                    tracing::warn!(stream = %self.stream, failed = failed.len(), attempt, "PutRecords partial failure; retrying the failed entries");
-                    tokio::time::sleep(backoff(attempt)).await;
+                if failed.is_empty() {
+                    retrier.succeeded();
+                    break;
+                }
+                let err = ConsumeError::Output {
+                    message: format!(
+                        "PutRecords to {}: {} of {} entries failed: {why}",
+                        self.stream,
+                        failed.len(),
+                        entries.len()
+                    ),
+                    retryable: class.is_retryable(),
+                };
+                match retrier.failed(class, &err) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(err),
                 }
                 entries = failed;
             }
@@ -818,14 +835,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
+    fn backoff_is_the_shared_full_jitter() {
         for attempt in 0..20 {
-            let d = backoff(attempt);
-            let full = 200u64.saturating_mul(1 << attempt.min(6)).min(10_000);
-            assert!(
-                d.as_millis() as u64 >= full / 2 && d.as_millis() as u64 <= full,
-                "{attempt}: {d:?}"
-            );
+            let ceiling = flowspike_retry::BASE_DELAY
+                .saturating_mul(1 << attempt.min(16))
+                .min(flowspike_retry::MAX_DELAY);
+            assert!(backoff(attempt) <= ceiling, "{attempt}");
         }
     }
 }

@@ -123,7 +123,7 @@ pub(crate) fn run(
                 stop_reader(&mut readers, &id);
             }
             if last_list.is_none_or(|t| now.duration_since(t) >= cfg.relist_interval) {
-                match rt.block_on(list_shards(&client, &cfg.stream)) {
+                match rt.block_on(list_shards(&client, &cfg.stream, crate::run::RELIST_RETRY)) {
                     Ok(list) => {
                         last_list = Some(now);
                         let shards: Vec<(String, Vec<String>)> =

@@ -393,6 +393,23 @@ impl Metrics {
             header(&mut out, m.name, m.help, m.kind);
             let _ = writeln!(out, "flowspike_{} {}", m.name, get(&m.value));
         }
+        // Process-wide: every AWS call (S3 state, Kinesis, DynamoDB) goes through flowspike-retry.
+        header(
+            &mut out,
+            "aws_retries_total",
+            "AWS calls per operation and outcome: failed attempts retried (throttled, transient), \
+             calls that recovered after retries, gave up (bounded retry time) or failed for good (fatal).",
+            "counter",
+        );
+        for r in flowspike_retry::counts() {
+            let _ = writeln!(
+                out,
+                "flowspike_aws_retries_total{{operation=\"{}\",outcome=\"{}\"}} {}",
+                escape(r.operation),
+                r.outcome,
+                r.count
+            );
+        }
         out
     }
 }

@@ -9,6 +9,7 @@ use flowlog::DecodeOptions;
 use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
 use flowspike_history::{History, Store};
+use flowspike_retry::Policy;
 use tokio::sync::{mpsc, watch};
 
 use crate::decode::DecodeContext;
@@ -26,8 +27,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// How long a stop waits for in-flight shard batches before abandoning them (their records are
 /// simply read again after the restart: positions only move with applied batches).
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts of the first ListShards before giving up (later ones are retried forever).
-const STARTUP_LIST_ATTEMPTS: u32 = 6;
+/// How long a periodic ListShards is retried before the coordinator carries on with the shards
+/// it knows (the next relist tries again); the first one, at start-up, is retried forever.
+pub(crate) const RELIST_RETRY: Policy = Policy::For(Duration::from_secs(10));
 /// Slack of the health check on top of three checkpoint intervals (a slow store, a large
 /// checkpoint).
 const HEALTH_SLACK: Duration = Duration::from_secs(60);
@@ -149,19 +151,8 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
 
     let mut shards = ShardTable::default();
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    for attempt in 1..=STARTUP_LIST_ATTEMPTS {
-        match rt.block_on(list_shards(&client, &cfg.stream)) {
-            Ok(list) => {
-                shards.merge(list);
-                break;
-            }
-            Err(e) if e.is_retryable() && attempt < STARTUP_LIST_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "ListShards failed; retrying");
-                std::thread::sleep(crate::kinesis::backoff(attempt));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    // Retried forever: a throttled ListShards at start-up must not stop the service.
+    shards.merge(rt.block_on(list_shards(&client, &cfg.stream, Policy::Forever))?);
     // Starts a reader on every shard whose parents' ends are committed (see `ShardTable`).
     let spawn_ready = |shards: &mut ShardTable,
                        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
@@ -305,7 +296,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
 
         if last_list.elapsed() >= cfg.relist_interval {
             last_list = Instant::now();
-            match rt.block_on(list_shards(&client, &cfg.stream)) {
+            match rt.block_on(list_shards(&client, &cfg.stream, RELIST_RETRY)) {
                 Ok(list) => {
                     let new = shards.merge(list);
                     if new > 0 {

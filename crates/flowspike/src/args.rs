@@ -157,6 +157,10 @@ pub struct ReplayArgs {
     /// that shrinks under the process makes it fail with SIGBUS).
     #[arg(long, env = "FLOWSPIKE_NO_MMAP")]
     pub no_mmap: bool,
+    /// How long a failing S3 call (throttling, 5xx, timeouts, dropped connections) is retried, with
+    /// backoff, before the object is called unreadable (or, for the state, the replay fails).
+    #[arg(long, default_value_t = 300, env = "FLOWSPIKE_RETRY_SECS")]
+    pub retry_secs: u64,
     /// Input framing and format.
     #[command(flatten)]
     pub input: InputArgs,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use flowlog::{DecodeOptions, Format, Framing};
-use flowspike_aws::{S3Archive, S3Store, S3Url, S3};
+use flowspike_aws::{Policy, S3Archive, S3Store, S3Url, S3};
 use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::{DetectConfig, Spike};
 use flowspike_history::{History, LocalStore, Store};
@@ -54,11 +54,21 @@ pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, D
     Ok((rule, counter, detect))
 }
 
-/// The state store: a local directory or `s3://bucket/prefix`.
+/// The state store: a local directory or `s3://bucket/prefix` (S3 calls retried forever, as the
+/// services need).
 pub fn open_state(state: &str, s3: &mut Option<S3>) -> anyhow::Result<Arc<dyn Store>> {
+    open_state_with(state, s3, Policy::Forever)
+}
+
+/// [`open_state`] with the retry policy of an S3 state.
+pub fn open_state_with(
+    state: &str,
+    s3: &mut Option<S3>,
+    policy: Policy,
+) -> anyhow::Result<Arc<dyn Store>> {
     if state.starts_with("s3://") {
         let url = S3Url::parse(state)?;
-        Ok(Arc::new(S3Store::new(s3_client(s3)?, url)))
+        Ok(Arc::new(S3Store::new(s3_client(s3)?, url).with_policy(policy)))
     } else {
         std::fs::create_dir_all(state)
             .with_context(|| format!("cannot create state dir {state}"))?;
@@ -130,13 +140,30 @@ pub fn replay_sources(
     s3: &mut Option<S3>,
     cfg: ReplayConfig,
 ) -> anyhow::Result<ReplayOutcome> {
+    let retry = Policy::For(flowspike_aws::DEFAULT_REPLAY_RETRY);
+    replay_sources_with(sources, state, s3, cfg, retry)
+}
+
+/// [`replay_sources`] with the retry policy of S3 sources. An S3 source with no object under its
+/// prefix is an error (a mistyped prefix must not look like a quiet archive).
+pub fn replay_sources_with(
+    sources: &[String],
+    state: &Arc<dyn Store>,
+    s3: &mut Option<S3>,
+    cfg: ReplayConfig,
+    retry: Policy,
+) -> anyhow::Result<ReplayOutcome> {
     let mut cfg = cfg;
     for src in sources {
         let source = if src.starts_with("s3://") {
             let url = S3Url::parse(src)?;
             // The key prefix exactly as given: `s3://b/dir/` is a prefix, `s3://b/dir/x.log.gz` one object.
             let root = src["s3://".len() + url.bucket.len()..].trim_start_matches('/').to_string();
-            Source { archive: Arc::new(S3Archive::new(s3_client(s3)?, url.bucket)), root }
+            let archive = S3Archive::new(s3_client(s3)?, url.bucket).with_policy(retry);
+            if !archive.has_objects(&root)? {
+                bail!("no objects under {src}: check the bucket and the prefix");
+            }
+            Source { archive: Arc::new(archive), root }
         } else {
             Source { archive: Arc::new(LocalArchive), root: src.clone() }
         };
@@ -172,7 +199,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     let from = a.from.as_deref().map(parse_time).transpose()?;
     let to = a.to.as_deref().map(parse_time).transpose()?;
     let mut s3 = None;
-    let state = open_state(&a.state, &mut s3)?;
+    let retry = Policy::For(std::time::Duration::from_secs(a.retry_secs));
+    let state = open_state_with(&a.state, &mut s3, retry)?;
     let cfg = ReplayConfig {
         sources: Vec::new(),
         from,
@@ -188,7 +216,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
             map_files: !a.no_mmap,
         },
     };
-    let outcome = replay_sources(&a.sources, &state, &mut s3, cfg)?;
+    let outcome = replay_sources_with(&a.sources, &state, &mut s3, cfg, retry)?;
     let spikes_to = match (&a.spikes, a.state.starts_with("s3://")) {
         (Some(p), _) => p.clone(),
         (None, true) => "-".to_string(),

@@ -1,5 +1,12 @@
 //! [`DynamoTable`]: the lease table in Amazon DynamoDB (aws-sdk-dynamodb), blocking calls on a
 //! tokio runtime handle.
+//!
+//! Every call is retried under the table's [`Policy`] (forever by default) with the classification
+//! of `flowspike-retry`: throttling, 5xx, timeouts and dropped connections, and transactions
+//! cancelled for throttled or conflicting items. A retried conditional write may find its own
+//! earlier attempt applied (the answer was lost, or the SDK retried it underneath): when a
+//! condition fails, the item is read back and an update that is visibly this call's own counts as
+//! done (see `update`, `commit`, `claim_hour`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,6 +18,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
+use flowspike_retry::{Class, Policy};
 
 use crate::{
     Checkpoint, CommitOutcome, Delta, HourClaim, HourState, Lease, LeaseError, LeaseTable,
@@ -30,20 +38,26 @@ pub struct DynamoTable {
     client: Client,
     table: String,
     handle: tokio::runtime::Handle,
+    policy: Policy,
 }
 
 impl DynamoTable {
     /// A table named `table`, called through `client` on the runtime behind `handle`. The methods
     /// block: call them from outside the runtime.
+    /// Retryable errors are retried forever ([`DynamoTable::with_policy`] changes that).
     pub fn new(client: Client, table: impl Into<String>, handle: tokio::runtime::Handle) -> Self {
-        DynamoTable { client, table: table.into(), handle }
+        DynamoTable { client, table: table.into(), handle, policy: Policy::Forever }
+    }
+
+    /// The same table with another retry policy.
+    pub fn with_policy(self, policy: Policy) -> Self {
+        DynamoTable { policy, ..self }
     }
 
     /// A client from the standard AWS configuration (`AWS_ENDPOINT_URL_DYNAMODB` or
-    /// `AWS_ENDPOINT_URL` for a local endpoint).
+    /// `AWS_ENDPOINT_URL` for a local endpoint) with flowspike's SDK retry settings.
     pub async fn client_from_env() -> Client {
-        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Client::new(&conf)
+        Client::new(&flowspike_retry::sdk_config().await)
     }
 
     /// The table name.
@@ -63,26 +77,7 @@ impl DynamoTable {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let retryable = match &e {
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => true,
-            SdkError::ServiceError(s) => {
-                let code = s.err().code().unwrap_or_default();
-                s.raw().status().as_u16() >= 500
-                    || matches!(
-                        code,
-                        "ProvisionedThroughputExceededException"
-                            | "ThrottlingException"
-                            | "RequestLimitExceeded"
-                            | "InternalServerError"
-                            | "TransactionConflictException"
-                            | "TransactionInProgressException"
-                            | "ServiceUnavailable"
-                    )
-            }
-            _ => false,
-        };
+        let retryable = flowspike_retry::classify(&e).is_retryable();
         let message = match e.as_service_error() {
             Some(s) => {
                 format!("{}: {}", s.code().unwrap_or("error"), s.message().unwrap_or_default())
@@ -90,6 +85,89 @@ impl DynamoTable {
             None => format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)),
         };
         LeaseError::Dynamo { op, table: self.table.clone(), message, retryable }
+    }
+
+    /// [`DynamoTable::err`] with the error's retry class, for the retry loop.
+    fn failed<E>(
+        &self,
+        op: &'static str,
+        e: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> Failed
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let class = flowspike_retry::classify(&e);
+        Failed { class, err: self.err(op, e) }
+    }
+
+    /// Runs `call` under the table's policy until it succeeds or fails for good.
+    async fn retried<T, F, Fut>(&self, op: &'static str, mut call: F) -> Result<T, LeaseError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failed>>,
+    {
+        flowspike_retry::retry(metric_op(op), self.policy, |f: &Failed| f.class, |_| call())
+            .await
+            .map_err(|f| f.err)
+    }
+
+    /// The item at `key` (strongly consistent), or `None`.
+    async fn get_item(&self, key: &str) -> Result<Option<Item>, LeaseError> {
+        self.retried("GetItem", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key(KEY, s(key))
+                .consistent_read(true)
+                .send()
+                .await
+                .map(|r| r.item().cloned())
+                .map_err(|e| self.failed("GetItem", e))
+        })
+        .await
+    }
+
+    /// A transaction cancelled for a reason other than a failed condition: nothing was applied, and
+    /// throttled or conflicting items are retried ([`cancellation_class`]).
+    fn cancelled<E>(
+        &self,
+        op: &'static str,
+        reasons: &[String],
+        e: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> Failed
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let class = cancellation_class(reasons);
+        let mut err = self.err(op, e);
+        if let LeaseError::Dynamo { retryable, message, .. } = &mut err {
+            *retryable = class.is_retryable();
+            message.push_str(&format!(" (reasons: {})", reasons.join(", ")));
+        }
+        Failed { class, err }
+    }
+
+    /// True when the table shows this commit applied: its delta registered (delta ids are unique
+    /// per worker and generation), or without a delta every lease at the commit's counter and
+    /// checkpoint, still the worker's.
+    async fn commit_applied(
+        &self,
+        shards: &[ShardCommit],
+        delta: Option<&Delta>,
+    ) -> Result<bool, LeaseError> {
+        if let Some(d) = delta {
+            let item = self.get_item(&d.id).await?;
+            return Ok(item.is_some_and(|i| s_attr(&i, "file").as_deref() == Some(d.file.as_str())));
+        }
+        for c in shards {
+            let Some(item) = self.get_item(&c.shard_id).await? else { return Ok(false) };
+            if !owned_at(&item, &c.owner, c.counter + 1)
+                || s_attr(&item, "checkpoint").as_deref() != Some(c.checkpoint.as_str())
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn build_err(&self, op: &'static str, e: impl std::fmt::Display) -> LeaseError {
@@ -172,7 +250,10 @@ impl DynamoTable {
         Ok(())
     }
 
-    /// A conditional update; `Ok(None)` when the condition failed.
+    /// A conditional update; `Ok(None)` when the condition failed. When it failed but the item
+    /// as read back satisfies `applied` (the update is visibly this call's own: an earlier attempt
+    /// took effect and its answer was lost), the update counts as done and that item is returned.
+    #[allow(clippy::too_many_arguments)] // reason: one DynamoDB UpdateItem request, spelled out
     async fn update(
         &self,
         op: &'static str,
@@ -181,6 +262,7 @@ impl DynamoTable {
         cond: Option<&str>,
         names: &[(&str, &str)],
         values: Vec<(&str, AttributeValue)>,
+        applied: impl Fn(&Item) -> bool,
     ) -> Result<Option<Item>, LeaseError> {
         let mut req = self
             .client
@@ -198,16 +280,24 @@ impl DynamoTable {
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
         }
-        match req.send().await {
-            Ok(r) => Ok(Some(r.attributes().cloned().unwrap_or_default())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.err(op, e)),
+        let done = self
+            .retried(op, || async {
+                match req.clone().send().await {
+                    Ok(r) => Ok(Some(r.attributes().cloned().unwrap_or_default())),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(self.failed(op, e)),
+                }
+            })
+            .await?;
+        if done.is_some() {
+            return Ok(done);
         }
+        Ok(self.get_item(key).await?.filter(|item| applied(item)))
     }
 }
 
@@ -256,19 +346,87 @@ fn counter_of(item: &Item) -> Option<u64> {
 
 const LEASE_NAMES: [(&str, &str); 2] = [("#o", "leaseOwner"), ("#c", "leaseCounter")];
 
+/// True when the lease item is `owner`'s at `counter`: what a take or renew of this worker leaves.
+fn owned_at(item: &Item, owner: &str, counter: u64) -> bool {
+    s_attr(item, "leaseOwner").as_deref() == Some(owner) && counter_of(item) == Some(counter)
+}
+
+/// A failed call and its retry class.
+struct Failed {
+    class: Class,
+    err: LeaseError,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.err.fmt(f)
+    }
+}
+
+/// The cancellation reason codes of a cancelled transaction (one per item, `None` for items that
+/// were fine), or `None` for any other error.
+fn cancellation<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<String>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match e.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(t) => Some(
+            t.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_owned())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// The retry class of a transaction cancelled without a failed condition, from its items'
+/// cancellation reasons: throttled items (`ThrottlingError`, `ProvisionedThroughputExceeded`,
+/// `RequestLimitExceeded`) and conflicts with other transactions (`TransactionConflict`) are
+/// retried; a validation error or a full item collection never succeeds and is fatal.
+fn cancellation_class(reasons: &[String]) -> Class {
+    let any = |codes: &[&str]| reasons.iter().any(|r| codes.contains(&r.as_str()));
+    if any(&["ValidationError", "ItemCollectionSizeLimitExceeded"]) {
+        Class::Fatal
+    } else if any(&["ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"]) {
+        Class::Throttled
+    } else {
+        Class::Transient
+    }
+}
+
+/// The `operation` label of the retry metric for a lease-table call.
+fn metric_op(op: &str) -> &'static str {
+    match op.split('(').next().unwrap_or_default() {
+        "UpdateItem" => "dynamodb:UpdateItem",
+        "TransactWriteItems" => "dynamodb:TransactWriteItems",
+        "PutItem" => "dynamodb:PutItem",
+        "GetItem" => "dynamodb:GetItem",
+        "Scan" => "dynamodb:Scan",
+        "DeleteItem" => "dynamodb:DeleteItem",
+        "DescribeTable" => "dynamodb:DescribeTable",
+        "CreateTable" => "dynamodb:CreateTable",
+        _ => "dynamodb:other",
+    }
+}
+
 impl LeaseTable for DynamoTable {
     fn ensure(&self) -> Result<(), LeaseError> {
         self.block(async {
-            let exists = match self.client.describe_table().table_name(&self.table).send().await {
-                Ok(_) => true,
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
-                {
-                    false
-                }
-                Err(e) => return Err(self.err("DescribeTable", e)),
-            };
+            let exists = self
+                .retried("DescribeTable", || async {
+                    match self.client.describe_table().table_name(&self.table).send().await {
+                        Ok(_) => Ok(true),
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                        {
+                            Ok(false)
+                        }
+                        Err(e) => Err(self.failed("DescribeTable", e)),
+                    }
+                })
+                .await?;
             if !exists {
                 let ks = KeySchemaElement::builder()
                     .attribute_name(KEY)
@@ -280,33 +438,44 @@ impl LeaseTable for DynamoTable {
                     .attribute_type(ScalarAttributeType::S)
                     .build()
                     .map_err(|e| self.build_err("CreateTable", e))?;
-                match self
+                let req = self
                     .client
                     .create_table()
                     .table_name(&self.table)
                     .key_schema(ks)
                     .attribute_definitions(ad)
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .send()
-                    .await
-                {
-                    Ok(_) => tracing::info!(table = %self.table, "lease table created"),
-                    // Another worker created it at the same moment.
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_resource_in_use_exception()) => {}
-                    Err(e) => return Err(self.err("CreateTable", e)),
-                }
+                    .billing_mode(BillingMode::PayPerRequest);
+                self.retried("CreateTable", || async {
+                    match req.clone().send().await {
+                        Ok(_) => {
+                            tracing::info!(table = %self.table, "lease table created");
+                            Ok(())
+                        }
+                        // Another worker created it at the same moment (or an earlier attempt
+                        // of this call did, and its answer was lost).
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(self.failed("CreateTable", e)),
+                    }
+                })
+                .await?;
             }
             let deadline = Instant::now() + CREATE_TIMEOUT;
             loop {
                 let d = self
-                    .client
-                    .describe_table()
-                    .table_name(&self.table)
-                    .send()
-                    .await
-                    .map_err(|e| self.err("DescribeTable", e))?;
+                    .retried("DescribeTable", || async {
+                        self.client
+                            .describe_table()
+                            .table_name(&self.table)
+                            .send()
+                            .await
+                            .map_err(|e| self.failed("DescribeTable", e))
+                    })
+                    .await?;
                 if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                     return Ok(());
                 }
@@ -328,15 +497,19 @@ impl LeaseTable for DynamoTable {
             let mut snap = Snapshot::default();
             let mut start: Option<Item> = None;
             loop {
+                let from = start.take();
                 let r = self
-                    .client
-                    .scan()
-                    .table_name(&self.table)
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.err("Scan", e))?;
+                    .retried("Scan", || async {
+                        self.client
+                            .scan()
+                            .table_name(&self.table)
+                            .consistent_read(true)
+                            .set_exclusive_start_key(from.clone())
+                            .send()
+                            .await
+                            .map_err(|e| self.failed("Scan", e))
+                    })
+                    .await?;
                 for item in r.items() {
                     self.parse_into(item, &mut snap)?;
                 }
@@ -362,16 +535,21 @@ impl LeaseTable for DynamoTable {
             if !parents.is_empty() {
                 req = req.item("parentShardIds", AttributeValue::Ss(parents.to_vec()));
             }
-            match req.send().await {
-                Ok(_) => Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
+            // A lease found in place after a lost answer was made by this call or another
+            // worker's: either way the lease exists, which is all the caller needs.
+            self.retried("PutItem", || async {
+                match req.clone().send().await {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(self.failed("PutItem", e)),
                 }
-                Err(e) => Err(self.err("PutItem", e)),
-            }
+            })
+            .await
         })
     }
 
@@ -385,6 +563,7 @@ impl LeaseTable for DynamoTable {
                     Some("#c = :seen"),
                     &LEASE_NAMES,
                     vec![(":me", s(owner)), (":one", n(1)), (":seen", n(seen_counter))],
+                    |item| owned_at(item, owner, seen_counter + 1),
                 )
                 .await?;
             Ok(r.as_ref().and_then(counter_of))
@@ -401,6 +580,7 @@ impl LeaseTable for DynamoTable {
                     Some("#o = :me AND #c = :seen"),
                     &LEASE_NAMES,
                     vec![(":me", s(owner)), (":one", n(1)), (":seen", n(counter))],
+                    |item| owned_at(item, owner, counter + 1),
                 )
                 .await?;
             Ok(r.as_ref().and_then(counter_of))
@@ -417,6 +597,9 @@ impl LeaseTable for DynamoTable {
                     Some("#o = :me AND #c = :seen"),
                     &LEASE_NAMES,
                     vec![(":me", s(owner)), (":one", n(1)), (":seen", n(counter))],
+                    |item| {
+                        !item.contains_key("leaseOwner") && counter_of(item) == Some(counter + 1)
+                    },
                 )
                 .await?;
             Ok(r.is_some())
@@ -481,36 +664,53 @@ impl LeaseTable for DynamoTable {
             let p = p.build().map_err(|e| self.build_err("TransactWriteItems", e))?;
             items.push(TransactWriteItem::builder().put(p).build());
         }
+        let op = "TransactWriteItems";
+        let req = self.client.transact_write_items().set_transact_items(Some(items));
         self.block(async {
-            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => Ok(CommitOutcome::Done),
-                Err(e) => {
-                    let lost: Option<Vec<String>> = e.as_service_error().and_then(|se| match se {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => Some(
-                            t.cancellation_reasons()
-                                .iter()
-                                .zip(shards)
-                                .filter(|(r, _)| r.code() == Some("ConditionalCheckFailed"))
-                                .map(|(_, c)| c.shard_id.clone())
-                                .collect(),
-                        ),
-                        _ => None,
-                    });
-                    match lost {
-                        Some(l) if !l.is_empty() => Ok(CommitOutcome::Lost(l)),
-                        // Cancelled for another reason (a conflicting transaction, throttling):
-                        // nothing was applied; worth retrying.
-                        Some(_) => {
-                            let mut err = self.err("TransactWriteItems", e);
-                            if let LeaseError::Dynamo { retryable, .. } = &mut err {
-                                *retryable = true;
+            // `None`: committed; `Some(lost)`: a condition failed (`lost`: the shards whose lease
+            // condition failed). Cancellations for throttled or conflicting items applied nothing
+            // and are retried.
+            let refused = self
+                .retried(op, || async {
+                    match req.clone().send().await {
+                        Ok(_) => Ok(None),
+                        Err(e) => match cancellation(&e) {
+                            Some(reasons)
+                                if reasons.iter().any(|r| r == "ConditionalCheckFailed") =>
+                            {
+                                Ok(Some(
+                                    reasons
+                                        .iter()
+                                        .zip(shards)
+                                        .filter(|(r, _)| *r == "ConditionalCheckFailed")
+                                        .map(|(_, c)| c.shard_id.clone())
+                                        .collect::<Vec<_>>(),
+                                ))
                             }
-                            Err(err)
-                        }
-                        None => Err(self.err("TransactWriteItems", e)),
+                            Some(reasons) => Err(self.cancelled(op, &reasons, e)),
+                            None => Err(self.failed(op, e)),
+                        },
                     }
-                }
+                })
+                .await?;
+            let Some(lost) = refused else { return Ok(CommitOutcome::Done) };
+            if self.commit_applied(shards, delta).await? {
+                tracing::info!(table = %self.table, "commit found applied by an earlier attempt");
+                return Ok(CommitOutcome::Done);
             }
+            if lost.is_empty() {
+                // Only the delta's condition failed, and the delta there is not this commit's.
+                return Err(LeaseError::Dynamo {
+                    op,
+                    table: self.table.clone(),
+                    message: format!(
+                        "delta {} exists already with another file",
+                        delta.map(|d| d.id.as_str()).unwrap_or_default()
+                    ),
+                    retryable: false,
+                });
+            }
+            Ok(CommitOutcome::Lost(lost))
         })
     }
 
@@ -541,31 +741,31 @@ impl LeaseTable for DynamoTable {
             TransactWriteItem::builder().put(put).build(),
             TransactWriteItem::builder().update(frontier).build(),
         ];
+        let req = self.client.transact_write_items().set_transact_items(Some(items));
         self.block(async {
-            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => Ok(true),
-                Err(e) => {
-                    let refused = e.as_service_error().and_then(|se| match se {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => Some(
-                            t.cancellation_reasons()
-                                .iter()
-                                .any(|r| r.code() == Some("ConditionalCheckFailed")),
-                        ),
-                        _ => None,
-                    });
-                    match refused {
-                        Some(true) => Ok(false),
-                        Some(false) => {
-                            let mut err = self.err(op, e);
-                            if let LeaseError::Dynamo { retryable, .. } = &mut err {
-                                *retryable = true;
+            let claimed = self
+                .retried(op, || async {
+                    match req.clone().send().await {
+                        Ok(_) => Ok(true),
+                        Err(e) => match cancellation(&e) {
+                            Some(reasons) if reasons.iter().any(|r| r == "ConditionalCheckFailed") => {
+                                Ok(false)
                             }
-                            Err(err)
-                        }
-                        None => Err(self.err(op, e)),
+                            Some(reasons) => Err(self.cancelled(op, &reasons, e)),
+                            None => Err(self.failed(op, e)),
+                        },
                     }
-                }
+                })
+                .await?;
+            if claimed {
+                return Ok(true);
             }
+            // Refused: by another worker's claim, or by this call's own earlier attempt.
+            let item = self.get_item(&crate::hour_key(claim.hour)).await?;
+            Ok(item.is_some_and(|item| {
+                s_attr(&item, "owner").as_deref() == Some(claim.owner.as_str())
+                    && matches!(item.get("claimedAt"), Some(AttributeValue::N(v)) if *v == claim.claimed_at.to_string())
+            }))
         })
     }
 
@@ -592,6 +792,10 @@ impl LeaseTable for DynamoTable {
                         (":at", n(seen_at)),
                         (":claimed", s("CLAIMED")),
                     ],
+                    |item| {
+                        s_attr(item, "owner").as_deref() == Some(owner)
+                            && matches!(item.get("claimedAt"), Some(AttributeValue::N(v)) if *v == now.to_string())
+                    },
                 )
                 .await?;
             Ok(r.is_some())
@@ -607,6 +811,7 @@ impl LeaseTable for DynamoTable {
                 Some("attribute_exists(leaseKey)"),
                 &[("#s", "state")],
                 vec![(":done", s("DONE"))],
+                |_| false,
             )
             .await
             .map(|_| ())
@@ -623,6 +828,7 @@ impl LeaseTable for DynamoTable {
                     Some("attribute_exists(leaseKey)"),
                     &[],
                     vec![(":h", AttributeValue::Ns(vec![hour.to_string()]))],
+                    |_| false,
                 )
                 .await?;
             Ok(match r {
@@ -635,7 +841,8 @@ impl LeaseTable for DynamoTable {
     }
 
     fn delete(&self, key: &str) -> Result<(), LeaseError> {
-        self.block(async {
+        // Deleting an item that is gone already succeeds: a repeated delete is harmless.
+        self.block(self.retried("DeleteItem", || async {
             self.client
                 .delete_item()
                 .table_name(&self.table)
@@ -643,8 +850,40 @@ impl LeaseTable for DynamoTable {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.err("DeleteItem", e))
-        })
+                .map_err(|e| self.failed("DeleteItem", e))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    /// Regression (issue #34): a transaction cancelled for throttled items is retried, and one
+    /// cancelled for a validation error is not (it was retried at every tick for ever).
+    #[test]
+    fn transaction_cancellation_reasons_classify() {
+        let check = |reasons: &[&str], want: Class| {
+            let r: Vec<String> = reasons.iter().map(|s| s.to_string()).collect();
+            assert_eq!(cancellation_class(&r), want, "{reasons:?}");
+        };
+        check(&["None", "ThrottlingError"], Class::Throttled);
+        check(&["ProvisionedThroughputExceeded", "None"], Class::Throttled);
+        check(&["TransactionConflict"], Class::Transient);
+        check(&["None", "ValidationError"], Class::Fatal);
+        check(&["ItemCollectionSizeLimitExceeded"], Class::Fatal);
+    }
+
+    #[test]
+    fn own_lease_write_is_recognised() {
+        let item: Item = [("leaseOwner".to_string(), s("w1")), ("leaseCounter".to_string(), n(8))]
+            .into_iter()
+            .collect();
+        assert!(owned_at(&item, "w1", 8));
+        assert!(!owned_at(&item, "w1", 7));
+        assert!(!owned_at(&item, "w2", 8));
+        assert_eq!(metric_op("UpdateItem(take)"), "dynamodb:UpdateItem");
+        assert_eq!(metric_op("TransactWriteItems(claim)"), "dynamodb:TransactWriteItems");
     }
 }
 
