@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flowspike_counter::{
-    AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, DEFAULT_MAX_FUTURE_SECS, HOUR,
-    MAX_EVENT_TIME,
+    AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, DEFAULT_MAX_FUTURE_SECS,
+    HOUR, MAX_EVENT_TIME,
 };
 use flowspike_detect::{DetectConfig, Detector, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_consumer::{
-    live_watermark, Batch, ConsumeError, Engine, Metrics, SpikeSink, Stats,
-};
+use flowspike_consumer::{live_watermark, Batch, ConsumeError, Engine, Metrics, SpikeSink, Stats};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::VIRTUAL_SHARD;

@@ -415,6 +415,10 @@ impl InflateRoom {
     fn read_bounded(&mut self, r: &mut impl Read, limit: u64) -> Result<usize, DecodeError> {
         /// The first size a buffer grows to: small objects (one Kinesis record) need no more.
         const FIRST: usize = 64 << 10;
+        /// Buffers grow by doubling up to this size, then take the whole limit at once.
+        const RESERVE_WHOLE_AFTER: usize = 4 << 20;
+        /// Limits above this (configured far past the defaults) keep growing by doubling.
+        const RESERVE_WHOLE_MAX: usize = 4 << 30;
         let cap_max = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
         let mut n = 0;
         loop {
@@ -425,7 +429,15 @@ impl InflateRoom {
                 }
                 // Here `self.buf.len() == n < cap_max`.
                 let grow_to = n.max(FIRST / 2).saturating_mul(2).min(cap_max);
-                self.buf.reserve_exact(grow_to - n);
+                if grow_to > RESERVE_WHOLE_AFTER && cap_max <= RESERVE_WHOLE_MAX {
+                    // Past a few MiB, reserve the whole limit once: pages not yet written cost no
+                    // memory, while every doubling would move the text into a new block and the
+                    // allocator keeps the blocks it freed resident (a bomb then held about twice
+                    // the limit).
+                    self.buf.reserve_exact(cap_max - n);
+                } else {
+                    self.buf.reserve_exact(grow_to - n);
+                }
                 self.buf.resize(grow_to, 0);
                 continue;
             }
