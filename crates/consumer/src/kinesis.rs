@@ -179,6 +179,10 @@ pub enum StartAt {
 
 /// What a shard reader tells the coordinator.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every event is a batch, moved once through a bounded channel: boxing it would only add an allocation per batch"
+)]
 pub enum Event {
     /// One GetRecords response or SubscribeToShard event, decoded.
     Batch {
@@ -627,21 +631,36 @@ fn child_ids(children: &[ShardInfo]) -> Vec<&str> {
 
 /// Registers the enhanced fan-out consumer `name` on `stream` (or finds it, if it exists) and
 /// waits until it is ACTIVE; returns its ARN. A consumer being deleted is waited for and
-/// registered again. Gives up after `timeout`.
+/// registered again. Gives up when it is not ACTIVE after `timeout`; throttled and failed calls are
+/// retried without end (a permission or an unknown stream stops at once).
 pub async fn register_consumer(
     client: &Client,
     stream: &str,
     name: &str,
     timeout: Duration,
 ) -> Result<String, ConsumeError> {
-    let summary =
-        client.describe_stream_summary().stream_name(stream).send().await.map_err(|e| {
-            if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) {
-                ConsumeError::Config(format!("kinesis stream {stream:?} does not exist"))
-            } else {
-                kinesis_err("DescribeStreamSummary", stream, None, &e)
+    // Throttling and transient faults are retried without end, as on every other AWS path of the
+    // service; only an unknown stream or a refused permission stops.
+    let summary = flowspike_retry::retry(
+        "kinesis:DescribeStreamSummary",
+        Policy::Forever,
+        |e: &Classed| e.0,
+        |_| {
+            let req = client.describe_stream_summary().stream_name(stream);
+            async move {
+                req.send().await.map_err(|e| {
+                    if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) {
+                        let msg = format!("kinesis stream {stream:?} does not exist");
+                        Classed(Class::Fatal, ConsumeError::Config(msg))
+                    } else {
+                        classed("DescribeStreamSummary", stream, None, &e)
+                    }
+                })
             }
-        })?;
+        },
+    )
+    .await
+    .map_err(|e| e.1)?;
     let stream_arn = summary
         .stream_description_summary()
         .map(|s| s.stream_arn().to_owned())
@@ -652,8 +671,11 @@ pub async fn register_consumer(
             message: "no stream description in the answer".into(),
             retryable: true,
         })?;
-    let deadline = Instant::now() + timeout;
-    let mut attempt = 0;
+    // `timeout` bounds the wait for the consumer to become ACTIVE; a throttled or failed call is
+    // retried (forever, like every AWS call of the service) without spending it.
+    let mut deadline = Instant::now() + timeout;
+    let mut describe_retry = Retrier::new("kinesis:DescribeStreamConsumer", Policy::Forever);
+    let mut register_retry = Retrier::new("kinesis:RegisterStreamConsumer", Policy::Forever);
     loop {
         let described = client
             .describe_stream_consumer()
@@ -669,15 +691,18 @@ pub async fn register_consumer(
                 None
             }
             Err(e) => {
-                let err = kinesis_err("DescribeStreamConsumer", stream, None, &e);
-                if !err.is_retryable() || Instant::now() >= deadline {
-                    return Err(err);
+                let Classed(class, err) = classed("DescribeStreamConsumer", stream, None, &e);
+                let started = Instant::now();
+                match describe_retry.failed(class, &err) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(err),
                 }
-                attempt += 1;
-                tokio::time::sleep(backoff(attempt)).await;
+                deadline += started.elapsed();
                 continue;
             }
         };
+        describe_retry.succeeded();
+        describe_retry = Retrier::new("kinesis:DescribeStreamConsumer", Policy::Forever);
         match status {
             Some((arn, ConsumerStatus::Active)) => {
                 tracing::info!(consumer = name, consumer_arn = %arn, "enhanced fan-out consumer active");
@@ -695,6 +720,9 @@ pub async fn register_consumer(
                     .await;
                 match reg {
                     Ok(out) => {
+                        register_retry.succeeded();
+                        register_retry =
+                            Retrier::new("kinesis:RegisterStreamConsumer", Policy::Forever);
                         tracing::info!(consumer = name, consumer_arn = ?out.consumer().map(|c| c.consumer_arn()), "registered the stream consumer");
                     }
                     // Registered meanwhile (by another task): describe it again.
@@ -702,10 +730,15 @@ pub async fn register_consumer(
                         if e.as_service_error()
                             .is_some_and(|s| s.is_resource_in_use_exception()) => {}
                     Err(e) => {
-                        let err = kinesis_err("RegisterStreamConsumer", stream, None, &e);
-                        if !err.is_retryable() || Instant::now() >= deadline {
-                            return Err(err);
+                        let Classed(class, err) =
+                            classed("RegisterStreamConsumer", stream, None, &e);
+                        let started = Instant::now();
+                        match register_retry.failed(class, &err) {
+                            Some(pause) => tokio::time::sleep(pause).await,
+                            None => return Err(err),
                         }
+                        deadline += started.elapsed();
+                        continue;
                     }
                 }
             }
