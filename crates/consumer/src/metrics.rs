@@ -622,10 +622,10 @@ mod tests {
                 names.push(name);
             }
         }
-        assert_eq!(names.len(), 17);
+        assert_eq!(names.len(), 19);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 17);
+        assert_eq!(names.len(), 19);
         for s in &samples {
             let name = s.split(['{', ' ']).next().expect("name");
             assert!(names.contains(&name), "{s}");
