@@ -93,13 +93,7 @@ impl Stats {
     /// when the hour closes or its late rows are written).
     fn over_source_cap(&mut self, hour: i64, lost: Option<SourceOverflow>, cap: usize) {
         let Some(o) = lost else { return };
-        tracing::warn!(
-            hour,
-            records = o.records,
-            sources = o.sources,
-            max_sources_per_hour = cap,
-            "hour has more sources than the cap: its lowest source addresses are kept, the others' records are not counted"
-        );
+        o.warn(hour, cap);
         self.records_over_source_cap += o.records;
     }
 }

@@ -53,6 +53,20 @@ pub struct SourceOverflow {
     pub sources: u64,
 }
 
+impl SourceOverflow {
+    /// Logs the one warning an hour gets when it lost input to the cap `cap` (the consumer when the
+    /// hour closes, replay after counting).
+    pub fn warn(&self, hour: i64, cap: usize) {
+        tracing::warn!(
+            hour,
+            records = self.records,
+            sources = self.sources,
+            max_sources_per_hour = cap,
+            "hour has more sources than the cap: its lowest source addresses are kept, the others' records are not counted"
+        );
+    }
+}
+
 /// The sources an hour dropped at its cap, and what it needs to keep dropping the highest.
 #[derive(Debug, Clone)]
 struct Overflow {

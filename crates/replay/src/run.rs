@@ -412,13 +412,7 @@ pub fn replay(
     let Acc { counter, mut summary, hours, damaged } = acc;
     let cap = cfg.counter.max_sources_per_hour;
     for (hour, o) in counter.overflow().into_iter().filter(|(h, _)| !damaged.contains_key(h)) {
-        tracing::warn!(
-            hour,
-            records = o.records,
-            sources = o.sources,
-            max_sources_per_hour = cap,
-            "hour has more sources than the cap: its lowest source addresses are kept, the others' records are not counted"
-        );
+        o.warn(hour, cap);
         summary.records_over_source_cap += o.records;
         summary.sources_over_source_cap += o.sources;
         summary.hours_over_source_cap.push(hour);
