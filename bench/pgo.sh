@@ -17,7 +17,7 @@
 #         the two builds use their own target directories there, so target/release is untouched)
 #
 # Takes two full release builds (about 20 minutes on 2 cores from scratch). Not part of the test
-# command; docs/benchmarks.md says what it gains.
+# command; docs/benchmarks.md, *Plain replay, A/B of builds*, says what it gains.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

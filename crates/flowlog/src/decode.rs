@@ -360,7 +360,7 @@ pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
 /// buffer per object: the consumer inflates one CloudWatch Logs envelope per Kinesis record
 /// (~100-200 KB each) and replay one S3 object at a time, and writing into fresh memory costs a
 /// page fault and the zeroing of a page per 4 KiB, which took about as long as inflating itself
-/// (docs/benchmarks.md, section 000).
+/// (docs/benchmarks-history.md, 2026-12-02 03:20–04:15 UTC).
 #[derive(Default)]
 struct InflateRoom {
     /// The inflated text of the last object starts at 0. Its `len` is how much of it has been

@@ -334,8 +334,8 @@ fn eight_digits(x: u64) -> u64 {
 /// (four decimal octets 0..=255, no leading zeros).
 ///
 /// On x86_64 CPUs with SSSE3 (all but the oldest) the address is checked and converted 16 bytes at
-/// a time with no branch per digit (`parse_ipv4_ssse3`), about twice as fast as octet by octet
-/// on the addresses of real traffic (docs/benchmarks.md, section 00000).
+/// a time with no branch per digit (`parse_ipv4_ssse3`): the octet loop's data-dependent branches
+/// cost more than the shuffle (docs/benchmarks-history.md, 2026-12-02 07:25–08:45 UTC).
 #[inline]
 pub fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
     #[cfg(target_arch = "x86_64")]

@@ -16,18 +16,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: the counter and the history rows allocate per key and per
-/// address, and with glibc allocation and freeing took about a tenth of a replay's CPU time
-/// (docs/benchmarks.md, section 2, "Where the time goes").
+/// address, and glibc's allocation and freeing were a visible share of a replay's CPU time
+/// (docs/benchmarks-history.md, 2026-11-23 19:38 UTC).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns transparent huge pages off for a replay, unless `MIMALLOC_ALLOW_THP` is set (then
 /// mimalloc's own setting applies). mimalloc asks for huge pages on its arenas, so touching a few
-/// bytes of a fresh region zeroes a whole 2 MiB page: four threads writing Parquet hour files held
-/// ~100 MiB instead of ~13 MiB, and with the kernel compacting memory for those pages on fault,
-/// a replay's system time varied threefold from run to run (docs/benchmarks.md, section 0000). A
+/// bytes of a fresh region zeroes a whole 2 MiB page: Parquet writer threads held several times the
+/// memory they use, and the kernel compacting memory for those pages on fault made a replay's system
+/// time vary widely from run to run (docs/benchmarks-history.md, 2026-12-02 05:00–06:40 UTC). A
 /// replay is short and almost all its memory is fresh; the long-running consumer reuses its memory
-/// and decoded ~7% faster with huge pages, so it keeps them.
+/// and decoded faster with huge pages, so it keeps them.
 fn disable_thp() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;

@@ -292,7 +292,8 @@ fn cut_mapped(
         };
         // Only a hint: the parsers fault in whatever this did not map. Text already in the page
         // cache is left to the parsers' own page faults, which map 16 pages at a time (fault-around):
-        // mapping it here cost more CPU on a third thread (-7% wall time without it on 2 cores).
+        // mapping it here costs more CPU on a third thread that competes with the parsers
+        // (docs/benchmarks-history.md, 2026-12-02 17:19–20:00 UTC).
         if !sampled_pages_cached(&map, pos, end) {
             let _ = map.advise_range(Advice::PopulateRead, pos, end - pos);
         }
