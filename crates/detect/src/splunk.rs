@@ -244,7 +244,7 @@ pub struct SplunkSource {
 }
 
 impl SplunkState {
-    /// JSON encoding (stored by the consumer under `<state>/baseline/`).
+    /// JSON encoding (a splunk-mode replay saves it as `<state>/baseline/splunk.json`).
     pub fn to_json_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

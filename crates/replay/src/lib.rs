@@ -1,9 +1,11 @@
 //! Replay of flow-log archives: discover objects (local or S3), parse and count them in parallel,
 //! rewrite the hourly Parquet history for the hours they cover, then evaluate the detection.
 //!
-//! Data flow: [`discover`] → downloader threads → rayon workers (`flowlog::for_each_record` →
-//! `Rule::classify` → per-worker `Counter`) → merged rows → `History::replace_hour` per covered hour →
-//! `Detector` over the history → spike records.
+//! Data flow: [`discover`] → fetcher threads → rayon workers (`flowlog::for_each_record`, or
+//! `flowlog::for_each_text_block` for large objects cut into blocks → `Rule::classify` → per-worker
+//! `ShardedCounter`) → merged shard by shard → `ShardedCounter::into_hour_columns` (`Columns` per
+//! hour) → `History::replace_hour_columns` per covered hour on writer threads → `detect_hours` (window
+//! mode, alongside the writes) or `Detector` (splunk mode, after them) → spike records.
 
 mod archive;
 mod run;

@@ -15,7 +15,8 @@ use rayon::prelude::*;
 use crate::archive::{discover, Archive, ArchiveError, ObjectInfo};
 use crate::stream::{initial_format, read_blocks, BlockPool, StreamSettings, Streamed, TextBlock};
 
-/// Where the `splunk` mode's baseline state is kept in the state store.
+/// Where a splunk-mode replay saves its baseline state in the state store (for inspection: no
+/// production code reads it back; the services rebuild their baseline from the history).
 pub const SPLUNK_BASELINE_KEY: &str = "baseline/splunk.json";
 
 /// How many malformed-line and unreadable-object samples a summary keeps.
@@ -846,7 +847,7 @@ fn detect_range(
     }
     let mut detector = Detector::new(cfg.clone());
     let spikes = detector.feed_hours(&hours).map_err(|e| ReplayError::Detect(e.to_string()))?;
-    // The streaming consumer continues from this baseline.
+    // Saved for inspection only: the services rebuild their baseline from the history.
     history
         .store()
         .put(SPLUNK_BASELINE_KEY, detector.snapshot().to_json_bytes())
