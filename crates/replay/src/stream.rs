@@ -48,8 +48,8 @@ impl Default for StreamSettings {
 }
 
 /// Block buffers handed back after counting, reused by the readers: a fresh 8 MiB buffer per block
-/// costs the kernel zeroing its pages (about an eighth of a replay's CPU time in a profile once the
-/// allocator returned freed memory to the system).
+/// costs the kernel zeroing its pages whenever the allocator has returned freed memory to the
+/// system (docs/benchmarks-history.md, 2026-11-23 19:38 UTC).
 #[derive(Debug)]
 pub struct BlockPool {
     free: Mutex<Vec<Vec<u8>>>,
