@@ -1057,37 +1057,32 @@ impl ShardedCounter {
         admitted
     }
 
-    /// Recounts every hour's sources after a merge and drops the highest sources of the hours
-    /// past the cap (the `cap` lowest of the union are those of the whole input).
-    fn enforce_cap(&mut self) {
-        self.kept.clear();
-        self.last = 0;
-        if !self.capped() {
-            return;
-        }
-        let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
-        for shard in &self.shards {
-            for (hour, m) in &shard.hours {
-                *sizes.entry(*hour).or_default() += m.len();
-            }
-        }
+    /// Recounts the sources of `hours` (those a merge added to) and drops the highest sources of
+    /// the ones past the cap (the `cap` lowest of the union are those of the whole input).
+    fn enforce_cap(&mut self, hours: &BTreeSet<i64>) {
         let cap = self.cfg.max_sources_per_hour;
         let n = self.shards.len();
-        for (hour, size) in sizes.iter_mut().filter(|(_, size)| **size > cap) {
-            let mut keys: Vec<IpAddr> = self
-                .shards
-                .iter()
-                .filter_map(|s| s.hour_sources(*hour))
-                .flat_map(|m| m.keys().copied())
-                .collect();
-            // Distinct keys (a source is in one shard): the `cap` lowest are `keys[..cap]`.
-            keys.select_nth_unstable(cap);
-            for ip in &keys[cap..] {
-                self.shards[shard_of(*ip, n)].drop_source(*hour, *ip);
+        for &hour in hours {
+            self.kept.remove(&hour);
+            let mut size: usize =
+                self.shards.iter().filter_map(|s| s.hour_sources(hour)).map(|m| m.len()).sum();
+            if size > cap {
+                let mut keys: Vec<IpAddr> = self
+                    .shards
+                    .iter()
+                    .filter_map(|s| s.hour_sources(hour))
+                    .flat_map(|m| m.keys().copied())
+                    .collect();
+                // Distinct keys (a source is in one shard): the `cap` lowest are `keys[..cap]`.
+                keys.select_nth_unstable(cap);
+                for ip in &keys[cap..] {
+                    self.shards[shard_of(*ip, n)].drop_source(hour, *ip);
+                }
+                size = cap;
             }
-            *size = cap;
+            let i = self.size_index(hour);
+            self.sizes[i].1 = size;
         }
-        self.sizes = sizes.into_iter().collect();
     }
 
     /// The limits in use (as given to [`ShardedCounter::new`]).
@@ -1139,8 +1134,14 @@ impl ShardedCounter {
     /// differ, `other`'s keys are re-routed (sequentially). Past the source cap an hour keeps the
     /// lowest sources of both.
     pub fn merge(&mut self, other: ShardedCounter) {
+        if !self.capped() {
+            return self.merge_shards(other);
+        }
+        // Only the hours of `other` change.
+        let hours: BTreeSet<i64> =
+            other.shards.iter().flat_map(|s| s.hours.iter().map(|(h, _)| *h)).collect();
         self.merge_shards(other);
-        self.enforce_cap();
+        self.enforce_cap(&hours);
     }
 
     /// [`ShardedCounter::merge`] without the source cap.
