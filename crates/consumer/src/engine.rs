@@ -7,8 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flowspike_counter::{
-    AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, DEFAULT_MAX_FUTURE_SECS,
-    HOUR, MAX_EVENT_TIME,
+    AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
 };
 use flowspike_detect::{DetectConfig, Detector, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
@@ -32,6 +31,9 @@ pub struct EngineConfig {
     pub counter: CounterConfig,
     /// Detection settings.
     pub detect: DetectConfig,
+    /// `--max-future-secs`: the slack of the event-time rule, also applied to the state read back
+    /// at open (see [`Engine::open`]).
+    pub max_future_secs: u64,
 }
 
 /// Counts of one batch (one GetRecords response of one shard) or, summed, of a whole run.
@@ -90,8 +92,8 @@ impl Stats {
     }
 
     /// Counts what `hour` lost to the source cap and warns about it (once per hour and counter:
-    /// when the hour closes or its late rows are written).
-    fn over_source_cap(&mut self, hour: i64, lost: Option<SourceOverflow>, cap: usize) {
+    /// when the hour closes or its late rows are written; the lease worker: see `worker.rs`).
+    pub(crate) fn over_source_cap(&mut self, hour: i64, lost: Option<SourceOverflow>, cap: usize) {
         let Some(o) = lost else { return };
         o.warn(hour, cap);
         self.records_over_source_cap += o.records;
@@ -239,7 +241,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let mut manifest = manifest;
-        let bounds = TimeBounds::at(now, DEFAULT_MAX_FUTURE_SECS);
+        let bounds = TimeBounds::at(now, cfg.max_future_secs);
         let repaired = repair_event_times(&mut manifest, &history, bounds, now);
         let mut open = Counter::new(cfg.counter);
         if let Some(k) = &manifest.open_rows {
@@ -644,7 +646,7 @@ pub(crate) fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow
 }
 
 /// Repairs what a state written before the event-time rule may hold past `bounds` (the clock at
-/// open plus the default slack; an hour past it can hold no accepted record), so that such a state
+/// open plus the configured `--max-future-secs`; an hour past it can hold no accepted record), so that such a state
 /// opens: a shard `max_start` past it is forgotten (the shard's next records set it again), a final
 /// file for an hour past [`MAX_EVENT_TIME`] is not written (and one past `bounds` not evaluated),
 /// and a `closed_through` past `bounds` is brought back to the

@@ -64,6 +64,7 @@ pub(crate) fn run(
         idle_shard_after: cfg.idle_shard_after,
         counter: cfg.counter,
         detect: cfg.detect.clone(),
+        max_future_secs: cfg.rule.max_future_secs(),
     };
     let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
     let mut worker = Worker::new(wcfg, table, history);

@@ -140,6 +140,7 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
         allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),
         counter: cfg.counter,
         detect: cfg.detect.clone(),
+        max_future_secs: cfg.rule.max_future_secs(),
     };
     let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
     let mut engine = Engine::open(history, ecfg, sink.as_mut())?;

@@ -28,9 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_counter::{
-    AggregateRow, Counter, CounterConfig, TimeBounds, DEFAULT_MAX_FUTURE_SECS, HOUR,
-};
+use flowspike_counter::{AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR};
 use flowspike_detect::{DetectConfig, Detector};
 use flowspike_history::History;
 use flowspike_lease::{
@@ -38,7 +36,9 @@ use flowspike_lease::{
     HourState, LeaseTable, ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
 };
 
-use crate::engine::{new_spikes, put_rows, read_rows, warm_detector, Batch, SpikeSink, Stats};
+use crate::engine::{
+    live_watermark, new_spikes, put_rows, read_rows, warm_detector, Batch, SpikeSink, Stats,
+};
 use crate::ConsumeError;
 
 /// Settings of a [`Worker`].
@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     pub counter: CounterConfig,
     /// Detection settings.
     pub detect: DetectConfig,
+    /// `--max-future-secs`: the slack of the event-time rule, also applied to what the lease
+    /// table holds (see [`Worker::acquire`]).
+    pub max_future_secs: u64,
 }
 
 /// A lease this worker holds.
@@ -112,6 +115,9 @@ pub struct Worker {
     emitted: BTreeSet<String>,
     stats: Stats,
     last_snapshot: Option<Snapshot>,
+    /// What the committed deltas lost to the source cap, by hour, until the group's watermark
+    /// passes the hour (then counted and warned once: see [`Worker::finalize`]).
+    over_source_cap: BTreeMap<i64, SourceOverflow>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -140,6 +146,7 @@ impl Worker {
             emitted: BTreeSet::new(),
             stats: Stats::default(),
             last_snapshot: None,
+            over_source_cap: BTreeMap::new(),
         }
     }
 
@@ -279,6 +286,7 @@ impl Worker {
         }
         let takes =
             plan_takes(&view, &self.cfg.worker_id, &self.expiry, now, self.cfg.failover, room);
+        let bounds = table_bounds(self.cfg.max_future_secs);
         let mut taken = Vec::new();
         for t in takes {
             let started = Instant::now();
@@ -317,8 +325,8 @@ impl Worker {
                     deadline: Arc::new(AtomicU64::new(
                         started_ms.saturating_add(millis(self.cfg.failover)),
                     )),
-                    committed_max_start: plausible_max_start(&t.shard_id, l.max_start),
-                    committed_watermark: plausible_watermark(&t.shard_id, l.watermark),
+                    committed_max_start: plausible_max_start(&t.shard_id, l.max_start, bounds),
+                    committed_watermark: plausible_watermark(&t.shard_id, l.watermark, bounds),
                     rows: Counter::new(self.cfg.counter),
                     last_seq: None,
                     max_start: None,
@@ -399,19 +407,13 @@ impl Worker {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
-                // Both values passed the event-time rule (`apply`, `plausible_max_start`), so they
-                // are at most `MAX_EVENT_TIME`: the conversion never saturates.
-                let own = max_start
-                    .map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_sub(lateness));
                 let idle = o.caught_up
                     && started >= o.read_after
                     && started.saturating_duration_since(o.last_data) >= self.cfg.idle_shard_after;
-                let watermark = if idle {
-                    Some(own.unwrap_or(i64::MIN).max(now_wall.saturating_sub(lateness)))
-                } else {
-                    own
-                }
-                .max(o.committed_watermark);
+                // The single-task engine's rule: never past the wall clock minus the lateness,
+                // so a record stamped ahead of the clock cannot close the current hour early.
+                let watermark = live_watermark([(max_start, idle)], now_wall, lateness)
+                    .max(o.committed_watermark);
                 let checkpoint = if o.ended {
                     Checkpoint::ShardEnd
                 } else {
@@ -429,6 +431,7 @@ impl Worker {
                     watermark,
                 });
             }
+            let over_cap = total.overflow();
             let rows = total.into_rows();
             let delta = if rows.is_empty() {
                 None
@@ -486,6 +489,12 @@ impl Worker {
                         tracing::info!(shard_id = %id, worker = %self.cfg.worker_id, "shard finished and checkpointed");
                     }
                     self.stats.checkpoints += 1;
+                    // Counted and warned once the hour is behind the group (`finalize`).
+                    for (h, o) in over_cap {
+                        let e = self.over_source_cap.entry(h).or_default();
+                        e.records = e.records.saturating_add(o.records);
+                        e.sources = e.sources.saturating_add(o.sources);
+                    }
                     if let Some(d) = &delta {
                         tracing::debug!(delta = %d.id, hours = ?d.hours, "delta committed");
                     }
@@ -504,8 +513,21 @@ impl Worker {
         }
     }
 
+    /// Counts and warns what the committed deltas of the hours `done` lost to the source cap
+    /// (once per hour and worker: the sum of its commits).
+    fn report_over_source_cap(&mut self, done: impl Fn(i64) -> bool) {
+        let cap = self.cfg.counter.max_sources_per_hour;
+        let hours: Vec<i64> = self.over_source_cap.keys().copied().filter(|h| done(*h)).collect();
+        for h in hours {
+            let lost = self.over_source_cap.remove(&h);
+            self.stats.over_source_cap(h, lost, cap);
+        }
+    }
+
     /// Gives every held lease up (graceful stop: others take them at once). Commit first.
     pub fn release_all(&mut self) {
+        // Stopping: what is still waiting for its hour to pass is reported now.
+        self.report_over_source_cap(|_| true);
         for (id, o) in std::mem::take(&mut self.owned) {
             match self.table.release(&id, &self.cfg.worker_id, o.counter) {
                 Ok(true) => {
@@ -539,7 +561,8 @@ impl Worker {
         // finished before it, so its delta is in the second.
         // A watermark past the event-time bounds comes from a lease written before the rule
         // existed: no hour closes on it (the lease's next commit writes a plausible one).
-        let latest = i64::try_from(table_bounds().latest()).unwrap_or(i64::MAX);
+        let latest =
+            i64::try_from(table_bounds(self.cfg.max_future_secs).latest()).unwrap_or(i64::MAX);
         let wm = global_watermark(first).filter(|w| {
             let ok = *w <= latest;
             if !ok {
@@ -547,6 +570,9 @@ impl Worker {
             }
             ok
         });
+        if let Some(w) = wm {
+            self.report_over_source_cap(|h| h + HOUR <= w);
+        }
         let snap = self.table.snapshot()?;
         let started = Instant::now();
         let budget = self.cfg.failover / 3;
@@ -698,6 +724,9 @@ impl Worker {
                 }
             }
         }
+        // Sources dropped only now, by the union of the workers' deltas (each within the cap).
+        let lost = sum.take_hour_overflow(hour);
+        self.stats.over_source_cap(hour, lost, self.cfg.counter.max_sources_per_hour);
         let rows = sum.into_rows();
         let name = format!("consumer-{}.parquet", self.cfg.stream);
         let key = self.history.write_hour_file(hour, &rows, &name)?;
@@ -746,16 +775,15 @@ impl Worker {
 }
 
 /// The event-time bounds of state read back from the lease table: the wall clock plus the
-/// default slack. A value past them was written before the event-time rule existed (one far-future
-/// record, e.g. `start` = u64::MAX): it can hold no accepted record.
-fn table_bounds() -> TimeBounds {
-    TimeBounds::at(i64::try_from(unix_millis() / 1000).unwrap_or(i64::MAX), DEFAULT_MAX_FUTURE_SECS)
+/// configured slack (`--max-future-secs`). A value past them was written before the event-time
+/// rule existed (one far-future record, e.g. `start` = u64::MAX): it can hold no accepted record.
+fn table_bounds(max_future_secs: u64) -> TimeBounds {
+    TimeBounds::at(i64::try_from(unix_millis() / 1000).unwrap_or(i64::MAX), max_future_secs)
 }
 
-/// A lease's committed `maxStart`, or `None` (logged) when it is past [`table_bounds`]: forgetting
-/// it only holds the shard's hours open until its next records.
-fn plausible_max_start(shard_id: &str, max_start: Option<u64>) -> Option<u64> {
-    let bounds = table_bounds();
+/// A lease's committed `maxStart`, or `None` (logged) when it is past `bounds` ([`table_bounds`]):
+/// forgetting it only holds the shard's hours open until its next records.
+fn plausible_max_start(shard_id: &str, max_start: Option<u64>, bounds: TimeBounds) -> Option<u64> {
     match max_start.map(|m| bounds.check(m)) {
         Some(Err(e)) => {
             tracing::warn!(shard_id, error = %e, "impossible maxStart in the lease table ignored");
@@ -766,10 +794,10 @@ fn plausible_max_start(shard_id: &str, max_start: Option<u64>) -> Option<u64> {
     }
 }
 
-/// A lease's committed watermark, or `None` (logged) when it is past [`table_bounds`] (derived
-/// from an impossible `maxStart`; kept, it would let every hour close at once).
-fn plausible_watermark(shard_id: &str, watermark: Option<i64>) -> Option<i64> {
-    let latest = i64::try_from(table_bounds().latest()).unwrap_or(i64::MAX);
+/// A lease's committed watermark, or `None` (logged) when it is past `bounds` ([`table_bounds`];
+/// derived from an impossible `maxStart`; kept, it would let every hour close at once).
+fn plausible_watermark(shard_id: &str, watermark: Option<i64>, bounds: TimeBounds) -> Option<i64> {
+    let latest = i64::try_from(bounds.latest()).unwrap_or(i64::MAX);
     match watermark {
         Some(w) if w > latest => {
             tracing::warn!(

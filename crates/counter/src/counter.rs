@@ -26,7 +26,7 @@ pub struct CounterConfig {
     /// (address order, as [`CounterConfig::dest_cap`] keeps the lowest destinations), so which
     /// sources are kept depends only on the input, never on how it was split over threads; the
     /// records and sources past the cap are counted ([`SourceOverflow`]), not silently lost.
-    /// A [`ShardedCounter`] splits the cap over its shards (their shares add up to it).
+    /// A [`ShardedCounter`] applies it to an hour over all its shards.
     pub max_sources_per_hour: usize,
 }
 
@@ -644,12 +644,21 @@ impl Counter {
     /// Counts one hit. Allocates only for a new key, a new destination or a new interface id.
     #[inline]
     pub fn add(&mut self, hit: &Hit<'_>) {
+        self.add_key(hit);
+    }
+
+    /// [`Counter::add`], true when the hit's hour holds one source more than before (a new key;
+    /// false for a known source, or at the cap, where the hour's number of sources stays).
+    #[inline]
+    fn add_key(&mut self, hit: &Hit<'_>) -> bool {
         let cfg = self.cfg;
         let i = self.hour_index(hit.hour);
+        let before = self.hours[i].1.len();
         if !self.admit(i, hit.src, 1) {
-            return;
+            return false;
         }
-        let agg = self.hours[i].1.entry(hit.src).or_insert_with(Agg::new);
+        let sources = &mut self.hours[i].1;
+        let agg = sources.entry(hit.src).or_insert_with(Agg::new);
         agg.blocked_count = agg.blocked_count.saturating_add(1);
         agg.bytes = agg.bytes.saturating_add(hit.bytes);
         agg.packets = agg.packets.saturating_add(hit.packets);
@@ -657,6 +666,29 @@ impl Counter {
         if let Some(id) = hit.interface_id {
             agg.interfaces.add(id, cfg.interface_cap);
         }
+        sources.len() > before
+    }
+
+    /// The sources of `hour` (none if the hour is not here).
+    fn hour_sources(&self, hour: i64) -> Option<&AHashMap<IpAddr, Agg>> {
+        let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
+        Some(&self.hours[i].1)
+    }
+
+    /// Removes source `src` of `hour` and counts it in the hour's [`Overflow`] (a source past a
+    /// cap applied from outside: [`ShardedCounter`]'s cap over all its shards).
+    fn drop_source(&mut self, hour: i64, src: IpAddr) {
+        let Ok(i) = self.hours.binary_search_by_key(&hour, |(h, _)| *h) else { return };
+        let dropped = self.hours[i].1.remove(&src).map_or(0, |a| a.blocked_count);
+        self.refuse(hour, src, dropped);
+    }
+
+    /// Counts `weight` records of source `src` of `hour` as dropped at a cap.
+    fn refuse(&mut self, hour: i64, src: IpAddr, weight: u64) {
+        let over = self.over.entry(hour).or_insert_with(|| Box::new(Overflow::new()));
+        over.records = over.records.saturating_add(weight);
+        over.sources.insert(src);
+        over.kept = None;
     }
 
     /// Merges a row (for example read back from the history) into this counter.
@@ -928,32 +960,128 @@ pub fn shard_of(src: IpAddr, shards: usize) -> usize {
 /// A partial aggregate split into shards by source address. Each rayon worker fills its own
 /// `ShardedCounter` without locks; [`ShardedCounter::merge`] then merges shard `i` with shard `i` in
 /// parallel. Shards are cache-padded so workers merging neighbouring shards do not share lines.
+///
+/// [`CounterConfig::max_sources_per_hour`] applies to an hour over all shards, exactly as in one
+/// [`Counter`]: the hour keeps its `cap` lowest sources wherever they fall. (Each shard used to
+/// keep an equal share of the cap; hashed sources do not fill shards evenly, so an hour with
+/// exactly `cap` sources lost some, #28.)
 #[derive(Debug, Clone)]
 pub struct ShardedCounter {
+    /// The shards; none applies the source cap itself (theirs is `usize::MAX`).
     shards: Vec<CachePadded<Counter>>,
     cfg: CounterConfig,
+    /// Sources of each hour over all shards, sorted by hour; kept only under a source cap.
+    sizes: Vec<(i64, usize)>,
+    /// Index in `sizes` of the hour updated last (a hint; checked before use).
+    last: usize,
+    /// Per hour at the cap: its sources over all shards, highest on top. Built when a new source
+    /// meets a full hour; valid while it holds as many sources as the hour (rebuilt otherwise).
+    kept: BTreeMap<i64, BinaryHeap<IpAddr>>,
 }
 
 impl ShardedCounter {
-    /// An empty counter with `shards` shards (at least 1). The shards share
-    /// `cfg.max_sources_per_hour` (shard `i` keeps `cap / shards` sources of an hour, one more
-    /// for the first `cap % shards` shards): each shard keeps its lowest sources, so the kept
-    /// set depends on the input and the shard count only.
+    /// An empty counter with `shards` shards (at least 1). An hour keeps at most
+    /// `cfg.max_sources_per_hour` sources over all shards: its lowest, so the kept set depends on
+    /// the input only.
     pub fn new(shards: usize, cfg: CounterConfig) -> ShardedCounter {
         let n = shards.max(1);
-        let cap = cfg.max_sources_per_hour;
-        let share = |i: usize| match cap {
-            usize::MAX => usize::MAX,
-            _ => cap / n + usize::from(i < cap % n),
-        };
+        let own = CounterConfig { max_sources_per_hour: usize::MAX, ..cfg };
         ShardedCounter {
-            shards: (0..n)
-                .map(|i| {
-                    let own = CounterConfig { max_sources_per_hour: share(i), ..cfg };
-                    CachePadded::new(Counter::new(own))
-                })
-                .collect(),
+            shards: (0..n).map(|_| CachePadded::new(Counter::new(own))).collect(),
             cfg,
+            sizes: Vec::new(),
+            last: 0,
+            kept: BTreeMap::new(),
+        }
+    }
+
+    /// True when the source cap binds (it is not `usize::MAX`).
+    #[inline]
+    fn capped(&self) -> bool {
+        self.cfg.max_sources_per_hour != usize::MAX
+    }
+
+    /// The index in `sizes` of `hour`, made (0 sources) if the hour is new.
+    #[inline]
+    fn size_index(&mut self, hour: i64) -> usize {
+        let i = match self.sizes.get(self.last) {
+            Some((h, _)) if *h == hour => self.last,
+            _ => match self.sizes.binary_search_by_key(&hour, |(h, _)| *h) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.sizes.insert(i, (hour, 0));
+                    i
+                }
+            },
+        };
+        self.last = i;
+        i
+    }
+
+    /// True when source `src` (in shard `shard`) may be counted in hour `sizes[i]`, which is at
+    /// the cap: when the shard has it already, or when it is lower than the hour's highest source,
+    /// which is then dropped from its shard to make room. What is dropped (that source's records,
+    /// or `weight` when `src` itself is refused) is counted in the overflow of its shard. The
+    /// same rule as [`Counter::admit`], over all shards.
+    #[cold]
+    #[inline(never)]
+    fn admit_at_cap(&mut self, i: usize, shard: usize, src: IpAddr, weight: u64) -> bool {
+        let (hour, size) = self.sizes[i];
+        if self.shards[shard].hour_sources(hour).is_some_and(|m| m.contains_key(&src)) {
+            return true;
+        }
+        let mut kept = match self.kept.remove(&hour) {
+            Some(k) if k.len() == size => k,
+            _ => self
+                .shards
+                .iter()
+                .filter_map(|s| s.hour_sources(hour))
+                .flat_map(|m| m.keys().copied())
+                .collect(),
+        };
+        let admitted = match kept.peek().copied() {
+            Some(max) if src < max => {
+                kept.pop();
+                kept.push(src);
+                let n = self.shards.len();
+                self.shards[shard_of(max, n)].drop_source(hour, max);
+                self.sizes[i].1 -= 1;
+                true
+            }
+            _ => {
+                self.shards[shard].refuse(hour, src, weight);
+                false
+            }
+        };
+        self.kept.insert(hour, kept);
+        admitted
+    }
+
+    /// Recounts the sources of `hours` (those a merge added to) and drops the highest sources of
+    /// the ones past the cap (the `cap` lowest of the union are those of the whole input).
+    fn enforce_cap(&mut self, hours: &BTreeSet<i64>) {
+        let cap = self.cfg.max_sources_per_hour;
+        let n = self.shards.len();
+        for &hour in hours {
+            self.kept.remove(&hour);
+            let mut size: usize =
+                self.shards.iter().filter_map(|s| s.hour_sources(hour)).map(|m| m.len()).sum();
+            if size > cap {
+                let mut keys: Vec<IpAddr> = self
+                    .shards
+                    .iter()
+                    .filter_map(|s| s.hour_sources(hour))
+                    .flat_map(|m| m.keys().copied())
+                    .collect();
+                // Distinct keys (a source is in one shard): the `cap` lowest are `keys[..cap]`.
+                keys.select_nth_unstable(cap);
+                for ip in &keys[cap..] {
+                    self.shards[shard_of(*ip, n)].drop_source(hour, *ip);
+                }
+                size = cap;
+            }
+            let i = self.size_index(hour);
+            self.sizes[i].1 = size;
         }
     }
 
@@ -979,18 +1107,45 @@ impl ShardedCounter {
         self.shards.len()
     }
 
-    /// Counts one hit in the shard of its source.
+    /// Counts one hit in the shard of its source (within the hour's source cap).
     #[inline]
     pub fn add(&mut self, hit: &Hit<'_>) {
-        let i = shard_of(hit.src, self.shards.len());
-        if let Some(s) = self.shards.get_mut(i) {
-            s.add(hit);
+        let shard = shard_of(hit.src, self.shards.len());
+        if !self.capped() {
+            if let Some(s) = self.shards.get_mut(shard) {
+                s.add(hit);
+            }
+            return;
+        }
+        let i = self.size_index(hit.hour);
+        if self.sizes[i].1 >= self.cfg.max_sources_per_hour
+            && !self.admit_at_cap(i, shard, hit.src, 1)
+        {
+            return;
+        }
+        if let Some(s) = self.shards.get_mut(shard) {
+            if s.add_key(hit) {
+                self.sizes[i].1 += 1;
+            }
         }
     }
 
     /// Merges `other` shard by shard, in parallel on the current rayon pool. If the shard counts
-    /// differ, `other`'s keys are re-routed (sequentially).
+    /// differ, `other`'s keys are re-routed (sequentially). Past the source cap an hour keeps the
+    /// lowest sources of both.
     pub fn merge(&mut self, other: ShardedCounter) {
+        if !self.capped() {
+            return self.merge_shards(other);
+        }
+        // Only the hours of `other` change.
+        let hours: BTreeSet<i64> =
+            other.shards.iter().flat_map(|s| s.hours.iter().map(|(h, _)| *h)).collect();
+        self.merge_shards(other);
+        self.enforce_cap(&hours);
+    }
+
+    /// [`ShardedCounter::merge`] without the source cap.
+    fn merge_shards(&mut self, other: ShardedCounter) {
         if other.shards.len() == self.shards.len() {
             self.shards
                 .par_iter_mut()
@@ -1028,13 +1183,18 @@ impl ShardedCounter {
 
     /// Removes and returns the rows of `hour`, sorted by `src_ip`.
     pub fn take_hour(&mut self, hour: i64) -> Vec<AggregateRow> {
+        if let Ok(i) = self.sizes.binary_search_by_key(&hour, |(h, _)| *h) {
+            self.sizes.remove(i);
+            self.last = 0;
+        }
+        self.kept.remove(&hour);
         let maps: Vec<AHashMap<IpAddr, Agg>> =
             self.shards.iter_mut().filter_map(|s| s.take_hour_map(hour)).collect();
         rows_of_maps(hour, &maps)
     }
 
     /// The shards as one counter (sequential; sources never collide across shards), with the
-    /// limits of [`ShardedCounter::config`] (the shards' shares of the source cap add up to it).
+    /// limits of [`ShardedCounter::config`] (its hours are within the source cap already).
     pub fn into_counter(self) -> Counter {
         let mut it = self.shards.into_iter().map(CachePadded::into_inner);
         let mut first = it.next().unwrap_or_default();

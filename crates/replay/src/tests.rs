@@ -446,3 +446,57 @@ fn source_cap_gives_the_same_history_on_1_and_4_threads() {
         assert!(rows2 == rows, "rows differ with {threads} threads, {stream:?}");
     }
 }
+
+/// Regression (#28): replay's counter split `--max-sources-per-hour` into equal shares over its
+/// 16 shards, which hashed sources do not fill evenly, so an hour with exactly the cap's number of
+/// sources already lost some (1,532 of 1,000,000 at the default cap). The cap is the hour's.
+#[test]
+fn regression_replay_source_cap_split_over_shards() {
+    let cap = 1_000u32;
+    let line = |i: u32| {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        let start = 1_767_225_600 + i % 3600;
+        format!("2 123 eni-a {ip} 203.0.113.1 1 2 6 1 60 {start} {start} REJECT OK\n")
+    };
+    let run = |n: u32, threads: usize| {
+        let input = tempfile::tempdir().unwrap();
+        // Two objects, so that two workers' counters are merged on 2 threads.
+        let (mut a, mut b) = (String::new(), String::new());
+        for i in 0..n {
+            if i % 2 == 0 {
+                a.push_str(&line(i))
+            } else {
+                b.push_str(&line(i))
+            }
+        }
+        std::fs::write(input.path().join("a.log"), a).unwrap();
+        std::fs::write(input.path().join("b.log"), b).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let state = tempfile::tempdir().unwrap();
+            let history = History::new(Arc::new(LocalStore::new(state.path())));
+            let mut cfg = config(input.path(), 2, StreamSettings::default());
+            cfg.counter.max_sources_per_hour = cap as usize;
+            let s = replay(&cfg, &history, &()).unwrap().summary;
+            let rows = history.read_range(i64::MIN / 2, i64::MAX / 2).unwrap();
+            let mut srcs: Vec<std::net::Ipv4Addr> =
+                rows.iter().map(|r| r.src_ip.parse().unwrap()).collect();
+            srcs.sort();
+            (s, srcs)
+        })
+    };
+    let lowest: Vec<std::net::Ipv4Addr> =
+        (0..cap).map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i)).collect();
+    for threads in [1, 2] {
+        let (s, srcs) = run(cap, threads);
+        assert_eq!(s.records_over_source_cap, 0, "{threads} threads: {s:?}");
+        assert!(s.hours_over_source_cap.is_empty(), "{threads} threads: {s:?}");
+        assert_eq!(srcs, lowest, "{threads} threads");
+        // One source more: exactly one record dropped, that of the highest address.
+        let (s, srcs) = run(cap + 1, threads);
+        assert_eq!(s.records_over_source_cap, 1, "{threads} threads: {s:?}");
+        assert_eq!(s.sources_over_source_cap, 1, "{threads} threads: {s:?}");
+        assert_eq!(s.hours_over_source_cap, vec![1_767_225_600], "{threads} threads");
+        assert_eq!(srcs, lowest, "{threads} threads");
+    }
+}

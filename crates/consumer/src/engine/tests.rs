@@ -16,6 +16,7 @@ fn cfg() -> EngineConfig {
         allowed_lateness_secs: LATENESS,
         counter: CounterConfig::default(),
         detect: DetectConfig::default(),
+        max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
     }
 }
 
@@ -744,4 +745,43 @@ mod poison {
             prop_assert_eq!(e2.closed_through(), e.closed_through());
         }
     }
+}
+
+/// Regression (#28): the repair of a state at open judged it by the clock plus the default slack,
+/// not `--max-future-secs`: with a larger slack, a shard `max_start` and a `closed_through` the
+/// rule accepts (two days ahead, slack three days) were thrown away as impossible.
+#[test]
+fn regression_state_repair_uses_the_default_slack() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let now = BASE + 100 * 3600 + 1800;
+    let ahead = now + 2 * 24 * 3600;
+    let mut m = Manifest {
+        version: MANIFEST_VERSION,
+        stream: "flows".into(),
+        closed_through: Some(ahead.div_euclid(3600) * 3600),
+        ..Manifest::default()
+    };
+    m.shards.insert(
+        "shardId-0".into(),
+        ShardCheckpoint {
+            sequence_number: Some("1".into()),
+            max_start: Some(ahead as u64),
+            ended: false,
+        },
+    );
+    store.put(&manifest_key("flows"), m.to_json()).unwrap();
+    let slack = EngineConfig { max_future_secs: 3 * 24 * 3600, ..cfg() };
+    let e =
+        Engine::open_at(History::new(store.clone()), slack.clone(), &mut Vec::new(), now).unwrap();
+    assert_eq!(e.shard("shardId-0").and_then(|s| s.max_start), Some(ahead as u64));
+    assert_eq!(e.closed_through(), m.closed_through);
+    assert!(!e.is_dirty());
+    // Past the configured slack: repaired.
+    let far = now + 4 * 24 * 3600;
+    m.shards.get_mut("shardId-0").unwrap().max_start = Some(far as u64);
+    store.put(&manifest_key("flows"), m.to_json()).unwrap();
+    let e = Engine::open_at(History::new(store), slack, &mut Vec::new(), now).unwrap();
+    assert_eq!(e.shard("shardId-0").and_then(|s| s.max_start), None);
+    assert!(e.is_dirty());
 }

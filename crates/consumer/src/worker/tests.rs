@@ -9,6 +9,9 @@ use super::*;
 
 const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const LATENESS: i64 = 60;
+/// The wall clock of the commits: well after the test data, so the clock does not hold event
+/// time back unless a test means it to.
+const NOW: i64 = BASE + 30 * 24 * HOUR;
 
 fn cfg(id: &str) -> WorkerConfig {
     WorkerConfig {
@@ -21,6 +24,7 @@ fn cfg(id: &str) -> WorkerConfig {
         idle_shard_after: Duration::from_secs(3600),
         counter: CounterConfig::default(),
         detect: DetectConfig { min_points: 3, ..DetectConfig::default() },
+        max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
     }
 }
 
@@ -101,14 +105,14 @@ fn two_workers_split_the_shards_and_an_hour_is_finalized_once_from_both() {
         let n = if h == 4 { 60 } else { 3 };
         assert!(a.apply(batch(&sa, seq, BASE + h * HOUR + 100, "10.0.0.1", n), false));
         assert!(b.apply(batch(&sb, seq, BASE + h * HOUR + 200, "10.0.0.2", 3), false));
-        a.commit(0).unwrap();
-        b.commit(0).unwrap();
+        a.commit(NOW).unwrap();
+        b.commit(NOW).unwrap();
     }
     // Event time moves on past hour 4 on both shards (nothing counted).
     for (w, s) in [(&mut a, &sa), (&mut b, &sb)] {
         seq += 1;
         assert!(w.apply(batch(s, seq, BASE + 6 * HOUR, "10.0.0.1", 0), false));
-        w.commit(0).unwrap();
+        w.commit(NOW).unwrap();
     }
     // Both finalize; each hour is claimed once, in order.
     for _ in 0..3 {
@@ -145,7 +149,7 @@ fn a_fenced_worker_commits_nothing_and_the_new_owner_rereads() {
     let t0 = Instant::now();
     a.acquire(t0).unwrap();
     assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 4), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     // a then reads 7 more but stalls; b takes the lease after the failover time.
     assert!(a.apply(batch("s0", 2, BASE + 20, "10.0.0.1", 7), false));
     let mut b = Worker::new(
@@ -157,12 +161,12 @@ fn a_fenced_worker_commits_nothing_and_the_new_owner_rereads() {
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
     assert_eq!(b.owned()["s0"].checkpoint, Checkpoint::After("1".into()), "from a's commit");
-    let ch = a.commit(0).unwrap();
+    let ch = a.commit(NOW).unwrap();
     assert_eq!(ch.lost, ["s0"], "a's commit is fenced");
     assert!(a.owned().is_empty());
     // b reads the 7 again and commits them: counted once.
     assert!(b.apply(batch("s0", 2, BASE + 20, "10.0.0.1", 7), false));
-    b.commit(0).unwrap();
+    b.commit(NOW).unwrap();
     let snap = g.table.snapshot().unwrap();
     let mut total = 0;
     for d in snap.deltas.values() {
@@ -184,15 +188,15 @@ fn rows_committed_after_an_hour_is_claimed_become_a_correction() {
     a.acquire(Instant::now()).unwrap();
     let mut spikes: Vec<Spike> = Vec::new();
     assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 2), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     assert!(a.apply(batch("s0", 2, BASE + 2 * HOUR, "10.0.0.1", 0), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     a.acquire(Instant::now()).unwrap();
     a.finalize(&mut spikes, 0).unwrap();
     assert_eq!(a.stats().hours_closed, 1);
     // A late record of hour 0.
     assert!(a.apply(batch("s0", 3, BASE + 20, "10.0.0.1", 5), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     a.acquire(Instant::now()).unwrap();
     a.finalize(&mut spikes, 0).unwrap();
     assert_eq!(a.stats().corrections, 1);
@@ -207,7 +211,7 @@ fn a_restarted_worker_with_the_same_id_takes_its_leases_back_at_once() {
     let mut a = g.worker("a");
     a.acquire(Instant::now()).unwrap();
     assert!(a.apply(batch("s0", 5, BASE + 10, "10.0.0.1", 2), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     drop(a); // killed: the table still names "a" as the owner
     let mut again = g.worker("a");
     let mut taken = again.acquire(Instant::now()).unwrap();
@@ -302,7 +306,7 @@ fn a_commit_with_an_unknown_outcome_is_settled_by_taking_the_leases_again() {
         a.acquire(Instant::now()).unwrap();
         assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 4), false));
         table.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(a.commit(0).is_err());
+        assert!(a.commit(NOW).is_err());
         assert!(a.owned().is_empty(), "every lease and row is forgotten");
         assert_eq!(a.acquire(Instant::now()).unwrap(), ["s0"], "taken back at once");
         let want = if apply { Checkpoint::After("1".into()) } else { Checkpoint::Initial };
@@ -311,7 +315,7 @@ fn a_commit_with_an_unknown_outcome_is_settled_by_taking_the_leases_again() {
             // The reader starts again from the committed position: the records come again.
             assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 4), false));
         }
-        a.commit(0).unwrap();
+        a.commit(NOW).unwrap();
         let snap = table.snapshot().unwrap();
         let mut total = 0;
         for d in snap.deltas.values() {
@@ -334,7 +338,7 @@ fn late_rows_of_an_hour_that_closed_empty_are_a_correction() {
     assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 2), false));
     assert!(a.apply(batch("s0", 2, BASE + 2 * HOUR + 10, "10.0.0.1", 3), false));
     assert!(a.apply(batch("s0", 3, BASE + 4 * HOUR, "10.0.0.1", 0), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     a.acquire(Instant::now()).unwrap();
     a.finalize(&mut spikes, 0).unwrap();
     let snap = g.table.snapshot().unwrap();
@@ -342,7 +346,7 @@ fn late_rows_of_an_hour_that_closed_empty_are_a_correction() {
     assert_eq!(snap.frontier, Some(BASE + 2 * HOUR));
     // A late row of hour 1, which closed empty.
     assert!(a.apply(batch("s0", 4, BASE + HOUR + 5, "10.0.0.1", 4), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     a.acquire(Instant::now()).unwrap();
     a.finalize(&mut spikes, 0).unwrap();
     let snap = g.table.snapshot().unwrap();
@@ -396,13 +400,13 @@ fn u64_max_start_does_not_stop_the_hours() {
     let mut poison = batch("s0", 1, BASE + 10, "10.0.0.1", 0);
     poison.max_start = Some(u64::MAX);
     assert!(a.apply(poison, false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     for h in 0..3 {
         assert!(a.apply(batch("s0", 2 + h as u64, BASE + h * HOUR + 100, "10.0.0.1", 3), false));
-        a.commit(0).unwrap();
+        a.commit(NOW).unwrap();
     }
     assert!(a.apply(batch("s0", 9, BASE + 4 * HOUR, "10.0.0.1", 0), false));
-    a.commit(0).unwrap();
+    a.commit(NOW).unwrap();
     let mut spikes: Vec<Spike> = Vec::new();
     for _ in 0..4 {
         a.acquire(now).unwrap();
@@ -442,7 +446,7 @@ fn impossible_max_start_and_watermark_in_the_lease_table_are_ignored() {
     assert_eq!(b.acquire(now).unwrap(), ["s0"]);
     let mut spikes: Vec<Spike> = Vec::new();
     assert!(b.apply(batch("s0", 2, BASE + 100, "10.0.0.1", 3), false));
-    b.commit(0).unwrap();
+    b.commit(NOW).unwrap();
     b.acquire(now).unwrap();
     b.finalize(&mut spikes, 0).unwrap();
     let snap = g.table.snapshot().unwrap();
@@ -451,7 +455,7 @@ fn impossible_max_start_and_watermark_in_the_lease_table_are_ignored() {
     // More records of hour 0, then event time passes it: one on-time close with all of them.
     assert!(b.apply(batch("s0", 3, BASE + 200, "10.0.0.1", 2), false));
     assert!(b.apply(batch("s0", 4, BASE + 2 * HOUR, "10.0.0.1", 0), false));
-    b.commit(0).unwrap();
+    b.commit(NOW).unwrap();
     for _ in 0..2 {
         b.acquire(now).unwrap();
         b.finalize(&mut spikes, 0).unwrap();
@@ -460,4 +464,131 @@ fn impossible_max_start_and_watermark_in_the_lease_table_are_ignored() {
     assert_eq!(snap.hours.len(), 1, "{:?}", snap.hours);
     assert_eq!(b.stats().corrections, 0, "{:?}", b.stats());
     assert_eq!(g.totals()[&(BASE, "10.0.0.1".into())], 5);
+}
+
+/// Regression (#28): the lease worker's watermark was not capped by the clock as the single-task
+/// engine's `live_watermark` is: one record stamped ahead of the clock (accepted within
+/// `--max-future-secs`) closed the current hour at the next commit, and every on-time record of
+/// it after that became a late correction.
+#[test]
+fn regression_lease_watermark_is_not_clock_capped() {
+    let g = Group::new(&["s0"]);
+    let mut a = g.worker("a");
+    let now = Instant::now();
+    a.acquire(now).unwrap();
+    let clock = BASE + 1800; // half past hour 0
+    assert!(a.apply(batch("s0", 1, BASE + 100, "10.0.0.1", 3), false));
+    // Three hours ahead of the clock: accepted (the slack is a day), but no reason to close.
+    assert!(a.apply(batch("s0", 2, BASE + 3 * HOUR, "10.0.0.1", 0), false));
+    a.commit(clock).unwrap();
+    let snap = g.table.snapshot().unwrap();
+    assert_eq!(snap.leases["s0"].watermark, Some(clock - LATENESS), "never past the clock");
+    let mut spikes: Vec<Spike> = Vec::new();
+    a.acquire(now).unwrap();
+    a.finalize(&mut spikes, clock).unwrap();
+    assert!(g.table.snapshot().unwrap().hours.is_empty(), "hour 0 is still open");
+    // On-time records of hour 0 still count in its final file, not as a correction.
+    assert!(a.apply(batch("s0", 3, BASE + 1700, "10.0.0.1", 2), false));
+    let later = BASE + HOUR + LATENESS;
+    a.commit(later).unwrap();
+    for _ in 0..2 {
+        a.acquire(now).unwrap();
+        a.finalize(&mut spikes, later).unwrap();
+    }
+    let snap = g.table.snapshot().unwrap();
+    assert_eq!(snap.hours.keys().copied().collect::<Vec<_>>(), [BASE], "{:?}", snap.hours);
+    assert_eq!(a.stats().corrections, 0, "{:?}", a.stats());
+    assert_eq!(g.totals()[&(BASE, "10.0.0.1".into())], 5);
+}
+
+/// Regression (#28): in lease mode nothing reported the source cap: the records a worker's
+/// deltas dropped, and those dropped when the workers' deltas of an hour are summed, were in no
+/// count (`flowspike_records_over_source_cap_total`) and no warning.
+#[test]
+fn regression_lease_mode_does_not_report_the_source_cap() {
+    let g = Group::new(&["s0", "s1"]);
+    let capped = |id: &str| {
+        let mut c = cfg(id);
+        c.counter.max_sources_per_hour = 2;
+        Worker::new(c, g.table.clone(), g.history())
+    };
+    let (mut a, mut b) = (capped("a"), capped("b"));
+    let now = Instant::now();
+    a.acquire(now).unwrap();
+    b.acquire(now).unwrap();
+    a.renew();
+    let (sa, sb) =
+        (a.owned().keys().next().unwrap().clone(), b.owned().keys().next().unwrap().clone());
+    // a: three sources, the highest (4 records) past the cap of its own delta.
+    assert!(a.apply(batch(&sa, 1, BASE + 100, "10.0.0.1", 3), false));
+    assert!(a.apply(batch(&sa, 2, BASE + 200, "10.0.0.5", 4), false));
+    assert!(a.apply(batch(&sa, 3, BASE + 300, "10.0.0.2", 3), false));
+    // b: one source, within its delta's cap but past the hour's once the deltas are summed.
+    assert!(b.apply(batch(&sb, 1, BASE + 400, "10.0.0.3", 2), false));
+    a.commit(NOW).unwrap();
+    b.commit(NOW).unwrap();
+    for (w, s) in [(&mut a, &sa), (&mut b, &sb)] {
+        assert!(w.apply(batch(s, 9, BASE + 2 * HOUR, "10.0.0.1", 0), false));
+        w.commit(NOW).unwrap();
+    }
+    let mut spikes: Vec<Spike> = Vec::new();
+    for _ in 0..2 {
+        for w in [&mut a, &mut b] {
+            w.acquire(now).unwrap();
+            w.finalize(&mut spikes, NOW).unwrap();
+        }
+    }
+    let totals = g.totals();
+    assert_eq!(
+        totals.keys().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        ["10.0.0.1", "10.0.0.2"]
+    );
+    let over = a.stats().records_over_source_cap + b.stats().records_over_source_cap;
+    assert_eq!(over, 4 + 2, "a: {:?}, b: {:?}", a.stats(), b.stats());
+}
+
+/// Regression (#28): the lease table's values were checked against the clock plus the default
+/// slack, not `--max-future-secs`: with a larger slack, a lease's `maxStart` that the rule accepts
+/// (two days ahead, slack three days) was thrown away as impossible when the lease was taken.
+#[test]
+fn regression_lease_table_repair_uses_the_default_slack() {
+    let g = Group::new(&["s0"]);
+    let c = g.table.take("s0", 0, "old").unwrap().unwrap();
+    let clock = i64::try_from(unix_millis() / 1000).unwrap();
+    let ahead = clock + 2 * 24 * HOUR;
+    let commit = ShardCommit {
+        shard_id: "s0".into(),
+        owner: "old".into(),
+        counter: c,
+        checkpoint: flowspike_lease::Checkpoint::After("1".into()),
+        max_start: Some(ahead as u64),
+        watermark: Some(clock - LATENESS),
+    };
+    assert_eq!(g.table.commit(&[commit], None).unwrap(), CommitOutcome::Done);
+    assert!(g.table.release("s0", "old", c + 1).unwrap());
+    let mut c = cfg("b");
+    c.max_future_secs = 3 * 24 * 3600;
+    let mut b = Worker::new(c, g.table.clone(), g.history());
+    assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
+    assert_eq!(b.owned()["s0"].committed_max_start, Some(ahead as u64));
+    assert_eq!(b.owned()["s0"].committed_watermark, Some(clock - LATENESS));
+    // Past the configured slack: still ignored.
+    let g = Group::new(&["s0"]);
+    let c = g.table.take("s0", 0, "old").unwrap().unwrap();
+    let far = clock + 4 * 24 * HOUR;
+    let commit = ShardCommit {
+        shard_id: "s0".into(),
+        owner: "old".into(),
+        counter: c,
+        checkpoint: flowspike_lease::Checkpoint::After("1".into()),
+        max_start: Some(far as u64),
+        watermark: None,
+    };
+    assert_eq!(g.table.commit(&[commit], None).unwrap(), CommitOutcome::Done);
+    assert!(g.table.release("s0", "old", c + 1).unwrap());
+    let mut c = cfg("b");
+    c.max_future_secs = 3 * 24 * 3600;
+    let mut b = Worker::new(c, g.table.clone(), g.history());
+    assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
+    assert_eq!(b.owned()["s0"].committed_max_start, None);
 }

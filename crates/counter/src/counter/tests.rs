@@ -646,6 +646,11 @@ proptest! {
         let four = run(4);
         prop_assert_eq!(&one, &four);
         prop_assert!(one.1.iter().all(|(_, rows)| rows.len() <= cap));
+        // The cap holds for the hour over all shards: the rows and overflow of one counter.
+        let (want, want_over) = naive_capped(&hits, cap);
+        let rows: Vec<AggregateRow> = one.1.iter().flat_map(|(_, r)| r.clone()).collect();
+        prop_assert_eq!(&rows, &want);
+        prop_assert_eq!(one.0.clone().into_iter().collect::<Vec<_>>(), want_over);
         // Every counted hit is in a row or in the overflow.
         let kept: u64 = one.1.iter().flat_map(|(_, r)| r).map(|r| r.blocked_count).sum();
         let over: u64 = one.0.values().map(|o| o.records).sum();
@@ -688,4 +693,67 @@ fn regression_sources_per_hour_are_unbounded() {
     assert_eq!(srcs, (0..cap as u32).map(|i| v4(0x0a00_0000 + i)).collect::<Vec<_>>());
     assert_eq!(c.take_hour_overflow(7200).map(|o| o.records), Some(19_800));
     assert_eq!(c.take_hour_overflow(7200), None);
+}
+
+/// Regression (#28): a sharded counter (replay's, 16 shards) split the source cap into equal
+/// shares over its shards, which hashed sources do not fill evenly, so an hour with exactly `cap`
+/// sources already lost some (1,532 of 1,000,000 at the default cap).
+#[test]
+fn regression_replay_source_cap_split_over_shards() {
+    let cap = 1000;
+    let hit = |i: u32| Hit {
+        hour: 7200,
+        src: v4(0x0a00_0000 + i),
+        dst: v4(0x0808_0808),
+        interface_id: None,
+        bytes: 1,
+        packets: 1,
+    };
+    let lowest = |rows: &[AggregateRow]| {
+        let mut srcs: Vec<IpAddr> = rows.iter().map(|r| r.src_ip.parse().unwrap()).collect();
+        srcs.sort();
+        srcs
+    };
+    let want: Vec<IpAddr> = (0..cap as u32).map(|i| v4(0x0a00_0000 + i)).collect();
+
+    // Exactly `cap` sources, highest first: none dropped.
+    let mut sc = ShardedCounter::new(16, source_cap(cap));
+    for i in (0..cap as u32).rev() {
+        sc.add(&hit(i));
+    }
+    assert!(sc.overflow().is_empty(), "{:?}", sc.overflow());
+    assert_eq!(sc.len(), cap);
+    // One more, the highest address (two records): exactly it is dropped and counted.
+    sc.add(&hit(cap as u32));
+    sc.add(&hit(cap as u32));
+    let over = sc.overflow();
+    assert_eq!(
+        over.into_iter().collect::<Vec<_>>(),
+        [(7200, SourceOverflow { records: 2, sources: 1 })]
+    );
+    assert_eq!(lowest(&sc.clone().take_hour(7200)), want);
+
+    // A lower source arriving last pushes out the highest kept one, whichever shard holds it.
+    let mut sc = ShardedCounter::new(16, source_cap(cap));
+    for i in 1..=cap as u32 {
+        sc.add(&hit(i));
+    }
+    sc.add(&hit(0));
+    assert_eq!(sc.overflow().get(&7200).map(|o| (o.records, o.sources)), Some((1, 1)));
+    assert_eq!(lowest(&sc.into_rows()), want);
+
+    // The same `cap + 1` sources counted by two workers and merged.
+    let (mut a, mut b) =
+        (ShardedCounter::new(16, source_cap(cap)), ShardedCounter::new(16, source_cap(cap)));
+    for i in 0..=cap as u32 {
+        if i % 2 == 0 {
+            a.add(&hit(i))
+        } else {
+            b.add(&hit(i))
+        }
+    }
+    assert!(a.overflow().is_empty() && b.overflow().is_empty());
+    a.merge(b);
+    assert_eq!(a.overflow().get(&7200).map(|o| (o.records, o.sources)), Some((1, 1)));
+    assert_eq!(lowest(&a.into_rows()), want);
 }
