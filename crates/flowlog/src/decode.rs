@@ -622,7 +622,13 @@ impl<S: RecordSink> Decoder<'_, S> {
                 },
             };
             self.summary.records += 1;
-            self.sink.record(&FlowRecord::with_parsed(line, ends, format, self.line_number, parsed));
+            self.sink.record(&FlowRecord::with_parsed(
+                line,
+                ends,
+                format,
+                self.line_number,
+                parsed,
+            ));
         });
         self.ends = Some(room);
     }

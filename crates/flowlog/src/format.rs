@@ -115,7 +115,10 @@ impl Format {
                     let idx = u16::try_from(f.unknown.len()).map_err(|_| bad())?;
                     f.unknown.push(name);
                     f.fields.push(Field::Unknown(idx));
-                    f.plan.push(u16::try_from(f.fields.len() - 1).map_err(|_| bad())?, Field::Unknown(idx));
+                    f.plan.push(
+                        u16::try_from(f.fields.len() - 1).map_err(|_| bad())?,
+                        Field::Unknown(idx),
+                    );
                 }
             }
         }

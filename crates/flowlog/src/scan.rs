@@ -147,7 +147,10 @@ unsafe fn value_masks_avx2(chunk: &[u8; 64]) -> ValueMasks {
     let (dash, sp) = (_mm256_set1_epi8(b'-' as i8), _mm256_set1_epi8(b' ' as i8));
     let (dash_lo, dash_hi) = (_mm256_cmpeq_epi8(lo, dash), _mm256_cmpeq_epi8(hi, dash));
     ValueMasks {
-        digit_or_dash: bits(_mm256_or_si256(digit(lo), dash_lo), _mm256_or_si256(digit(hi), dash_hi)),
+        digit_or_dash: bits(
+            _mm256_or_si256(digit(lo), dash_lo),
+            _mm256_or_si256(digit(hi), dash_hi),
+        ),
         dash: bits(dash_lo, dash_hi),
         space: bits(_mm256_cmpeq_epi8(lo, sp), _mm256_cmpeq_epi8(hi, sp)),
     }

@@ -206,7 +206,7 @@ fn tail_be(line: &[u8], e: usize, len: usize) -> u64 {
     let word = match e.checked_sub(8).and_then(|s| line.get(s..e)) {
         Some(w) => <[u8; 8]>::try_from(w).map_or(u64::MAX, u64::from_be_bytes),
         // A value near the line's start.
-        None => line.get(..e).map_or(u64::MAX, |b| be_short(b)),
+        None => line.get(..e).map_or(u64::MAX, be_short),
     };
     match len {
         0 => 0,
@@ -245,7 +245,8 @@ fn run_ok<C: Classifier>(c: C, rest: &[u8], s: usize, e: usize) -> bool {
         // A `-` next to a digit or another `-` is part of a longer value (`-1`, `1-`, `--`).
         bad |= dash & (filled << 1 | filled >> 1);
         // The same across the windows' boundary.
-        bad |= (carry & 2 != 0 && filled & 1 != 0) as u64 | (carry & 1 != 0 && dash & 1 != 0) as u64;
+        bad |=
+            (carry & 2 != 0 && filled & 1 != 0) as u64 | (carry & 1 != 0 && dash & 1 != 0) as u64;
         carry = (filled >> 63) | (dash >> 63) << 1;
         k += 64;
     }
@@ -311,12 +312,30 @@ mod tests {
     #[test]
     fn bad_values_are_never_accepted() {
         let f = Format::default_v2();
-        let good = "2 123 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
+        let good =
+            "2 123 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
         assert!(fast(good, &f, "").is_some());
         let tokens: Vec<&str> = good.split(' ').collect();
         for bad in [
-            "44x3", "10.0.0.999", "-1", "1-", "--", "99999999999999999999", "", "\u{e9}", "65536",
-            "256", "0x10", "+1", "1.5", "REJECTED", "ok", "1.2.3", "01.2.3.4", "1e5", "١",
+            "44x3",
+            "10.0.0.999",
+            "-1",
+            "1-",
+            "--",
+            "99999999999999999999",
+            "",
+            "\u{e9}",
+            "65536",
+            "256",
+            "0x10",
+            "+1",
+            "1.5",
+            "REJECTED",
+            "ok",
+            "1.2.3",
+            "01.2.3.4",
+            "1e5",
+            "١",
         ] {
             for i in 0..tokens.len() {
                 let mut t = tokens.clone();
@@ -354,7 +373,8 @@ mod tests {
     #[test]
     fn values_kept_are_the_parsers() {
         let f = Format::default_v2();
-        let line = "2 123 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
+        let line =
+            "2 123 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
         let p = fast(line, &f, "").unwrap();
         let mut want = Parsed::default();
         want.set_v4(0, [10, 0, 0, 1].into());
@@ -368,8 +388,14 @@ mod tests {
     #[test]
     fn runs_across_windows() {
         let names: Vec<&str> = [
-            "packets", "bytes", "start", "end", "packets-lost-no-route", "packets-lost-blackhole",
-            "packets-lost-mtu-exceeded", "packets-lost-ttl-expired",
+            "packets",
+            "bytes",
+            "start",
+            "end",
+            "packets-lost-no-route",
+            "packets-lost-blackhole",
+            "packets-lost-mtu-exceeded",
+            "packets-lost-ttl-expired",
         ]
         .to_vec();
         let f = Format::parse(&names.join(" ")).unwrap();
