@@ -11,7 +11,7 @@ use crate::envelope;
 use crate::field::Field;
 use crate::format::{Format, FormatError};
 use crate::line::{LineError, LineErrorKind, LineParser};
-use crate::record::FlowRecord;
+use crate::record::{FlowRecord, Parsed};
 use crate::scan;
 
 /// How one input object or record is packaged.
@@ -596,8 +596,8 @@ impl<S: RecordSink> Decoder<'_, S> {
         let mut room = self.ends.take().unwrap_or_else(|| Box::new([0; scan::MAX_ENDS]));
         scan::walk_lines(classifier, text, &mut room, |line| {
             self.line_number += 1;
-            let (line, ends) = match line {
-                scan::Line::Plain(line, ends) => (line, ends),
+            let (line, ends, rest) = match line {
+                scan::Line::Plain(line, ends, rest) => (line, ends, rest),
                 scan::Line::Other(line) => return self.text_line(line, headers),
             };
             let format = self.header.as_ref().unwrap_or(&self.fallback);
@@ -612,11 +612,23 @@ impl<S: RecordSink> Decoder<'_, S> {
             {
                 return self.text_line(line, headers);
             }
-            if let Err(kind) = crate::line::check_typed(line, ends, format) {
-                return self.bad_line(kind);
-            }
+            // Checked in the window the scan just read; the exact check only when the fast one
+            // is not sure (a damaged value, an IPv6 address, a long number).
+            let parsed = match crate::validate::check(classifier, rest, line, ends, format.plan()) {
+                Some(parsed) => parsed,
+                None => match check_exact(line, ends, format) {
+                    Ok(()) => Parsed::default(),
+                    Err(kind) => return self.bad_line(kind),
+                },
+            };
             self.summary.records += 1;
-            self.sink.record(&FlowRecord::new(line, ends, format, self.line_number));
+            self.sink.record(&FlowRecord::with_parsed(
+                line,
+                ends,
+                format,
+                self.line_number,
+                parsed,
+            ));
         });
         self.ends = Some(room);
     }
@@ -714,6 +726,14 @@ impl<S: RecordSink> Decoder<'_, S> {
             self.decode(inner, Framing::detect(inner), depth + 1)
         })
     }
+}
+
+/// The exact check of a line's values ([`crate::line::check_typed`]), off the hot path: for
+/// the lines the fast check (`crate::validate::check`) is not sure of.
+#[cold]
+#[inline(never)]
+fn check_exact(line: &[u8], ends: &[u32], format: &Format) -> Result<(), LineErrorKind> {
+    crate::line::check_typed(line, ends, format)
 }
 
 fn is_blank(line: &[u8]) -> bool {

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::field::{strip_placeholder, Field, ValueType, KNOWN_COUNT};
+use crate::validate::Plan;
 
 /// Most fields a format may have (AWS documents fewer than 70).
 pub const MAX_FORMAT_FIELDS: usize = 1024;
@@ -20,6 +21,8 @@ pub struct Format {
     /// The positions whose values are not free text, in order, with their type: what a line of
     /// printable ASCII still has to be checked for.
     typed: Vec<(u16, ValueType)>,
+    /// How the decoder's fast path checks those values.
+    plan: Plan,
 }
 
 /// A format string that cannot be used.
@@ -64,6 +67,7 @@ impl Format {
             unknown: Vec::new(),
             pos: [ABSENT; KNOWN_COUNT],
             typed: Vec::new(),
+            plan: Plan::default(),
         }
     }
 
@@ -111,6 +115,10 @@ impl Format {
                     let idx = u16::try_from(f.unknown.len()).map_err(|_| bad())?;
                     f.unknown.push(name);
                     f.fields.push(Field::Unknown(idx));
+                    f.plan.push(
+                        u16::try_from(f.fields.len() - 1).map_err(|_| bad())?,
+                        Field::Unknown(idx),
+                    );
                 }
             }
         }
@@ -128,6 +136,7 @@ impl Format {
             if field.value_type() != ValueType::Text {
                 self.typed.push((at, field.value_type()));
             }
+            self.plan.push(at, field);
         }
         self.fields.push(field);
         Ok(())
@@ -175,6 +184,12 @@ impl Format {
     #[inline]
     pub(crate) fn typed(&self) -> &[(u16, ValueType)] {
         &self.typed
+    }
+
+    /// How the decoder's fast path checks the typed values (`crate::validate`).
+    #[inline]
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// The AWS name of a field of this format (resolves [`Field::Unknown`] through the name table).

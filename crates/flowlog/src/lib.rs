@@ -29,6 +29,7 @@ pub mod naive;
 mod pq;
 mod record;
 mod scan;
+mod validate;
 
 pub use decode::{
     for_each_record, for_each_text_block, gunzip, header_format, BlockSummary, DecodeError,

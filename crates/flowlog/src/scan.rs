@@ -24,6 +24,37 @@ pub(crate) struct Masks {
 pub(crate) trait Classifier: Copy {
     /// The masks of `chunk`; equal to [`classify_naive`].
     fn classify(self, chunk: &[u8; 64]) -> Masks;
+
+    /// The value masks of `chunk` (a window of a line's numeric fields); equal to
+    /// [`value_masks_naive`].
+    fn value_masks(self, chunk: &[u8; 64]) -> ValueMasks;
+
+    /// [`crate::parse_ipv4`], with no run-time check of the CPU where the classifier proves it.
+    fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr>;
+}
+
+/// Bitmasks of one 64-byte window of a line's values, for the checks of numeric fields made while
+/// the line is still in cache (`crate::validate`): bit `i` describes byte `i`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ValueMasks {
+    /// ASCII digits and `-`: the bytes a numeric field may hold (`-` only alone: absent).
+    pub digit_or_dash: u64,
+    /// `-`.
+    pub dash: u64,
+    /// `' '`.
+    pub space: u64,
+}
+
+/// The reference for [`Classifier::value_masks`]: byte by byte.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+pub(crate) fn value_masks_naive(chunk: &[u8; 64]) -> ValueMasks {
+    let mut m = ValueMasks::default();
+    for (i, &b) in chunk.iter().enumerate() {
+        m.digit_or_dash |= u64::from(b.is_ascii_digit() || b == b'-') << i;
+        m.dash |= u64::from(b == b'-') << i;
+        m.space |= u64::from(b == b' ') << i;
+    }
+    m
 }
 
 /// The classifier every CPU runs: SSE2 on x86_64 (part of every x86_64 CPU), byte by byte
@@ -35,6 +66,16 @@ impl Classifier for Baseline {
     #[inline(always)]
     fn classify(self, chunk: &[u8; 64]) -> Masks {
         classify(chunk)
+    }
+
+    #[inline(always)]
+    fn value_masks(self, chunk: &[u8; 64]) -> ValueMasks {
+        value_masks(chunk)
+    }
+
+    #[inline(always)]
+    fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr> {
+        crate::record::parse_ipv4(b)
     }
 }
 
@@ -63,6 +104,55 @@ impl Classifier for Avx2 {
     fn classify(self, chunk: &[u8; 64]) -> Masks {
         // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2.
         unsafe { classify_avx2(chunk) }
+    }
+
+    #[inline(always)]
+    #[allow(unsafe_code)] // reason: calling an AVX2 function; `self` proves the CPU has AVX2
+    fn value_masks(self, chunk: &[u8; 64]) -> ValueMasks {
+        // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2.
+        unsafe { value_masks_avx2(chunk) }
+    }
+
+    #[inline(always)]
+    #[allow(unsafe_code)] // reason: calling an SSSE3 function; `self` proves the CPU has AVX2
+    fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr> {
+        // SAFETY: an `Avx2` value exists only on a CPU with AVX2, which includes SSSE3.
+        unsafe { crate::record::parse_ipv4_ssse3(b) }
+    }
+}
+
+/// [`Classifier::value_masks`] with AVX2: per 32 bytes, an add and a compare for digits and two
+/// compares for `-` and spaces.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(unsafe_code)] // reason: unaligned vector loads from a 64-byte array
+unsafe fn value_masks_avx2(chunk: &[u8; 64]) -> ValueMasks {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+    };
+    // SAFETY: both 32-byte loads lie inside the 64-byte array; `loadu` takes any alignment.
+    let (lo, hi) = unsafe {
+        let p = chunk.as_ptr().cast::<__m256i>();
+        (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
+    };
+    let bits = |lo, hi| {
+        u64::from(_mm256_movemask_epi8(lo) as u32)
+            | u64::from(_mm256_movemask_epi8(hi) as u32) << 32
+    };
+    // Digits: `b + 0x46` is above 0x75 as a signed byte exactly for 0x30..=0x39 (0x76..=0x7f).
+    let (shift, limit) = (_mm256_set1_epi8(0x46), _mm256_set1_epi8(0x75));
+    let digit = |v| _mm256_cmpgt_epi8(_mm256_add_epi8(v, shift), limit);
+    let (dash, sp) = (_mm256_set1_epi8(b'-' as i8), _mm256_set1_epi8(b' ' as i8));
+    let (dash_lo, dash_hi) = (_mm256_cmpeq_epi8(lo, dash), _mm256_cmpeq_epi8(hi, dash));
+    ValueMasks {
+        digit_or_dash: bits(
+            _mm256_or_si256(digit(lo), dash_lo),
+            _mm256_or_si256(digit(hi), dash_hi),
+        ),
+        dash: bits(dash_lo, dash_hi),
+        space: bits(_mm256_cmpeq_epi8(lo, sp), _mm256_cmpeq_epi8(hi, sp)),
     }
 }
 
@@ -141,6 +231,46 @@ fn load_sse2(part: &[u8]) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m
     // As in `classify_avx2`: `b + 1` below 0x21 (signed) is exactly an odd byte.
     let odd = _mm_cmpgt_epi8(_mm_set1_epi8(0x21), _mm_add_epi8(v, _mm_set1_epi8(1)));
     (v, odd)
+}
+
+/// The value masks of `chunk` (SSE2, part of every x86_64 CPU).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+#[allow(unsafe_code)] // reason: calling an SSE2 function; the build configuration has SSE2
+pub(crate) fn value_masks(chunk: &[u8; 64]) -> ValueMasks {
+    // SAFETY: as in `classify`: this build configuration has SSE2.
+    unsafe { value_masks_sse2(chunk) }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+#[allow(unsafe_code)] // reason: unaligned vector loads from a 64-byte array
+fn value_masks_sse2(chunk: &[u8; 64]) -> ValueMasks {
+    use std::arch::x86_64::{
+        _mm_add_epi8, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+        _mm_or_si128, _mm_set1_epi8,
+    };
+    let mut m = ValueMasks::default();
+    for (k, part) in chunk.chunks_exact(16).enumerate() {
+        // SAFETY: `part` holds 16 bytes (`chunks_exact`); `loadu` takes any alignment.
+        let v = unsafe { _mm_loadu_si128(part.as_ptr().cast()) };
+        let bits = |x| u64::from(_mm_movemask_epi8(x) as u16) << (16 * k);
+        // As in `value_masks_avx2`.
+        let digit = _mm_cmpgt_epi8(_mm_add_epi8(v, _mm_set1_epi8(0x46)), _mm_set1_epi8(0x75));
+        let dash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8));
+        m.digit_or_dash |= bits(_mm_or_si128(digit, dash));
+        m.dash |= bits(dash);
+        m.space |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)));
+    }
+    m
+}
+
+/// The value masks of `chunk` (portable: byte by byte).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+pub(crate) fn value_masks(chunk: &[u8; 64]) -> ValueMasks {
+    value_masks_naive(chunk)
 }
 
 /// The masks of `chunk` (portable: byte by byte).
@@ -225,8 +355,10 @@ pub(crate) const MAX_ENDS: usize = crate::format::MAX_FORMAT_FIELDS;
 /// What [`walk_lines`] hands over for one line.
 pub(crate) enum Line<'a, 'e> {
     /// The line holds only printable ASCII and at most [`MAX_ENDS`] fields: the end offset of
-    /// every field (relative to the line; the last one is the line's length).
-    Plain(&'a [u8], &'e [u32]),
+    /// every field (relative to the line; the last one is the line's length), and the text from
+    /// the line's start to the end of the block (the line is its prefix), so that the value checks
+    /// may read whole 64-byte windows past the line's end without copying it.
+    Plain(&'a [u8], &'e [u32], &'a [u8]),
     /// Anything else: the decoder validates it exactly.
     Other(&'a [u8]),
 }
@@ -339,7 +471,7 @@ impl Walker<'_> {
         let line = &text[self.pos..end];
         if !self.odd && self.n < MAX_ENDS && line.len() < u32::MAX as usize {
             self.ends[self.n] = line.len() as u32;
-            on_line(Line::Plain(line, &self.ends[..=self.n]));
+            on_line(Line::Plain(line, &self.ends[..=self.n], &text[self.pos..]));
         } else {
             on_line(Line::Other(line));
         }
@@ -356,7 +488,7 @@ mod tests {
     fn lines_with<C: Classifier>(c: C, text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
         let mut out = Vec::new();
         walk_lines(c, text, &mut [0; MAX_ENDS], |l| match l {
-            Line::Plain(l, e) => out.push((l.to_vec(), Some(e.to_vec()))),
+            Line::Plain(l, e, _) => out.push((l.to_vec(), Some(e.to_vec()))),
             Line::Other(l) => out.push((l.to_vec(), None)),
         });
         out
@@ -428,9 +560,12 @@ mod tests {
                 chunk[i] = b;
                 chunk[63 - i] = b;
                 assert_eq!(classify(&chunk), classify_naive(&chunk), "byte {b:#x} at {i}");
+                let values = value_masks_naive(&chunk);
+                assert_eq!(Baseline.value_masks(&chunk), values, "byte {b:#x} at {i}");
                 #[cfg(target_arch = "x86_64")]
                 if let Some(avx2) = Avx2::detect() {
                     assert_eq!(avx2.classify(&chunk), classify_naive(&chunk), "byte {b:#x} at {i}");
+                    assert_eq!(avx2.value_masks(&chunk), values, "byte {b:#x} at {i}");
                 }
             }
         }
@@ -441,9 +576,11 @@ mod tests {
         fn classify_agrees(bytes in proptest::collection::vec(any::<u8>(), 64)) {
             let chunk: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(classify(&chunk), classify_naive(&chunk));
+            prop_assert_eq!(Baseline.value_masks(&chunk), value_masks_naive(&chunk));
             #[cfg(target_arch = "x86_64")]
             if let Some(avx2) = Avx2::detect() {
                 prop_assert_eq!(avx2.classify(&chunk), classify_naive(&chunk));
+                prop_assert_eq!(avx2.value_masks(&chunk), value_masks_naive(&chunk));
             }
         }
 

@@ -65,6 +65,14 @@ impl RecordSink for Nothing {
             }
         }
         assert!(rec.srcaddr().is_ok() && rec.start().is_ok() && rec.action().is_ok());
+        // The values the decoder kept are those the parsers give from the bytes.
+        for f in [Field::SrcAddr, Field::DstAddr, Field::PktSrcAddr, Field::PktDstAddr] {
+            assert_eq!(rec.addr_field(f), Ok(rec.raw(f).and_then(flowlog::parse_addr)), "{f}");
+        }
+        let action = rec.raw(Field::Action).and_then(flowlog::Action::from_bytes);
+        assert_eq!(rec.action(), Ok(action));
+        let status = rec.raw(Field::LogStatus).and_then(flowlog::LogStatus::from_bytes);
+        assert_eq!(rec.log_status(), Ok(status));
         assert!(rec.log_status().is_ok() && rec.bytes().is_ok());
         let mut out = Vec::new();
         flowlog::write_json(rec, &mut out);
@@ -111,6 +119,7 @@ proptest! {
                 Just("\u{7f}".to_string()),
                 prop::sample::select(&["ACCEPT", "REJECT", "OK", "NODATA", "SKIPDATA", "egress", "ingress", "REJECTED"][..])
                     .prop_map(str::to_string),
+                prop::sample::select(BAD_VALUES).prop_map(str::to_string),
             ],
             0..20,
         ),
@@ -161,6 +170,45 @@ proptest! {
         let _ = for_each_record(&kpl, &DecodeOptions::default(), &mut Nothing);
     }
 }
+
+/// A header of eight numeric fields.
+const LONG_RUN: &str = "packets bytes start end packets-lost-no-route packets-lost-blackhole \
+                        packets-lost-mtu-exceeded packets-lost-ttl-expired";
+
+/// Values that no typed field takes (#28 item 3), among them some that every type but free text
+/// refuses: a letter in a number, an octet past 255, a sign, 2^64 and more, empty, non-ASCII.
+const BAD_VALUES: &[&str] = &[
+    "44x3",
+    "10.0.0.999",
+    "-1",
+    "1-",
+    "--",
+    "99999999999999999999",
+    "18446744073709551616",
+    "",
+    "\u{e9}",
+    "4\u{664}",
+    "65536",
+    "256",
+    "+1",
+    "1.2.3",
+    "01.2.3.4",
+    "REJECTED",
+];
+
+/// Values at the edges of what their types take: the largest of each width, leading zeros, IPv6.
+const GOOD_VALUES: &[&str] = &[
+    "255",
+    "65535",
+    "18446744073709551615",
+    "0000000000000000000000042",
+    "00080",
+    "000080",
+    "2001:db8::1",
+    "::ffff:1.2.3.4",
+    "255.255.255.255",
+    "0.0.0.0",
+];
 
 /// What a decoder reported, line by line: `Ok((line, values))` for a record, `Err((line, error))`.
 type Outcomes = Vec<Result<(u64, Vec<Vec<u8>>), (u64, String)>>;
@@ -232,8 +280,24 @@ proptest! {
                 1 => Just("5 10.0.0.9 1.2.3.4 REJECT OK 7200".to_string()),
                 1 => Just("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status".to_string()),
                 1 => Just("interface-id bogus".to_string()),
+                // Eight numeric fields in a row (a run longer than one 64-byte window), and lines
+                // for it with values long and short, absent and damaged.
+                1 => Just(LONG_RUN.to_string()),
+                2 => prop::collection::vec(
+                    prop_oneof![
+                        4 => "[0-9]{1,14}",
+                        1 => Just("-".to_string()),
+                        1 => prop::sample::select(BAD_VALUES).prop_map(str::to_string),
+                    ],
+                    8,
+                )
+                .prop_map(|t| t.join(" ")),
                 // A good line with one value damaged (or replaced by a valid one).
-                2 => (0usize..14, prop_oneof!["[ -~]{0,5}", "[0-9]{1,21}", "[0-9.]{7,16}", Just("-".to_string())])
+                3 => (0usize..14, prop_oneof![
+                    "[ -~]{0,5}", "[0-9]{1,21}", "[0-9.]{7,16}", Just("-".to_string()),
+                    prop::sample::select(BAD_VALUES).prop_map(str::to_string),
+                    prop::sample::select(GOOD_VALUES).prop_map(str::to_string),
+                ])
                     .prop_map(|(i, v)| {
                         let mut t: Vec<String> = "2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1700000000 1700000060 REJECT OK"
                             .split(' ').map(str::to_string).collect();

@@ -1,0 +1,455 @@
+//! The check of a line's typed values on the structural scan's hot path (#28 item 3).
+//!
+//! `line::check_typed` checks every typed value with its field's full parser, one value at a time;
+//! it stays the reference, and the answer for every line this check is not sure of. Here, while
+//! the line is still in cache:
+//! - numeric fields are checked a *run* at a time (consecutive numeric fields, such as `srcport`
+//!   to `end` of the default format): one 64-byte window of digit, `-` and space masks
+//!   ([`Classifier::value_masks`]) per run, then each field's length against its type's digits
+//!   (and, for `U8`/`U16` values of full length, a comparison of the digits as one big-endian
+//!   word). No number is parsed: the counter parses the few it needs, once;
+//! - IPv4 addresses are parsed once (16 bytes at a time with SSSE3) and the values kept in the
+//!   record ([`Parsed`]), as are the `action` and `log-status` words, so the counter does not read
+//!   them again;
+//! - free text needs nothing: the scan hands over only lines of printable ASCII.
+//!
+//! Whatever this check is not sure of (an IPv6 address, a number longer than its type's digits
+//! such as one with leading zeros, a run longer than 64 bytes is still handled) goes to the
+//! exact check, so the outcome is always that of `check_typed` (property-tested in
+//! `tests/props.rs` and below).
+
+use crate::field::{Field, ValueType};
+use crate::record::{addr_slot, parse_addr, Action, LogStatus, Parsed};
+use crate::scan::{Classifier, ValueMasks};
+
+/// How the typed values of a format's lines are checked: built once with the
+/// [`crate::Format`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Fields in the format.
+    fields: usize,
+    /// Runs of consecutive numeric fields, as (first, last) positions, in order.
+    runs: Vec<(u16, u16)>,
+    /// The numeric fields, in order.
+    nums: Vec<Num>,
+    /// The other typed fields, in order.
+    words: Vec<Word>,
+}
+
+/// A numeric field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Num {
+    pos: u16,
+    /// Most digits this check takes (3 for `U8`, 5 for `U16`, 19 for `U64`); longer values
+    /// (leading zeros, 20-digit numbers) go to the exact check.
+    digits: u8,
+    /// The largest value of `digits` digits, as ASCII in a big-endian word (`"65535"`);
+    /// `u64::MAX` when every value of `digits` digits fits.
+    limit: u64,
+}
+
+/// A typed field that is not a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word {
+    /// An address; `slot` is where [`Parsed`] keeps its IPv4 value.
+    Addr { pos: u16, slot: u8 },
+    /// `action`.
+    Action(u16),
+    /// `log-status`.
+    LogStatus(u16),
+    /// Any other type (`flow-direction`).
+    Other(u16, ValueType),
+}
+
+/// `s` (at most 8 ASCII bytes) as a big-endian word.
+const fn be(s: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        v = v << 8 | s[i] as u64;
+        i += 1;
+    }
+    v
+}
+
+impl Plan {
+    /// Adds the field at `pos` (fields are added in order, text fields included).
+    pub(crate) fn push(&mut self, pos: u16, field: Field) {
+        self.fields = usize::from(pos) + 1;
+        let ty = field.value_type();
+        let num = |digits, limit| Num { pos, digits, limit };
+        let n = match ty {
+            ValueType::Text => return,
+            ValueType::U8 => num(3, be(b"255")),
+            ValueType::U16 => num(5, be(b"65535")),
+            ValueType::U64 => num(19, u64::MAX),
+            ValueType::Addr => {
+                let slot = addr_slot(field).map_or(u8::MAX, |k| k as u8);
+                return self.words.push(Word::Addr { pos, slot });
+            }
+            ValueType::Action => return self.words.push(Word::Action(pos)),
+            ValueType::LogStatus => return self.words.push(Word::LogStatus(pos)),
+            ValueType::FlowDirection => return self.words.push(Word::Other(pos, ty)),
+        };
+        match self.runs.last_mut() {
+            Some((_, last)) if *last + 1 == pos => *last = pos,
+            _ => self.runs.push((pos, pos)),
+        }
+        self.nums.push(n);
+    }
+}
+
+/// The start of field `i` of a line split at `ends`.
+#[inline(always)]
+fn start(ends: &[u32], i: usize) -> usize {
+    match i.checked_sub(1) {
+        Some(p) => ends.get(p).map_or(0, |e| *e as usize + 1),
+        None => 0,
+    }
+}
+
+/// The end of field `i` of a line split at `ends`.
+#[inline(always)]
+fn end(ends: &[u32], i: usize) -> usize {
+    ends.get(i).map_or(0, |e| *e as usize)
+}
+
+/// Checks the typed values of a printable-ASCII `line` split at `ends` under the format of
+/// `plan`: `Some` (with the values parsed on the way) only when every value is `-` or of its
+/// field's type; `None` when it is not, or when this check cannot tell (then the exact check,
+/// `line::check_typed`, decides). `rest` is the text from the line's start to the end of its
+/// block (`line` is its prefix).
+#[inline(always)]
+pub(crate) fn check<C: Classifier>(
+    c: C,
+    rest: &[u8],
+    line: &[u8],
+    ends: &[u32],
+    plan: &Plan,
+) -> Option<Parsed> {
+    if ends.len() != plan.fields || line.len() > rest.len() {
+        return None;
+    }
+    let mut ok = true;
+    for &(first, last) in &plan.runs {
+        ok &= run_ok(c, rest, start(ends, first.into()), end(ends, last.into()));
+    }
+    for n in &plan.nums {
+        let e = end(ends, n.pos.into());
+        let len = e.wrapping_sub(start(ends, n.pos.into()));
+        // Empty, or longer than the type's digits: not sure (empty values are damaged).
+        ok &= len.wrapping_sub(1) < usize::from(n.digits);
+        // All digits (the run's check): as long as the largest, compared as text.
+        if len == usize::from(n.digits) {
+            ok &= tail_be(line, e, len) <= n.limit;
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let mut parsed = Parsed::default();
+    for w in &plan.words {
+        match *w {
+            Word::Addr { pos, slot } => {
+                let v = value(line, ends, pos.into());
+                if v == b"-" {
+                    continue;
+                }
+                match c.ipv4(v) {
+                    Some(a) => parsed.set_v4(slot.into(), a),
+                    None if other_addr(v) => {}
+                    None => return None,
+                }
+            }
+            Word::Action(pos) => {
+                let v = value(line, ends, pos.into());
+                match Action::from_bytes(v) {
+                    Some(a) => parsed.set_action(a),
+                    None if v == b"-" => {}
+                    None => return None,
+                }
+            }
+            Word::LogStatus(pos) => {
+                let v = value(line, ends, pos.into());
+                match LogStatus::from_bytes(v) {
+                    Some(s) => parsed.set_log_status(s),
+                    None if v == b"-" => {}
+                    None => return None,
+                }
+            }
+            Word::Other(pos, ty) => {
+                let v = value(line, ends, pos.into());
+                if v != b"-" && !ty.accepts(v) {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(parsed)
+}
+
+/// The value at `i` of a line split at `ends`.
+#[inline(always)]
+fn value<'a>(line: &'a [u8], ends: &[u32], i: usize) -> &'a [u8] {
+    line.get(start(ends, i)..end(ends, i)).unwrap_or_default()
+}
+
+/// A value that is not an IPv4 address: true when it is an IPv6 one.
+#[inline(never)]
+fn other_addr(v: &[u8]) -> bool {
+    parse_addr(v).is_some()
+}
+
+/// The `len` (at most 8) bytes of `line` ending at `e` as a big-endian word.
+#[inline(always)]
+fn tail_be(line: &[u8], e: usize, len: usize) -> u64 {
+    let word = match e.checked_sub(8).and_then(|s| line.get(s..e)) {
+        Some(w) => <[u8; 8]>::try_from(w).map_or(u64::MAX, u64::from_be_bytes),
+        // A value near the line's start.
+        None => line.get(..e).map_or(u64::MAX, be_short),
+    };
+    match len {
+        0 => 0,
+        1..=7 => word & ((1u64 << (8 * len)) - 1),
+        _ => word,
+    }
+}
+
+/// Up to 8 bytes as a big-endian word (more: `u64::MAX`, compared as too large).
+#[inline(never)]
+fn be_short(b: &[u8]) -> u64 {
+    if b.len() > 8 {
+        u64::MAX
+    } else {
+        be(b)
+    }
+}
+
+/// True when the bytes from `s` to `e` of `rest` (consecutive numeric fields and the spaces
+/// between them) hold only digits, spaces, and `-` standing alone between spaces (or the run's
+/// ends): the characters of numbers and absent values. Lengths are checked by the caller.
+#[inline(always)]
+fn run_ok<C: Classifier>(c: C, rest: &[u8], s: usize, e: usize) -> bool {
+    let mut bad = 0u64;
+    // The last byte of the previous window: not a space, and a `-` (bit 0 and 1).
+    let mut carry = 0u64;
+    let mut k = s;
+    while k < e {
+        let m = masks_at(c, rest, k);
+        let take = e - k;
+        let keep = if take >= 64 { u64::MAX } else { (1u64 << take) - 1 };
+        bad |= !(m.digit_or_dash | m.space) & keep;
+        // Bytes past the run count as spaces: the run's ends are field boundaries.
+        let filled = m.digit_or_dash & keep;
+        let dash = m.dash & keep;
+        // A `-` next to a digit or another `-` is part of a longer value (`-1`, `1-`, `--`).
+        bad |= dash & (filled << 1 | filled >> 1);
+        // The same across the windows' boundary.
+        bad |=
+            (carry & 2 != 0 && filled & 1 != 0) as u64 | (carry & 1 != 0 && dash & 1 != 0) as u64;
+        carry = (filled >> 63) | (dash >> 63) << 1;
+        k += 64;
+    }
+    bad == 0
+}
+
+/// The value masks of the 64 bytes of `rest` from `k` (past its end: spaces).
+#[inline(always)]
+fn masks_at<C: Classifier>(c: C, rest: &[u8], k: usize) -> ValueMasks {
+    match rest.get(k..k.saturating_add(64)).and_then(|w| <&[u8; 64]>::try_from(w).ok()) {
+        Some(w) => c.value_masks(w),
+        None => masks_padded(c, rest, k),
+    }
+}
+
+/// [`masks_at`] near the end of the text (the last line of a block, a CloudWatch Logs event).
+#[inline(never)]
+fn masks_padded<C: Classifier>(c: C, rest: &[u8], k: usize) -> ValueMasks {
+    let mut buf = [b' '; 64];
+    let part = rest.get(k..).unwrap_or_default();
+    let n = part.len().min(64);
+    buf[..n].copy_from_slice(&part[..n]);
+    c.value_masks(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Format;
+    use crate::scan::Baseline;
+    use proptest::prelude::*;
+
+    /// The fast check's answer on `line` split at its spaces, under every classifier this CPU runs,
+    /// with the text after the line being `after`; `None` when it is not sure.
+    fn fast(line: &str, format: &Format, after: &str) -> Option<Parsed> {
+        let text = format!("{line}{after}");
+        let rest = text.as_bytes();
+        let line = &rest[..line.len()];
+        let mut ends: Vec<u32> =
+            (0..line.len()).filter(|&i| line[i] == b' ').map(|i| i as u32).collect();
+        ends.push(line.len() as u32);
+        let got = check(Baseline, rest, line, &ends, format.plan());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = crate::scan::Avx2::detect() {
+            assert_eq!(check(avx2, rest, line, &ends, format.plan()), got, "{line:?}");
+        }
+        got
+    }
+
+    /// The exact answer.
+    fn exact(line: &str, format: &Format) -> bool {
+        crate::naive::naive_split(line.as_bytes(), format, 1 << 16).is_ok()
+    }
+
+    fn agree(line: &str, format: &Format) {
+        for after in ["", "\n", "\n2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1 2 REJECT OK\n"] {
+            if fast(line, format, after).is_some() {
+                assert!(exact(line, format), "fast accepted {line:?}, exact did not");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_never_accepted() {
+        let f = Format::default_v2();
+        let good =
+            "2 123 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
+        assert!(fast(good, &f, "").is_some());
+        let tokens: Vec<&str> = good.split(' ').collect();
+        for bad in [
+            "44x3",
+            "10.0.0.999",
+            "-1",
+            "1-",
+            "--",
+            "99999999999999999999",
+            "",
+            "\u{e9}",
+            "65536",
+            "256",
+            "0x10",
+            "+1",
+            "1.5",
+            "REJECTED",
+            "ok",
+            "1.2.3",
+            "01.2.3.4",
+            "1e5",
+            "١",
+        ] {
+            for i in 0..tokens.len() {
+                let mut t = tokens.clone();
+                t[i] = bad;
+                let line = t.join(" ");
+                if !line.is_ascii() {
+                    // The scan hands non-ASCII lines to the exact parser, never here.
+                    continue;
+                }
+                agree(&line, &f);
+            }
+        }
+    }
+
+    #[test]
+    fn absent_values_and_full_lengths_are_accepted() {
+        let f = Format::default_v2();
+        for line in [
+            "2 123 eni-1 - - - - - - - 1700000000 1700000060 - NODATA",
+            "- - - - - - - - - - - - - -",
+            "2 123 eni-1 10.0.0.1 8.8.8.8 65535 0 255 9999999999999999999 0 1 2 ACCEPT SKIPDATA",
+            "2 123 eni-1 255.255.255.255 0.0.0.0 00001 007 017 1 1 1 1 REJECT OK",
+        ] {
+            assert!(fast(line, &f, "").is_some(), "{line}");
+            assert!(exact(line, &f), "{line}");
+        }
+        // Not sure (the exact check decides): leading zeros past the type's digits, IPv6 is
+        // taken here.
+        let long = "2 123 eni-1 10.0.0.1 8.8.8.8 000080 53 6 1 1 1 1 REJECT OK";
+        assert_eq!(fast(long, &f, ""), None);
+        let v6 = "2 123 eni-1 2001:db8::1 ::1 80 53 6 1 1 1 1 REJECT OK";
+        assert!(fast(v6, &f, "").is_some());
+    }
+
+    #[test]
+    fn values_kept_are_the_parsers() {
+        let f = Format::default_v2();
+        let line =
+            "2 123 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1700000000 1700000060 REJECT OK";
+        let p = fast(line, &f, "").unwrap();
+        let mut want = Parsed::default();
+        want.set_v4(0, [10, 0, 0, 1].into());
+        want.set_v4(1, [8, 8, 8, 8].into());
+        want.set_action(Action::Reject);
+        want.set_log_status(LogStatus::Ok);
+        assert_eq!(p, want);
+    }
+
+    /// A run longer than one window: every boundary position of a `-` and a digit.
+    #[test]
+    fn runs_across_windows() {
+        let names: Vec<&str> = [
+            "packets",
+            "bytes",
+            "start",
+            "end",
+            "packets-lost-no-route",
+            "packets-lost-blackhole",
+            "packets-lost-mtu-exceeded",
+            "packets-lost-ttl-expired",
+        ]
+        .to_vec();
+        let f = Format::parse(&names.join(" ")).unwrap();
+        for pad in 0..20 {
+            for v in ["-", "-1", "1-", "12", "--"] {
+                for at in 0..names.len() {
+                    let mut t: Vec<String> = (0..names.len())
+                        .map(|i| "9".repeat(if i == 0 { 1 + pad } else { 9 }))
+                        .collect();
+                    t[at] = v.to_string();
+                    let line = t.join(" ");
+                    let (got, want) = (fast(&line, &f, "").is_some(), exact(&line, &f));
+                    assert!(!got || want, "{line}");
+                    // Everything here is short and ASCII: the fast check is sure of it.
+                    assert_eq!(got, want, "{line}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_accepts_what_the_exact_check_refuses(
+            tokens in prop::collection::vec(
+                prop_oneof![
+                    "[0-9]{1,21}", "[0-9]{1,3}", "[0-9.]{1,16}", "[0-9a-f:]{1,20}", "-", "",
+                    "[!-~]{0,6}", "-?[0-9]{0,3}-?",
+                    prop::sample::select(&["ACCEPT", "REJECT", "OK", "NODATA", "SKIPDATA", "egress", "ingress"][..])
+                        .prop_map(str::to_string),
+                ],
+                1..20,
+            ),
+            first in 0..Field::KNOWN.len(),
+            after in prop_oneof![Just(String::new()), "[ -~\n]{0,80}"],
+        ) {
+            let line = tokens.join(" ");
+            let names: Vec<String> = (0..tokens.len())
+                .map(|i| Field::KNOWN[(first + i) % Field::KNOWN.len()].to_string())
+                .collect();
+            let format = Format::parse(&names.join(" ")).unwrap();
+            if let Some(p) = fast(&line, &format, &after) {
+                prop_assert!(exact(&line, &format), "fast accepted {:?}", line);
+                // The values kept are those the parsers give.
+                let mut ends: Vec<u32> =
+                    (0..line.len()).filter(|&i| line.as_bytes()[i] == b' ').map(|i| i as u32).collect();
+                ends.push(line.len() as u32);
+                let rec = crate::FlowRecord::with_parsed(line.as_bytes(), &ends, &format, 1, p);
+                let bare = crate::FlowRecord::new(line.as_bytes(), &ends, &format, 1);
+                prop_assert_eq!(rec.srcaddr(), bare.srcaddr());
+                prop_assert_eq!(rec.dstaddr(), bare.dstaddr());
+                prop_assert_eq!(rec.addr_field(Field::PktSrcAddr), bare.addr_field(Field::PktSrcAddr));
+                prop_assert_eq!(rec.action(), bare.action());
+                prop_assert_eq!(rec.log_status(), bare.log_status());
+            }
+        }
+    }
+}
