@@ -9,13 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowspike_engine::metrics::Phase;
 use flowspike_history::{History, Store};
 use flowspike_lease::{Checkpoint, DynamoTable, LeaseTable};
 use tokio::sync::{mpsc, watch};
 
 use crate::kinesis::{list_shards, Event, ShardReader, StartAt};
-use crate::metrics::Phase;
-use crate::run::{
+use crate::services::{
     start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, StartPosition,
     DRAIN_TIMEOUT, TICK,
 };
@@ -123,7 +123,8 @@ pub(crate) fn run(
                 stop_reader(&mut readers, &id);
             }
             if last_list.is_none_or(|t| now.duration_since(t) >= cfg.relist_interval) {
-                match rt.block_on(list_shards(&client, &cfg.stream, crate::run::RELIST_RETRY)) {
+                match rt.block_on(list_shards(&client, &cfg.stream, crate::services::RELIST_RETRY))
+                {
                     Ok(list) => {
                         last_list = Some(now);
                         let shards: Vec<(String, Vec<String>)> =

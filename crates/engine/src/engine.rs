@@ -16,7 +16,7 @@ use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreErr
 use crate::manifest::{
     manifest_key, pending_prefix, Finalize, Manifest, ShardCheckpoint, MANIFEST_VERSION,
 };
-use crate::ConsumeError;
+use crate::EngineError;
 
 /// How long the ids of emitted spikes are remembered in the manifest, behind the closed hours.
 const EMITTED_MEMORY_SECS: i64 = 7 * 24 * HOUR;
@@ -119,12 +119,12 @@ pub struct Batch {
 /// Where spike records go.
 pub trait SpikeSink {
     /// Delivers `spikes` (all or an error: a partial failure is retried inside).
-    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError>;
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError>;
 }
 
 /// Collects spikes in memory (tests, embedding).
 impl SpikeSink for Vec<Spike> {
-    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError> {
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
         self.extend_from_slice(spikes);
         Ok(())
     }
@@ -207,7 +207,7 @@ impl Engine {
         history: History,
         cfg: EngineConfig,
         sink: &mut dyn SpikeSink,
-    ) -> Result<Engine, ConsumeError> {
+    ) -> Result<Engine, EngineError> {
         Engine::open_at(history, cfg, sink, now_secs())
     }
 
@@ -217,14 +217,14 @@ impl Engine {
         cfg: EngineConfig,
         sink: &mut dyn SpikeSink,
         now: i64,
-    ) -> Result<Engine, ConsumeError> {
+    ) -> Result<Engine, EngineError> {
         let key = manifest_key(&cfg.stream);
         let manifest = match history.store().get(&key) {
             Ok(bytes) => {
                 let m = Manifest::from_json(&bytes)
-                    .map_err(|reason| ConsumeError::Manifest { key: key.clone(), reason })?;
+                    .map_err(|reason| EngineError::Manifest { key: key.clone(), reason })?;
                 if m.stream != cfg.stream {
-                    return Err(ConsumeError::Manifest {
+                    return Err(EngineError::Manifest {
                         key,
                         reason: format!("belongs to stream {:?}", m.stream),
                     });
@@ -255,7 +255,7 @@ impl Engine {
                     );
                     continue;
                 }
-                open.add_row(&row).map_err(|e| ConsumeError::Manifest {
+                open.add_row(&row).map_err(|e| EngineError::Manifest {
                     key: k.clone(),
                     reason: format!("bad pending row: {e}"),
                 })?;
@@ -432,7 +432,7 @@ impl Engine {
     /// Commits a checkpoint: pending files, then the manifest (the commit point), then the final
     /// files it names, the detection of the closed hours and their spikes, then a second manifest
     /// that records them as done. Finally deletes pending files no manifest names.
-    pub fn checkpoint(&mut self, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+    pub fn checkpoint(&mut self, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
         // Work a failed earlier checkpoint committed but did not finish (its final files) comes
         // first: the manifest written below would otherwise no longer name it.
         self.finish(sink)?;
@@ -498,7 +498,7 @@ impl Engine {
     }
 
     /// Writes `m` as the manifest (the commit point) and makes it current.
-    fn commit(&mut self, m: Manifest) -> Result<(), ConsumeError> {
+    fn commit(&mut self, m: Manifest) -> Result<(), EngineError> {
         self.history.store().put(&manifest_key(&self.cfg.stream), m.to_json())?;
         tracing::debug!(
             generation = m.generation,
@@ -512,7 +512,7 @@ impl Engine {
 
     /// Writes the final files the manifest names (deterministic names: a redo overwrites), evaluates
     /// the closed hours, emits their spikes not yet emitted, and commits a manifest without them.
-    fn finish(&mut self, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+    fn finish(&mut self, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
         if self.manifest.finalize.is_empty() {
             return Ok(());
         }
@@ -547,7 +547,7 @@ impl Engine {
     }
 
     /// Evaluates the detection for closed hour `hour` and emits its new spikes.
-    fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+    fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
         if !self.warmed {
             let from = self.cfg.detect.warm_from(hour);
             warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
@@ -599,7 +599,7 @@ impl Engine {
 
 /// Feeds `prior` (rows sorted by hour, as `History::read_range` returns them) to `detector`, one
 /// hour at a time, without verdicts; an hour it refuses is logged and skipped.
-pub(crate) fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
+pub fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
     for rows in prior.chunk_by(|a, b| a.hour == b.hour) {
         let h = rows[0].hour;
         if let Err(e) = detector.warm(h, rows) {
@@ -610,7 +610,7 @@ pub(crate) fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
 
 /// Evaluates `hour` and returns its spikes not already emitted (`emitted(id)`); none, with a
 /// warning, when the detector refuses the hour.
-pub(crate) fn new_spikes(
+pub fn new_spikes(
     detector: &mut Detector,
     hour: i64,
     rows: &[AggregateRow],
@@ -626,21 +626,17 @@ pub(crate) fn new_spikes(
 }
 
 /// Writes `rows` as one Parquet object at `key`.
-pub(crate) fn put_rows(
-    store: &dyn Store,
-    key: &str,
-    rows: &[AggregateRow],
-) -> Result<(), ConsumeError> {
+pub fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(), EngineError> {
     let bytes = encode_parquet(rows)
-        .map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })?;
+        .map_err(|source| EngineError::Codec { key: key.to_owned(), source })?;
     store.put(key, bytes)?;
     Ok(())
 }
 
 /// Reads the Parquet object at `key` written by [`put_rows`].
-pub(crate) fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, ConsumeError> {
+pub fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, EngineError> {
     let bytes = store.get(key)?;
-    decode_parquet(&bytes).map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })
+    decode_parquet(&bytes).map_err(|source| EngineError::Codec { key: key.to_owned(), source })
 }
 
 /// Repairs what a state written before the event-time rule may hold past `bounds` (the clock at
@@ -704,7 +700,7 @@ fn repair_event_times(m: &mut Manifest, history: &History, bounds: TimeBounds, n
 }
 
 /// The wall clock, in unix seconds.
-pub(crate) fn now_secs() -> i64 {
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -1,24 +1,11 @@
-//! The consumer's error type and its retry classification.
+//! The engine's error type and its retry classification.
 
 use flowspike_history::{CodecError, HistoryError, StoreError};
 
-/// Errors of the consumer. Bad input is never an error: it is counted, logged and skipped.
+/// Errors of the engine (state store, history, checkpoint files, manifest, spike output). Bad
+/// input is never an error: it is counted, logged and skipped.
 #[derive(Debug, thiserror::Error)]
-pub enum ConsumeError {
-    /// A Kinesis call failed.
-    #[error("kinesis {op} (stream {stream}{}): {message}", shard.as_deref().map(|s| format!(", shard {s}")).unwrap_or_default())]
-    Kinesis {
-        /// The API operation (`GetRecords`, `ListShards`, ...).
-        op: &'static str,
-        /// The stream.
-        stream: String,
-        /// The shard, when the call was about one.
-        shard: Option<String>,
-        /// The service's error code and message, or the transport error.
-        message: String,
-        /// Throttling, expired iterator, timeouts and 5xx: worth retrying with backoff.
-        retryable: bool,
-    },
+pub enum EngineError {
     /// The state store failed.
     #[error("state store: {0}")]
     Store(#[from] StoreError),
@@ -49,34 +36,21 @@ pub enum ConsumeError {
         /// True for throttling and transient failures.
         retryable: bool,
     },
-    /// A configuration error (bad option value, unknown stream); stops the program.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// The lease table (DynamoDB) failed.
-    #[error("lease table: {0}")]
-    Lease(#[from] flowspike_lease::LeaseError),
-    /// The async runtime could not start.
-    #[error("cannot start the runtime: {0}")]
-    Runtime(#[from] std::io::Error),
 }
 
-impl ConsumeError {
-    /// True when the same operation may succeed if retried later (throttling, expired iterators,
-    /// timeouts, 5xx, local I/O errors of the store); false for configuration errors and bad
-    /// state.
+impl EngineError {
+    /// True when the same operation may succeed if retried later (a throttled or failed spike
+    /// output, local I/O errors of the store); false for bad state.
     ///
     /// A remote store (S3) error is never retryable here: the S3 store retries every retryable
     /// failure itself (forever in the services, `flowspike-retry`), so one that reaches the
-    /// consumer is an access, bucket or validation error, which retrying at every tick would only
+    /// engine is an access, bucket or validation error, which retrying at every tick would only
     /// hide.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ConsumeError::Kinesis { retryable, .. } | ConsumeError::Output { retryable, .. } => {
-                *retryable
-            }
-            ConsumeError::Store(StoreError::Io { .. }) => true,
-            ConsumeError::History(HistoryError::Store(StoreError::Io { .. })) => true,
-            ConsumeError::Lease(e) => e.is_retryable(),
+            EngineError::Output { retryable, .. } => *retryable,
+            EngineError::Store(StoreError::Io { .. }) => true,
+            EngineError::History(HistoryError::Store(StoreError::Io { .. })) => true,
             _ => false,
         }
     }
@@ -88,19 +62,16 @@ mod tests {
 
     #[test]
     fn classification() {
-        let k = |retryable| ConsumeError::Kinesis {
-            op: "GetRecords",
-            stream: "s".into(),
-            shard: Some("shardId-000000000000".into()),
-            message: "x".into(),
-            retryable,
-        };
-        assert!(k(true).is_retryable());
-        assert!(!k(false).is_retryable());
-        assert!(k(true).to_string().contains("shard shardId-000000000000"));
-        assert!(!ConsumeError::Config("bad".into()).is_retryable());
+        let out = |retryable| EngineError::Output { message: "x".into(), retryable };
+        assert!(out(true).is_retryable());
+        assert!(!out(false).is_retryable());
+        assert!(EngineError::Store(StoreError::Io {
+            path: "k".into(),
+            source: std::io::Error::other("disk")
+        })
+        .is_retryable());
         // The S3 store has retried a retryable error itself; what reaches here stops the consumer.
-        assert!(!ConsumeError::Store(StoreError::Remote("access denied".into())).is_retryable());
-        assert!(!ConsumeError::Manifest { key: "k".into(), reason: "r".into() }.is_retryable());
+        assert!(!EngineError::Store(StoreError::Remote("access denied".into())).is_retryable());
+        assert!(!EngineError::Manifest { key: "k".into(), reason: "r".into() }.is_retryable());
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_consumer::{live_watermark, Batch, ConsumeError, Engine, Metrics, SpikeSink, Stats};
+use flowspike_engine::{live_watermark, Batch, Engine, EngineError, Metrics, SpikeSink, Stats};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::VIRTUAL_SHARD;
@@ -108,7 +108,7 @@ impl Coordinator<'_> {
         mut self,
         mut rx: mpsc::Receiver<Job>,
         stop: watch::Receiver<bool>,
-    ) -> Result<RunSummary, ConsumeError> {
+    ) -> Result<RunSummary, EngineError> {
         let mut last_data = Instant::now();
         let mut stop_since: Option<Instant> = None;
         let mut fatal = None;
@@ -174,7 +174,7 @@ impl Coordinator<'_> {
         &mut self,
         group: &mut Vec<Job>,
         last_data: &mut Instant,
-    ) -> Result<(), ConsumeError> {
+    ) -> Result<(), EngineError> {
         let now = wall_clock_secs();
         let mut waiters = Vec::with_capacity(group.len());
         for job in group.drain(..) {

@@ -1,20 +1,21 @@
 //! The Amazon Data Firehose HTTP endpoint behind `flowspike serve-firehose`: flow logs pushed by
 //! Firehose ("HTTP endpoint delivery", protocol 1.0) to the same hourly Parquet history, event-time
-//! hour closing, detection and spike output as the Kinesis consumer (`flowspike-consumer`), whose
-//! [`Engine`](flowspike_consumer::Engine), [`decode_batch`](flowspike_consumer::decode_batch),
-//! [`Metrics`](flowspike_consumer::Metrics) and spike sinks it drives.
+//! hour closing, detection and spike output as the Kinesis consumer (`flowspike-consumer`): both are
+//! sources of the streaming engine (`flowspike-engine`), whose
+//! [`Engine`](flowspike_engine::Engine), [`decode_batch`](flowspike_engine::decode_batch),
+//! [`Metrics`](flowspike_engine::Metrics) and spike sinks it drives.
 //!
 //! # Data flow
 //! axum (on hyper, plain HTTP/1.1 or rustls TLS) → handler ([`server`]): access key in constant time
 //! (401), headers (400/415), body limit (413, also after gunzip), JSON and base64 (400), then
 //! `decode_batch` on a blocking thread (framing auto: CloudWatch Logs envelopes, `{"message"}`
-//! records, plain lines) → a [`Batch`](flowspike_consumer::Batch) of the virtual shard
+//! records, plain lines) → a [`Batch`](flowspike_engine::Batch) of the virtual shard
 //! [`VIRTUAL_SHARD`] → bounded channel → the coordinator ([`commit`]), the one owner of the
 //! `Engine`.
 //!
 //! # Durable before 200, group commit
 //! The coordinator takes every request waiting in the channel (up to [`MAX_GROUP`]), applies each
-//! with [`Engine::apply_request`](flowspike_consumer::Engine::apply_request) (which skips request
+//! with [`Engine::apply_request`](flowspike_engine::Engine::apply_request) (which skips request
 //! ids it already applied), advances event time, then commits ONE checkpoint for the whole group
 //! (pending Parquet + manifest, the consumer's exactly-once protocol) and only then answers every
 //! request of the group: 200 after a successful commit, 503 (Firehose retries) when it failed.
@@ -41,9 +42,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flowlog::DecodeOptions;
-use flowspike_consumer::Output;
 use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
+use flowspike_engine::Output;
 
 pub use commit::{RequestStats, RunSummary, MAX_GROUP};
 pub use error::FirehoseError;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use flowspike_consumer::Output;
+use flowspike_engine::Output;
 use flowspike_firehose::{FirehoseConfig, TlsFiles};
 
 use crate::args::{DetectArgs, InputArgs};

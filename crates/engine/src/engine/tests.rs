@@ -132,7 +132,7 @@ fn drive(
     engine: &mut Engine,
     w: &[(String, u64, Vec<Ev>)],
     sink: &mut Vec<Spike>,
-) -> Result<(), ConsumeError> {
+) -> Result<(), EngineError> {
     let mut n = 0;
     for (shard, seq, evs) in w {
         let done = engine
@@ -346,7 +346,7 @@ fn manifest_of_another_stream_is_refused() {
     let m = Manifest { version: MANIFEST_VERSION, stream: "other".into(), ..Manifest::default() };
     store.put(&manifest_key("flows"), m.to_json()).unwrap();
     let err = Engine::open(History::new(store), cfg(), &mut Vec::new()).unwrap_err();
-    assert!(matches!(err, ConsumeError::Manifest { .. }), "{err}");
+    assert!(matches!(err, EngineError::Manifest { .. }), "{err}");
     assert!(!err.is_retryable());
 }
 
@@ -404,7 +404,7 @@ fn flow_line(src: &str, start: &str, end: &str, action: &str) -> String {
 }
 
 /// Applies `b`, advances to the shard's watermark (never idle) and commits a checkpoint.
-fn step(e: &mut Engine, b: Batch, sink: &mut Vec<Spike>) -> Result<(), ConsumeError> {
+fn step(e: &mut Engine, b: Batch, sink: &mut Vec<Spike>) -> Result<(), EngineError> {
     e.apply(b);
     let wm =
         global_watermark([(e.shard("shardId-0").and_then(|c| c.max_start), false)], 0, LATENESS);
