@@ -9,7 +9,7 @@ use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
 use flowspike_engine::Output;
 
 use crate::args::{DetectArgs, InputArgs};
-use crate::replay::{decode_options, detect_settings, open_state, parse_time};
+use crate::settings::{decode_options, detect_settings, open_state, parse_time};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]
