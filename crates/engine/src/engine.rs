@@ -177,7 +177,7 @@ pub struct Engine {
     closed_through: Option<i64>,
     shards: BTreeMap<String, ShardCheckpoint>,
     emitted: BTreeMap<String, i64>,
-    requests: BTreeMap<String, i64>,
+    positions: BTreeMap<String, i64>,
     detector: Detector,
     warmed: bool,
     dirty: bool,
@@ -277,7 +277,7 @@ impl Engine {
             closed_through: manifest.closed_through,
             shards: manifest.shards.clone(),
             emitted: manifest.emitted.clone(),
-            requests: manifest.requests.clone(),
+            positions: manifest.positions.clone(),
             warmed: false,
             // A repaired state is committed at the next checkpoint.
             dirty: repaired,
@@ -370,36 +370,26 @@ impl Engine {
         self.stats.add(&stats);
     }
 
-    /// Applies `batch` as push request `request_id` (e.g. a Firehose request id) unless a request
-    /// with that id was applied before (committed, or applied and awaiting the next checkpoint);
-    /// returns false, changing nothing, for such a retry. The id is committed by the next
-    /// [`Engine::checkpoint`] together with the batch's records, so after a crash either both or
-    /// neither are in the state: a retry is then applied exactly once.
-    pub fn apply_request(&mut self, request_id: &str, applied_at: i64, batch: Batch) -> bool {
-        if self.requests.contains_key(request_id) {
-            return false;
-        }
-        self.requests.insert(request_id.to_owned(), applied_at);
+    /// Applies `batch` of a push source together with the source's position `key → value`, which
+    /// the engine keeps without interpreting it (the Firehose endpoint: a request id and the second
+    /// it was applied). Both are committed by the next [`Engine::checkpoint`], so after a crash
+    /// either both or neither are in the state.
+    pub fn apply_positioned(&mut self, key: &str, value: i64, batch: Batch) {
+        self.positions.insert(key.to_owned(), value);
         self.dirty = true;
         self.apply(batch);
-        true
     }
 
-    /// True when push request `request_id` was applied (see [`Engine::apply_request`]).
-    pub fn knows_request(&self, request_id: &str) -> bool {
-        self.requests.contains_key(request_id)
+    /// The positions of push sources ([`Engine::apply_positioned`]): the committed ones and those
+    /// applied since.
+    pub fn source_positions(&self) -> &BTreeMap<String, i64> {
+        &self.positions
     }
 
-    /// Number of remembered push request ids.
-    pub fn request_count(&self) -> usize {
-        self.requests.len()
-    }
-
-    /// Forgets the push request ids applied before `before` (unix seconds); the next checkpoint
-    /// commits the shorter list (pruning alone does not make a checkpoint necessary). A retry of a
-    /// forgotten id would be counted again: keep ids for longer than the pusher retries.
-    pub fn forget_requests_before(&mut self, before: i64) {
-        self.requests.retain(|_, at| *at >= before);
+    /// Forgets the source positions `keep` refuses; the next checkpoint commits the shorter map
+    /// (pruning alone does not make a checkpoint necessary).
+    pub fn retain_source_positions(&mut self, keep: impl FnMut(&String, &mut i64) -> bool) {
+        self.positions.retain(keep);
     }
 
     /// Closes every open hour that ends at or before `watermark`; returns true if one closed.
@@ -483,7 +473,7 @@ impl Engine {
             final_rows: final_key,
             finalize,
             emitted: self.emitted.clone(),
-            requests: self.requests.clone(),
+            positions: self.positions.clone(),
         };
         self.commit(manifest)?;
         self.closing.clear();

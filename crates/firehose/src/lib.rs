@@ -15,8 +15,8 @@
 //!
 //! # Durable before 200, group commit
 //! The coordinator takes every request waiting in the channel (up to [`MAX_GROUP`]), applies each
-//! with [`Engine::apply_request`](flowspike_engine::Engine::apply_request) (which skips request
-//! ids it already applied), advances event time, then commits ONE checkpoint for the whole group
+//! unless its request id was applied before (the source's position, kept by the engine with
+//! [`Engine::apply_positioned`](flowspike_engine::Engine::apply_positioned)), advances event time, then commits ONE checkpoint for the whole group
 //! (pending Parquet + manifest, the consumer's exactly-once protocol) and only then answers every
 //! request of the group: 200 after a successful commit, 503 (Firehose retries) when it failed.
 //! While a checkpoint is being written, new requests queue up and form the next group, so under
@@ -25,9 +25,9 @@
 //! two S3 PUTs on S3).
 //!
 //! # Request-id dedup
-//! The manifest lists the ids of the requests applied in the last [`FirehoseConfig::dedup_window`]
-//! (`Manifest::requests`), committed atomically with their records. A retry (same
-//! `X-Amz-Firehose-Request-Id`) of a committed request, also after a crash and restart, is
+//! The Firehose source's position is the set of ids of the requests applied in the last
+//! [`FirehoseConfig::dedup_window`]: the engine keeps it as its source positions (`requests` in the
+//! manifest), committed atomically with their records. A retry (same `X-Amz-Firehose-Request-Id`) of a committed request, also after a crash and restart, is
 //! answered 200 without being counted again; a retry of a request that was applied but whose
 //! checkpoint failed waits for the next successful checkpoint. A request applied but not committed
 //! before a crash is in neither the manifest nor the history, so its retry is applied once.

@@ -350,32 +350,30 @@ fn manifest_of_another_stream_is_refused() {
     assert!(!err.is_retryable());
 }
 
-/// Push request ids (Firehose): a retry is not applied again, neither before the checkpoint nor
-/// after a restart from it; an uncommitted request is forgotten with its records; expired ids go.
+/// Positions of a push source (Firehose request ids) are committed with their records: after a
+/// restart the committed one is known and the uncommitted one is gone with its records; pruned
+/// positions leave the next manifest.
 #[test]
-fn push_request_ids_are_committed_with_their_records() {
+fn source_positions_are_committed_with_their_records() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
     let open = || Engine::open(History::new(store.clone()), cfg(), &mut Vec::new()).unwrap();
     let evs: Vec<Ev> = vec![(BASE + 10, "10.0.0.1", "8.8.8.8".into())];
     let mut e = open();
-    assert!(e.apply_request("req-1", 100, batch("firehose", 1, &evs)));
-    assert!(!e.apply_request("req-1", 101, batch("firehose", 1, &evs)), "retry before commit");
+    e.apply_positioned("req-1", 100, batch("firehose", 1, &evs));
     e.checkpoint(&mut Vec::new()).unwrap();
     // Applied but never committed (a crash before the checkpoint): gone after the restart.
-    assert!(e.apply_request("req-2", 102, batch("firehose", 2, &evs)));
+    e.apply_positioned("req-2", 102, batch("firehose", 2, &evs));
     drop(e);
 
     let mut e = open();
-    assert!(e.knows_request("req-1"));
-    assert!(!e.knows_request("req-2"));
-    assert!(!e.apply_request("req-1", 103, batch("firehose", 1, &evs)), "retry after restart");
-    assert!(e.apply_request("req-2", 104, batch("firehose", 2, &evs)), "uncommitted: applied");
-    e.forget_requests_before(104);
-    assert_eq!(e.request_count(), 1);
+    assert_eq!(e.source_positions().keys().collect::<Vec<_>>(), ["req-1"]);
+    e.apply_positioned("req-2", 104, batch("firehose", 2, &evs));
+    assert!(e.is_dirty());
+    e.retain_source_positions(|_, at| *at >= 104);
     e.advance(BASE + 7200);
     e.checkpoint(&mut Vec::new()).unwrap();
-    assert_eq!(e.manifest().requests.keys().collect::<Vec<_>>(), ["req-2"]);
+    assert_eq!(e.manifest().positions.keys().collect::<Vec<_>>(), ["req-2"]);
     let rows = history_rows(store.clone());
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].blocked_count, 2, "req-1 once, req-2 once");
