@@ -16,8 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::kinesis::{list_shards, Event, ShardReader, StartAt};
 use crate::services::{
-    start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, StartPosition,
-    DRAIN_TIMEOUT, TICK,
+    start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, DRAIN_TIMEOUT, TICK,
 };
 use crate::worker::{unix_millis, Worker, WorkerConfig};
 use crate::ConsumeError;
@@ -181,11 +180,7 @@ pub(crate) fn run(
                 Checkpoint::After(seq) => StartAt::After(seq.clone()),
                 Checkpoint::ShardEnd => continue,
                 Checkpoint::Initial if o.has_parents => StartAt::TrimHorizon,
-                Checkpoint::Initial => match cfg.start_position {
-                    StartPosition::TrimHorizon => StartAt::TrimHorizon,
-                    StartPosition::Latest => StartAt::Latest,
-                    StartPosition::AtTimestamp(t) => StartAt::AtTimestamp(t),
-                },
+                Checkpoint::Initial => cfg.start_position.into(),
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let epoch = next_epoch;

@@ -15,7 +15,7 @@ use flowspike_engine::metrics::Metrics;
 use flowspike_engine::{DecodeContext, Output, SpikeSink, Stats, WriterSink};
 use flowspike_retry::Policy;
 
-use crate::kinesis::{client_from_env, register_consumer, Efo};
+use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
 
 /// How often the coordinator re-evaluates watermarks and exit conditions.
@@ -41,6 +41,18 @@ pub enum StartPosition {
     Latest,
     /// Records at or after a time (unix seconds).
     AtTimestamp(i64),
+}
+
+impl From<StartPosition> for StartAt {
+    /// Where a reader without a checkpoint starts: the same position, as the Kinesis reader
+    /// names it.
+    fn from(p: StartPosition) -> StartAt {
+        match p {
+            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+            StartPosition::Latest => StartAt::Latest,
+            StartPosition::AtTimestamp(t) => StartAt::AtTimestamp(t),
+        }
+    }
 }
 
 /// Enhanced fan-out settings (`--efo`).

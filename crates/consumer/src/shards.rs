@@ -122,8 +122,7 @@ impl ShardTable {
                     _ if s.parents.iter().any(|p| committed.contains_key(p)) => {
                         StartAt::TrimHorizon
                     }
-                    StartPosition::TrimHorizon => StartAt::TrimHorizon,
-                    StartPosition::Latest => StartAt::Latest,
+                    other => other.into(),
                 },
             };
             if let Some(s) = self.shards.get_mut(&id) {
