@@ -41,12 +41,17 @@ cargo fmt --all -- --check
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "dependency direction: the parser and the counter know nothing of tokio or the AWS SDK"
+step "dependency direction: the parser and the counter know nothing of tokio or the AWS SDK; Firehose not of the consumer"
 for crate in flowlog flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay; do
   if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E "^(tokio|aws-config|aws-sdk-[a-z]+) " ; then
     echo "invariant broken: $crate depends on the line(s) above" >&2; exit 1
   fi
 done
+# The Firehose endpoint is a source of the engine beside the Kinesis consumer, not on top of it:
+# it links neither the consumer nor the lease table's DynamoDB SDK.
+if cargo tree --locked -p flowspike-firehose -e normal --prefix none | grep -E "^(flowspike-consumer|flowspike-lease|aws-sdk-dynamodb) " ; then
+  echo "invariant broken: flowspike-firehose depends on the line(s) above" >&2; exit 1
+fi
 echo "ok"
 
 step "tests (unit, property, doc, integration with moto_server)"

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
-use flowspike_consumer::{decode_batch, DecodeContext, RawRecord};
 use flowspike_counter::{Counter, CounterConfig, Rule};
+use flowspike_engine::{decode_batch, DecodeContext, RawRecord};
 use flowspike_history::{History, LocalStore};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo, ReplayConfig, Source, StreamSettings};
 use rayon::prelude::*;

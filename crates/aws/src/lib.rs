@@ -1,5 +1,6 @@
 //! AWS adapters for flowspike: an S3 implementation of the history [`Store`] and of the replay
-//! [`Archive`], on the AWS SDK's standard configuration (credential chain, region, `AWS_ENDPOINT_URL`).
+//! [`Archive`], and spike records to a Kinesis stream ([`kinesis::KinesisSink`]), on the AWS SDK's
+//! standard configuration (credential chain, region, `AWS_ENDPOINT_URL`).
 //!
 //! The rest of flowspike is synchronous (rayon); this crate owns a small tokio runtime and blocks on
 //! it, so callers never see async code. Do not call these blocking methods from inside a tokio runtime.
@@ -7,6 +8,8 @@
 //! Every call goes through `flowspike-retry`: throttling (`SlowDown`), 5xx, timeouts and dropped
 //! connections are retried under a [`Policy`] ([`Policy::Forever`] for the services' state store,
 //! a bounded time for `replay`); a missing bucket or a denied access fails at once.
+
+pub mod kinesis;
 
 use std::sync::Arc;
 

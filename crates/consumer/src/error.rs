@@ -1,6 +1,7 @@
 //! The consumer's error type and its retry classification.
 
-use flowspike_history::{CodecError, HistoryError, StoreError};
+use flowspike_engine::EngineError;
+use flowspike_history::StoreError;
 
 /// Errors of the consumer. Bad input is never an error: it is counted, logged and skipped.
 #[derive(Debug, thiserror::Error)]
@@ -19,36 +20,9 @@ pub enum ConsumeError {
         /// Throttling, expired iterator, timeouts and 5xx: worth retrying with backoff.
         retryable: bool,
     },
-    /// The state store failed.
-    #[error("state store: {0}")]
-    Store(#[from] StoreError),
-    /// The aggregate history failed.
-    #[error("history: {0}")]
-    History(#[from] HistoryError),
-    /// A pending file of the checkpoint cannot be encoded or decoded.
-    #[error("checkpoint file {key}: {source}")]
-    Codec {
-        /// The key of the file.
-        key: String,
-        /// The cause.
-        source: CodecError,
-    },
-    /// The manifest exists but cannot be read, or belongs to another stream.
-    #[error("manifest {key}: {reason}")]
-    Manifest {
-        /// The key of the manifest.
-        key: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Spike records could not be delivered.
-    #[error("spike output: {message}")]
-    Output {
-        /// What failed.
-        message: String,
-        /// True for throttling and transient failures.
-        retryable: bool,
-    },
+    /// The engine failed: state store, history, checkpoint files, manifest or spike output.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// A configuration error (bad option value, unknown stream); stops the program.
     #[error("configuration: {0}")]
     Config(String),
@@ -60,25 +34,35 @@ pub enum ConsumeError {
     Runtime(#[from] std::io::Error),
 }
 
+impl From<StoreError> for ConsumeError {
+    fn from(e: StoreError) -> ConsumeError {
+        ConsumeError::Engine(EngineError::Store(e))
+    }
+}
+
+impl From<flowspike_history::HistoryError> for ConsumeError {
+    fn from(e: flowspike_history::HistoryError) -> ConsumeError {
+        ConsumeError::Engine(EngineError::History(e))
+    }
+}
+
 impl ConsumeError {
     /// True when the same operation may succeed if retried later (throttling, expired iterators,
     /// timeouts, 5xx, local I/O errors of the store); false for configuration errors and bad
-    /// state.
-    ///
-    /// A remote store (S3) error is never retryable here: the S3 store retries every retryable
-    /// failure itself (forever in the services, `flowspike-retry`), so one that reaches the
-    /// consumer is an access, bucket or validation error, which retrying at every tick would only
-    /// hide.
+    /// state. Engine errors are classified by [`EngineError::is_retryable`].
     pub fn is_retryable(&self) -> bool {
         match self {
-            ConsumeError::Kinesis { retryable, .. } | ConsumeError::Output { retryable, .. } => {
-                *retryable
-            }
-            ConsumeError::Store(StoreError::Io { .. }) => true,
-            ConsumeError::History(HistoryError::Store(StoreError::Io { .. })) => true,
+            ConsumeError::Kinesis { retryable, .. } => *retryable,
+            ConsumeError::Engine(e) => e.is_retryable(),
             ConsumeError::Lease(e) => e.is_retryable(),
             _ => false,
         }
+    }
+
+    /// True when the state store or the history failed: the final checkpoint of a stop is then
+    /// not attempted (it would fail the same way).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, ConsumeError::Engine(EngineError::Store(_) | EngineError::History(_)))
     }
 }
 
@@ -100,7 +84,12 @@ mod tests {
         assert!(k(true).to_string().contains("shard shardId-000000000000"));
         assert!(!ConsumeError::Config("bad".into()).is_retryable());
         // The S3 store has retried a retryable error itself; what reaches here stops the consumer.
-        assert!(!ConsumeError::Store(StoreError::Remote("access denied".into())).is_retryable());
-        assert!(!ConsumeError::Manifest { key: "k".into(), reason: "r".into() }.is_retryable());
+        let remote = ConsumeError::from(StoreError::Remote("access denied".into()));
+        assert!(!remote.is_retryable());
+        assert!(remote.is_store_failure());
+        // An engine error keeps its own message (no extra prefix).
+        assert_eq!(remote.to_string(), "state store: access denied");
+        let output = EngineError::Output { message: "throttled".into(), retryable: true };
+        assert!(ConsumeError::from(output).is_retryable());
     }
 }

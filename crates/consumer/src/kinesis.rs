@@ -1,25 +1,25 @@
 //! Kinesis I/O: the client, ListShards, one reader task per shard (polling GetRecords, or
-//! enhanced fan-out with SubscribeToShard), consumer registration, PutRecords for spikes.
+//! enhanced fan-out with SubscribeToShard), consumer registration. Spikes to a stream:
+//! `flowspike_aws::kinesis::KinesisSink`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::primitives::{Blob, DateTime};
+use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{
-    ChildShard, ConsumerStatus, PutRecordsRequestEntry, Record, ShardIteratorType,
-    StartingPosition, SubscribeToShardEventStream,
+    ChildShard, ConsumerStatus, Record, ShardIteratorType, StartingPosition,
+    SubscribeToShardEventStream,
 };
 use aws_sdk_kinesis::Client;
 use crossbeam_utils::CachePadded;
-use flowspike_detect::Spike;
 use flowspike_retry::{Class, Policy, Retrier};
 use tokio::sync::{mpsc, watch};
 
-use crate::decode::{decode_batch, DecodeContext, RawRecord};
-use crate::engine::{Batch, SpikeSink};
-use crate::metrics::ShardMetrics;
+use flowspike_engine::metrics::ShardMetrics;
+use flowspike_engine::{decode_batch, Batch, DecodeContext, RawRecord};
+
 use crate::ConsumeError;
 
 /// Most records one GetRecords call returns (the Kinesis maximum).
@@ -31,16 +31,10 @@ const EMPTY_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Consecutive transient GetRecords failures after which the iterator is renewed (moto answers a
 /// bad iterator with HTTP 500).
 const RENEW_ITERATOR_AFTER_FAILURES: u32 = 3;
-/// Most entries of one PutRecords call.
-const PUT_RECORDS_MAX: usize = 500;
 /// Pause between two DescribeStreamConsumer calls while a consumer is being created or deleted.
 const CONSUMER_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// A Kinesis client from the SDK's standard configuration: credential chain, region,
-/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS`, and flowspike's SDK retry settings.
-pub async fn client_from_env() -> Client {
-    Client::new(&flowspike_retry::sdk_config().await)
-}
+pub use flowspike_aws::kinesis::client_from_env;
 
 /// True when Kinesis throttled the call (the shard's or the account's limits, or KMS).
 fn is_throttle<E>(e: &SdkError<E, HttpResponse>) -> bool
@@ -753,113 +747,6 @@ pub async fn register_consumer(
             });
         }
         tokio::time::sleep(CONSUMER_POLL_INTERVAL).await;
-    }
-}
-
-/// Spikes to a Kinesis stream with PutRecords (partition key: the source address); a partial
-/// failure retries only the failed entries, with backoff.
-pub struct KinesisSink {
-    /// The client.
-    pub client: Client,
-    /// The output stream.
-    pub stream: String,
-    /// The runtime to block on (the coordinator is synchronous).
-    pub handle: tokio::runtime::Handle,
-}
-
-impl KinesisSink {
-    async fn put(&self, spikes: &[Spike]) -> Result<(), ConsumeError> {
-        for chunk in spikes.chunks(PUT_RECORDS_MAX) {
-            let mut entries = Vec::with_capacity(chunk.len());
-            for s in chunk {
-                let e = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(s.to_json_line().into_bytes()))
-                    .partition_key(&s.src_ip)
-                    .build()
-                    .map_err(|e| ConsumeError::Output {
-                        message: e.to_string(),
-                        retryable: false,
-                    })?;
-                entries.push(e);
-            }
-            // Forever, like every call of the services: a throttled or failed call is made again,
-            // and the entries a partial failure names (`FailedRecordCount`) are sent again alone.
-            let mut retrier = Retrier::new("kinesis:PutRecords", Policy::Forever);
-            while !entries.is_empty() {
-                let resp = self
-                    .client
-                    .put_records()
-                    .stream_name(&self.stream)
-                    .set_records(Some(entries.clone()))
-                    .send()
-                    .await;
-                let (failed, class, why) = match resp {
-                    Ok(out) => {
-                        let mut class = Class::Transient;
-                        let mut why = String::new();
-                        let failed: Vec<PutRecordsRequestEntry> = out
-                            .records()
-                            .iter()
-                            .zip(entries.iter())
-                            .filter(|(r, _)| r.error_code().is_some())
-                            .map(|(r, e)| {
-                                let code = r.error_code().unwrap_or_default();
-                                if flowspike_retry::is_throttling_code(code) {
-                                    class = Class::Throttled;
-                                }
-                                why = format!("{code}: {}", r.error_message().unwrap_or_default());
-                                e.clone()
-                            })
-                            .collect();
-                        (failed, class, why)
-                    }
-                    Err(e) => {
-                        let class = flowspike_retry::classify(&e);
-                        (entries.clone(), class, flowspike_retry::describe(&e))
-                    }
-                };
-                if failed.is_empty() {
-                    retrier.succeeded();
-                    break;
-                }
-                let err = ConsumeError::Output {
-                    message: format!(
-                        "PutRecords to {}: {} of {} entries failed: {why}",
-                        self.stream,
-                        failed.len(),
-                        entries.len()
-                    ),
-                    retryable: class.is_retryable(),
-                };
-                match retrier.failed(class, &err) {
-                    Some(pause) => tokio::time::sleep(pause).await,
-                    None => return Err(err),
-                }
-                entries = failed;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl SpikeSink for KinesisSink {
-    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError> {
-        self.handle.block_on(self.put(spikes))
-    }
-}
-
-/// Spikes as JSON lines to a writer (standard output by default).
-pub struct WriterSink<W: std::io::Write>(pub W);
-
-impl<W: std::io::Write> SpikeSink for WriterSink<W> {
-    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError> {
-        let io =
-            |e: std::io::Error| ConsumeError::Output { message: e.to_string(), retryable: false };
-        for s in spikes {
-            self.0.write_all(s.to_json_line().as_bytes()).map_err(io)?;
-            self.0.write_all(b"\n").map_err(io)?;
-        }
-        self.0.flush().map_err(io)
     }
 }
 

@@ -9,15 +9,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowspike_engine::metrics::Phase;
 use flowspike_history::{History, Store};
 use flowspike_lease::{Checkpoint, DynamoTable, LeaseTable};
 use tokio::sync::{mpsc, watch};
 
 use crate::kinesis::{list_shards, Event, ShardReader, StartAt};
-use crate::metrics::Phase;
-use crate::run::{
-    start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, StartPosition,
-    DRAIN_TIMEOUT, TICK,
+use crate::services::{
+    start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, DRAIN_TIMEOUT, TICK,
 };
 use crate::worker::{unix_millis, Worker, WorkerConfig};
 use crate::ConsumeError;
@@ -124,7 +123,8 @@ pub(crate) fn run(
                 stop_reader(&mut readers, &id);
             }
             if last_list.is_none_or(|t| now.duration_since(t) >= cfg.relist_interval) {
-                match rt.block_on(list_shards(&client, &cfg.stream, crate::run::RELIST_RETRY)) {
+                match rt.block_on(list_shards(&client, &cfg.stream, crate::services::RELIST_RETRY))
+                {
                     Ok(list) => {
                         last_list = Some(now);
                         let shards: Vec<(String, Vec<String>)> =
@@ -181,11 +181,7 @@ pub(crate) fn run(
                 Checkpoint::After(seq) => StartAt::After(seq.clone()),
                 Checkpoint::ShardEnd => continue,
                 Checkpoint::Initial if o.has_parents => StartAt::TrimHorizon,
-                Checkpoint::Initial => match cfg.start_position {
-                    StartPosition::TrimHorizon => StartAt::TrimHorizon,
-                    StartPosition::Latest => StartAt::Latest,
-                    StartPosition::AtTimestamp(t) => StartAt::AtTimestamp(t),
-                },
+                Checkpoint::Initial => cfg.start_position.into(),
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let epoch = next_epoch;

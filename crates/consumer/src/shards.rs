@@ -12,9 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use flowspike_engine::ShardCheckpoint;
+
 use crate::kinesis::{ShardInfo, StartAt};
-use crate::manifest::ShardCheckpoint;
-use crate::run::StartPosition;
+use crate::services::StartPosition;
 
 /// Run-time state of one shard (not checkpointed; the engine holds the positions).
 #[derive(Debug)]
@@ -121,8 +122,7 @@ impl ShardTable {
                     _ if s.parents.iter().any(|p| committed.contains_key(p)) => {
                         StartAt::TrimHorizon
                     }
-                    StartPosition::TrimHorizon => StartAt::TrimHorizon,
-                    StartPosition::Latest => StartAt::Latest,
+                    other => other.into(),
                 },
             };
             if let Some(s) = self.shards.get_mut(&id) {
@@ -147,7 +147,7 @@ impl ShardTable {
         out
     }
 
-    /// The inputs of [`crate::global_watermark`]: `(max_start, idle)` of every shard being read,
+    /// The inputs of [`flowspike_engine::global_watermark`]: `(max_start, idle)` of every shard being read,
     /// and of every shard waiting only for its parents' end to be committed (then with the
     /// largest `max_start` of its parents and never idle), so that the hours a child is about to
     /// deliver do not close in the short gap between its parents' end and its own start.

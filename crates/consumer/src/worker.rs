@@ -30,15 +30,16 @@ use std::time::{Duration, Instant};
 
 use flowspike_counter::{AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR};
 use flowspike_detect::{DetectConfig, Detector};
+use flowspike_engine::{
+    live_watermark, new_spikes, put_rows, read_rows, warm_detector, Batch, EngineError, SpikeSink,
+    Stats,
+};
 use flowspike_history::History;
 use flowspike_lease::{
     delta_key, global_watermark, plan_takes, Checkpoint, CommitOutcome, Delta, Expiry, HourClaim,
     HourState, LeaseTable, ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
 };
 
-use crate::engine::{
-    live_watermark, new_spikes, put_rows, read_rows, warm_detector, Batch, SpikeSink, Stats,
-};
 use crate::ConsumeError;
 
 /// Settings of a [`Worker`].
@@ -685,11 +686,11 @@ impl Worker {
     fn read_delta(&self, d: &Delta) -> Result<Option<Vec<AggregateRow>>, ConsumeError> {
         match read_rows(self.history.store().as_ref(), &d.file) {
             Ok(rows) => Ok(Some(rows)),
-            Err(ConsumeError::Store(flowspike_history::StoreError::NotFound { .. })) => {
+            Err(EngineError::Store(flowspike_history::StoreError::NotFound { .. })) => {
                 tracing::info!(delta = %d.id, "delta already drained by another worker");
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -717,7 +718,7 @@ impl Worker {
             let Some(rows) = self.read_delta(d)? else { return Ok(false) };
             for r in rows {
                 if r.hour == hour {
-                    sum.add_row(&r).map_err(|e| ConsumeError::Manifest {
+                    sum.add_row(&r).map_err(|e| EngineError::Manifest {
                         key: d.file.clone(),
                         reason: format!("bad delta row: {e}"),
                     })?;
@@ -763,7 +764,7 @@ impl Worker {
             // The detector has seen the hour: start it afresh so that the retry of this claim
             // evaluates the hour again (from the history) and emits its spikes.
             self.detector = Detector::new(self.cfg.detect.clone());
-            return Err(e);
+            return Err(e.into());
         }
         for s in &new {
             tracing::info!(hour, src_ip = %s.src_ip, id = %s.id, blocked_count = s.blocked_count, "spike");

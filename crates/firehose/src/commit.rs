@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_consumer::{live_watermark, Batch, ConsumeError, Engine, Metrics, SpikeSink, Stats};
+use flowspike_engine::{live_watermark, Batch, Engine, EngineError, Metrics, SpikeSink, Stats};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::VIRTUAL_SHARD;
@@ -108,7 +108,7 @@ impl Coordinator<'_> {
         mut self,
         mut rx: mpsc::Receiver<Job>,
         stop: watch::Receiver<bool>,
-    ) -> Result<RunSummary, ConsumeError> {
+    ) -> Result<RunSummary, EngineError> {
         let mut last_data = Instant::now();
         let mut stop_since: Option<Instant> = None;
         let mut fatal = None;
@@ -174,12 +174,12 @@ impl Coordinator<'_> {
         &mut self,
         group: &mut Vec<Job>,
         last_data: &mut Instant,
-    ) -> Result<(), ConsumeError> {
+    ) -> Result<(), EngineError> {
         let now = wall_clock_secs();
         let mut waiters = Vec::with_capacity(group.len());
         for job in group.drain(..) {
             let records = job.batch.stats.kinesis_records;
-            let applied = self.engine.apply_request(&job.request_id, now, job.batch);
+            let applied = apply_request(&mut self.engine, &job.request_id, now, job.batch);
             if applied && records > 0 {
                 *last_data = Instant::now();
             }
@@ -191,7 +191,10 @@ impl Coordinator<'_> {
         if let Some(w) = self.watermark(now, *last_data) {
             self.engine.advance(w);
         }
-        self.engine.forget_requests_before(now.saturating_sub(self.dedup_window_secs));
+        // Ids older than the dedup window are forgotten: a retry of one would be counted again,
+        // so the window is longer than Firehose retries.
+        let before = now.saturating_sub(self.dedup_window_secs);
+        self.engine.retain_source_positions(|_, applied_at| *applied_at >= before);
         let result = if self.engine.is_dirty() {
             let started = Instant::now();
             let r = self.engine.checkpoint(self.sink.as_mut());
@@ -232,9 +235,77 @@ impl Coordinator<'_> {
     }
 }
 
+/// Applies `batch` as request `request_id` unless a request with that id was applied before
+/// (committed, or applied and awaiting the next checkpoint); returns false, changing nothing, for
+/// such a retry. The Firehose source's position is the set of request ids it applied, each with
+/// the second it was applied (`applied_at`), kept by the engine as its source positions and
+/// committed with the request's records: after a crash either both or neither are in the state, so
+/// a retry is applied exactly once.
+pub(crate) fn apply_request(
+    engine: &mut Engine,
+    request_id: &str,
+    applied_at: i64,
+    batch: Batch,
+) -> bool {
+    if engine.source_positions().contains_key(request_id) {
+        return false;
+    }
+    engine.apply_positioned(request_id, applied_at, batch);
+    true
+}
+
 pub(crate) fn wall_clock_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flowspike_counter::{CounterConfig, Rule};
+    use flowspike_detect::DetectConfig;
+    use flowspike_engine::{decode_batch, DecodeContext, EngineConfig, RawRecord};
+    use flowspike_history::{History, LocalStore, Store};
+
+    use super::*;
+
+    fn batch() -> Batch {
+        let ctx = DecodeContext {
+            decode: flowlog::DecodeOptions::default(),
+            rule: Rule::default(),
+            counter: CounterConfig::default(),
+        };
+        let line = b"2 123456789012 eni-1 10.0.0.1 8.8.8.8 443 1234 6 1 40 7200 7260 REJECT OK\n";
+        decode_batch(&ctx, VIRTUAL_SHARD, &[RawRecord { sequence_number: "0", data: line }])
+    }
+
+    /// A retried request id is not applied twice: neither before the checkpoint nor after a
+    /// restart from it; a request applied but not committed is applied again after a restart.
+    #[test]
+    fn retried_request_ids_are_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let cfg = EngineConfig {
+            stream: "firehose-test".into(),
+            allowed_lateness_secs: 600,
+            counter: CounterConfig::default(),
+            detect: DetectConfig::default(),
+            max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
+        };
+        let open = || Engine::open(History::new(store.clone()), cfg.clone(), &mut Vec::new());
+        let mut e = open().unwrap();
+        assert!(apply_request(&mut e, "req-1", 100, batch()));
+        assert!(!apply_request(&mut e, "req-1", 101, batch()), "retry before commit");
+        e.checkpoint(&mut Vec::new()).unwrap();
+        assert!(apply_request(&mut e, "req-2", 102, batch()));
+        drop(e); // req-2 never committed
+
+        let mut e = open().unwrap();
+        assert!(!apply_request(&mut e, "req-1", 103, batch()), "retry after restart");
+        assert!(apply_request(&mut e, "req-2", 104, batch()), "uncommitted: applied");
+        assert_eq!(e.stats().counted, 1, "only req-2 counted in this run");
+    }
 }

@@ -1,13 +1,13 @@
 //! The endpoint's error type. Bad requests are never errors: they are answered (4xx) and counted.
 
-use flowspike_consumer::ConsumeError;
+use flowspike_engine::EngineError;
 
 /// Errors that stop (or prevent starting) the endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum FirehoseError {
     /// The state (engine, checkpoint, store, spike output) failed.
     #[error(transparent)]
-    Consume(#[from] ConsumeError),
+    Engine(#[from] EngineError),
     /// The listener cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

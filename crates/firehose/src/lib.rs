@@ -1,21 +1,22 @@
 //! The Amazon Data Firehose HTTP endpoint behind `flowspike serve-firehose`: flow logs pushed by
 //! Firehose ("HTTP endpoint delivery", protocol 1.0) to the same hourly Parquet history, event-time
-//! hour closing, detection and spike output as the Kinesis consumer (`flowspike-consumer`), whose
-//! [`Engine`](flowspike_consumer::Engine), [`decode_batch`](flowspike_consumer::decode_batch),
-//! [`Metrics`](flowspike_consumer::Metrics) and spike sinks it drives.
+//! hour closing, detection and spike output as the Kinesis consumer (`flowspike-consumer`): both are
+//! sources of the streaming engine (`flowspike-engine`), whose
+//! [`Engine`](flowspike_engine::Engine), [`decode_batch`](flowspike_engine::decode_batch),
+//! [`Metrics`](flowspike_engine::Metrics) and spike sinks it drives.
 //!
 //! # Data flow
 //! axum (on hyper, plain HTTP/1.1 or rustls TLS) → handler ([`server`]): access key in constant time
 //! (401), headers (400/415), body limit (413, also after gunzip), JSON and base64 (400), then
 //! `decode_batch` on a blocking thread (framing auto: CloudWatch Logs envelopes, `{"message"}`
-//! records, plain lines) → a [`Batch`](flowspike_consumer::Batch) of the virtual shard
+//! records, plain lines) → a [`Batch`](flowspike_engine::Batch) of the virtual shard
 //! [`VIRTUAL_SHARD`] → bounded channel → the coordinator ([`commit`]), the one owner of the
 //! `Engine`.
 //!
 //! # Durable before 200, group commit
 //! The coordinator takes every request waiting in the channel (up to [`MAX_GROUP`]), applies each
-//! with [`Engine::apply_request`](flowspike_consumer::Engine::apply_request) (which skips request
-//! ids it already applied), advances event time, then commits ONE checkpoint for the whole group
+//! unless its request id was applied before (the source's position, kept by the engine with
+//! [`Engine::apply_positioned`](flowspike_engine::Engine::apply_positioned)), advances event time, then commits ONE checkpoint for the whole group
 //! (pending Parquet + manifest, the consumer's exactly-once protocol) and only then answers every
 //! request of the group: 200 after a successful commit, 503 (Firehose retries) when it failed.
 //! While a checkpoint is being written, new requests queue up and form the next group, so under
@@ -24,9 +25,9 @@
 //! two S3 PUTs on S3).
 //!
 //! # Request-id dedup
-//! The manifest lists the ids of the requests applied in the last [`FirehoseConfig::dedup_window`]
-//! (`Manifest::requests`), committed atomically with their records. A retry (same
-//! `X-Amz-Firehose-Request-Id`) of a committed request, also after a crash and restart, is
+//! The Firehose source's position is the set of ids of the requests applied in the last
+//! [`FirehoseConfig::dedup_window`]: the engine keeps it as its source positions (`requests` in the
+//! manifest), committed atomically with their records. A retry (same `X-Amz-Firehose-Request-Id`) of a committed request, also after a crash and restart, is
 //! answered 200 without being counted again; a retry of a request that was applied but whose
 //! checkpoint failed waits for the next successful checkpoint. A request applied but not committed
 //! before a crash is in neither the manifest nor the history, so its retry is applied once.
@@ -41,9 +42,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flowlog::DecodeOptions;
-use flowspike_consumer::Output;
 use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
+use flowspike_engine::Output;
 
 pub use commit::{RequestStats, RunSummary, MAX_GROUP};
 pub use error::FirehoseError;

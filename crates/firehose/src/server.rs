@@ -12,10 +12,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use flowspike_consumer::kinesis::{client_from_env, KinesisSink, WriterSink};
-use flowspike_consumer::metrics::ExtraMetric;
-use flowspike_consumer::{
-    decode_batch, Batch, DecodeContext, Engine, EngineConfig, Metrics, Output, RawRecord, SpikeSink,
+use flowspike_aws::kinesis::{client_from_env, KinesisSink};
+use flowspike_engine::metrics::ExtraMetric;
+use flowspike_engine::{
+    decode_batch, Batch, DecodeContext, Engine, EngineConfig, Metrics, Output, RawRecord,
+    SpikeSink, WriterSink,
 };
 use flowspike_history::{History, Store};
 use http_body_util::BodyExt;
@@ -151,7 +152,7 @@ impl Server {
         let tls = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
         let metrics = Arc::new(Metrics::new(MAX_CHECKPOINT_AGE));
         if let Some(addr) = cfg.metrics_addr {
-            rt.block_on(flowspike_consumer::metrics::start(addr, metrics.clone()))
+            rt.block_on(flowspike_engine::metrics::start(addr, metrics.clone()))
                 .map_err(|source| FirehoseError::Bind { addr, source })?;
         }
         let mut sink: Box<dyn SpikeSink + Send> = match &cfg.output {
@@ -252,12 +253,12 @@ impl Server {
         };
         let server =
             rt.spawn(serve(listener, tls, app, stop.subscribe(), cfg.max_connections, conns));
-        metrics.set_phase(flowspike_consumer::metrics::Phase::Running);
+        metrics.set_phase(flowspike_engine::metrics::Phase::Running);
         let phase_metrics = metrics.clone();
         let mut stop_rx = stop.subscribe();
         rt.spawn(async move {
             let _ = stop_rx.wait_for(|s| *s).await;
-            phase_metrics.set_phase(flowspike_consumer::metrics::Phase::Stopping);
+            phase_metrics.set_phase(flowspike_engine::metrics::Phase::Stopping);
         });
         let coordinator = Coordinator {
             engine,
@@ -639,7 +640,7 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, FirehoseE
 
 /// Requests a stop on SIGINT or SIGTERM.
 async fn wait_for_signal(stop: Arc<watch::Sender<bool>>, signalled: Arc<AtomicBool>) {
-    flowspike_consumer::shutdown_signal().await;
+    flowspike_engine::shutdown_signal().await;
     tracing::info!("signal received: stopping");
     // Relaxed: a lone flag read once for the log after the run.
     signalled.store(true, Ordering::Relaxed);

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, Output, StartPosition};
+use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
+use flowspike_engine::Output;
 
 use crate::args::{DetectArgs, InputArgs};
-use crate::replay::{decode_options, detect_settings, open_state, parse_time};
+use crate::settings::{decode_options, detect_settings, open_state, parse_time};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]

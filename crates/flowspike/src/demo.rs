@@ -7,7 +7,8 @@ use flowspike_replay::ReplayConfig;
 use flowspike_synth::{generate_to_dir, Manifest, SynthConfig};
 
 use crate::args::{DemoArgs, DetectArgs, GenArgs, InputArgs};
-use crate::replay::{decode_options, detect_settings, open_state, parse_time, replay_sources};
+use crate::replay::replay_sources;
+use crate::settings::{decode_options, detect_settings, open_state, parse_time};
 
 /// A file that marks a directory as made by `flowspike demo`, so a re-run may replace it.
 const DEMO_MARKER: &str = ".flowspike-demo";

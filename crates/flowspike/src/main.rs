@@ -10,6 +10,7 @@ mod demo;
 mod parse;
 mod replay;
 mod serve_firehose;
+mod settings;
 
 use std::process::ExitCode;
 

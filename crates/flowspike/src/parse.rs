@@ -39,7 +39,7 @@ impl<W: Write> RecordSink for JsonSink<'_, W> {
 /// line or input was skipped (counted and sampled on stderr); an input that cannot be read or an
 /// output that cannot be written is an error (1).
 pub fn run(a: ParseArgs) -> anyhow::Result<u8> {
-    let opts = crate::replay::decode_options(&a.input)?;
+    let opts = crate::settings::decode_options(&a.input)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut total = Summary::default();

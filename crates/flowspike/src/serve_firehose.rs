@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use flowspike_consumer::Output;
+use flowspike_engine::Output;
 use flowspike_firehose::{FirehoseConfig, TlsFiles};
 
 use crate::args::{DetectArgs, InputArgs};
-use crate::replay::{decode_options, detect_settings, open_state};
+use crate::settings::{decode_options, detect_settings, open_state};
 
 /// Default of `--max-record-decompressed-bytes`: a Firehose record is at most 1,000 KiB and a
 /// CloudWatch Logs envelope carries at most about 1 MiB of log events, so 64 MiB leaves a wide

@@ -15,7 +15,7 @@ use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreErr
 use crate::manifest::{
     manifest_key, pending_prefix, Finalize, Manifest, ShardCheckpoint, MANIFEST_VERSION,
 };
-use crate::ConsumeError;
+use crate::EngineError;
 
 /// How long the ids of emitted spikes are remembered in the manifest, behind the closed hours.
 const EMITTED_MEMORY_SECS: i64 = 7 * 24 * HOUR;
@@ -93,7 +93,7 @@ impl Stats {
 
     /// Counts what `hour` lost to the source cap and warns about it (once per hour and counter:
     /// when the hour closes or its late rows are written; the lease worker: see `worker.rs`).
-    pub(crate) fn over_source_cap(&mut self, hour: i64, lost: Option<SourceOverflow>, cap: usize) {
+    pub fn over_source_cap(&mut self, hour: i64, lost: Option<SourceOverflow>, cap: usize) {
         let Some(o) = lost else { return };
         o.warn(hour, cap);
         self.records_over_source_cap += o.records;
@@ -121,12 +121,12 @@ pub struct Batch {
 /// Where spike records go.
 pub trait SpikeSink {
     /// Delivers `spikes` (all or an error: a partial failure is retried inside).
-    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError>;
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError>;
 }
 
 /// Collects spikes in memory (tests, embedding).
 impl SpikeSink for Vec<Spike> {
-    fn emit(&mut self, spikes: &[Spike]) -> Result<(), ConsumeError> {
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
         self.extend_from_slice(spikes);
         Ok(())
     }
@@ -179,7 +179,7 @@ pub struct Engine {
     closed_through: Option<i64>,
     shards: BTreeMap<String, ShardCheckpoint>,
     emitted: BTreeMap<String, i64>,
-    requests: BTreeMap<String, i64>,
+    positions: BTreeMap<String, i64>,
     detector: Detector,
     warmed: bool,
     dirty: bool,
@@ -209,7 +209,7 @@ impl Engine {
         history: History,
         cfg: EngineConfig,
         sink: &mut dyn SpikeSink,
-    ) -> Result<Engine, ConsumeError> {
+    ) -> Result<Engine, EngineError> {
         Engine::open_at(history, cfg, sink, now_secs())
     }
 
@@ -219,14 +219,14 @@ impl Engine {
         cfg: EngineConfig,
         sink: &mut dyn SpikeSink,
         now: i64,
-    ) -> Result<Engine, ConsumeError> {
+    ) -> Result<Engine, EngineError> {
         let key = manifest_key(&cfg.stream);
         let manifest = match history.store().get(&key) {
             Ok(bytes) => {
                 let m = Manifest::from_json(&bytes)
-                    .map_err(|reason| ConsumeError::Manifest { key: key.clone(), reason })?;
+                    .map_err(|reason| EngineError::Manifest { key: key.clone(), reason })?;
                 if m.stream != cfg.stream {
-                    return Err(ConsumeError::Manifest {
+                    return Err(EngineError::Manifest {
                         key,
                         reason: format!("belongs to stream {:?}", m.stream),
                     });
@@ -257,7 +257,7 @@ impl Engine {
                     );
                     continue;
                 }
-                open.add_row(&row).map_err(|e| ConsumeError::Manifest {
+                open.add_row(&row).map_err(|e| EngineError::Manifest {
                     key: k.clone(),
                     reason: format!("bad pending row: {e}"),
                 })?;
@@ -279,7 +279,7 @@ impl Engine {
             closed_through: manifest.closed_through,
             shards: manifest.shards.clone(),
             emitted: manifest.emitted.clone(),
-            requests: manifest.requests.clone(),
+            positions: manifest.positions.clone(),
             warmed: false,
             // A repaired state is committed at the next checkpoint.
             dirty: repaired,
@@ -372,36 +372,26 @@ impl Engine {
         self.stats.add(&stats);
     }
 
-    /// Applies `batch` as push request `request_id` (e.g. a Firehose request id) unless a request
-    /// with that id was applied before (committed, or applied and awaiting the next checkpoint);
-    /// returns false, changing nothing, for such a retry. The id is committed by the next
-    /// [`Engine::checkpoint`] together with the batch's records, so after a crash either both or
-    /// neither are in the state: a retry is then applied exactly once.
-    pub fn apply_request(&mut self, request_id: &str, applied_at: i64, batch: Batch) -> bool {
-        if self.requests.contains_key(request_id) {
-            return false;
-        }
-        self.requests.insert(request_id.to_owned(), applied_at);
+    /// Applies `batch` of a push source together with the source's position `key → value`, which
+    /// the engine keeps without interpreting it (the Firehose endpoint: a request id and the second
+    /// it was applied). Both are committed by the next [`Engine::checkpoint`], so after a crash
+    /// either both or neither are in the state.
+    pub fn apply_positioned(&mut self, key: &str, value: i64, batch: Batch) {
+        self.positions.insert(key.to_owned(), value);
         self.dirty = true;
         self.apply(batch);
-        true
     }
 
-    /// True when push request `request_id` was applied (see [`Engine::apply_request`]).
-    pub fn knows_request(&self, request_id: &str) -> bool {
-        self.requests.contains_key(request_id)
+    /// The positions of push sources ([`Engine::apply_positioned`]): the committed ones and those
+    /// applied since.
+    pub fn source_positions(&self) -> &BTreeMap<String, i64> {
+        &self.positions
     }
 
-    /// Number of remembered push request ids.
-    pub fn request_count(&self) -> usize {
-        self.requests.len()
-    }
-
-    /// Forgets the push request ids applied before `before` (unix seconds); the next checkpoint
-    /// commits the shorter list (pruning alone does not make a checkpoint necessary). A retry of a
-    /// forgotten id would be counted again: keep ids for longer than the pusher retries.
-    pub fn forget_requests_before(&mut self, before: i64) {
-        self.requests.retain(|_, at| *at >= before);
+    /// Forgets the source positions `keep` refuses; the next checkpoint commits the shorter map
+    /// (pruning alone does not make a checkpoint necessary).
+    pub fn retain_source_positions(&mut self, keep: impl FnMut(&String, &mut i64) -> bool) {
+        self.positions.retain(keep);
     }
 
     /// Closes every open hour that ends at or before `watermark`; returns true if one closed.
@@ -434,7 +424,7 @@ impl Engine {
     /// Commits a checkpoint: pending files, then the manifest (the commit point), then the final
     /// files it names, the detection of the closed hours and their spikes, then a second manifest
     /// that records them as done. Finally deletes pending files no manifest names.
-    pub fn checkpoint(&mut self, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+    pub fn checkpoint(&mut self, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
         // Work a failed earlier checkpoint committed but did not finish (its final files) comes
         // first: the manifest written below would otherwise no longer name it.
         self.finish(sink)?;
@@ -485,7 +475,7 @@ impl Engine {
             final_rows: final_key,
             finalize,
             emitted: self.emitted.clone(),
-            requests: self.requests.clone(),
+            positions: self.positions.clone(),
         };
         self.commit(manifest)?;
         self.closing.clear();
@@ -500,7 +490,7 @@ impl Engine {
     }
 
     /// Writes `m` as the manifest (the commit point) and makes it current.
-    fn commit(&mut self, m: Manifest) -> Result<(), ConsumeError> {
+    fn commit(&mut self, m: Manifest) -> Result<(), EngineError> {
         self.history.store().put(&manifest_key(&self.cfg.stream), m.to_json())?;
         tracing::debug!(
             generation = m.generation,
@@ -514,7 +504,7 @@ impl Engine {
 
     /// Writes the final files the manifest names (deterministic names: a redo overwrites), evaluates
     /// the closed hours, emits their spikes not yet emitted, and commits a manifest without them.
-    fn finish(&mut self, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+    fn finish(&mut self, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
         if self.manifest.finalize.is_empty() {
             return Ok(());
         }
@@ -549,7 +539,7 @@ impl Engine {
     }
 
     /// Evaluates the detection for closed hour `hour` and emits its new spikes.
-    fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+    fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
         if !self.warmed {
             let from = self.cfg.detect.warm_from(hour);
             warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
@@ -601,7 +591,7 @@ impl Engine {
 
 /// Feeds `prior` (rows sorted by hour, as `History::read_range` returns them) to `detector`, one
 /// hour at a time, without verdicts; an hour it refuses is logged and skipped.
-pub(crate) fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
+pub fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
     for rows in prior.chunk_by(|a, b| a.hour == b.hour) {
         let h = rows[0].hour;
         if let Err(e) = detector.warm(h, rows) {
@@ -612,7 +602,7 @@ pub(crate) fn warm_detector(detector: &mut Detector, prior: &[AggregateRow]) {
 
 /// Evaluates `hour` and returns its spikes not already emitted (`emitted(id)`); none, with a
 /// warning, when the detector refuses the hour.
-pub(crate) fn new_spikes(
+pub fn new_spikes(
     detector: &mut Detector,
     hour: i64,
     rows: &[AggregateRow],
@@ -628,21 +618,17 @@ pub(crate) fn new_spikes(
 }
 
 /// Writes `rows` as one Parquet object at `key`.
-pub(crate) fn put_rows(
-    store: &dyn Store,
-    key: &str,
-    rows: &[AggregateRow],
-) -> Result<(), ConsumeError> {
+pub fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(), EngineError> {
     let bytes = encode_parquet(rows)
-        .map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })?;
+        .map_err(|source| EngineError::Codec { key: key.to_owned(), source })?;
     store.put(key, bytes)?;
     Ok(())
 }
 
 /// Reads the Parquet object at `key` written by [`put_rows`].
-pub(crate) fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, ConsumeError> {
+pub fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, EngineError> {
     let bytes = store.get(key)?;
-    decode_parquet(&bytes).map_err(|source| ConsumeError::Codec { key: key.to_owned(), source })
+    decode_parquet(&bytes).map_err(|source| EngineError::Codec { key: key.to_owned(), source })
 }
 
 /// Repairs what a state written before the event-time rule may hold past `bounds` (the clock at
@@ -706,7 +692,7 @@ fn repair_event_times(m: &mut Manifest, history: &History, bounds: TimeBounds, n
 }
 
 /// The wall clock, in unix seconds.
-pub(crate) fn now_secs() -> i64 {
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

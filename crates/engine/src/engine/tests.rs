@@ -133,7 +133,7 @@ fn drive(
     engine: &mut Engine,
     w: &[(String, u64, Vec<Ev>)],
     sink: &mut Vec<Spike>,
-) -> Result<(), ConsumeError> {
+) -> Result<(), EngineError> {
     let mut n = 0;
     for (shard, seq, evs) in w {
         let done = engine
@@ -347,36 +347,34 @@ fn manifest_of_another_stream_is_refused() {
     let m = Manifest { version: MANIFEST_VERSION, stream: "other".into(), ..Manifest::default() };
     store.put(&manifest_key("flows"), m.to_json()).unwrap();
     let err = Engine::open(History::new(store), cfg(), &mut Vec::new()).unwrap_err();
-    assert!(matches!(err, ConsumeError::Manifest { .. }), "{err}");
+    assert!(matches!(err, EngineError::Manifest { .. }), "{err}");
     assert!(!err.is_retryable());
 }
 
-/// Push request ids (Firehose): a retry is not applied again, neither before the checkpoint nor
-/// after a restart from it; an uncommitted request is forgotten with its records; expired ids go.
+/// Positions of a push source (Firehose request ids) are committed with their records: after a
+/// restart the committed one is known and the uncommitted one is gone with its records; pruned
+/// positions leave the next manifest.
 #[test]
-fn push_request_ids_are_committed_with_their_records() {
+fn source_positions_are_committed_with_their_records() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
     let open = || Engine::open(History::new(store.clone()), cfg(), &mut Vec::new()).unwrap();
     let evs: Vec<Ev> = vec![(BASE + 10, "10.0.0.1", "8.8.8.8".into())];
     let mut e = open();
-    assert!(e.apply_request("req-1", 100, batch("firehose", 1, &evs)));
-    assert!(!e.apply_request("req-1", 101, batch("firehose", 1, &evs)), "retry before commit");
+    e.apply_positioned("req-1", 100, batch("firehose", 1, &evs));
     e.checkpoint(&mut Vec::new()).unwrap();
     // Applied but never committed (a crash before the checkpoint): gone after the restart.
-    assert!(e.apply_request("req-2", 102, batch("firehose", 2, &evs)));
+    e.apply_positioned("req-2", 102, batch("firehose", 2, &evs));
     drop(e);
 
     let mut e = open();
-    assert!(e.knows_request("req-1"));
-    assert!(!e.knows_request("req-2"));
-    assert!(!e.apply_request("req-1", 103, batch("firehose", 1, &evs)), "retry after restart");
-    assert!(e.apply_request("req-2", 104, batch("firehose", 2, &evs)), "uncommitted: applied");
-    e.forget_requests_before(104);
-    assert_eq!(e.request_count(), 1);
+    assert_eq!(e.source_positions().keys().collect::<Vec<_>>(), ["req-1"]);
+    e.apply_positioned("req-2", 104, batch("firehose", 2, &evs));
+    assert!(e.is_dirty());
+    e.retain_source_positions(|_, at| *at >= 104);
     e.advance(BASE + 7200);
     e.checkpoint(&mut Vec::new()).unwrap();
-    assert_eq!(e.manifest().requests.keys().collect::<Vec<_>>(), ["req-2"]);
+    assert_eq!(e.manifest().positions.keys().collect::<Vec<_>>(), ["req-2"]);
     let rows = history_rows(store.clone());
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].blocked_count, 2, "req-1 once, req-2 once");
@@ -405,7 +403,7 @@ fn flow_line(src: &str, start: &str, end: &str, action: &str) -> String {
 }
 
 /// Applies `b`, advances to the shard's watermark (never idle) and commits a checkpoint.
-fn step(e: &mut Engine, b: Batch, sink: &mut Vec<Spike>) -> Result<(), ConsumeError> {
+fn step(e: &mut Engine, b: Batch, sink: &mut Vec<Spike>) -> Result<(), EngineError> {
     e.apply(b);
     let wm =
         global_watermark([(e.shard("shardId-0").and_then(|c| c.max_start), false)], 0, LATENESS);

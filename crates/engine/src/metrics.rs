@@ -1,11 +1,8 @@
-//! Health and Prometheus metrics of the consumer: a shared [`Metrics`] struct of atomics, updated per
-//! batch (never per record), and a tiny HTTP/1.1 server for `GET /healthz` and `GET /metrics`.
-//!
-//! The server is hand-written on `tokio::net` rather than built on hyper or axum: enabling hyper's
-//! `server` feature would change the feature set of the hyper the AWS SDK uses and rebuild the
-//! whole SDK, for two fixed GET paths read by a scraper. It reads at most [`MAX_REQUEST_HEAD`] bytes
-//! within [`REQUEST_TIMEOUT`], serves at most [`MAX_CONNECTIONS`] connections at once, answers one
-//! request per connection and closes it.
+//! Health and Prometheus metrics of a streaming service: a shared [`Metrics`] struct of atomics,
+//! updated per batch (never per record), and a small HTTP/1.1 server for `GET /healthz` and
+//! `GET /metrics` on axum and hyper (the stack of the Firehose endpoint). It reads at most
+//! [`MAX_REQUEST_HEAD`] bytes of request head within [`REQUEST_TIMEOUT`], serves at most
+//! [`MAX_CONNECTIONS`] connections at once, answers one request per connection and closes it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,8 +11,13 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use crossbeam_utils::CachePadded;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::engine::Stats;
 
@@ -424,8 +426,58 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Serves `/healthz` and `/metrics` on `listener` until the runtime shuts down.
+/// The router of the health and metrics server: `GET`/`HEAD` `/healthz` (`ok`, or 503 with the
+/// reason of [`Metrics::health`]) and `/metrics` ([`Metrics::render`]); 404 elsewhere, 405 for
+/// other methods. Every answer is plain text and not cacheable.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/metrics", get(exposition).fallback(method_not_allowed))
+        .fallback(not_found)
+        .with_state(metrics)
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], body)
+        .into_response()
+}
+
+async fn healthz(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.health() {
+        Ok(()) => text(StatusCode::OK, PLAIN, "ok\n".into()),
+        Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{reason}\n")),
+    }
+}
+
+async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {
+    text(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, metrics.render())
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "method not allowed\n".into());
+    r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, PLAIN, "not found\n".into())
+}
+
+/// Serves `/healthz` and `/metrics` ([`router`]) on `listener` until the runtime shuts down.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    let app = router(metrics);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // One request per connection (a scraper opens one per scrape), a bounded head read in bounded
+    // time: a slow or hostile client holds at most one slot for REQUEST_TIMEOUT. A client that
+    // closes its side after the request (half-close) still gets the answer.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        .half_close(true)
+        .title_case_headers(true);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (sock, _) = match listener.accept().await {
@@ -439,10 +491,13 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue; // too many connections: drop this one
         };
-        let metrics = metrics.clone();
+        let conn = http.serve_connection(
+            TokioIo::new(sock),
+            hyper_util::service::TowerToHyperService::new(app.clone()),
+        );
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = handle(sock, &metrics).await {
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "metrics server connection failed");
             }
         });
@@ -456,92 +511,6 @@ pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<S
     tracing::info!(addr = %local, "health and metrics server listening");
     tokio::spawn(serve(listener, metrics));
     Ok(local)
-}
-
-async fn handle(mut sock: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            if let Some(end) = head_end(&buf) {
-                return Ok(Some(end));
-            }
-            if buf.len() >= MAX_REQUEST_HEAD {
-                return Ok(None);
-            }
-            let n = sock.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
-    let (status, content_type, body) = match head {
-        Err(_) | Ok(Ok(None)) => (400, "text/plain; charset=utf-8", "bad request\n".to_owned()),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(Some(end))) => respond(&buf[..end], metrics),
-    };
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let head_only = buf.starts_with(b"HEAD ");
-    let mut resp = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n",
-        body.len()
-    );
-    if status == 405 {
-        resp.push_str("Allow: GET, HEAD\r\n");
-    }
-    resp.push_str("\r\n");
-    if !head_only {
-        resp.push_str(&body);
-    }
-    sock.write_all(resp.as_bytes()).await?;
-    sock.shutdown().await
-}
-
-/// The end of the request head (after the blank line), if `buf` holds all of it.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Status, content type and body for a request head.
-fn respond(head: &[u8], metrics: &Metrics) -> (u16, &'static str, String) {
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = std::str::from_utf8(line).unwrap_or_default().trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return (400, PLAIN, "bad request\n".into());
-    };
-    if !version.starts_with("HTTP/1.") {
-        return (400, PLAIN, "bad request\n".into());
-    }
-    let path = target.split('?').next().unwrap_or_default();
-    if method != "GET" && method != "HEAD" {
-        return (405, PLAIN, "method not allowed\n".into());
-    }
-    match path {
-        "/healthz" => match metrics.health() {
-            Ok(()) => (200, PLAIN, "ok\n".into()),
-            Err(reason) => (503, PLAIN, format!("{reason}\n")),
-        },
-        "/metrics" => (200, PROMETHEUS_CONTENT_TYPE, metrics.render()),
-        _ => (404, PLAIN, "not found\n".into()),
-    }
 }
 
 #[cfg(test)]
@@ -672,33 +641,28 @@ mod tests {
         assert!(s.health().expect_err("slow start").starts_with("still starting"));
     }
 
-    fn check(request: &str, status: u16, body_contains: &str) {
-        let m = sample();
-        let end = head_end(request.as_bytes());
-        let (got, _, body) = match end {
-            Some(e) => respond(&request.as_bytes()[..e], &m),
-            None => (400, "", String::new()),
-        };
-        assert_eq!(got, status, "{request:?}: {body}");
-        assert!(body.contains(body_contains), "{request:?}: {body}");
-    }
-
-    #[test]
-    fn routes() {
-        check("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "ok");
-        check("GET /healthz?verbose=1 HTTP/1.0\n\n", 200, "ok");
-        check("GET /metrics HTTP/1.1\r\n\r\n", 200, "flowspike_records_in_total 7");
-        check("HEAD /metrics HTTP/1.1\r\n\r\n", 200, "");
-        check("GET / HTTP/1.1\r\n\r\n", 404, "not found");
-        check("POST /metrics HTTP/1.1\r\n\r\n", 405, "method");
-        check("GET /metrics\r\n\r\n", 400, "bad request");
-        check("GET /metrics SPDY/3\r\n\r\n", 400, "bad request");
-        check("GET /metrics HTTP/1.1\r\n", 400, ""); // incomplete head
-    }
-
-    #[test]
-    fn server_answers_over_tcp() {
+    /// Sends `request` as is to a server on `addr` (closing the write side after it) and returns
+    /// the raw answer, empty when the server closed the connection without one.
+    fn exchange(addr: SocketAddr, request: &str) -> String {
         use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(request.as_bytes()).expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn check(addr: SocketAddr, request: &str, status: u16, body_contains: &str) {
+        let answer = exchange(addr, request);
+        let got: u16 = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        assert_eq!(got, status, "{request:?}: {answer}");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        assert!(body.contains(body_contains), "{request:?}: {answer}");
+    }
+
+    fn server() -> (tokio::runtime::Runtime, SocketAddr) {
         // The server runs on the runtime's worker; the blocking client on the test thread.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -707,18 +671,46 @@ mod tests {
             .expect("rt");
         let m = Arc::new(sample());
         let addr = rt.block_on(start("127.0.0.1:0".parse().expect("addr"), m)).expect("bind");
-        let get = |path: &str| {
-            let mut s = std::net::TcpStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-            write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
-            let mut out = String::new();
-            s.read_to_string(&mut out).expect("read");
-            out
-        };
+        (rt, addr)
+    }
+
+    #[test]
+    fn routes() {
+        let (_rt, addr) = server();
+        check(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "ok");
+        check(addr, "GET /healthz?verbose=1 HTTP/1.0\n\n", 200, "ok");
+        check(addr, "GET /metrics HTTP/1.1\r\n\r\n", 200, "flowspike_records_in_total 7");
+        check(addr, "HEAD /metrics HTTP/1.1\r\n\r\n", 200, "");
+        check(addr, "GET / HTTP/1.1\r\n\r\n", 404, "not found");
+        check(addr, "POST /metrics HTTP/1.1\r\n\r\n", 405, "method");
+        check(addr, "GET /metrics\r\n\r\n", 400, "");
+        check(addr, "GET /metrics SPDY/3\r\n\r\n", 400, "");
+        // An incomplete head is never answered as a request.
+        assert!(!exchange(addr, "GET /metrics HTTP/1.1\r\n").starts_with("HTTP/1.1 200"));
+        let head = exchange(addr, "HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(head.ends_with("\r\n\r\n"), "no body: {head}");
+        let post = exchange(addr, "POST /healthz HTTP/1.1\r\n\r\n");
+        assert!(post.to_ascii_lowercase().contains("\r\nallow: get, head\r\n"), "{post}");
+        // A head longer than MAX_REQUEST_HEAD is refused.
+        let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_REQUEST_HEAD));
+        assert!(!exchange(addr, &long).starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn server_answers_over_tcp() {
+        let (_rt, addr) = server();
+        let get =
+            |path: &str| exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
         let (health, metrics) = (get("/healthz"), get("/metrics"));
         assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
         assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
-        assert!(metrics.contains(&format!("Content-Type: {PROMETHEUS_CONTENT_TYPE}\r\n")));
+        let lower = metrics.to_ascii_lowercase();
+        assert!(
+            lower.contains(&format!("content-type: {PROMETHEUS_CONTENT_TYPE}\r\n")),
+            "{metrics}"
+        );
+        assert!(lower.contains("cache-control: no-store\r\n"), "{metrics}");
+        assert!(lower.contains("connection: close\r\n"), "{metrics}");
         assert!(metrics.contains("\nflowspike_records_in_total 7\n"), "{metrics}");
     }
 }

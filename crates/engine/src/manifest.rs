@@ -72,13 +72,14 @@ pub struct Manifest {
     pub finalize: Vec<Finalize>,
     /// Ids of the spikes already emitted, with their hour (recent hours only).
     pub emitted: BTreeMap<String, i64>,
-    /// Ids of recently applied push requests (the Firehose endpoint's `X-Amz-Firehose-Request-Id`),
-    /// with the wall-clock second each was applied. Committed together with the request's records,
-    /// so a retry of a committed request is acknowledged without being counted again. The pusher
-    /// prunes ids older than its dedup window ([`crate::Engine::forget_requests_before`]). Always
-    /// empty for the Kinesis consumer; absent in manifests written before it existed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub requests: BTreeMap<String, i64>,
+    /// Positions of push sources, opaque to the engine ([`crate::Engine::apply_positioned`]),
+    /// committed together with the records they cover. The Firehose endpoint keeps here the ids of
+    /// its recently applied requests (`X-Amz-Firehose-Request-Id`) with the wall-clock second each
+    /// was applied, so a retry of a committed request is acknowledged without being counted again,
+    /// and prunes the ids older than its dedup window. Stored as `requests` (the name readers
+    /// know); always empty for the Kinesis consumer; absent in manifests written before it existed.
+    #[serde(rename = "requests", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub positions: BTreeMap<String, i64>,
 }
 
 impl Manifest {
@@ -119,7 +120,8 @@ mod tests {
             evaluate: true,
         });
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
-        m.requests.insert("6b0a1ef2-request".into(), 1_767_225_600);
+        m.positions.insert("6b0a1ef2-request".into(), 1_767_225_600);
+        assert!(String::from_utf8(m.to_json()).unwrap().contains("\"requests\": {"));
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         assert_eq!(manifest_key("flows"), "consumer/flows/manifest.json");
         assert_eq!(pending_prefix("flows"), "consumer/flows/pending/");
@@ -135,6 +137,34 @@ mod tests {
             "finalize":[],"emitted":{}}"#;
         let m = Manifest::from_json(old).expect("old manifest");
         assert_eq!(m.generation, 3);
-        assert!(m.requests.is_empty());
+        assert!(m.positions.is_empty());
+    }
+
+    /// A manifest written before the engine crate existed (a Firehose endpoint's, with request ids
+    /// and its virtual shard) loads, and is written back with the same fields and values.
+    #[test]
+    fn manifest_written_by_the_consumer_crate_loads_unchanged() {
+        let old = br#"{
+  "version": 1,
+  "stream": "flows",
+  "generation": 12,
+  "written_at": 1767229200,
+  "closed_through": 1767225600,
+  "shards": {
+    "firehose": { "sequence_number": null, "max_start": 1767229100, "ended": false }
+  },
+  "open_rows": "consumer/flows/pending/00000000000000000012-open.parquet",
+  "final_rows": null,
+  "finalize": [ { "hour": 1767222000, "name": "consumer-flows.parquet", "evaluate": true } ],
+  "emitted": { "spike-1": 1767222000 },
+  "requests": { "req-1": 1767229000, "req-2": 1767229001 }
+}"#;
+        let m = Manifest::from_json(old).expect("manifest of the consumer crate");
+        assert_eq!(m.positions.len(), 2);
+        assert_eq!(m.positions["req-2"], 1_767_229_001);
+        assert_eq!(m.shards["firehose"].max_start, Some(1_767_229_100));
+        let again: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        let before: serde_json::Value = serde_json::from_slice(old).unwrap();
+        assert_eq!(again, before);
     }
 }

@@ -1,0 +1,202 @@
+//! What the single-task and the lease loops share: the settings ([`ConsumerConfig`]), where shards
+//! start ([`StartPosition`]), the coordinator's timing constants, the services both start with
+//! ([`Services`]: runtime, metrics server, Kinesis client, spike sink, signals) and the run summary.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowlog::DecodeOptions;
+use flowspike_aws::kinesis::KinesisSink;
+use flowspike_counter::{CounterConfig, Rule};
+use flowspike_detect::DetectConfig;
+use flowspike_engine::metrics::Metrics;
+use flowspike_engine::{DecodeContext, Output, SpikeSink, Stats, WriterSink};
+use flowspike_retry::Policy;
+
+use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
+use crate::ConsumeError;
+
+/// How often the coordinator re-evaluates watermarks and exit conditions.
+pub(crate) const TICK: Duration = Duration::from_millis(250);
+/// How long a stop waits for in-flight shard batches before abandoning them (their records are
+/// simply read again after the restart: positions only move with applied batches).
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a periodic ListShards is retried before the coordinator carries on with the shards
+/// it knows (the next relist tries again); the first one, at start-up, is retried forever.
+pub(crate) const RELIST_RETRY: Policy = Policy::For(Duration::from_secs(10));
+/// Slack of the health check on top of three checkpoint intervals (a slow store, a large
+/// checkpoint).
+const HEALTH_SLACK: Duration = Duration::from_secs(60);
+/// How long the start waits for the enhanced fan-out consumer to become ACTIVE.
+const CONSUMER_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where reading starts on a shard without a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest record in retention.
+    TrimHorizon,
+    /// Records written after the start.
+    Latest,
+    /// Records at or after a time (unix seconds).
+    AtTimestamp(i64),
+}
+
+impl From<StartPosition> for StartAt {
+    /// Where a reader without a checkpoint starts: the same position, as the Kinesis reader
+    /// names it.
+    fn from(p: StartPosition) -> StartAt {
+        match p {
+            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+            StartPosition::Latest => StartAt::Latest,
+            StartPosition::AtTimestamp(t) => StartAt::AtTimestamp(t),
+        }
+    }
+}
+
+/// Enhanced fan-out settings (`--efo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EfoConfig {
+    /// Name of the stream consumer to register (or reuse).
+    pub consumer_name: String,
+    /// Longest time one SubscribeToShard subscription is kept before the reader resubscribes from
+    /// its last continuation sequence number (Kinesis ends subscriptions after 5 minutes).
+    pub subscription_max: Duration,
+}
+
+/// Settings of [`crate::run`].
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The input stream.
+    pub stream: String,
+    /// Where shards without a checkpoint start.
+    pub start_position: StartPosition,
+    /// Allowed lateness of event time (seconds).
+    pub allowed_lateness_secs: u64,
+    /// Checkpoint at least this often while something changes (hours also checkpoint on close).
+    pub checkpoint_interval: Duration,
+    /// A shard that is caught up and has had no record for this long counts as idle: its
+    /// watermark becomes at least `now - lateness`, so quiet shards do not hold hours open.
+    pub idle_shard_after: Duration,
+    /// Stop (gracefully) after this long.
+    pub max_runtime: Option<Duration>,
+    /// Stop (gracefully) once every shard has been idle for this long.
+    pub exit_when_idle: Option<Duration>,
+    /// How often ListShards runs again (new shards after resharding).
+    pub relist_interval: Duration,
+    /// Framing and format.
+    pub decode: DecodeOptions,
+    /// Which records count.
+    pub rule: Rule,
+    /// Counter limits.
+    pub counter: CounterConfig,
+    /// Detection settings.
+    pub detect: DetectConfig,
+    /// Where spikes go.
+    pub output: Output,
+    /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Read with enhanced fan-out (SubscribeToShard) instead of polling GetRecords.
+    pub efo: Option<EfoConfig>,
+    /// Share the stream with other tasks through a DynamoDB lease table (`None`: this task reads
+    /// every shard, state in the manifest).
+    pub lease: Option<crate::LeaseConfig>,
+}
+
+impl ConsumerConfig {
+    /// The health check fails once the state has not been committed for this long:
+    /// three checkpoint intervals plus a minute.
+    pub fn max_checkpoint_age(&self) -> Duration {
+        self.checkpoint_interval.saturating_mul(3).saturating_add(HEALTH_SLACK)
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Counts.
+    pub stats: Stats,
+    /// Every hour before this one is closed (unix seconds).
+    pub closed_through: Option<i64>,
+    /// The last committed manifest generation.
+    pub generation: u64,
+    /// Why the run stopped: `signal`, `max-runtime`, `idle`.
+    pub stopped_by: String,
+}
+
+/// What both consumer modes start with.
+pub(crate) struct Services {
+    /// The runtime of the shard readers, the metrics server and the AWS clients.
+    pub rt: tokio::runtime::Runtime,
+    /// The metrics, served on `metrics_addr` if set.
+    pub metrics: Arc<Metrics>,
+    /// The Kinesis client.
+    pub client: aws_sdk_kinesis::Client,
+    /// Where spikes go.
+    pub sink: Box<dyn SpikeSink>,
+    /// Decoding settings of the shard readers.
+    pub ctx: Arc<DecodeContext>,
+    /// The registered enhanced fan-out consumer (`--efo`).
+    pub efo: Option<Efo>,
+    /// Set on SIGTERM or SIGINT.
+    pub signalled: Arc<AtomicBool>,
+}
+
+/// Starts the runtime and the metrics server, builds the Kinesis client and the spike sink,
+/// registers the enhanced fan-out consumer if asked, and watches for signals.
+pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("flowspike-consume")
+        .enable_all()
+        .build()?;
+    let metrics = Arc::new(Metrics::new(cfg.max_checkpoint_age()));
+    if let Some(addr) = cfg.metrics_addr {
+        rt.block_on(flowspike_engine::metrics::start(addr, metrics.clone()))
+            .map_err(|e| ConsumeError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+    }
+    let client = rt.block_on(client_from_env());
+    let sink: Box<dyn SpikeSink> = match &cfg.output {
+        Output::Stdout => Box::new(WriterSink(std::io::stdout())),
+        Output::Stream(s) => Box::new(KinesisSink {
+            client: client.clone(),
+            stream: s.clone(),
+            handle: rt.handle().clone(),
+        }),
+    };
+    let ctx = Arc::new(DecodeContext {
+        decode: cfg.decode.clone(),
+        rule: cfg.rule.clone(),
+        counter: cfg.counter,
+    });
+    let efo = match &cfg.efo {
+        None => None,
+        Some(e) => Some(Efo {
+            consumer_arn: rt.block_on(register_consumer(
+                &client,
+                &cfg.stream,
+                &e.consumer_name,
+                CONSUMER_ACTIVE_TIMEOUT,
+            ))?,
+            subscription_max: e.subscription_max,
+        }),
+    };
+    let signalled = Arc::new(AtomicBool::new(false));
+    rt.spawn(wait_for_signal(signalled.clone()));
+    Ok(Services { rt, metrics, client, sink, ctx, efo, signalled })
+}
+
+pub(crate) fn wall_clock_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Sets `flag` on SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal(flag: Arc<AtomicBool>) {
+    flowspike_engine::shutdown_signal().await;
+    // Relaxed: a lone flag polled by the coordinator; no other data is published through it.
+    flag.store(true, Ordering::Relaxed);
+}

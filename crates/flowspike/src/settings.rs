@@ -1,0 +1,100 @@
+//! From parsed arguments to library settings, shared by every command: framing and format, the
+//! counting rule, counter and detection settings, the state store, times.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use flowlog::{DecodeOptions, Format, Framing};
+use flowspike_aws::{Policy, S3Store, S3Url, S3};
+use flowspike_counter::{CounterConfig, Rule};
+use flowspike_detect::DetectConfig;
+use flowspike_history::{LocalStore, Store};
+
+use crate::args::{DetectArgs, InputArgs};
+
+/// Framing and format from the arguments.
+pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
+    let framing: Framing =
+        a.framing.parse().map_err(|e| anyhow::anyhow!("--framing {}: {e}", a.framing))?;
+    let format = match &a.format {
+        Some(f) => Some(Format::parse(f).with_context(|| format!("--format {f:?}"))?),
+        None => None,
+    };
+    Ok(DecodeOptions { framing, format, ..DecodeOptions::default() })
+}
+
+/// Rule, counter and detection settings from the arguments.
+pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, DetectConfig)> {
+    let rule = if a.internal.is_empty() {
+        Rule::default()
+    } else {
+        let nets = a
+            .internal
+            .iter()
+            .map(|s| s.trim().parse().with_context(|| format!("--internal {s:?} is not a CIDR")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Rule::new(nets)
+    }
+    .with_max_future_secs(a.max_future_secs);
+    let counter = CounterConfig {
+        dest_cap: a.dest_cap,
+        max_sources_per_hour: a.max_sources_per_hour,
+        ..CounterConfig::default()
+    };
+    let detect = DetectConfig {
+        mode: a.mode.parse().map_err(|e| anyhow::anyhow!("--mode {}: {e}", a.mode))?,
+        window_hours: a.window_hours,
+        min_points: u64::from(a.min_points),
+        deviations: a.deviations,
+        min_count: a.min_count,
+    };
+    Ok((rule, counter, detect))
+}
+
+/// The state store: a local directory or `s3://bucket/prefix` (S3 calls retried forever, as the
+/// services need).
+pub fn open_state(state: &str, s3: &mut Option<S3>) -> anyhow::Result<Arc<dyn Store>> {
+    open_state_with(state, s3, Policy::Forever)
+}
+
+/// [`open_state`] with the retry policy of an S3 state.
+pub fn open_state_with(
+    state: &str,
+    s3: &mut Option<S3>,
+    policy: Policy,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if state.starts_with("s3://") {
+        let url = S3Url::parse(state)?;
+        Ok(Arc::new(S3Store::new(s3_client(s3)?, url).with_policy(policy)))
+    } else {
+        std::fs::create_dir_all(state)
+            .with_context(|| format!("cannot create state dir {state}"))?;
+        Ok(Arc::new(LocalStore::new(state)))
+    }
+}
+
+/// The S3 client, built on first use and shared by the commands' S3 state and archives.
+pub fn s3_client(s3: &mut Option<S3>) -> anyhow::Result<S3> {
+    if s3.is_none() {
+        *s3 = Some(S3::from_env().context("cannot set up the AWS S3 client")?);
+    }
+    Ok(s3.clone().expect("set above"))
+}
+
+/// Parses `--from/--to`: RFC 3339, `YYYY-MM-DD`, `YYYY-MM-DDTHH`, or unix seconds.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp());
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(&format!("{s}:00:00"), "%Y-%m-%dT%H:%M:%S") {
+        return Ok(t.and_utc().timestamp());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or_default());
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    bail!("not a time: {s:?} (use RFC 3339, YYYY-MM-DD, YYYY-MM-DDTHH or unix seconds)")
+}
