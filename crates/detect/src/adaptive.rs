@@ -140,8 +140,9 @@ impl Source {
         }
     }
 
-    /// Adds count `x` (already clipped) of hour `i` (after every hour added before).
-    fn add(&mut self, r: f64, i: i64, x: f64) {
+    /// Adds count `x` of hour `i` (after every hour added before), with `x_sq` for its square
+    /// (see [`robust`]).
+    fn add(&mut self, r: f64, i: i64, x: f64, x_sq: f64) {
         if i - self.epoch > REBASE_HOURS {
             let f = rpow(r, i - self.epoch);
             self.sum *= f;
@@ -153,7 +154,7 @@ impl Source {
         }
         let w = rpow(r, -(i - self.epoch));
         self.sum += x * w;
-        self.sum_sq += x * x * w;
+        self.sum_sq += x_sq * w;
         self.buckets[bucket(i)] += x * w;
         self.last = i;
         self.active += 1;
@@ -174,7 +175,7 @@ pub struct FleetSums {
 }
 
 impl FleetSums {
-    fn add(&mut self, r: f64, i: i64, x: f64) {
+    fn add(&mut self, r: f64, i: i64, x: f64, x_sq: f64) {
         if self.n == 0.0 || i - self.epoch > REBASE_HOURS {
             let f = if self.n == 0.0 { 0.0 } else { rpow(r, i - self.epoch) };
             self.n *= f;
@@ -185,7 +186,7 @@ impl FleetSums {
         let w = rpow(r, -(i - self.epoch));
         self.n += w;
         self.sum += x * w;
-        self.sum_sq += x * x * w;
+        self.sum_sq += x_sq * w;
     }
 
     /// `(births, mean, dispersion)` at hour `now`, or `None` before the first birth.
@@ -266,9 +267,15 @@ impl AdaptiveDetector {
         let (fleet_mean, fleet_disp) = fleet.map_or((0.0, 0.0), |(_, m, d)| (m, d));
         let kf = if fleet.is_some() { FLEET_PRIOR_HOURS } else { 0.0 };
         let mean_all = if w + kf > 0.0 { (sum + kf * fleet_mean) / (w + kf) } else { 0.0 };
+        // Two levels of shrinkage: the hour of day (weekdays and weekends together) towards the
+        // all-hours mean, then the bucket towards its hour of day.
         let b = bucket(i);
+        let other = (b + 24) % BUCKETS;
         let wb = bucket_weight(r, b, s.birth, i);
-        let mu = (s.buckets[b] * f + BUCKET_PRIOR_HOURS * mean_all) / (wb + BUCKET_PRIOR_HOURS);
+        let wo = bucket_weight(r, other, s.birth, i);
+        let (sb, so) = (s.buckets[b] * f, s.buckets[other] * f);
+        let mean_hod = (sb + so + BUCKET_PRIOR_HOURS * mean_all) / (wb + wo + BUCKET_PRIOR_HOURS);
+        let mu = (sb + BUCKET_PRIOR_HOURS * mean_hod) / (wb + BUCKET_PRIOR_HOURS);
         // Dispersion: method of moments on the residuals around each bucket's mean, with the
         // bucket's own degree of freedom taken out, shrunk towards the fleet's.
         let ws = bucket_weights(r, s.birth, i);
@@ -364,12 +371,12 @@ impl AdaptiveDetector {
                             spikes.push(record(o, hour, Reason::Spike, p, v.p_value, t.max(floor), data_points));
                         }
                     }
-                    let x = v.tail_threshold.map_or(c, |t| t.min(c));
-                    s.add(r, i, x as f64);
+                    let (x, x_sq) = robust(c, v.tail_threshold, p.mu);
+                    s.add(r, i, x, x_sq);
                 }
                 None => {
                     let pred = self.fleet.predictive(r, i).map(|(mu, k, stdev)| Prediction { mu, k, stdev });
-                    let x = match pred {
+                    let (x, x_sq) = match pred {
                         Some(p) => {
                             let v = Self::verdict(c, p, cfg.alpha);
                             if let Some(t) = v.tail_threshold {
@@ -377,13 +384,13 @@ impl AdaptiveDetector {
                                     spikes.push(record(o, hour, Reason::NewSource, p, v.p_value, t.max(floor), 0));
                                 }
                             }
-                            v.tail_threshold.map_or(c, |t| t.min(c))
+                            robust(c, v.tail_threshold, p.mu)
                         }
-                        None => c,
+                        None => (c as f64, (c as f64).powi(2)),
                     };
-                    self.fleet.add(r, i, x as f64);
+                    self.fleet.add(r, i, x, x_sq);
                     let mut s = Source::born(i);
-                    s.add(r, i, x as f64);
+                    s.add(r, i, x, x_sq);
                     self.sources.insert(o.src.to_string(), s);
                 }
             }
@@ -465,6 +472,21 @@ impl AdaptiveDetector {
     }
 }
 
+/// What an hour adds to the sums: `(x, x²)` for an ordinary count; for a count at or above the
+/// tail threshold `t` (an anomaly, alerted or not), `x = t` and a square with no residual
+/// (`2 t mu - mu²`, i.e. `mu² + 2 mu (t - mu)`): an incident moves the mean by at most the
+/// threshold per hour (so a lasting change of level is learned, slowly) and never counts as
+/// dispersion (which would widen the next hours' thresholds and hide the rest of the incident).
+fn robust(c: u64, tail_threshold: Option<u64>, mu: f64) -> (f64, f64) {
+    match tail_threshold {
+        Some(t) if c >= t => {
+            let t = t as f64;
+            (t, (2.0 * t * mu - mu * mu).max(0.0))
+        }
+        _ => (c as f64, (c as f64).powi(2)),
+    }
+}
+
 /// The record of a flagged observation.
 fn record(
     o: &Obs<'_>,
@@ -521,4 +543,273 @@ pub struct AdaptiveSource {
     pub sum_sq: f64,
     /// Scaled Σ count per hour-of-day × {weekday, weekend} bucket (48).
     pub buckets: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Detector, Mode};
+    use flowspike_counter::AggregateRow;
+    use proptest::prelude::*;
+
+    const H: i64 = 3600;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+        /// Poisson by inversion (small means only).
+        fn poisson(&mut self, mean: f64) -> u64 {
+            let (mut k, mut p, u) = (0u64, (-mean).exp(), self.unit());
+            let mut cdf = p;
+            while u > cdf && k < 10_000 {
+                k += 1;
+                p *= mean / k as f64;
+                cdf += p;
+            }
+            k
+        }
+    }
+
+    fn row(hour: i64, src: &str, c: u64) -> AggregateRow {
+        AggregateRow {
+            hour: hour * H,
+            src_ip: src.to_string(),
+            blocked_count: c,
+            ..AggregateRow::default()
+        }
+    }
+
+    /// A fleet of `n` sources with Poisson counts of mean 2 (0 in some hours), hours `from..to`.
+    fn fleet_hour(rng: &mut Rng, h: i64, n: usize) -> Vec<AggregateRow> {
+        (0..n)
+            .map(|s| row(h, &format!("10.9.0.{s}"), rng.poisson(2.0)))
+            .filter(|r| r.blocked_count > 0)
+            .collect()
+    }
+
+    fn adaptive() -> Detector {
+        Detector::new(DetectConfig::for_mode(Mode::Adaptive))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The lazily kept sums (counts added only in active hours, bucket weights in closed
+        /// form, rebased epochs) equal a naive update that visits every hour, adding zeros.
+        #[test]
+        fn lazy_zero_update_matches_a_naive_hourly_update(
+            birth in -2_000i64..2_000,
+            gaps in proptest::collection::vec((1i64..400, 1u64..50), 1..40),
+            tail in 1i64..500,
+        ) {
+            let r = decay();
+            let mut obs = vec![(birth, 7u64)];
+            for (g, c) in gaps {
+                let last = obs.last().unwrap().0;
+                obs.push((last + g, c));
+            }
+            let now = obs.last().unwrap().0 + tail;
+            let mut s = Source::born(birth);
+            for &(i, c) in &obs {
+                s.add(r, i, c as f64, (c as f64).powi(2));
+            }
+            // Naive: A(t + 1) = r (A(t) + x_t) for every hour from birth to now.
+            let (mut sum, mut sq, mut w) = (0.0f64, 0.0f64, 0.0f64);
+            let (mut sb, mut wb) = ([0.0f64; BUCKETS], [0.0f64; BUCKETS]);
+            let mut next = obs.iter().peekable();
+            for t in birth..now {
+                let x = match next.peek() {
+                    Some(&&(i, c)) if i == t => { next.next(); c as f64 }
+                    _ => 0.0,
+                };
+                sum = r * (sum + x);
+                sq = r * (sq + x * x);
+                w = r * (w + 1.0);
+                for b in 0..BUCKETS {
+                    let hit = if bucket(t) == b { 1.0 } else { 0.0 };
+                    sb[b] = r * (sb[b] + x * hit);
+                    wb[b] = r * (wb[b] + hit);
+                }
+            }
+            let f = rpow(r, now - s.epoch);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+            prop_assert!(close(s.sum * f, sum), "sum {} vs {}", s.sum * f, sum);
+            prop_assert!(close(s.sum_sq * f, sq), "sum_sq {} vs {}", s.sum_sq * f, sq);
+            prop_assert!(close(total_weight(r, birth, now), w));
+            let ws = bucket_weights(r, birth, now);
+            for b in 0..BUCKETS {
+                prop_assert!(close(s.buckets[b] * f, sb[b]), "bucket {b}");
+                prop_assert!(close(ws[b], wb[b]), "weight of bucket {b}: {} vs {}", ws[b], wb[b]);
+                prop_assert!(close(bucket_weight(r, b, birth, now), wb[b]));
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_are_hour_of_day_and_weekend() {
+        // 2026-01-03 was a Saturday, 2026-01-05 a Monday.
+        let sat = hour_index(1_767_398_400);
+        let mon = hour_index(1_767_571_200);
+        assert_eq!(bucket(sat), 24);
+        assert_eq!(bucket(sat + 13), 24 + 13);
+        assert_eq!(bucket(mon), 0);
+        assert_eq!(bucket(mon + 4 * 24 + 23), 23);
+    }
+
+    /// Feeds `hours` hours of a fleet plus `extra` rows per hour; returns the records.
+    fn run(d: &mut Detector, rng: &mut Rng, hours: std::ops::Range<i64>, n: usize,
+           mut extra: impl FnMut(i64) -> Vec<AggregateRow>) -> Vec<Spike> {
+        let mut out = Vec::new();
+        for h in hours {
+            let mut rows = fleet_hour(rng, h, n);
+            rows.extend(extra(h));
+            out.extend(d.observe_hour(h * H, &rows));
+        }
+        out
+    }
+
+    #[test]
+    fn hour_of_day_pattern_is_learned() {
+        // A source blocked ~30 times an hour in working hours, ~1 at night.
+        let mut rng = Rng(3);
+        let mut d = adaptive();
+        let day = |h: i64| (9..17).contains(&h.rem_euclid(24));
+        let mut noise = Rng(4);
+        let spikes = run(&mut d, &mut rng, 0..24 * 28, 30, |h| {
+            let mean = if day(h) { 30.0 } else { 1.0 };
+            vec![row(h, "10.1.1.1", noise.poisson(mean))]
+        });
+        assert!(spikes.iter().all(|s| s.src_ip != "10.1.1.1"), "{spikes:?}");
+        let at = |d: &Detector, h: i64| d.threshold(h * H, "10.1.1.1").unwrap();
+        let (night, work) = (24 * 28 + 3, 24 * 28 + 10);
+        assert!(at(&d, night) < 30, "night threshold {}", at(&d, night));
+        assert!(at(&d, work) > 45, "working-hours threshold {}", at(&d, work));
+    }
+
+    #[test]
+    fn robust_update_an_incident_does_not_raise_the_baseline() {
+        let mut rng = Rng(5);
+        let mut d = adaptive();
+        let mut noise = Rng(6);
+        run(&mut d, &mut rng, 0..24 * 21, 30, |h| vec![row(h, "10.1.1.2", noise.poisson(3.0))]);
+        let h0 = 24 * 21;
+        let before = d.threshold(h0 * H, "10.1.1.2").unwrap();
+        // Twelve hours of an incident: each one alerts...
+        let incident = run(&mut d, &mut rng, h0..h0 + 12, 30, |h| vec![row(h, "10.1.1.2", 2000)]);
+        let mine: Vec<_> = incident.iter().filter(|s| s.src_ip == "10.1.1.2").collect();
+        assert_eq!(mine.len(), 12, "{incident:?}");
+        assert!(mine.iter().all(|s| s.reason == Some(Reason::Spike)));
+        // ... and the next day's threshold (same hour of day) is still close to the old one,
+        // where an unclipped update would have added 24,000 records to a few hundred.
+        let mut noise = Rng(7);
+        run(&mut d, &mut rng, h0 + 12..h0 + 24, 30, |h| vec![row(h, "10.1.1.2", noise.poisson(3.0))]);
+        let after = d.threshold((h0 + 24) * H, "10.1.1.2").unwrap();
+        assert!(after <= before * 2, "threshold {before} before, {after} after the incident");
+        let moderate = run(&mut d, &mut rng, h0 + 24..h0 + 25, 30, |h| vec![row(h, "10.1.1.2", after)]);
+        assert!(moderate.iter().any(|s| s.src_ip == "10.1.1.2"));
+    }
+
+    #[test]
+    fn new_source_far_above_the_fleet_alerts_and_ordinary_ones_do_not() {
+        let mut rng = Rng(8);
+        let mut d = adaptive();
+        run(&mut d, &mut rng, 0..WARMUP_HOURS + 48, 40, |_| Vec::new());
+        let h = WARMUP_HOURS + 48;
+        // Autoscaling: ordinary new sources, counts like the fleet's.
+        let spikes = run(&mut d, &mut rng, h..h + 1, 40, |h| {
+            (0..10).map(|i| row(h, &format!("10.2.0.{i}"), 1 + i % 4)).collect()
+        });
+        assert!(spikes.iter().all(|s| !s.src_ip.starts_with("10.2.")), "{spikes:?}");
+        let t = d.threshold((h + 1) * H, "10.3.0.1").unwrap();
+        let spikes = run(&mut d, &mut rng, h + 1..h + 2, 40, |h| {
+            vec![row(h, "10.3.0.1", t), row(h, "10.3.0.2", t - 1)]
+        });
+        let new: Vec<_> = spikes.iter().filter(|s| s.src_ip.starts_with("10.3.")).collect();
+        assert_eq!(new.len(), 1, "{spikes:?}");
+        assert_eq!(new[0].src_ip, "10.3.0.1");
+        assert_eq!(new[0].reason, Some(Reason::NewSource));
+        assert_eq!(new[0].threshold, (t - 1) as f64);
+        // Inside the warm-up, nothing is new.
+        let mut fresh = adaptive();
+        let early = run(&mut fresh, &mut rng, 0..10, 40, |h| vec![row(h, &format!("10.4.0.{h}"), 5000)]);
+        assert!(early.is_empty(), "{early:?}");
+    }
+
+    #[test]
+    fn threshold_is_monotone_and_agrees_with_observe_hour() {
+        let mut rng = Rng(9);
+        let mut d = adaptive();
+        let mut noise = Rng(10);
+        run(&mut d, &mut rng, 0..24 * 14, 30, |h| {
+            vec![row(h, "10.5.0.1", noise.poisson(0.3)), row(h, "10.5.0.2", noise.poisson(12.0))]
+        });
+        let h = 24 * 14;
+        for src in ["10.5.0.1", "10.5.0.2", "10.9.0.3", "10.6.0.1"] {
+            let t = d.threshold(h * H, src).unwrap();
+            assert!(t >= d.config().min_count);
+            for c in t.saturating_sub(3).max(1)..t + 3 {
+                let mut probe = d.clone();
+                let flagged = probe
+                    .observe_hour(h * H, &[row(h, src, c)])
+                    .iter()
+                    .any(|s| s.src_ip == src);
+                assert_eq!(flagged, c >= t, "{src}: count {c}, threshold {t}");
+            }
+        }
+        // No threshold for an hour already fed.
+        assert_eq!(d.threshold((h - 1) * H, "10.5.0.1"), None);
+    }
+
+    #[test]
+    fn warming_then_observing_equals_observing_throughout() {
+        let rows = |seed| {
+            let mut rng = Rng(seed);
+            let mut all = Vec::new();
+            for h in 0..24 * 20 {
+                let mut r = fleet_hour(&mut rng, h, 20);
+                if h % 97 == 0 {
+                    r.retain(|x| x.src_ip != format!("10.9.0.{}", h % 7));
+                    r.push(row(h, &format!("10.9.0.{}", h % 7), 300));
+                }
+                all.push((h, r));
+            }
+            all
+        };
+        let all = rows(11);
+        let mut full = adaptive();
+        let mut split = adaptive();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (h, r) in &all {
+            a.extend(full.observe_hour(h * H, r).into_iter().filter(|s| s.hour >= 300 * H));
+            if *h < 300 {
+                split.warm(h * H, r).unwrap();
+            } else {
+                b.extend(split.observe_hour(h * H, r));
+            }
+        }
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+        assert_eq!(full.snapshot(), split.snapshot());
+    }
+
+    #[test]
+    fn state_errors() {
+        let mut d = adaptive();
+        d.warm(0, &[row(0, "10.0.0.1", 3)]).unwrap();
+        let crate::DetectorState::Adaptive(mut st) = d.snapshot() else { panic!("not adaptive") };
+        st.sources[0].buckets.pop();
+        let cfg = DetectConfig::for_mode(Mode::Adaptive);
+        assert!(Detector::restore(cfg.clone(), crate::DetectorState::Adaptive(st.clone())).is_err());
+        st.sources[0].buckets.push(f64::NAN);
+        assert!(Detector::restore(cfg, crate::DetectorState::Adaptive(st)).is_err());
+    }
 }
