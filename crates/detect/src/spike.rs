@@ -66,6 +66,18 @@ pub enum Reason {
     Fleet,
 }
 
+impl Reason {
+    /// The name in the JSON record: `spike`, `new_source`, `ramp` or `fleet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Spike => "spike",
+            Reason::NewSource => "new_source",
+            Reason::Ramp => "ramp",
+            Reason::Fleet => "fleet",
+        }
+    }
+}
+
 impl Spike {
     /// The record as one line of JSON, without the trailing newline.
     pub fn to_json_line(&self) -> String {
