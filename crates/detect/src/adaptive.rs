@@ -161,45 +161,81 @@ impl Source {
     }
 }
 
-/// Decayed sums over the first active hour of every source (the fleet's new-source prior).
+/// Decayed sums over the first active hour of sources, by power-of-two class of the count (the
+/// fleet's new-source prior).
+///
+/// The fit is trimmed: the top [`FLEET_TRIM`] of the births by count are left out, so a few huge
+/// first hours (a new source's burst, batch hosts first seen at their busy hour) do not widen
+/// what "ordinary" means for the next new source — a plain moment fit on a handful of births is
+/// dominated by its largest one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetSums {
     /// Scale reference (hour index).
     pub epoch: i64,
-    /// Scaled number of births.
-    pub n: f64,
-    /// Scaled Σ first-hour count (clipped).
-    pub sum: f64,
-    /// Scaled Σ first-hour count².
-    pub sum_sq: f64,
+    /// Per class `floor(log2(count))`: scaled `[births, Σ count, Σ count²]`.
+    pub classes: Vec<[f64; 3]>,
+    /// Births added (not decayed).
+    pub births: u64,
 }
 
+/// Share of the births, the largest, left out of the fleet fit.
+const FLEET_TRIM: f64 = 0.1;
+
 impl FleetSums {
-    fn add(&mut self, r: f64, i: i64, x: f64, x_sq: f64) {
-        if self.n == 0.0 || i - self.epoch > REBASE_HOURS {
-            let f = if self.n == 0.0 { 0.0 } else { rpow(r, i - self.epoch) };
-            self.n *= f;
-            self.sum *= f;
-            self.sum_sq *= f;
+    fn add(&mut self, r: f64, i: i64, x: f64) {
+        if self.births == 0 || i - self.epoch > REBASE_HOURS {
+            let f = rpow(r, i - self.epoch);
+            for c in &mut self.classes {
+                for v in c.iter_mut() {
+                    *v *= f;
+                }
+            }
             self.epoch = i;
         }
         let w = rpow(r, -(i - self.epoch));
-        self.n += w;
-        self.sum += x * w;
-        self.sum_sq += x_sq * w;
+        let class = (x.max(1.0).log2().floor() as usize).min(63);
+        if self.classes.len() <= class {
+            self.classes.resize(class + 1, [0.0; 3]);
+        }
+        let c = &mut self.classes[class];
+        c[0] += w;
+        c[1] += x * w;
+        c[2] += x * x * w;
+        self.births += 1;
     }
 
-    /// `(births, mean, dispersion)` at hour `now`, or `None` before the first birth.
+    /// `(births, mean, dispersion)` of the trimmed births at hour `now`, or `None` before the
+    /// first birth. The scale factor `r^(now - epoch)` cancels out of mean and dispersion.
     fn fit(&self, r: f64, now: i64) -> Option<(f64, f64, f64)> {
-        if self.n <= 0.0 {
+        let total: f64 = self.classes.iter().map(|c| c[0]).sum();
+        if total <= 0.0 {
             return None;
         }
-        let f = rpow(r, now - self.epoch);
-        let (n, s, q) = (self.n * f, self.sum * f, self.sum_sq * f);
+        let keep = total * (1.0 - FLEET_TRIM);
+        let (mut n, mut s, mut q) = (0.0, 0.0, 0.0);
+        for c in &self.classes {
+            if c[0] <= 0.0 {
+                continue;
+            }
+            let share = ((keep - n) / c[0]).clamp(0.0, 1.0);
+            if share <= 0.0 {
+                break;
+            }
+            n += c[0] * share;
+            s += c[1] * share;
+            q += c[2] * share;
+        }
+        if n <= 0.0 {
+            return None;
+        }
         let mean = s / n;
         let var = (q / n - mean * mean).max(0.0);
-        let disp = if mean > 0.0 { ((var - mean) / (mean * mean)).clamp(0.0, MAX_DISPERSION) } else { 0.0 };
-        Some((n, mean, disp))
+        let disp = if mean > 0.0 {
+            ((var - mean) / (mean * mean)).clamp(0.0, MAX_DISPERSION)
+        } else {
+            0.0
+        };
+        Some((n * rpow(r, now - self.epoch), mean, disp))
     }
 
     /// The predictive negative binomial of a new source's first hour: `(mean, size, stdev)`.
@@ -208,7 +244,7 @@ impl FleetSums {
         if mean <= 0.0 {
             return None;
         }
-        let var = (mean + disp * mean * mean) * (1.0 + 1.0 / n);
+        let var = (mean + disp * mean * mean) * (1.0 + 1.0 / n.max(1e-9));
         let (mu, k) = nb_from_moments(mean, var);
         Some((mu, k, var.sqrt()))
     }
@@ -230,6 +266,7 @@ struct Prediction {
 pub(crate) struct AdaptiveDetector {
     r: f64,
     sources: HashMap<String, Source>,
+    /// Every source's first hour: what new sources of this fleet do.
     fleet: FleetSums,
     first_hour: Option<i64>,
     pub(crate) last_hour: Option<i64>,
@@ -257,13 +294,18 @@ struct Verdict {
 }
 
 impl AdaptiveDetector {
+    /// The fleet's new-source sums.
+    fn prior(&self) -> &FleetSums {
+        &self.fleet
+    }
+
     /// The source's model for hour index `i` (strictly after its last active hour).
     fn predict(&self, s: &Source, i: i64) -> Prediction {
         let r = self.r;
         let f = rpow(r, i - s.epoch);
         let (sum, sum_sq) = (s.sum * f, s.sum_sq * f);
         let w = total_weight(r, s.birth, i);
-        let fleet = self.fleet.fit(r, i);
+        let fleet = self.prior().fit(r, i);
         let (fleet_mean, fleet_disp) = fleet.map_or((0.0, 0.0), |(_, m, d)| (m, d));
         let kf = if fleet.is_some() { FLEET_PRIOR_HOURS } else { 0.0 };
         let mean_all = if w + kf > 0.0 { (sum + kf * fleet_mean) / (w + kf) } else { 0.0 };
@@ -338,7 +380,7 @@ impl AdaptiveDetector {
                 Some(t.max(floor))
             }
             None => {
-                let (mu, k, _) = self.fleet.predictive(self.r, i)?;
+                let (mu, k, _) = self.prior().predictive(self.r, i)?;
                 let t = nb_threshold(mu.floor() as u64 + 1, mu, k, cfg.alpha)?;
                 Some(t.max(floor))
             }
@@ -375,7 +417,7 @@ impl AdaptiveDetector {
                     s.add(r, i, x, x_sq);
                 }
                 None => {
-                    let pred = self.fleet.predictive(r, i).map(|(mu, k, stdev)| Prediction { mu, k, stdev });
+                    let pred = self.prior().predictive(r, i).map(|(mu, k, stdev)| Prediction { mu, k, stdev });
                     let (x, x_sq) = match pred {
                         Some(p) => {
                             let v = Self::verdict(c, p, cfg.alpha);
@@ -388,7 +430,8 @@ impl AdaptiveDetector {
                         }
                         None => (c as f64, (c as f64).powi(2)),
                     };
-                    self.fleet.add(r, i, x, x_sq);
+                    // An alerted first hour counts at the threshold (and the fit is trimmed).
+                    self.fleet.add(r, i, x);
                     let mut s = Source::born(i);
                     s.add(r, i, x, x_sq);
                     self.sources.insert(o.src.to_string(), s);
@@ -436,8 +479,10 @@ impl AdaptiveDetector {
             return bad(format!("unsupported adaptive state version {}", st.version));
         }
         let finite = |x: f64| x.is_finite() && x >= 0.0;
-        if !(finite(st.fleet.n) && finite(st.fleet.sum) && finite(st.fleet.sum_sq)) {
-            return bad("fleet sums must be finite and non-negative".into());
+        for f in [&st.fleet] {
+            if !f.classes.iter().flatten().all(|&v| finite(v)) {
+                return bad("fleet sums must be finite and non-negative".into());
+            }
         }
         let mut sources = HashMap::with_capacity(st.sources.len());
         for s in st.sources {
@@ -481,7 +526,8 @@ fn robust(c: u64, tail_threshold: Option<u64>, mu: f64) -> (f64, f64) {
     match tail_threshold {
         Some(t) if c >= t => {
             let t = t as f64;
-            (t, (2.0 * t * mu - mu * mu).max(0.0))
+            let _ = mu;
+            (t, t * t)
         }
         _ => (c as f64, (c as f64).powi(2)),
     }
@@ -695,6 +741,13 @@ mod tests {
         assert!(at(&d, work) > 45, "working-hours threshold {}", at(&d, work));
     }
 
+    /// The expected count of `src` in hour `h` (from the record of a probe count of 10,000).
+    fn expected(d: &Detector, h: i64, src: &str) -> f64 {
+        let mut probe = d.clone();
+        let s = probe.observe_hour(h * H, &[row(h, src, 10_000)]);
+        s.iter().find(|s| s.src_ip == src).and_then(|s| s.expected).expect("a probe record")
+    }
+
     #[test]
     fn robust_update_an_incident_does_not_raise_the_baseline() {
         let mut rng = Rng(5);
@@ -702,20 +755,20 @@ mod tests {
         let mut noise = Rng(6);
         run(&mut d, &mut rng, 0..24 * 21, 30, |h| vec![row(h, "10.1.1.2", noise.poisson(3.0))]);
         let h0 = 24 * 21;
-        let before = d.threshold(h0 * H, "10.1.1.2").unwrap();
+        let before = expected(&d, h0 + 24, "10.1.1.2");
         // Twelve hours of an incident: each one alerts...
         let incident = run(&mut d, &mut rng, h0..h0 + 12, 30, |h| vec![row(h, "10.1.1.2", 2000)]);
         let mine: Vec<_> = incident.iter().filter(|s| s.src_ip == "10.1.1.2").collect();
         assert_eq!(mine.len(), 12, "{incident:?}");
         assert!(mine.iter().all(|s| s.reason == Some(Reason::Spike)));
-        // ... and the next day's threshold (same hour of day) is still close to the old one,
+        // ... and the next day's expected count (same hour of day) is still close to the old one,
         // where an unclipped update would have added 24,000 records to a few hundred.
         let mut noise = Rng(7);
         run(&mut d, &mut rng, h0 + 12..h0 + 24, 30, |h| vec![row(h, "10.1.1.2", noise.poisson(3.0))]);
-        let after = d.threshold((h0 + 24) * H, "10.1.1.2").unwrap();
-        assert!(after <= before * 2, "threshold {before} before, {after} after the incident");
-        let moderate = run(&mut d, &mut rng, h0 + 24..h0 + 25, 30, |h| vec![row(h, "10.1.1.2", after)]);
-        assert!(moderate.iter().any(|s| s.src_ip == "10.1.1.2"));
+        let after = expected(&d, h0 + 24, "10.1.1.2");
+        assert!(after < before * 1.5, "expected {before} before, {after} after the incident");
+        let next = run(&mut d, &mut rng, h0 + 24..h0 + 25, 30, |h| vec![row(h, "10.1.1.2", 300)]);
+        assert!(next.iter().any(|s| s.src_ip == "10.1.1.2"), "a burst of 300 the next day alerts");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use flowspike_synth::{expected_counts, injected_spikes, SynthConfig};
 
 /// Detection settings of `mode` with a `min_count` floor, defaults otherwise.
 pub fn config(mode: Mode, min_count: u64) -> DetectConfig {
-    DetectConfig { mode, min_count, ..DetectConfig::default() }
+    DetectConfig { min_count, ..DetectConfig::for_mode(mode) }
 }
 
 /// Quality figures of one (seed, mode).
@@ -152,7 +152,7 @@ pub fn fleet_case(synth: &SynthConfig) -> FleetCase {
 pub fn parse_spec(spec: &str) -> Result<DetectConfig, String> {
     let mut parts = spec.split(':');
     let mode = Mode::from_str(parts.next().unwrap_or_default()).map_err(|e| e.to_string())?;
-    let mut v = serde_json::to_value(DetectConfig { mode, ..DetectConfig::default() })
+    let mut v = serde_json::to_value(DetectConfig::for_mode(mode))
         .map_err(|e| format!("serialising the default config: {e}"))?;
     for kv in parts {
         let (k, val) = kv.split_once('=').ok_or_else(|| format!("{kv:?} is not key=value"))?;
