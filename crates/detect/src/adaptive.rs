@@ -27,6 +27,10 @@ const FLEET_PRIOR_HOURS: f64 = 12.0;
 const DISPERSION_PRIOR_HOURS: f64 = 24.0;
 /// Largest dispersion `1/k` accepted (a guard: a few huge hours must not make every count normal).
 const MAX_DISPERSION: f64 = 50.0;
+/// Hours summed by the ramp test (the hour and the ones before it).
+pub(crate) const RAMP_HOURS: usize = 4;
+/// The ramp test's alpha, relative to the single hour's (it sees every hour a second time).
+const RAMP_ALPHA: f64 = 0.1;
 /// Hours after the first hour ever fed without verdicts: every source is "new" then.
 pub(crate) const WARMUP_HOURS: i64 = 168;
 /// A source silent this long is forgotten: if it comes back, it is a new source.
@@ -90,11 +94,25 @@ pub(crate) fn bucket_weight(r: f64, b: usize, birth: i64, now: i64) -> f64 {
     days.iter().map(|d| pos_weight(r, d * 24 + hod, birth, now)).sum()
 }
 
-/// Decayed weights of all buckets between `birth` and `now` (exclusive).
+/// Decayed weights of all buckets between `birth` and `now` (exclusive): the hours `now - d`,
+/// `1 <= d <= now - birth`; those with `d ≡ d0 (mod 168)` share a week position and form a
+/// geometric series of `q` or `q + 1` terms, so two powers serve all 168 positions.
 pub(crate) fn bucket_weights(r: f64, birth: i64, now: i64) -> [f64; BUCKETS] {
     let mut w = [0.0; BUCKETS];
-    for p in 0..WEEK {
-        w[bucket_of_pos(p)] += pos_weight(r, p, birth, now);
+    if now <= birth {
+        return w;
+    }
+    let d_max = now - birth;
+    let (q, rem) = (d_max / WEEK, d_max % WEEK);
+    let big_r = rpow(r, WEEK);
+    let series = |n: i64| (1.0 - rpow(big_r, n)) / (1.0 - big_r);
+    let (g_long, g_short) = (series(q + 1), series(q));
+    let mut rd = 1.0;
+    let mut pos = week_pos(now);
+    for d0 in 1..=WEEK {
+        rd *= r;
+        pos = if pos == 0 { WEEK - 1 } else { pos - 1 };
+        w[bucket_of_pos(pos)] += rd * if d0 <= rem { g_long } else { g_short };
     }
     w
 }
@@ -125,6 +143,8 @@ pub(crate) struct Source {
     sum_sq: f64,
     /// Scaled Σ count per bucket.
     buckets: [f64; BUCKETS],
+    /// The last [`RAMP_HOURS`]` - 1` active hours and their counts (as observed), newest first.
+    recent: [(i64, u64); RAMP_HOURS - 1],
 }
 
 impl Source {
@@ -137,7 +157,14 @@ impl Source {
             sum: 0.0,
             sum_sq: 0.0,
             buckets: [0.0; BUCKETS],
+            recent: [(i64::MIN, 0); RAMP_HOURS - 1],
         }
+    }
+
+    /// Remembers the observed count `c` of hour `i` for the ramp test.
+    fn remember(&mut self, i: i64, c: u64) {
+        self.recent.rotate_right(1);
+        self.recent[0] = (i, c);
     }
 
     /// Adds count `x` of hour `i` (after every hour added before), with `x_sq` for its square
@@ -261,6 +288,19 @@ struct Prediction {
     stdev: f64,
 }
 
+/// The parts of a source's model shared by every hour of a prediction.
+#[derive(Debug, Clone, Copy)]
+struct Model {
+    /// Decayed weight (hours) of each bucket.
+    ws: [f64; BUCKETS],
+    /// Decay factor of the stored sums at the prediction hour.
+    f: f64,
+    /// All-hours mean.
+    mean_all: f64,
+    /// Dispersion `1/k`.
+    disp: f64,
+}
+
 /// Streaming adaptive detector.
 #[derive(Debug, Clone)]
 pub(crate) struct AdaptiveDetector {
@@ -301,6 +341,28 @@ impl AdaptiveDetector {
 
     /// The source's model for hour index `i` (strictly after its last active hour).
     fn predict(&self, s: &Source, i: i64) -> Prediction {
+        let m = self.model(s, i);
+        Self::predict_bucket(s, &m, bucket(i))
+    }
+
+    /// The predictive distribution of bucket `b` under model `m` (sums and weights as of one hour).
+    fn predict_bucket(s: &Source, m: &Model, b: usize) -> Prediction {
+        // Two levels of shrinkage: the hour of day (weekdays and weekends together) towards the
+        // all-hours mean, then the bucket towards its hour of day.
+        let other = (b + 24) % BUCKETS;
+        let (wb, wo) = (m.ws[b], m.ws[other]);
+        let (sb, so) = (s.buckets[b] * m.f, s.buckets[other] * m.f);
+        let mean_hod =
+            (sb + so + BUCKET_PRIOR_HOURS * m.mean_all) / (wb + wo + BUCKET_PRIOR_HOURS);
+        let mu = (sb + BUCKET_PRIOR_HOURS * mean_hod) / (wb + BUCKET_PRIOR_HOURS);
+        // Posterior predictive: the mean's own uncertainty widens the count's variance.
+        let var = (mu + m.disp * mu * mu) * (1.0 + 1.0 / (wb + BUCKET_PRIOR_HOURS));
+        let (mu, k) = nb_from_moments(mu, var);
+        Prediction { mu, k, stdev: var.sqrt() }
+    }
+
+    /// The all-hours mean and the dispersion of a source at hour index `i`.
+    fn model(&self, s: &Source, i: i64) -> Model {
         let r = self.r;
         let f = rpow(r, i - s.epoch);
         let (sum, sum_sq) = (s.sum * f, s.sum_sq * f);
@@ -309,15 +371,6 @@ impl AdaptiveDetector {
         let (fleet_mean, fleet_disp) = fleet.map_or((0.0, 0.0), |(_, m, d)| (m, d));
         let kf = if fleet.is_some() { FLEET_PRIOR_HOURS } else { 0.0 };
         let mean_all = if w + kf > 0.0 { (sum + kf * fleet_mean) / (w + kf) } else { 0.0 };
-        // Two levels of shrinkage: the hour of day (weekdays and weekends together) towards the
-        // all-hours mean, then the bucket towards its hour of day.
-        let b = bucket(i);
-        let other = (b + 24) % BUCKETS;
-        let wb = bucket_weight(r, b, s.birth, i);
-        let wo = bucket_weight(r, other, s.birth, i);
-        let (sb, so) = (s.buckets[b] * f, s.buckets[other] * f);
-        let mean_hod = (sb + so + BUCKET_PRIOR_HOURS * mean_all) / (wb + wo + BUCKET_PRIOR_HOURS);
-        let mu = (sb + BUCKET_PRIOR_HOURS * mean_hod) / (wb + BUCKET_PRIOR_HOURS);
         // Dispersion: method of moments on the residuals around each bucket's mean, with the
         // bucket's own degree of freedom taken out, shrunk towards the fleet's.
         let ws = bucket_weights(r, s.birth, i);
@@ -341,9 +394,34 @@ impl AdaptiveDetector {
         } else {
             fleet_disp
         };
-        let var = (mu + disp * mu * mu) * (1.0 + 1.0 / (wb + BUCKET_PRIOR_HOURS));
+        Model { ws, f, mean_all, disp }
+    }
+
+    /// The ramp test's distribution at hour index `i`: the sum of the source's counts over the
+    /// last [`RAMP_HOURS`] hours (this one included), as a negative binomial of independent
+    /// hours, `(mean, size, stdev)`, and the observed sum of the hours before this one.
+    fn ramp(&self, s: &Source, i: i64) -> (Prediction, u64) {
+        let m = self.model(s, i);
+        let (mut mu, mut var) = (0.0, 0.0);
+        for j in i + 1 - RAMP_HOURS as i64..=i {
+            let p = Self::predict_bucket(s, &m, bucket(j));
+            mu += p.mu;
+            var += p.stdev * p.stdev;
+        }
+        let before: u64 = s
+            .recent
+            .iter()
+            .filter(|(h, _)| *h > i - RAMP_HOURS as i64 && *h < i)
+            .map(|(_, c)| *c)
+            .fold(0, u64::saturating_add);
         let (mu, k) = nb_from_moments(mu, var);
-        Prediction { mu, k, stdev: var.sqrt() }
+        (Prediction { mu, k, stdev: var.sqrt() }, before)
+    }
+
+    /// The smallest count of this hour that the ramp test flags (`None`: no count would).
+    fn ramp_threshold(p: Prediction, before: u64, alpha: f64) -> Option<u64> {
+        let t = nb_threshold(before.saturating_add(1), p.mu, p.k, alpha)?;
+        Some(t - before)
     }
 
     /// Tail test of count `c` (only when `c > mu`; otherwise `p = 1`, nothing to clip).
@@ -376,7 +454,16 @@ impl AdaptiveDetector {
         match self.live_source(src, i) {
             Some(s) => {
                 let p = self.predict(s, i);
-                let t = nb_threshold(p.mu.floor() as u64 + 1, p.mu, p.k, cfg.alpha)?;
+                let single = nb_threshold(p.mu.floor() as u64 + 1, p.mu, p.k, cfg.alpha);
+                let (rp, before) = self.ramp(s, i);
+                // The ramp test also needs the hour above its own expected count.
+                let ramp = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
+                    .filter(|_| rising(&s.recent, i, u64::MAX))
+                    .map(|t| t.max(p.mu.floor() as u64 + 1).max(s.recent[0].1 + 1));
+                let t = match (single, ramp) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b)?,
+                };
                 Some(t.max(floor))
             }
             None => {
@@ -406,15 +493,28 @@ impl AdaptiveDetector {
             match known {
                 Some(p) => {
                     let v = Self::verdict(c, p, cfg.alpha);
-                    let s = self.sources.get_mut(o.src).expect("live source");
+                    let single = v.tail_threshold.filter(|&t| c >= t);
+                    let s = &self.sources[o.src];
                     let data_points = s.active;
-                    if let Some(t) = v.tail_threshold {
-                        if judged && c >= floor {
+                    if judged && c >= floor {
+                        if let Some(t) = single {
                             spikes.push(record(o, hour, Reason::Spike, p, v.p_value, t.max(floor), data_points));
+                        } else if (c as f64) > p.mu && rising(&s.recent, i, c) {
+                            let (rp, before) = self.ramp(s, i);
+                            let sum = before.saturating_add(c);
+                            let p_sum = nb_sf(sum, rp.mu, rp.k);
+                            if p_sum < cfg.alpha * RAMP_ALPHA {
+                                let t = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
+                                    .unwrap_or(c)
+                                    .max(p.mu.floor() as u64 + 1);
+                                spikes.push(record(o, hour, Reason::Ramp, rp, p_sum, t.max(floor), data_points));
+                            }
                         }
                     }
                     let (x, x_sq) = robust(c, v.tail_threshold, p.mu);
+                    let s = self.sources.get_mut(o.src).expect("live source");
                     s.add(r, i, x, x_sq);
+                    s.remember(i, c);
                 }
                 None => {
                     let pred = self.prior().predictive(r, i).map(|(mu, k, stdev)| Prediction { mu, k, stdev });
@@ -434,6 +534,7 @@ impl AdaptiveDetector {
                     self.fleet.add(r, i, x);
                     let mut s = Source::born(i);
                     s.add(r, i, x, x_sq);
+                    s.remember(i, c);
                     self.sources.insert(o.src.to_string(), s);
                 }
             }
@@ -460,6 +561,7 @@ impl AdaptiveDetector {
                 sum: s.sum,
                 sum_sq: s.sum_sq,
                 buckets: s.buckets.to_vec(),
+                recent: s.recent.iter().copied().filter(|r| r.0 != i64::MIN).collect(),
             })
             .collect();
         sources.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
@@ -495,7 +597,12 @@ impl AdaptiveDetector {
             {
                 return bad(format!("source {}: sums or hours out of range", s.src_ip));
             }
+            let mut recent = [(i64::MIN, 0); RAMP_HOURS - 1];
+            for (slot, &r) in recent.iter_mut().zip(&s.recent) {
+                *slot = r;
+            }
             let src = Source {
+                recent,
                 birth: s.birth,
                 last: s.last,
                 epoch: s.epoch,
@@ -531,6 +638,19 @@ fn robust(c: u64, tail_threshold: Option<u64>, mu: f64) -> (f64, f64) {
         }
         _ => (c as f64, (c as f64).powi(2)),
     }
+}
+
+/// True when the hours before `i` in the ramp window were all active and the counts rise to `c`
+/// (a ramp, not the hours after a burst).
+fn rising(recent: &[(i64, u64)], i: i64, c: u64) -> bool {
+    let mut next = (i, c);
+    for &(h, x) in recent {
+        if h != next.0 - 1 || x >= next.1 {
+            return false;
+        }
+        next = (h, x);
+    }
+    true
 }
 
 /// The record of a flagged observation.
@@ -589,6 +709,9 @@ pub struct AdaptiveSource {
     pub sum_sq: f64,
     /// Scaled Σ count per hour-of-day × {weekday, weekend} bucket (48).
     pub buckets: Vec<f64>,
+    /// The last active hours with their observed counts, newest first (the ramp test's memory).
+    #[serde(default)]
+    pub recent: Vec<(i64, u64)>,
 }
 
 #[cfg(test)]
