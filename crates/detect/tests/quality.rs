@@ -118,3 +118,26 @@ fn fleet_harness_scores_window_mode() {
     let table = quality::fleet_markdown(&[q]);
     assert!(table.lines().nth(2).unwrap().starts_with("| window | 2 | 1.00 |"), "{table}");
 }
+
+/// The default mode on seed 1 of the fleet scenario (SynthConfig::fleet, 500 hosts, 42 days):
+/// pins its figures so a regression fails (docs/detection-quality.md has every seed). The issue's
+/// targets (recall 0.95 at 1 false alert per 10k) are not reached: `moderate` anomalies, just
+/// above a host's own 99.99th percentile, need an alpha near 1e-4 and cost ~5 false per 10k.
+#[test]
+fn adaptive_default_on_the_fleet_scenario() {
+    let case = quality::fleet_case(&SynthConfig::fleet(1));
+    let cfg = quality::parse_spec("adaptive").unwrap();
+    assert_eq!(cfg, flowspike_detect::DetectConfig::default());
+    let q = quality::evaluate_fleet(&case, "adaptive", &cfg);
+    let recall = |k| q.recall_of(k).unwrap_or(1.0);
+    use flowspike_synth::AnomalyKind::*;
+    assert_eq!(recall(Large), 1.0, "{q:?}");
+    assert_eq!(recall(Quiet), 1.0, "{q:?}");
+    assert!(recall(NewSource) >= 0.8, "{q:?}");
+    assert!(recall(Ramp) >= 0.8, "{q:?}");
+    assert!(q.recall() >= 0.75, "{q:?}");
+    assert!(q.false_per_10k() <= 1.0, "{q:?}");
+    // ESCU's rule on the same case: more recall of moderate bursts, two orders more false alerts.
+    let w = quality::evaluate_fleet(&case, "window", &quality::parse_spec("window").unwrap());
+    assert!(w.false_per_10k() > 50.0 * q.false_per_10k().max(0.5), "{w:?}");
+}
