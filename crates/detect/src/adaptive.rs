@@ -72,7 +72,9 @@ pub(crate) fn bucket(i: i64) -> usize {
     bucket_of_pos(week_pos(i))
 }
 
-/// `Σ r^(now - t)` over the hours `birth <= t < now` at week position `p`: a geometric series.
+/// `Σ r^(now - t)` over the hours `birth <= t < now` at week position `p`: a geometric series
+/// (the reference [`bucket_weights`] is tested against).
+#[cfg(test)]
 fn pos_weight(r: f64, p: i64, birth: i64, now: i64) -> f64 {
     if now <= birth {
         return 0.0;
@@ -88,6 +90,7 @@ fn pos_weight(r: f64, p: i64, birth: i64, now: i64) -> f64 {
 }
 
 /// Decayed weight (hours) of bucket `b` between `birth` and `now` (exclusive).
+#[cfg(test)]
 pub(crate) fn bucket_weight(r: f64, b: usize, birth: i64, now: i64) -> f64 {
     let hod = (b % 24) as i64;
     let days: &[i64] = if b >= 24 { &[5, 6] } else { &[0, 1, 2, 3, 4] };
@@ -205,8 +208,11 @@ pub struct FleetSums {
     pub births: u64,
 }
 
-/// Share of the births, the largest, left out of the fleet fit.
-const FLEET_TRIM: f64 = 0.1;
+/// Share of the births, the largest, left out of the new-source test's fit.
+const FLEET_TRIM: f64 = 0.2;
+/// Share of the births, the largest, left out of the fit that is the prior of young sources'
+/// models (less than the test's: a wider prior keeps young sources' own thresholds conservative).
+const PRIOR_TRIM: f64 = 0.1;
 
 impl FleetSums {
     fn add(&mut self, r: f64, i: i64, x: f64) {
@@ -233,12 +239,12 @@ impl FleetSums {
 
     /// `(births, mean, dispersion)` of the trimmed births at hour `now`, or `None` before the
     /// first birth. The scale factor `r^(now - epoch)` cancels out of mean and dispersion.
-    fn fit(&self, r: f64, now: i64) -> Option<(f64, f64, f64)> {
+    fn fit(&self, r: f64, now: i64, trim: f64) -> Option<(f64, f64, f64)> {
         let total: f64 = self.classes.iter().map(|c| c[0]).sum();
         if total <= 0.0 {
             return None;
         }
-        let keep = total * (1.0 - FLEET_TRIM);
+        let keep = total * (1.0 - trim);
         let (mut n, mut s, mut q) = (0.0, 0.0, 0.0);
         for c in &self.classes {
             if c[0] <= 0.0 {
@@ -267,7 +273,7 @@ impl FleetSums {
 
     /// The predictive negative binomial of a new source's first hour: `(mean, size, stdev)`.
     fn predictive(&self, r: f64, now: i64) -> Option<(f64, f64, f64)> {
-        let (n, mean, disp) = self.fit(r, now)?;
+        let (n, mean, disp) = self.fit(r, now, FLEET_TRIM)?;
         if mean <= 0.0 {
             return None;
         }
@@ -367,7 +373,7 @@ impl AdaptiveDetector {
         let f = rpow(r, i - s.epoch);
         let (sum, sum_sq) = (s.sum * f, s.sum_sq * f);
         let w = total_weight(r, s.birth, i);
-        let fleet = self.prior().fit(r, i);
+        let fleet = self.prior().fit(r, i, PRIOR_TRIM);
         let (fleet_mean, fleet_disp) = fleet.map_or((0.0, 0.0), |(_, m, d)| (m, d));
         let kf = if fleet.is_some() { FLEET_PRIOR_HOURS } else { 0.0 };
         let mean_all = if w + kf > 0.0 { (sum + kf * fleet_mean) / (w + kf) } else { 0.0 };
