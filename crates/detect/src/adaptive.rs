@@ -358,8 +358,7 @@ impl AdaptiveDetector {
         let other = (b + 24) % BUCKETS;
         let (wb, wo) = (m.ws[b], m.ws[other]);
         let (sb, so) = (s.buckets[b] * m.f, s.buckets[other] * m.f);
-        let mean_hod =
-            (sb + so + BUCKET_PRIOR_HOURS * m.mean_all) / (wb + wo + BUCKET_PRIOR_HOURS);
+        let mean_hod = (sb + so + BUCKET_PRIOR_HOURS * m.mean_all) / (wb + wo + BUCKET_PRIOR_HOURS);
         let mu = (sb + BUCKET_PRIOR_HOURS * mean_hod) / (wb + BUCKET_PRIOR_HOURS);
         // Posterior predictive: the mean's own uncertainty widens the count's variance.
         let var = (mu + m.disp * mu * mu) * (1.0 + 1.0 / (wb + BUCKET_PRIOR_HOURS));
@@ -504,7 +503,15 @@ impl AdaptiveDetector {
                     let data_points = s.active;
                     if judged && c >= floor {
                         if let Some(t) = single {
-                            spikes.push(record(o, hour, Reason::Spike, p, v.p_value, t.max(floor), data_points));
+                            spikes.push(record(
+                                o,
+                                hour,
+                                Reason::Spike,
+                                p,
+                                v.p_value,
+                                t.max(floor),
+                                data_points,
+                            ));
                         } else if (c as f64) > p.mu && rising(&s.recent, i, c) {
                             let (rp, before) = self.ramp(s, i);
                             let sum = before.saturating_add(c);
@@ -513,7 +520,15 @@ impl AdaptiveDetector {
                                 let t = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
                                     .unwrap_or(c)
                                     .max(p.mu.floor() as u64 + 1);
-                                spikes.push(record(o, hour, Reason::Ramp, rp, p_sum, t.max(floor), data_points));
+                                spikes.push(record(
+                                    o,
+                                    hour,
+                                    Reason::Ramp,
+                                    rp,
+                                    p_sum,
+                                    t.max(floor),
+                                    data_points,
+                                ));
                             }
                         }
                     }
@@ -523,13 +538,25 @@ impl AdaptiveDetector {
                     s.remember(i, c);
                 }
                 None => {
-                    let pred = self.prior().predictive(r, i).map(|(mu, k, stdev)| Prediction { mu, k, stdev });
+                    let pred = self.prior().predictive(r, i).map(|(mu, k, stdev)| Prediction {
+                        mu,
+                        k,
+                        stdev,
+                    });
                     let (x, x_sq) = match pred {
                         Some(p) => {
                             let v = Self::verdict(c, p, cfg.alpha);
                             if let Some(t) = v.tail_threshold {
                                 if judged && c >= floor {
-                                    spikes.push(record(o, hour, Reason::NewSource, p, v.p_value, t.max(floor), 0));
+                                    spikes.push(record(
+                                        o,
+                                        hour,
+                                        Reason::NewSource,
+                                        p,
+                                        v.p_value,
+                                        t.max(floor),
+                                        0,
+                                    ));
                                 }
                             }
                             robust(c, v.tail_threshold, p.mu)
@@ -595,7 +622,11 @@ impl AdaptiveDetector {
         let mut sources = HashMap::with_capacity(st.sources.len());
         for s in st.sources {
             let Ok(buckets) = <[f64; BUCKETS]>::try_from(s.buckets.as_slice()) else {
-                return bad(format!("source {}: {} buckets, expected {BUCKETS}", s.src_ip, s.buckets.len()));
+                return bad(format!(
+                    "source {}: {} buckets, expected {BUCKETS}",
+                    s.src_ip,
+                    s.buckets.len()
+                ));
             };
             if !(finite(s.sum) && finite(s.sum_sq) && buckets.iter().all(|&b| finite(b)))
                 || s.birth > s.last
@@ -841,8 +872,13 @@ mod tests {
     }
 
     /// Feeds `hours` hours of a fleet plus `extra` rows per hour; returns the records.
-    fn run(d: &mut Detector, rng: &mut Rng, hours: std::ops::Range<i64>, n: usize,
-           mut extra: impl FnMut(i64) -> Vec<AggregateRow>) -> Vec<Spike> {
+    fn run(
+        d: &mut Detector,
+        rng: &mut Rng,
+        hours: std::ops::Range<i64>,
+        n: usize,
+        mut extra: impl FnMut(i64) -> Vec<AggregateRow>,
+    ) -> Vec<Spike> {
         let mut out = Vec::new();
         for h in hours {
             let mut rows = fleet_hour(rng, h, n);
@@ -893,7 +929,9 @@ mod tests {
         // ... and the next day's expected count (same hour of day) is still close to the old one,
         // where an unclipped update would have added 24,000 records to a few hundred.
         let mut noise = Rng(7);
-        run(&mut d, &mut rng, h0 + 12..h0 + 24, 30, |h| vec![row(h, "10.1.1.2", noise.poisson(3.0))]);
+        run(&mut d, &mut rng, h0 + 12..h0 + 24, 30, |h| {
+            vec![row(h, "10.1.1.2", noise.poisson(3.0))]
+        });
         let after = expected(&d, h0 + 24, "10.1.1.2");
         assert!(after < before * 1.5, "expected {before} before, {after} after the incident");
         let next = run(&mut d, &mut rng, h0 + 24..h0 + 25, 30, |h| vec![row(h, "10.1.1.2", 300)]);
@@ -922,7 +960,8 @@ mod tests {
         assert_eq!(new[0].threshold, (t - 1) as f64);
         // Inside the warm-up, nothing is new.
         let mut fresh = adaptive();
-        let early = run(&mut fresh, &mut rng, 0..10, 40, |h| vec![row(h, &format!("10.4.0.{h}"), 5000)]);
+        let early =
+            run(&mut fresh, &mut rng, 0..10, 40, |h| vec![row(h, &format!("10.4.0.{h}"), 5000)]);
         assert!(early.is_empty(), "{early:?}");
     }
 
@@ -940,10 +979,8 @@ mod tests {
             assert!(t >= d.config().min_count);
             for c in t.saturating_sub(3).max(1)..t + 3 {
                 let mut probe = d.clone();
-                let flagged = probe
-                    .observe_hour(h * H, &[row(h, src, c)])
-                    .iter()
-                    .any(|s| s.src_ip == src);
+                let flagged =
+                    probe.observe_hour(h * H, &[row(h, src, c)]).iter().any(|s| s.src_ip == src);
                 assert_eq!(flagged, c >= t, "{src}: count {c}, threshold {t}");
             }
         }
