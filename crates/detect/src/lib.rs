@@ -159,7 +159,7 @@ impl DetectConfig {
 
     /// Checks the settings: `window_hours >= 1`, a finite `deviations` and `0 < alpha < 1`.
     pub fn validate(&self) -> Result<(), DetectError> {
-        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+        if self.alpha.is_nan() || self.alpha <= 0.0 || self.alpha >= 1.0 {
             return Err(DetectError::InvalidConfig(format!(
                 "alpha must be in (0, 1), got {}",
                 self.alpha

@@ -104,7 +104,8 @@ pub(crate) fn nb_sf(c: u64, mu: f64, k: f64) -> f64 {
     if c == 0 {
         return 1.0;
     }
-    if !(mu > 0.0) || !(k > 0.0) {
+    // NaN parameters (never produced by the model) give 0, like non-positive ones.
+    if mu.is_nan() || k.is_nan() || mu <= 0.0 || k <= 0.0 {
         return 0.0;
     }
     beta_inc(c as f64, k, mu / (mu + k))
