@@ -578,8 +578,8 @@ pub type HourInput<'a> = (i64, HourRows<'a>, bool);
 /// Window mode keeps nothing across sources, so the sources are split into `shards` groups by a
 /// hash of the address and each group runs its own detector over every hour, all at once; the
 /// spikes are exactly those of one [`Detector`] fed the same hours (tested), sorted by hour, then
-/// source. Splunk mode (whose bootstrap is shared by all sources) and `shards <= 1` run one
-/// detector. Errors: [`DetectError::OutOfOrder`] when the hours are not increasing.
+/// source. Splunk mode (whose bootstrap is shared by all sources), adaptive mode (whose warm-up
+/// and new-source prior are) and `shards <= 1` run one detector. Errors: [`DetectError::OutOfOrder`] when the hours are not increasing.
 pub fn detect_hours(
     cfg: &DetectConfig,
     hours: &[HourInput<'_>],
