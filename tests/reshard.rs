@@ -171,18 +171,20 @@ fn consume_cmd(kl: &KinesisLocal, stream: &str, state: &Path) -> Command {
     let mut cmd = flowspike();
     kl.env(&mut cmd);
     cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
-    cmd.args(["--log-level", "info", "consume", "--stream", stream, "--state"]).arg(state).args([
-        "--allowed-lateness-secs",
-        "60",
-        "--checkpoint-interval-secs",
-        "1",
-        "--idle-shard-secs",
-        "2",
-        "--relist-shards-secs",
-        "1",
-        "--max-runtime-secs",
-        "100",
-    ]);
+    cmd.args(["--log-level", "info", "consume", "--mode", "window", "--stream", stream, "--state"])
+        .arg(state)
+        .args([
+            "--allowed-lateness-secs",
+            "60",
+            "--checkpoint-interval-secs",
+            "1",
+            "--idle-shard-secs",
+            "2",
+            "--relist-shards-secs",
+            "1",
+            "--max-runtime-secs",
+            "100",
+        ]);
     cmd
 }
 

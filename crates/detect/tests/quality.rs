@@ -4,8 +4,8 @@
 #[allow(dead_code)]
 mod quality;
 
-use flowspike_detect::Mode;
-use flowspike_synth::SynthConfig;
+use flowspike_detect::{detect, Mode};
+use flowspike_synth::{AnomalyKind, SynthConfig};
 
 #[test]
 fn window_mode_finds_every_injected_burst_on_the_default_config() {
@@ -30,4 +30,114 @@ fn splunk_mode_is_scored_too() {
     assert!(q.source_hours > 10_000, "{q:?}");
     // Bursts are > 200 records over baselines of a few per hour: ESCU's update finds them as well.
     assert_eq!(q.recall(), 1.0, "{q:?}");
+}
+
+fn small_fleet() -> SynthConfig {
+    SynthConfig { hosts: 200, hours: 21 * 24, bursts: 3, ..SynthConfig::fleet(2) }
+}
+
+#[test]
+fn fleet_specs_parse_modes_by_name_and_set_keys() {
+    let c = quality::parse_spec("window:min_count=10:deviations=2.5").unwrap();
+    assert_eq!((c.mode, c.min_count, c.deviations), (Mode::Window, 10, 2.5));
+    assert_eq!(quality::parse_spec("splunk").unwrap().mode, Mode::Splunk);
+    for bad in ["windw", "window:nokey=1", "window:min_count", "window:window_hours=0"] {
+        assert!(quality::parse_spec(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn fleet_scoring_follows_the_matching_rule() {
+    let case = quality::fleet_case(&small_fleet());
+    let spikes = detect(&quality::parse_spec("window").unwrap(), &case.rows());
+    let with = |hour: i64, src: &str| {
+        let mut s = spikes[0].clone();
+        s.hour = hour;
+        s.src_ip = src.to_string();
+        s.dest_ips.clear();
+        s
+    };
+    let l = &case.labels;
+    let ramp = l.anomalies.iter().find(|a| a.kind == AnomalyKind::Ramp).unwrap();
+    let ev = &l.fleet_event;
+    let outsider = l
+        .hosts
+        .iter()
+        .find(|h| {
+            !ev.src_ips.contains(&h.src_ip) && l.anomalies.iter().all(|a| a.src_ip != h.src_ip)
+        })
+        .unwrap();
+    let mut to_event_dest = with(ev.hours[1], &outsider.src_ip);
+    to_event_dest.dest_ips.push(ev.dest_ip.clone());
+    let mine = vec![
+        // The last hour of a ramp finds it; a second hour of it adds nothing.
+        with(ramp.hours[3], &ramp.src_ip),
+        with(ramp.hours[2], &ramp.src_ip),
+        // An event source in an event hour, and any source naming the event's destination then.
+        with(ev.hours[0], &ev.src_ips[0]),
+        to_event_dest,
+        // A fleet record (no src_ip) in the event, and one outside it: a false alert.
+        with(ev.hours[2], ""),
+        with(ev.hours[2] + 3600, ""),
+        // The same outsider in an ordinary hour, and an hour of the warm-up (not scored).
+        with(ev.hours[0] + 86_400, &outsider.src_ip),
+        with(case.warm_end - 3600, &outsider.src_ip),
+    ];
+    let q = quality::score_fleet(&case, "test", &mine);
+    let found: usize = q.found.values().map(|v| v.0).sum();
+    let labelled: usize = q.found.values().map(|v| v.1).sum();
+    assert_eq!((found, labelled), (1, 15), "{q:?}");
+    assert_eq!(q.found[&AnomalyKind::Ramp], (1, 3));
+    assert_eq!((q.fleet_records, q.false_alerts, q.records), (3, 2, 8), "{q:?}");
+    // Active source-hours: scored hours, outside the event's (hour, source) pairs.
+    let active: usize = case
+        .hours
+        .iter()
+        .filter(|(h, _)| *h >= case.warm_end)
+        .map(|(h, rows)| {
+            rows.iter()
+                .filter(|r| !(ev.hours.contains(h) && ev.src_ips.contains(&r.src_ip)))
+                .count()
+        })
+        .sum();
+    assert_eq!(q.source_hours, active);
+    assert!(active > 10_000, "{active}");
+}
+
+#[test]
+fn fleet_harness_scores_window_mode() {
+    let case = quality::fleet_case(&small_fleet());
+    let q = quality::evaluate_fleet(&case, "window", &quality::parse_spec("window").unwrap());
+    // ESCU's rule finds the large bursts, never a source without 5 prior active hours, and alerts
+    // on most of the event's source-hours (one record each).
+    assert_eq!(q.recall_of(AnomalyKind::Large), Some(1.0), "{q:?}");
+    assert_eq!(q.recall_of(AnomalyKind::NewSource), Some(0.0), "{q:?}");
+    let event_source_hours = 3 * case.labels.fleet_event.src_ips.len();
+    assert!(q.fleet_records * 2 > event_source_hours, "{q:?}");
+    assert!(q.false_per_10k() > 50.0, "{q:?}");
+    let table = quality::fleet_markdown(&[q]);
+    assert!(table.lines().nth(2).unwrap().starts_with("| window | 2 | 1.00 |"), "{table}");
+}
+
+/// The default mode on seed 1 of the fleet scenario (SynthConfig::fleet, 500 hosts, 42 days):
+/// pins its figures so a regression fails (docs/detection-quality.md has every seed). The issue's
+/// targets (recall 0.95 at 1 false alert per 10k) are not reached: `moderate` anomalies, just
+/// above a host's own 99.99th percentile, need an alpha near 1e-4 and cost ~5 false per 10k.
+#[test]
+fn adaptive_default_on_the_fleet_scenario() {
+    let case = quality::fleet_case(&SynthConfig::fleet(1));
+    let cfg = quality::parse_spec("adaptive").unwrap();
+    assert_eq!(cfg, flowspike_detect::DetectConfig::default());
+    let q = quality::evaluate_fleet(&case, "adaptive", &cfg);
+    let recall = |k| q.recall_of(k).unwrap_or(1.0);
+    use flowspike_synth::AnomalyKind::*;
+    assert_eq!(recall(Large), 1.0, "{q:?}");
+    assert_eq!(recall(Quiet), 1.0, "{q:?}");
+    assert!(recall(NewSource) >= 0.8, "{q:?}");
+    assert!(recall(Ramp) >= 0.8, "{q:?}");
+    assert!(q.recall() >= 0.75, "{q:?}");
+    assert!(q.false_per_10k() <= 1.0, "{q:?}");
+    // ESCU's rule on the same case: more recall of moderate bursts, two orders more false alerts.
+    let w = quality::evaluate_fleet(&case, "window", &quality::parse_spec("window").unwrap());
+    assert!(w.false_per_10k() > 50.0 * q.false_per_10k().max(0.5), "{w:?}");
 }

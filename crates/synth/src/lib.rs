@@ -45,8 +45,13 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
+mod fleet;
 mod model;
 
+pub use fleet::{
+    quantile, Anomaly, AnomalyKind, FleetEvent, HostKind, HostLabel, Labels, FLEET_EVENT_FRACTION,
+    FLEET_EVENT_HOURS, FLEET_EVENT_RATE, WARM_UP_HOURS,
+};
 pub use model::is_rfc1918;
 use model::{counts, Rec, World};
 
@@ -77,6 +82,51 @@ pub struct SynthConfig {
     pub file_minutes: u32,
     /// Fraction of records delivered one object late.
     pub late_fraction: f64,
+    /// Which world: the default one, or the labelled fleet ([`SynthConfig::fleet`]). Not serialised
+    /// when default, so default manifests are unchanged.
+    #[serde(default, skip_serializing_if = "Scenario::is_default")]
+    pub scenario: Scenario,
+}
+
+/// The world a [`SynthConfig`] generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Host-specific Poisson background with a daily cycle and `bursts` large bursts.
+    #[default]
+    Default,
+    /// The labelled fleet of [`fleet`](mod@fleet): cycles, bursty and batch hosts, births and
+    /// retirements, a benign fleet-wide event and `bursts` anomalies of each [`AnomalyKind`].
+    Fleet,
+}
+
+impl Scenario {
+    /// `"default"` or `"fleet"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Default => "default",
+            Scenario::Fleet => "fleet",
+        }
+    }
+
+    /// True for [`Scenario::Default`].
+    pub fn is_default(&self) -> bool {
+        *self == Scenario::Default
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = SynthError;
+
+    fn from_str(s: &str) -> Result<Scenario, SynthError> {
+        match s {
+            "default" => Ok(Scenario::Default),
+            "fleet" => Ok(Scenario::Fleet),
+            _ => Err(SynthError::InvalidConfig(format!(
+                "unknown scenario {s:?}: expected \"default\" or \"fleet\""
+            ))),
+        }
+    }
 }
 
 impl Default for SynthConfig {
@@ -92,11 +142,28 @@ impl Default for SynthConfig {
             scale: 1.0,
             file_minutes: 10,
             late_fraction: 0.01,
+            scenario: Scenario::Default,
         }
     }
 }
 
 impl SynthConfig {
+    /// The labelled fleet scenario of `seed`: 6 weeks from Monday 2026-01-05 of 500 hosts in 3
+    /// accounts, 10 anomalies of each kind (`bursts`), hourly objects.
+    pub fn fleet(seed: u64) -> SynthConfig {
+        SynthConfig {
+            seed,
+            start: 1_767_571_200, // 2026-01-05T00:00:00Z, a Monday
+            hours: 42 * 24,
+            hosts: 500,
+            accounts: 3,
+            bursts: 10,
+            file_minutes: 60,
+            scenario: Scenario::Fleet,
+            ..SynthConfig::default()
+        }
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), SynthError> {
         let bad = |m: String| Err(SynthError::InvalidConfig(m));
@@ -110,6 +177,12 @@ impl SynthConfig {
                 .is_none_or(|e| e > 253_402_300_799)
         {
             return bad("start and hours must stay within years 1970..=9999".into());
+        }
+        if self.scenario == Scenario::Fleet && (self.hours < 14 * 24 || self.hosts < 50) {
+            return bad(format!(
+                "the fleet scenario needs at least 336 hours and 50 hosts, got {} and {}",
+                self.hours, self.hosts
+            ));
         }
         if self.hosts == 0 || self.hosts > 1_000_000 {
             return bad(format!("hosts must be in 1..=1000000, got {}", self.hosts));
@@ -190,8 +263,11 @@ pub struct Manifest {
     pub raw_bytes: u64,
     /// Records delivered one object late.
     pub late_records: u64,
-    /// The injected bursts, by hour.
+    /// The injected bursts, by hour (fleet scenario: every labelled anomalous hour).
     pub injected: Vec<InjectedSpike>,
+    /// The fleet scenario's labels (`None` for the default scenario).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
 }
 
 /// Exact blocked outbound count of one (hour, source).
@@ -234,6 +310,7 @@ where
         raw_bytes: 0,
         late_records: 0,
         injected: world.injected(),
+        labels: world.labels(),
     };
     let mut counts_map: BTreeMap<(i64, u32), u64> = BTreeMap::new();
     // bufs[account][window]; window `windows` is the next hour's first window (late records).
@@ -374,6 +451,75 @@ pub fn expected_counts(cfg: &SynthConfig) -> Result<Vec<ExpectedCount>, SynthErr
 pub fn injected_spikes(cfg: &SynthConfig) -> Result<Vec<InjectedSpike>, SynthError> {
     cfg.validate()?;
     Ok(World::new(cfg).injected())
+}
+
+/// The labels of a fleet-scenario config (`None` for the default scenario), without generating
+/// anything.
+pub fn labels(cfg: &SynthConfig) -> Result<Option<Labels>, SynthError> {
+    cfg.validate()?;
+    Ok(World::new(cfg).labels())
+}
+
+/// The exact blocked outbound aggregate of one (hour, source), as the counter would build it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExpectedRow {
+    /// Start of the hour, unix seconds.
+    pub hour: i64,
+    /// Source address.
+    pub src_ip: String,
+    /// Counted records.
+    pub blocked_count: u64,
+    /// Distinct destinations.
+    pub unique_dest_count: u64,
+    /// The distinct destinations, in address order (as the counter keeps them).
+    pub dest_ips: Vec<String>,
+    /// The interface id that logged them.
+    pub interface_id: String,
+}
+
+/// Every (hour, source) aggregate [`generate`] would write, hour by hour: `f(hour, rows)` for each
+/// of the config's hours in order, with that hour's rows sorted by source text (possibly none).
+/// Same counts as [`expected_counts`], plus destinations; computed without the uncounted traffic.
+pub fn expected_rows_by_hour(
+    cfg: &SynthConfig,
+    mut f: impl FnMut(i64, Vec<ExpectedRow>),
+) -> Result<(), SynthError> {
+    cfg.validate()?;
+    let world = World::new(cfg);
+    let mut recs = Vec::new();
+    let mut per_host: Vec<Vec<u32>> = vec![Vec::new(); world.hosts.len()];
+    for h in 0..cfg.hours {
+        recs.clear();
+        world.blocked_records(h, &mut recs);
+        for r in recs.iter().filter(|r| counts(r)) {
+            if let std::net::IpAddr::V4(d) = r.dst {
+                per_host[r.host].push(u32::from(d));
+            }
+        }
+        let t0 = world.hour_start(h);
+        let mut rows = Vec::new();
+        for (i, dests) in per_host.iter_mut().enumerate() {
+            if dests.is_empty() {
+                continue;
+            }
+            let n = dests.len() as u64;
+            dests.sort_unstable();
+            dests.dedup();
+            let host = &world.hosts[i];
+            rows.push(ExpectedRow {
+                hour: t0,
+                src_ip: host.ip.to_string(),
+                blocked_count: n,
+                unique_dest_count: dests.len() as u64,
+                dest_ips: dests.iter().map(|&d| std::net::Ipv4Addr::from(d).to_string()).collect(),
+                interface_id: host.eni.clone(),
+            });
+            dests.clear();
+        }
+        rows.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
+        f(t0, rows);
+    }
+    Ok(())
 }
 
 /// In-memory records for benchmarks: the world of a config, reused across calls.

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{InjectedSpike, SynthConfig};
+use crate::fleet::Fleet;
+use crate::{InjectedSpike, Scenario, SynthConfig};
 
 /// Hours after the start before which no burst is injected (31 days: baselines exist by then).
 pub(crate) const BURST_AFTER_HOURS: u32 = 31 * 24;
@@ -89,7 +90,7 @@ pub(crate) fn counts(r: &Rec) -> bool {
 
 /// Unmistakably public unicast IPv4 (no private, shared, loopback, link-local, documentation,
 /// benchmark, multicast or reserved space): counters cannot disagree about these.
-fn public_v4(rng: &mut impl Rng) -> Ipv4Addr {
+pub(crate) fn public_v4(rng: &mut impl Rng) -> Ipv4Addr {
     loop {
         let ip = Ipv4Addr::from(rng.random::<u32>());
         let o = ip.octets();
@@ -148,9 +149,11 @@ pub(crate) struct World {
     pub(crate) flow_log_ids: Vec<String>,
     pub(crate) bursts: Vec<Burst>,
     scanners: Vec<Ipv4Addr>,
+    /// The fleet scenario's model (`None`: the default scenario).
+    pub(crate) fleet: Option<Box<Fleet>>,
 }
 
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
+pub(crate) fn mix(seed: u64, a: u64, b: u64) -> u64 {
     // splitmix64 finaliser over a combination: distinct streams for distinct (hour, stream).
     let mut z =
         seed ^ a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xd1b5_4a32_d192_ed03);
@@ -234,7 +237,17 @@ impl World {
             bursts.push(Burst { host, hour, records, dstport });
         }
         bursts.sort_by_key(|b| (b.hour, b.host));
-        World { cfg: cfg.clone(), hosts, account_ids, flow_log_ids, bursts, scanners }
+        let fleet = (cfg.scenario == Scenario::Fleet)
+            .then(|| Box::new(Fleet::new(cfg.seed, cfg.start, hosts.len(), cfg.hours, cfg.bursts)));
+        if fleet.is_some() {
+            bursts.clear();
+        }
+        World { cfg: cfg.clone(), hosts, account_ids, flow_log_ids, bursts, scanners, fleet }
+    }
+
+    pub(crate) fn labels(&self) -> Option<crate::Labels> {
+        let ips: Vec<Ipv4Addr> = self.hosts.iter().map(|h| h.ip).collect();
+        self.fleet.as_ref().map(|f| f.labels(self.cfg.start, &ips))
     }
 
     pub(crate) fn hour_start(&self, h: u32) -> i64 {
@@ -246,6 +259,21 @@ impl World {
     }
 
     pub(crate) fn injected(&self) -> Vec<InjectedSpike> {
+        if let Some(f) = &self.fleet {
+            let mut v: Vec<InjectedSpike> = f
+                .anomalies
+                .iter()
+                .flat_map(|(_, host, h, counts, _)| {
+                    counts.iter().enumerate().map(move |(i, &c)| InjectedSpike {
+                        hour: self.hour_start(h + i as u32),
+                        src_ip: self.hosts[*host].ip.to_string(),
+                        records: c,
+                    })
+                })
+                .collect();
+            v.sort_by(|a, b| (a.hour, &a.src_ip).cmp(&(b.hour, &b.src_ip)));
+            return v;
+        }
         self.bursts
             .iter()
             .map(|b| InjectedSpike {
@@ -261,6 +289,19 @@ impl World {
         let t0 = self.hour_start(h);
         let d = diurnal(t0);
         let mut rng = self.rng(h, Stream::Blocked);
+        if let Some(f) = &self.fleet {
+            let mut dests = Vec::new();
+            for (i, host) in self.hosts.iter().enumerate() {
+                dests.clear();
+                f.host_hour(&mut rng, i, h, t0, &mut dests);
+                for &(dst, port) in &dests {
+                    let proto = if port == 53 || port == 123 { 17 } else { 6 };
+                    let (src, dst) = (IpAddr::V4(host.ip), IpAddr::V4(dst));
+                    out.push(self.rec(&mut rng, i, t0, src, dst, port, proto, Kind::Reject));
+                }
+            }
+            return;
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             let n = poisson(&mut rng, host.blocked_rate * d);
             for _ in 0..n {
@@ -310,6 +351,10 @@ impl World {
         // ACCEPT traffic: outbound to the internet, inbound replies/requests, internal.
         let mut rng = self.rng(h, Stream::Accept);
         for (i, host) in self.hosts.iter().enumerate() {
+            // Hosts not yet born or retired send nothing (the default scenario has none).
+            if self.fleet.as_ref().is_some_and(|f| !f.alive(i, h)) {
+                continue;
+            }
             for _ in 0..poisson(&mut rng, host.accept_rate * d * scale) {
                 let me = IpAddr::V4(host.ip);
                 let (src, dst, port) = match rng.random_range(0..10) {

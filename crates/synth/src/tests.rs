@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::net::IpAddr;
 
@@ -224,5 +224,176 @@ fn poisson_mean_and_variance() {
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
         assert!((mean - lambda).abs() < 0.05 * lambda + 0.02, "{lambda}: mean {mean}");
         assert!((var - lambda).abs() < 0.1 * lambda + 0.05, "{lambda}: var {var}");
+    }
+}
+
+fn small_fleet() -> SynthConfig {
+    SynthConfig { hosts: 80, hours: 15 * 24, bursts: 2, ..SynthConfig::fleet(5) }
+}
+
+fn rows_of(cfg: &SynthConfig) -> Vec<ExpectedRow> {
+    let mut all = Vec::new();
+    let mut hours = Vec::new();
+    expected_rows_by_hour(cfg, |h, rows| {
+        hours.push(h);
+        all.extend(rows);
+    })
+    .unwrap();
+    let want: Vec<i64> = (0..i64::from(cfg.hours)).map(|h| cfg.start + h * 3600).collect();
+    assert_eq!(hours, want, "one call per hour, in order");
+    all
+}
+
+#[test]
+fn fleet_archive_matches_expected_rows() {
+    let cfg = small_fleet();
+    let (g, objs) = collect(&cfg);
+    // (hour, src) -> (count, destinations, interfaces), read back from the objects' text.
+    let mut seen: BTreeMap<(i64, String), (u64, BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
+    for (_, gz) in &objs {
+        for line in gunzip(gz).lines().skip(1) {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f[13] != "OK" || !escu_counts(f[12], f[3], f[4]) {
+                continue;
+            }
+            let start: i64 = f[10].parse().unwrap();
+            let e = seen.entry((start.div_euclid(3600) * 3600, f[3].to_string())).or_default();
+            e.0 += 1;
+            e.1.insert(u32::from(f[4].parse::<std::net::Ipv4Addr>().unwrap()));
+            e.2.insert(f[2].to_string());
+        }
+    }
+    let rows = rows_of(&cfg);
+    assert!(rows.len() > 1000, "{}", rows.len());
+    assert_eq!(rows.len(), seen.len());
+    for r in &rows {
+        let (n, dests, enis) = &seen[&(r.hour, r.src_ip.clone())];
+        assert_eq!(r.blocked_count, *n, "{r:?}");
+        let dests: Vec<String> =
+            dests.iter().map(|&d| std::net::Ipv4Addr::from(d).to_string()).collect();
+        assert_eq!((r.unique_dest_count, &r.dest_ips), (dests.len() as u64, &dests), "{r:?}");
+        assert_eq!(enis.iter().collect::<Vec<_>>(), vec![&r.interface_id]);
+    }
+    // Same counts as the default path's ground truth, and the manifest carries the labels.
+    let counts: Vec<(i64, String, u64)> =
+        g.expected.iter().map(|e| (e.hour, e.src_ip.clone(), e.blocked_count)).collect();
+    let mut from_rows: Vec<(i64, String, u64)> =
+        rows.iter().map(|r| (r.hour, r.src_ip.clone(), r.blocked_count)).collect();
+    from_rows.sort();
+    assert_eq!(counts, from_rows);
+    assert_eq!(g.manifest.labels, labels(&cfg).unwrap());
+    let n_hours: usize =
+        g.manifest.labels.as_ref().unwrap().anomalies.iter().map(|a| a.hours.len()).sum();
+    assert_eq!(g.manifest.injected.len(), n_hours);
+}
+
+#[test]
+fn fleet_labels_hold_in_the_counts() {
+    let cfg = SynthConfig { hosts: 300, hours: 21 * 24, bursts: 4, ..SynthConfig::fleet(11) };
+    let l = labels(&cfg).unwrap().unwrap();
+    let rows = rows_of(&cfg);
+    let count: HashMap<(i64, &str), &ExpectedRow> =
+        rows.iter().map(|r| ((r.hour, r.src_ip.as_str()), r)).collect();
+    let host: HashMap<&str, &HostLabel> = l.hosts.iter().map(|h| (h.src_ip.as_str(), h)).collect();
+    let warm_end = cfg.start + i64::from(WARM_UP_HOURS) * 3600;
+    let ev = &l.fleet_event;
+    for kind in AnomalyKind::ALL {
+        assert_eq!(l.anomalies.iter().filter(|a| a.kind == kind).count(), 4, "{kind:?}");
+    }
+    for a in &l.anomalies {
+        assert!(a.hours[0] >= warm_end, "{a:?}");
+        for (h, c) in a.hours.iter().zip(&a.counts) {
+            assert_eq!(count[&(*h, a.src_ip.as_str())].blocked_count, *c, "{a:?}");
+            assert!(!ev.hours.contains(h), "{a:?}");
+        }
+        let kind = host[a.src_ip.as_str()].kind;
+        match a.kind {
+            AnomalyKind::Large => assert!((200..=2000).contains(&a.counts[0])),
+            AnomalyKind::Moderate => {
+                assert!(a.counts[0] > a.p9999 && a.counts[0] <= a.p9999 * 11 / 10 + 1, "{a:?}")
+            }
+            AnomalyKind::Quiet => assert_eq!(kind, HostKind::Quiet),
+            AnomalyKind::NewSource => {
+                assert_eq!(host[a.src_ip.as_str()].born, Some(a.hours[0]));
+                assert!(!rows.iter().any(|r| r.src_ip == a.src_ip && r.hour < a.hours[0]));
+            }
+            AnomalyKind::Ramp => {
+                assert_eq!(a.hours.len(), 4);
+                for i in 1..4 {
+                    assert_eq!(a.hours[i], a.hours[i - 1] + 3600);
+                    assert_eq!(a.counts[i], 2 * a.counts[i - 1]);
+                }
+            }
+        }
+    }
+    // Births and retirements bound every host's rows.
+    let (mut born, mut retired) = (0, 0);
+    for h in &l.hosts {
+        let mine = rows.iter().filter(|r| r.src_ip == h.src_ip);
+        if let Some(b) = h.born {
+            born += 1;
+            assert!(mine.clone().all(|r| r.hour >= b), "{h:?}");
+        }
+        if let Some(t) = h.retired {
+            retired += 1;
+            assert!(mine.clone().all(|r| r.hour < t), "{h:?}");
+        }
+        if h.kind == HostKind::Silent {
+            // Silent hosts are blocked only in the fleet event, if they are in it.
+            assert!(mine.clone().all(|r| ev.hours.contains(&r.hour)), "{h:?}");
+        }
+        if h.kind == HostKind::Batch {
+            let hods: HashSet<i64> = mine
+                .filter(|r| !ev.hours.contains(&r.hour))
+                .map(|r| r.hour.rem_euclid(86_400) / 3600)
+                .collect();
+            assert!(hods.len() <= 2, "{h:?}: {hods:?}");
+        }
+    }
+    assert!(born >= 10 && retired >= 5, "{born} born, {retired} retired");
+    // The event: 3 consecutive hours, ~30% of the hosts, its destination only then.
+    assert_eq!(ev.hours.len(), 3);
+    assert_eq!((ev.hours[1] - ev.hours[0], ev.hours[2] - ev.hours[1]), (3600, 3600));
+    assert!((60..=120).contains(&ev.src_ips.len()), "{}", ev.src_ips.len());
+    assert!(ev.src_ips.is_sorted());
+    for &h in &ev.hours {
+        for s in &ev.src_ips {
+            let r = count[&(h, s.as_str())];
+            assert!(r.dest_ips.contains(&ev.dest_ip), "{r:?}");
+        }
+    }
+    let with_dest = rows.iter().filter(|r| r.dest_ips.contains(&ev.dest_ip));
+    assert!(with_dest.clone().all(|r| ev.hours.contains(&r.hour)));
+    assert_eq!(with_dest.count(), 3 * ev.src_ips.len());
+}
+
+#[test]
+fn fleet_config_validation_and_default_manifest_unchanged() {
+    let short = SynthConfig { hours: 100, ..SynthConfig::fleet(1) };
+    assert!(matches!(short.validate(), Err(SynthError::InvalidConfig(_))));
+    assert_eq!("fleet".parse::<Scenario>().unwrap(), Scenario::Fleet);
+    assert!("flet".parse::<Scenario>().is_err());
+    // The default scenario serialises as before: no scenario key, no labels.
+    let m = collect(&small()).0.manifest;
+    let json = serde_json::to_string(&m).unwrap();
+    assert!(!json.contains("scenario") && !json.contains("labels"), "{json}");
+    assert!(labels(&small()).unwrap().is_none());
+}
+
+#[test]
+fn gamma_poisson_tail_matches_its_quantile() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for (mu, k) in [(2.0, 0.5), (3.0, 20.0), (1.5, f64::INFINITY)] {
+        let n = 200_000;
+        let xs: Vec<u64> = (0..n).map(|_| fleet::gamma_poisson(&mut rng, mu, k)).collect();
+        let mean = xs.iter().sum::<u64>() as f64 / n as f64;
+        assert!((mean - mu).abs() < 0.05 * mu, "mu {mu} k {k}: mean {mean}");
+        let q99 = quantile(mu, k, 0.99);
+        let above = xs.iter().filter(|&&x| x > q99).count() as f64 / n as f64;
+        assert!(above <= 0.01 && above > 0.003, "mu {mu} k {k}: {above} above q99 {q99}");
+        let q9999 = quantile(mu, k, 0.9999);
+        let above = xs.iter().filter(|&&x| x > q9999).count();
+        assert!(above <= 50, "mu {mu} k {k}: {above} above q9999 {q9999}");
     }
 }
