@@ -140,7 +140,7 @@ fn consume_cmd(moto: &Moto, stream: &str, state: &Path) -> Command {
     moto.env(&mut cmd);
     // No metrics server unless a test asks for one (`--metrics-addr` overrides this).
     cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
-    cmd.args(["--log-level", "info", "consume", "--stream", stream, "--state"]).arg(state).args([
+    cmd.args(["--log-level", "info", "consume", "--mode", "window", "--stream", stream, "--state"]).arg(state).args([
         "--allowed-lateness-secs",
         "60",
         "--checkpoint-interval-secs",

@@ -375,7 +375,7 @@ fn replay_through_faults_equals_a_fault_free_replay() {
     let replay = |env: &dyn Fn(&mut Command), state: &str| {
         let mut cmd = flowspike();
         env(&mut cmd);
-        run(cmd.args(["replay", "s3://flow-archive/", "--state", state, "--spikes", "-", "--json"]))
+        run(cmd.args(["replay", "--mode", "window", "s3://flow-archive/", "--state", state, "--spikes", "-", "--json"]))
     };
 
     let clean = replay(&|c| _ = moto.env(c), "s3://flowspike-state/clean");

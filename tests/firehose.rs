@@ -217,7 +217,7 @@ impl Endpoint {
             Some(k) => cmd.env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", k),
             None => cmd.env_remove("FLOWSPIKE_FIREHOSE_ACCESS_KEYS"),
         };
-        cmd.args(["--log-level", "info", "serve-firehose", "--state"])
+        cmd.args(["--log-level", "info", "serve-firehose", "--mode", "window", "--state"])
             .arg(state)
             .args(["--listen", &format!("127.0.0.1:{port}")]);
         if !extra.contains(&"--metrics-addr") {

@@ -89,6 +89,8 @@ pub(crate) fn consume_cmd(moto: &Moto, state: &str, output: &str) -> Command {
         "--log-level",
         "info",
         "consume",
+        "--mode",
+        "window",
         "--stream",
         "flows",
         "--state",

@@ -73,7 +73,7 @@ fn replay_reproduces_ground_truth_and_rereplay_does_not_double_count() {
     let spikes_path = dir.path().join("spikes.jsonl");
     let replay = || {
         run(flowspike()
-            .arg("replay")
+            .args(["replay", "--mode", "window"])
             .arg(dir.path().join("archive"))
             .arg("--state")
             .arg(&state)
@@ -137,7 +137,7 @@ fn a_large_plain_file_mapped_or_read_gives_the_ground_truth() {
         let state = dir.path().join(name);
         let spikes_path = dir.path().join(format!("{name}.jsonl"));
         let mut cmd = flowspike();
-        cmd.arg("replay")
+        cmd.args(["replay", "--mode", "window"])
             .arg(&file)
             .arg("--state")
             .arg(&state)
@@ -196,7 +196,7 @@ fn replay_counts_and_skips_damaged_input_and_says_so_in_the_exit_code() {
     .unwrap();
     let state = dir.path().join("state");
     let out = run(flowspike()
-        .arg("replay")
+        .args(["replay", "--mode", "window"])
         .arg(&archive)
         .arg("--state")
         .arg(&state)
@@ -227,7 +227,7 @@ fn replay_from_to_skips_prefixes_and_records_outside_the_range() {
     let from = cfg.start + 10 * 86400;
     let to = from + 2 * 86400;
     let out = run(flowspike()
-        .arg("replay")
+        .args(["replay", "--mode", "window"])
         .arg(dir.path().join("archive"))
         .arg("--state")
         .arg(&state)
@@ -277,7 +277,7 @@ fn regression_replaying_a_truncated_object_destroys_a_good_hour() {
     let state = dir.path().join("state");
     let replay = || {
         run(flowspike()
-            .arg("replay")
+            .args(["replay", "--mode", "window"])
             .arg(&archive)
             .arg("--state")
             .arg(&state)
@@ -359,7 +359,7 @@ fn replay_far_future_start_is_malformed_exit_3() {
     std::fs::write(dir.path().join("flows.log"), text).unwrap();
     let state = dir.path().join("state");
     let out = run(flowspike()
-        .arg("replay")
+        .args(["replay", "--mode", "window"])
         .arg(dir.path().join("flows.log"))
         .arg("--state")
         .arg(&state)

@@ -171,7 +171,7 @@ fn consume_cmd(kl: &KinesisLocal, stream: &str, state: &Path) -> Command {
     let mut cmd = flowspike();
     kl.env(&mut cmd);
     cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
-    cmd.args(["--log-level", "info", "consume", "--stream", stream, "--state"]).arg(state).args([
+    cmd.args(["--log-level", "info", "consume", "--mode", "window", "--stream", stream, "--state"]).arg(state).args([
         "--allowed-lateness-secs",
         "60",
         "--checkpoint-interval-secs",

@@ -33,6 +33,8 @@ fn replay_from_s3_into_s3_state_matches_ground_truth() {
 
     let out = run(moto.env(&mut flowspike()).args([
         "replay",
+        "--mode",
+        "window",
         "s3://flow-archive/",
         "--state",
         "s3://flowspike-state/prod",

@@ -2,23 +2,31 @@
 //!
 //! The detection is Splunk ESCU's "Detect Spike in blocked Outbound Traffic from your AWS": for every
 //! hour and internal source, the number `c` of blocked outbound records is compared with that source's
-//! history. Only hours with `c > 0` are data points (as in Splunk, where quiet hours produce no rows).
-//! Two baselines are offered ([`Mode`]):
+//! history. Three baselines are offered ([`Mode`]):
 //!
-//! - [`Mode::Window`] (default): the prior points of the last `window_hours` hours
+//! - [`Mode::Adaptive`] (default): a model of each source's normal hour (hour of day × weekday or
+//!   weekend, decayed sums, quiet hours as zeros once the source exists, negative binomial
+//!   overdispersion, shrunk towards the fleet for young sources) and an alert when
+//!   `P(X >= c) < alpha` and `c >= min_count`; a new source is judged against what new sources
+//!   of the fleet do. See docs/detection.md.
+//!
+//! In the two ESCU modes only hours with `c > 0` are data points (as in Splunk, where quiet hours
+//! produce no rows):
+//!
+//! - [`Mode::Window`]: the prior points of the last `window_hours` hours
 //!   (`H - window <= h < H`); a spike needs `n >= min_points` and `c > mean + deviations * stdev`
 //!   (sample standard deviation, 0 when `n < 2`).
 //! - [`Mode::Splunk`]: a port of ESCU's search and its support search "Baseline of blocked outbound
 //!   traffic from AWS", including its exponential-style update and its `numDataPoints > 5` test. See
 //!   [`SplunkState`] for the one deliberate difference (sources first seen after the bootstrap).
 //!
-//! Both modes also require `c >= min_count`. [`Detector`] is the streaming form (hours in increasing
+//! All modes also require `c >= min_count`. [`Detector`] is the streaming form (hours in increasing
 //! order), [`detect`] the batch form, and [`reference`](mod@reference) the naive implementation the fast one is tested
 //! against.
 //!
 //! ```
 //! use flowspike_counter::AggregateRow;
-//! use flowspike_detect::{detect, DetectConfig};
+//! use flowspike_detect::{detect, DetectConfig, Mode};
 //!
 //! let row = |hour: i64, c: u64| AggregateRow {
 //!     hour: hour * 3600, src_ip: "10.0.0.1".into(), blocked_count: c, unique_dest_count: c,
@@ -26,7 +34,7 @@
 //! };
 //! let mut rows: Vec<_> = (0..10).map(|h| row(h, 2 + (h as u64 % 2))).collect();
 //! rows.push(row(10, 50));
-//! let spikes = detect(&DetectConfig::default(), &rows);
+//! let spikes = detect(&DetectConfig::for_mode(Mode::Window), &rows);
 //! assert_eq!(spikes.len(), 1);
 //! assert_eq!(spikes[0].blocked_count, 50);
 //! assert_eq!(spikes[0].data_points, 10);
@@ -39,12 +47,15 @@ use std::str::FromStr;
 use flowspike_counter::{AggregateRow, Columns};
 use serde::{Deserialize, Serialize};
 
+mod adaptive;
+mod nb;
 pub mod reference;
 mod spike;
 mod splunk;
 mod window;
 
-pub use spike::{fnv1a64, format_hour, parse_hour, spike_id, Spike, DETECTION};
+pub use adaptive::{AdaptiveSource, AdaptiveState, FleetSums};
+pub use spike::{fnv1a64, format_hour, parse_hour, spike_id, Reason, Spike, DETECTION};
 pub use splunk::{SplunkSource, SplunkState};
 pub use window::{WindowSource, WindowState};
 
@@ -52,17 +63,21 @@ pub use window::{WindowSource, WindowState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Sliding window of the prior `window_hours` hours, exact mean and sample stdev.
+    /// The default: each source's seasonal, overdispersed count model and a calibrated tail test
+    /// (docs/detection.md).
     #[default]
+    Adaptive,
+    /// Sliding window of the prior `window_hours` hours, exact mean and sample stdev.
     Window,
     /// ESCU's running average/stdev with a bootstrap of the first `window_hours` hours.
     Splunk,
 }
 
 impl Mode {
-    /// `"window"` or `"splunk"`.
+    /// `"adaptive"`, `"window"` or `"splunk"`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Adaptive => "adaptive",
             Mode::Window => "window",
             Mode::Splunk => "splunk",
         }
@@ -80,6 +95,7 @@ impl FromStr for Mode {
 
     fn from_str(s: &str) -> Result<Mode, DetectError> {
         match s {
+            "adaptive" => Ok(Mode::Adaptive),
             "window" => Ok(Mode::Window),
             "splunk" => Ok(Mode::Splunk),
             _ => Err(DetectError::UnknownMode(s.to_string())),
@@ -87,7 +103,9 @@ impl FromStr for Mode {
     }
 }
 
-/// Detection settings. The defaults are ESCU's (`720`, `5`, `3.0`) plus a neutral `min_count` of 1.
+/// Detection settings. [`DetectConfig::default`] is adaptive mode with its calibrated `alpha` and
+/// `min_count`; [`DetectConfig::for_mode`] gives each mode's defaults (for window and splunk,
+/// ESCU's `720`, `5`, `3.0` plus a neutral `min_count` of 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectConfig {
     /// Baseline mode.
@@ -102,23 +120,51 @@ pub struct DetectConfig {
     pub deviations: f64,
     /// A spike also needs `blocked_count >= min_count` (1: no effect).
     pub min_count: u64,
+    /// Adaptive mode: an hour alerts when its tail probability under the source's model is below
+    /// `alpha` (window and splunk modes ignore it).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+}
+
+/// Adaptive mode's default `alpha` (see docs/detection-quality.md for how it was chosen).
+pub const DEFAULT_ALPHA: f64 = 1e-6;
+/// Adaptive mode's default `min_count`.
+pub const DEFAULT_ADAPTIVE_MIN_COUNT: u64 = 5;
+
+fn default_alpha() -> f64 {
+    DEFAULT_ALPHA
 }
 
 impl Default for DetectConfig {
+    /// Adaptive mode with its defaults: `DetectConfig::for_mode(Mode::Adaptive)`.
     fn default() -> DetectConfig {
-        DetectConfig {
-            mode: Mode::Window,
-            window_hours: 720,
-            min_points: 5,
-            deviations: 3.0,
-            min_count: 1,
-        }
+        DetectConfig::for_mode(Mode::Adaptive)
     }
 }
 
 impl DetectConfig {
-    /// Checks the settings: `window_hours >= 1` and a finite `deviations`.
+    /// The defaults of `mode`: `min_count` [`DEFAULT_ADAPTIVE_MIN_COUNT`] in adaptive mode, 1 (no
+    /// effect) in the others; `window_hours` 720, `min_points` 5, `deviations` 3 (ESCU's, unused
+    /// by adaptive mode) and `alpha` [`DEFAULT_ALPHA`] (used only by adaptive mode).
+    pub fn for_mode(mode: Mode) -> DetectConfig {
+        DetectConfig {
+            mode,
+            window_hours: 720,
+            min_points: 5,
+            deviations: 3.0,
+            min_count: if mode == Mode::Adaptive { DEFAULT_ADAPTIVE_MIN_COUNT } else { 1 },
+            alpha: DEFAULT_ALPHA,
+        }
+    }
+
+    /// Checks the settings: `window_hours >= 1`, a finite `deviations` and `0 < alpha < 1`.
     pub fn validate(&self) -> Result<(), DetectError> {
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(DetectError::InvalidConfig(format!(
+                "alpha must be in (0, 1), got {}",
+                self.alpha
+            )));
+        }
         if self.window_hours == 0 {
             return Err(DetectError::InvalidConfig("window_hours must be at least 1".into()));
         }
@@ -132,11 +178,12 @@ impl DetectConfig {
     }
 
     /// The first hour whose history a fresh detector must be warmed with before it evaluates
-    /// `hour`: the window before it in `window` mode, all history (`i64::MIN`) in `splunk` mode.
+    /// `hour`: the window before it in `window` mode, all history (`i64::MIN`) in `splunk` and
+    /// `adaptive` modes (whose state depends on every hour since the first).
     pub fn warm_from(&self, hour: i64) -> i64 {
         match self.mode {
             Mode::Window => hour.saturating_sub(self.window_secs()),
-            Mode::Splunk => i64::MIN,
+            Mode::Splunk | Mode::Adaptive => i64::MIN,
         }
     }
 
@@ -149,8 +196,8 @@ impl DetectConfig {
 /// Errors of the detection.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DetectError {
-    /// A mode name other than `window` or `splunk`.
-    #[error("unknown detection mode {0:?}: expected \"window\" or \"splunk\"")]
+    /// A mode name other than `adaptive`, `window` or `splunk`.
+    #[error("unknown detection mode {0:?}: expected \"adaptive\", \"window\" or \"splunk\"")]
     UnknownMode(String),
     /// A setting out of range.
     #[error("invalid detection config: {0}")]
@@ -176,6 +223,8 @@ pub enum DetectorState {
     Window(WindowState),
     /// Splunk mode: the ESCU lookup plus bootstrap bookkeeping.
     Splunk(SplunkState),
+    /// Adaptive mode: every source's decayed sums and the fleet's new-source sums.
+    Adaptive(AdaptiveState),
 }
 
 impl DetectorState {
@@ -351,6 +400,9 @@ impl Obs<'_> {
             baseline_stdev: b.stdev,
             data_points: b.n,
             threshold,
+            reason: None,
+            expected: None,
+            p_value: None,
         }
     }
 }
@@ -359,6 +411,7 @@ impl Obs<'_> {
 enum Inner {
     Window(window::WindowDetector),
     Splunk(splunk::SplunkDetector),
+    Adaptive(Box<adaptive::AdaptiveDetector>),
 }
 
 /// Streaming detector: feed hours in strictly increasing order with [`Detector::observe_hour`]
@@ -381,6 +434,7 @@ impl Detector {
         let inner = match cfg.mode {
             Mode::Window => Inner::Window(window::WindowDetector::default()),
             Mode::Splunk => Inner::Splunk(splunk::SplunkDetector::default()),
+            Mode::Adaptive => Inner::Adaptive(Box::default()),
         };
         Detector { cfg, inner, rejected_hours: 0 }
     }
@@ -395,9 +449,12 @@ impl Detector {
             (Mode::Splunk, DetectorState::Splunk(s)) => {
                 Inner::Splunk(splunk::SplunkDetector::from_state(s, cfg.window_hours)?)
             }
+            (Mode::Adaptive, DetectorState::Adaptive(s)) => {
+                Inner::Adaptive(Box::new(adaptive::AdaptiveDetector::from_state(s)?))
+            }
             (m, _) => {
                 return Err(DetectError::InvalidState(format!(
-                    "state was saved by the other mode than the configured {m}"
+                    "state was saved by another mode than the configured {m}"
                 )))
             }
         };
@@ -409,6 +466,7 @@ impl Detector {
         match &self.inner {
             Inner::Window(w) => DetectorState::Window(w.to_state()),
             Inner::Splunk(s) => DetectorState::Splunk(s.to_state(self.cfg.window_hours)),
+            Inner::Adaptive(a) => DetectorState::Adaptive(a.to_state()),
         }
     }
 
@@ -422,6 +480,19 @@ impl Detector {
         match &self.inner {
             Inner::Window(w) => w.last_hour,
             Inner::Splunk(s) => s.last_hour,
+            Inner::Adaptive(a) => a.last_hour,
+        }
+    }
+
+    /// The smallest `blocked_count` of `src_ip` that [`Detector::observe_hour`] would flag in
+    /// `hour` (adaptive mode; `None` in the other modes, for an hour already fed, during the
+    /// warm-up, or when no count would). The test is monotone in the count: every count at or
+    /// above the threshold alerts, none below, so a stream can alert as soon as a source's
+    /// running count reaches it.
+    pub fn threshold(&self, hour: i64, src_ip: &str) -> Option<u64> {
+        match &self.inner {
+            Inner::Adaptive(a) => a.threshold(&self.cfg, hour, src_ip),
+            Inner::Window(_) | Inner::Splunk(_) => None,
         }
     }
 
@@ -478,6 +549,7 @@ impl Detector {
         Ok(match &mut self.inner {
             Inner::Window(w) => w.feed(&self.cfg, hour, &obs, verdicts),
             Inner::Splunk(s) => s.feed(&self.cfg, hour, &obs, verdicts),
+            Inner::Adaptive(a) => a.feed(&self.cfg, hour, &obs, verdicts),
         })
     }
 }

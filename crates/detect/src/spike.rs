@@ -37,8 +37,45 @@ pub struct Spike {
     pub baseline_stdev: f64,
     /// Data points of the baseline (window mode: prior active hours; splunk mode: updated count).
     pub data_points: u64,
-    /// `baseline_mean + deviations * baseline_stdev`; a spike has `blocked_count > threshold`.
+    /// `baseline_mean + deviations * baseline_stdev`; a spike has `blocked_count > threshold`
+    /// (adaptive mode: the largest count that would not have alerted).
     pub threshold: f64,
+    /// Adaptive mode: why the record was raised (absent in window and splunk modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// Adaptive mode: the expected count of the source in this hour under its model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<f64>,
+    /// Adaptive mode: `P(X >= blocked_count)` under the model's predictive distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+}
+
+/// Why an adaptive-mode record was raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The hour is far above the source's own model for that hour.
+    Spike,
+    /// A source first seen after the warm-up whose first hour is far above what new sources of
+    /// the fleet do.
+    NewSource,
+    /// The last few hours together are far above the model (a ramp).
+    Ramp,
+    /// Many sources rose together towards a shared destination (the incident layer).
+    Fleet,
+}
+
+impl Reason {
+    /// The name in the JSON record: `spike`, `new_source`, `ramp` or `fleet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Spike => "spike",
+            Reason::NewSource => "new_source",
+            Reason::Ramp => "ramp",
+            Reason::Fleet => "fleet",
+        }
+    }
 }
 
 impl Spike {
@@ -147,6 +184,9 @@ mod tests {
             baseline_stdev: 1.4,
             data_points: 212,
             threshold: 7.4,
+            reason: None,
+            expected: None,
+            p_value: None,
         };
         let line = s.to_json_line();
         let expected = format!(

@@ -27,7 +27,7 @@ fn series(src: &str, pts: &[(i64, u64)]) -> Vec<AggregateRow> {
 }
 
 fn cfg(mode: Mode) -> DetectConfig {
-    DetectConfig { mode, ..DetectConfig::default() }
+    DetectConfig::for_mode(mode)
 }
 
 /// The (hour index, count) of every spike.
@@ -253,6 +253,10 @@ fn duplicate_rows_of_a_source_are_summed() {
 
 #[test]
 fn mode_and_config() {
+    assert_eq!("adaptive".parse::<Mode>(), Ok(Mode::Adaptive));
+    assert_eq!(DetectConfig::default().mode, Mode::Adaptive);
+    assert!(DetectConfig { alpha: 0.0, ..DetectConfig::default() }.validate().is_err());
+    assert!(DetectConfig { alpha: f64::NAN, ..DetectConfig::default() }.validate().is_err());
     assert_eq!("window".parse::<Mode>(), Ok(Mode::Window));
     assert_eq!("splunk".parse::<Mode>(), Ok(Mode::Splunk));
     assert!(matches!("Splunk".parse::<Mode>(), Err(DetectError::UnknownMode(_))));
@@ -443,8 +447,14 @@ fn snapshot_restore_continues_exactly() {
         by_hour.entry(r.hour).or_default().push(r.clone());
     }
     // Splits inside and after the splunk bootstrap.
-    for (mode, split) in [(Mode::Window, 900), (Mode::Splunk, 300), (Mode::Splunk, 1000)] {
-        let c = DetectConfig { mode, ..DetectConfig::default() };
+    for (mode, split) in [
+        (Mode::Window, 900),
+        (Mode::Splunk, 300),
+        (Mode::Splunk, 1000),
+        (Mode::Adaptive, 300),
+        (Mode::Adaptive, 1000),
+    ] {
+        let c = DetectConfig::for_mode(mode);
         let full = detect(&c, &rows);
         let mut d = Detector::new(c.clone());
         let mut got = Vec::new();
@@ -509,7 +519,7 @@ proptest! {
         splunk in any::<bool>(),
     ) {
         let mode = if splunk { Mode::Splunk } else { Mode::Window };
-        let c = DetectConfig { mode, window_hours, min_points, deviations, min_count };
+        let c = DetectConfig { mode, window_hours, min_points, deviations, min_count, alpha: 1e-6 };
         let fast = detect(&c, &rows);
         let slow = if splunk { reference::splunk(&c, &rows) } else { reference::window(&c, &rows) };
         assert_agree(&fast, &slow);
@@ -517,20 +527,24 @@ proptest! {
 
     #[test]
     fn row_order_does_not_matter(mut rows in arb_rows(), seed in any::<u64>()) {
-        let a = detect(&DetectConfig::default(), &rows);
+        let w = DetectConfig::for_mode(Mode::Window);
+        let a = detect(&w, &rows);
+        let ad = detect(&DetectConfig::default(), &rows);
         let mut r = Rng(seed);
         for i in (1..rows.len()).rev() {
             rows.swap(i, r.below(i as u64 + 1) as usize);
         }
-        prop_assert_eq!(a, detect(&DetectConfig::default(), &rows));
+        prop_assert_eq!(a, detect(&w, &rows));
+        prop_assert_eq!(ad, detect(&DetectConfig::default(), &rows));
     }
 }
 
 #[test]
 fn warm_from_is_the_window_before_the_hour_or_all_history() {
-    let window = DetectConfig { window_hours: 24, ..DetectConfig::default() };
+    let window = DetectConfig { window_hours: 24, ..DetectConfig::for_mode(Mode::Window) };
     assert_eq!(window.warm_from(100 * 3600), 76 * 3600);
     assert_eq!(window.warm_from(i64::MIN + 5), i64::MIN);
     let splunk = DetectConfig { mode: Mode::Splunk, ..window };
     assert_eq!(splunk.warm_from(100 * 3600), i64::MIN);
+    assert_eq!(DetectConfig::default().warm_from(100 * 3600), i64::MIN);
 }

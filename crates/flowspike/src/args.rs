@@ -89,8 +89,10 @@ pub struct GenArgs {
 /// Detection settings shared by replay and the consumer.
 #[derive(Args, Debug, Clone)]
 pub struct DetectArgs {
-    /// Baseline mode: window (exact 720-hour window) or splunk (ESCU's running update).
-    #[arg(long, default_value = "window", env = "FLOWSPIKE_MODE")]
+    /// Baseline mode: adaptive (each source's seasonal count model, calibrated tail test;
+    /// docs/detection.md), window (ESCU's rule, exact 720-hour window) or splunk (ESCU's running
+    /// update).
+    #[arg(long, default_value = "adaptive", env = "FLOWSPIKE_MODE")]
     pub mode: String,
     /// Window length in hours (window mode).
     #[arg(long, default_value_t = 720, env = "FLOWSPIKE_WINDOW_HOURS")]
@@ -101,9 +103,14 @@ pub struct DetectArgs {
     /// Standard deviations above the mean that make a spike.
     #[arg(long, default_value_t = 3.0, env = "FLOWSPIKE_DEVIATIONS")]
     pub deviations: f64,
-    /// A spike also needs at least this many blocked flows in the hour.
-    #[arg(long, default_value_t = 1, env = "FLOWSPIKE_MIN_COUNT")]
-    pub min_count: u64,
+    /// A spike also needs at least this many blocked flows in the hour (default: 5 in adaptive
+    /// mode, 1 in the others).
+    #[arg(long, env = "FLOWSPIKE_MIN_COUNT")]
+    pub min_count: Option<u64>,
+    /// Adaptive mode: alert when the hour's tail probability under the source's model is below
+    /// this (default 1e-6).
+    #[arg(long, env = "FLOWSPIKE_ALPHA")]
+    pub alpha: Option<f64>,
     /// Internal networks (comma-separated CIDRs); default: the RFC 1918 ranges, as ESCU.
     #[arg(long, value_delimiter = ',', env = "FLOWSPIKE_INTERNAL")]
     pub internal: Vec<String>,
@@ -182,8 +189,8 @@ pub struct DemoArgs {
     /// Random seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Baseline mode: window or splunk.
-    #[arg(long, default_value = "window")]
+    /// Baseline mode: adaptive, window (ESCU's rule) or splunk.
+    #[arg(long, default_value = "adaptive")]
     pub mode: String,
 }
 

@@ -95,7 +95,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         window_hours: 720,
         min_points: 5,
         deviations: 3.0,
-        min_count: 1,
+        min_count: None,
+        alpha: None,
         internal: Vec::new(),
         dest_cap: 10_000,
         max_sources_per_hour: flowspike_counter::DEFAULT_MAX_SOURCES_PER_HOUR,
@@ -121,6 +122,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(&spikes_path)?);
     crate::replay::write_spikes(&outcome.spikes, &mut f)?;
     print_table(&outcome.spikes, &manifest);
+    println!(
+        "mode: {}{}",
+        a.mode,
+        if a.mode == "adaptive" {
+            " (the default); Splunk ESCU's rule is --mode window (exact 720-hour window) or --mode splunk (its running update)"
+        } else {
+            "; the default is --mode adaptive"
+        }
+    );
     crate::replay::print_summary(&outcome, false, &spikes_path.display().to_string());
     eprintln!("Parquet history: {}", state.join("aggregates").display());
     eprintln!(
@@ -134,8 +144,8 @@ fn print_table(spikes: &[flowspike_detect::Spike], manifest: &Manifest) {
     let injected: BTreeSet<(i64, &str)> =
         manifest.injected.iter().map(|i| (i.hour, i.src_ip.as_str())).collect();
     println!(
-        "{:<21} {:<16} {:>7} {:>6} {:>9} {:>9} {:>9} {:>6}  injected",
-        "hour", "src_ip", "blocked", "dests", "mean", "stdev", "threshold", "points"
+        "{:<21} {:<16} {:>7} {:>6} {:>9} {:>9} {:>9} {:>6} {:<10}  injected",
+        "hour", "src_ip", "blocked", "dests", "mean", "stdev", "threshold", "points", "reason"
     );
     let mut found = 0;
     for s in spikes {
@@ -145,7 +155,7 @@ fn print_table(spikes: &[flowspike_detect::Spike], manifest: &Manifest) {
         let was_injected = injected.contains(&(s.hour, s.src_ip.as_str()));
         found += usize::from(was_injected);
         println!(
-            "{:<21} {:<16} {:>7} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>6}  {}",
+            "{:<21} {:<16} {:>7} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>6} {:<10}  {}",
             hour,
             s.src_ip,
             s.blocked_count,
@@ -154,6 +164,7 @@ fn print_table(spikes: &[flowspike_detect::Spike], manifest: &Manifest) {
             s.baseline_stdev,
             s.threshold,
             s.data_points,
+            s.reason.map_or("", |r| r.as_str()),
             if was_injected { "yes" } else { "" }
         );
     }

@@ -44,12 +44,15 @@ pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, D
         max_sources_per_hour: a.max_sources_per_hour,
         ..CounterConfig::default()
     };
+    let mode = a.mode.parse().map_err(|e| anyhow::anyhow!("--mode {}: {e}", a.mode))?;
+    let defaults = DetectConfig::for_mode(mode);
     let detect = DetectConfig {
-        mode: a.mode.parse().map_err(|e| anyhow::anyhow!("--mode {}: {e}", a.mode))?,
+        mode,
         window_hours: a.window_hours,
         min_points: u64::from(a.min_points),
         deviations: a.deviations,
-        min_count: a.min_count,
+        min_count: a.min_count.unwrap_or(defaults.min_count),
+        alpha: a.alpha.unwrap_or(defaults.alpha),
     };
     Ok((rule, counter, detect))
 }

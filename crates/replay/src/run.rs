@@ -435,9 +435,9 @@ pub fn replay(
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());
     let write = || write_hours(history, &by_hour, &name);
-    let spikes = if cfg.detect.mode == Mode::Window {
-        // Window-mode detection reads only rows in memory and hours outside the ones being
-        // written, and saves nothing: it runs while the files are written.
+    let spikes = if cfg.detect.mode != Mode::Splunk {
+        // Window- and adaptive-mode detection read only rows in memory and hours outside the
+        // ones being written, and save nothing: they run while the files are written.
         let (written, spikes) = rayon::join(write, || detect_range(&cfg.detect, history, &by_hour));
         written?;
         spikes?
@@ -813,7 +813,8 @@ fn unique_suffix() -> String {
 }
 
 /// Evaluates the detection for hours `first..=last` from the history, warming the baseline with the
-/// hours before `first` that the mode needs (the window for `window`; all history for `splunk`).
+/// hours before `first` that the mode needs (the window for `window`; all history for `splunk`
+/// and `adaptive`).
 fn detect_range(
     cfg: &DetectConfig,
     history: &History,
@@ -846,6 +847,10 @@ fn detect_range(
     }
     let mut detector = Detector::new(cfg.clone());
     let spikes = detector.feed_hours(&hours).map_err(|e| ReplayError::Detect(e.to_string()))?;
+    if cfg.mode != Mode::Splunk {
+        // Adaptive mode is rebuilt from the history by every service: nothing to save.
+        return Ok(spikes);
+    }
     // The streaming consumer continues from this baseline.
     history
         .store()

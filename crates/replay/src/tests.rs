@@ -56,7 +56,7 @@ fn config(dir: &std::path::Path, fetchers: usize, stream: StreamSettings) -> Rep
         decode: flowlog::DecodeOptions::default(),
         rule: Rule::default(),
         counter: CounterConfig::default(),
-        detect: DetectConfig::default(),
+        detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
         fetchers,
         stream,
     }
@@ -194,7 +194,7 @@ fn spikes_from_written_rows_equal_spikes_from_the_history_read_back() {
     let base = 1_767_225_600i64;
     let (first, last) = (base + 21 * 3600, base + 30 * 3600);
     let rows = history.read_range(i64::MIN / 2, last + 3600).unwrap();
-    let mut detector = flowspike_detect::Detector::new(DetectConfig::default());
+    let mut detector = flowspike_detect::Detector::new(DetectConfig::for_mode(flowspike_detect::Mode::Window));
     let mut want = Vec::new();
     let mut i = 0;
     while i < rows.len() {

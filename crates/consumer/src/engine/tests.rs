@@ -15,7 +15,7 @@ fn cfg() -> EngineConfig {
         stream: "flows".into(),
         allowed_lateness_secs: LATENESS,
         counter: CounterConfig::default(),
-        detect: DetectConfig::default(),
+        detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
     }
 }
 

@@ -20,7 +20,10 @@ fn cfg(id: &str) -> WorkerConfig {
         claim_takeover: Duration::from_secs(3600),
         idle_shard_after: Duration::from_secs(3600),
         counter: CounterConfig::default(),
-        detect: DetectConfig { min_points: 3, ..DetectConfig::default() },
+        detect: DetectConfig {
+            min_points: 3,
+            ..DetectConfig::for_mode(flowspike_detect::Mode::Window)
+        },
     }
 }
 
