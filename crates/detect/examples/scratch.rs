@@ -10,6 +10,13 @@ fn main() {
         let cfg = DetectConfig { alpha, min_count: mc, ..DetectConfig::for_mode(Mode::Adaptive) };
         let t = std::time::Instant::now();
         let q = quality::evaluate(&SynthConfig { seed, ..SynthConfig::default() }, &cfg);
-        println!("{seed} recall {:.2} false {} /10k {:.2} sh {} ({:?})", q.recall(), q.false_alerts, q.false_per_10k(), q.source_hours, t.elapsed());
+        println!(
+            "{seed} recall {:.2} false {} /10k {:.2} sh {} ({:?})",
+            q.recall(),
+            q.false_alerts,
+            q.false_per_10k(),
+            q.source_hours,
+            t.elapsed()
+        );
     }
 }

@@ -198,7 +198,11 @@ impl FleetSums {
         let (n, s, q) = (self.n * f, self.sum * f, self.sum_sq * f);
         let mean = s / n;
         let var = (q / n - mean * mean).max(0.0);
-        let disp = if mean > 0.0 { ((var - mean) / (mean * mean)).clamp(0.0, MAX_DISPERSION) } else { 0.0 };
+        let disp = if mean > 0.0 {
+            ((var - mean) / (mean * mean)).clamp(0.0, MAX_DISPERSION)
+        } else {
+            0.0
+        };
         Some((n, mean, disp))
     }
 
@@ -368,20 +372,40 @@ impl AdaptiveDetector {
                     let data_points = s.active;
                     if let Some(t) = v.tail_threshold {
                         if judged && c >= floor {
-                            spikes.push(record(o, hour, Reason::Spike, p, v.p_value, t.max(floor), data_points));
+                            spikes.push(record(
+                                o,
+                                hour,
+                                Reason::Spike,
+                                p,
+                                v.p_value,
+                                t.max(floor),
+                                data_points,
+                            ));
                         }
                     }
                     let (x, x_sq) = robust(c, v.tail_threshold, p.mu);
                     s.add(r, i, x, x_sq);
                 }
                 None => {
-                    let pred = self.fleet.predictive(r, i).map(|(mu, k, stdev)| Prediction { mu, k, stdev });
+                    let pred = self.fleet.predictive(r, i).map(|(mu, k, stdev)| Prediction {
+                        mu,
+                        k,
+                        stdev,
+                    });
                     let (x, x_sq) = match pred {
                         Some(p) => {
                             let v = Self::verdict(c, p, cfg.alpha);
                             if let Some(t) = v.tail_threshold {
                                 if judged && c >= floor {
-                                    spikes.push(record(o, hour, Reason::NewSource, p, v.p_value, t.max(floor), 0));
+                                    spikes.push(record(
+                                        o,
+                                        hour,
+                                        Reason::NewSource,
+                                        p,
+                                        v.p_value,
+                                        t.max(floor),
+                                        0,
+                                    ));
                                 }
                             }
                             robust(c, v.tail_threshold, p.mu)
@@ -427,6 +451,7 @@ impl AdaptiveDetector {
             last_sweep: self.last_sweep,
             fleet: self.fleet.clone(),
             sources,
+            incidents: crate::incident::Incidents::default(),
         }
     }
 
@@ -442,7 +467,11 @@ impl AdaptiveDetector {
         let mut sources = HashMap::with_capacity(st.sources.len());
         for s in st.sources {
             let Ok(buckets) = <[f64; BUCKETS]>::try_from(s.buckets.as_slice()) else {
-                return bad(format!("source {}: {} buckets, expected {BUCKETS}", s.src_ip, s.buckets.len()));
+                return bad(format!(
+                    "source {}: {} buckets, expected {BUCKETS}",
+                    s.src_ip,
+                    s.buckets.len()
+                ));
             };
             if !(finite(s.sum) && finite(s.sum_sq) && buckets.iter().all(|&b| finite(b)))
                 || s.birth > s.last
@@ -522,6 +551,9 @@ pub struct AdaptiveState {
     pub fleet: FleetSums,
     /// Sources, sorted by address.
     pub sources: Vec<AdaptiveSource>,
+    /// The open episodes of the incident layer (filled by [`Detector::snapshot`](crate::Detector::snapshot)).
+    #[serde(default, skip_serializing_if = "crate::incident::Incidents::is_empty")]
+    pub incidents: crate::incident::Incidents,
 }
 
 /// One source of an [`AdaptiveState`] (hours are hour indexes: unix seconds / 3600).
@@ -666,8 +698,13 @@ mod tests {
     }
 
     /// Feeds `hours` hours of a fleet plus `extra` rows per hour; returns the records.
-    fn run(d: &mut Detector, rng: &mut Rng, hours: std::ops::Range<i64>, n: usize,
-           mut extra: impl FnMut(i64) -> Vec<AggregateRow>) -> Vec<Spike> {
+    fn run(
+        d: &mut Detector,
+        rng: &mut Rng,
+        hours: std::ops::Range<i64>,
+        n: usize,
+        mut extra: impl FnMut(i64) -> Vec<AggregateRow>,
+    ) -> Vec<Spike> {
         let mut out = Vec::new();
         for h in hours {
             let mut rows = fleet_hour(rng, h, n);
@@ -711,10 +748,13 @@ mod tests {
         // ... and the next day's threshold (same hour of day) is still close to the old one,
         // where an unclipped update would have added 24,000 records to a few hundred.
         let mut noise = Rng(7);
-        run(&mut d, &mut rng, h0 + 12..h0 + 24, 30, |h| vec![row(h, "10.1.1.2", noise.poisson(3.0))]);
+        run(&mut d, &mut rng, h0 + 12..h0 + 24, 30, |h| {
+            vec![row(h, "10.1.1.2", noise.poisson(3.0))]
+        });
         let after = d.threshold((h0 + 24) * H, "10.1.1.2").unwrap();
         assert!(after <= before * 2, "threshold {before} before, {after} after the incident");
-        let moderate = run(&mut d, &mut rng, h0 + 24..h0 + 25, 30, |h| vec![row(h, "10.1.1.2", after)]);
+        let moderate =
+            run(&mut d, &mut rng, h0 + 24..h0 + 25, 30, |h| vec![row(h, "10.1.1.2", after)]);
         assert!(moderate.iter().any(|s| s.src_ip == "10.1.1.2"));
     }
 
@@ -740,7 +780,8 @@ mod tests {
         assert_eq!(new[0].threshold, (t - 1) as f64);
         // Inside the warm-up, nothing is new.
         let mut fresh = adaptive();
-        let early = run(&mut fresh, &mut rng, 0..10, 40, |h| vec![row(h, &format!("10.4.0.{h}"), 5000)]);
+        let early =
+            run(&mut fresh, &mut rng, 0..10, 40, |h| vec![row(h, &format!("10.4.0.{h}"), 5000)]);
         assert!(early.is_empty(), "{early:?}");
     }
 
@@ -758,10 +799,8 @@ mod tests {
             assert!(t >= d.config().min_count);
             for c in t.saturating_sub(3).max(1)..t + 3 {
                 let mut probe = d.clone();
-                let flagged = probe
-                    .observe_hour(h * H, &[row(h, src, c)])
-                    .iter()
-                    .any(|s| s.src_ip == src);
+                let flagged =
+                    probe.observe_hour(h * H, &[row(h, src, c)]).iter().any(|s| s.src_ip == src);
                 assert_eq!(flagged, c >= t, "{src}: count {c}, threshold {t}");
             }
         }

@@ -89,8 +89,7 @@ pub(crate) fn beta_inc(a: f64, b: f64, x: f64) -> f64 {
     if x >= 1.0 {
         return 1.0;
     }
-    let ln_front =
-        a * x.ln() + b * (-x).ln_1p() - (ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b));
+    let ln_front = a * x.ln() + b * (-x).ln_1p() - (ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b));
     if x < (a + 1.0) / (a + b + 2.0) {
         (ln_front.exp() * beta_cf(a, b, x) / a).clamp(0.0, 1.0)
     } else {

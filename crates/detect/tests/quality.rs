@@ -4,7 +4,7 @@
 #[allow(dead_code)]
 mod quality;
 
-use flowspike_detect::{detect, Mode};
+use flowspike_detect::{detect, Detector, DetectorState, Mode, Spike};
 use flowspike_synth::{AnomalyKind, SynthConfig};
 
 #[test]
@@ -117,4 +117,61 @@ fn fleet_harness_scores_window_mode() {
     assert!(q.false_per_10k() > 50.0, "{q:?}");
     let table = quality::fleet_markdown(&[q]);
     assert!(table.lines().nth(2).unwrap().starts_with("| window | 2 | 1.00 |"), "{table}");
+}
+
+fn adaptive_run(case: &quality::FleetCase, restart_at: Option<i64>) -> Vec<Spike> {
+    let cfg = quality::parse_spec("adaptive").unwrap();
+    let mut d = Detector::new(cfg.clone());
+    let mut spikes = Vec::new();
+    for (hour, rows) in &case.hours {
+        if Some(*hour) == restart_at {
+            let state = DetectorState::from_json_bytes(&d.snapshot().to_json_bytes()).unwrap();
+            d = Detector::restore(cfg.clone(), state).unwrap();
+        }
+        spikes.extend(d.try_observe_hour(*hour, rows).unwrap());
+    }
+    spikes
+}
+
+#[test]
+fn adaptive_fleet_event_is_one_record_an_hour_and_episodes_keep_their_first_id() {
+    let case = quality::fleet_case(&small_fleet());
+    let ev = &case.labels.fleet_event;
+    let spikes = adaptive_run(&case, None);
+    let q = quality::score_fleet(&case, "adaptive", &spikes);
+    // Without the incident layer every alerting source of the event is its own record (window:
+    // one per source-hour, over a hundred here).
+    assert!((1..=3).contains(&q.fleet_records), "{q:?}");
+    let fleet: Vec<&Spike> = spikes.iter().filter(|s| !s.src_ips.is_empty()).collect();
+    assert!(!fleet.is_empty());
+    for f in &fleet {
+        assert!(ev.hours.contains(&f.hour), "{f:?}");
+        assert_eq!(f.dest_ips, vec![ev.dest_ip.clone()]);
+        assert_eq!((f.src_ip.as_str(), f.source_count), ("", f.src_ips.len() as u64));
+        assert!(f.src_ips.iter().all(|s| ev.src_ips.contains(s)), "{f:?}");
+        assert_eq!(f.id, fleet[0].id, "one incident, one id");
+    }
+    // Episodes: a source's records at most 2 hours apart share the first one's id.
+    let mut by_src: std::collections::BTreeMap<&str, Vec<&Spike>> = Default::default();
+    for s in spikes.iter().filter(|s| s.src_ips.is_empty()) {
+        by_src.entry(&s.src_ip).or_default().push(s);
+    }
+    let mut continued = 0;
+    for recs in by_src.values() {
+        for w in recs.windows(2) {
+            let e = w[1].episode.as_ref().unwrap();
+            assert_eq!(e.last_hour, w[1].hour);
+            if w[1].hour - w[0].hour <= 7200 {
+                continued += 1;
+                assert_eq!(w[1].id, w[0].id, "{:?}", w[1]);
+                assert_eq!(e.first_hour, w[0].episode.as_ref().unwrap().first_hour);
+            } else {
+                assert_eq!((e.first_hour, e.hours), (w[1].hour, 1));
+            }
+        }
+    }
+    assert!(continued > 0, "the ramps alert in consecutive hours");
+    // Restart-safe: a detector restored from its snapshot in the middle of the event continues
+    // the same incident and the same episodes.
+    assert_eq!(adaptive_run(&case, Some(ev.hours[1])), spikes);
 }
