@@ -13,6 +13,7 @@
 //! splunk with `min_count` 1 and 10.
 
 #[path = "../tests/support/quality.rs"]
+#[allow(dead_code)] // shared with tests/quality.rs, which uses the rest
 mod quality;
 
 use std::time::Instant;
