@@ -605,6 +605,7 @@ impl AdaptiveDetector {
             last_sweep: self.last_sweep,
             fleet: self.fleet.clone(),
             sources,
+            incidents: crate::incident::Incidents::default(),
         }
     }
 
@@ -725,6 +726,9 @@ pub struct AdaptiveState {
     pub fleet: FleetSums,
     /// Sources, sorted by address.
     pub sources: Vec<AdaptiveSource>,
+    /// The open episodes of the incident layer (filled by [`Detector::snapshot`](crate::Detector::snapshot)).
+    #[serde(default, skip_serializing_if = "crate::incident::Incidents::is_empty")]
+    pub incidents: crate::incident::Incidents,
 }
 
 /// One source of an [`AdaptiveState`] (hours are hour indexes: unix seconds / 3600).

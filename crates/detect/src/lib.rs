@@ -48,6 +48,7 @@ use flowspike_counter::{AggregateRow, Columns};
 use serde::{Deserialize, Serialize};
 
 mod adaptive;
+pub mod incident;
 mod nb;
 pub mod reference;
 mod spike;
@@ -392,10 +393,13 @@ impl Obs<'_> {
             mode,
             hour,
             src_ip: self.src.to_string(),
+            src_ips: Vec::new(),
+            source_count: 0,
             blocked_count: self.count,
             unique_dest_count,
             dest_ips,
             resource_ids,
+            episode: None,
             baseline_mean: b.mean,
             baseline_stdev: b.stdev,
             data_points: b.n,
@@ -425,6 +429,8 @@ pub struct Detector {
     cfg: DetectConfig,
     inner: Inner,
     rejected_hours: u64,
+    /// Adaptive mode's fleet incidents and episodes (unused in the other modes).
+    incidents: incident::Incidents,
 }
 
 impl Detector {
@@ -436,12 +442,13 @@ impl Detector {
             Mode::Splunk => Inner::Splunk(splunk::SplunkDetector::default()),
             Mode::Adaptive => Inner::Adaptive(Box::default()),
         };
-        Detector { cfg, inner, rejected_hours: 0 }
+        Detector { cfg, inner, rejected_hours: 0, incidents: incident::Incidents::default() }
     }
 
     /// Resumes from a saved state; its mode must be `cfg.mode` (and, for splunk mode, its window
     /// must be `cfg.window_hours`).
     pub fn restore(cfg: DetectConfig, state: DetectorState) -> Result<Detector, DetectError> {
+        let mut incidents = incident::Incidents::default();
         let inner = match (cfg.mode, state) {
             (Mode::Window, DetectorState::Window(s)) => {
                 Inner::Window(window::WindowDetector::from_state(s))
@@ -449,7 +456,8 @@ impl Detector {
             (Mode::Splunk, DetectorState::Splunk(s)) => {
                 Inner::Splunk(splunk::SplunkDetector::from_state(s, cfg.window_hours)?)
             }
-            (Mode::Adaptive, DetectorState::Adaptive(s)) => {
+            (Mode::Adaptive, DetectorState::Adaptive(mut s)) => {
+                incidents = std::mem::take(&mut s.incidents);
                 Inner::Adaptive(Box::new(adaptive::AdaptiveDetector::from_state(s)?))
             }
             (m, _) => {
@@ -458,7 +466,7 @@ impl Detector {
                 )))
             }
         };
-        Ok(Detector { cfg, inner, rejected_hours: 0 })
+        Ok(Detector { cfg, inner, rejected_hours: 0, incidents })
     }
 
     /// The state to save for [`Detector::restore`].
@@ -466,7 +474,11 @@ impl Detector {
         match &self.inner {
             Inner::Window(w) => DetectorState::Window(w.to_state()),
             Inner::Splunk(s) => DetectorState::Splunk(s.to_state(self.cfg.window_hours)),
-            Inner::Adaptive(a) => DetectorState::Adaptive(a.to_state()),
+            Inner::Adaptive(a) => {
+                let mut st = a.to_state();
+                st.incidents = self.incidents.clone();
+                DetectorState::Adaptive(st)
+            }
         }
     }
 
@@ -549,7 +561,15 @@ impl Detector {
         Ok(match &mut self.inner {
             Inner::Window(w) => w.feed(&self.cfg, hour, &obs, verdicts),
             Inner::Splunk(s) => s.feed(&self.cfg, hour, &obs, verdicts),
-            Inner::Adaptive(a) => a.feed(&self.cfg, hour, &obs, verdicts),
+            Inner::Adaptive(a) => {
+                let candidates = a.feed(&self.cfg, hour, &obs, verdicts);
+                if verdicts {
+                    // Every source of `obs` has a counted flow: they are the hour's active sources.
+                    self.incidents.apply(Mode::Adaptive, hour, obs.len(), candidates)
+                } else {
+                    candidates
+                }
+            }
         })
     }
 }

@@ -2,7 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::incident::Episode;
 use crate::Mode;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// Name of the detection carried by every [`Spike`].
 pub const DETECTION: &str = "blocked_outbound_spike";
@@ -21,8 +26,15 @@ pub struct Spike {
     /// Start of the hour, unix seconds; serialised as RFC 3339 (`2026-03-05T14:00:00Z`).
     #[serde(with = "hour_rfc3339")]
     pub hour: i64,
-    /// Source address.
+    /// Source address; empty (and absent from the JSON) in a fleet record, which has `src_ips`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub src_ip: String,
+    /// Adaptive mode, fleet record: the sources of the incident, sorted (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src_ips: Vec<String>,
+    /// Adaptive mode, fleet record: the number of sources, `src_ips.len()` (absent otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub source_count: u64,
     /// Blocked outbound records of the source in the hour.
     pub blocked_count: u64,
     /// Distinct blocked destinations in the hour.
@@ -31,6 +43,10 @@ pub struct Spike {
     pub dest_ips: Vec<String>,
     /// Interface ids (ENIs) that logged the blocked records.
     pub resource_ids: Vec<String>,
+    /// Adaptive mode: the incident this record belongs to; a later hour of an episode keeps the
+    /// episode's first `id` (absent in window and splunk modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episode: Option<Episode>,
     /// Mean of the baseline compared against (splunk mode: the updated average).
     pub baseline_mean: f64,
     /// Standard deviation of the baseline (splunk mode: the updated value).
@@ -129,7 +145,7 @@ pub fn spike_id(mode: Mode, hour: i64, src_ip: &str) -> String {
     format!("{:016x}", fnv1a64(key.as_bytes()))
 }
 
-mod hour_rfc3339 {
+pub(crate) mod hour_rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(hour: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -176,10 +192,13 @@ mod tests {
             mode: Mode::Window,
             hour: 1_772_719_200,
             src_ip: "10.1.2.3".into(),
+            src_ips: Vec::new(),
+            source_count: 0,
             blocked_count: 57,
             unique_dest_count: 31,
             dest_ips: vec!["8.8.8.8".into()],
             resource_ids: vec!["eni-0123456789abcdef0".into()],
+            episode: None,
             baseline_mean: 3.2,
             baseline_stdev: 1.4,
             data_points: 212,

@@ -4,7 +4,7 @@
 #[allow(dead_code)]
 mod quality;
 
-use flowspike_detect::{detect, Mode};
+use flowspike_detect::{detect, Detector, DetectorState, Mode, Spike};
 use flowspike_synth::{AnomalyKind, SynthConfig};
 
 #[test]
@@ -140,4 +140,82 @@ fn adaptive_default_on_the_fleet_scenario() {
     // ESCU's rule on the same case: more recall of moderate bursts, two orders more false alerts.
     let w = quality::evaluate_fleet(&case, "window", &quality::parse_spec("window").unwrap());
     assert!(w.false_per_10k() > 50.0 * q.false_per_10k().max(0.5), "{w:?}");
+}
+
+fn adaptive_run(case: &quality::FleetCase, restart_at: Option<i64>) -> Vec<Spike> {
+    let cfg = quality::parse_spec("adaptive").unwrap();
+    let mut d = Detector::new(cfg.clone());
+    let mut spikes = Vec::new();
+    for (hour, rows) in &case.hours {
+        if Some(*hour) == restart_at {
+            let state = DetectorState::from_json_bytes(&d.snapshot().to_json_bytes()).unwrap();
+            d = Detector::restore(cfg.clone(), state).unwrap();
+        }
+        spikes.extend(d.try_observe_hour(*hour, rows).unwrap());
+    }
+    spikes
+}
+
+#[test]
+fn adaptive_fleet_event_is_one_record_an_hour_and_episodes_keep_their_first_id() {
+    let mut case = quality::fleet_case(&small_fleet());
+    // Two consecutive burst hours of one source, two days before the end, so that an episode
+    // spans hours whatever the seed's own anomalies do.
+    let n = case.hours.len();
+    let src = case.hours[n - 48].1.first().expect("an active source").src_ip.clone();
+    for (_, rows) in &mut case.hours[n - 48..n - 46] {
+        rows.retain(|r| r.src_ip != src);
+        rows.push(flowspike_counter::AggregateRow {
+            hour: 0,
+            src_ip: src.clone(),
+            blocked_count: 5000,
+            unique_dest_count: 1,
+            dest_ips: vec!["203.0.113.77".into()],
+            ..Default::default()
+        });
+        rows.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
+    }
+    for (hour, rows) in &mut case.hours {
+        for r in rows.iter_mut() {
+            r.hour = *hour;
+        }
+    }
+    let ev = &case.labels.fleet_event;
+    let spikes = adaptive_run(&case, None);
+    let q = quality::score_fleet(&case, "adaptive", &spikes);
+    // Without the incident layer every alerting source of the event is its own record (window:
+    // one per source-hour, over a hundred here).
+    assert!((1..=3).contains(&q.fleet_records), "{q:?}");
+    let fleet: Vec<&Spike> = spikes.iter().filter(|s| !s.src_ips.is_empty()).collect();
+    assert!(!fleet.is_empty());
+    for f in &fleet {
+        assert!(ev.hours.contains(&f.hour), "{f:?}");
+        assert_eq!(f.dest_ips, vec![ev.dest_ip.clone()]);
+        assert_eq!((f.src_ip.as_str(), f.source_count), ("", f.src_ips.len() as u64));
+        assert!(f.src_ips.iter().all(|s| ev.src_ips.contains(s)), "{f:?}");
+        assert_eq!(f.id, fleet[0].id, "one incident, one id");
+    }
+    // Episodes: a source's records at most 2 hours apart share the first one's id.
+    let mut by_src: std::collections::BTreeMap<&str, Vec<&Spike>> = Default::default();
+    for s in spikes.iter().filter(|s| s.src_ips.is_empty()) {
+        by_src.entry(&s.src_ip).or_default().push(s);
+    }
+    let mut continued = 0;
+    for recs in by_src.values() {
+        for w in recs.windows(2) {
+            let e = w[1].episode.as_ref().unwrap();
+            assert_eq!(e.last_hour, w[1].hour);
+            if w[1].hour - w[0].hour <= 7200 {
+                continued += 1;
+                assert_eq!(w[1].id, w[0].id, "{:?}", w[1]);
+                assert_eq!(e.first_hour, w[0].episode.as_ref().unwrap().first_hour);
+            } else {
+                assert_eq!((e.first_hour, e.hours), (w[1].hour, 1));
+            }
+        }
+    }
+    assert!(continued > 0, "the two burst hours are one episode");
+    // Restart-safe: a detector restored from its snapshot in the middle of the event continues
+    // the same incident and the same episodes.
+    assert_eq!(adaptive_run(&case, Some(ev.hours[1])), spikes);
 }

@@ -80,6 +80,10 @@ pub struct GenArgs {
     /// First hour (RFC 3339 or YYYY-MM-DD); default: the generator's.
     #[arg(long)]
     pub start: Option<String>,
+    /// default, or fleet: the labelled fleet of docs/detection-quality.md (6 weeks of 500 hosts;
+    /// --bursts is then the number of anomalies of each kind; labels in manifest.json).
+    #[arg(long, default_value = "default")]
+    pub scenario: String,
 }
 
 /// Detection settings shared by replay and the consumer.

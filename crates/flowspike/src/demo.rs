@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Context;
 use flowspike_replay::ReplayConfig;
-use flowspike_synth::{generate_to_dir, Manifest, SynthConfig};
+use flowspike_synth::{generate_to_dir, Manifest, Scenario, SynthConfig};
 
 use crate::args::{DemoArgs, DetectArgs, GenArgs, InputArgs};
 use crate::replay::replay_sources;
@@ -44,7 +44,13 @@ fn generate(cfg: &SynthConfig, dir: &std::path::Path) -> anyhow::Result<Manifest
 
 /// `flowspike gen`.
 pub fn gen(a: GenArgs) -> anyhow::Result<u8> {
-    let mut cfg = synth_config(a.seed, a.hours, a.hosts, a.bursts);
+    let mut cfg = match a.scenario.parse::<Scenario>()? {
+        Scenario::Default => SynthConfig { seed: a.seed, ..SynthConfig::default() },
+        Scenario::Fleet => SynthConfig::fleet(a.seed),
+    };
+    cfg.hours = a.hours.unwrap_or(cfg.hours);
+    cfg.hosts = a.hosts.unwrap_or(cfg.hosts);
+    cfg.bursts = a.bursts.unwrap_or(cfg.bursts);
     if let Some(s) = &a.start {
         cfg.start = parse_time(s)?.div_euclid(3600) * 3600;
     }

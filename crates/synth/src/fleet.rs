@@ -491,7 +491,7 @@ impl Fleet {
             dstport: 443,
             src_ips,
         };
-        let week: Vec<i64> = (0..168).map(|h| hour(h)).collect();
+        let week: Vec<i64> = (0..168).map(hour).collect();
         let hosts = self
             .profiles
             .iter()

@@ -249,7 +249,8 @@ fn fleet_archive_matches_expected_rows() {
     let cfg = small_fleet();
     let (g, objs) = collect(&cfg);
     // (hour, src) -> (count, destinations, interfaces), read back from the objects' text.
-    let mut seen: BTreeMap<(i64, String), (u64, BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
+    type Seen = (u64, BTreeSet<u32>, BTreeSet<String>);
+    let mut seen: BTreeMap<(i64, String), Seen> = BTreeMap::new();
     for (_, gz) in &objs {
         for line in gunzip(gz).lines().skip(1) {
             let f: Vec<&str> = line.split(' ').collect();

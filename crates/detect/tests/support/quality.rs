@@ -147,8 +147,8 @@ pub fn fleet_case(synth: &SynthConfig) -> FleetCase {
 }
 
 /// Parses a detector spec `mode[:key=value]...` into a [`DetectConfig`]: the mode by its own
-/// `FromStr` (so a new mode works unchanged), each `key=value` set on the serialised default
-/// config (`value` as JSON, else as a string), e.g. `window:min_count=10`.
+/// `FromStr` (so a new mode works unchanged), each `key=value` set on the serialised defaults of
+/// that mode (`DetectConfig::for_mode`) (`value` as JSON, else as a string), e.g. `window:min_count=10`.
 pub fn parse_spec(spec: &str) -> Result<DetectConfig, String> {
     let mut parts = spec.split(':');
     let mode = Mode::from_str(parts.next().unwrap_or_default()).map_err(|e| e.to_string())?;
