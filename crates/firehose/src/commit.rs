@@ -195,6 +195,15 @@ impl Coordinator<'_> {
         // so the window is longer than Firehose retries.
         let before = now.saturating_sub(self.dedup_window_secs);
         self.engine.retain_source_positions(|_, applied_at| *applied_at >= before);
+        let forgotten = cap_request_ids(&mut self.engine, MAX_REQUEST_IDS);
+        if forgotten > 0 {
+            tracing::warn!(
+                forgotten,
+                cap = MAX_REQUEST_IDS,
+                "more request ids inside the dedup window than the cap: the oldest are forgotten \
+                 (a retry of one of them would be counted again)"
+            );
+        }
         let result = if self.engine.is_dirty() {
             let started = Instant::now();
             let r = self.engine.checkpoint(self.sink.as_mut());
@@ -254,6 +263,38 @@ pub(crate) fn apply_request(
     true
 }
 
+/// Most request ids remembered for the dedup window. Real Firehose delivery makes a few requests a
+/// minute per stream; without a cap an authenticated client sending many tiny requests with unique
+/// ids would grow memory and every checkpoint's manifest (up to 128 bytes an id) without bound.
+pub(crate) const MAX_REQUEST_IDS: usize = 100_000;
+
+/// Past `cap` remembered ids, forgets the oldest (by `applied_at`) down to 90% of `cap` in one
+/// pass, so the cost stays amortised O(1) per request; returns how many were forgotten.
+pub(crate) fn cap_request_ids(engine: &mut Engine, cap: usize) -> usize {
+    let len = engine.source_positions().len();
+    if len <= cap {
+        return 0;
+    }
+    let keep = cap - cap / 10;
+    let mut times: Vec<i64> = engine.source_positions().values().copied().collect();
+    let drop = len - keep;
+    // The `drop`-th oldest time: everything older goes, and of that very time only as many as
+    // needed (ids at equal times are forgotten in id order).
+    let (_, &mut cutoff, _) = times.select_nth_unstable(drop - 1);
+    let mut at_cutoff = drop - engine.source_positions().values().filter(|&&t| t < cutoff).count();
+    engine.retain_source_positions(|_, t| {
+        if *t < cutoff {
+            false
+        } else if *t == cutoff && at_cutoff > 0 {
+            at_cutoff -= 1;
+            false
+        } else {
+            true
+        }
+    });
+    drop
+}
+
 pub(crate) fn wall_clock_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -280,6 +321,36 @@ mod tests {
         };
         let line = b"2 123456789012 eni-1 10.0.0.1 8.8.8.8 443 1234 6 1 40 7200 7260 REJECT OK\n";
         decode_batch(&ctx, VIRTUAL_SHARD, &[RawRecord { sequence_number: "0", data: line }])
+    }
+
+    /// A flood of unique request ids inside the dedup window keeps at most the cap, forgetting
+    /// the oldest first.
+    #[test]
+    fn regression_request_ids_grow_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let cfg = EngineConfig {
+            stream: "firehose-test".into(),
+            allowed_lateness_secs: 600,
+            counter: CounterConfig::default(),
+            detect: DetectConfig::default(),
+            max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
+        };
+        let mut e = Engine::open(History::new(store), cfg, &mut Vec::new()).unwrap();
+        for i in 0..1_000 {
+            assert!(apply_request(&mut e, &format!("req-{i:04}"), 1_000 + i / 3, batch()));
+            cap_request_ids(&mut e, 100);
+            assert!(e.source_positions().len() <= 100);
+        }
+        let kept = e.source_positions();
+        assert!(kept.len() >= 90, "{}", kept.len());
+        assert!(kept.contains_key("req-0999"), "the newest is kept");
+        let oldest_kept = kept.values().min().unwrap();
+        assert!(*oldest_kept >= 1_000 + 899 / 3, "only the newest are kept: {oldest_kept}");
+        assert!(
+            !apply_request(&mut e, "req-0999", 2_000, batch()),
+            "a recent retry is still caught"
+        );
     }
 
     /// A retried request id is not applied twice: neither before the checkpoint nor after a
