@@ -53,6 +53,7 @@ mod nb;
 pub mod reference;
 mod spike;
 mod splunk;
+mod state_json;
 mod window;
 
 pub use adaptive::{AdaptiveSource, AdaptiveState, FleetSums};
@@ -231,13 +232,12 @@ pub enum DetectorState {
 impl DetectorState {
     /// JSON encoding.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::state_json::to_bytes(self)
     }
 
     /// Decodes what [`DetectorState::to_json_bytes`] wrote.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<DetectorState, DetectError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| DetectError::InvalidState(format!("decoding detector state: {e}")))
+        crate::state_json::from_bytes(bytes, "detector state")
     }
 }
 

@@ -471,6 +471,48 @@ fn snapshot_restore_continues_exactly() {
     }
 }
 
+/// The shared state encoder writes, for every mode, the bytes serde_json wrote before it was
+/// shared, and a restored detector snapshots to the same bytes again.
+#[test]
+fn state_json_bytes_same_for_every_mode() {
+    let rows = random_rows(7, 3, 400, 50);
+    for mode in [Mode::Window, Mode::Splunk, Mode::Adaptive] {
+        let c = cfg(mode);
+        let mut d = Detector::new(c.clone());
+        let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+        for r in &rows {
+            by_hour.entry(r.hour).or_default().push(r.clone());
+        }
+        for (h, rs) in &by_hour {
+            d.observe_hour(*h, rs);
+        }
+        let state = d.snapshot();
+        let bytes = state.to_json_bytes();
+        assert_eq!(bytes, serde_json::to_vec(&state).unwrap(), "{mode}");
+        let back = Detector::restore(c, DetectorState::from_json_bytes(&bytes).unwrap()).unwrap();
+        assert_eq!(back.snapshot().to_json_bytes(), bytes, "{mode}");
+        match state {
+            DetectorState::Window(st) => {
+                assert_eq!(st.to_json_bytes(), serde_json::to_vec(&st).unwrap());
+                assert_eq!(WindowState::from_json_bytes(&st.to_json_bytes()).unwrap(), st);
+            }
+            DetectorState::Splunk(st) => {
+                assert_eq!(st.to_json_bytes(), serde_json::to_vec(&st).unwrap());
+                assert_eq!(SplunkState::from_json_bytes(&st.to_json_bytes()).unwrap(), st);
+            }
+            DetectorState::Adaptive(_) => {}
+        }
+    }
+    for (err, what) in [
+        (DetectorState::from_json_bytes(b"{").unwrap_err(), "detector state"),
+        (SplunkState::from_json_bytes(b"{").unwrap_err(), "splunk state"),
+        (WindowState::from_json_bytes(b"{").unwrap_err(), "window state"),
+    ] {
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("invalid detector state: decoding {what}: ")), "{text}");
+    }
+}
+
 #[test]
 fn splunk_state_json_names_and_errors() {
     let mut d = Detector::new(cfg(Mode::Splunk));
