@@ -169,7 +169,13 @@ pub enum ReplayError {
     History(#[from] flowspike_history::HistoryError),
     /// The detection failed.
     #[error("detection: {0}")]
-    Detect(String),
+    Detect(#[from] flowspike_detect::DetectError),
+    /// A splunk-mode replay could not save its baseline (`baseline/splunk.json`).
+    #[error("detection: cannot save the baseline: {source}")]
+    SaveBaseline {
+        /// The cause.
+        source: flowspike_history::StoreError,
+    },
 }
 
 /// Progress callbacks (a progress bar in the binary; nothing in tests).
@@ -843,11 +849,10 @@ fn detect_range(
     if cfg.mode == Mode::Window {
         // Sources are independent in window mode: one detector per shard of sources, on every core.
         let shards = rayon::current_num_threads() * 4;
-        return flowspike_detect::detect_hours(cfg, &hours, shards)
-            .map_err(|e| ReplayError::Detect(e.to_string()));
+        return Ok(flowspike_detect::detect_hours(cfg, &hours, shards)?);
     }
     let mut detector = Detector::new(cfg.clone());
-    let spikes = detector.feed_hours(&hours).map_err(|e| ReplayError::Detect(e.to_string()))?;
+    let spikes = detector.feed_hours(&hours)?;
     if cfg.mode != Mode::Splunk {
         // Only splunk mode has a baseline file; every service rebuilds its detector from the history.
         return Ok(spikes);
@@ -856,6 +861,6 @@ fn detect_range(
     history
         .store()
         .put(SPLUNK_BASELINE_KEY, detector.snapshot().to_json_bytes())
-        .map_err(|e| ReplayError::Detect(format!("cannot save the baseline: {e}")))?;
+        .map_err(|source| ReplayError::SaveBaseline { source })?;
     Ok(spikes)
 }
