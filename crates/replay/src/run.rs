@@ -507,8 +507,15 @@ enum Work {
     Whole(usize, Result<Vec<u8>, ArchiveError>),
     /// A block of a large object read in blocks, with the format the object starts with.
     Block(usize, Arc<Format>, TextBlock),
-    /// The end of a large object: the number of blocks sent, and the error that ended it early.
-    End(usize, u64, Option<String>),
+    /// The end of a large object.
+    End {
+        /// The object's index.
+        object: usize,
+        /// The number of blocks sent.
+        blocks: u64,
+        /// The error that ended the object early.
+        error: Option<String>,
+    },
 }
 
 /// A large object whose blocks are being counted.
@@ -553,7 +560,7 @@ fn count_objects(
                     if let Some((blocks, error)) =
                         fetch_blocks(cfg, pool, archive.as_ref(), &obj.key, i, fallback, &tx)
                     {
-                        if tx.send(Work::End(i, blocks, error)).is_err() {
+                        if tx.send(Work::End { object: i, blocks, error }).is_err() {
                             break;
                         }
                         continue;
@@ -592,7 +599,7 @@ fn count_objects(
                             })
                             .map(|done| (i, done))
                         }
-                        Work::End(i, blocks, error) => {
+                        Work::End { object: i, blocks, error } => {
                             track(&streams, i, |st| st.end = Some((blocks, error)))
                                 .map(|done| (i, done))
                         }
