@@ -247,7 +247,8 @@ fn duplicate_rows_of_a_source_are_summed() {
             (h, Columns::from_rows(&of_hour))
         })
         .collect();
-    let input: Vec<HourInput<'_>> = hours.iter().map(|(h, c)| (*h, c.into(), true)).collect();
+    let input: Vec<HourInput<'_>> =
+        hours.iter().map(|(h, c)| HourInput { hour: *h, rows: c.into(), verdicts: true }).collect();
     assert_eq!(detect_hours(&cfg(Mode::Window), &input, 1).unwrap(), std::slice::from_ref(s));
 }
 
@@ -402,8 +403,10 @@ fn detect_hours_on_shards_equals_one_detector() {
         by_hour.entry(r.hour).or_default().push(r.clone());
     }
     let split = 300 * H;
-    let input: Vec<HourInput<'_>> =
-        by_hour.iter().map(|(h, rs)| (*h, rs.into(), *h >= split)).collect();
+    let input: Vec<HourInput<'_>> = by_hour
+        .iter()
+        .map(|(h, rs)| HourInput { hour: *h, rows: rs.into(), verdicts: *h >= split })
+        .collect();
     for mode in [Mode::Window, Mode::Splunk] {
         let c = cfg(mode);
         let mut d = Detector::new(c.clone());
@@ -426,7 +429,7 @@ fn detect_hours_on_shards_equals_one_detector() {
             .iter()
             .zip(&columns)
             .enumerate()
-            .map(|(i, (&(h, rs, v), c))| (h, if i % 2 == 0 { c.into() } else { rs }, v))
+            .map(|(i, (&h, c))| HourInput { rows: if i % 2 == 0 { c.into() } else { h.rows }, ..h })
             .collect();
         for shards in [1, 3] {
             assert_eq!(detect_hours(&c, &mixed, shards).unwrap(), one, "{mode}, columns, {shards}");

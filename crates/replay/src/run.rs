@@ -851,8 +851,10 @@ fn detect_range(
         .map(|(h, c)| (*h, c.into()))
         .chain(rows.chunk_by(|a, b| a.hour == b.hour).map(|r| (r[0].hour, r.into())))
         .collect();
-    let hours: Vec<HourInput<'_>> =
-        by_hour.iter().map(|(&hour, rows)| (hour, *rows, hour >= first)).collect();
+    let hours: Vec<HourInput<'_>> = by_hour
+        .iter()
+        .map(|(&hour, &rows)| HourInput { hour, rows, verdicts: hour >= first })
+        .collect();
     if cfg.mode == Mode::Window {
         // Sources are independent in window mode: one detector per shard of sources, on every core.
         let shards = rayon::current_num_threads() * 4;
