@@ -28,7 +28,7 @@ pub struct CounterConfig {
     /// (address order, as [`CounterConfig::dest_cap`] keeps the lowest destinations), so which
     /// sources are kept depends only on the input, never on how it was split over threads; the
     /// records and sources past the cap are counted ([`SourceOverflow`]), not silently lost.
-    /// A [`ShardedCounter`] applies it to an hour over all its shards.
+    /// A [`ShardedCounter`](crate::ShardedCounter) applies it to an hour over all its shards.
     pub max_sources_per_hour: usize,
 }
 
