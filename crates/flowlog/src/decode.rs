@@ -589,48 +589,83 @@ impl<S: RecordSink> Decoder<'_, S> {
 
     /// The body of [`Decoder::feed_text`] for one classifier.
     #[inline(always)]
-    fn feed_text_with<C: scan::Classifier>(&mut self, classifier: C, text: &[u8], headers: bool) {
+    fn feed_text_with<C: FastLine>(&mut self, classifier: C, text: &[u8], headers: bool) {
         self.summary.decoded_bytes += text.len() as u64;
-        let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
         // Taken out of `self` while the closure borrows the rest of it.
         let mut room = self.ends.take().unwrap_or_else(|| Box::new([0; scan::MAX_ENDS]));
+        // The per-line work is not written in this closure: a closure is a function of its own,
+        // which does not inherit `#[target_feature]` and is too large, with the walk's several
+        // call sites, to be inlined into `feed_text_avx2`; so it would be compiled for the
+        // baseline and call the AVX2 value check and the SSSE3 address parser out of line.
+        // `FastLine::plain_line` is the build of that work for `classifier`'s instructions.
         scan::walk_lines(classifier, text, &mut room, |line| {
             self.line_number += 1;
-            let (line, ends, rest) = match line {
-                scan::Line::Plain(line, ends, rest) => (line, ends, rest),
-                scan::Line::Other(line) => return self.text_line(line, headers),
-            };
-            let format = self.header.as_ref().unwrap_or(&self.fallback);
-            let first = line.first().copied().unwrap_or(b' ');
-            // Empty or space-led lines may be blank; letter-led lines may be headers; wrong
-            // widths and lengths get their exact error there too.
-            let token = &line[..ends[0] as usize];
-            if first == b' '
-                || (headers && is_header_token(token))
-                || ends.len() != format.len()
-                || line.len() > max
-            {
-                return self.text_line(line, headers);
+            match line {
+                scan::Line::Plain(line, ends, rest) => {
+                    classifier.plain_line(self, line, ends, rest, headers)
+                }
+                scan::Line::Other(line) => self.text_line(line, headers),
             }
-            // Checked in the window the scan just read; the exact check only when the fast one
-            // is not sure (a damaged value, an IPv6 address, a long number).
-            let parsed = match crate::validate::check(classifier, rest, line, ends, format.plan()) {
-                Some(parsed) => parsed,
-                None => match check_exact(line, ends, format) {
-                    Ok(()) => Parsed::default(),
-                    Err(kind) => return self.bad_line(kind),
-                },
-            };
-            self.summary.records += 1;
-            self.sink.record(&FlowRecord::with_parsed(
-                line,
-                ends,
-                format,
-                self.line_number,
-                parsed,
-            ));
         });
         self.ends = Some(room);
+    }
+
+    /// One printable-ASCII line from the structural scan (its number already counted), with its
+    /// field ends and `rest`, the text from its start to the end of the block: checked in the
+    /// window the scan just read and handed to the sink, or sent to [`Decoder::text_line`] /
+    /// [`Decoder::bad_line`] when the fast path cannot decide or the line is damaged.
+    #[inline(always)]
+    fn plain_line<C: scan::Classifier>(
+        &mut self,
+        classifier: C,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
+        let format = self.header.as_ref().unwrap_or(&self.fallback);
+        let first = line.first().copied().unwrap_or(b' ');
+        // Empty or space-led lines may be blank; letter-led lines may be headers; wrong
+        // widths and lengths get their exact error there too.
+        let token = &line[..ends[0] as usize];
+        if first == b' '
+            || (headers && is_header_token(token))
+            || ends.len() != format.len()
+            || line.len() > max
+        {
+            return self.text_line(line, headers);
+        }
+        // Checked in the window the scan just read; the exact check only when the fast one
+        // is not sure (a damaged value, an IPv6 address, a long number).
+        let parsed = match crate::validate::check(classifier, rest, line, ends, format.plan()) {
+            Some(parsed) => parsed,
+            None => match check_exact(line, ends, format) {
+                Ok(()) => Parsed::default(),
+                Err(kind) => return self.bad_line(kind),
+            },
+        };
+        self.summary.records += 1;
+        self.sink.record(&FlowRecord::with_parsed(line, ends, format, self.line_number, parsed));
+    }
+
+    /// [`Decoder::plain_line`] compiled for AVX2 and BMI1/2, so that the value check's AVX2
+    /// masks, the SSSE3 address parser and the sink are inlined into it.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, BMI1 and BMI2 (`avx2` proves it).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2")]
+    #[allow(unsafe_code)] // reason: compiled for AVX2; the caller holds the proof it is there
+    unsafe fn plain_line_avx2(
+        &mut self,
+        avx2: scan::Avx2,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        self.plain_line(avx2, line, ends, rest, headers);
     }
 
     /// One line of text (its number already counted) that the fast path did not take: blank lines
@@ -725,6 +760,52 @@ impl<S: RecordSink> Decoder<'_, S> {
         crate::kpl::for_each_data(records, |inner| {
             self.decode(inner, Framing::detect(inner), depth + 1)
         })
+    }
+}
+
+/// A classifier with the build of [`Decoder::plain_line`] that goes with it: the fast path of a
+/// line compiled for the instructions the classifier proves the CPU has.
+trait FastLine: scan::Classifier {
+    /// [`Decoder::plain_line`] for this classifier.
+    fn plain_line<S: RecordSink>(
+        self,
+        d: &mut Decoder<'_, S>,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    );
+}
+
+impl FastLine for scan::Baseline {
+    #[inline(always)]
+    fn plain_line<S: RecordSink>(
+        self,
+        d: &mut Decoder<'_, S>,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        d.plain_line(self, line, ends, rest, headers);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FastLine for scan::Avx2 {
+    #[inline(always)]
+    #[allow(unsafe_code)] // reason: calling the AVX2 build; `self` proves the CPU has AVX2
+    fn plain_line<S: RecordSink>(
+        self,
+        d: &mut Decoder<'_, S>,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2,
+        // BMI1 and BMI2.
+        unsafe { d.plain_line_avx2(self, line, ends, rest, headers) }
     }
 }
 
