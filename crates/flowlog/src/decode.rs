@@ -1067,3 +1067,76 @@ mod inflate_tests {
         }
     }
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod builds {
+    use super::{DecodeOptions, Decoder, LineError, LineParser, RecordSink, Summary};
+    use crate::{scan, FlowRecord};
+
+    /// What a decoder handed over: every record's line, number, source and bytes, every error.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen(Vec<(Vec<u8>, u64, String, String)>, Vec<LineError>);
+
+    impl RecordSink for Seen {
+        fn record(&mut self, rec: &FlowRecord<'_>) {
+            let (src, bytes) = (format!("{:?}", rec.srcaddr()), format!("{:?}", rec.bytes()));
+            self.0.push((rec.line().to_vec(), rec.line_number(), src, bytes));
+        }
+        fn malformed(&mut self, err: &LineError) {
+            self.1.push(*err);
+        }
+    }
+
+    fn decode(text: &[u8], avx2: Option<scan::Avx2>) -> (Seen, Summary) {
+        let opts = DecodeOptions::default();
+        let mut sink = Seen::default();
+        let mut d = Decoder {
+            opts: &opts,
+            sink: &mut sink,
+            parser: LineParser::new(),
+            ends: None,
+            items: Vec::new(),
+            header: None,
+            fallback: opts.format.clone().unwrap_or_else(crate::Format::default_v2),
+            summary: Summary::default(),
+            line_number: 0,
+            budget: 0,
+        };
+        match avx2 {
+            #[allow(unsafe_code)] // reason: a test calling the AVX2 build after detecting AVX2
+            // SAFETY: `avx2` came from `Avx2::detect`, so this CPU has AVX2, BMI1 and BMI2.
+            Some(avx2) => unsafe { d.feed_text_avx2(avx2, text, true) },
+            None => d.feed_text_with(scan::Baseline, text, true),
+        }
+        let summary = d.summary;
+        (sink, summary)
+    }
+
+    /// The per-line fast path has one build per classifier (`FastLine`): the AVX2 build of
+    /// `Decoder::plain_line` hands over exactly what the baseline build does, good lines, damaged
+    /// values, IPv6, headers and odd bytes alike.
+    #[test]
+    fn avx2_and_baseline_builds_of_the_line_fast_path_agree() {
+        let Some(avx2) = scan::Avx2::detect() else { return };
+        let mut text = Vec::new();
+        for i in 0..400u32 {
+            let line = match i % 8 {
+                0 => format!("2 123 eni-1 10.0.{}.{} 8.8.8.8 44{} 53 17 1 {} 1 2 REJECT OK", i % 7, i % 250, i % 10, i * 977),
+                1 => format!("2 123 eni-1 10.0.0.{} 8.8.8.8 44x3 53 17 1 60 1 2 REJECT OK", i % 300),
+                2 => format!("2 123 eni-1 2001:db8::{i:x} 8.8.8.8 1 53 17 1 60 1 2 ACCEPT OK"),
+                3 => "2 - - - - - - - - - 1 2 - NODATA".to_string(),
+                4 => format!("2 123 eni-1 10.0.0.{} 8.8.8.8 1 53 17 1 {}99999999999999999999 1 2 REJECT OK", i % 250, i),
+                5 => "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status".to_string(),
+                6 => format!("2 123 eni-1 10.0.0.{}\r 8.8.8.8 1 53 17 1 60 1 2 REJECT OK", i % 250),
+                _ => format!("2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1 2 REJECT OK{}", " x".repeat(i as usize % 3)),
+            };
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        let (base, base_summary) = decode(&text, None);
+        let (fast, fast_summary) = decode(&text, Some(avx2));
+        assert!(!base.0.is_empty() && !base.1.is_empty(), "the text must hold good and bad lines");
+        assert_eq!(fast_summary, base_summary);
+        assert_eq!(fast, base);
+    }
+}
