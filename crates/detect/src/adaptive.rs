@@ -581,6 +581,66 @@ impl AdaptiveDetector {
         spikes
     }
 
+    /// What [`AdaptiveDetector::feed`] would make the candidate record of `o` in `hour` (before
+    /// the incident layer), without changing anything; `None` when the hour is not after the last
+    /// one fed, during the warm-up, or when it would not alert. Mirrors the verdicts of `feed`
+    /// (tested against it).
+    pub(crate) fn candidate(&self, cfg: &DetectConfig, hour: i64, o: &Obs<'_>) -> Option<Spike> {
+        let i = hour_index(hour);
+        let first = self.first_hour?;
+        let floor = cfg.min_count.max(1);
+        let c = o.count;
+        if self.last_hour.is_some_and(|l| hour <= l) || i < hour_index(first) + WARMUP_HOURS {
+            return None;
+        }
+        if c < floor {
+            return None;
+        }
+        match self.live_source(o.src, i) {
+            Some(s) => {
+                let p = self.predict(s, i);
+                let v = Self::verdict(c, p, cfg.alpha);
+                if let Some(t) = v.tail_threshold.filter(|&t| c >= t) {
+                    return Some(record(
+                        o,
+                        hour,
+                        Reason::Spike,
+                        p,
+                        v.p_value,
+                        t.max(floor),
+                        s.active,
+                    ));
+                }
+                if (c as f64) > p.mu && rising(&s.recent, i, c) {
+                    let (rp, before) = self.ramp(s, i);
+                    let p_sum = nb_sf(before.saturating_add(c), rp.mu, rp.k);
+                    if p_sum < cfg.alpha * RAMP_ALPHA {
+                        let t = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
+                            .unwrap_or(c)
+                            .max(p.mu.floor() as u64 + 1);
+                        return Some(record(
+                            o,
+                            hour,
+                            Reason::Ramp,
+                            rp,
+                            p_sum,
+                            t.max(floor),
+                            s.active,
+                        ));
+                    }
+                }
+                None
+            }
+            None => {
+                let (mu, k, stdev) = self.prior().predictive(self.r, i)?;
+                let p = Prediction { mu, k, stdev };
+                let v = Self::verdict(c, p, cfg.alpha);
+                let t = v.tail_threshold?;
+                Some(record(o, hour, Reason::NewSource, p, v.p_value, t.max(floor), 0))
+            }
+        }
+    }
+
     pub(crate) fn to_state(&self) -> AdaptiveState {
         let mut sources: Vec<AdaptiveSource> = self
             .sources
