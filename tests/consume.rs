@@ -576,10 +576,10 @@ fn early_alert_arrives_while_the_hour_is_open() {
     }
     let elapsed = t0.elapsed();
     // The hour is still open: the manifest has not closed it and no final file exists.
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(state.join("consumer/flows/manifest.json")).expect("manifest"),
-    )
-    .expect("manifest json");
+    let manifest: serde_json::Value = std::fs::read(state.join("consumer/flows/manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();

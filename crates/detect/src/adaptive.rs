@@ -1029,6 +1029,63 @@ mod tests {
         assert!(early.is_empty(), "{early:?}");
     }
 
+    /// `evaluate_open` gives the close's record (same id, count, p-value, threshold) for clear
+    /// cases only (`p < alpha / 100`), marked early, changes nothing, and keeps an open
+    /// episode's id as the close does.
+    #[test]
+    fn evaluate_open_agrees_with_the_close_for_clear_cases() {
+        let mut rng = Rng(9);
+        let mut d = adaptive();
+        let mut noise = Rng(10);
+        run(&mut d, &mut rng, 0..24 * 14, 30, |h| {
+            vec![row(h, "10.5.0.1", noise.poisson(0.3)), row(h, "10.5.0.2", noise.poisson(12.0))]
+        });
+        let h = 24 * 14;
+        let bar = d.config().alpha * crate::EARLY_ALPHA_FACTOR;
+        let before = d.snapshot();
+        let (mut early_seen, mut waited) = (false, false);
+        for src in ["10.5.0.1", "10.5.0.2", "10.6.0.1"] {
+            let t = d.threshold(h * H, src).unwrap();
+            for c in (t.saturating_sub(2).max(1)..t + 40).chain([t * 10, t * 100]) {
+                let rows = [row(h, src, c)];
+                let early = d.evaluate_open(h * H, &rows);
+                let closed = d.clone().observe_hour(h * H, &rows);
+                match (early.as_slice(), closed.as_slice()) {
+                    ([], []) => {}
+                    ([], [c]) => {
+                        assert!(c.p_value.unwrap() >= bar, "{c:?}");
+                        waited = true;
+                    }
+                    ([e], [c]) => {
+                        assert!(e.early && !c.early);
+                        assert!(c.p_value.unwrap() < bar);
+                        let mut e = e.clone();
+                        e.early = false;
+                        assert_eq!(&e, c);
+                        early_seen = true;
+                    }
+                    (e, c) => panic!("{src} count {c:?}: early {e:?}, close {c:?}"),
+                }
+            }
+        }
+        assert!(early_seen && waited, "both cases exercised");
+        assert_eq!(d.snapshot(), before, "evaluate_open changed the detector");
+        // An episode: the close of hour h alerts 10.5.0.1; hour h + 1's early record keeps its id.
+        let first = d.observe_hour(h * H, &[row(h, "10.5.0.1", 500)]);
+        assert_eq!(first.len(), 1);
+        let next = d.evaluate_open((h + 1) * H, &[row(h + 1, "10.5.0.1", 500)]);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].id, first[0].id);
+        assert_eq!(next[0].episode.as_ref().map(|e| e.hours), Some(2));
+        let closed = d.observe_hour((h + 1) * H, &[row(h + 1, "10.5.0.1", 500)]);
+        let mut e = next[0].clone();
+        e.early = false;
+        assert_eq!(closed, vec![e]);
+        // Window mode never alerts early.
+        let w = Detector::new(DetectConfig::for_mode(Mode::Window));
+        assert!(w.evaluate_open(h * H, &[row(h, "10.5.0.1", 500)]).is_empty());
+    }
+
     #[test]
     fn threshold_is_monotone_and_agrees_with_observe_hour() {
         let mut rng = Rng(9);
