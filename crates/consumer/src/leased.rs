@@ -166,6 +166,18 @@ pub(crate) fn run(
             }
             metrics.publish(&worker.stats());
         }
+        // A reader that stopped by itself while the lease is still held would leave the shard
+        // unread for good (it is never started again while its entry exists): give the lease up.
+        let stopped: Vec<String> = readers
+            .iter()
+            .filter(|(_, r)| r.task.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stopped {
+            if worker.reader_stopped(&id) {
+                stop_reader(&mut readers, &id);
+            }
+        }
         // No reader for a shard this worker does not hold (dropped by a failed commit, fenced, ...).
         let stale: Vec<String> =
             readers.keys().filter(|id| !worker.owned().contains_key(*id)).cloned().collect();

@@ -263,6 +263,19 @@ impl Worker {
         stale
     }
 
+    /// The reader of `id` stopped by itself (it saw its lease deadline pass before a slow renewal
+    /// moved the deadline on) while this worker still holds the lease: gives the lease up like a
+    /// self-fenced one, unless the shard was read to its end (its end commit is pending). Its
+    /// uncommitted rows are read again by whoever takes the lease next, this worker included.
+    /// Returns true if the lease was given up.
+    pub fn reader_stopped(&mut self, id: &str) -> bool {
+        if self.owned.get(id).is_none_or(|o| o.ended) {
+            return false;
+        }
+        self.drop_lease(id, "its reader stopped at the lease deadline");
+        true
+    }
+
     fn drop_lease(&mut self, id: &str, why: &str) {
         if let Some(o) = self.owned.remove(id) {
             o.deadline.store(0, Ordering::Release);

@@ -1,14 +1,16 @@
-//! Per-(hour, source) aggregates: [`Counter`] (one thread's partial), [`ShardedCounter`] (partials
-//! split by source so they merge shard by shard in parallel), [`merge_rows`].
+//! Per-(hour, source) aggregates: [`Counter`] (one thread's partial), [`merge_rows`]; the
+//! sharded form is in `sharded.rs`, a key's destination set and interface ids in `destset.rs`
+//! and `interfaces.rs`.
 
 use crate::columns::Columns;
-use crate::hll::{hash_ip, Hll, HllError};
+use crate::destset::{Dests, Sketch};
+use crate::hll::{Hll, HllError};
+use crate::interfaces::Interfaces;
 use crate::rule::{Hit, HOUR};
 use crate::AggregateRow;
-use ahash::{AHashMap, AHashSet};
-use crossbeam_utils::CachePadded;
+use ahash::AHashMap;
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::IpAddr;
 
 /// Limits that bound the memory of one (hour, source) key.
@@ -26,7 +28,7 @@ pub struct CounterConfig {
     /// (address order, as [`CounterConfig::dest_cap`] keeps the lowest destinations), so which
     /// sources are kept depends only on the input, never on how it was split over threads; the
     /// records and sources past the cap are counted ([`SourceOverflow`]), not silently lost.
-    /// A [`ShardedCounter`] applies it to an hour over all its shards.
+    /// A [`ShardedCounter`](crate::ShardedCounter) applies it to an hour over all its shards.
     pub max_sources_per_hour: usize,
 }
 
@@ -69,10 +71,10 @@ impl SourceOverflow {
 
 /// The sources an hour dropped at its cap, and what it needs to keep dropping the highest.
 #[derive(Debug, Clone)]
-struct Overflow {
+pub(crate) struct Overflow {
     /// The hour's kept sources, highest on top: built when a new source meets a full hour, and
     /// kept only while it holds exactly the hour's keys (`None` after a merge: rebuilt on demand).
-    kept: Option<BinaryHeap<IpAddr>>,
+    pub(crate) kept: Option<BinaryHeap<IpAddr>>,
     /// Records of dropped sources.
     records: u64,
     /// Every dropped source.
@@ -80,17 +82,17 @@ struct Overflow {
 }
 
 impl Overflow {
-    fn new() -> Overflow {
+    pub(crate) fn new() -> Overflow {
         Overflow { kept: None, records: 0, sources: Hll::new() }
     }
 
-    fn merge(&mut self, other: &Overflow) {
+    pub(crate) fn merge(&mut self, other: &Overflow) {
         self.records = self.records.saturating_add(other.records);
         self.sources.merge(&other.sources);
         self.kept = None;
     }
 
-    fn summary(&self) -> SourceOverflow {
+    pub(crate) fn summary(&self) -> SourceOverflow {
         SourceOverflow { records: self.records, sources: self.sources.estimate().round() as u64 }
     }
 }
@@ -136,267 +138,9 @@ pub enum RowError {
     },
 }
 
-/// Destinations of one key: the exact set up to the cap, then a sketch.
-#[derive(Debug, Clone)]
-enum Dests {
-    /// At most [`INLINE_V4`] distinct IPv4 addresses, unordered, stored in the key itself: most
-    /// (hour, source) keys block a handful of IPv4 destinations, and this needs no allocation
-    /// (fresh memory is what counting a large replay mostly waits on).
-    V4 {
-        len: u8,
-        addrs: [u32; INLINE_V4],
-    },
-    /// At most [`FEW`] distinct addresses, unordered: a short vector searched linearly is
-    /// cheaper than a hash set to build, fill, merge and drop.
-    Few(Vec<IpAddr>),
-    Exact(Box<AHashSet<IpAddr>>),
-    Sketch(Box<Sketch>),
-}
-
-/// Largest destination set kept as [`Dests::V4`] (the variant is then no larger than a `Vec`
-/// and its length).
-const INLINE_V4: usize = 6;
-
-/// Largest destination set kept as [`Dests::Few`].
-const FEW: usize = 16;
-
-/// Destinations past the cap.
-#[derive(Debug, Clone)]
-struct Sketch {
-    /// The `cap` lowest addresses seen (address order).
-    lowest: BTreeSet<IpAddr>,
-    /// Every address seen.
-    hll: Hll,
-    /// A known lower bound of the distinct count (from a row read back without registers).
-    floor: u64,
-}
-
-impl Sketch {
-    fn new() -> Sketch {
-        Sketch { lowest: BTreeSet::new(), hll: Hll::new(), floor: 0 }
-    }
-
-    fn from_set<'s>(set: impl IntoIterator<Item = &'s IpAddr>, cap: usize) -> Sketch {
-        let mut s = Sketch::new();
-        for &ip in set {
-            s.insert(ip, cap);
-        }
-        s
-    }
-
-    #[inline]
-    fn insert(&mut self, ip: IpAddr, cap: usize) {
-        self.hll.insert(ip);
-        self.keep_lowest(ip, cap);
-    }
-
-    #[inline]
-    fn keep_lowest(&mut self, ip: IpAddr, cap: usize) {
-        if self.lowest.len() < cap {
-            self.lowest.insert(ip);
-        } else if self.lowest.last().is_some_and(|&max| ip < max) && self.lowest.insert(ip) {
-            self.lowest.pop_last();
-        }
-    }
-
-    fn trim(&mut self, cap: usize) {
-        while self.lowest.len() > cap {
-            self.lowest.pop_last();
-        }
-    }
-
-    fn merge(&mut self, other: &Sketch, cap: usize) {
-        self.hll.merge(&other.hll);
-        for &ip in &other.lowest {
-            self.keep_lowest(ip, cap);
-        }
-        self.floor = self.floor.max(other.floor);
-        self.trim(cap);
-    }
-
-    /// `max(round(estimate), lowest + 1, floor)`: a truncated set holds more than `lowest`.
-    fn count(&self) -> u64 {
-        let est = self.hll.estimate().round() as u64;
-        est.max(self.lowest.len() as u64 + 1).max(self.floor)
-    }
-}
-
-impl Dests {
-    fn new() -> Dests {
-        Dests::V4 { len: 0, addrs: [0; INLINE_V4] }
-    }
-
-    /// The exact set's addresses (empty for a sketch).
-    fn exact_len(&self) -> usize {
-        match self {
-            Dests::V4 { len, .. } => usize::from(*len),
-            Dests::Few(v) => v.len(),
-            Dests::Exact(set) => set.len(),
-            Dests::Sketch(_) => 0,
-        }
-    }
-
-    #[inline]
-    fn insert(&mut self, ip: IpAddr, cap: usize) {
-        match self {
-            Dests::V4 { len, addrs } => {
-                let n = usize::from(*len);
-                if let IpAddr::V4(v4) = ip {
-                    let x = u32::from(v4);
-                    if addrs[..n].contains(&x) {
-                        return;
-                    }
-                    if n < INLINE_V4 {
-                        addrs[n] = x;
-                        *len += 1;
-                        if n + 1 > cap {
-                            self.past_cap(cap);
-                        }
-                        return;
-                    }
-                }
-                // Full, or an IPv6 address: the vector, which checks the cap.
-                let mut v: Vec<IpAddr> = Vec::with_capacity(2 * INLINE_V4);
-                v.extend(addrs[..n].iter().map(|a| IpAddr::from(a.to_be_bytes())));
-                *self = Dests::Few(v);
-                self.insert(ip, cap)
-            }
-            Dests::Few(v) => {
-                if v.contains(&ip) {
-                    return;
-                }
-                if v.len() >= FEW {
-                    // Past FEW (a cap below FEW made a sketch already): the hash set, which
-                    // checks the cap.
-                    let mut set: AHashSet<IpAddr> = AHashSet::with_capacity(2 * FEW);
-                    set.extend(v.iter().copied());
-                    *self = Dests::Exact(Box::new(set));
-                    return self.insert(ip, cap);
-                }
-                v.push(ip);
-                if v.len() > cap {
-                    self.past_cap(cap);
-                }
-            }
-            Dests::Exact(set) => {
-                if set.insert(ip) && set.len() > cap {
-                    self.past_cap(cap);
-                }
-            }
-            Dests::Sketch(s) => s.insert(ip, cap),
-        }
-    }
-
-    fn merge(&mut self, other: Dests, cap: usize) {
-        let this = std::mem::replace(self, Dests::new());
-        *self = match (this, other) {
-            (Dests::Sketch(mut a), Dests::Sketch(b)) => {
-                a.trim(cap);
-                a.merge(&b, cap);
-                Dests::Sketch(a)
-            }
-            (Dests::Sketch(mut s), exact) | (exact, Dests::Sketch(mut s)) => {
-                s.trim(cap);
-                exact.for_each_exact(|ip| s.insert(ip, cap));
-                Dests::Sketch(s)
-            }
-            (a, b) => {
-                let (mut big, small) = if a.exact_len() >= b.exact_len() { (a, b) } else { (b, a) };
-                small.for_each_exact(|ip| big.insert(ip, cap));
-                if big.exact_len() > cap {
-                    // Built under a larger cap (a merge across limits): past this one now.
-                    big.past_cap(cap);
-                }
-                big
-            }
-        };
-    }
-
-    /// Turns an exact set that holds more than `cap` addresses into the sketch of them.
-    fn past_cap(&mut self, cap: usize) {
-        let mut s = Sketch::new();
-        std::mem::replace(self, Dests::new()).for_each_exact(|ip| s.insert(ip, cap));
-        *self = Dests::Sketch(Box::new(s));
-    }
-
-    /// Calls `f` with every address of an exact set (nothing for a sketch).
-    fn for_each_exact(&self, mut f: impl FnMut(IpAddr)) {
-        match self {
-            Dests::V4 { len, addrs } => {
-                addrs[..usize::from(*len)].iter().for_each(|a| f(IpAddr::from(a.to_be_bytes())))
-            }
-            Dests::Few(v) => v.iter().copied().for_each(&mut f),
-            Dests::Exact(set) => set.iter().copied().for_each(&mut f),
-            Dests::Sketch(_) => {}
-        }
-    }
-}
-
-/// Interface ids of one key: sorted, deduplicated, at most the cap (the lowest kept).
-#[derive(Debug, Clone)]
-enum Interfaces {
-    None,
-    /// One id of at most [`INLINE_ID`] bytes, stored in the key itself: a source address belongs
-    /// to one network interface (`eni-` and 17 hex digits = 21 bytes), so this is nearly every key.
-    One {
-        len: u8,
-        bytes: [u8; INLINE_ID],
-    },
-    Many(Vec<Box<[u8]>>),
-}
-
-/// Longest interface id kept inline.
-const INLINE_ID: usize = 23;
-
-impl Interfaces {
-    fn len(&self) -> usize {
-        match self {
-            Interfaces::None => 0,
-            Interfaces::One { .. } => 1,
-            Interfaces::Many(v) => v.len(),
-        }
-    }
-
-    /// Calls `f` with every id, in byte order.
-    fn for_each(&self, mut f: impl FnMut(&[u8])) {
-        match self {
-            Interfaces::None => {}
-            Interfaces::One { len, bytes } => f(&bytes[..usize::from(*len)]),
-            Interfaces::Many(v) => v.iter().for_each(|b| f(b)),
-        }
-    }
-
-    #[inline]
-    fn add(&mut self, id: &[u8], cap: usize) {
-        match self {
-            Interfaces::None if cap > 0 && id.len() <= INLINE_ID => {
-                let mut bytes = [0; INLINE_ID];
-                bytes[..id.len()].copy_from_slice(id);
-                // Cannot truncate: id.len() <= INLINE_ID < 256.
-                *self = Interfaces::One { len: id.len() as u8, bytes };
-            }
-            Interfaces::One { len, bytes } if bytes[..usize::from(*len)] == *id => {}
-            Interfaces::None | Interfaces::One { .. } => {
-                let mut v: Vec<Box<[u8]>> = Vec::new();
-                self.for_each(|b| v.push(b.into()));
-                *self = Interfaces::Many(v);
-                self.add(id, cap);
-            }
-            Interfaces::Many(v) => {
-                if let Err(pos) = v.binary_search_by(|x| (**x).cmp(id)) {
-                    if pos < cap {
-                        v.insert(pos, id.into());
-                        v.truncate(cap);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The running aggregate of one (hour, source).
 #[derive(Debug, Clone)]
-struct Agg {
+pub(crate) struct Agg {
     blocked_count: u64,
     bytes: u64,
     packets: u64,
@@ -415,7 +159,7 @@ impl Agg {
         }
     }
 
-    fn merge(&mut self, other: Agg, cfg: &CounterConfig) {
+    pub(crate) fn merge(&mut self, other: Agg, cfg: &CounterConfig) {
         self.blocked_count = self.blocked_count.saturating_add(other.blocked_count);
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.packets = self.packets.saturating_add(other.packets);
@@ -523,12 +267,12 @@ impl Agg {
 #[derive(Debug, Clone, Default)]
 pub struct Counter {
     /// Sorted by hour, each hour once.
-    hours: Vec<(i64, AHashMap<IpAddr, Agg>)>,
+    pub(crate) hours: Vec<(i64, AHashMap<IpAddr, Agg>)>,
     /// Index in `hours` of the hour updated last (a hint; checked before use).
     last: usize,
-    cfg: CounterConfig,
+    pub(crate) cfg: CounterConfig,
     /// The hours that met `cfg.max_sources_per_hour` (none, nearly always).
-    over: BTreeMap<i64, Box<Overflow>>,
+    pub(crate) over: BTreeMap<i64, Box<Overflow>>,
 }
 
 impl Counter {
@@ -545,7 +289,7 @@ impl Counter {
     /// The map of `hour`'s sources, made (empty) if the hour is new; the caller inserts into it
     /// (within the cap: see [`Counter::admit`]).
     #[inline]
-    fn sources_mut(&mut self, hour: i64) -> &mut AHashMap<IpAddr, Agg> {
+    pub(crate) fn sources_mut(&mut self, hour: i64) -> &mut AHashMap<IpAddr, Agg> {
         let i = self.hour_index(hour);
         &mut self.hours[i].1
     }
@@ -650,7 +394,7 @@ impl Counter {
     /// [`Counter::add`], true when the hit's hour holds one source more than before (a new key;
     /// false for a known source, or at the cap, where the hour's number of sources stays).
     #[inline]
-    fn add_key(&mut self, hit: &Hit<'_>) -> bool {
+    pub(crate) fn add_key(&mut self, hit: &Hit<'_>) -> bool {
         let cfg = self.cfg;
         let i = self.hour_index(hit.hour);
         let before = self.hours[i].1.len();
@@ -670,21 +414,21 @@ impl Counter {
     }
 
     /// The sources of `hour` (none if the hour is not here).
-    fn hour_sources(&self, hour: i64) -> Option<&AHashMap<IpAddr, Agg>> {
+    pub(crate) fn hour_sources(&self, hour: i64) -> Option<&AHashMap<IpAddr, Agg>> {
         let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
         Some(&self.hours[i].1)
     }
 
     /// Removes source `src` of `hour` and counts it in the hour's [`Overflow`] (a source past a
     /// cap applied from outside: [`ShardedCounter`]'s cap over all its shards).
-    fn drop_source(&mut self, hour: i64, src: IpAddr) {
+    pub(crate) fn drop_source(&mut self, hour: i64, src: IpAddr) {
         let Ok(i) = self.hours.binary_search_by_key(&hour, |(h, _)| *h) else { return };
         let dropped = self.hours[i].1.remove(&src).map_or(0, |a| a.blocked_count);
         self.refuse(hour, src, dropped);
     }
 
     /// Counts `weight` records of source `src` of `hour` as dropped at a cap.
-    fn refuse(&mut self, hour: i64, src: IpAddr, weight: u64) {
+    pub(crate) fn refuse(&mut self, hour: i64, src: IpAddr, weight: u64) {
         let over = self.over.entry(hour).or_insert_with(|| Box::new(Overflow::new()));
         over.records = over.records.saturating_add(weight);
         over.sources.insert(src);
@@ -707,7 +451,7 @@ impl Counter {
     }
 
     /// Merges `agg`, built under any limits, re-applying this counter's caps.
-    fn merge_agg(&mut self, hour: i64, src: IpAddr, agg: Agg) {
+    pub(crate) fn merge_agg(&mut self, hour: i64, src: IpAddr, agg: Agg) {
         let cfg = self.cfg;
         let i = self.hour_index(hour);
         if !self.admit(i, src, agg.blocked_count) {
@@ -814,7 +558,7 @@ impl Counter {
     }
 
     /// Removes the keys of `hour` and returns their map, if the hour has any.
-    fn take_hour_map(&mut self, hour: i64) -> Option<AHashMap<IpAddr, Agg>> {
+    pub(crate) fn take_hour_map(&mut self, hour: i64) -> Option<AHashMap<IpAddr, Agg>> {
         let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
         self.last = 0;
         if let Some(o) = self.over.get_mut(&hour) {
@@ -967,313 +711,13 @@ pub fn merge_rows(
     Ok(c.into_rows())
 }
 
-/// The shard of a source address: a fixed hash, so every partial routes a source to the same shard.
-#[inline]
-pub fn shard_of(src: IpAddr, shards: usize) -> usize {
-    // The high bits of the hash feed the HLL register index; the low bits are as good here.
-    (hash_ip(src) % shards.max(1) as u64) as usize
-}
-
-/// A partial aggregate split into shards by source address. Each rayon worker fills its own
-/// `ShardedCounter` without locks; [`ShardedCounter::merge`] then merges shard `i` with shard `i` in
-/// parallel. Shards are cache-padded so workers merging neighbouring shards do not share lines.
-///
-/// [`CounterConfig::max_sources_per_hour`] applies to an hour over all shards, exactly as in one
-/// [`Counter`]: the hour keeps its `cap` lowest sources wherever they fall. (Each shard used to
-/// keep an equal share of the cap; hashed sources do not fill shards evenly, so an hour with
-/// exactly `cap` sources lost some, #28.)
-#[derive(Debug, Clone)]
-pub struct ShardedCounter {
-    /// The shards; none applies the source cap itself (theirs is `usize::MAX`).
-    shards: Vec<CachePadded<Counter>>,
-    cfg: CounterConfig,
-    /// Sources of each hour over all shards, sorted by hour; kept only under a source cap.
-    sizes: Vec<(i64, usize)>,
-    /// Index in `sizes` of the hour updated last (a hint; checked before use).
-    last: usize,
-    /// Per hour at the cap: its sources over all shards, highest on top. Built when a new source
-    /// meets a full hour; valid while it holds as many sources as the hour (rebuilt otherwise).
-    kept: BTreeMap<i64, BinaryHeap<IpAddr>>,
-}
-
-impl ShardedCounter {
-    /// An empty counter with `shards` shards (at least 1). An hour keeps at most
-    /// `cfg.max_sources_per_hour` sources over all shards: its lowest, so the kept set depends on
-    /// the input only.
-    pub fn new(shards: usize, cfg: CounterConfig) -> ShardedCounter {
-        let n = shards.max(1);
-        let own = CounterConfig { max_sources_per_hour: usize::MAX, ..cfg };
-        ShardedCounter {
-            shards: (0..n).map(|_| CachePadded::new(Counter::new(own))).collect(),
-            cfg,
-            sizes: Vec::new(),
-            last: 0,
-            kept: BTreeMap::new(),
-        }
-    }
-
-    /// True when the source cap binds (it is not `usize::MAX`).
-    #[inline]
-    fn capped(&self) -> bool {
-        self.cfg.max_sources_per_hour != usize::MAX
-    }
-
-    /// The index in `sizes` of `hour`, made (0 sources) if the hour is new.
-    #[inline]
-    fn size_index(&mut self, hour: i64) -> usize {
-        let i = match self.sizes.get(self.last) {
-            Some((h, _)) if *h == hour => self.last,
-            _ => match self.sizes.binary_search_by_key(&hour, |(h, _)| *h) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.sizes.insert(i, (hour, 0));
-                    i
-                }
-            },
-        };
-        self.last = i;
-        i
-    }
-
-    /// True when source `src` (in shard `shard`) may be counted in hour `sizes[i]`, which is at
-    /// the cap: when the shard has it already, or when it is lower than the hour's highest source,
-    /// which is then dropped from its shard to make room. What is dropped (that source's records,
-    /// or `weight` when `src` itself is refused) is counted in the overflow of its shard. The
-    /// same rule as [`Counter::admit`], over all shards.
-    #[cold]
-    #[inline(never)]
-    fn admit_at_cap(&mut self, i: usize, shard: usize, src: IpAddr, weight: u64) -> bool {
-        let (hour, size) = self.sizes[i];
-        if self.shards[shard].hour_sources(hour).is_some_and(|m| m.contains_key(&src)) {
-            return true;
-        }
-        let mut kept = match self.kept.remove(&hour) {
-            Some(k) if k.len() == size => k,
-            _ => self
-                .shards
-                .iter()
-                .filter_map(|s| s.hour_sources(hour))
-                .flat_map(|m| m.keys().copied())
-                .collect(),
-        };
-        let admitted = match kept.peek().copied() {
-            Some(max) if src < max => {
-                kept.pop();
-                kept.push(src);
-                let n = self.shards.len();
-                self.shards[shard_of(max, n)].drop_source(hour, max);
-                self.sizes[i].1 -= 1;
-                true
-            }
-            _ => {
-                self.shards[shard].refuse(hour, src, weight);
-                false
-            }
-        };
-        self.kept.insert(hour, kept);
-        admitted
-    }
-
-    /// Recounts the sources of `hours` (those a merge added to) and drops the highest sources of
-    /// the ones past the cap (the `cap` lowest of the union are those of the whole input).
-    fn enforce_cap(&mut self, hours: &BTreeSet<i64>) {
-        let cap = self.cfg.max_sources_per_hour;
-        let n = self.shards.len();
-        for &hour in hours {
-            self.kept.remove(&hour);
-            let mut size: usize =
-                self.shards.iter().filter_map(|s| s.hour_sources(hour)).map(|m| m.len()).sum();
-            if size > cap {
-                let mut keys: Vec<IpAddr> = self
-                    .shards
-                    .iter()
-                    .filter_map(|s| s.hour_sources(hour))
-                    .flat_map(|m| m.keys().copied())
-                    .collect();
-                // Distinct keys (a source is in one shard): the `cap` lowest are `keys[..cap]`.
-                keys.select_nth_unstable(cap);
-                for ip in &keys[cap..] {
-                    self.shards[shard_of(*ip, n)].drop_source(hour, *ip);
-                }
-                size = cap;
-            }
-            let i = self.size_index(hour);
-            self.sizes[i].1 = size;
-        }
-    }
-
-    /// The limits in use (as given to [`ShardedCounter::new`]).
-    pub fn config(&self) -> CounterConfig {
-        self.cfg
-    }
-
-    /// What each hour lost to [`CounterConfig::max_sources_per_hour`] over all shards, hours
-    /// ascending (only hours that lost something).
-    pub fn overflow(&self) -> BTreeMap<i64, SourceOverflow> {
-        let mut all: BTreeMap<i64, Overflow> = BTreeMap::new();
-        for shard in &self.shards {
-            for (hour, o) in &shard.over {
-                all.entry(*hour).or_insert_with(Overflow::new).merge(o);
-            }
-        }
-        all.into_iter().map(|(h, o)| (h, o.summary())).collect()
-    }
-
-    /// Number of shards.
-    pub fn shard_count(&self) -> usize {
-        self.shards.len()
-    }
-
-    /// Counts one hit in the shard of its source (within the hour's source cap).
-    #[inline]
-    pub fn add(&mut self, hit: &Hit<'_>) {
-        let shard = shard_of(hit.src, self.shards.len());
-        if !self.capped() {
-            if let Some(s) = self.shards.get_mut(shard) {
-                s.add(hit);
-            }
-            return;
-        }
-        let i = self.size_index(hit.hour);
-        if self.sizes[i].1 >= self.cfg.max_sources_per_hour
-            && !self.admit_at_cap(i, shard, hit.src, 1)
-        {
-            return;
-        }
-        if let Some(s) = self.shards.get_mut(shard) {
-            if s.add_key(hit) {
-                self.sizes[i].1 += 1;
-            }
-        }
-    }
-
-    /// Merges `other` shard by shard, in parallel on the current rayon pool. If the shard counts
-    /// differ, `other`'s keys are re-routed (sequentially). Past the source cap an hour keeps the
-    /// lowest sources of both.
-    pub fn merge(&mut self, other: ShardedCounter) {
-        if !self.capped() {
-            return self.merge_shards(other);
-        }
-        // Only the hours of `other` change.
-        let hours: BTreeSet<i64> =
-            other.shards.iter().flat_map(|s| s.hours.iter().map(|(h, _)| *h)).collect();
-        self.merge_shards(other);
-        self.enforce_cap(&hours);
-    }
-
-    /// [`ShardedCounter::merge`] without the source cap.
-    fn merge_shards(&mut self, other: ShardedCounter) {
-        if other.shards.len() == self.shards.len() {
-            self.shards
-                .par_iter_mut()
-                .zip(other.shards.into_par_iter())
-                .for_each(|(a, b)| a.merge(CachePadded::into_inner(b)));
-        } else {
-            let n = self.shards.len();
-            for shard in other.shards {
-                for (hour, sources) in CachePadded::into_inner(shard).hours {
-                    for (src, agg) in sources {
-                        if let Some(s) = self.shards.get_mut(shard_of(src, n)) {
-                            s.merge_agg(hour, src, agg);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Number of (hour, source) keys.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.len()).sum()
-    }
-
-    /// True when no hit was counted.
-    pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(|s| s.is_empty())
-    }
-
-    /// The distinct hours present, sorted.
-    pub fn hours(&self) -> Vec<i64> {
-        let set: BTreeSet<i64> = self.shards.iter().flat_map(|s| s.hours()).collect();
-        set.into_iter().collect()
-    }
-
-    /// Removes and returns the rows of `hour`, sorted by `src_ip`.
-    pub fn take_hour(&mut self, hour: i64) -> Vec<AggregateRow> {
-        if let Ok(i) = self.sizes.binary_search_by_key(&hour, |(h, _)| *h) {
-            self.sizes.remove(i);
-            self.last = 0;
-        }
-        self.kept.remove(&hour);
-        let maps: Vec<AHashMap<IpAddr, Agg>> =
-            self.shards.iter_mut().filter_map(|s| s.take_hour_map(hour)).collect();
-        rows_of_maps(hour, &maps)
-    }
-
-    /// The shards as one counter (sequential; sources never collide across shards), with the
-    /// limits of [`ShardedCounter::config`] (its hours are within the source cap already).
-    pub fn into_counter(self) -> Counter {
-        let mut it = self.shards.into_iter().map(CachePadded::into_inner);
-        let mut first = it.next().unwrap_or_default();
-        first.cfg = self.cfg;
-        for c in it {
-            for (hour, sources) in c.hours {
-                first.sources_mut(hour).extend(sources);
-            }
-            for (hour, o) in &c.over {
-                first.over.entry(*hour).or_insert_with(|| Box::new(Overflow::new())).merge(o);
-            }
-        }
-        for o in first.over.values_mut() {
-            o.kept = None;
-        }
-        first
-    }
-
-    /// All rows grouped by hour: hours ascending, each with its rows sorted by `src_ip`. Built
-    /// hour by hour, every hour's shards in parallel, with no sort or regrouping of all rows at
-    /// once.
-    pub fn into_hours(self) -> Vec<(i64, Vec<AggregateRow>)> {
-        let hours = self.hour_maps();
-        hours.into_par_iter().map(|(hour, maps)| (hour, rows_of_maps(hour, &maps))).collect()
-    }
-
-    /// All rows grouped by hour as [`Columns`], hours ascending, each hour's rows sorted by
-    /// `src_ip` as text: the rows of [`ShardedCounter::into_hours`] (tested), without a string
-    /// per address. Hours are built in parallel.
-    pub fn into_hour_columns(self) -> Vec<(i64, Columns)> {
-        self.hour_maps()
-            .into_par_iter()
-            .map(|(hour, maps)| (hour, columns_of_maps(hour, &maps)))
-            .collect()
-    }
-
-    /// Every hour's maps (one per shard that has the hour), hours ascending.
-    fn hour_maps(self) -> BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> {
-        let mut hours: BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> = BTreeMap::new();
-        for shard in self.shards {
-            for (hour, sources) in CachePadded::into_inner(shard).hours {
-                if !sources.is_empty() {
-                    hours.entry(hour).or_default().push(sources);
-                }
-            }
-        }
-        hours
-    }
-
-    /// All rows sorted by `(hour, src_ip)`: the hours of [`ShardedCounter::into_hours`] in turn.
-    pub fn into_rows(self) -> Vec<AggregateRow> {
-        self.into_hours().into_iter().flat_map(|(_, rows)| rows).collect()
-    }
-}
-
 /// The rows of `hour` from its shards' maps (a source is in one map at most), sorted by `src_ip`
 /// as text. The sources are sorted by [`text_key`] (plain numbers, with references to the
 /// aggregates), then the rows are built in that order straight into a vector of the final size,
 /// in parallel: sorting finished rows by their strings moved and compared hundreds of bytes per
 /// row, and collecting an unknown number of rows grows vectors by doubling, whose fresh memory
 /// cost more than building the rows on a machine where fresh pages are expensive (a VM).
-fn rows_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Vec<AggregateRow> {
+pub(crate) fn rows_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Vec<AggregateRow> {
     sorted_sources(maps).par_iter().map(|(_, ip, agg)| agg.to_row(hour, **ip)).collect()
 }
 
@@ -1293,7 +737,7 @@ fn sorted_sources(maps: &[AHashMap<IpAddr, Agg>]) -> Vec<(u128, &IpAddr, &Agg)> 
 
 /// The rows of `hour` from its shards' maps as [`Columns`], in [`rows_of_maps`]'s order; built
 /// sequentially (hours are built in parallel), each buffer sized once for the hour.
-fn columns_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Columns {
+pub(crate) fn columns_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Columns {
     let order = sorted_sources(maps);
     let (dests, ids) = order.iter().fold((0, 0), |(d, i), (_, _, agg)| {
         let kept = match &agg.dests {
@@ -1310,32 +754,5 @@ fn columns_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Columns {
     }
     c
 }
-
-/// Counts `items` in parallel on the current rayon pool: each worker feeds its own
-/// [`ShardedCounter`] through `feed` (no locks, no shared state), then partials are merged shard
-/// by shard. The result does not depend on the number of threads.
-pub fn par_count<T, F>(items: &[T], shards: usize, cfg: CounterConfig, feed: F) -> ShardedCounter
-where
-    T: Sync,
-    F: Fn(&T, &mut ShardedCounter) + Sync,
-{
-    items
-        .par_iter()
-        .fold(
-            || ShardedCounter::new(shards, cfg),
-            |mut acc, item| {
-                feed(item, &mut acc);
-                acc
-            },
-        )
-        .reduce(
-            || ShardedCounter::new(shards, cfg),
-            |mut a, b| {
-                a.merge(b);
-                a
-            },
-        )
-}
-
 #[cfg(test)]
 mod tests;

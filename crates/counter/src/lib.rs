@@ -39,20 +39,23 @@
 
 mod columns;
 mod counter;
+mod destset;
 pub mod hll;
+mod interfaces;
 mod rule;
+mod sharded;
 mod sink;
 
 pub use columns::{Columns, TextLists, Texts};
 pub use counter::{
-    merge_rows, par_count, shard_of, Counter, CounterConfig, RowError, ShardedCounter,
-    SourceOverflow, DEFAULT_MAX_SOURCES_PER_HOUR,
+    merge_rows, Counter, CounterConfig, RowError, SourceOverflow, DEFAULT_MAX_SOURCES_PER_HOUR,
 };
 pub use hll::{Hll, HllError};
 pub use rule::{
     hour_of, ClassifyError, Hit, Rule, StartOutOfRange, TimeBounds, DEFAULT_MAX_FUTURE_SECS, HOUR,
     MAX_EVENT_TIME,
 };
+pub use sharded::{par_count, shard_of, ShardedCounter};
 pub use sink::{CountSink, HitSink, SinkStats};
 
 /// The rayon crate the parallel functions ([`par_count`], [`ShardedCounter::merge`]) run on: build a

@@ -53,6 +53,7 @@ mod nb;
 pub mod reference;
 mod spike;
 mod splunk;
+mod state_json;
 mod window;
 
 pub use adaptive::{AdaptiveSource, AdaptiveState, FleetSums};
@@ -236,13 +237,12 @@ pub enum DetectorState {
 impl DetectorState {
     /// JSON encoding.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::state_json::to_bytes(self)
     }
 
     /// Decodes what [`DetectorState::to_json_bytes`] wrote.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<DetectorState, DetectError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| DetectError::InvalidState(format!("decoding detector state: {e}")))
+        crate::state_json::from_bytes(bytes, "detector state")
     }
 }
 
@@ -601,7 +601,7 @@ impl Detector {
     /// [`Detector::try_observe_hour`] for the others) and returns the spikes of them all.
     pub fn feed_hours(&mut self, hours: &[HourInput<'_>]) -> Result<Vec<Spike>, DetectError> {
         let mut spikes = Vec::new();
-        for &(hour, rows, verdicts) in hours {
+        for &HourInput { hour, rows, verdicts } in hours {
             spikes.extend(self.feed(hour, rows, verdicts)?);
         }
         Ok(spikes)
@@ -651,9 +651,17 @@ pub fn detect(cfg: &DetectConfig, rows: &[AggregateRow]) -> Vec<Spike> {
     out
 }
 
-/// One hour handed to [`detect_hours`]: the hour, its rows, and whether it gets verdicts (`false`:
-/// it only warms the baseline, like [`Detector::warm`]).
-pub type HourInput<'a> = (i64, HourRows<'a>, bool);
+/// One hour handed to [`detect_hours`] or [`Detector::feed_hours`].
+#[derive(Debug, Clone, Copy)]
+pub struct HourInput<'a> {
+    /// Start of the hour, unix seconds.
+    pub hour: i64,
+    /// The hour's rows.
+    pub rows: HourRows<'a>,
+    /// Whether the hour gets verdicts (`false`: it only warms the baseline, like
+    /// [`Detector::warm`]).
+    pub verdicts: bool,
+}
 
 /// Batch detection over `hours` (strictly increasing) on the current rayon pool.
 ///
@@ -668,8 +676,8 @@ pub fn detect_hours(
     shards: usize,
 ) -> Result<Vec<Spike>, DetectError> {
     use rayon::prelude::*;
-    if let Some(w) = hours.windows(2).find(|w| w[1].0 <= w[0].0) {
-        return Err(DetectError::OutOfOrder { hour: w[1].0, last: w[0].0 });
+    if let Some(w) = hours.windows(2).find(|w| w[1].hour <= w[0].hour) {
+        return Err(DetectError::OutOfOrder { hour: w[1].hour, last: w[0].hour });
     }
     if cfg.mode != Mode::Window || shards <= 1 {
         return Detector::new(cfg.clone()).feed_hours(hours);
@@ -677,8 +685,8 @@ pub fn detect_hours(
     // Each hour grouped once (in parallel), its observations split by shard.
     let grouped: Vec<Vec<Vec<Obs<'_>>>> = hours
         .par_iter()
-        .map(|&(_, rows, _)| {
-            let obs = group_hour(rows);
+        .map(|h| {
+            let obs = group_hour(h.rows);
             // Room for an even split and then some: no vector grows step by step.
             let room = obs.len() / shards + obs.len() / (2 * shards) + 8;
             let mut parts: Vec<Vec<Obs<'_>>> =
@@ -695,8 +703,8 @@ pub fn detect_hours(
         .map(|i| {
             let mut w = window::WindowDetector::default();
             let mut spikes = Vec::new();
-            for (&(hour, _, verdicts), parts) in hours.iter().zip(&grouped) {
-                spikes.extend(w.feed(cfg, hour, &parts[i], verdicts));
+            for (h, parts) in hours.iter().zip(&grouped) {
+                spikes.extend(w.feed(cfg, h.hour, &parts[i], h.verdicts));
             }
             spikes
         })

@@ -246,12 +246,11 @@ pub struct SplunkSource {
 impl SplunkState {
     /// JSON encoding (a splunk-mode replay saves it as `<state>/baseline/splunk.json`).
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::state_json::to_bytes(self)
     }
 
     /// Decodes what [`SplunkState::to_json_bytes`] wrote.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<SplunkState, DetectError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| DetectError::InvalidState(format!("decoding splunk state: {e}")))
+        crate::state_json::from_bytes(bytes, "splunk state")
     }
 }

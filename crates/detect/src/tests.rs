@@ -247,7 +247,8 @@ fn duplicate_rows_of_a_source_are_summed() {
             (h, Columns::from_rows(&of_hour))
         })
         .collect();
-    let input: Vec<HourInput<'_>> = hours.iter().map(|(h, c)| (*h, c.into(), true)).collect();
+    let input: Vec<HourInput<'_>> =
+        hours.iter().map(|(h, c)| HourInput { hour: *h, rows: c.into(), verdicts: true }).collect();
     assert_eq!(detect_hours(&cfg(Mode::Window), &input, 1).unwrap(), std::slice::from_ref(s));
 }
 
@@ -402,8 +403,10 @@ fn detect_hours_on_shards_equals_one_detector() {
         by_hour.entry(r.hour).or_default().push(r.clone());
     }
     let split = 300 * H;
-    let input: Vec<HourInput<'_>> =
-        by_hour.iter().map(|(h, rs)| (*h, rs.into(), *h >= split)).collect();
+    let input: Vec<HourInput<'_>> = by_hour
+        .iter()
+        .map(|(h, rs)| HourInput { hour: *h, rows: rs.into(), verdicts: *h >= split })
+        .collect();
     for mode in [Mode::Window, Mode::Splunk] {
         let c = cfg(mode);
         let mut d = Detector::new(c.clone());
@@ -426,7 +429,7 @@ fn detect_hours_on_shards_equals_one_detector() {
             .iter()
             .zip(&columns)
             .enumerate()
-            .map(|(i, (&(h, rs, v), c))| (h, if i % 2 == 0 { c.into() } else { rs }, v))
+            .map(|(i, (&h, c))| HourInput { rows: if i % 2 == 0 { c.into() } else { h.rows }, ..h })
             .collect();
         for shards in [1, 3] {
             assert_eq!(detect_hours(&c, &mixed, shards).unwrap(), one, "{mode}, columns, {shards}");
@@ -468,6 +471,48 @@ fn snapshot_restore_continues_exactly() {
         }
         assert!(!full.is_empty());
         assert_eq!(got, full, "{mode} split at {split}");
+    }
+}
+
+/// The shared state encoder writes, for every mode, the bytes serde_json wrote before it was
+/// shared, and a restored detector snapshots to the same bytes again.
+#[test]
+fn state_json_bytes_same_for_every_mode() {
+    let rows = random_rows(7, 3, 400, 50);
+    for mode in [Mode::Window, Mode::Splunk, Mode::Adaptive] {
+        let c = cfg(mode);
+        let mut d = Detector::new(c.clone());
+        let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+        for r in &rows {
+            by_hour.entry(r.hour).or_default().push(r.clone());
+        }
+        for (h, rs) in &by_hour {
+            d.observe_hour(*h, rs);
+        }
+        let state = d.snapshot();
+        let bytes = state.to_json_bytes();
+        assert_eq!(bytes, serde_json::to_vec(&state).unwrap(), "{mode}");
+        let back = Detector::restore(c, DetectorState::from_json_bytes(&bytes).unwrap()).unwrap();
+        assert_eq!(back.snapshot().to_json_bytes(), bytes, "{mode}");
+        match state {
+            DetectorState::Window(st) => {
+                assert_eq!(st.to_json_bytes(), serde_json::to_vec(&st).unwrap());
+                assert_eq!(WindowState::from_json_bytes(&st.to_json_bytes()).unwrap(), st);
+            }
+            DetectorState::Splunk(st) => {
+                assert_eq!(st.to_json_bytes(), serde_json::to_vec(&st).unwrap());
+                assert_eq!(SplunkState::from_json_bytes(&st.to_json_bytes()).unwrap(), st);
+            }
+            DetectorState::Adaptive(_) => {}
+        }
+    }
+    for (err, what) in [
+        (DetectorState::from_json_bytes(b"{").unwrap_err(), "detector state"),
+        (SplunkState::from_json_bytes(b"{").unwrap_err(), "splunk state"),
+        (WindowState::from_json_bytes(b"{").unwrap_err(), "window state"),
+    ] {
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("invalid detector state: decoding {what}: ")), "{text}");
     }
 }
 

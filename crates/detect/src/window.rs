@@ -152,12 +152,11 @@ pub struct WindowSource {
 impl WindowState {
     /// JSON encoding.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::state_json::to_bytes(self)
     }
 
     /// Decodes what [`WindowState::to_json_bytes`] wrote.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<WindowState, DetectError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| DetectError::InvalidState(format!("decoding window state: {e}")))
+        crate::state_json::from_bytes(bytes, "window state")
     }
 }

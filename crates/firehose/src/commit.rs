@@ -323,20 +323,23 @@ mod tests {
         decode_batch(&ctx, VIRTUAL_SHARD, &[RawRecord { sequence_number: "0", data: line }])
     }
 
+    fn engine_cfg() -> EngineConfig {
+        EngineConfig {
+            stream: "firehose-test".into(),
+            allowed_lateness_secs: 600,
+            counter: CounterConfig::default(),
+            detect: DetectConfig::default(),
+            max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
+        }
+    }
+
     /// A flood of unique request ids inside the dedup window keeps at most the cap, forgetting
     /// the oldest first.
     #[test]
     fn regression_request_ids_grow_without_bound() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
-        let cfg = EngineConfig {
-            stream: "firehose-test".into(),
-            allowed_lateness_secs: 600,
-            counter: CounterConfig::default(),
-            detect: DetectConfig::default(),
-            max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
-        };
-        let mut e = Engine::open(History::new(store), cfg, &mut Vec::new()).unwrap();
+        let mut e = Engine::open(History::new(store), engine_cfg(), &mut Vec::new()).unwrap();
         for i in 0..1_000 {
             assert!(apply_request(&mut e, &format!("req-{i:04}"), 1_000 + i / 3, batch()));
             cap_request_ids(&mut e, 100);
@@ -359,13 +362,7 @@ mod tests {
     fn retried_request_ids_are_applied_once() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
-        let cfg = EngineConfig {
-            stream: "firehose-test".into(),
-            allowed_lateness_secs: 600,
-            counter: CounterConfig::default(),
-            detect: DetectConfig::default(),
-            max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
-        };
+        let cfg = engine_cfg();
         let open = || Engine::open(History::new(store.clone()), cfg.clone(), &mut Vec::new());
         let mut e = open().unwrap();
         assert!(apply_request(&mut e, "req-1", 100, batch()));

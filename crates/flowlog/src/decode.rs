@@ -589,48 +589,83 @@ impl<S: RecordSink> Decoder<'_, S> {
 
     /// The body of [`Decoder::feed_text`] for one classifier.
     #[inline(always)]
-    fn feed_text_with<C: scan::Classifier>(&mut self, classifier: C, text: &[u8], headers: bool) {
+    fn feed_text_with<C: FastLine>(&mut self, classifier: C, text: &[u8], headers: bool) {
         self.summary.decoded_bytes += text.len() as u64;
-        let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
         // Taken out of `self` while the closure borrows the rest of it.
         let mut room = self.ends.take().unwrap_or_else(|| Box::new([0; scan::MAX_ENDS]));
+        // The per-line work is not written in this closure: a closure is a function of its own,
+        // which does not inherit `#[target_feature]` and is too large, with the walk's several
+        // call sites, to be inlined into `feed_text_avx2`; so it would be compiled for the
+        // baseline and call the AVX2 value check and the SSSE3 address parser out of line.
+        // `FastLine::plain_line` is the build of that work for `classifier`'s instructions.
         scan::walk_lines(classifier, text, &mut room, |line| {
             self.line_number += 1;
-            let (line, ends, rest) = match line {
-                scan::Line::Plain(line, ends, rest) => (line, ends, rest),
-                scan::Line::Other(line) => return self.text_line(line, headers),
-            };
-            let format = self.header.as_ref().unwrap_or(&self.fallback);
-            let first = line.first().copied().unwrap_or(b' ');
-            // Empty or space-led lines may be blank; letter-led lines may be headers; wrong
-            // widths and lengths get their exact error there too.
-            let token = &line[..ends[0] as usize];
-            if first == b' '
-                || (headers && is_header_token(token))
-                || ends.len() != format.len()
-                || line.len() > max
-            {
-                return self.text_line(line, headers);
+            match line {
+                scan::Line::Plain(line, ends, rest) => {
+                    classifier.plain_line(self, line, ends, rest, headers)
+                }
+                scan::Line::Other(line) => self.text_line(line, headers),
             }
-            // Checked in the window the scan just read; the exact check only when the fast one
-            // is not sure (a damaged value, an IPv6 address, a long number).
-            let parsed = match crate::validate::check(classifier, rest, line, ends, format.plan()) {
-                Some(parsed) => parsed,
-                None => match check_exact(line, ends, format) {
-                    Ok(()) => Parsed::default(),
-                    Err(kind) => return self.bad_line(kind),
-                },
-            };
-            self.summary.records += 1;
-            self.sink.record(&FlowRecord::with_parsed(
-                line,
-                ends,
-                format,
-                self.line_number,
-                parsed,
-            ));
         });
         self.ends = Some(room);
+    }
+
+    /// One printable-ASCII line from the structural scan (its number already counted), with its
+    /// field ends and `rest`, the text from its start to the end of the block: checked in the
+    /// window the scan just read and handed to the sink, or sent to [`Decoder::text_line`] /
+    /// [`Decoder::bad_line`] when the fast path cannot decide or the line is damaged.
+    #[inline(always)]
+    fn plain_line<C: scan::Classifier>(
+        &mut self,
+        classifier: C,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
+        let format = self.header.as_ref().unwrap_or(&self.fallback);
+        let first = line.first().copied().unwrap_or(b' ');
+        // Empty or space-led lines may be blank; letter-led lines may be headers; wrong
+        // widths and lengths get their exact error there too.
+        let token = &line[..ends[0] as usize];
+        if first == b' '
+            || (headers && is_header_token(token))
+            || ends.len() != format.len()
+            || line.len() > max
+        {
+            return self.text_line(line, headers);
+        }
+        // Checked in the window the scan just read; the exact check only when the fast one
+        // is not sure (a damaged value, an IPv6 address, a long number).
+        let parsed = match crate::validate::check(classifier, rest, line, ends, format.plan()) {
+            Some(parsed) => parsed,
+            None => match check_exact(line, ends, format) {
+                Ok(()) => Parsed::default(),
+                Err(kind) => return self.bad_line(kind),
+            },
+        };
+        self.summary.records += 1;
+        self.sink.record(&FlowRecord::with_parsed(line, ends, format, self.line_number, parsed));
+    }
+
+    /// [`Decoder::plain_line`] compiled for AVX2 and BMI1/2, so that the value check's AVX2
+    /// masks, the SSSE3 address parser and the sink are inlined into it.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, BMI1 and BMI2 (`avx2` proves it).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2")]
+    #[allow(unsafe_code)] // reason: compiled for AVX2; the caller holds the proof it is there
+    unsafe fn plain_line_avx2(
+        &mut self,
+        avx2: scan::Avx2,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        self.plain_line(avx2, line, ends, rest, headers);
     }
 
     /// One line of text (its number already counted) that the fast path did not take: blank lines
@@ -725,6 +760,52 @@ impl<S: RecordSink> Decoder<'_, S> {
         crate::kpl::for_each_data(records, |inner| {
             self.decode(inner, Framing::detect(inner), depth + 1)
         })
+    }
+}
+
+/// A classifier with the build of [`Decoder::plain_line`] that goes with it: the fast path of a
+/// line compiled for the instructions the classifier proves the CPU has.
+trait FastLine: scan::Classifier {
+    /// [`Decoder::plain_line`] for this classifier.
+    fn plain_line<S: RecordSink>(
+        self,
+        d: &mut Decoder<'_, S>,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    );
+}
+
+impl FastLine for scan::Baseline {
+    #[inline(always)]
+    fn plain_line<S: RecordSink>(
+        self,
+        d: &mut Decoder<'_, S>,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        d.plain_line(self, line, ends, rest, headers);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FastLine for scan::Avx2 {
+    #[inline(always)]
+    #[allow(unsafe_code)] // reason: calling the AVX2 build; `self` proves the CPU has AVX2
+    fn plain_line<S: RecordSink>(
+        self,
+        d: &mut Decoder<'_, S>,
+        line: &[u8],
+        ends: &[u32],
+        rest: &[u8],
+        headers: bool,
+    ) {
+        // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2,
+        // BMI1 and BMI2.
+        unsafe { d.plain_line_avx2(self, line, ends, rest, headers) }
     }
 }
 
@@ -984,5 +1065,78 @@ mod inflate_tests {
                 assert!(sink.0 == want, "{first} then {second}, nested {nested}: lines differ");
             }
         }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod builds {
+    use super::{DecodeOptions, Decoder, LineError, LineParser, RecordSink, Summary};
+    use crate::{scan, FlowRecord};
+
+    /// What a decoder handed over: every record's line, number, source and bytes, every error.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen(Vec<(Vec<u8>, u64, String, String)>, Vec<LineError>);
+
+    impl RecordSink for Seen {
+        fn record(&mut self, rec: &FlowRecord<'_>) {
+            let (src, bytes) = (format!("{:?}", rec.srcaddr()), format!("{:?}", rec.bytes()));
+            self.0.push((rec.line().to_vec(), rec.line_number(), src, bytes));
+        }
+        fn malformed(&mut self, err: &LineError) {
+            self.1.push(*err);
+        }
+    }
+
+    fn decode(text: &[u8], avx2: Option<scan::Avx2>) -> (Seen, Summary) {
+        let opts = DecodeOptions::default();
+        let mut sink = Seen::default();
+        let mut d = Decoder {
+            opts: &opts,
+            sink: &mut sink,
+            parser: LineParser::new(),
+            ends: None,
+            items: Vec::new(),
+            header: None,
+            fallback: opts.format.clone().unwrap_or_else(crate::Format::default_v2),
+            summary: Summary::default(),
+            line_number: 0,
+            budget: 0,
+        };
+        match avx2 {
+            #[allow(unsafe_code)] // reason: a test calling the AVX2 build after detecting AVX2
+            // SAFETY: `avx2` came from `Avx2::detect`, so this CPU has AVX2, BMI1 and BMI2.
+            Some(avx2) => unsafe { d.feed_text_avx2(avx2, text, true) },
+            None => d.feed_text_with(scan::Baseline, text, true),
+        }
+        let summary = d.summary;
+        (sink, summary)
+    }
+
+    /// The per-line fast path has one build per classifier (`FastLine`): the AVX2 build of
+    /// `Decoder::plain_line` hands over exactly what the baseline build does, good lines, damaged
+    /// values, IPv6, headers and odd bytes alike.
+    #[test]
+    fn avx2_and_baseline_builds_of_the_line_fast_path_agree() {
+        let Some(avx2) = scan::Avx2::detect() else { return };
+        let mut text = Vec::new();
+        for i in 0..400u32 {
+            let line = match i % 8 {
+                0 => format!("2 123 eni-1 10.0.{}.{} 8.8.8.8 44{} 53 17 1 {} 1 2 REJECT OK", i % 7, i % 250, i % 10, i * 977),
+                1 => format!("2 123 eni-1 10.0.0.{} 8.8.8.8 44x3 53 17 1 60 1 2 REJECT OK", i % 300),
+                2 => format!("2 123 eni-1 2001:db8::{i:x} 8.8.8.8 1 53 17 1 60 1 2 ACCEPT OK"),
+                3 => "2 - - - - - - - - - 1 2 - NODATA".to_string(),
+                4 => format!("2 123 eni-1 10.0.0.{} 8.8.8.8 1 53 17 1 {}99999999999999999999 1 2 REJECT OK", i % 250, i),
+                5 => "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status".to_string(),
+                6 => format!("2 123 eni-1 10.0.0.{}\r 8.8.8.8 1 53 17 1 60 1 2 REJECT OK", i % 250),
+                _ => format!("2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1 2 REJECT OK{}", " x".repeat(i as usize % 3)),
+            };
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        let (base, base_summary) = decode(&text, None);
+        let (fast, fast_summary) = decode(&text, Some(avx2));
+        assert!(!base.0.is_empty() && !base.1.is_empty(), "the text must hold good and bad lines");
+        assert_eq!(fast_summary, base_summary);
+        assert_eq!(fast, base);
     }
 }

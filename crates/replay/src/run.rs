@@ -169,7 +169,13 @@ pub enum ReplayError {
     History(#[from] flowspike_history::HistoryError),
     /// The detection failed.
     #[error("detection: {0}")]
-    Detect(String),
+    Detect(#[from] flowspike_detect::DetectError),
+    /// A splunk-mode replay could not save its baseline (`baseline/splunk.json`).
+    #[error("detection: cannot save the baseline: {source}")]
+    SaveBaseline {
+        /// The cause.
+        source: flowspike_history::StoreError,
+    },
 }
 
 /// Progress callbacks (a progress bar in the binary; nothing in tests).
@@ -501,8 +507,15 @@ enum Work {
     Whole(usize, Result<Vec<u8>, ArchiveError>),
     /// A block of a large object read in blocks, with the format the object starts with.
     Block(usize, Arc<Format>, TextBlock),
-    /// The end of a large object: the number of blocks sent, and the error that ended it early.
-    End(usize, u64, Option<String>),
+    /// The end of a large object.
+    End {
+        /// The object's index.
+        object: usize,
+        /// The number of blocks sent.
+        blocks: u64,
+        /// The error that ended the object early.
+        error: Option<String>,
+    },
 }
 
 /// A large object whose blocks are being counted.
@@ -547,7 +560,7 @@ fn count_objects(
                     if let Some((blocks, error)) =
                         fetch_blocks(cfg, pool, archive.as_ref(), &obj.key, i, fallback, &tx)
                     {
-                        if tx.send(Work::End(i, blocks, error)).is_err() {
+                        if tx.send(Work::End { object: i, blocks, error }).is_err() {
                             break;
                         }
                         continue;
@@ -586,7 +599,7 @@ fn count_objects(
                             })
                             .map(|done| (i, done))
                         }
-                        Work::End(i, blocks, error) => {
+                        Work::End { object: i, blocks, error } => {
                             track(&streams, i, |st| st.end = Some((blocks, error)))
                                 .map(|done| (i, done))
                         }
@@ -838,16 +851,17 @@ fn detect_range(
         .map(|(h, c)| (*h, c.into()))
         .chain(rows.chunk_by(|a, b| a.hour == b.hour).map(|r| (r[0].hour, r.into())))
         .collect();
-    let hours: Vec<HourInput<'_>> =
-        by_hour.iter().map(|(&hour, rows)| (hour, *rows, hour >= first)).collect();
+    let hours: Vec<HourInput<'_>> = by_hour
+        .iter()
+        .map(|(&hour, &rows)| HourInput { hour, rows, verdicts: hour >= first })
+        .collect();
     if cfg.mode == Mode::Window {
         // Sources are independent in window mode: one detector per shard of sources, on every core.
         let shards = rayon::current_num_threads() * 4;
-        return flowspike_detect::detect_hours(cfg, &hours, shards)
-            .map_err(|e| ReplayError::Detect(e.to_string()));
+        return Ok(flowspike_detect::detect_hours(cfg, &hours, shards)?);
     }
     let mut detector = Detector::new(cfg.clone());
-    let spikes = detector.feed_hours(&hours).map_err(|e| ReplayError::Detect(e.to_string()))?;
+    let spikes = detector.feed_hours(&hours)?;
     if cfg.mode != Mode::Splunk {
         // Only splunk mode has a baseline file; every service rebuilds its detector from the history.
         return Ok(spikes);
@@ -856,6 +870,6 @@ fn detect_range(
     history
         .store()
         .put(SPLUNK_BASELINE_KEY, detector.snapshot().to_json_bytes())
-        .map_err(|e| ReplayError::Detect(format!("cannot save the baseline: {e}")))?;
+        .map_err(|source| ReplayError::SaveBaseline { source })?;
     Ok(spikes)
 }

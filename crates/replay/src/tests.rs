@@ -501,3 +501,29 @@ fn regression_replay_source_cap_split_over_shards() {
         assert_eq!(srcs, lowest, "{threads} threads");
     }
 }
+
+/// `ReplayError` carries the detection's and the store's errors typed, with the messages the
+/// string variant had (`detection: …`, `detection: cannot save the baseline: …`).
+#[test]
+fn replay_errors_of_the_detection_are_typed() {
+    let e = crate::ReplayError::from(flowspike_detect::DetectError::InvalidConfig("x".into()));
+    assert!(matches!(
+        e,
+        crate::ReplayError::Detect(flowspike_detect::DetectError::InvalidConfig(_))
+    ));
+    assert_eq!(e.to_string(), "detection: invalid detection config: x");
+
+    // A splunk-mode replay whose `baseline` is a file cannot save its baseline there.
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(input.path().join("a.log"), hourly_lines(0..3, 2)).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("baseline"), b"not a directory").unwrap();
+    let history = History::new(Arc::new(LocalStore::new(state.path())));
+    let cfg = ReplayConfig {
+        detect: DetectConfig::for_mode(flowspike_detect::Mode::Splunk),
+        ..config(input.path(), 1, StreamSettings::default())
+    };
+    let err = replay(&cfg, &history, &()).unwrap_err();
+    assert!(matches!(err, crate::ReplayError::SaveBaseline { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("detection: cannot save the baseline: "), "{err}");
+}

@@ -555,43 +555,59 @@ fn regression_lease_mode_does_not_report_the_source_cap() {
 /// (two days ahead, slack three days) was thrown away as impossible when the lease was taken.
 #[test]
 fn regression_lease_table_repair_uses_the_default_slack() {
-    let g = Group::new(&["s0"]);
-    let c = g.table.take("s0", 0, "old").unwrap().unwrap();
     let clock = i64::try_from(unix_millis() / 1000).unwrap();
+    // A lease committed with `max_start` ahead of the clock, taken over by a worker whose slack is
+    // three days; returns the `max_start` it sees.
+    let taken_over = |max_start: i64, watermark: Option<i64>| {
+        let g = Group::new(&["s0"]);
+        let c = g.table.take("s0", 0, "old").unwrap().unwrap();
+        let commit = ShardCommit {
+            shard_id: "s0".into(),
+            owner: "old".into(),
+            counter: c,
+            checkpoint: flowspike_lease::Checkpoint::After("1".into()),
+            max_start: Some(max_start as u64),
+            watermark,
+        };
+        assert_eq!(g.table.commit(&[commit], None).unwrap(), CommitOutcome::Done);
+        assert!(g.table.release("s0", "old", c + 1).unwrap());
+        let mut c = cfg("b");
+        c.max_future_secs = 3 * 24 * 3600;
+        let mut b = Worker::new(c, g.table.clone(), g.history());
+        assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
+        let o = &b.owned()["s0"];
+        (o.committed_max_start, o.committed_watermark)
+    };
     let ahead = clock + 2 * 24 * HOUR;
-    let commit = ShardCommit {
-        shard_id: "s0".into(),
-        owner: "old".into(),
-        counter: c,
-        checkpoint: flowspike_lease::Checkpoint::After("1".into()),
-        max_start: Some(ahead as u64),
-        watermark: Some(clock - LATENESS),
-    };
-    assert_eq!(g.table.commit(&[commit], None).unwrap(), CommitOutcome::Done);
-    assert!(g.table.release("s0", "old", c + 1).unwrap());
-    let mut c = cfg("b");
-    c.max_future_secs = 3 * 24 * 3600;
-    let mut b = Worker::new(c, g.table.clone(), g.history());
-    assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
-    assert_eq!(b.owned()["s0"].committed_max_start, Some(ahead as u64));
-    assert_eq!(b.owned()["s0"].committed_watermark, Some(clock - LATENESS));
+    assert_eq!(
+        taken_over(ahead, Some(clock - LATENESS)),
+        (Some(ahead as u64), Some(clock - LATENESS))
+    );
     // Past the configured slack: still ignored.
-    let g = Group::new(&["s0"]);
-    let c = g.table.take("s0", 0, "old").unwrap().unwrap();
-    let far = clock + 4 * 24 * HOUR;
-    let commit = ShardCommit {
-        shard_id: "s0".into(),
-        owner: "old".into(),
-        counter: c,
-        checkpoint: flowspike_lease::Checkpoint::After("1".into()),
-        max_start: Some(far as u64),
-        watermark: None,
-    };
-    assert_eq!(g.table.commit(&[commit], None).unwrap(), CommitOutcome::Done);
-    assert!(g.table.release("s0", "old", c + 1).unwrap());
-    let mut c = cfg("b");
-    c.max_future_secs = 3 * 24 * 3600;
-    let mut b = Worker::new(c, g.table.clone(), g.history());
-    assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
-    assert_eq!(b.owned()["s0"].committed_max_start, None);
+    assert_eq!(taken_over(clock + 4 * 24 * HOUR, None).0, None);
+}
+
+/// Regression: a reader stops by itself once its lease deadline passes; a renewal that completed
+/// later kept the lease in the worker, which never started a reader again while the stopped one's
+/// entry existed: the shard stayed unread and the group never finished (seen as a hang of
+/// `faults::lease_workers_through_faults_equal_a_fault_free_run` on a loaded machine).
+#[test]
+fn regression_reader_stopped_at_the_deadline_keeps_the_lease_unread() {
+    let g = Group::new(&["s0", "s1"]);
+    let mut a = g.worker("a");
+    assert_eq!(a.acquire(Instant::now()).unwrap().len(), 2);
+    assert!(a.apply(batch("s0", 1, BASE + 10, "10.0.0.1", 2), false));
+    assert!(a.reader_stopped("s0"), "a held lease with a stopped reader is given up");
+    assert!(!a.owned().contains_key("s0"));
+    assert!(!a.reader_stopped("s0"), "no longer held");
+    // Taken again at once (the table says it is ours), from its committed position: the
+    // uncommitted rows are read again, not lost and not counted twice.
+    assert_eq!(a.acquire(Instant::now()).unwrap(), ["s0"]);
+    assert_eq!(a.owned()["s0"].checkpoint, Checkpoint::Initial);
+    // A shard read to its end keeps its lease until the end is committed.
+    let mut end = batch("s1", 1, BASE + 10, "10.0.0.2", 1);
+    end.ended = true;
+    assert!(a.apply(end, true));
+    assert!(!a.reader_stopped("s1"));
+    assert!(a.owned().contains_key("s1"));
 }

@@ -1,6 +1,7 @@
 use super::*;
+use crate::sharded::{par_count, ShardedCounter};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A hit that owns its interface id (proptest values cannot borrow).
