@@ -499,3 +499,97 @@ fn healthz_and_metrics_while_consuming() {
         "bound address logged; log:\n{log}"
     );
 }
+
+/// Alerts within minutes (#30): with a month of quiet history and a lateness that keeps the
+/// current hour open for the whole test, a burst put to the stream reaches the output stream as
+/// an `early` record of the current hour, while that hour is still open, although the checkpoint
+/// interval is an hour. Prints the time from the burst's put to the record's arrival.
+#[test]
+fn early_alert_arrives_while_the_hour_is_open() {
+    let kl = crate::util::KinesisLocal::start();
+    let rt = runtime();
+    let k = kl.kinesis();
+    let hour = hours_ago_base(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let hist = History::new(Arc::new(LocalStore::new(&state)));
+    let srcs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+    for h in 1..=240i64 {
+        let t = hour - h * HOUR;
+        let rows: Vec<AggregateRow> = srcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| AggregateRow {
+                hour: t,
+                src_ip: (*s).into(),
+                blocked_count: 2 + ((h + i as i64) % 2) as u64,
+                unique_dest_count: 1,
+                dest_ips: vec!["203.0.113.1".into()],
+                interface_ids: vec!["eni-0a1b2c3d".into()],
+                ..AggregateRow::default()
+            })
+            .collect();
+        hist.write_hour_file(t, &rows, "seed.parquet").expect("seed history");
+    }
+    rt.block_on(async {
+        create_stream(&k, "flows", 1).await;
+        create_stream(&k, "spikes", 1).await;
+    });
+    // Background: each source's usual two records, at the start of the hour.
+    let background: Vec<String> = srcs
+        .iter()
+        .flat_map(|s| {
+            (0..2).map(move |i| line("eni-0a1b2c3d", s, "203.0.113.1", hour + i, "REJECT", 40))
+        })
+        .collect();
+    rt.block_on(put_lines(&k, "flows", &background));
+
+    let mut cmd = flowspike();
+    kl.env(&mut cmd);
+    cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
+    // A lateness of two hours: the watermark stays before this hour, which cannot close.
+    cmd.args(["--log-level", "info", "consume", "--mode", "adaptive", "--stream", "flows"])
+        .args(["--output-stream", "spikes", "--state"])
+        .arg(&state)
+        .args(["--allowed-lateness-secs", "7200", "--checkpoint-interval-secs", "3600"])
+        .args(["--idle-shard-secs", "2", "--max-runtime-secs", "120"]);
+    let log = dir.path().join("consume.log");
+    let mut child = spawn_logged(cmd, &log);
+    // Let the consumer read the background first (no alert from it).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(rt.block_on(read_all(&k, "spikes")).is_empty(), "the background alerted");
+
+    let burst: Vec<String> = (0..200)
+        .map(|i| {
+            let dst = format!("198.51.100.{}", i % 250 + 1);
+            line("eni-0a1b2c3d", "10.0.0.1", &dst, hour + 2 + i % 3, "REJECT", 40)
+        })
+        .collect();
+    let t0 = Instant::now();
+    rt.block_on(put_lines(&k, "flows", &burst));
+    let mut spikes = Vec::new();
+    // A bound so a broken build fails instead of hanging; not a limit on the measured figure.
+    let give_up = Instant::now() + Duration::from_secs(100);
+    while spikes.is_empty() && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(100));
+        spikes = rt.block_on(read_all(&k, "spikes"));
+    }
+    let elapsed = t0.elapsed();
+    // The hour is still open: the manifest has not closed it and no final file exists.
+    let manifest: serde_json::Value = std::fs::read(state.join("consumer/flows/manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(spikes.len(), 1, "no early alert on the output stream; log:\n{log_text}");
+    let s: serde_json::Value = serde_json::from_slice(&spikes[0]).expect("spike json");
+    assert_eq!(s["early"], true, "{s}");
+    assert_eq!(s["src_ip"], "10.0.0.1", "{s}");
+    assert_eq!(s["hour"], flowspike_detect::format_hour(hour), "{s}");
+    assert!(s["blocked_count"].as_u64().expect("count") >= 5, "{s}");
+    assert!(manifest["closed_through"].as_i64().is_none_or(|ct| ct <= hour), "{manifest}");
+    assert!(hist.hour_files(hour).expect("files").is_empty(), "the hour was closed");
+    println!("time-to-alert: {} ms (burst put → early spike record read)", elapsed.as_millis());
+}

@@ -152,8 +152,10 @@ pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, Con
             lateness,
         );
         let closed = wm.is_some_and(|w| engine.advance(w));
+        // An early alert is emitted by a checkpoint: it does not wait for the interval.
         if closed
             || checkpoint_now
+            || engine.has_early_alerts()
             || (engine.is_dirty() && last_checkpoint.elapsed() >= cfg.checkpoint_interval)
         {
             match engine.checkpoint(sink.as_mut()) {

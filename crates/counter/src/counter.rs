@@ -540,6 +540,23 @@ impl Counter {
         self.hours.iter().filter(|(_, m)| !m.is_empty()).map(|(h, _)| *h).collect()
     }
 
+    /// The row of source `src` (its text form) in `hour`, if that key was counted: what
+    /// [`Counter::take_hour`] would return for it, without removing anything (a streaming engine
+    /// judging one source of an open hour).
+    pub fn row(&self, hour: i64, src: &str) -> Option<AggregateRow> {
+        let ip: IpAddr = src.parse().ok()?;
+        let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
+        self.hours[i].1.get(&ip).map(|agg| agg.to_row(hour, ip))
+    }
+
+    /// The sources (text form) counted in `hour`, in no particular order.
+    pub fn sources(&self, hour: i64) -> Vec<String> {
+        match self.hours.binary_search_by_key(&hour, |(h, _)| *h) {
+            Ok(i) => self.hours[i].1.keys().map(|ip| ip_string(*ip)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Removes the keys of `hour` and returns their map, if the hour has any.
     pub(crate) fn take_hour_map(&mut self, hour: i64) -> Option<AHashMap<IpAddr, Agg>> {
         let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;

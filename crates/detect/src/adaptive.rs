@@ -581,6 +581,66 @@ impl AdaptiveDetector {
         spikes
     }
 
+    /// What [`AdaptiveDetector::feed`] would make the candidate record of `o` in `hour` (before
+    /// the incident layer), without changing anything; `None` when the hour is not after the last
+    /// one fed, during the warm-up, or when it would not alert. Mirrors the verdicts of `feed`
+    /// (tested against it).
+    pub(crate) fn candidate(&self, cfg: &DetectConfig, hour: i64, o: &Obs<'_>) -> Option<Spike> {
+        let i = hour_index(hour);
+        let first = self.first_hour?;
+        let floor = cfg.min_count.max(1);
+        let c = o.count;
+        if self.last_hour.is_some_and(|l| hour <= l) || i < hour_index(first) + WARMUP_HOURS {
+            return None;
+        }
+        if c < floor {
+            return None;
+        }
+        match self.live_source(o.src, i) {
+            Some(s) => {
+                let p = self.predict(s, i);
+                let v = Self::verdict(c, p, cfg.alpha);
+                if let Some(t) = v.tail_threshold.filter(|&t| c >= t) {
+                    return Some(record(
+                        o,
+                        hour,
+                        Reason::Spike,
+                        p,
+                        v.p_value,
+                        t.max(floor),
+                        s.active,
+                    ));
+                }
+                if (c as f64) > p.mu && rising(&s.recent, i, c) {
+                    let (rp, before) = self.ramp(s, i);
+                    let p_sum = nb_sf(before.saturating_add(c), rp.mu, rp.k);
+                    if p_sum < cfg.alpha * RAMP_ALPHA {
+                        let t = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
+                            .unwrap_or(c)
+                            .max(p.mu.floor() as u64 + 1);
+                        return Some(record(
+                            o,
+                            hour,
+                            Reason::Ramp,
+                            rp,
+                            p_sum,
+                            t.max(floor),
+                            s.active,
+                        ));
+                    }
+                }
+                None
+            }
+            None => {
+                let (mu, k, stdev) = self.prior().predictive(self.r, i)?;
+                let p = Prediction { mu, k, stdev };
+                let v = Self::verdict(c, p, cfg.alpha);
+                let t = v.tail_threshold?;
+                Some(record(o, hour, Reason::NewSource, p, v.p_value, t.max(floor), 0))
+            }
+        }
+    }
+
     pub(crate) fn to_state(&self) -> AdaptiveState {
         let mut sources: Vec<AdaptiveSource> = self
             .sources
@@ -967,6 +1027,63 @@ mod tests {
         let early =
             run(&mut fresh, &mut rng, 0..10, 40, |h| vec![row(h, &format!("10.4.0.{h}"), 5000)]);
         assert!(early.is_empty(), "{early:?}");
+    }
+
+    /// `evaluate_open` gives the close's record (same id, count, p-value, threshold) for clear
+    /// cases only (`p < alpha / 100`), marked early, changes nothing, and keeps an open
+    /// episode's id as the close does.
+    #[test]
+    fn evaluate_open_agrees_with_the_close_for_clear_cases() {
+        let mut rng = Rng(9);
+        let mut d = adaptive();
+        let mut noise = Rng(10);
+        run(&mut d, &mut rng, 0..24 * 14, 30, |h| {
+            vec![row(h, "10.5.0.1", noise.poisson(0.3)), row(h, "10.5.0.2", noise.poisson(12.0))]
+        });
+        let h = 24 * 14;
+        let bar = d.config().alpha * crate::EARLY_ALPHA_FACTOR;
+        let before = d.snapshot();
+        let (mut early_seen, mut waited) = (false, false);
+        for src in ["10.5.0.1", "10.5.0.2", "10.6.0.1"] {
+            let t = d.threshold(h * H, src).unwrap();
+            for c in (t.saturating_sub(2).max(1)..t + 40).chain([t * 10, t * 100]) {
+                let rows = [row(h, src, c)];
+                let early = d.evaluate_open(h * H, &rows);
+                let closed = d.clone().observe_hour(h * H, &rows);
+                match (early.as_slice(), closed.as_slice()) {
+                    ([], []) => {}
+                    ([], [c]) => {
+                        assert!(c.p_value.unwrap() >= bar, "{c:?}");
+                        waited = true;
+                    }
+                    ([e], [c]) => {
+                        assert!(e.early && !c.early);
+                        assert!(c.p_value.unwrap() < bar);
+                        let mut e = e.clone();
+                        e.early = false;
+                        assert_eq!(&e, c);
+                        early_seen = true;
+                    }
+                    (e, c) => panic!("{src} count {c:?}: early {e:?}, close {c:?}"),
+                }
+            }
+        }
+        assert!(early_seen && waited, "both cases exercised");
+        assert_eq!(d.snapshot(), before, "evaluate_open changed the detector");
+        // An episode: the close of hour h alerts 10.5.0.1; hour h + 1's early record keeps its id.
+        let first = d.observe_hour(h * H, &[row(h, "10.5.0.1", 500)]);
+        assert_eq!(first.len(), 1);
+        let next = d.evaluate_open((h + 1) * H, &[row(h + 1, "10.5.0.1", 500)]);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].id, first[0].id);
+        assert_eq!(next[0].episode.as_ref().map(|e| e.hours), Some(2));
+        let closed = d.observe_hour((h + 1) * H, &[row(h + 1, "10.5.0.1", 500)]);
+        let mut e = next[0].clone();
+        e.early = false;
+        assert_eq!(closed, vec![e]);
+        // Window mode never alerts early.
+        let w = Detector::new(DetectConfig::for_mode(Mode::Window));
+        assert!(w.evaluate_open(h * H, &[row(h, "10.5.0.1", 500)]).is_empty());
     }
 
     #[test]

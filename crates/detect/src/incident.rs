@@ -220,6 +220,7 @@ fn fleet_record(
         reason: Some(Reason::Fleet),
         expected,
         p_value: None,
+        early: false,
     }
 }
 
@@ -251,6 +252,7 @@ mod tests {
             reason: Some(Reason::Spike),
             expected: Some(1.0),
             p_value: Some(1e-9),
+            early: false,
         }
     }
 

@@ -133,6 +133,11 @@ pub const DEFAULT_ALPHA: f64 = 1e-6;
 /// Adaptive mode's default `min_count`.
 pub const DEFAULT_ADAPTIVE_MIN_COUNT: u64 = 5;
 
+/// An early alert ([`Detector::evaluate_open`]) needs `p_value < alpha * EARLY_ALPHA_FACTOR`: a
+/// hundred times clearer than the hour-close test, so that only sources far past their threshold
+/// page before the close (a fleet-wide rise of many sources just over it waits to be merged).
+pub const EARLY_ALPHA_FACTOR: f64 = 0.01;
+
 fn default_alpha() -> f64 {
     DEFAULT_ALPHA
 }
@@ -407,6 +412,7 @@ impl Obs<'_> {
             reason: None,
             expected: None,
             p_value: None,
+            early: false,
         }
     }
 }
@@ -506,6 +512,62 @@ impl Detector {
             Inner::Adaptive(a) => a.threshold(&self.cfg, hour, src_ip),
             Inner::Window(_) | Inner::Splunk(_) => None,
         }
+    }
+
+    /// The early alerts of the still open `hour` given its partial `rows` so far, without
+    /// changing the detector (adaptive mode; nothing in window and splunk modes, nor for an hour
+    /// at or before [`Detector::last_hour`]).
+    ///
+    /// Each record is what [`Detector::observe_hour`] would give for that source at those counts,
+    /// with the same `id` (a source continuing an open episode keeps the episode's first id, as
+    /// at the close) and its `episode` as the close would extend it, plus `early: true`. Only
+    /// clear cases alert early: `p_value < alpha * EARLY_ALPHA_FACTOR`. A fleet-wide rise (many
+    /// sources slightly over, towards one destination) is merged into one record only at the
+    /// close, where the hour's every source is known; a borderline source waits for it, so such an
+    /// incident does not page once per source first. Sources are judged alone: `rows` may hold
+    /// only the sources whose counts changed.
+    pub fn evaluate_open(&self, hour: i64, rows: &[AggregateRow]) -> Vec<Spike> {
+        let Inner::Adaptive(a) = &self.inner else { return Vec::new() };
+        let bar = self.cfg.alpha * EARLY_ALPHA_FACTOR;
+        let reach = (incident::EPISODE_MAX_GAP_HOURS + 1) * 3600;
+        let mut out = Vec::new();
+        for o in group_hour(rows) {
+            let Some(mut s) = a.candidate(&self.cfg, hour, &o) else { continue };
+            if s.p_value.is_none_or(|p| p >= bar) {
+                continue;
+            }
+            // The incident layer's rule (`Incidents::apply`): an episode of this source whose
+            // last alert hour is at most `reach` before `hour` continues, with its first id.
+            let open = self.incidents.open.iter().find(|e| {
+                e.key == s.src_ip
+                    && e.episode.last_hour < hour
+                    && hour - e.episode.last_hour <= reach
+            });
+            let episode = match open {
+                Some(e) => {
+                    s.id.clone_from(&e.id);
+                    let mut ep = e.episode.clone();
+                    ep.last_hour = hour;
+                    ep.hours += 1;
+                    if s.blocked_count > ep.peak_count {
+                        ep.peak_count = s.blocked_count;
+                        ep.peak_hour = hour;
+                    }
+                    ep
+                }
+                None => incident::Episode {
+                    first_hour: hour,
+                    last_hour: hour,
+                    peak_hour: hour,
+                    peak_count: s.blocked_count,
+                    hours: 1,
+                },
+            };
+            s.episode = Some(episode);
+            s.early = true;
+            out.push(s);
+        }
+        out
     }
 
     /// How many calls [`Detector::observe_hour`] or [`Detector::warm`] ignored as out of order.

@@ -65,6 +65,15 @@ pub struct Spike {
     /// Adaptive mode: `P(X >= blocked_count)` under the model's predictive distribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
+    /// Adaptive mode, streaming services: raised while its hour was still open, as soon as the
+    /// source's running count was a clear case ([`crate::Detector::evaluate_open`]); the hour's
+    /// close does not repeat it (same `id`). Absent (false) in every other record.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub early: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Why an adaptive-mode record was raised.
@@ -206,6 +215,7 @@ mod tests {
             reason: None,
             expected: None,
             p_value: None,
+            early: false,
         };
         let line = s.to_json_line();
         let expected = format!(

@@ -4,12 +4,12 @@
 //! aggregates and the shard positions are always consistent with each other, and a checkpoint is a
 //! snapshot of both. Nothing here knows about Kinesis; the unit tests drive it with hand-made batches.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use flowspike_counter::{
     AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
 };
-use flowspike_detect::{DetectConfig, Detector, Spike};
+use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
 use crate::manifest::{
@@ -184,6 +184,12 @@ pub struct Engine {
     warmed: bool,
     dirty: bool,
     stats: Stats,
+    /// Early alerts of open hours not emitted yet (emitted by the next checkpoint).
+    early: Vec<Spike>,
+    /// The hour the cached thresholds are for, and each source's threshold in it
+    /// ([`Detector::threshold`]; `None`: no count alerts). They change only when the detector is
+    /// fed an hour, which also changes the hour judged early.
+    thresholds: Option<(i64, HashMap<String, Option<u64>>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -284,6 +290,8 @@ impl Engine {
             // A repaired state is committed at the next checkpoint.
             dirty: repaired,
             stats: Stats::default(),
+            early: Vec::new(),
+            thresholds: None,
             manifest,
             history,
             cfg,
@@ -322,6 +330,100 @@ impl Engine {
         &self.cfg
     }
 
+    /// True when early alerts wait for a checkpoint to emit them: a source should take one now
+    /// rather than at its checkpoint interval (the alert is worth little later).
+    pub fn has_early_alerts(&self) -> bool {
+        !self.early.is_empty()
+    }
+
+    /// The open hour that can be judged early: the earliest open hour, when no earlier hour waits
+    /// to be evaluated (closing) and the detector has not been fed it. Only then is the detector's
+    /// baseline exactly the one the hour's close will use; a later open hour waits (at an hour's
+    /// start, for the lateness of the one before).
+    fn early_hour(&self) -> Option<i64> {
+        if self.cfg.detect.mode != Mode::Adaptive || !self.closing.is_empty() {
+            return None;
+        }
+        if !self.manifest.finalize.is_empty() {
+            return None;
+        }
+        let h = *self.open.hours().first()?;
+        if self.closed_through.is_some_and(|ct| h < ct)
+            || self.detector.last_hour().is_some_and(|l| h <= l)
+        {
+            return None;
+        }
+        Some(h)
+    }
+
+    /// Judges the sources `touched` of the open hour `hour` (adaptive mode): each whose running
+    /// count reached its threshold is evaluated ([`Detector::evaluate_open`]) and its alert,
+    /// unless already emitted or queued, is queued for the next checkpoint.
+    fn judge_open(&mut self, hour: i64, touched: Vec<String>) {
+        if !self.warmed {
+            let from = self.cfg.detect.warm_from(hour);
+            match self.history.read_range(from, hour) {
+                Ok(prior) => {
+                    warm_detector(&mut self.detector, &prior);
+                    self.warmed = true;
+                }
+                Err(e) => {
+                    // The close warms it again (and fails loudly); early alerts wait for it.
+                    tracing::warn!(hour, error = %e, "cannot read the history for early alerts");
+                    return;
+                }
+            }
+        }
+        if self.thresholds.as_ref().is_none_or(|(h, _)| *h != hour) {
+            self.thresholds = Some((hour, HashMap::new()));
+        }
+        let Some((_, cache)) = self.thresholds.as_mut() else { return };
+        let mut rows = Vec::new();
+        for src in touched {
+            let t =
+                *cache.entry(src.clone()).or_insert_with(|| self.detector.threshold(hour, &src));
+            let Some(t) = t else { continue };
+            match self.open.row(hour, &src) {
+                Some(row) if row.blocked_count >= t => rows.push(row),
+                _ => {}
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        rows.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
+        for s in self.detector.evaluate_open(hour, &rows) {
+            if self.emitted.contains_key(&s.id) || self.early.iter().any(|q| q.id == s.id) {
+                continue;
+            }
+            tracing::info!(hour, src_ip = %s.src_ip, id = %s.id, blocked_count = s.blocked_count, p_value = ?s.p_value, "early spike queued");
+            self.early.push(s);
+            self.dirty = true;
+        }
+    }
+
+    /// Emits the queued early alerts not emitted meanwhile (the close of their hour may have
+    /// been first, after a failed emission) and commits a manifest that records them as emitted.
+    /// Called after a commit: a crash before the emission loses nothing (the hour's close
+    /// alerts), one after it and before the commit repeats them (at least once, as at the close).
+    fn emit_early(&mut self, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
+        self.early.retain(|s| !self.emitted.contains_key(&s.id));
+        if self.early.is_empty() {
+            return Ok(());
+        }
+        sink.emit(&self.early)?;
+        for s in std::mem::take(&mut self.early) {
+            tracing::info!(hour = s.hour, src_ip = %s.src_ip, id = %s.id, blocked_count = s.blocked_count, "early spike");
+            self.emitted.insert(s.id, s.hour);
+            self.stats.spikes_emitted += 1;
+        }
+        let mut m = self.manifest.clone();
+        m.generation += 1;
+        m.written_at = now_secs();
+        m.emitted = self.emitted.clone();
+        self.commit(m)
+    }
+
     /// Adds one batch: hits of open hours go to the open counter, hits of closed hours to the late
     /// rows; the shard's position and event time advance.
     ///
@@ -343,6 +445,12 @@ impl Engine {
             tracing::error!(shard_id = %batch.shard_id, max_start = m, "impossible batch max_start ignored");
             batch.max_start = None;
         }
+        // The sources this batch counted, per hour: the only ones whose early verdict can change.
+        let touched: Vec<(i64, Vec<String>)> = if self.cfg.detect.mode == Mode::Adaptive {
+            batch.counter.hours().into_iter().map(|h| (h, batch.counter.sources(h))).collect()
+        } else {
+            Vec::new()
+        };
         let cap = self.cfg.counter.max_sources_per_hour;
         if let Some(ct) = self.closed_through {
             for h in batch.counter.hours().into_iter().filter(|h| *h < ct) {
@@ -370,6 +478,11 @@ impl Engine {
             self.dirty = true;
         }
         self.stats.add(&stats);
+        if let Some(h) = self.early_hour() {
+            if let Some((_, srcs)) = touched.into_iter().find(|(t, _)| *t == h) {
+                self.judge_open(h, srcs);
+            }
+        }
     }
 
     /// Applies `batch` of a push source together with the source's position `key → value`, which
@@ -484,6 +597,7 @@ impl Engine {
         }
         self.late = Counter::new(self.cfg.counter);
         self.dirty = false;
+        self.emit_early(sink)?;
         self.finish(sink)?;
         self.collect_garbage();
         Ok(())

@@ -783,3 +783,122 @@ fn regression_state_repair_uses_the_default_slack() {
     assert_eq!(e.shard("shardId-0").and_then(|s| s.max_start), None);
     assert!(e.is_dirty());
 }
+
+/// A history of 240 quiet hours (10.0.0.1: 2 or 3 blocked records an hour, plus a few other
+/// sources) before `BASE + 240 h`, the hour the early-alert tests burst in.
+fn quiet_history(store: &Arc<dyn Store>) -> i64 {
+    let history = History::new(store.clone());
+    for h in 0..240i64 {
+        let hour = BASE + h * 3600;
+        let rows: Vec<AggregateRow> = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .enumerate()
+            .map(|(i, src)| AggregateRow {
+                hour,
+                src_ip: (*src).into(),
+                blocked_count: 2 + ((h + i as i64) % 2) as u64,
+                unique_dest_count: 1,
+                dest_ips: vec!["8.8.8.8".into()],
+                interface_ids: vec!["eni-1".into()],
+                ..AggregateRow::default()
+            })
+            .collect();
+        history.write_hour_file(hour, &rows, "seed.parquet").unwrap();
+    }
+    BASE + 240 * 3600
+}
+
+fn adaptive_cfg() -> EngineConfig {
+    EngineConfig { detect: DetectConfig::default(), ..cfg() }
+}
+
+/// `n` hits of 10.0.0.1 in `hour`, one a second from `from`.
+fn burst(seq: u64, hour: i64, from: i64, n: i64) -> Batch {
+    let evs: Vec<Ev> =
+        (0..n).map(|i| (hour + from + i, "10.0.0.1", format!("1.2.3.{}", i % 200))).collect();
+    batch("shardId-0", seq, &evs)
+}
+
+/// Early alert: a burst in the open hour is emitted by the next checkpoint, before the hour
+/// closes, marked `early`; the close does not repeat it.
+#[test]
+fn early_alert_is_emitted_before_the_close_and_not_repeated_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let hour = quiet_history(&store);
+    let mut spikes = Vec::new();
+    let mut e = Engine::open(History::new(store.clone()), adaptive_cfg(), &mut spikes).unwrap();
+    e.apply(burst(1, hour, 0, 3));
+    assert!(!e.has_early_alerts(), "an ordinary count alerts nobody");
+    e.apply(burst(2, hour, 10, 200));
+    assert!(e.has_early_alerts());
+    assert!(e.is_dirty());
+    e.checkpoint(&mut spikes).unwrap();
+    assert_eq!(spikes.len(), 1, "{spikes:?}");
+    let s = spikes[0].clone();
+    assert!(s.early);
+    assert_eq!((s.hour, s.src_ip.as_str(), s.blocked_count), (hour, "10.0.0.1", 203));
+    assert!(e.closed_through().is_none_or(|ct| ct <= hour), "emitted while the hour is open");
+    assert!(!e.has_early_alerts());
+    // More of the burst, then the close: the hour's record has the same id, so nothing new.
+    e.apply(burst(3, hour, 400, 100));
+    e.checkpoint(&mut spikes).unwrap();
+    assert!(e.advance(hour + 3600 + LATENESS));
+    e.checkpoint(&mut spikes).unwrap();
+    assert_eq!(spikes.len(), 1, "the close repeats the early alert: {spikes:?}");
+    assert_eq!(e.stats().spikes_emitted, 1);
+    // The final aggregates are the counts, early alert or not.
+    let rows = e.history.read_hour(hour).unwrap();
+    let r = rows.iter().find(|r| r.src_ip == "10.0.0.1").unwrap();
+    assert_eq!(r.blocked_count, 303);
+    // And the close's own verdict agrees: the same id flags that hour.
+    let mut d = Detector::new(DetectConfig::default());
+    warm_detector(&mut d, &e.history.read_range(i64::MIN, hour).unwrap());
+    let closed = d.observe_hour(hour, &rows);
+    assert!(closed.iter().any(|c| c.id == s.id && !c.early), "{closed:?}");
+}
+
+/// Early alert across a restart: the manifest records its id, so neither the reopened engine's
+/// next batches nor the hour's close emit it again.
+#[test]
+fn early_alert_is_not_repeated_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let hour = quiet_history(&store);
+    let mut first = Vec::new();
+    let mut e = Engine::open(History::new(store.clone()), adaptive_cfg(), &mut first).unwrap();
+    e.apply(burst(1, hour, 0, 200));
+    e.checkpoint(&mut first).unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].early);
+    drop(e);
+    let mut second = Vec::new();
+    let mut e = Engine::open(History::new(store.clone()), adaptive_cfg(), &mut second).unwrap();
+    e.apply(burst(2, hour, 300, 100));
+    assert!(!e.has_early_alerts(), "already emitted before the restart");
+    e.checkpoint(&mut second).unwrap();
+    assert!(e.advance(hour + 3600 + LATENESS));
+    e.checkpoint(&mut second).unwrap();
+    assert!(second.is_empty(), "repeated after the restart: {second:?}");
+    let rows = e.history.read_hour(hour).unwrap();
+    assert_eq!(rows.iter().find(|r| r.src_ip == "10.0.0.1").unwrap().blocked_count, 300);
+}
+
+/// Window (and splunk) mode has no early alerts: the burst is reported at the close only.
+#[test]
+fn window_mode_emits_nothing_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+    let hour = quiet_history(&store);
+    let mut spikes = Vec::new();
+    let mut e = Engine::open(History::new(store.clone()), cfg(), &mut spikes).unwrap();
+    e.apply(burst(1, hour, 0, 200));
+    assert!(!e.has_early_alerts());
+    e.checkpoint(&mut spikes).unwrap();
+    assert!(spikes.is_empty(), "{spikes:?}");
+    assert!(e.advance(hour + 3600 + LATENESS));
+    e.checkpoint(&mut spikes).unwrap();
+    assert_eq!(spikes.len(), 1);
+    assert!(!spikes[0].early);
+    assert_eq!(spikes[0].src_ip, "10.0.0.1");
+}
