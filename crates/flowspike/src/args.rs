@@ -136,7 +136,7 @@ pub struct ReplayArgs {
     /// Sources: files, directories (recursive) or s3://bucket/prefix.
     #[arg(required = true)]
     pub sources: Vec<String>,
-    /// State location: a directory or s3://bucket/prefix (aggregates/, baseline/ live there).
+    /// State location: a directory or s3://bucket/prefix (the hourly history in aggregates/; splunk mode also saves baseline/splunk.json).
     #[arg(long, env = "FLOWSPIKE_STATE")]
     pub state: String,
     /// Where spike records go (JSON Lines): a path, or - for standard output. Default:

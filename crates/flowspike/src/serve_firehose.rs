@@ -44,7 +44,7 @@ pub struct ServeFirehoseArgs {
     /// Accept requests without an access key check (only behind something that authenticates).
     #[arg(long, env = "FLOWSPIKE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
-    /// State location: a directory or s3://bucket/prefix (history, baseline, checkpoint).
+    /// State location: a directory or s3://bucket/prefix (hourly history and checkpoint; the detector is rebuilt from the history).
     #[arg(long, env = "FLOWSPIKE_STATE")]
     pub state: String,
     /// Kinesis stream that receives spike records (JSON, partition key src_ip); default: standard
