@@ -479,6 +479,58 @@ impl AdaptiveDetector {
         }
     }
 
+    /// The verdict on `o` in `hour`: its candidate record (only when `judged` and the count is at
+    /// least the floor) and what the hour adds to the baseline, winsorized at the threshold (`None`
+    /// for a new source while the fleet has no prior yet). Changes nothing: [`Self::feed`] applies
+    /// it, [`Self::candidate`] only reads the record, so the two can never disagree.
+    fn judge(
+        &self,
+        cfg: &DetectConfig,
+        hour: i64,
+        o: &Obs<'_>,
+        judged: bool,
+    ) -> (Option<Spike>, Option<(f64, f64)>) {
+        let i = hour_index(hour);
+        let c = o.count;
+        let floor = cfg.min_count.max(1);
+        let judged = judged && c >= floor;
+        match self.live_source(o.src, i) {
+            Some(s) => {
+                let p = self.predict(s, i);
+                let v = Self::verdict(c, p, cfg.alpha);
+                let spike = if !judged {
+                    None
+                } else if let Some(t) = v.tail_threshold.filter(|&t| c >= t) {
+                    Some(record(o, hour, Reason::Spike, p, v.p_value, t.max(floor), s.active))
+                } else if (c as f64) > p.mu && rising(&s.recent, i, c) {
+                    let (rp, before) = self.ramp(s, i);
+                    let p_sum = nb_sf(before.saturating_add(c), rp.mu, rp.k);
+                    (p_sum < cfg.alpha * RAMP_ALPHA).then(|| {
+                        let t = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
+                            .unwrap_or(c)
+                            .max(p.mu.floor() as u64 + 1);
+                        record(o, hour, Reason::Ramp, rp, p_sum, t.max(floor), s.active)
+                    })
+                } else {
+                    None
+                };
+                (spike, Some(robust(c, v.tail_threshold, p.mu)))
+            }
+            None => {
+                let Some((mu, k, stdev)) = self.prior().predictive(self.r, i) else {
+                    return (None, None);
+                };
+                let p = Prediction { mu, k, stdev };
+                let v = Self::verdict(c, p, cfg.alpha);
+                let spike = v
+                    .tail_threshold
+                    .filter(|_| judged)
+                    .map(|t| record(o, hour, Reason::NewSource, p, v.p_value, t.max(floor), 0));
+                (spike, Some(robust(c, v.tail_threshold, p.mu)))
+            }
+        }
+    }
+
     pub(crate) fn feed(
         &mut self,
         cfg: &DetectConfig,
@@ -490,86 +542,23 @@ impl AdaptiveDetector {
         let i = hour_index(hour);
         let first = *self.first_hour.get_or_insert(hour);
         let judged = verdicts && i >= hour_index(first) + WARMUP_HOURS;
-        let floor = cfg.min_count.max(1);
         let mut spikes = Vec::new();
         for o in obs {
             let c = o.count;
-            let known = self.live_source(o.src, i).map(|s| self.predict(s, i));
-            match known {
-                Some(p) => {
-                    let v = Self::verdict(c, p, cfg.alpha);
-                    let single = v.tail_threshold.filter(|&t| c >= t);
-                    let s = &self.sources[o.src];
-                    let data_points = s.active;
-                    if judged && c >= floor {
-                        if let Some(t) = single {
-                            spikes.push(record(
-                                o,
-                                hour,
-                                Reason::Spike,
-                                p,
-                                v.p_value,
-                                t.max(floor),
-                                data_points,
-                            ));
-                        } else if (c as f64) > p.mu && rising(&s.recent, i, c) {
-                            let (rp, before) = self.ramp(s, i);
-                            let sum = before.saturating_add(c);
-                            let p_sum = nb_sf(sum, rp.mu, rp.k);
-                            if p_sum < cfg.alpha * RAMP_ALPHA {
-                                let t = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
-                                    .unwrap_or(c)
-                                    .max(p.mu.floor() as u64 + 1);
-                                spikes.push(record(
-                                    o,
-                                    hour,
-                                    Reason::Ramp,
-                                    rp,
-                                    p_sum,
-                                    t.max(floor),
-                                    data_points,
-                                ));
-                            }
-                        }
-                    }
-                    let (x, x_sq) = robust(c, v.tail_threshold, p.mu);
-                    let s = self.sources.get_mut(o.src).expect("live source");
-                    s.add(r, i, x, x_sq);
-                    s.remember(i, c);
-                }
-                None => {
-                    let pred = self.prior().predictive(r, i).map(|(mu, k, stdev)| Prediction {
-                        mu,
-                        k,
-                        stdev,
-                    });
-                    let (x, x_sq) = match pred {
-                        Some(p) => {
-                            let v = Self::verdict(c, p, cfg.alpha);
-                            if let Some(t) = v.tail_threshold {
-                                if judged && c >= floor {
-                                    spikes.push(record(
-                                        o,
-                                        hour,
-                                        Reason::NewSource,
-                                        p,
-                                        v.p_value,
-                                        t.max(floor),
-                                        0,
-                                    ));
-                                }
-                            }
-                            robust(c, v.tail_threshold, p.mu)
-                        }
-                        None => (c as f64, (c as f64).powi(2)),
-                    };
-                    // An alerted first hour counts at the threshold (and the fit is trimmed).
-                    self.fleet.add(r, i, x);
-                    let mut s = Source::born(i);
-                    s.add(r, i, x, x_sq);
-                    s.remember(i, c);
-                    self.sources.insert(o.src.to_string(), s);
-                }
+            let (spike, added) = self.judge(cfg, hour, o, judged);
+            spikes.extend(spike);
+            let (x, x_sq) = added.unwrap_or((c as f64, (c as f64).powi(2)));
+            if self.live_source(o.src, i).is_some() {
+                let s = self.sources.get_mut(o.src).expect("live source");
+                s.add(r, i, x, x_sq);
+                s.remember(i, c);
+            } else {
+                // An alerted first hour counts at the threshold (and the fit is trimmed).
+                self.fleet.add(r, i, x);
+                let mut s = Source::born(i);
+                s.add(r, i, x, x_sq);
+                s.remember(i, c);
+                self.sources.insert(o.src.to_string(), s);
             }
         }
         self.last_hour = Some(hour);
@@ -583,62 +572,15 @@ impl AdaptiveDetector {
 
     /// What [`AdaptiveDetector::feed`] would make the candidate record of `o` in `hour` (before
     /// the incident layer), without changing anything; `None` when the hour is not after the last
-    /// one fed, during the warm-up, or when it would not alert. Mirrors the verdicts of `feed`
-    /// (tested against it).
+    /// one fed, during the warm-up, or when it would not alert.
     pub(crate) fn candidate(&self, cfg: &DetectConfig, hour: i64, o: &Obs<'_>) -> Option<Spike> {
-        let i = hour_index(hour);
         let first = self.first_hour?;
-        let floor = cfg.min_count.max(1);
-        let c = o.count;
-        if self.last_hour.is_some_and(|l| hour <= l) || i < hour_index(first) + WARMUP_HOURS {
+        if self.last_hour.is_some_and(|l| hour <= l)
+            || hour_index(hour) < hour_index(first) + WARMUP_HOURS
+        {
             return None;
         }
-        if c < floor {
-            return None;
-        }
-        match self.live_source(o.src, i) {
-            Some(s) => {
-                let p = self.predict(s, i);
-                let v = Self::verdict(c, p, cfg.alpha);
-                if let Some(t) = v.tail_threshold.filter(|&t| c >= t) {
-                    return Some(record(
-                        o,
-                        hour,
-                        Reason::Spike,
-                        p,
-                        v.p_value,
-                        t.max(floor),
-                        s.active,
-                    ));
-                }
-                if (c as f64) > p.mu && rising(&s.recent, i, c) {
-                    let (rp, before) = self.ramp(s, i);
-                    let p_sum = nb_sf(before.saturating_add(c), rp.mu, rp.k);
-                    if p_sum < cfg.alpha * RAMP_ALPHA {
-                        let t = Self::ramp_threshold(rp, before, cfg.alpha * RAMP_ALPHA)
-                            .unwrap_or(c)
-                            .max(p.mu.floor() as u64 + 1);
-                        return Some(record(
-                            o,
-                            hour,
-                            Reason::Ramp,
-                            rp,
-                            p_sum,
-                            t.max(floor),
-                            s.active,
-                        ));
-                    }
-                }
-                None
-            }
-            None => {
-                let (mu, k, stdev) = self.prior().predictive(self.r, i)?;
-                let p = Prediction { mu, k, stdev };
-                let v = Self::verdict(c, p, cfg.alpha);
-                let t = v.tail_threshold?;
-                Some(record(o, hour, Reason::NewSource, p, v.p_value, t.max(floor), 0))
-            }
-        }
+        self.judge(cfg, hour, o, true).0
     }
 
     pub(crate) fn to_state(&self) -> AdaptiveState {
