@@ -452,25 +452,42 @@ fn by_id(v: &[Value]) -> BTreeMap<String, Value> {
     v.iter().map(|s| (s["id"].as_str().unwrap_or_default().to_owned(), s.clone())).collect()
 }
 
+/// What both consumer fault tests start from: moto with the input stream (`shards` shards), the
+/// spike streams `output` and `spikes-clean`, the state bucket, and the first half of the input
+/// put; `rest` is the second half, of the hours from `base`.
+struct Started {
+    moto: Moto,
+    rt: tokio::runtime::Runtime,
+    k: aws_sdk_kinesis::Client,
+    s3: flowspike_aws::S3,
+    base: i64,
+    rest: Vec<String>,
+}
+
+fn start(output: &str, shards: i32) -> Started {
+    let moto = Moto::start();
+    let rt = runtime();
+    let k = kinesis(&moto);
+    rt.block_on(async {
+        create_stream(&k, "flows", shards).await;
+        create_stream(&k, output, 1).await;
+        create_stream(&k, "spikes-clean", 1).await;
+    });
+    let s3 = moto.s3();
+    s3.create_bucket("flowspike-state").expect("create bucket");
+    let base = hours_ago_base(2);
+    let mut lines = input(base);
+    let rest = lines.split_off(lines.len() / 2);
+    rt.block_on(put_lines(&k, "flows", &lines));
+    Started { moto, rt, k, s3, base, rest }
+}
+
 /// (a) `consume` with an S3 state, every call through 20% faults and a kill -9 mid-way: the
 /// aggregates and spikes of a fault-free run. Regression for the consumer exiting on a throttled
 /// LIST or GET of the state at start-up, warm-up or finalization.
 #[test]
 fn consume_through_faults_with_kill_9_equals_a_fault_free_run() {
-    let moto = Moto::start();
-    let rt = runtime();
-    let k = kinesis(&moto);
-    let base = hours_ago_base(2);
-    rt.block_on(async {
-        create_stream(&k, "flows", 2).await;
-        create_stream(&k, "spikes-faulty", 1).await;
-        create_stream(&k, "spikes-clean", 1).await;
-    });
-    let s3 = moto.s3();
-    s3.create_bucket("flowspike-state").expect("create bucket");
-    let lines = input(base);
-    let half = lines.len() / 2;
-    rt.block_on(put_lines(&k, "flows", &lines[..half]));
+    let Started { moto, rt, k, s3, base, rest } = start("spikes-faulty", 2);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 7, 0);
@@ -491,7 +508,7 @@ fn consume_through_faults_with_kill_9_equals_a_fault_free_run() {
     let _ = child.0.wait();
     assert!(read(&log).contains("checkpoint"), "no checkpoint before the kill:\n{}", read(&log));
     rt.block_on(async {
-        put_lines(&k, "flows", &lines[half..]).await;
+        put_lines(&k, "flows", &rest).await;
         markers(&k, "flows", base + 11 * HOUR).await;
     });
     // Restarted: warms up from the S3 state through the faults, its first S3 calls throttled more
@@ -526,20 +543,7 @@ fn consume_through_faults_with_kill_9_equals_a_fault_free_run() {
 /// kill -9 of one worker: the aggregates and spikes of a fault-free single consumer.
 #[test]
 fn lease_workers_through_faults_equal_a_fault_free_run() {
-    let moto = Moto::start();
-    let rt = runtime();
-    let k = kinesis(&moto);
-    let base = hours_ago_base(2);
-    rt.block_on(async {
-        create_stream(&k, "flows", 4).await;
-        create_stream(&k, "spikes-group", 1).await;
-        create_stream(&k, "spikes-clean", 1).await;
-    });
-    let s3 = moto.s3();
-    s3.create_bucket("flowspike-state").expect("create bucket");
-    let lines = input(base);
-    let half = lines.len() / 2;
-    rt.block_on(put_lines(&k, "flows", &lines[..half]));
+    let Started { moto, rt, k, s3, base, rest } = start("spikes-group", 4);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let proxy = FaultProxy::start(&moto.endpoint, FAULT_PERCENT, 29, 0);
@@ -574,7 +578,7 @@ fn lease_workers_through_faults_equal_a_fault_free_run() {
     victim.0.kill().expect("kill -9");
     let _ = victim.0.wait();
     rt.block_on(async {
-        put_lines(&k, "flows", &lines[half..]).await;
+        put_lines(&k, "flows", &rest).await;
         markers(&k, "flows", base + 11 * HOUR).await;
     });
     // The victim comes back (same id), its first S3 calls throttled more times than the SDK
