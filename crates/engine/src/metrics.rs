@@ -647,8 +647,10 @@ mod tests {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        s.write_all(request.as_bytes()).expect("write");
-        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        // The server may refuse a request (a head past MAX_REQUEST_HEAD) and close before it is
+        // all written: then writing or shutting down fails, and the answer is what was read.
+        let _ = s.write_all(request.as_bytes());
+        let _ = s.shutdown(std::net::Shutdown::Write);
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
         String::from_utf8_lossy(&out).into_owned()
