@@ -3,7 +3,7 @@
 
 use md5::{Digest, Md5};
 
-use crate::decode::DecodeError;
+use crate::error::DecodeError;
 
 const MAGIC: &[u8] = &[0xf3, 0x89, 0x9a, 0xc2];
 const DIGEST_LEN: usize = 16;

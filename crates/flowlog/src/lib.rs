@@ -16,6 +16,7 @@
 
 mod decode;
 mod envelope;
+mod error;
 mod field;
 mod format;
 mod gz;

@@ -11,7 +11,7 @@ use arrow_array::{LargeStringArray, StringArray, StringViewArray};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::decode::DecodeError;
+use crate::error::DecodeError;
 use crate::format::Format;
 
 /// Rows decoded at a time: what one batch may materialize is this many rows.
