@@ -217,9 +217,11 @@ impl Endpoint {
             Some(k) => cmd.env("FLOWSPIKE_FIREHOSE_ACCESS_KEYS", k),
             None => cmd.env_remove("FLOWSPIKE_FIREHOSE_ACCESS_KEYS"),
         };
-        cmd.args(["--log-level", "info", "serve-firehose", "--mode", "window", "--state"])
-            .arg(state)
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        cmd.args(["--log-level", "info", "serve-firehose"]);
+        if !extra.contains(&"--mode") {
+            cmd.args(["--mode", "window"]);
+        }
+        cmd.arg("--state").arg(state).args(["--listen", &format!("127.0.0.1:{port}")]);
         if !extra.contains(&"--metrics-addr") {
             cmd.args(["--metrics-addr", "off"]);
         }
@@ -684,4 +686,72 @@ fn connections_past_the_cap_are_closed_and_counted() {
     post.ok("after", false, body("after", &[]));
     let summary = ep.stop();
     assert_eq!(summary["requests"]["accepted"], 1, "{summary}");
+}
+
+/// Alerts within minutes (#30) through the Firehose endpoint: with ten days of quiet history and
+/// an hour that cannot close while the test runs (lateness 10 h, idle 1 h), a burst delivered in
+/// one request is written as an `early` spike of the current hour while that hour is open, and a
+/// graceful stop does not write it again.
+#[test]
+fn early_alert_is_written_while_the_hour_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let hour = base(0);
+    let hist = History::new(Arc::new(LocalStore::new(&state)));
+    let srcs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+    for h in 1..=240i64 {
+        let t = hour - h * HOUR;
+        let rows: Vec<AggregateRow> = srcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| AggregateRow {
+                hour: t,
+                src_ip: (*s).into(),
+                blocked_count: 2 + ((h + i as i64) % 2) as u64,
+                unique_dest_count: 1,
+                dest_ips: vec!["203.0.113.1".into()],
+                interface_ids: vec!["eni-1".into()],
+                ..AggregateRow::default()
+            })
+            .collect();
+        hist.write_hour_file(t, &rows, "seed.parquet").expect("seed history");
+    }
+    let ep = Endpoint::start(dir.path(), &state, "early", 3600, &["--mode", "adaptive"]);
+    let post = Poster::new(ep.port);
+    let recs = |fs: &[Flow]| -> Vec<Vec<u8>> { fs.iter().map(|f| line(f).into_bytes()).collect() };
+    // Each source's usual two records: no alert.
+    let background: Vec<Flow> = srcs
+        .iter()
+        .flat_map(|s| {
+            (0..2).map(move |i| {
+                ("eni-1".into(), (*s).into(), "203.0.113.1".into(), hour + i, "REJECT")
+            })
+        })
+        .collect();
+    post.ok("req-background", false, body("req-background", &recs(&background)));
+    let burst: Vec<Flow> = (0..200)
+        .map(|i| {
+            let dst = format!("198.51.100.{}", i % 250 + 1);
+            ("eni-1".into(), "10.0.0.1".into(), dst, hour + 2 + i % 3, "REJECT")
+        })
+        .collect();
+    let t0 = Instant::now();
+    post.ok("req-burst", false, body("req-burst", &recs(&burst)));
+    wait_until(&ep, 60, "an early spike", || !ep.spikes().is_empty());
+    let elapsed = t0.elapsed();
+    let spikes = ep.spikes();
+    assert_eq!(spikes.len(), 1, "one early spike: {spikes:?}");
+    let s = &spikes[0];
+    assert_eq!(s["early"], true, "{s}");
+    assert_eq!(s["src_ip"], "10.0.0.1", "{s}");
+    assert_eq!(s["hour"], flowspike_detect::format_hour(hour), "{s}");
+    assert!(hist.hour_files(hour).expect("files").is_empty(), "the hour was closed");
+    let summary = ep.stop();
+    assert_eq!(summary["requests"]["accepted"], 2, "{summary}");
+    let after = std::fs::read_to_string(dir.path().join("early.spikes.jsonl")).unwrap_or_default();
+    assert_eq!(after.lines().count(), 1, "the early spike was written again:\n{after}");
+    println!(
+        "time-to-alert: {} ms (burst request sent → early spike written)",
+        elapsed.as_millis()
+    );
 }
