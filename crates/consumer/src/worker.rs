@@ -4,7 +4,7 @@
 //!
 //! Synchronous and I/O-bound only through [`LeaseTable`] and the history's `Store`, so the unit
 //! tests run several workers on an in-memory table and a local directory. The tokio side (shard
-//! readers) is in `leased.rs`.
+//! readers, the loop) is in `leased.rs` and `coordinator.rs`.
 //!
 //! # Protocol
 //! - Each owned shard has its own uncommitted [`Counter`]; a commit writes one Parquet delta file
