@@ -11,7 +11,7 @@ use aws_sdk_kinesis::types::{
 };
 
 use super::reader::{child_ids, position};
-use super::{backoff, is_throttle, kinesis_err, Efo, ShardInfo, ShardReader};
+use super::{backoff, classed, is_throttle, Efo, ShardInfo, ShardReader};
 use crate::ConsumeError;
 
 /// An enhanced fan-out reader's state across subscriptions.
@@ -93,7 +93,7 @@ impl ShardReader {
             self.metrics.throttled();
         }
         let in_use = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
-        let err = kinesis_err("SubscribeToShard", &self.stream, Some(&self.shard_id), &e);
+        let err = classed("SubscribeToShard", &self.stream, Some(&self.shard_id), &e).1;
         if !in_use && !err.is_retryable() {
             return Err(err);
         }

@@ -36,25 +36,6 @@ where
     flowspike_retry::classify(e) == Class::Throttled
 }
 
-/// The consumer error of a failed Kinesis call; retryable as `flowspike_retry::classify` says.
-fn kinesis_err<E>(
-    op: &'static str,
-    stream: &str,
-    shard: Option<&str>,
-    e: &SdkError<E, HttpResponse>,
-) -> ConsumeError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    ConsumeError::Kinesis {
-        op,
-        stream: stream.to_owned(),
-        shard: shard.map(str::to_owned),
-        message: flowspike_retry::describe(e),
-        retryable: flowspike_retry::classify(e).is_retryable(),
-    }
-}
-
 /// A consumer error with the retry class of the SDK error behind it (for `flowspike_retry`'s
 /// loops, which count throttles apart from other faults).
 struct Classed(Class, ConsumeError);
@@ -65,7 +46,8 @@ impl std::fmt::Display for Classed {
     }
 }
 
-/// [`kinesis_err`] with its class.
+/// The consumer error of a failed Kinesis call, with its class (`flowspike_retry::classify`: the
+/// error is retryable as the class says).
 fn classed<E>(
     op: &'static str,
     stream: &str,
@@ -75,7 +57,15 @@ fn classed<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    Classed(flowspike_retry::classify(e), kinesis_err(op, stream, shard, e))
+    let class = flowspike_retry::classify(e);
+    let err = ConsumeError::Kinesis {
+        op,
+        stream: stream.to_owned(),
+        shard: shard.map(str::to_owned),
+        message: flowspike_retry::describe(e),
+        retryable: class.is_retryable(),
+    };
+    Classed(class, err)
 }
 
 /// The error of a call about a stream that does not exist: a configuration error, never retried.

@@ -91,6 +91,13 @@ async fn stream_arn(client: &Client, stream: &str) -> Result<String, ConsumeErro
     })
 }
 
+/// Pauses after a failed call as its retry streak says; the error when it is not retried.
+async fn back_off(retry: &mut Retrier, Classed(class, err): Classed) -> Result<Step, ConsumeError> {
+    let pause = retry.failed(class, &err).ok_or(err)?;
+    tokio::time::sleep(pause).await;
+    Ok(Step::Retried)
+}
+
 /// What one describe-or-register step found.
 enum Step {
     /// The consumer is ACTIVE, with this ARN.
@@ -129,10 +136,8 @@ impl Registration<'_> {
                 None
             }
             Err(e) => {
-                let Classed(class, err) = classed("DescribeStreamConsumer", self.stream, None, &e);
-                let pause = self.describe_retry.failed(class, &err).ok_or(err)?;
-                tokio::time::sleep(pause).await;
-                return Ok(Step::Retried);
+                let e = classed("DescribeStreamConsumer", self.stream, None, &e);
+                return back_off(&mut self.describe_retry, e).await;
             }
         };
         self.describe_retry.succeeded();
@@ -173,10 +178,8 @@ impl Registration<'_> {
                 Ok(Step::Waiting)
             }
             Err(e) => {
-                let Classed(class, err) = classed("RegisterStreamConsumer", self.stream, None, &e);
-                let pause = self.register_retry.failed(class, &err).ok_or(err)?;
-                tokio::time::sleep(pause).await;
-                Ok(Step::Retried)
+                let e = classed("RegisterStreamConsumer", self.stream, None, &e);
+                back_off(&mut self.register_retry, e).await
             }
         }
     }
