@@ -158,8 +158,14 @@ impl Leased {
         }
     }
 
-    /// Commits the held leases' rows as one delta; readers of lost and finished shards stop.
+    /// Sends the early alerts, then commits the held leases' rows as one delta; readers of lost
+    /// and finished shards stop. No commit while alerts could not be sent: until this worker's
+    /// next commit their hour cannot close, so its close knows them as sent (see `worker/early.rs`).
     fn commit(&mut self, co: &mut Coordinator) -> Result<(), ConsumeError> {
+        let sent = self.worker.send_early(co.sink.as_mut());
+        if retry_later(sent, "sending early alerts")?.is_none() {
+            return Ok(());
+        }
         if let Some(ch) = retry_later(self.worker.commit(wall_clock_secs()), "commit")? {
             self.last_commit = Instant::now();
             self.commit_now = false;
@@ -199,7 +205,11 @@ impl Mode for Leased {
         self.reap_readers(co);
         self.spawn_ready(co, now);
         co.metrics.set_leases_held(self.worker.owned().len());
-        if self.commit_now || self.last_commit.elapsed() >= co.cfg.checkpoint_interval {
+        // An early alert is sent by a commit: it does not wait for the interval.
+        if self.commit_now
+            || self.worker.has_early_alerts()
+            || self.last_commit.elapsed() >= co.cfg.checkpoint_interval
+        {
             self.commit(co)?;
         }
         Ok(())
@@ -224,6 +234,10 @@ impl Mode for Leased {
             return Err(e);
         }
         co.drain(&mut self);
+        if let Err(e) = self.worker.send_early(co.sink.as_mut()) {
+            // Unsent alerts are sent by their hour's close.
+            tracing::warn!(error = %e, "sending early alerts failed");
+        }
         let committed = self.worker.commit(wall_clock_secs());
         if committed.is_ok() {
             if let Err(e) = self
