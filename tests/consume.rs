@@ -500,23 +500,15 @@ fn healthz_and_metrics_while_consuming() {
     );
 }
 
-/// Alerts within minutes (#30): with a month of quiet history and a lateness that keeps the
-/// current hour open for the whole test, a burst put to the stream reaches the output stream as
-/// an `early` record of the current hour, while that hour is still open, although the checkpoint
-/// interval is an hour. Prints the time from the burst's put to the record's arrival.
-#[test]
-fn early_alert_arrives_while_the_hour_is_open() {
-    let kl = crate::util::KinesisLocal::start();
-    let rt = runtime();
-    let k = kl.kinesis();
-    let hour = hours_ago_base(0);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
-    let hist = History::new(Arc::new(LocalStore::new(&state)));
-    let srcs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+/// The sources of [`seed_quiet_history`].
+const QUIET_SOURCES: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+
+/// Ten quiet days before `hour` in `hist`: each of [`QUIET_SOURCES`] 2 or 3 blocked records an
+/// hour (the early-alert tests).
+pub(crate) fn seed_quiet_history(hist: &History, hour: i64) {
     for h in 1..=240i64 {
         let t = hour - h * HOUR;
-        let rows: Vec<AggregateRow> = srcs
+        let rows: Vec<AggregateRow> = QUIET_SOURCES
             .iter()
             .enumerate()
             .map(|(i, s)| AggregateRow {
@@ -531,18 +523,63 @@ fn early_alert_arrives_while_the_hour_is_open() {
             .collect();
         hist.write_hour_file(t, &rows, "seed.parquet").expect("seed history");
     }
-    rt.block_on(async {
-        create_stream(&k, "flows", 1).await;
-        create_stream(&k, "spikes", 1).await;
-    });
-    // Background: each source's usual two records, at the start of the hour.
-    let background: Vec<String> = srcs
+}
+
+/// Each quiet source's usual two records, at the start of `hour`.
+pub(crate) fn quiet_background(hour: i64) -> Vec<String> {
+    QUIET_SOURCES
         .iter()
         .flat_map(|s| {
             (0..2).map(move |i| line("eni-0a1b2c3d", s, "203.0.113.1", hour + i, "REJECT", 40))
         })
-        .collect();
-    rt.block_on(put_lines(&k, "flows", &background));
+        .collect()
+}
+
+/// A burst of 200 blocked records of 10.0.0.1 early in `hour`.
+pub(crate) fn burst(hour: i64) -> Vec<String> {
+    (0..200)
+        .map(|i| {
+            let dst = format!("198.51.100.{}", i % 250 + 1);
+            line("eni-0a1b2c3d", "10.0.0.1", &dst, hour + 2 + i % 3, "REJECT", 40)
+        })
+        .collect()
+}
+
+/// The records of `stream` once it holds one, polled every 100 ms for at most 100 s (a bound so
+/// a broken build fails instead of hanging; not a limit on a measured time).
+pub(crate) fn first_records(
+    rt: &tokio::runtime::Runtime,
+    k: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<Vec<u8>> {
+    let give_up = Instant::now() + Duration::from_secs(100);
+    let mut records = Vec::new();
+    while records.is_empty() && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(100));
+        records = rt.block_on(read_all(k, stream));
+    }
+    records
+}
+
+/// Alerts within minutes (#30): with a month of quiet history and a lateness that keeps the
+/// current hour open for the whole test, a burst put to the stream reaches the output stream as
+/// an `early` record of the current hour, while that hour is still open, although the checkpoint
+/// interval is an hour. Prints the time from the burst's put to the record's arrival.
+#[test]
+fn early_alert_arrives_while_the_hour_is_open() {
+    let kl = crate::util::KinesisLocal::start();
+    let rt = runtime();
+    let k = kl.kinesis();
+    let hour = hours_ago_base(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let hist = History::new(Arc::new(LocalStore::new(&state)));
+    seed_quiet_history(&hist, hour);
+    rt.block_on(async {
+        create_stream(&k, "flows", 1).await;
+        create_stream(&k, "spikes", 1).await;
+    });
+    rt.block_on(put_lines(&k, "flows", &quiet_background(hour)));
 
     let mut cmd = flowspike();
     kl.env(&mut cmd);
@@ -559,21 +596,9 @@ fn early_alert_arrives_while_the_hour_is_open() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(rt.block_on(read_all(&k, "spikes")).is_empty(), "the background alerted");
 
-    let burst: Vec<String> = (0..200)
-        .map(|i| {
-            let dst = format!("198.51.100.{}", i % 250 + 1);
-            line("eni-0a1b2c3d", "10.0.0.1", &dst, hour + 2 + i % 3, "REJECT", 40)
-        })
-        .collect();
     let t0 = Instant::now();
-    rt.block_on(put_lines(&k, "flows", &burst));
-    let mut spikes = Vec::new();
-    // A bound so a broken build fails instead of hanging; not a limit on the measured figure.
-    let give_up = Instant::now() + Duration::from_secs(100);
-    while spikes.is_empty() && Instant::now() < give_up {
-        std::thread::sleep(Duration::from_millis(100));
-        spikes = rt.block_on(read_all(&k, "spikes"));
-    }
+    rt.block_on(put_lines(&k, "flows", &burst(hour)));
+    let spikes = first_records(&rt, &k, "spikes");
     let elapsed = t0.elapsed();
     // The hour is still open: the manifest has not closed it and no final file exists.
     let manifest: serde_json::Value = std::fs::read(state.join("consumer/flows/manifest.json"))

@@ -15,8 +15,9 @@ use flowspike_history::History;
 use serde_json::Value;
 
 use crate::consume::{
-    create_stream, history_rows, hours_ago_base, kinesis, line, put_lines, read, read_all, runtime,
-    spawn_logged, wait_with_timeout, KillOnDrop,
+    burst, create_stream, first_records, history_rows, hours_ago_base, kinesis, line, put_lines,
+    quiet_background, read, read_all, runtime, seed_quiet_history, spawn_logged, wait_with_timeout,
+    KillOnDrop,
 };
 use crate::util::{assert_code, flowspike, run, Moto};
 
@@ -160,6 +161,17 @@ fn readings(logs: &[String], end_ms: &[u64]) -> BTreeMap<String, Vec<Reading>> {
     out
 }
 
+/// Waits (at most 30 s) until the worker logging to `log` holds a lease: the next worker starts
+/// only then. Two workers taking the same new lease at the same millisecond both succeed on
+/// moto_server, whose conditional writes are not atomic across concurrent requests (seen on a slow
+/// machine: both "lease taken" from None 1 ms apart); DynamoDB's are, and the product relies on that.
+fn wait_for_a_lease(log: &std::path::Path) {
+    let started = Instant::now();
+    while !read(log).contains("\"lease taken\"") && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
         as u64
@@ -213,16 +225,7 @@ fn scenario(n: usize, graceful: bool) {
             &format!("w{i}"),
         ]);
         workers.push(Some(KillOnDrop(spawn_logged(cmd, &log_of(i)))));
-        // The next worker starts once this one holds a lease. Two workers taking the same new lease
-        // at the same millisecond both succeed on moto_server, whose conditional writes are not
-        // atomic across concurrent requests (seen on a slow machine: both "lease taken" from None
-        // 1 ms apart); DynamoDB's are, and the product relies on that.
-        let started = Instant::now();
-        while !read(&log_of(i)).contains("\"lease taken\"")
-            && started.elapsed() < Duration::from_secs(30)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_a_lease(&log_of(i));
     }
     // Wait until every worker reads at least one shard (the first one took all four, the others
     // stole theirs, each waiting a failover time before reading).
@@ -349,4 +352,72 @@ fn scenario(n: usize, graceful: bool) {
         "the injected spike: {single_spikes:?}"
     );
     assert_eq!(gs, ws, "the group's spikes equal the single consumer's");
+}
+
+/// Alerts within minutes in lease mode (#30): two workers share a two-shard stream in adaptive
+/// mode over ten days of quiet history; a burst of one source, put over both shards in the
+/// current hour (held open by a two-hour lateness), reaches the output stream as one `early`
+/// record while the hour is open — each worker judges its own share, the alert is sent once for
+/// the group. Without early alerts in lease mode the record comes only at the hour's close.
+#[test]
+fn early_alert_in_lease_mode_arrives_once_while_the_hour_is_open() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let k = kinesis(&moto);
+    let hour = hours_ago_base(0);
+    rt.block_on(async {
+        create_stream(&k, "flows", 2).await;
+        create_stream(&k, "spikes", 1).await;
+    });
+    moto.s3().create_bucket("flowspike-state").expect("create bucket");
+    let url = S3Url::parse("s3://flowspike-state/group").expect("url");
+    let hist = History::new(Arc::new(S3Store::new(moto.s3(), url)));
+    seed_quiet_history(&hist, hour);
+    rt.block_on(put_lines(&k, "flows", &quiet_background(hour)));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_of = |i: usize| dir.path().join(format!("worker-{i}.log"));
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        let mut cmd = flowspike();
+        moto.env(&mut cmd);
+        cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
+        // A lateness of two hours: the watermark stays before this hour, which cannot close.
+        cmd.args(["--log-level", "info", "consume", "--mode", "adaptive", "--stream", "flows"])
+            .args(["--state", "s3://flowspike-state/group", "--output-stream", "spikes"])
+            .args(["--allowed-lateness-secs", "7200", "--checkpoint-interval-secs", "3600"])
+            .args(["--idle-shard-secs", "2", "--max-runtime-secs", "150"])
+            .args(["--lease-table", "flowspike-leases", "--lease-failover-secs", "3"])
+            .args(["--worker-id", &format!("w{i}")]);
+        workers.push(KillOnDrop(spawn_logged(cmd, &log_of(i))));
+        wait_for_a_lease(&log_of(i));
+    }
+    // Both workers read a shard (the second stole one and waits a failover time first).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(0..2).all(|i| read(&log_of(i)).contains("\"shard reader started\"")) {
+        assert!(Instant::now() < deadline, "a worker reads no shard:\n{}", read(&log_of(1)));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(rt.block_on(spikes_of(&k, "spikes")).is_empty(), "the background alerted");
+
+    let t0 = Instant::now();
+    rt.block_on(put_lines(&k, "flows", &burst(hour)));
+    first_records(&rt, &k, "spikes");
+    let elapsed = t0.elapsed();
+    // Time for a second worker's copy to show up, if the group sent it twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let spikes = rt.block_on(spikes_of(&k, "spikes"));
+    let logs: Vec<String> = (0..2).map(|i| read(&log_of(i))).collect();
+    drop(workers);
+    assert_eq!(spikes.len(), 1, "one early alert for the group; logs:\n{}", logs.join("\n---\n"));
+    let s = &spikes[0];
+    assert_eq!(s["early"], true, "{s}");
+    assert_eq!(s["src_ip"], "10.0.0.1", "{s}");
+    assert_eq!(s["hour"], flowspike_detect::format_hour(hour), "{s}");
+    // The hour is still open: no final file.
+    assert!(hist.hour_files(hour).expect("files").is_empty(), "the hour was closed");
+    let senders = logs.iter().filter(|l| l.contains("\"early spike\"")).count();
+    assert_eq!(senders, 1, "sent by one worker; logs:\n{}", logs.join("\n---\n"));
+    println!("time-to-alert: {} ms (burst put → early spike record read)", elapsed.as_millis());
 }

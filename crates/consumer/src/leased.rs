@@ -1,23 +1,19 @@
 //! `flowspike consume --lease-table`: one worker of a group of consumer tasks sharing a stream
-//! through a DynamoDB lease table. The [`Worker`] holds the leases and the aggregates; this loop
-//! runs one [`ShardReader`] per held lease on tokio, renews, takes and balances leases every
-//! `failover / 3`, commits every checkpoint interval, finalizes the hours the group has closed,
-//! and on a stop commits and releases its leases.
+//! through a DynamoDB lease table. The [`Worker`] holds the leases and the aggregates; this mode
+//! runs one reader per held lease (through the [`Coordinator`]), renews, takes and balances
+//! leases every `failover / 3`, commits every checkpoint interval, finalizes the hours the group
+//! has closed, and on a stop commits and releases its leases.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_engine::metrics::Phase;
+use flowspike_engine::Batch;
 use flowspike_history::{History, Store};
 use flowspike_lease::{Checkpoint, DynamoTable, LeaseTable};
-use tokio::sync::{mpsc, watch};
 
-use crate::kinesis::{list_shards, Event, ShardReader, StartAt};
-use crate::services::{
-    start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, DRAIN_TIMEOUT, TICK,
-};
+use crate::coordinator::{Coordinator, Mode, Stop};
+use crate::kinesis::{ShardInfo, StartAt};
+use crate::services::{wall_clock_secs, ConsumerConfig, RunSummary};
 use crate::worker::{unix_millis, Worker, WorkerConfig};
 use crate::ConsumeError;
 
@@ -34,12 +30,6 @@ pub struct LeaseConfig {
     pub max_leases: usize,
 }
 
-struct Reader {
-    epoch: u64,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 /// Runs one lease-coordinated worker until a signal, the maximum runtime or (with
 /// `exit_when_idle`) until its shards are idle and the group has finalized every hour.
 pub(crate) fn run(
@@ -47,16 +37,16 @@ pub(crate) fn run(
     lease: LeaseConfig,
     store: Arc<dyn Store>,
 ) -> Result<RunSummary, ConsumeError> {
-    let Services { rt, metrics, client, mut sink, ctx, efo, signalled } = start_services(&cfg)?;
-    let handle = rt.handle().clone();
-    let ddb = rt.block_on(DynamoTable::client_from_env());
-    let table: Arc<dyn LeaseTable> = Arc::new(DynamoTable::new(ddb, &lease.table, handle.clone()));
+    let co = Coordinator::start(cfg, Some(lease.worker_id.clone()))?;
+    let handle = co.rt.handle().clone();
+    let ddb = co.rt.block_on(DynamoTable::client_from_env());
+    let table: Arc<dyn LeaseTable> = Arc::new(DynamoTable::new(ddb, &lease.table, handle));
     table.ensure()?;
-    let lateness = i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX);
+    let cfg = &co.cfg;
     let wcfg = WorkerConfig {
         stream: cfg.stream.clone(),
         worker_id: lease.worker_id.clone(),
-        allowed_lateness_secs: lateness,
+        allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),
         failover: lease.failover,
         max_leases: lease.max_leases,
         claim_takeover: lease.failover.saturating_mul(3).max(Duration::from_secs(30)),
@@ -66,242 +56,213 @@ pub(crate) fn run(
         max_future_secs: cfg.rule.max_future_secs(),
     };
     let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
-    let mut worker = Worker::new(wcfg, table, history);
+    let worker = Worker::new(wcfg, table, history);
     tracing::info!(worker = %lease.worker_id, table = %lease.table, failover_ms = lease.failover.as_millis() as u64, "lease worker starting");
-
-    let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let mut readers: BTreeMap<String, Reader> = BTreeMap::new();
-    let mut next_epoch: u64 = 1;
-    let me = lease.worker_id.clone();
-    let m = metrics.clone();
-    let stop_reader = |readers: &mut BTreeMap<String, Reader>, id: &str| {
-        if let Some(r) = readers.remove(id) {
-            let _ = r.stop.send(true);
-            r.task.abort();
-            m.forget_shard(id);
-            tracing::info!(shard_id = %id, worker = %me, at_ms = unix_millis(), "shard reader stopped");
-        }
+    let leased = Leased {
+        worker,
+        round_every: (lease.failover / 3).max(Duration::from_millis(200)),
+        last_round: None,
+        last_list: None,
+        last_commit: Instant::now(),
+        commit_now: false,
     };
+    co.run(leased)
+}
 
-    let round_every = (lease.failover / 3).max(Duration::from_millis(200));
-    let started = Instant::now();
-    let mut last_round: Option<Instant> = None;
-    let mut last_list: Option<Instant> = None;
-    let mut last_commit = Instant::now();
-    let mut commit_now = false;
-    let mut stopping: Option<String> = None;
-    metrics.set_phase(Phase::Running);
+/// The lease worker's own state (see the module docs).
+struct Leased {
+    worker: Worker,
+    /// How often leases are renewed, taken and balanced, and hours finalized.
+    round_every: Duration,
+    last_round: Option<Instant>,
+    last_list: Option<Instant>,
+    last_commit: Instant,
+    /// A shard ended: commit at once, so that its children's leases can be taken.
+    commit_now: bool,
+}
 
-    while stopping.is_none() {
-        match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
-            Ok(Some(Event::Batch { batch, caught_up, epoch, .. })) => {
-                let current = readers.get(&batch.shard_id).is_some_and(|r| r.epoch == epoch);
-                if current {
-                    let ended = batch.ended;
-                    if worker.apply(batch, caught_up) && ended {
-                        commit_now = true;
-                        last_list = None; // list soon: the children need leases
-                    }
-                    metrics.publish(&worker.stats());
-                }
-            }
-            Ok(Some(Event::Failed(e))) => {
-                tracing::error!(error = %e, "shard reader failed; stopping");
-                worker.release_all();
-                rt.shutdown_timeout(Duration::from_secs(5));
-                return Err(e);
-            }
-            Ok(None) | Err(_) => {}
+/// Passes a retryable error over with a warning (the next round retries); returns the rest.
+fn retry_later<T>(r: Result<T, ConsumeError>, what: &str) -> Result<Option<T>, ConsumeError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "{what} failed; retrying");
+            Ok(None)
         }
-        let now = Instant::now();
-        for id in worker.self_fence(now) {
-            stop_reader(&mut readers, &id);
+        Err(e) => Err(e),
+    }
+}
+
+impl Leased {
+    /// One lease round: renew, relist the shards when due, take leases, finalize closed hours.
+    fn round(&mut self, co: &mut Coordinator, now: Instant) -> Result<(), ConsumeError> {
+        self.last_round = Some(now);
+        for id in self.worker.renew() {
+            co.stop_reader(&id);
         }
-        if last_round.is_none_or(|t| now.duration_since(t) >= round_every) {
-            last_round = Some(now);
-            for id in worker.renew() {
-                stop_reader(&mut readers, &id);
-            }
-            if last_list.is_none_or(|t| now.duration_since(t) >= cfg.relist_interval) {
-                match rt.block_on(list_shards(&client, &cfg.stream, crate::services::RELIST_RETRY))
-                {
-                    Ok(list) => {
-                        last_list = Some(now);
-                        let shards: Vec<(String, Vec<String>)> =
-                            list.into_iter().map(|s| (s.id, s.parents)).collect();
-                        if let Err(e) = worker.sync_shards(&shards) {
-                            tracing::warn!(error = %e, "cannot sync the lease table with the shards");
-                        }
-                    }
-                    Err(e) if e.is_retryable() => {
-                        tracing::warn!(error = %e, "ListShards failed; retrying")
-                    }
-                    Err(e) => {
-                        worker.release_all();
-                        return Err(e);
-                    }
-                }
-            }
-            match worker.acquire(now) {
-                Ok(taken) => {
-                    for id in taken {
-                        stop_reader(&mut readers, &id); // a stale reader of an earlier ownership
-                    }
-                }
-                Err(e) if e.is_retryable() => tracing::warn!(error = %e, "lease round failed"),
-                Err(e) => {
-                    worker.release_all();
-                    return Err(e);
-                }
-            }
-            match worker.finalize(sink.as_mut(), wall_clock_secs()) {
-                Ok(()) => {}
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "finalizing hours failed; retrying")
-                }
-                Err(e) => {
-                    worker.release_all();
-                    return Err(e);
-                }
-            }
-            metrics.publish(&worker.stats());
+        if self.last_list.is_none_or(|t| now.duration_since(t) >= co.cfg.relist_interval) {
+            self.relist(co, now)?;
         }
-        // A reader that stopped by itself while the lease is still held would leave the shard
-        // unread for good (it is never started again while its entry exists): give the lease up.
-        let stopped: Vec<String> = readers
-            .iter()
-            .filter(|(_, r)| r.task.is_finished())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in stopped {
-            if worker.reader_stopped(&id) {
-                stop_reader(&mut readers, &id);
+        if let Some(taken) = retry_later(self.worker.acquire(now), "lease round")? {
+            for id in taken {
+                co.stop_reader(&id); // a stale reader of an earlier ownership
             }
         }
-        // No reader for a shard this worker does not hold (dropped by a failed commit, fenced, ...).
-        let stale: Vec<String> =
-            readers.keys().filter(|id| !worker.owned().contains_key(*id)).cloned().collect();
-        for id in stale {
-            stop_reader(&mut readers, &id);
+        let finalized = self.worker.finalize(co.sink.as_mut(), wall_clock_secs());
+        retry_later(finalized, "finalizing hours")?;
+        co.metrics.publish(&self.worker.stats());
+        Ok(())
+    }
+
+    /// Creates the leases of new shards (and deletes those of expired ones).
+    fn relist(&mut self, co: &mut Coordinator, now: Instant) -> Result<(), ConsumeError> {
+        let Some(list) = retry_later(co.list_shards(false), "ListShards")? else { return Ok(()) };
+        self.last_list = Some(now);
+        let shards: Vec<(String, Vec<String>)> =
+            list.into_iter().map(|s| (s.id, s.parents)).collect();
+        if let Err(e) = self.worker.sync_shards(&shards) {
+            tracing::warn!(error = %e, "cannot sync the lease table with the shards");
         }
-        // Readers for held leases whose reading may start.
-        for (id, o) in worker.owned() {
-            if readers.contains_key(id) || now < o.read_after {
+        Ok(())
+    }
+
+    /// Stops the readers this worker must not run: one that stopped by itself while the lease is
+    /// still held (the shard would stay unread for good: it is never started again while its
+    /// entry exists, so the lease is given up), and any of a shard it no longer holds (dropped by a
+    /// failed commit, fenced, ...).
+    fn reap_readers(&mut self, co: &mut Coordinator) {
+        for id in co.ended_readers() {
+            if self.worker.reader_stopped(&id) {
+                co.stop_reader(&id);
+            }
+        }
+        for id in co.readers_not(|id| self.worker.owned().contains_key(id)) {
+            co.stop_reader(&id);
+        }
+    }
+
+    /// Starts readers for the held leases whose reading may start.
+    fn spawn_ready(&mut self, co: &mut Coordinator, now: Instant) {
+        for (id, o) in self.worker.owned() {
+            if co.has_reader(id) || now < o.read_after {
                 continue;
             }
             let start = match &o.checkpoint {
                 Checkpoint::After(seq) => StartAt::After(seq.clone()),
                 Checkpoint::ShardEnd => continue,
                 Checkpoint::Initial if o.has_parents => StartAt::TrimHorizon,
-                Checkpoint::Initial => cfg.start_position.into(),
+                Checkpoint::Initial => co.cfg.start_position.into(),
             };
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let epoch = next_epoch;
-            next_epoch += 1;
-            tracing::info!(shard_id = %id, worker = %lease.worker_id, start = ?start, at_ms = unix_millis(), "shard reader started");
-            let reader = ShardReader {
-                client: client.clone(),
-                stream: cfg.stream.clone(),
-                shard_id: id.clone(),
-                start,
-                ctx: ctx.clone(),
-                tx: tx.clone(),
-                stop: stop_rx,
-                metrics: metrics.shard(id),
-                efo: efo.clone(),
-                epoch,
-                lease_deadline: Some(o.deadline.clone()),
-            };
-            readers.insert(
-                id.clone(),
-                Reader { epoch, stop: stop_tx, task: handle.spawn(reader.run()) },
-            );
-        }
-        metrics.set_leases_held(worker.owned().len());
-        if commit_now || last_commit.elapsed() >= cfg.checkpoint_interval {
-            match worker.commit(wall_clock_secs()) {
-                Ok(ch) => {
-                    last_commit = Instant::now();
-                    commit_now = false;
-                    for id in ch.lost.iter().chain(&ch.finished) {
-                        stop_reader(&mut readers, id);
-                    }
-                    metrics.committed();
-                }
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "commit failed; retrying at the next tick")
-                }
-                Err(e) => {
-                    worker.release_all();
-                    return Err(e);
-                }
-            }
-            metrics.publish(&worker.stats());
-        }
-        stopping = if signalled.load(Ordering::Relaxed) {
-            Some("signal".into())
-        } else if cfg.max_runtime.is_some_and(|m| started.elapsed() >= m) {
-            Some("max-runtime".into())
-        } else if cfg.exit_when_idle.is_some_and(|d| {
-            started.elapsed() >= d
-                && worker.owned().values().all(|o| now >= o.read_after)
-                && worker.owned().keys().all(|id| readers.contains_key(id))
-                && worker.idle_for(d)
-                && worker.settled(now)
-        }) {
-            Some("idle".into())
-        } else {
-            None
-        };
-    }
-    let reason = stopping.unwrap_or_default();
-    tracing::info!(reason = %reason, worker = %lease.worker_id, "stopping: finishing in-flight batches");
-    metrics.set_phase(Phase::Stopping);
-    for r in readers.values() {
-        let _ = r.stop.send(true);
-    }
-    drop(tx);
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while readers.values().any(|r| !r.task.is_finished()) && Instant::now() < deadline {
-        match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
-            Ok(Some(Event::Batch { batch, caught_up, epoch, .. })) => {
-                if readers.get(&batch.shard_id).is_some_and(|r| r.epoch == epoch) {
-                    worker.apply(batch, caught_up);
-                }
-            }
-            Ok(Some(Event::Failed(e))) => {
-                tracing::warn!(error = %e, "shard reader failed while stopping")
-            }
-            Ok(None) => break,
-            Err(_) => {}
+            tracing::info!(shard_id = %id, worker = %self.worker.config().worker_id, start = ?start, at_ms = unix_millis(), "shard reader started");
+            co.spawn_reader(id, start, Some(o.deadline.clone()));
         }
     }
-    for (id, r) in &readers {
-        r.task.abort();
-        tracing::info!(shard_id = %id, worker = %lease.worker_id, at_ms = unix_millis(), "shard reader stopped");
+
+    /// Sends the early alerts, then commits the held leases' rows as one delta; readers of lost
+    /// and finished shards stop. No commit while alerts could not be sent: until this worker's
+    /// next commit their hour cannot close, so its close knows them as sent (see `worker/early.rs`).
+    fn commit(&mut self, co: &mut Coordinator) -> Result<(), ConsumeError> {
+        let sent = self.worker.send_early(co.sink.as_mut());
+        if retry_later(sent, "sending early alerts")?.is_none() {
+            return Ok(());
+        }
+        if let Some(ch) = retry_later(self.worker.commit(wall_clock_secs()), "commit")? {
+            self.last_commit = Instant::now();
+            self.commit_now = false;
+            for id in ch.lost.iter().chain(&ch.finished) {
+                co.stop_reader(id);
+            }
+            co.metrics.committed();
+        }
+        co.metrics.publish(&self.worker.stats());
+        Ok(())
     }
-    let committed = worker.commit(wall_clock_secs());
-    if committed.is_ok() {
-        if let Err(e) = worker
-            .acquire_snapshot_only()
-            .and_then(|_| worker.finalize(sink.as_mut(), wall_clock_secs()))
+}
+
+impl Mode for Leased {
+    fn tick_every(&self) -> Duration {
+        // Fencing and reader bookkeeping after every batch; rounds and commits keep their own pace.
+        Duration::ZERO
+    }
+
+    fn on_batch(&mut self, co: &mut Coordinator, batch: Batch, caught_up: bool, _: Vec<ShardInfo>) {
+        let ended = batch.ended;
+        if self.worker.apply(batch, caught_up) && ended {
+            self.commit_now = true;
+            self.last_list = None; // list soon: the children need leases
+        }
+        co.metrics.publish(&self.worker.stats());
+    }
+
+    fn on_tick(&mut self, co: &mut Coordinator) -> Result<(), ConsumeError> {
+        let now = Instant::now();
+        for id in self.worker.self_fence(now) {
+            co.stop_reader(&id);
+        }
+        if self.last_round.is_none_or(|t| now.duration_since(t) >= self.round_every) {
+            self.round(co, now)?;
+        }
+        self.reap_readers(co);
+        self.spawn_ready(co, now);
+        co.metrics.set_leases_held(self.worker.owned().len());
+        // An early alert is sent by a commit: it does not wait for the interval.
+        if self.commit_now
+            || self.worker.has_early_alerts()
+            || self.last_commit.elapsed() >= co.cfg.checkpoint_interval
         {
-            tracing::warn!(error = %e, "final finalize pass failed");
+            self.commit(co)?;
         }
+        Ok(())
     }
-    worker.release_all();
-    metrics.publish(&worker.stats());
-    rt.shutdown_timeout(Duration::from_secs(5));
-    committed?;
-    let s = worker.stats();
-    tracing::info!(worker = %lease.worker_id, generation = worker.generation(), counted = s.counted, hours_closed = s.hours_closed, spikes_emitted = s.spikes_emitted, "lease worker stopped");
-    Ok(RunSummary {
-        stats: s,
-        closed_through: worker
-            .last_snapshot()
-            .and_then(flowspike_lease::global_watermark)
-            .map(|w| w.div_euclid(flowspike_counter::HOUR) * flowspike_counter::HOUR),
-        generation: worker.generation(),
-        stopped_by: reason,
-    })
+
+    fn idle(&self, co: &Coordinator, d: Duration) -> bool {
+        let now = Instant::now();
+        let owned = self.worker.owned();
+        co.uptime() >= d
+            && owned.values().all(|o| now >= o.read_after)
+            && owned.keys().all(|id| co.has_reader(id))
+            && self.worker.idle_for(d)
+            && self.worker.settled(now)
+    }
+
+    /// After an error: releases the leases and stops. Otherwise applies the batches in flight,
+    /// commits, finalizes what the group has closed, and releases the leases.
+    fn finish(mut self, mut co: Coordinator, stop: Stop) -> Result<RunSummary, ConsumeError> {
+        if let Some(e) = stop.fatal {
+            self.worker.release_all();
+            co.shutdown();
+            return Err(e);
+        }
+        co.drain(&mut self);
+        if let Err(e) = self.worker.send_early(co.sink.as_mut()) {
+            // Unsent alerts are sent by their hour's close.
+            tracing::warn!(error = %e, "sending early alerts failed");
+        }
+        let committed = self.worker.commit(wall_clock_secs());
+        if committed.is_ok() {
+            if let Err(e) = self
+                .worker
+                .acquire_snapshot_only()
+                .and_then(|_| self.worker.finalize(co.sink.as_mut(), wall_clock_secs()))
+            {
+                tracing::warn!(error = %e, "final finalize pass failed");
+            }
+        }
+        self.worker.release_all();
+        co.metrics.publish(&self.worker.stats());
+        co.shutdown();
+        committed?;
+        let s = self.worker.stats();
+        tracing::info!(worker = %self.worker.config().worker_id, generation = self.worker.generation(), counted = s.counted, hours_closed = s.hours_closed, spikes_emitted = s.spikes_emitted, "lease worker stopped");
+        Ok(RunSummary {
+            stats: s,
+            closed_through: self
+                .worker
+                .last_snapshot()
+                .and_then(flowspike_lease::global_watermark)
+                .map(|w| w.div_euclid(flowspike_counter::HOUR) * flowspike_counter::HOUR),
+            generation: self.worker.generation(),
+            stopped_by: stop.reason,
+        })
+    }
 }

@@ -7,8 +7,15 @@
 //! the last continuation sequence number) — decodes whole Kinesis records
 //! (`flowspike_engine::decode_batch`: `flowlog::for_each_record` with framing auto →
 //! `Rule::classify` → a per-batch `Counter`; one batch per GetRecords response or SubscribeToShard
-//! event) and sends the batch over a bounded channel to the coordinator ([`run`]), which applies it
-//! to the `flowspike_engine::Engine` on one thread.
+//! event) and sends the batch over a bounded channel to the coordinator (`coordinator.rs`), which
+//! hands it, on one thread, to its mode: the single task (`run.rs`: the `flowspike_engine::Engine`
+//! and the shard table, `shards.rs`) or a lease worker (`leased.rs`: the [`Worker`]).
+//!
+//! Files: `kinesis/` (`list.rs` ListShards, `reader.rs` the reader task, `polling.rs` GetRecords,
+//! `efo.rs` SubscribeToShard, `register.rs` the enhanced fan-out consumer), `coordinator.rs` (the
+//! loop, the readers, the stop), `run.rs` and `leased.rs` (the two modes), `shards.rs` (which
+//! shards may start), `worker.rs` (the lease protocol), `services.rs` (settings and services),
+//! `error.rs`.
 //!
 //! # Resharding
 //! Shards are listed at the start and every `relist_interval`; a closed shard's end (no next
@@ -33,6 +40,7 @@
 //! The engine's [`Metrics`], with one entry per shard updated by its reader once per
 //! GetRecords call, are served on `--metrics-addr`.
 
+mod coordinator;
 mod error;
 pub mod kinesis;
 mod leased;

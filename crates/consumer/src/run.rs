@@ -1,257 +1,221 @@
-//! The single-task coordinator: shard readers on a tokio runtime, the [`Engine`] on the calling
-//! thread.
+//! `flowspike consume` as a single task: the [`Engine`] owns every shard's position, applies the
+//! batches and checkpoints them in the manifest; the [`ShardTable`] decides which shards may be
+//! read. The loop, the readers and the stop are the [`Coordinator`]'s.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_engine::metrics::Phase;
-use flowspike_engine::{live_watermark, Engine, EngineConfig};
+use flowspike_engine::{live_watermark, Batch, Engine, EngineConfig};
 use flowspike_history::{History, Store};
-use flowspike_retry::Policy;
-use tokio::sync::{mpsc, watch};
 
-use crate::kinesis::{list_shards, Event, ShardReader};
-use crate::services::{
-    start_services, wall_clock_secs, ConsumerConfig, RunSummary, Services, DRAIN_TIMEOUT,
-    RELIST_RETRY, TICK,
-};
+use crate::coordinator::{Coordinator, Mode, Stop, TICK};
+use crate::kinesis::ShardInfo;
+use crate::services::{wall_clock_secs, ConsumerConfig, RunSummary};
 use crate::shards::ShardTable;
 use crate::ConsumeError;
 
 /// Consumes `cfg.stream` into the history in `store` until a signal (SIGTERM/SIGINT), the
 /// maximum runtime or the idle limit, then checkpoints and returns. Blocks the calling thread (do not
-/// call from inside a tokio runtime).
+/// call from inside a tokio runtime). With `cfg.lease`, runs one worker of a lease group instead
+/// (`leased.rs`).
 pub fn run(cfg: ConsumerConfig, store: Arc<dyn Store>) -> Result<RunSummary, ConsumeError> {
     if let Some(lease) = cfg.lease.clone() {
         return crate::leased::run(cfg, lease, store);
     }
-    let Services { rt, metrics, client, mut sink, ctx, efo, signalled } = start_services(&cfg)?;
-    let handle = rt.handle().clone();
-    let ecfg = EngineConfig {
-        stream: cfg.stream.clone(),
-        allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),
-        counter: cfg.counter,
-        detect: cfg.detect.clone(),
-        max_future_secs: cfg.rule.max_future_secs(),
-    };
-    let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
-    let mut engine = Engine::open(history, ecfg, sink.as_mut())?;
-    metrics.publish(&engine.stats());
+    let mut co = Coordinator::start(cfg, None)?;
+    let single = SingleTask::open(&mut co, store)?;
+    co.run(single)
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let mut tx = Some(tx);
+/// The single task's own state (see the module docs).
+struct SingleTask {
+    engine: Engine,
+    shards: ShardTable,
+    lateness: i64,
+    /// `--idle-shard-secs`.
+    idle_after: Duration,
+    last_checkpoint: Instant,
+    last_list: Instant,
+    /// A shard ended: checkpoint at the next tick, so that its children can start.
+    checkpoint_now: bool,
+}
 
-    let mut shards = ShardTable::default();
-    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    // Retried forever: a throttled ListShards at start-up must not stop the service.
-    shards.merge(rt.block_on(list_shards(&client, &cfg.stream, Policy::Forever))?);
-    // Starts a reader on every shard whose parents' ends are committed (see `ShardTable`).
-    let spawn_ready = |shards: &mut ShardTable,
-                       tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-                       engine: &Engine,
-                       tx: &mpsc::Sender<Event>| {
-        for (id, start) in shards.start_ready(&engine.manifest().shards, cfg.start_position) {
-            let parents = shards.get(&id).map(|s| s.parents.clone()).unwrap_or_default();
-            tracing::info!(shard_id = %id, parents = ?parents, start = ?start, generation = engine.manifest().generation, "starting shard reader");
-            let reader = ShardReader {
-                client: client.clone(),
-                stream: cfg.stream.clone(),
-                shard_id: id.clone(),
-                start,
-                ctx: ctx.clone(),
-                tx: tx.clone(),
-                stop: stop_rx.clone(),
-                metrics: metrics.shard(&id),
-                efo: efo.clone(),
-                epoch: 0,
-                lease_deadline: None,
-            };
-            tasks.push(handle.spawn(reader.run()));
-        }
-    };
-    if let Some(t) = &tx {
-        spawn_ready(&mut shards, &mut tasks, &engine, t);
-    }
-    metrics.set_phase(Phase::Running);
-
-    let started = Instant::now();
-    let mut last_tick = Instant::now();
-    let mut last_checkpoint = Instant::now();
-    let mut last_list = Instant::now();
-    let mut stopping: Option<(String, Instant)> = None;
-    // A shard ended: checkpoint at the next tick, so that its children can start.
-    let mut checkpoint_now = false;
-    let mut fatal: Option<ConsumeError> = None;
-    let lateness = i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX);
-
-    loop {
-        match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
-            Ok(Some(Event::Batch { batch, caught_up, children, .. })) => {
-                if let Some(s) = shards.get_mut(&batch.shard_id) {
-                    if batch.last_sequence_number.is_some() {
-                        s.last_data = Instant::now();
-                    }
-                    s.caught_up = caught_up;
-                    if batch.ended {
-                        s.ended = true;
-                        checkpoint_now = true;
-                        if children.is_empty() {
-                            // No ChildShards in the answer: list the shards soon to find them.
-                            last_list = Instant::now()
-                                .checked_sub(cfg.relist_interval)
-                                .unwrap_or(last_list);
-                        }
-                    }
-                }
-                shards.merge(children);
-                engine.apply(batch);
-                metrics.publish(&engine.stats());
-            }
-            Ok(Some(Event::Failed(e))) => {
-                tracing::error!(error = %e, "shard reader failed; stopping");
-                if fatal.is_none() {
-                    fatal = Some(e);
-                }
-                if stopping.is_none() {
-                    stopping = Some(("error".into(), Instant::now()));
-                    let _ = stop_tx.send(true);
-                    tx = None;
-                }
-            }
-            Ok(None) => break, // every reader finished and the stop dropped our sender
-            Err(_) => {}       // tick
-        }
-        if let Some((_, since)) = &stopping {
-            metrics.set_phase(Phase::Stopping);
-            if since.elapsed() > DRAIN_TIMEOUT {
-                tracing::warn!(
-                    "shard readers did not stop in time; abandoning their in-flight batches"
-                );
-                for t in &tasks {
-                    t.abort();
-                }
-                break;
-            }
-            continue;
-        }
-        if last_tick.elapsed() < TICK {
-            continue;
-        }
-        last_tick = Instant::now();
-
-        // Event time: close the hours every shard has passed.
-        let now = wall_clock_secs();
-        let wm = live_watermark(
-            shards.watermark_inputs(
-                |id| engine.shard(id).and_then(|c| c.max_start),
-                cfg.idle_shard_after,
-            ),
-            now,
+impl SingleTask {
+    /// Opens the engine (finishing what the last checkpoint left), lists the shards and starts
+    /// the readers that may start.
+    fn open(co: &mut Coordinator, store: Arc<dyn Store>) -> Result<SingleTask, ConsumeError> {
+        let cfg = &co.cfg;
+        let lateness = i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX);
+        let ecfg = EngineConfig {
+            stream: cfg.stream.clone(),
+            allowed_lateness_secs: lateness,
+            counter: cfg.counter,
+            detect: cfg.detect.clone(),
+            max_future_secs: cfg.rule.max_future_secs(),
+        };
+        let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
+        let engine = Engine::open(history, ecfg, co.sink.as_mut())?;
+        co.metrics.publish(&engine.stats());
+        let mut shards = ShardTable::default();
+        shards.merge(co.list_shards(true)?);
+        let mut single = SingleTask {
+            engine,
+            shards,
             lateness,
+            idle_after: cfg.idle_shard_after,
+            last_checkpoint: Instant::now(),
+            last_list: Instant::now(),
+            checkpoint_now: false,
+        };
+        single.spawn_ready(co);
+        Ok(single)
+    }
+
+    /// Starts a reader on every shard whose parents' ends are committed (see [`ShardTable`]).
+    fn spawn_ready(&mut self, co: &mut Coordinator) {
+        let committed = &self.engine.manifest().shards;
+        for (id, start) in self.shards.start_ready(committed, co.cfg.start_position) {
+            let parents = self.shards.get(&id).map(|s| s.parents.clone()).unwrap_or_default();
+            tracing::info!(shard_id = %id, parents = ?parents, start = ?start, generation = self.engine.manifest().generation, "starting shard reader");
+            co.spawn_reader(&id, start, None);
+        }
+    }
+
+    /// Event time: closes the hours every shard has passed; true if one closed.
+    fn advance(&mut self) -> bool {
+        let wm = live_watermark(
+            self.shards.watermark_inputs(
+                |id| self.engine.shard(id).and_then(|c| c.max_start),
+                self.idle_after,
+            ),
+            wall_clock_secs(),
+            self.lateness,
         );
-        let closed = wm.is_some_and(|w| engine.advance(w));
+        wm.is_some_and(|w| self.engine.advance(w))
+    }
+
+    /// Commits a checkpoint; once a shard's end is committed, its children may start. A retryable
+    /// failure is retried at the next tick.
+    fn checkpoint(&mut self, co: &mut Coordinator) -> Result<(), ConsumeError> {
+        match self.engine.checkpoint(co.sink.as_mut()) {
+            Ok(()) => {
+                self.last_checkpoint = Instant::now();
+                log_progress(&self.engine);
+                if self.checkpoint_now {
+                    self.checkpoint_now = false;
+                    for id in self.shards.newly_finished(&self.engine.manifest().shards) {
+                        tracing::info!(shard_id = %id, generation = self.engine.manifest().generation, "shard finished and checkpointed");
+                    }
+                    self.spawn_ready(co);
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "checkpoint failed; retrying at the next tick");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        co.metrics.publish(&self.engine.stats());
+        Ok(())
+    }
+
+    /// Lists the shards again (new ones after resharding) and starts those that may start.
+    fn relist(&mut self, co: &mut Coordinator) {
+        self.last_list = Instant::now();
+        match co.list_shards(false) {
+            Ok(list) => {
+                let new = self.shards.merge(list);
+                if new > 0 {
+                    tracing::info!(new, "ListShards found new shards");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ListShards failed; keeping the known shards"),
+        }
+        self.spawn_ready(co);
+    }
+}
+
+impl Mode for SingleTask {
+    fn tick_every(&self) -> Duration {
+        TICK
+    }
+
+    fn on_batch(
+        &mut self,
+        co: &mut Coordinator,
+        batch: Batch,
+        caught_up: bool,
+        children: Vec<ShardInfo>,
+    ) {
+        if let Some(s) = self.shards.get_mut(&batch.shard_id) {
+            if batch.last_sequence_number.is_some() {
+                s.last_data = Instant::now();
+            }
+            s.caught_up = caught_up;
+            if batch.ended {
+                s.ended = true;
+                self.checkpoint_now = true;
+                if children.is_empty() {
+                    // No ChildShards in the answer: list the shards soon to find them.
+                    self.last_list = Instant::now()
+                        .checked_sub(co.cfg.relist_interval)
+                        .unwrap_or(self.last_list);
+                }
+            }
+        }
+        self.shards.merge(children);
+        self.engine.apply(batch);
+        co.metrics.publish(&self.engine.stats());
+    }
+
+    fn on_tick(&mut self, co: &mut Coordinator) -> Result<(), ConsumeError> {
+        let closed = self.advance();
         // An early alert is emitted by a checkpoint: it does not wait for the interval.
         if closed
-            || checkpoint_now
-            || engine.has_early_alerts()
-            || (engine.is_dirty() && last_checkpoint.elapsed() >= cfg.checkpoint_interval)
+            || self.checkpoint_now
+            || self.engine.has_early_alerts()
+            || (self.engine.is_dirty()
+                && self.last_checkpoint.elapsed() >= co.cfg.checkpoint_interval)
         {
-            match engine.checkpoint(sink.as_mut()) {
-                Ok(()) => {
-                    last_checkpoint = Instant::now();
-                    log_progress(&engine);
-                    if checkpoint_now {
-                        checkpoint_now = false;
-                        for id in shards.newly_finished(&engine.manifest().shards) {
-                            tracing::info!(shard_id = %id, generation = engine.manifest().generation, "shard finished and checkpointed");
-                        }
-                        if let Some(t) = &tx {
-                            spawn_ready(&mut shards, &mut tasks, &engine, t);
-                        }
-                    }
-                }
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "checkpoint failed; retrying at the next tick");
-                }
-                Err(e) => {
-                    fatal = Some(e.into());
-                    stopping = Some(("error".into(), Instant::now()));
-                    let _ = stop_tx.send(true);
-                    tx = None;
-                    continue;
-                }
-            }
-            metrics.publish(&engine.stats());
+            self.checkpoint(co)?;
         }
-        if !engine.is_dirty() {
+        if !self.engine.is_dirty() {
             // Everything applied is committed (by this checkpoint or an earlier one).
-            metrics.committed();
+            co.metrics.committed();
         }
-
-        if last_list.elapsed() >= cfg.relist_interval {
-            last_list = Instant::now();
-            match rt.block_on(list_shards(&client, &cfg.stream, RELIST_RETRY)) {
-                Ok(list) => {
-                    let new = shards.merge(list);
-                    if new > 0 {
-                        tracing::info!(new, "ListShards found new shards");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "ListShards failed; keeping the known shards"),
-            }
-            if let Some(t) = &tx {
-                spawn_ready(&mut shards, &mut tasks, &engine, t);
-            }
+        if self.last_list.elapsed() >= co.cfg.relist_interval {
+            self.relist(co);
         }
-
-        // Stop conditions.
-        let reason = if signalled.load(Ordering::Relaxed) {
-            Some("signal")
-        } else if cfg.max_runtime.is_some_and(|m| started.elapsed() >= m) {
-            Some("max-runtime")
-        } else if cfg.exit_when_idle.is_some_and(|d| !checkpoint_now && shards.all_idle(d)) {
-            Some("idle")
-        } else {
-            None
-        };
-        if let Some(r) = reason {
-            tracing::info!(reason = r, "stopping: finishing in-flight batches");
-            stopping = Some((r.to_string(), Instant::now()));
-            let _ = stop_tx.send(true);
-            tx = None;
-        }
+        Ok(())
     }
 
-    // Final event-time step and checkpoint: everything applied so far is committed.
-    if fatal.as_ref().is_none_or(|e| !e.is_store_failure()) {
-        let now = wall_clock_secs();
-        let wm = live_watermark(
-            shards.watermark_inputs(
-                |id| engine.shard(id).and_then(|c| c.max_start),
-                cfg.idle_shard_after,
-            ),
-            now,
-            lateness,
-        );
-        if let Some(w) = wm {
-            engine.advance(w);
+    fn idle(&self, _co: &Coordinator, d: Duration) -> bool {
+        !self.checkpoint_now && self.shards.all_idle(d)
+    }
+
+    /// Applies the batches in flight, then a final event-time step and checkpoint: everything
+    /// applied is committed (unless the store failed: that checkpoint would fail the same way).
+    fn finish(mut self, mut co: Coordinator, stop: Stop) -> Result<RunSummary, ConsumeError> {
+        let mut fatal = stop.fatal;
+        if let Some(e) = co.drain(&mut self) {
+            fatal.get_or_insert(e);
         }
-        engine.checkpoint(sink.as_mut())?;
-        metrics.publish(&engine.stats());
-        log_progress(&engine);
+        if fatal.as_ref().is_none_or(|e| !e.is_store_failure()) {
+            self.advance();
+            self.engine.checkpoint(co.sink.as_mut())?;
+            co.metrics.publish(&self.engine.stats());
+            log_progress(&self.engine);
+        }
+        co.shutdown();
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        Ok(RunSummary {
+            stats: self.engine.stats(),
+            closed_through: self.engine.closed_through(),
+            generation: self.engine.manifest().generation,
+            stopped_by: stop.reason,
+        })
     }
-    rt.shutdown_timeout(Duration::from_secs(5));
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    Ok(RunSummary {
-        stats: engine.stats(),
-        closed_through: engine.closed_through(),
-        generation: engine.manifest().generation,
-        stopped_by: stopping.map(|(r, _)| r).unwrap_or_default(),
-    })
 }
 
 fn log_progress(engine: &Engine) {

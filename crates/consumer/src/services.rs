@@ -1,5 +1,5 @@
-//! What the single-task and the lease loops share: the settings ([`ConsumerConfig`]), where shards
-//! start ([`StartPosition`]), the coordinator's timing constants, the services both start with
+//! What the single-task and the lease modes share besides the coordinator: the settings
+//! ([`ConsumerConfig`]), where shards start ([`StartPosition`]), the services both start with
 //! ([`Services`]: runtime, metrics server, Kinesis client, spike sink, signals) and the run summary.
 
 use std::net::SocketAddr;
@@ -13,19 +13,10 @@ use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
 use flowspike_engine::metrics::Metrics;
 use flowspike_engine::{DecodeContext, Output, SpikeSink, Stats, WriterSink};
-use flowspike_retry::Policy;
 
 use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
 
-/// How often the coordinator re-evaluates watermarks and exit conditions.
-pub(crate) const TICK: Duration = Duration::from_millis(250);
-/// How long a stop waits for in-flight shard batches before abandoning them (their records are
-/// simply read again after the restart: positions only move with applied batches).
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a periodic ListShards is retried before the coordinator carries on with the shards
-/// it knows (the next relist tries again); the first one, at start-up, is retried forever.
-pub(crate) const RELIST_RETRY: Policy = Policy::For(Duration::from_secs(10));
 /// Slack of the health check on top of three checkpoint intervals (a slow store, a large
 /// checkpoint).
 const HEALTH_SLACK: Duration = Duration::from_secs(60);

@@ -6,7 +6,7 @@
 //! end is committed is finished: it is never read again, in this run or after a restart. Parents
 //! that are no longer listed (past the stream's retention) do not hold their children back.
 //!
-//! Nothing here does I/O; the coordinator ([`crate::run`]) feeds it listings, `ChildShards` and
+//! Nothing here does I/O; the single task (`run.rs`) feeds it listings, `ChildShards` and
 //! shard ends, and asks it which readers to start.
 
 use std::collections::BTreeMap;

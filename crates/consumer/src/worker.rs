@@ -4,7 +4,7 @@
 //!
 //! Synchronous and I/O-bound only through [`LeaseTable`] and the history's `Store`, so the unit
 //! tests run several workers on an in-memory table and a local directory. The tokio side (shard
-//! readers) is in `leased.rs`.
+//! readers, the loop) is in `leased.rs` and `coordinator.rs`.
 //!
 //! # Protocol
 //! - Each owned shard has its own uncommitted [`Counter`]; a commit writes one Parquet delta file
@@ -22,6 +22,10 @@
 //!   published as a correction file `consumer-<stream>-late-<worker>-<generation>.parquet`.
 //! - A claim left unfinished for [`WorkerConfig::claim_takeover`] is taken over; every step is
 //!   idempotent (deterministic file names), spikes are at-least-once with deterministic ids.
+//! - Early alerts (adaptive mode, `early.rs`): a worker judges the group's next hour to close on
+//!   its own partial count (its held shards' rows of the hour), claims each alert once in the table
+//!   and sends it before its next commit; the hour's close does not send an alert again that a
+//!   worker sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowspike_counter::{AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR};
-use flowspike_detect::{DetectConfig, Detector};
+use flowspike_detect::{DetectConfig, Detector, Mode};
 use flowspike_engine::{
     live_watermark, new_spikes, put_rows, read_rows, warm_detector, Batch, EngineError, SpikeSink,
     Stats,
@@ -119,6 +123,11 @@ pub struct Worker {
     /// What the committed deltas lost to the source cap, by hour, until the group's watermark
     /// passes the hour (then counted and warned once: see [`Worker::finalize`]).
     over_source_cap: BTreeMap<i64, SourceOverflow>,
+    /// The hour early alerts last warmed the detector up to: warmed once per hour, not once per
+    /// batch (each warm lists the history). The close always warms (see [`Worker::finalize`]).
+    warmed_to: Option<i64>,
+    /// Early alerts (adaptive mode): see `early.rs`.
+    early: early::EarlyAlerts,
 }
 
 impl std::fmt::Debug for Worker {
@@ -136,6 +145,7 @@ impl Worker {
     pub fn new(cfg: WorkerConfig, table: Arc<dyn LeaseTable>, history: History) -> Worker {
         Worker {
             detector: Detector::new(cfg.detect.clone()),
+            early: early::EarlyAlerts::new(cfg.counter),
             cfg,
             table,
             history,
@@ -148,6 +158,7 @@ impl Worker {
             stats: Stats::default(),
             last_snapshot: None,
             over_source_cap: BTreeMap::new(),
+            warmed_to: None,
         }
     }
 
@@ -365,6 +376,12 @@ impl Worker {
         let Some(o) = self.owned.get_mut(&batch.shard_id) else {
             return false;
         };
+        // The sources this batch counted, per hour: the only ones whose early verdict can change.
+        let touched: Vec<(i64, Vec<String>)> = if self.cfg.detect.mode == Mode::Adaptive {
+            batch.counter.hours().into_iter().map(|h| (h, batch.counter.sources(h))).collect()
+        } else {
+            Vec::new()
+        };
         o.caught_up = caught_up;
         if let Some(seq) = batch.last_sequence_number {
             o.last_seq = Some(seq);
@@ -382,6 +399,7 @@ impl Worker {
         o.ended |= batch.ended;
         o.rows.merge(batch.counter);
         self.stats.add(&batch.stats);
+        self.judge_early(touched);
         true
     }
 
@@ -512,6 +530,7 @@ impl Worker {
                     if let Some(d) = &delta {
                         tracing::debug!(delta = %d.id, hours = ?d.hours, "delta committed");
                     }
+                    self.early.committed(&rows, self.cfg.detect.mode);
                     return Ok(changes);
                 }
                 CommitOutcome::Lost(lost) => {
@@ -588,6 +607,9 @@ impl Worker {
             self.report_over_source_cap(|h| h + HOUR <= w);
         }
         let snap = self.table.snapshot()?;
+        if let Some(f) = snap.frontier {
+            self.early.forget_through(f); // claimed hours are no longer open
+        }
         let started = Instant::now();
         let budget = self.cfg.failover / 3;
         let mut candidates: BTreeSet<i64> =
@@ -649,6 +671,7 @@ impl Worker {
                 return Ok(()); // a part vanished: another worker finished it; look again next round
             }
             fixed.insert(h, parts);
+            self.early.forget_through(h);
             if started.elapsed() >= budget {
                 break; // leave time for lease renewals; the next round goes on
             }
@@ -745,8 +768,17 @@ impl Worker {
         let name = format!("consumer-{}.parquet", self.cfg.stream);
         let key = self.history.write_hour_file(hour, &rows, &name)?;
         tracing::info!(hour, key = %key, rows = rows.len(), parts = parts.len(), "final aggregates written");
-        self.evaluate(hour, sink)?;
+        // Early alerts a worker sent are not sent again; an unsent claim (its worker stopped
+        // between the claim and the emission) is.
+        let sent: BTreeSet<&str> = snap
+            .alerts
+            .values()
+            .filter(|a| a.hour == hour && a.sent)
+            .map(|a| a.id.as_str())
+            .collect();
+        self.evaluate(hour, sink, |id| sent.contains(id))?;
         self.table.hour_done(hour)?;
+        self.delete_alerts(hour, snap);
         self.stats.hours_closed += 1;
         for p in parts {
             if self.table.remove_delta_hour(p, hour)? {
@@ -758,9 +790,9 @@ impl Worker {
         Ok(true)
     }
 
-    /// Brings the detector up to `hour` from the history (hours other workers finalized), then
-    /// evaluates `hour` and emits its new spikes.
-    fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), ConsumeError> {
+    /// Brings the detector up to `hour` (exclusive) from the history: the hours other workers
+    /// finalized since it was last fed.
+    fn warm_to(&mut self, hour: i64) -> Result<(), ConsumeError> {
         let from = match self.detector.last_hour() {
             Some(l) => l + HOUR,
             None => self.cfg.detect.warm_from(hour),
@@ -768,8 +800,22 @@ impl Worker {
         if from < hour {
             warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
         }
+        Ok(())
+    }
+
+    /// Brings the detector up to `hour`, then evaluates `hour` and emits its new spikes, but none
+    /// that this worker or `sent` (early alerts of the group) has sent.
+    fn evaluate(
+        &mut self,
+        hour: i64,
+        sink: &mut dyn SpikeSink,
+        sent: impl Fn(&str) -> bool,
+    ) -> Result<(), ConsumeError> {
+        self.warm_to(hour)?;
         let rows = self.history.read_hour(hour)?;
-        let new = new_spikes(&mut self.detector, hour, &rows, |id| self.emitted.contains(id));
+        let emitted = &self.emitted;
+        let new =
+            new_spikes(&mut self.detector, hour, &rows, |id| emitted.contains(id) || sent(id));
         if new.is_empty() {
             return Ok(());
         }
@@ -777,6 +823,7 @@ impl Worker {
             // The detector has seen the hour: start it afresh so that the retry of this claim
             // evaluates the hour again (from the history) and emits its spikes.
             self.detector = Detector::new(self.cfg.detect.clone());
+            self.warmed_to = None;
             return Err(e.into());
         }
         for s in &new {
@@ -835,5 +882,6 @@ pub fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
+mod early;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! aggregates and the shard positions are always consistent with each other, and a checkpoint is a
 //! snapshot of both. Nothing here knows about Kinesis; the unit tests drive it with hand-made batches.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use flowspike_counter::{
     AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
@@ -12,6 +12,7 @@ use flowspike_counter::{
 use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
+use crate::early::OpenHourJudge;
 use crate::manifest::{
     manifest_key, pending_prefix, Finalize, Manifest, ShardCheckpoint, MANIFEST_VERSION,
 };
@@ -186,10 +187,8 @@ pub struct Engine {
     stats: Stats,
     /// Early alerts of open hours not emitted yet (emitted by the next checkpoint).
     early: Vec<Spike>,
-    /// The hour the cached thresholds are for, and each source's threshold in it
-    /// ([`Detector::threshold`]; `None`: no count alerts). They change only when the detector is
-    /// fed an hour, which also changes the hour judged early.
-    thresholds: Option<(i64, HashMap<String, Option<u64>>)>,
+    /// The thresholds of the hour judged early.
+    judge: OpenHourJudge,
 }
 
 impl std::fmt::Debug for Engine {
@@ -291,7 +290,7 @@ impl Engine {
             dirty: repaired,
             stats: Stats::default(),
             early: Vec::new(),
-            thresholds: None,
+            judge: OpenHourJudge::default(),
             manifest,
             history,
             cfg,
@@ -374,25 +373,9 @@ impl Engine {
                 }
             }
         }
-        if self.thresholds.as_ref().is_none_or(|(h, _)| *h != hour) {
-            self.thresholds = Some((hour, HashMap::new()));
-        }
-        let Some((_, cache)) = self.thresholds.as_mut() else { return };
-        let mut rows = Vec::new();
-        for src in touched {
-            let t =
-                *cache.entry(src.clone()).or_insert_with(|| self.detector.threshold(hour, &src));
-            let Some(t) = t else { continue };
-            match self.open.row(hour, &src) {
-                Some(row) if row.blocked_count >= t => rows.push(row),
-                _ => {}
-            }
-        }
-        if rows.is_empty() {
-            return;
-        }
-        rows.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
-        for s in self.detector.evaluate_open(hour, &rows) {
+        let open = &self.open;
+        let spikes = self.judge.judge(&self.detector, hour, touched, |src| open.row(hour, src));
+        for s in spikes {
             if self.emitted.contains_key(&s.id) || self.early.iter().any(|q| q.id == s.id) {
                 continue;
             }

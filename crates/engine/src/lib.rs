@@ -42,6 +42,7 @@
 //! `docs/metrics.md` lists every metric.
 
 mod decode;
+mod early;
 mod engine;
 mod error;
 mod manifest;
@@ -50,6 +51,7 @@ mod output;
 mod signal;
 
 pub use decode::{decode_batch, decode_batch_at, DecodeContext, RawRecord};
+pub use early::OpenHourJudge;
 pub use engine::{
     global_watermark, live_watermark, new_spikes, now_secs, put_rows, read_rows, warm_detector,
     Batch, Engine, EngineConfig, SpikeSink, Stats,

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableStatus, TransactWriteItem, Update,
@@ -21,8 +22,8 @@ use aws_sdk_dynamodb::Client;
 use flowspike_retry::{Class, Policy};
 
 use crate::{
-    Checkpoint, CommitOutcome, Delta, HourClaim, HourState, Lease, LeaseError, LeaseTable,
-    ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
+    AlertClaim, Checkpoint, CommitOutcome, Delta, HourClaim, HourState, Lease, LeaseError,
+    LeaseTable, ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
 };
 
 /// The hash key of the table.
@@ -109,6 +110,36 @@ impl DynamoTable {
         flowspike_retry::retry(metric_op(op), self.policy, |f: &Failed| f.class, |_| call())
             .await
             .map_err(|f| f.err)
+    }
+
+    /// Sets the `state` of the item at `key`, if it exists (a claim).
+    async fn set_state(&self, op: &'static str, key: &str, state: &str) -> Result<(), LeaseError> {
+        let cond = Some("attribute_exists(leaseKey)");
+        let value = vec![(":state", s(state))];
+        self.update(op, key, "SET #s = :state", cond, &[("#s", "state")], value, |_| false)
+            .await
+            .map(|_| ())
+    }
+
+    /// A conditional PutItem, retried; false when its condition failed.
+    async fn put_if(
+        &self,
+        op: &'static str,
+        req: PutItemFluentBuilder,
+    ) -> Result<bool, LeaseError> {
+        self.retried(op, || async {
+            match req.clone().send().await {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(self.failed(op, e)),
+            }
+        })
+        .await
     }
 
     /// The item at `key` (strongly consistent), or `None`.
@@ -209,6 +240,14 @@ impl DynamoTable {
                 _ => Vec::new(),
             };
             snap.deltas.insert(key.clone(), Delta { id: key, file, hours });
+        } else if let Some(id) = key.strip_prefix("alert#") {
+            let alert = AlertClaim {
+                id: id.to_owned(),
+                hour: num("hour")?.ok_or_else(|| self.bad(&key, "no hour"))?,
+                owner: s_attr(item, "owner").unwrap_or_default(),
+                sent: s_attr(item, "state").as_deref() == Some("SENT"),
+            };
+            snap.alerts.insert(alert.id.clone(), alert);
         } else if key == crate::FRONTIER_KEY {
             snap.frontier = num("hour")?;
         } else if let Some(h) = key.strip_prefix("hour#") {
@@ -537,19 +576,7 @@ impl LeaseTable for DynamoTable {
             }
             // A lease found in place after a lost answer was made by this call or another
             // worker's: either way the lease exists, which is all the caller needs.
-            self.retried("PutItem", || async {
-                match req.clone().send().await {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(self.failed("PutItem", e)),
-                }
-            })
-            .await
+            self.put_if("PutItem", req).await
         })
     }
 
@@ -802,20 +829,31 @@ impl LeaseTable for DynamoTable {
         })
     }
 
+    fn claim_alert(&self, alert: &AlertClaim) -> Result<bool, LeaseError> {
+        // One conditional put, no read back: absent, or this owner's own unsent claim (an earlier
+        // attempt whose answer or emission was lost) is overwritten with the same item.
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, s(crate::alert_key(&alert.id)))
+            .item("hour", n(alert.hour))
+            .item("owner", s(&alert.owner))
+            .item("state", s("CLAIMED"))
+            .condition_expression("attribute_not_exists(leaseKey) OR (#o = :me AND #s = :claimed)")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":me", s(&alert.owner))
+            .expression_attribute_values(":claimed", s("CLAIMED"));
+        self.block(self.put_if("PutItem(alert)", req))
+    }
+
+    fn alert_sent(&self, id: &str) -> Result<(), LeaseError> {
+        self.block(self.set_state("UpdateItem(alert sent)", &crate::alert_key(id), "SENT"))
+    }
+
     fn hour_done(&self, hour: i64) -> Result<(), LeaseError> {
-        self.block(async {
-            self.update(
-                "UpdateItem(hour done)",
-                &crate::hour_key(hour),
-                "SET #s = :done",
-                Some("attribute_exists(leaseKey)"),
-                &[("#s", "state")],
-                vec![(":done", s("DONE"))],
-                |_| false,
-            )
-            .await
-            .map(|_| ())
-        })
+        self.block(self.set_state("UpdateItem(hour done)", &crate::hour_key(hour), "DONE"))
     }
 
     fn remove_delta_hour(&self, delta_id: &str, hour: i64) -> Result<bool, LeaseError> {

@@ -15,7 +15,10 @@
 //! - **hour claims** (`leaseKey` = `hour#<unix hour>`): the one worker that finalizes an hour, the
 //!   deltas it merges (`parts`, fixed by the claim) and `state` (`CLAIMED`, `DONE`); and the claim
 //!   frontier (`leaseKey` = `meta#frontier`, `hour`): the highest hour claimed, moved forward by each
-//!   claim in the same transaction, so hours are claimed in increasing order only.
+//!   claim in the same transaction, so hours are claimed in increasing order only;
+//! - **early alerts** (`leaseKey` = `alert#<spike id>`): the one worker that sends an early alert of
+//!   an open hour (`hour`, `owner`, `state` `CLAIMED` then `SENT`), so that no other worker and not
+//!   the hour's close sends it again ([`LeaseTable::claim_alert`]).
 //!
 //! # Guarantees
 //! - A commit is one `TransactWriteItems`: every shard position it advances is conditioned on the
@@ -145,6 +148,22 @@ pub struct Snapshot {
     /// The highest hour ever claimed (item [`FRONTIER_KEY`]): hours are claimed in increasing order
     /// only; rows of a lower hour without a claim are late corrections.
     pub frontier: Option<i64>,
+    /// Early alerts claimed by a worker, by spike id.
+    pub alerts: BTreeMap<String, AlertClaim>,
+}
+
+/// An early alert of an open hour, claimed by the worker that sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertClaim {
+    /// The spike id.
+    pub id: String,
+    /// The alert's hour (unix seconds).
+    pub hour: i64,
+    /// The claiming worker.
+    pub owner: String,
+    /// True once the alert was sent ([`LeaseTable::alert_sent`]). A claim left unsent (its worker
+    /// stopped between the claim and the emission) does not keep the hour's close from sending it.
+    pub sent: bool,
 }
 
 /// The `leaseKey` of the claim frontier item.
@@ -257,13 +276,25 @@ pub trait LeaseTable: Send + Sync {
     fn hour_done(&self, hour: i64) -> Result<(), LeaseError>;
     /// Removes `hour` from the delta's hours; true when the delta has no hours left.
     fn remove_delta_hour(&self, delta_id: &str, hour: i64) -> Result<bool, LeaseError>;
-    /// Deletes an item (a delta with no hours left, or the lease of a shard Kinesis no longer lists).
+    /// Claims the early alert `alert` unless it is claimed (a conditional put of
+    /// [`alert_key`], `state` `CLAIMED`); true if this call claimed it, or if `alert.owner` holds
+    /// an unsent claim of it (an earlier attempt whose answer or emission was lost).
+    fn claim_alert(&self, alert: &AlertClaim) -> Result<bool, LeaseError>;
+    /// Marks the claimed early alert `id` as sent.
+    fn alert_sent(&self, id: &str) -> Result<(), LeaseError>;
+    /// Deletes an item (a delta with no hours left, the lease of a shard Kinesis no longer lists,
+    /// the early alerts of a finalized hour).
     fn delete(&self, key: &str) -> Result<(), LeaseError>;
 }
 
 /// The `leaseKey` of a delta.
 pub fn delta_key(worker: &str, generation: u64) -> String {
     format!("delta#{worker}#{generation:020}")
+}
+
+/// The `leaseKey` of an early alert claim.
+pub fn alert_key(id: &str) -> String {
+    format!("alert#{id}")
 }
 
 /// The `leaseKey` of an hour claim.

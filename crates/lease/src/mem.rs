@@ -4,8 +4,8 @@
 use std::sync::Mutex;
 
 use crate::{
-    Checkpoint, CommitOutcome, Delta, HourClaim, HourState, Lease, LeaseError, LeaseTable,
-    ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
+    AlertClaim, Checkpoint, CommitOutcome, Delta, HourClaim, HourState, Lease, LeaseError,
+    LeaseTable, ShardCommit, Snapshot, MAX_COMMIT_SHARDS,
 };
 
 /// An in-memory lease table.
@@ -194,10 +194,32 @@ impl LeaseTable for MemTable {
         }))
     }
 
+    fn claim_alert(&self, alert: &AlertClaim) -> Result<bool, LeaseError> {
+        Ok(self.with(|s| match s.alerts.get(&alert.id) {
+            Some(a) => a.owner == alert.owner && !a.sent,
+            None => {
+                s.alerts.insert(alert.id.clone(), AlertClaim { sent: false, ..alert.clone() });
+                true
+            }
+        }))
+    }
+
+    fn alert_sent(&self, id: &str) -> Result<(), LeaseError> {
+        self.with(|s| {
+            if let Some(a) = s.alerts.get_mut(id) {
+                a.sent = true;
+            }
+        });
+        Ok(())
+    }
+
     fn delete(&self, key: &str) -> Result<(), LeaseError> {
         self.with(|s| {
             s.leases.remove(key);
             s.deltas.remove(key);
+            if let Some(id) = key.strip_prefix("alert#") {
+                s.alerts.remove(id);
+            }
             if let Some(h) = key.strip_prefix("hour#").and_then(|h| h.parse::<i64>().ok()) {
                 s.hours.remove(&h);
             }

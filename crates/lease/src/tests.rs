@@ -179,3 +179,21 @@ fn checkpoint_round_trip() -> bool {
         .all(|c| Checkpoint::parse(c.as_str()) == *c)
         && Checkpoint::parse("LATEST") == Checkpoint::Initial
 }
+
+/// An early alert is claimed once: another worker is refused; its owner gets an unsent claim
+/// back (a lost answer or a failed emission) but not a sent one; the claim is deleted with its hour.
+#[test]
+fn alert_claims_are_exclusive_until_sent() {
+    let t = table(&[("s0", &[])]);
+    let a = AlertClaim { id: "x1".into(), hour: 3600, owner: "a".into(), sent: false };
+    assert!(t.claim_alert(&a).unwrap());
+    assert!(!t.claim_alert(&AlertClaim { owner: "b".into(), ..a.clone() }).unwrap());
+    assert!(t.claim_alert(&a).unwrap(), "the owner's own unsent claim");
+    t.alert_sent("x1").unwrap();
+    assert!(!t.claim_alert(&a).unwrap(), "sent: not again");
+    let snap = t.snapshot().unwrap();
+    assert_eq!(snap.alerts["x1"], AlertClaim { sent: true, ..a });
+    assert_eq!(snap.leases.len(), 1, "an alert is not a lease");
+    t.delete(&alert_key("x1")).unwrap();
+    assert!(t.snapshot().unwrap().alerts.is_empty());
+}

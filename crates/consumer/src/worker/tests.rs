@@ -86,6 +86,16 @@ impl Group {
     }
 }
 
+/// `a` takes both leases of a two-shard group, `b` steals one, `a` learns it at its renewal;
+/// returns the shard of each.
+fn share(a: &mut Worker, b: &mut Worker) -> (String, String) {
+    let now = Instant::now();
+    a.acquire(now).unwrap();
+    b.acquire(now).unwrap();
+    a.renew();
+    (a.owned().keys().next().unwrap().clone(), b.owned().keys().next().unwrap().clone())
+}
+
 #[test]
 fn two_workers_split_the_shards_and_an_hour_is_finalized_once_from_both() {
     let g = Group::new(&["s0", "s1"]);
@@ -285,6 +295,15 @@ impl LeaseTable for Uncertain {
     }
     fn remove_delta_hour(&self, d: &str, h: i64) -> Result<bool, flowspike_lease::LeaseError> {
         self.inner.remove_delta_hour(d, h)
+    }
+    fn claim_alert(
+        &self,
+        a: &flowspike_lease::AlertClaim,
+    ) -> Result<bool, flowspike_lease::LeaseError> {
+        self.inner.claim_alert(a)
+    }
+    fn alert_sent(&self, id: &str) -> Result<(), flowspike_lease::LeaseError> {
+        self.inner.alert_sent(id)
     }
     fn delete(&self, k: &str) -> Result<(), flowspike_lease::LeaseError> {
         self.inner.delete(k)
@@ -516,12 +535,8 @@ fn regression_lease_mode_does_not_report_the_source_cap() {
         Worker::new(c, g.table.clone(), g.history())
     };
     let (mut a, mut b) = (capped("a"), capped("b"));
+    let (sa, sb) = share(&mut a, &mut b);
     let now = Instant::now();
-    a.acquire(now).unwrap();
-    b.acquire(now).unwrap();
-    a.renew();
-    let (sa, sb) =
-        (a.owned().keys().next().unwrap().clone(), b.owned().keys().next().unwrap().clone());
     // a: three sources, the highest (4 records) past the cap of its own delta.
     assert!(a.apply(batch(&sa, 1, BASE + 100, "10.0.0.1", 3), false));
     assert!(a.apply(batch(&sa, 2, BASE + 200, "10.0.0.5", 4), false));
@@ -610,4 +625,77 @@ fn regression_reader_stopped_at_the_deadline_keeps_the_lease_unread() {
     assert!(a.apply(end, true));
     assert!(!a.reader_stopped("s1"));
     assert!(a.owned().contains_key("s1"));
+}
+
+/// 240 quiet hours in the history (10.0.0.1..4: 2 or 3 blocked records an hour) before
+/// `BASE + 240 h`, the hour the early-alert test bursts in; returns that hour.
+fn quiet_history(h: &History) -> i64 {
+    for i in 0..240i64 {
+        let hour = BASE + i * HOUR;
+        let rows: Vec<AggregateRow> = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .enumerate()
+            .map(|(k, src)| AggregateRow {
+                hour,
+                src_ip: (*src).into(),
+                blocked_count: 2 + ((i + k as i64) % 2) as u64,
+                unique_dest_count: 1,
+                dest_ips: vec!["8.8.8.8".into()],
+                interface_ids: vec!["eni-1".into()],
+                ..AggregateRow::default()
+            })
+            .collect();
+        h.write_hour_file(hour, &rows, "seed.parquet").unwrap();
+    }
+    BASE + 240 * HOUR
+}
+
+/// Early alerts in lease mode (#30): a burst of one source split over two workers' shards in the
+/// open hour is sent once for the group, marked early, before the hour closes (each worker judges
+/// its own share; the second finds the alert claimed), and the hour's close, from the merged
+/// rows, does not send it again.
+#[test]
+fn early_alert_is_sent_once_by_the_group_and_not_repeated_at_close() {
+    let g = Group::new(&["s0", "s1"]);
+    let hour = quiet_history(&g.history());
+    let adaptive = |id: &str| WorkerConfig { detect: DetectConfig::default(), ..cfg(id) };
+    let mut a = Worker::new(adaptive("a"), g.table.clone(), g.history());
+    let mut b = Worker::new(adaptive("b"), g.table.clone(), g.history());
+    let (sa, sb) = share(&mut a, &mut b);
+    let now = Instant::now();
+    let mut spikes: Vec<Spike> = Vec::new();
+    // The usual count: nobody alerts.
+    assert!(a.apply(batch(&sa, 1, hour + 10, "10.0.0.1", 2), false));
+    assert!(!a.has_early_alerts(), "an ordinary count alerts nobody");
+    // Half of the burst on each worker's shard: each share alone is a clear case.
+    assert!(a.apply(batch(&sa, 2, hour + 20, "10.0.0.1", 150), false));
+    assert!(b.apply(batch(&sb, 1, hour + 30, "10.0.0.1", 150), false));
+    assert!(a.has_early_alerts() && b.has_early_alerts());
+    a.send_early(&mut spikes).unwrap();
+    b.send_early(&mut spikes).unwrap();
+    assert_eq!(spikes.len(), 1, "sent once for the group: {spikes:?}");
+    let s = spikes[0].clone();
+    assert!(s.early);
+    assert_eq!((s.hour, s.src_ip.to_string(), s.blocked_count), (hour, "10.0.0.1".into(), 152));
+    assert!(!a.has_early_alerts() && !b.has_early_alerts());
+    let snap = g.table.snapshot().unwrap();
+    assert!(snap.alerts[&s.id].sent, "{:?}", snap.alerts);
+    assert!(snap.hours.is_empty(), "sent while the hour is open");
+    // More of the burst, then event time passes the hour on both shards: the close.
+    assert!(b.apply(batch(&sb, 2, hour + 400, "10.0.0.1", 100), false));
+    a.commit(NOW).unwrap();
+    b.commit(NOW).unwrap();
+    assert!(a.apply(batch(&sa, 3, hour + 2 * HOUR, "10.0.0.1", 0), false));
+    assert!(b.apply(batch(&sb, 3, hour + 2 * HOUR, "10.0.0.1", 0), false));
+    a.commit(NOW).unwrap();
+    b.commit(NOW).unwrap();
+    for w in [&mut a, &mut b] {
+        w.acquire(now).unwrap();
+        w.finalize(&mut spikes, 0).unwrap();
+    }
+    let snap = g.table.snapshot().unwrap();
+    assert_eq!(snap.hours.get(&hour).map(|c| c.state), Some(HourState::Done));
+    assert_eq!(spikes.len(), 1, "the close repeats the early alert: {spikes:?}");
+    assert!(snap.alerts.is_empty(), "claims of a finalized hour are deleted: {:?}", snap.alerts);
+    assert_eq!(g.totals()[&(hour, "10.0.0.1".to_string())], 402);
 }
