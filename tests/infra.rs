@@ -86,6 +86,7 @@ fn infra_files_pass_every_check() {
         "ok iam infra/cloudformation/flowspike.yaml",
         "ok docker infra/Dockerfile",
         "ok cli infra/cloudformation/flowspike.yaml",
+        "ok modes infra/cloudformation/flowspike.yaml",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
@@ -171,6 +172,50 @@ fn infra_check_rejects_a_root_single_stage_floating_dockerfile() {
     for reason in
         ["not multi-stage", "rust:1.95-slim is not pinned", "runs as 'root'", "not copied"]
     {
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}
+
+/// The real template with `from` replaced by `to` (which must occur exactly once), in `dir`.
+fn template_with(dir: &Path, from: &str, to: &str) -> String {
+    let real = std::fs::read_to_string(root().join("infra/cloudformation/flowspike.yaml"))
+        .expect("read the template");
+    assert_eq!(real.matches(from).count(), 1, "{from:?} is not in the template exactly once");
+    write(dir, "flowspike.yaml", &real.replacen(from, to, 1))
+}
+
+/// Issue #33: `EnhancedFanOut=true` must set FLOWSPIKE_EFO, grant SubscribeToShard on the consumer
+/// ARN only, and keep GetRecords metrics (never emitted under enhanced fan-out) out of alarms.
+#[test]
+fn infra_check_rejects_an_efo_mode_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"{ Name: FLOWSPIKE_EFO, Value: "true" }"#,
+            r#"{ Name: FLOWSPIKE_EFO, Value: "false" }"#,
+            "efo: the consumer does not get FLOWSPIKE_EFO=true",
+        ),
+        (
+            r#"Resource: !Sub "${SourceStream.Arn}/consumer/${EfoConsumer.ConsumerName}:*""#,
+            "Resource: !GetAtt SourceStream.Arn",
+            "efo: kinesis:SubscribeToShard is not granted on the consumer ARN",
+        ),
+        (
+            "MetricName: !If [UseEfo, SubscribeToShardEvent.Success, GetRecords.Success]",
+            "MetricName: GetRecords.Success",
+            "efo: NoReaderAlarm reads GetRecords.Success",
+        ),
+        (
+            "kinesis:RegisterStreamConsumer,",
+            "",
+            "efo: the task role lacks kinesis:RegisterStreamConsumer",
+        ),
+    ];
+    for (from, to, reason) in cases {
+        let bad = template_with(dir.path(), from, to);
+        let out = infra_check(&["--only", "modes", "--template", &bad]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
         assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the deployment files in infra/ (run by tests/infra.rs; needs cfn-lint from tests/requirements.txt).
 
-    python tests/infra_check.py --root . --flowspike target/debug/flowspike [--only lint,iam,docker,cli]
+    python tests/infra_check.py --root . --flowspike target/debug/flowspike [--only lint,iam,docker,cli,modes]
                                 [--template FILE ...] [--dockerfile FILE]
 
 Checks (each prints `ok <check> <file>` or `FAIL <check> <file>: <reason>` lines; exit 1 on any failure):
@@ -20,6 +20,11 @@ cli     every ECS task definition runs a real `flowspike` subcommand: each `--fl
         FLOWSPIKE_* variable of its environment is one that `flowspike <subcommand> --help` lists (`[env: ...]`);
         every required option is given (flag or variable); the state is on S3; the health check calls
         /healthz on the port of FLOWSPIKE_METRICS_ADDR.
+modes   the template resolved for each deployment mode (MODES: parameter values; conditions evaluated, Fn::If
+        branches chosen, resources of false conditions dropped): enhanced fan-out sets FLOWSPIKE_EFO=true on
+        the consumer, its task role grants EFO_ACTIONS (SubscribeToShard on the consumer ARN
+        `<stream>/consumer/<name>:*` only, the others on the stream and that ARN) and no alarm or scaling
+        policy reads a GetRecords metric (missing under enhanced fan-out); polling grants none of EFO_ACTIONS.
 """
 
 from __future__ import annotations
@@ -51,6 +56,29 @@ IGNORED_RULES: dict[str, str] = {}
 SEMVER_IMAGES = {"rust", "golang", "python", "node"}
 
 FLOWSPIKE_BINARY_NAMES = {"flowspike", "/usr/local/bin/flowspike"}
+
+# Deployment modes of infra/cloudformation/flowspike.yaml: parameter values over the defaults.
+MODES: dict[str, dict[str, str]] = {
+    "polling": {},
+    "efo": {"EnhancedFanOut": "true"},
+    "leases": {"CreateLeaseTable": "true", "DesiredCount": "2"},
+    "efo+leases+autoscaling": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true"},
+}
+
+# Values for parameters without a default (only their shape matters to the checks).
+PLACEHOLDERS = {
+    "AWS::EC2::VPC::Id": "vpc-0123456789abcdef0",
+    "List<AWS::EC2::Subnet::Id>": ["subnet-0aaa", "subnet-0bbb"],
+    "String": "placeholder",
+    "Number": "1",
+}
+
+# `consume --efo` (crates/consumer/src/kinesis.rs, register_consumer and run_efo): the calls enhanced
+# fan-out adds to the polling ones.
+EFO_ACTIONS = {
+    "kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer", "kinesis:DescribeStreamConsumer",
+    "kinesis:SubscribeToShard",
+}
 
 
 class Report:
@@ -200,6 +228,198 @@ def check_iam(report: Report, templates: list[Path]) -> None:
         if report.failures == bad_before:
             note = "wildcard resource only for: " + ", ".join(sorted(exceptions)) if exceptions else ""
             report.ok("iam", t, note)
+
+
+# ---------------------------------------------------------------------------------------------- modes
+def parameter_values(template: dict, overrides: dict[str, str]) -> dict:
+    values = {}
+    for name, p in template.get("Parameters", {}).items():
+        if name in overrides:
+            values[name] = overrides[name]
+        elif "Default" in p:
+            values[name] = str(p["Default"]) if not isinstance(p["Default"], list) else p["Default"]
+        else:
+            values[name] = PLACEHOLDERS.get(p.get("Type", "String"), "placeholder")
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise ValueError(f"mode sets unknown parameters {sorted(unknown)}")
+    return values
+
+
+def evaluate_conditions(template: dict, params: dict) -> dict[str, bool]:
+    conds = template.get("Conditions", {})
+    done: dict[str, bool] = {}
+
+    def value(v):
+        if isinstance(v, dict) and list(v) == ["Ref"]:
+            return params.get(v["Ref"], v["Ref"])
+        return v if not isinstance(v, (int, float)) else str(v)
+
+    def ev(node) -> bool:
+        (fn, args), = node.items()
+        if fn == "Fn::Equals":
+            return str(value(args[0])) == str(value(args[1]))
+        if fn == "Fn::Not":
+            return not ev(args[0])
+        if fn == "Fn::And":
+            return all(ev(a) for a in args)
+        if fn == "Fn::Or":
+            return any(ev(a) for a in args)
+        if fn == "Condition":
+            return cond(args)
+        raise ValueError(f"unsupported condition function {fn}")
+
+    def cond(name: str) -> bool:
+        if name not in done:
+            done[name] = ev(conds[name])
+        return done[name]
+
+    for name in conds:
+        cond(name)
+    return done
+
+
+NO_VALUE = object()
+
+
+def resolve(node, conds: dict[str, bool]):
+    """`node` with every Fn::If decided and AWS::NoValue dropped (in lists and mappings)."""
+    if isinstance(node, dict):
+        if list(node) == ["Fn::If"]:
+            name, a, b = node["Fn::If"]
+            return resolve(a if conds[name] else b, conds)
+        if node == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        out = {}
+        for k, v in node.items():
+            r = resolve(v, conds)
+            if r is not NO_VALUE:
+                out[k] = r
+        return out
+    if isinstance(node, list):
+        return [r for r in (resolve(v, conds) for v in node) if r is not NO_VALUE]
+    return node
+
+
+def resolved_resources(template: dict, overrides: dict[str, str]) -> dict:
+    conds = evaluate_conditions(template, parameter_values(template, overrides))
+    return {n: resolve(r, conds) for n, r in template.get("Resources", {}).items()
+            if conds.get(r.get("Condition"), True)}
+
+
+def resource_name(ref) -> str | None:
+    """The logical id behind a Ref, a GetAtt or a `${X.Arn}` Sub."""
+    if isinstance(ref, dict) and "Ref" in ref:
+        return ref["Ref"]
+    if isinstance(ref, dict) and "Fn::GetAtt" in ref:
+        att = ref["Fn::GetAtt"]
+        return att[0] if isinstance(att, list) else att.split(".")[0]
+    return None
+
+
+def role_statements(resources: dict, role: str) -> list[dict]:
+    """The Allow statements of `role`: its inline policies and every AWS::IAM::Policy attached to it."""
+    docs = [p.get("PolicyDocument", {}) for p in resources[role].get("Properties", {}).get("Policies", [])]
+    for r in resources.values():
+        if r.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            roles = r.get("Properties", {}).get("Roles", [])
+            if any(resource_name(x) == role or x == role for x in roles):
+                docs.append(r["Properties"].get("PolicyDocument", {}))
+    return [st for d in docs for st in as_list(d.get("Statement", [])) if st.get("Effect") == "Allow"]
+
+
+def grants(statements: list[dict]) -> dict[str, list]:
+    """Action -> the resources it is allowed on."""
+    out: dict[str, list] = {}
+    for st in statements:
+        for a in as_list(st.get("Action", [])):
+            out.setdefault(a, []).extend(as_list(st.get("Resource", [])))
+    return out
+
+
+def consumer_containers(resources: dict):
+    """(task definition props, container) of every container whose command is `consume`."""
+    for _, r in resources.items():
+        if r.get("Type") != "AWS::ECS::TaskDefinition":
+            continue
+        for c in r.get("Properties", {}).get("ContainerDefinitions", []):
+            command = [x for x in c.get("Command", []) if x not in FLOWSPIKE_BINARY_NAMES]
+            if command[:1] == ["consume"]:
+                yield r["Properties"], c
+
+
+def metric_names(node):
+    """Every MetricName in alarms and scaling policies (including metric-math parts)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "MetricName" and isinstance(v, str):
+                yield v
+            else:
+                yield from metric_names(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from metric_names(v)
+
+
+def check_modes(report: Report, templates: list[Path]) -> None:
+    for t in templates:
+        template = load_template(t)
+        params = template.get("Parameters", {})
+        bad_before = report.failures
+        checked = []
+        for mode, overrides in MODES.items():
+            missing = [k for k in overrides if k not in params]
+            if missing:
+                report.fail("modes", t, f"{mode}: no parameter {', '.join(missing)} (the mode cannot be deployed)")
+                continue
+            checked.append(mode)
+            try:
+                resources = resolved_resources(template, overrides)
+            except (ValueError, KeyError) as e:
+                report.fail("modes", t, f"{mode}: cannot resolve the template: {e}")
+                continue
+            efo = overrides.get("EnhancedFanOut") == "true"
+            containers = list(consumer_containers(resources))
+            if not containers:
+                report.fail("modes", t, f"{mode}: no task definition runs `flowspike consume`")
+            for props, c in containers:
+                env = {e["Name"]: e.get("Value") for e in c.get("Environment", []) if isinstance(e, dict)}
+                if efo and env.get("FLOWSPIKE_EFO") != "true":
+                    report.fail("modes", t, f"{mode}: the consumer does not get FLOWSPIKE_EFO=true")
+                if not efo and env.get("FLOWSPIKE_EFO", "false") != "false":
+                    report.fail("modes", t, f"{mode}: the consumer gets FLOWSPIKE_EFO without EnhancedFanOut")
+                role = resource_name(props.get("TaskRoleArn"))
+                if role not in resources:
+                    report.fail("modes", t, f"{mode}: the consumer's task role is not in the template")
+                    continue
+                granted = grants(role_statements(resources, role))
+                efo_granted = EFO_ACTIONS & set(granted)
+                if not efo and efo_granted:
+                    report.fail("modes", t, f"{mode}: grants {', '.join(sorted(efo_granted))} without "
+                                "enhanced fan-out")
+                if efo:
+                    for a in sorted(EFO_ACTIONS - efo_granted):
+                        report.fail("modes", t, f"{mode}: the task role lacks {a} (`consume --efo` calls it)")
+                    for a in sorted(efo_granted):
+                        texts = [text_of(r) or "" for r in granted[a]]
+                        on_consumer = [x for x in texts if "/consumer/" in x]
+                        if not on_consumer:
+                            report.fail("modes", t, f"{mode}: {a} is not granted on the consumer ARN "
+                                        "(<stream ARN>/consumer/<name>:*)")
+                        if a == "kinesis:SubscribeToShard" and len(on_consumer) != len(granted[a]):
+                            report.fail("modes", t, f"{mode}: {a} is granted beyond the consumer ARN")
+            if efo:
+                for name, r in resources.items():
+                    if r.get("Type") not in ("AWS::CloudWatch::Alarm", "AWS::ApplicationAutoScaling::ScalingPolicy"):
+                        continue
+                    for m in metric_names(r.get("Properties", {})):
+                        if m.startswith("GetRecords."):
+                            report.fail("modes", t, f"{mode}: {name} reads {m}, which enhanced fan-out never "
+                                        "emits (no GetRecords calls)")
+        if not checked:
+            print(f"note modes {report.name(t)}: no deployment mode applies")
+        elif report.failures == bad_before:
+            report.ok("modes", t, "modes: " + ", ".join(checked))
 
 
 # ---------------------------------------------------------------------------------------------- docker
@@ -420,7 +640,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
     ap.add_argument("--flowspike", type=Path, help="the flowspike binary (for the cli check)")
-    ap.add_argument("--only", default="lint,iam,docker,cli")
+    ap.add_argument("--only", default="lint,iam,docker,cli,modes")
     ap.add_argument("--template", type=Path, action="append", help="default: infra/cloudformation/*.y*ml")
     ap.add_argument("--dockerfile", type=Path, help="default: infra/Dockerfile")
     a = ap.parse_args()
@@ -432,7 +652,7 @@ def main() -> int:
         print("FAIL: no templates found under infra/cloudformation", file=sys.stderr)
         return 1
     only = set(a.only.split(","))
-    unknown = only - {"lint", "iam", "docker", "cli"}
+    unknown = only - {"lint", "iam", "docker", "cli", "modes"}
     if unknown:
         ap.error(f"unknown checks: {', '.join(sorted(unknown))}")
     if "lint" in only:
@@ -441,6 +661,8 @@ def main() -> int:
         check_iam(report, templates)
     if "docker" in only:
         check_docker(report, a.dockerfile or a.root / "infra" / "Dockerfile", templates)
+    if "modes" in only:
+        check_modes(report, templates)
     if "cli" in only:
         if a.flowspike is None:
             ap.error("the cli check needs --flowspike BINARY")
