@@ -219,3 +219,40 @@ fn infra_check_rejects_an_efo_mode_that_cannot_run() {
         assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
     }
 }
+
+/// Issue #33: the task alarms must not fire on a new stack or a service scaled to 0 (missing data
+/// was `breaching`), must still fire when a wanted task is down, and autoscaling must neither fight
+/// DesiredCount nor add tasks past the shard count.
+#[test]
+fn infra_check_rejects_alarms_and_scaling_that_mean_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "      ComparisonOperator: GreaterThanThreshold\n      TreatMissingData: notBreaching\n      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n      OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n\n  # NoReaderAlarm",
+            "      ComparisonOperator: GreaterThanThreshold\n      TreatMissingData: breaching\n      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n      OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n\n  # NoReaderAlarm",
+            "polling: ConsumerDownAlarm is ALARM with a new stack before any data (should be OK)",
+        ),
+        (
+            r#"Expression: "desired - FILL(running, 0)""#,
+            r#"Expression: "desired - running""#,
+            "polling: ConsumerDownAlarm is OK with a task wanted, no running-task data (should be ALARM)",
+        ),
+        (
+            "DesiredCount: !If [HasAutoScaling, !Ref AWS::NoValue, !Ref DesiredCount]",
+            "DesiredCount: !Ref DesiredCount",
+            "Service sets DesiredCount under autoscaling",
+        ),
+        (
+            r#"- !Not [!Equals [!Ref AutoScalingMaxTasks, "5"]]"#,
+            r#"- !Not [!Equals [!Ref AutoScalingMaxTasks, "55"]]"#,
+            "do not bound AutoScalingMaxTasks by the shard count: PROVISIONED shards=1 max=5",
+        ),
+    ];
+    for (from, to, reason) in cases {
+        let bad = template_with(dir.path(), from, to);
+        let out = infra_check(&["--only", "modes", "--template", &bad]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}

@@ -25,6 +25,11 @@ modes   the template resolved for each deployment mode (MODES: parameter values;
         the consumer, its task role grants EFO_ACTIONS (SubscribeToShard on the consumer ARN
         `<stream>/consumer/<name>:*` only, the others on the stream and that ARN) and no alarm or scaling
         policy reads a GetRecords metric (missing under enhanced fan-out); polling grants none of EFO_ACTIONS.
+        Alarms, per mode, evaluated on ALARM_SCENARIOS (metric values; None: no data; metric math computed):
+        none fires on a new stack without data or a service scaled to 0, none fires on a healthy one, and the
+        alarm each scenario names fires. Autoscaling: the service sets no DesiredCount (the policy owns it),
+        and the template's Rules accept AutoScalingMaxTasks exactly up to the shard count (SourceShardCount
+        when PROVISIONED, 4 for ON_DEMAND).
 """
 
 from __future__ import annotations
@@ -71,6 +76,32 @@ PLACEHOLDERS = {
     "List<AWS::EC2::Subnet::Id>": ["subnet-0aaa", "subnet-0bbb"],
     "String": "placeholder",
     "Number": "1",
+}
+
+# What the alarms see in a few situations: metric name -> value (None: no data point). Reads are
+# GetRecords.Success (polling) or SubscribeToShardEvent.Success (enhanced fan-out); `fires` names the alarms
+# that must be in ALARM, every other alarm must not be.
+_READS = ("GetRecords.Success", "SubscribeToShardEvent.Success")
+ALARM_SCENARIOS: dict[str, dict] = {
+    "a new stack before any data": {"metrics": {}, "fires": set()},
+    "the service scaled to 0 (replay)": {
+        "metrics": {"DesiredTaskCount": 0, "RunningTaskCount": 0}, "fires": set()},
+    "the service scaled to 0, no task metric": {"metrics": {"DesiredTaskCount": 0}, "fires": set()},
+    "healthy": {
+        "metrics": {"DesiredTaskCount": 1, "RunningTaskCount": 1, **{r: 100 for r in _READS},
+                    "GetRecords.IteratorAgeMilliseconds": 0, "SubscribeToShardEvent.MillisBehindLatest": 0},
+        "fires": set()},
+    "a task wanted, none running": {
+        "metrics": {"DesiredTaskCount": 1, "RunningTaskCount": 0}, "fires": {"ConsumerDownAlarm"}},
+    "a task wanted, no running-task data": {
+        "metrics": {"DesiredTaskCount": 1}, "fires": {"ConsumerDownAlarm"}},
+    "a task runs but reads nothing": {
+        "metrics": {"DesiredTaskCount": 1, "RunningTaskCount": 1}, "fires": {"NoReaderAlarm"}},
+    "lagging": {
+        "metrics": {"DesiredTaskCount": 1, "RunningTaskCount": 1, **{r: 100 for r in _READS},
+                    "GetRecords.IteratorAgeMilliseconds": 10**9,
+                    "SubscribeToShardEvent.MillisBehindLatest": 10**9},
+        "fires": {"IteratorAgeAlarm"}},
 }
 
 # `consume --efo` (crates/consumer/src/kinesis.rs, register_consumer and run_efo): the calls enhanced
@@ -361,6 +392,136 @@ def metric_names(node):
             yield from metric_names(v)
 
 
+class _Missing(Exception):
+    pass
+
+
+def _math(expression: str, values: dict):
+    """A CloudWatch metric-math expression of one period (IF, FILL, AND/OR, arithmetic, comparisons) on
+    `values` (id -> number or None). Raises _Missing when the result has no data point."""
+    def need(x):
+        if x is None:
+            raise _Missing()
+        return x
+    env = {
+        "FILL": lambda x, d: d if x is None else x,
+        "IF": lambda c, a, b: a if need(c) else b,
+        **values,
+    }
+    py = re.sub(r"\bAND\b", " and ", re.sub(r"\bOR\b", " or ", expression))
+    if not re.fullmatch(r"[A-Za-z0-9_ ().,<>=!+\-*/]*", py):
+        raise ValueError(f"unsupported metric math {expression!r}")
+    try:
+        out = eval(py, {"__builtins__": {}}, env)  # noqa: S307 (the template's own expression, checked above)
+    except TypeError:
+        raise _Missing() from None  # arithmetic or a comparison on a missing value
+    return need(out if not isinstance(out, bool) else int(out))
+
+
+def alarm_state(props: dict, metrics: dict, params: dict) -> str:
+    """ALARM or OK for an alarm of one period value per metric (every evaluation period alike)."""
+    try:
+        if "Metrics" in props:
+            values, result = {}, None
+            for q in props["Metrics"]:
+                if "MetricStat" in q:
+                    values[q["Id"]] = metrics.get(q["MetricStat"]["Metric"]["MetricName"])
+            for q in props["Metrics"]:
+                if q.get("ReturnData", True):
+                    result = (_math(q["Expression"], values) if "Expression" in q
+                              else values[q["Id"]])
+            if result is None:
+                raise _Missing()
+        else:
+            result = metrics.get(props["MetricName"])
+            if result is None:
+                raise _Missing()
+    except _Missing:
+        return "ALARM" if props.get("TreatMissingData", "missing") == "breaching" else "OK"
+    threshold = props["Threshold"]
+    if isinstance(threshold, dict) and list(threshold) == ["Ref"]:
+        threshold = params[threshold["Ref"]]
+    threshold = float(threshold)
+    op = props["ComparisonOperator"]
+    breach = {"GreaterThanThreshold": result > threshold,
+              "GreaterThanOrEqualToThreshold": result >= threshold,
+              "LessThanThreshold": result < threshold,
+              "LessThanOrEqualToThreshold": result <= threshold}[op]
+    return "ALARM" if breach else "OK"
+
+
+def rules_accept(template: dict, params: dict) -> bool:
+    """Whether every assertion of the template's Rules holds for `params` (what CloudFormation checks)."""
+    def value(v):
+        if isinstance(v, dict) and list(v) == ["Ref"]:
+            return str(params[v["Ref"]])
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return str(v) if isinstance(v, (int, float)) else v
+
+    def ev(node) -> bool:
+        (fn, args), = node.items()
+        if fn == "Fn::Equals":
+            return value(args[0]) == value(args[1])
+        if fn == "Fn::Not":
+            return not ev(args[0])
+        if fn == "Fn::And":
+            return all(ev(a) for a in args)
+        if fn == "Fn::Or":
+            return any(ev(a) for a in args)
+        if fn == "Fn::Contains":
+            return value(args[1]) in value(args[0])
+        raise ValueError(f"unsupported rule function {fn}")
+
+    for rule in template.get("Rules", {}).values():
+        if "RuleCondition" in rule and not ev(rule["RuleCondition"]):
+            continue
+        if not all(ev(a["Assert"]) for a in rule.get("Assertions", [])):
+            return False
+    return True
+
+
+def check_alarms_and_scaling(report: Report, t: Path, template: dict, mode: str, overrides: dict,
+                             resources: dict) -> None:
+    params = parameter_values(template, overrides)
+    alarms = {n: r.get("Properties", {}) for n, r in resources.items()
+              if r.get("Type") == "AWS::CloudWatch::Alarm"}
+    for scenario, spec in ALARM_SCENARIOS.items():
+        for name, props in alarms.items():
+            try:
+                state = alarm_state(props, spec["metrics"], params)
+            except (KeyError, ValueError) as e:
+                report.fail("modes", t, f"{mode}: {name}: cannot evaluate: {e}")
+                break
+            want = "ALARM" if name in spec["fires"] else "OK"
+            if state != want:
+                report.fail("modes", t, f"{mode}: {name} is {state} with {scenario} (should be {want})")
+    for scenario, spec in ALARM_SCENARIOS.items():
+        for name in spec["fires"] - set(alarms):
+            report.fail("modes", t, f"{mode}: no {name} (it should fire with {scenario})")
+    if overrides.get("EnableAutoScaling") != "true":
+        return
+    for name, r in resources.items():
+        if r.get("Type") == "AWS::ECS::Service" and "DesiredCount" in r.get("Properties", {}):
+            report.fail("modes", t, f"{mode}: {name} sets DesiredCount under autoscaling (a stack update "
+                        "resets the count the policy chose)")
+        if r.get("Type") == "AWS::ApplicationAutoScaling::ScalableTarget":
+            if r.get("Properties", {}).get("MaxCapacity") != {"Ref": "AutoScalingMaxTasks"}:
+                report.fail("modes", t, f"{mode}: {name} MaxCapacity is not AutoScalingMaxTasks (the "
+                            "parameter the rules bound by the shard count)")
+    wrong = []
+    for stream_mode, shard_counts in (("PROVISIONED", range(1, 18)), ("ON_DEMAND", [4])):
+        for shards in shard_counts:
+            for most in range(1, 17):
+                p = {**params, "SourceStreamMode": stream_mode, "SourceShardCount": str(shards),
+                     "AutoScalingMaxTasks": str(most)}
+                if rules_accept(template, p) != (most <= shards):
+                    wrong.append(f"{stream_mode} shards={shards} max={most}")
+    if wrong:
+        report.fail("modes", t, f"{mode}: the Rules do not bound AutoScalingMaxTasks by the shard count: "
+                    + ", ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else ""))
+
+
 def check_modes(report: Report, templates: list[Path]) -> None:
     for t in templates:
         template = load_template(t)
@@ -379,6 +540,7 @@ def check_modes(report: Report, templates: list[Path]) -> None:
                 report.fail("modes", t, f"{mode}: cannot resolve the template: {e}")
                 continue
             efo = overrides.get("EnhancedFanOut") == "true"
+            check_alarms_and_scaling(report, t, template, mode, overrides, resources)
             containers = list(consumer_containers(resources))
             if not containers:
                 report.fail("modes", t, f"{mode}: no task definition runs `flowspike consume`")
