@@ -90,6 +90,11 @@ fn infra_files_pass_every_check() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+    // The grants were compared with the AWS calls of the source, mode by mode.
+    assert!(
+        stdout.contains("(IAM from the code, polling: "),
+        "no IAM-from-code summary:\n{stdout}"
+    );
     // The one documented wildcard exception, and nothing else.
     assert!(
         stdout.contains("(wildcard resource only for: ecr:GetAuthorizationToken)"),
@@ -255,4 +260,38 @@ fn infra_check_rejects_alarms_and_scaling_that_mean_nothing() {
         assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
         assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
     }
+}
+
+/// Issue #33: the task role's grants are checked against the AWS calls of the source, so a new SDK
+/// call without its grant (or in a file no mode claims) fails; test-only code is left out.
+#[test]
+fn infra_check_rejects_an_sdk_call_without_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = dir.path().join("crates/consumer/src");
+    let other = dir.path().join("crates/newthing/src");
+    std::fs::create_dir_all(&consumer).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    write(
+        &consumer,
+        "extra.rs",
+        "use aws_sdk_kinesis::Client;\n\
+         pub async fn merge(c: &Client) {\n    let _ = c.merge_shards().stream_name(\"s\").send().await;\n}\n\
+         #[cfg(test)]\nmod tests {\n    async fn gone(c: &aws_sdk_kinesis::Client) { let _ = c.delete_stream().send().await; }\n}\n",
+    );
+    write(
+        &other,
+        "lib.rs",
+        "pub async fn open(c: &aws_sdk_s3::Client) {\n    let _ = c.put_bucket_policy().send().await;\n}\n",
+    );
+    let sources = dir.path().to_str().unwrap();
+    let out = infra_check(&["--only", "modes", "--sources", sources]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "accepted:\n{stdout}\n{stderr}");
+    for reason in [
+        "polling: the task role lacks kinesis:MergeShards, which the code calls (crates/consumer/src/extra.rs:3 (merge))",
+        "AWS call s3:PutBucketPolicy at crates/newthing/src/lib.rs:2 (open) is in no CALL_LOCATIONS entry",
+    ] {
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("DeleteStream"), "test code was counted:\n{stderr}");
 }

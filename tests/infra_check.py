@@ -22,19 +22,29 @@ cli     every ECS task definition runs a real `flowspike` subcommand: each `--fl
         /healthz on the port of FLOWSPIKE_METRICS_ADDR.
 modes   the template resolved for each deployment mode (MODES: parameter values; conditions evaluated, Fn::If
         branches chosen, resources of false conditions dropped): enhanced fan-out sets FLOWSPIKE_EFO=true on
-        the consumer, its task role grants EFO_ACTIONS (SubscribeToShard on the consumer ARN
-        `<stream>/consumer/<name>:*` only, the others on the stream and that ARN) and no alarm or scaling
-        policy reads a GetRecords metric (missing under enhanced fan-out); polling grants none of EFO_ACTIONS.
+        the consumer, its task role grants the calls of the `efo` feature (below) on the consumer ARN
+        `<stream>/consumer/<name>:*` (SubscribeToShard only there) and no alarm or scaling policy reads a
+        GetRecords metric (missing under enhanced fan-out); without it, none of them is granted.
         Alarms, per mode, evaluated on ALARM_SCENARIOS (metric values; None: no data; metric math computed):
         none fires on a new stack without data or a service scaled to 0, none fires on a healthy one, and the
         alarm each scenario names fires. Autoscaling: the service sets no DesiredCount (the policy owns it),
         and the template's Rules accept AutoScalingMaxTasks exactly up to the shard count (SourceShardCount
         when PROVISIONED, 4 for ON_DEMAND).
+        IAM from the code: the AWS calls the Rust source can make (every `.op()` of an aws_sdk_* client whose
+        name is an operation of that SDK crate, as listed in its src/operation/ in the cargo registry, in a
+        file that uses the crate; `#[cfg(test)]` code left out), each mapped to `service:Action` (PascalCase,
+        or ACTION_ALIASES where IAM names it otherwise) and placed in the modes where it runs by
+        CALL_LOCATIONS (file and enclosing function -> feature; MODES give each mode's features). Per mode,
+        the derived actions must be granted to the mode's task role, except NOT_GRANTED (with the reason),
+        and the role grants nothing else, except GRANTED_EXTRA (empty). A call in a file CALL_LOCATIONS does
+        not place fails too.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import os
 import re
 import shutil
 import subprocess
@@ -70,6 +80,56 @@ MODES: dict[str, dict[str, str]] = {
     "efo+leases+autoscaling": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true"},
 }
 
+# What runs in each mode (the features of CALL_LOCATIONS): `consume` polls (`poll`) or uses enhanced
+# fan-out (`efo`), with or without leases; every mode keeps its state on S3 (`s3state`) and sends spikes to
+# the output stream (`spikes`).
+MODE_FEATURES: dict[str, set[str]] = {
+    "polling": {"consume", "poll", "s3state", "spikes"},
+    "efo": {"consume", "efo", "s3state", "spikes"},
+    "leases": {"consume", "poll", "lease", "s3state", "spikes"},
+    "efo+leases+autoscaling": {"consume", "efo", "lease", "s3state", "spikes"},
+}
+
+# Where the AWS calls of the source run: (fnmatch pattern of the file under the sources root, regex of the enclosing function
+# or None for any, feature). First match wins; a file with calls that no entry matches fails the check.
+CALL_LOCATIONS: list[tuple[str, str | None, str]] = [
+    # `consume --efo`: the consumer's registration and the subscription loop.
+    ("crates/consumer/src/kinesis.rs", r"run_efo|register_consumer", "efo"),
+    # The polling loop (GetRecords between iterators).
+    ("crates/consumer/src/kinesis.rs", r"run_polling", "poll"),
+    # Every reader: ListShards, and GetShardIterator/GetRecords to see whether a shard at its tip ended.
+    ("crates/consumer/**", None, "consume"),
+    ("crates/lease/**", None, "lease"),
+    # The spike sink (PutRecords to the output stream).
+    ("crates/aws/src/kinesis.rs", None, "spikes"),
+    # S3::create_bucket: a helper of the integration tests (tests/*.rs, on moto_server); no command calls it.
+    ("crates/aws/src/lib.rs", r"create_bucket", "test-only"),
+    # The S3 store (state) and S3 archive (replay input).
+    ("crates/aws/src/lib.rs", None, "s3state"),
+]
+
+# API operations IAM authorizes under another name (Service Authorization Reference).
+ACTION_ALIASES: dict[str, set[str]] = {
+    "s3:ListObjectsV2": {"s3:ListBucket"},
+    "s3:HeadObject": {"s3:GetObject"},
+    "s3:DeleteObjects": {"s3:DeleteObject"},
+    # A transaction is authorized as the item actions of its items: the builders the file uses decide.
+    "dynamodb:TransactWriteItems": {"<transact-items>"},
+}
+TRANSACT_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem", "Update": "dynamodb:UpdateItem", "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+
+# Calls the code can make that the task role deliberately does not get, with the reason.
+NOT_GRANTED: dict[str, str] = {
+    "dynamodb:CreateTable": "the stack creates the lease table before the task definition that names it; "
+                            "the code calls CreateTable only when DescribeTable finds no table",
+}
+
+# Grants beyond what the code calls, with the reason. Empty.
+GRANTED_EXTRA: dict[str, str] = {}
+
 # Values for parameters without a default (only their shape matters to the checks).
 PLACEHOLDERS = {
     "AWS::EC2::VPC::Id": "vpc-0123456789abcdef0",
@@ -104,12 +164,6 @@ ALARM_SCENARIOS: dict[str, dict] = {
         "fires": {"IteratorAgeAlarm"}},
 }
 
-# `consume --efo` (crates/consumer/src/kinesis.rs, register_consumer and run_efo): the calls enhanced
-# fan-out adds to the polling ones.
-EFO_ACTIONS = {
-    "kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer", "kinesis:DescribeStreamConsumer",
-    "kinesis:SubscribeToShard",
-}
 
 
 class Report:
@@ -522,12 +576,100 @@ def check_alarms_and_scaling(report: Report, t: Path, template: dict, mode: str,
                     + ", ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else ""))
 
 
-def check_modes(report: Report, templates: list[Path]) -> None:
+def sdk_operations(root: Path) -> dict[str, set[str]]:
+    """aws_sdk crate (e.g. `aws_sdk_kinesis`) -> its operations in snake_case, from the crate's
+    src/operation/ directory in the cargo registry, at the version of Cargo.lock."""
+    lock = tomllib.loads((root / "Cargo.lock").read_text())
+    cargo_home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
+    out = {}
+    for pkg in lock.get("package", []):
+        name = pkg["name"]
+        if not name.startswith("aws-sdk-"):
+            continue
+        dirs = sorted(cargo_home.glob(f"registry/src/*/{name}-{pkg['version']}/src/operation"))
+        if not dirs:
+            raise ValueError(f"{name} {pkg['version']} is not in {cargo_home}/registry/src (run cargo build first)")
+        out[name.replace("-", "_")] = {p.name for p in dirs[0].iterdir() if p.is_dir()}
+    return out
+
+
+def pascal(snake: str) -> str:
+    return "".join(w[:1].upper() + w[1:] for w in snake.split("_"))
+
+
+def source_calls(root: Path, sources: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(IAM action, file, feature) of every AWS call of the source, and the calls no location places."""
+    ops = sdk_operations(root)
+    calls, unplaced = [], []
+    for path in sorted(sources.rglob("*.rs")):
+        rel = path.relative_to(sources).as_posix()
+        if "/tests/" in f"/{rel}" or "/benches/" in f"/{rel}" or "target/" in rel:
+            continue
+        text = path.read_text()
+        cut = re.search(r"(?m)^#\[cfg\(test\)\]\s*\n\s*mod ", text)  # unit tests: not deployed code
+        if cut:
+            text = text[:cut.start()]
+        crates = [c for c in ops if re.search(rf"\b{c}\b", text)]
+        if not crates:
+            continue
+        fns = [(m.start(), m.group(1)) for m in re.finditer(r"\bfn\s+([a-z_][a-z0-9_]*)", text)]
+        for m in re.finditer(r"\.([a-z][a-z0-9_]*)\(\)", text):
+            op = m.group(1)
+            crate = next((c for c in crates if op in ops[c]), None)
+            if crate is None:
+                continue
+            service = crate.removeprefix("aws_sdk_")
+            action = f"{service}:{pascal(op)}"
+            enclosing = next((n for at, n in reversed(fns) if at < m.start()), "")
+            line = text.count("\n", 0, m.start()) + 1
+            where = f"{rel}:{line} ({enclosing or 'top level'})"
+            feature = next((f for glob, fn, f in CALL_LOCATIONS
+                            if fnmatch.fnmatchcase(rel, glob)
+                            and (fn is None or re.fullmatch(fn, enclosing))), None)
+            if feature is None:
+                unplaced.append(f"{action} at {where}")
+                continue
+            for a in sorted(ACTION_ALIASES.get(action, {action})):
+                if a == "<transact-items>":
+                    for item, item_action in TRANSACT_ITEM_ACTIONS.items():
+                        if re.search(rf"\b{item}::builder\(", text):
+                            calls.append((item_action, where, feature))
+                else:
+                    calls.append((a, where, feature))
+    return calls, unplaced
+
+
+def check_mode_iam(report: Report, t: Path, mode: str, granted: dict, calls) -> list[str]:
+    features = MODE_FEATURES[mode]
+    needed: dict[str, str] = {}
+    for action, where, feature in calls:
+        if feature in features:
+            needed.setdefault(action, where)
+    for action in sorted(needed):
+        if action not in granted and action not in NOT_GRANTED:
+            report.fail("modes", t, f"{mode}: the task role lacks {action}, which the code calls "
+                        f"({needed[action]})")
+    for action in sorted(set(granted) - set(needed) - set(GRANTED_EXTRA)):
+        report.fail("modes", t, f"{mode}: the task role grants {action}, which no code of this mode calls "
+                    "(remove it, or list it in GRANTED_EXTRA with the reason)")
+    return sorted(needed)
+
+
+def check_modes(report: Report, templates: list[Path], root: Path, sources: Path) -> None:
+    try:
+        calls, unplaced = source_calls(root, sources)
+    except ValueError as e:
+        report.fail("modes", sources, str(e))
+        return
+    for u in unplaced:
+        report.fail("modes", sources, f"AWS call {u} is in no CALL_LOCATIONS entry (in which modes does it run?)")
+    if not calls:
+        report.fail("modes", sources, "no AWS SDK call found in the source")
     for t in templates:
         template = load_template(t)
         params = template.get("Parameters", {})
         bad_before = report.failures
-        checked = []
+        checked, summaries = [], []
         for mode, overrides in MODES.items():
             missing = [k for k in overrides if k not in params]
             if missing:
@@ -555,13 +697,12 @@ def check_modes(report: Report, templates: list[Path]) -> None:
                     report.fail("modes", t, f"{mode}: the consumer's task role is not in the template")
                     continue
                 granted = grants(role_statements(resources, role))
-                efo_granted = EFO_ACTIONS & set(granted)
-                if not efo and efo_granted:
-                    report.fail("modes", t, f"{mode}: grants {', '.join(sorted(efo_granted))} without "
-                                "enhanced fan-out")
+                derived = check_mode_iam(report, t, mode, granted, calls)
+                summaries.append(f"{mode}: {len(derived)} actions")
+                # The calls of enhanced fan-out: the consumer's and SubscribeToShard's ARN is
+                # <stream ARN>/consumer/<name>:<timestamp>.
+                efo_granted = {a for a, _, f in calls if f == "efo"} & set(granted)
                 if efo:
-                    for a in sorted(EFO_ACTIONS - efo_granted):
-                        report.fail("modes", t, f"{mode}: the task role lacks {a} (`consume --efo` calls it)")
                     for a in sorted(efo_granted):
                         texts = [text_of(r) or "" for r in granted[a]]
                         on_consumer = [x for x in texts if "/consumer/" in x]
@@ -581,7 +722,7 @@ def check_modes(report: Report, templates: list[Path]) -> None:
         if not checked:
             print(f"note modes {report.name(t)}: no deployment mode applies")
         elif report.failures == bad_before:
-            report.ok("modes", t, "modes: " + ", ".join(checked))
+            report.ok("modes", t, "IAM from the code, " + "; ".join(summaries))
 
 
 # ---------------------------------------------------------------------------------------------- docker
@@ -805,6 +946,7 @@ def main() -> int:
     ap.add_argument("--only", default="lint,iam,docker,cli,modes")
     ap.add_argument("--template", type=Path, action="append", help="default: infra/cloudformation/*.y*ml")
     ap.add_argument("--dockerfile", type=Path, help="default: infra/Dockerfile")
+    ap.add_argument("--sources", type=Path, help="root of the Rust sources to derive IAM from (default: --root)")
     a = ap.parse_args()
     report = Report(a.root)
     templates = a.template or sorted(
@@ -824,7 +966,7 @@ def main() -> int:
     if "docker" in only:
         check_docker(report, a.dockerfile or a.root / "infra" / "Dockerfile", templates)
     if "modes" in only:
-        check_modes(report, templates)
+        check_modes(report, templates, a.root, a.sources or a.root)
     if "cli" in only:
         if a.flowspike is None:
             ap.error("the cli check needs --flowspike BINARY")
