@@ -295,3 +295,34 @@ fn infra_check_rejects_an_sdk_call_without_its_grant() {
     }
     assert!(!stderr.contains("DeleteStream"), "test code was counted:\n{stderr}");
 }
+
+/// Issue #33: the replay task (ArchiveBucketName set) has its own role, reading the archive only
+/// below ArchivePrefix and never writing it.
+#[test]
+fn infra_check_rejects_a_replay_task_beyond_the_archive_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"Resource: !Sub "arn:${AWS::Partition}:s3:::${ArchiveBucketName}/${ArchivePrefix}*""#,
+            r#"Resource: !Sub "arn:${AWS::Partition}:s3:::${ArchiveBucketName}/*""#,
+            "replay: the replay task reads 'arn:${AWS::Partition}:s3:::${ArchiveBucketName}/*', not only below ArchivePrefix",
+        ),
+        (
+            "Action: s3:GetObject\n                Resource: !Sub \"arn:${AWS::Partition}:s3:::${ArchiveBucketName}/${ArchivePrefix}*\"",
+            "Action: [s3:GetObject, s3:PutObject]\n                Resource: !Sub \"arn:${AWS::Partition}:s3:::${ArchiveBucketName}/${ArchivePrefix}*\"",
+            "replay: the replay task may s3:PutObject on the archive",
+        ),
+        (
+            "TaskRoleArn: !GetAtt ReplayTaskRole.Arn",
+            "TaskRoleArn: !GetAtt TaskRole.Arn",
+            "replay: the replay task may not read the archive (s3:GetObject)",
+        ),
+    ];
+    for (from, to, reason) in cases {
+        let bad = template_with(dir.path(), from, to);
+        let out = infra_check(&["--only", "modes", "--template", &bad]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}

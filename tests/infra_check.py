@@ -78,7 +78,12 @@ MODES: dict[str, dict[str, str]] = {
     "efo": {"EnhancedFanOut": "true"},
     "leases": {"CreateLeaseTable": "true", "DesiredCount": "2"},
     "efo+leases+autoscaling": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true"},
+    "replay": {"ArchiveBucketName": "flow-log-archive", "ArchivePrefix": "AWSLogs/"},
 }
+# The `flowspike` subcommand whose task definition and role a mode is about (default: consume).
+MODE_COMMAND = {"replay": "replay"}
+# What the replay task may do on the archive bucket.
+ARCHIVE_ACTIONS = {"s3:ListBucket", "s3:GetObject"}
 
 # What runs in each mode (the features of CALL_LOCATIONS): `consume` polls (`poll`) or uses enhanced
 # fan-out (`efo`), with or without leases; every mode keeps its state on S3 (`s3state`) and sends spikes to
@@ -88,6 +93,8 @@ MODE_FEATURES: dict[str, set[str]] = {
     "efo": {"consume", "efo", "s3state", "spikes"},
     "leases": {"consume", "poll", "lease", "s3state", "spikes"},
     "efo+leases+autoscaling": {"consume", "efo", "lease", "s3state", "spikes"},
+    # `replay s3://...`: reads the archive and writes the state through the same S3 code.
+    "replay": {"replay", "s3state"},
 }
 
 # Where the AWS calls of the source run: (fnmatch pattern of the file under the sources root, regex of the enclosing function
@@ -422,15 +429,37 @@ def grants(statements: list[dict]) -> dict[str, list]:
     return out
 
 
-def consumer_containers(resources: dict):
-    """(task definition props, container) of every container whose command is `consume`."""
+def containers_running(resources: dict, sub: str):
+    """(task definition props, container) of every container whose command is `flowspike <sub>`."""
     for _, r in resources.items():
         if r.get("Type") != "AWS::ECS::TaskDefinition":
             continue
         for c in r.get("Properties", {}).get("ContainerDefinitions", []):
-            command = [x for x in c.get("Command", []) if x not in FLOWSPIKE_BINARY_NAMES]
-            if command[:1] == ["consume"]:
+            command = [x for x in map(text_of, c.get("Command", [])) if x not in FLOWSPIKE_BINARY_NAMES]
+            if command[:1] == [sub]:
                 yield r["Properties"], c
+
+
+def check_archive_grants(report: Report, t: Path, mode: str, sub: str, granted: dict) -> None:
+    """The archive bucket (ArchiveBucketName) is read-only, below ArchivePrefix, and only for replay."""
+    on_archive = {a: [x for x in (text_of(r) or "" for r in rs) if "${ArchiveBucketName}" in x]
+                  for a, rs in granted.items()}
+    on_archive = {a: xs for a, xs in on_archive.items() if xs}
+    if sub != "replay" and on_archive:
+        report.fail("modes", t, f"{mode}: `flowspike {sub}` may {', '.join(sorted(on_archive))} on the archive "
+                    "bucket (only the replay task reads it)")
+        return
+    if sub != "replay":
+        return
+    for a in sorted(set(on_archive) - ARCHIVE_ACTIONS):
+        report.fail("modes", t, f"{mode}: the replay task may {a} on the archive (read-only: "
+                    f"{', '.join(sorted(ARCHIVE_ACTIONS))})")
+    objects = on_archive.get("s3:GetObject", [])
+    if not objects:
+        report.fail("modes", t, f"{mode}: the replay task may not read the archive (s3:GetObject)")
+    for x in objects:
+        if not x.endswith("/${ArchivePrefix}*"):
+            report.fail("modes", t, f"{mode}: the replay task reads {x!r}, not only below ArchivePrefix")
 
 
 def metric_names(node):
@@ -683,9 +712,17 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                 continue
             efo = overrides.get("EnhancedFanOut") == "true"
             check_alarms_and_scaling(report, t, template, mode, overrides, resources)
-            containers = list(consumer_containers(resources))
+            sub = MODE_COMMAND.get(mode, "consume")
+            for other in ("consume", "replay"):
+                if other == sub:
+                    continue
+                for props, _ in containers_running(resources, other):
+                    role = resource_name(props.get("TaskRoleArn"))
+                    if role in resources:
+                        check_archive_grants(report, t, mode, other, grants(role_statements(resources, role)))
+            containers = list(containers_running(resources, sub))
             if not containers:
-                report.fail("modes", t, f"{mode}: no task definition runs `flowspike consume`")
+                report.fail("modes", t, f"{mode}: no task definition runs `flowspike {sub}`")
             for props, c in containers:
                 env = {e["Name"]: e.get("Value") for e in c.get("Environment", []) if isinstance(e, dict)}
                 if efo and env.get("FLOWSPIKE_EFO") != "true":
@@ -697,6 +734,7 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                     report.fail("modes", t, f"{mode}: the consumer's task role is not in the template")
                     continue
                 granted = grants(role_statements(resources, role))
+                check_archive_grants(report, t, mode, sub, granted)
                 derived = check_mode_iam(report, t, mode, granted, calls)
                 summaries.append(f"{mode}: {len(derived)} actions")
                 # The calls of enhanced fan-out: the consumer's and SubscribeToShard's ARN is
@@ -877,9 +915,9 @@ def check_cli(report: Report, templates: list[Path], binary: Path) -> None:
             for c in props.get("ContainerDefinitions", []):
                 total += 1
                 where = f"{td_name}/{c.get('Name', '?')}"
-                command = list(c.get("Command", []))
-                if any(not isinstance(x, str) for x in command):
-                    report.fail("cli", t, f"{where}: the command must be literal strings")
+                command = [text_of(x) for x in c.get("Command", [])]
+                if any(x is None for x in command):
+                    report.fail("cli", t, f"{where}: the command must be strings (literal or Fn::Sub)")
                     continue
                 if command and command[0] in FLOWSPIKE_BINARY_NAMES:
                     command = command[1:]
