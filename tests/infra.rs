@@ -189,11 +189,23 @@ fn template_with(dir: &Path, from: &str, to: &str) -> String {
     write(dir, "flowspike.yaml", &real.replacen(from, to, 1))
 }
 
+/// For each `(from, to, reason)`: the real template with `from` replaced by `to` fails the modes
+/// check, and `reason` is among the failures.
+fn assert_each_breaks_the_modes_check(cases: &[(&str, &str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, reason) in cases {
+        let bad = template_with(dir.path(), from, to);
+        let out = infra_check(&["--only", "modes", "--template", &bad]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}
+
 /// Issue #33: `EnhancedFanOut=true` must set FLOWSPIKE_EFO, grant SubscribeToShard on the consumer
 /// ARN only, and keep GetRecords metrics (never emitted under enhanced fan-out) out of alarms.
 #[test]
 fn infra_check_rejects_an_efo_mode_that_cannot_run() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
             r#"{ Name: FLOWSPIKE_EFO, Value: "true" }"#,
@@ -216,13 +228,7 @@ fn infra_check_rejects_an_efo_mode_that_cannot_run() {
             "efo: the task role lacks kinesis:RegisterStreamConsumer",
         ),
     ];
-    for (from, to, reason) in cases {
-        let bad = template_with(dir.path(), from, to);
-        let out = infra_check(&["--only", "modes", "--template", &bad]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
-    }
+    assert_each_breaks_the_modes_check(&cases);
 }
 
 /// Issue #33: the task alarms must not fire on a new stack or a service scaled to 0 (missing data
@@ -230,7 +236,6 @@ fn infra_check_rejects_an_efo_mode_that_cannot_run() {
 /// DesiredCount nor add tasks past the shard count.
 #[test]
 fn infra_check_rejects_alarms_and_scaling_that_mean_nothing() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
             "      ComparisonOperator: GreaterThanThreshold\n      TreatMissingData: notBreaching\n      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n      OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n\n  # NoReaderAlarm",
@@ -253,13 +258,7 @@ fn infra_check_rejects_alarms_and_scaling_that_mean_nothing() {
             "do not bound AutoScalingMaxTasks by the shard count: PROVISIONED shards=1 max=5",
         ),
     ];
-    for (from, to, reason) in cases {
-        let bad = template_with(dir.path(), from, to);
-        let out = infra_check(&["--only", "modes", "--template", &bad]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
-    }
+    assert_each_breaks_the_modes_check(&cases);
 }
 
 /// Issue #33: the task role's grants are checked against the AWS calls of the source, so a new SDK
@@ -300,7 +299,6 @@ fn infra_check_rejects_an_sdk_call_without_its_grant() {
 /// below ArchivePrefix and never writing it.
 #[test]
 fn infra_check_rejects_a_replay_task_beyond_the_archive_prefix() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
             r#"Resource: !Sub "arn:${AWS::Partition}:s3:::${ArchiveBucketName}/${ArchivePrefix}*""#,
@@ -318,11 +316,5 @@ fn infra_check_rejects_a_replay_task_beyond_the_archive_prefix() {
             "replay: the replay task may not read the archive (s3:GetObject)",
         ),
     ];
-    for (from, to, reason) in cases {
-        let bad = template_with(dir.path(), from, to);
-        let out = infra_check(&["--only", "modes", "--template", &bad]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
-    }
+    assert_each_breaks_the_modes_check(&cases);
 }

@@ -338,32 +338,39 @@ def parameter_values(template: dict, overrides: dict[str, str]) -> dict:
     return values
 
 
+def holds(node, params: dict, condition=None) -> bool:
+    """A condition or rule assertion (Fn::Equals/Not/And/Or/Contains, Condition) for `params`, the way
+    CloudFormation compares: parameter values as strings."""
+    def value(v):
+        if isinstance(v, dict) and list(v) == ["Ref"]:
+            v = params[v["Ref"]]
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return str(v) if isinstance(v, (int, float)) else v
+
+    (fn, args), = node.items()
+    if fn == "Fn::Equals":
+        return value(args[0]) == value(args[1])
+    if fn == "Fn::Not":
+        return not holds(args[0], params, condition)
+    if fn == "Fn::And":
+        return all(holds(a, params, condition) for a in args)
+    if fn == "Fn::Or":
+        return any(holds(a, params, condition) for a in args)
+    if fn == "Fn::Contains":
+        return value(args[1]) in value(args[0])
+    if fn == "Condition" and condition is not None:
+        return condition(args)
+    raise ValueError(f"unsupported function {fn}")
+
+
 def evaluate_conditions(template: dict, params: dict) -> dict[str, bool]:
     conds = template.get("Conditions", {})
     done: dict[str, bool] = {}
 
-    def value(v):
-        if isinstance(v, dict) and list(v) == ["Ref"]:
-            return params.get(v["Ref"], v["Ref"])
-        return v if not isinstance(v, (int, float)) else str(v)
-
-    def ev(node) -> bool:
-        (fn, args), = node.items()
-        if fn == "Fn::Equals":
-            return str(value(args[0])) == str(value(args[1]))
-        if fn == "Fn::Not":
-            return not ev(args[0])
-        if fn == "Fn::And":
-            return all(ev(a) for a in args)
-        if fn == "Fn::Or":
-            return any(ev(a) for a in args)
-        if fn == "Condition":
-            return cond(args)
-        raise ValueError(f"unsupported condition function {fn}")
-
     def cond(name: str) -> bool:
         if name not in done:
-            done[name] = ev(conds[name])
+            done[name] = holds(conds[name], params, cond)
         return done[name]
 
     for name in conds:
@@ -535,31 +542,10 @@ def alarm_state(props: dict, metrics: dict, params: dict) -> str:
 
 def rules_accept(template: dict, params: dict) -> bool:
     """Whether every assertion of the template's Rules holds for `params` (what CloudFormation checks)."""
-    def value(v):
-        if isinstance(v, dict) and list(v) == ["Ref"]:
-            return str(params[v["Ref"]])
-        if isinstance(v, list):
-            return [value(x) for x in v]
-        return str(v) if isinstance(v, (int, float)) else v
-
-    def ev(node) -> bool:
-        (fn, args), = node.items()
-        if fn == "Fn::Equals":
-            return value(args[0]) == value(args[1])
-        if fn == "Fn::Not":
-            return not ev(args[0])
-        if fn == "Fn::And":
-            return all(ev(a) for a in args)
-        if fn == "Fn::Or":
-            return any(ev(a) for a in args)
-        if fn == "Fn::Contains":
-            return value(args[1]) in value(args[0])
-        raise ValueError(f"unsupported rule function {fn}")
-
     for rule in template.get("Rules", {}).values():
-        if "RuleCondition" in rule and not ev(rule["RuleCondition"]):
+        if "RuleCondition" in rule and not holds(rule["RuleCondition"], params):
             continue
-        if not all(ev(a["Assert"]) for a in rule.get("Assertions", [])):
+        if not all(holds(a["Assert"], params) for a in rule.get("Assertions", [])):
             return False
     return True
 
