@@ -318,3 +318,37 @@ fn infra_check_rejects_a_replay_task_beyond_the_archive_prefix() {
     ];
     assert_each_breaks_the_modes_check(&cases);
 }
+
+/// Issue #33: the Firehose endpoint takes its access key from Secrets Manager only, is reached over
+/// HTTPS only, backs failed records up, and receives the VPC flow log.
+#[test]
+fn infra_check_rejects_a_firehose_endpoint_that_leaks_or_loses() {
+    let cases = [
+        (
+            "Command: [serve-firehose]",
+            "Command: [serve-firehose, --access-key, not-a-secret]",
+            "firehose: the access key is on the command line",
+        ),
+        (
+            "ValueFrom: !Ref FirehoseAccessKey",
+            "ValueFrom: arn:aws:secretsmanager:eu-west-1:123456789012:secret:elsewhere",
+            "firehose: FLOWSPIKE_FIREHOSE_ACCESS_KEYS is not a secret from a Secrets Manager secret",
+        ),
+        (
+            "      Port: 443\n      Protocol: HTTPS",
+            "      Port: 80\n      Protocol: HTTP",
+            "firehose: a listener on port 80 is HTTP",
+        ),
+        (
+            r#"Url: !Sub "https://${FirehoseDomainName}/""#,
+            r#"Url: !Sub "http://${FirehoseDomainName}/""#,
+            "firehose: FirehoseDeliveryStream delivers to 'http://${FirehoseDomainName}/', not https://",
+        ),
+        (
+            "LogDestinationType: kinesis-data-firehose",
+            "LogDestinationType: s3",
+            "firehose: no VPC flow log delivers to the delivery stream",
+        ),
+    ];
+    assert_each_breaks_the_modes_check(&cases);
+}

@@ -22,9 +22,9 @@ cli     every ECS task definition runs a real `flowspike` subcommand: each `--fl
         /healthz on the port of FLOWSPIKE_METRICS_ADDR.
 modes   the template resolved for each deployment mode (MODES: parameter values; conditions evaluated, Fn::If
         branches chosen, resources of false conditions dropped): enhanced fan-out sets FLOWSPIKE_EFO=true on
-        the consumer, its task role grants the calls of the `efo` feature (below) on the consumer ARN
+        the consumer, its task role grants CONSUMER_ACTIONS the code calls on the consumer ARN
         `<stream>/consumer/<name>:*` (SubscribeToShard only there) and no alarm or scaling policy reads a
-        GetRecords metric (missing under enhanced fan-out); without it, none of them is granted.
+        GetRecords metric (missing under enhanced fan-out).
         Alarms, per mode, evaluated on ALARM_SCENARIOS (metric values; None: no data; metric math computed):
         none fires on a new stack without data or a service scaled to 0, none fires on a healthy one, and the
         alarm each scenario names fires. Autoscaling: the service sets no DesiredCount (the policy owns it),
@@ -37,7 +37,7 @@ modes   the template resolved for each deployment mode (MODES: parameter values;
         CALL_LOCATIONS (file and enclosing function -> feature; MODES give each mode's features). Per mode,
         the derived actions must be granted to the mode's task role, except NOT_GRANTED (with the reason),
         and the role grants nothing else, except GRANTED_EXTRA (empty). A call in a file CALL_LOCATIONS does
-        not place fails too.
+        not place fails too. The Firehose endpoint: see check_firehose.
 """
 
 from __future__ import annotations
@@ -79,9 +79,14 @@ MODES: dict[str, dict[str, str]] = {
     "leases": {"CreateLeaseTable": "true", "DesiredCount": "2"},
     "efo+leases+autoscaling": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true"},
     "replay": {"ArchiveBucketName": "flow-log-archive", "ArchivePrefix": "AWSLogs/"},
+    "firehose": {"FirehoseEndpoint": "true", "FirehoseDomainName": "flowspike.example.com",
+                 "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
+                 "FirehoseAlbSubnetIds": "subnet-0ccc,subnet-0ddd", "FlowLogVpcId": "vpc-0123456789abcdef0"},
 }
 # The `flowspike` subcommand whose task definition and role a mode is about (default: consume).
-MODE_COMMAND = {"replay": "replay"}
+MODE_COMMAND = {"replay": "replay", "firehose": "serve-firehose"}
+# Kinesis actions authorized on the stream consumer resource type (Service Authorization Reference).
+CONSUMER_ACTIONS = {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"}
 # What the replay task may do on the archive bucket.
 ARCHIVE_ACTIONS = {"s3:ListBucket", "s3:GetObject"}
 
@@ -95,18 +100,26 @@ MODE_FEATURES: dict[str, set[str]] = {
     "efo+leases+autoscaling": {"consume", "efo", "lease", "s3state", "spikes"},
     # `replay s3://...`: reads the archive and writes the state through the same S3 code.
     "replay": {"replay", "s3state"},
+    # `serve-firehose`: pushed requests, the same state and spike stream as the consumer.
+    "firehose": {"firehose", "s3state", "spikes"},
 }
 
 # Where the AWS calls of the source run: (fnmatch pattern of the file under the sources root, regex of the enclosing function
 # or None for any, feature). First match wins; a file with calls that no entry matches fails the check.
 CALL_LOCATIONS: list[tuple[str, str | None, str]] = [
-    # `consume --efo`: the consumer's registration and the subscription loop.
-    ("crates/consumer/src/kinesis.rs", r"run_efo|register_consumer", "efo"),
+    # `consume --efo`: the consumer's registration and the subscription loop (with the GetRecords call that
+    # asks whether a shard at its tip ended).
+    ("crates/consumer/src/kinesis/register.rs", None, "efo"),
+    ("crates/consumer/src/kinesis/efo.rs", None, "efo"),
     # The polling loop (GetRecords between iterators).
+    ("crates/consumer/src/kinesis/polling.rs", None, "poll"),
+    # The same before kinesis.rs was split into kinesis/ (one file, told apart by function).
+    ("crates/consumer/src/kinesis.rs", r"run_efo|register_consumer", "efo"),
     ("crates/consumer/src/kinesis.rs", r"run_polling", "poll"),
     # Every reader: ListShards, and GetShardIterator/GetRecords to see whether a shard at its tip ended.
     ("crates/consumer/**", None, "consume"),
     ("crates/lease/**", None, "lease"),
+    ("crates/firehose/**", None, "firehose"),
     # The spike sink (PutRecords to the output stream).
     ("crates/aws/src/kinesis.rs", None, "spikes"),
     # S3::create_bucket: a helper of the integration tests (tests/*.rs, on moto_server); no command calls it.
@@ -344,6 +357,11 @@ def holds(node, params: dict, condition=None) -> bool:
     def value(v):
         if isinstance(v, dict) and list(v) == ["Ref"]:
             v = params[v["Ref"]]
+        if isinstance(v, dict) and list(v) == ["Fn::Join"]:
+            sep, parts = v["Fn::Join"]
+            parts = value(parts)
+            return sep.join(p for x in ([parts] if isinstance(parts, str) else parts)
+                            for p in ([x] if isinstance(x, str) else x))
         if isinstance(v, list):
             return [value(x) for x in v]
         return str(v) if isinstance(v, (int, float)) else v
@@ -670,6 +688,58 @@ def check_mode_iam(report: Report, t: Path, mode: str, granted: dict, calls) -> 
     return sorted(needed)
 
 
+def check_firehose(report: Report, t: Path, mode: str, resources: dict, props: dict, c: dict) -> None:
+    """serve-firehose: the access key only as a Secrets Manager secret (the execution role may read that
+    secret, the delivery stream resolves the same one), HTTPS-only listeners, a delivery stream to an https
+    URL with failed records backed up to S3, and a VPC flow log delivering to that stream."""
+    def fail(why: str) -> None:
+        report.fail("modes", t, f"{mode}: {why}")
+
+    env = {e["Name"] for e in c.get("Environment", []) if isinstance(e, dict)}
+    command = [text_of(x) or "" for x in c.get("Command", [])]
+    if "FLOWSPIKE_FIREHOSE_ACCESS_KEYS" in env or "FLOWSPIKE_FIREHOSE_ACCESS_KEY_FILE" in env:
+        fail("the access key is a plain environment value (use the container's Secrets)")
+    if any(x.split("=")[0] == "--access-key" for x in command):
+        fail("the access key is on the command line (`ps` and the task definition show it)")
+    secrets = {x.get("Name"): resource_name(x.get("ValueFrom")) for x in c.get("Secrets", [])}
+    secret = secrets.get("FLOWSPIKE_FIREHOSE_ACCESS_KEYS")
+    if secret not in resources or resources[secret].get("Type") != "AWS::SecretsManager::Secret":
+        fail("FLOWSPIKE_FIREHOSE_ACCESS_KEYS is not a secret from a Secrets Manager secret of the stack")
+        return
+    execution = resource_name(props.get("ExecutionRoleArn"))
+    readers = grants(role_statements(resources, execution)).get("secretsmanager:GetSecretValue", []) \
+        if execution in resources else []
+    if not readers or any(resource_name(r) != secret for r in readers):
+        fail(f"the execution role may not read {secret} only (secretsmanager:GetSecretValue)")
+    listeners = [r.get("Properties", {}) for r in resources.values()
+                 if r.get("Type") == "AWS::ElasticLoadBalancingV2::Listener"]
+    if not listeners:
+        fail("no load balancer listener in front of serve-firehose")
+    for lp in listeners:
+        if lp.get("Protocol") != "HTTPS" or not lp.get("Certificates"):
+            fail(f"a listener on port {lp.get('Port')} is {lp.get('Protocol')} (HTTPS with a certificate only)")
+    if not any(r.get("Type") == "AWS::ECS::Service" and r.get("Properties", {}).get("LoadBalancers")
+               for r in resources.values()):
+        fail("no ECS service registers serve-firehose with the load balancer")
+    streams = {n: r.get("Properties", {}).get("HttpEndpointDestinationConfiguration") for n, r in resources.items()
+               if r.get("Type") == "AWS::KinesisFirehose::DeliveryStream"}
+    streams = {n: d for n, d in streams.items() if d}
+    if not streams:
+        fail("no Firehose delivery stream with an HTTP endpoint destination")
+    for name, d in streams.items():
+        endpoint = d.get("EndpointConfiguration", {})
+        if not (text_of(endpoint.get("Url")) or "").startswith("https://"):
+            fail(f"{name} delivers to {text_of(endpoint.get('Url'))!r}, not https://")
+        if f"{{{{resolve:secretsmanager:${{{secret}}}" not in (text_of(endpoint.get("AccessKey")) or ""):
+            fail(f"{name}'s access key is not resolved from {secret}")
+        if d.get("S3BackupMode") not in ("FailedDataOnly", "AllData") or not d.get("S3Configuration"):
+            fail(f"{name} backs no failed records up to S3")
+    flow_logs = [r.get("Properties", {}) for r in resources.values() if r.get("Type") == "AWS::EC2::FlowLog"
+                 and r.get("Properties", {}).get("LogDestinationType") == "kinesis-data-firehose"]
+    if not any(resource_name(f.get("LogDestination")) in streams for f in flow_logs):
+        fail("no VPC flow log delivers to the delivery stream (LogDestinationType kinesis-data-firehose)")
+
+
 def check_modes(report: Report, templates: list[Path], root: Path, sources: Path) -> None:
     try:
         calls, unplaced = source_calls(root, sources)
@@ -699,7 +769,7 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
             efo = overrides.get("EnhancedFanOut") == "true"
             check_alarms_and_scaling(report, t, template, mode, overrides, resources)
             sub = MODE_COMMAND.get(mode, "consume")
-            for other in ("consume", "replay"):
+            for other in ("consume", "replay", "serve-firehose"):
                 if other == sub:
                     continue
                 for props, _ in containers_running(resources, other):
@@ -721,11 +791,13 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                     continue
                 granted = grants(role_statements(resources, role))
                 check_archive_grants(report, t, mode, sub, granted)
+                if sub == "serve-firehose":
+                    check_firehose(report, t, mode, resources, props, c)
                 derived = check_mode_iam(report, t, mode, granted, calls)
                 summaries.append(f"{mode}: {len(derived)} actions")
-                # The calls of enhanced fan-out: the consumer's and SubscribeToShard's ARN is
+                # The calls of enhanced fan-out that IAM authorizes on the consumer, whose ARN is
                 # <stream ARN>/consumer/<name>:<timestamp>.
-                efo_granted = {a for a, _, f in calls if f == "efo"} & set(granted)
+                efo_granted = {a for a, _, f in calls if f == "efo"} & set(granted) & CONSUMER_ACTIONS
                 if efo:
                     for a in sorted(efo_granted):
                         texts = [text_of(r) or "" for r in granted[a]]
