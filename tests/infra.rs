@@ -352,3 +352,13 @@ fn infra_check_rejects_a_firehose_endpoint_that_leaks_or_loses() {
     ];
     assert_each_breaks_the_modes_check(&cases);
 }
+
+/// Every condition of the template is exercised: true in one checked mode, false in another.
+#[test]
+fn infra_check_rejects_a_condition_no_mode_exercises() {
+    assert_each_breaks_the_modes_check(&[(
+        "Conditions:\n",
+        "Conditions:\n  NeverTrue: !Equals [!Ref EnhancedFanOut, \"maybe\"]\n",
+        "condition NeverTrue is never True in MODES",
+    )]);
+}

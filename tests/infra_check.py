@@ -21,7 +21,8 @@ cli     every ECS task definition runs a real `flowspike` subcommand: each `--fl
         every required option is given (flag or variable); the state is on S3; the health check calls
         /healthz on the port of FLOWSPIKE_METRICS_ADDR.
 modes   the template resolved for each deployment mode (MODES: parameter values; conditions evaluated, Fn::If
-        branches chosen, resources of false conditions dropped): enhanced fan-out sets FLOWSPIKE_EFO=true on
+        branches chosen, resources of false conditions dropped; the Rules accept each mode, and every
+        condition is true in one mode and false in another): enhanced fan-out sets FLOWSPIKE_EFO=true on
         the consumer, its task role grants CONSUMER_ACTIONS the code calls on the consumer ARN
         `<stream>/consumer/<name>:*` (SubscribeToShard only there) and no alarm or scaling policy reads a
         GetRecords metric (missing under enhanced fan-out).
@@ -82,6 +83,15 @@ MODES: dict[str, dict[str, str]] = {
     "firehose": {"FirehoseEndpoint": "true", "FirehoseDomainName": "flowspike.example.com",
                  "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
                  "FirehoseAlbSubnetIds": "subnet-0ccc,subnet-0ddd", "FlowLogVpcId": "vpc-0123456789abcdef0"},
+    # Every option at once (the consumer's view), so that each condition is true in some mode.
+    "all-options": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true",
+                    "SourceStreamMode": "PROVISIONED", "SourceShardCount": "4", "AutoScalingMaxTasks": "4",
+                    "CreateVpcFlowLog": "true", "FlowLogVpcId": "vpc-0123456789abcdef0",
+                    "FlowLogFormat": "${version} ${srcaddr} ${dstaddr} ${start} ${action} ${log-status}",
+                    "AlarmTopicArn": "arn:aws:sns:eu-west-1:123456789012:oncall",
+                    "ArchiveBucketName": "flow-log-archive", "FirehoseEndpoint": "true",
+                    "FirehoseDomainName": "flowspike.example.com",
+                    "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d"},
 }
 # The `flowspike` subcommand whose task definition and role a mode is about (default: consume).
 MODE_COMMAND = {"replay": "replay", "firehose": "serve-firehose"}
@@ -102,6 +112,7 @@ MODE_FEATURES: dict[str, set[str]] = {
     "replay": {"replay", "s3state"},
     # `serve-firehose`: pushed requests, the same state and spike stream as the consumer.
     "firehose": {"firehose", "s3state", "spikes"},
+    "all-options": {"consume", "efo", "lease", "s3state", "spikes"},
 }
 
 # Where the AWS calls of the source run: (fnmatch pattern of the file under the sources root, regex of the enclosing function
@@ -418,8 +429,11 @@ def resolve(node, conds: dict[str, bool]):
     return node
 
 
-def resolved_resources(template: dict, overrides: dict[str, str]) -> dict:
+def resolved_resources(template: dict, overrides: dict[str, str], seen: dict | None = None) -> dict:
     conds = evaluate_conditions(template, parameter_values(template, overrides))
+    if seen is not None:
+        for name, value in conds.items():
+            seen.setdefault(name, set()).add(value)
     return {n: resolve(r, conds) for n, r in template.get("Resources", {}).items()
             if conds.get(r.get("Condition"), True)}
 
@@ -588,8 +602,12 @@ def check_alarms_and_scaling(report: Report, t: Path, template: dict, mode: str,
             report.fail("modes", t, f"{mode}: no {name} (it should fire with {scenario})")
     if overrides.get("EnableAutoScaling") != "true":
         return
+    scaled = {m for r in resources.values() if r.get("Type") == "AWS::ApplicationAutoScaling::ScalableTarget"
+              for m in re.findall(r"\$\{(\w+)\.Name\}", text_of(r.get("Properties", {}).get("ResourceId")) or "")}
+    if not scaled:
+        report.fail("modes", t, f"{mode}: no scalable target names an ECS service")
     for name, r in resources.items():
-        if r.get("Type") == "AWS::ECS::Service" and "DesiredCount" in r.get("Properties", {}):
+        if name in scaled and "DesiredCount" in r.get("Properties", {}):
             report.fail("modes", t, f"{mode}: {name} sets DesiredCount under autoscaling (a stack update "
                         "resets the count the policy chose)")
         if r.get("Type") == "AWS::ApplicationAutoScaling::ScalableTarget":
@@ -755,6 +773,7 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
         params = template.get("Parameters", {})
         bad_before = report.failures
         checked, summaries = [], []
+        seen: dict[str, set[bool]] = {}
         for mode, overrides in MODES.items():
             missing = [k for k in overrides if k not in params]
             if missing:
@@ -762,7 +781,9 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                 continue
             checked.append(mode)
             try:
-                resources = resolved_resources(template, overrides)
+                resources = resolved_resources(template, overrides, seen)
+                if not rules_accept(template, parameter_values(template, overrides)):
+                    report.fail("modes", t, f"{mode}: the template's Rules reject the mode's parameters")
             except (ValueError, KeyError) as e:
                 report.fail("modes", t, f"{mode}: cannot resolve the template: {e}")
                 continue
@@ -815,6 +836,11 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                         if m.startswith("GetRecords."):
                             report.fail("modes", t, f"{mode}: {name} reads {m}, which enhanced fan-out never "
                                         "emits (no GetRecords calls)")
+        for name in template.get("Conditions", {}):
+            missing = {True, False} - seen.get(name, set())
+            if checked and missing:
+                report.fail("modes", t, f"condition {name} is never {' or '.join(map(str, missing))} in MODES "
+                            "(add a mode that exercises it)")
         if not checked:
             print(f"note modes {report.name(t)}: no deployment mode applies")
         elif report.failures == bad_before:
