@@ -7,7 +7,8 @@
 Checks (each prints `ok <check> <file>` or `FAIL <check> <file>: <reason>` lines; exit 1 on any failure):
 
 lint    cfn-lint (errors, warnings and informational findings) on every template; a finding fails unless its
-        rule is in IGNORED_RULES below, with a reason (the list is empty today).
+        rule is in IGNORED_RULES below, with a reason (the list is empty today). A template over
+        INLINE_TEMPLATE_BYTES needs --s3-bucket in docs/deploy.md's deploy command.
 iam     every policy statement in every template (role policies, managed policies, bucket policies, ...):
         no NotAction/NotResource; no wildcard action (`*`, `svc:*`, `svc:Get*`) in an Allow; and no wildcard
         resource (`*`, or an ARN whose resource part is only `*`, e.g. `arn:aws:s3:::*`) unless every action of
@@ -64,6 +65,9 @@ WILDCARD_RESOURCE_ACTIONS = {
     # Prometheus /metrics and the alarms use AWS/Kinesis, Container Insights and log metric filters.
     "cloudwatch:PutMetricData": "no resource type (use the cloudwatch:namespace condition key)",
 }
+
+# CloudFormation's limit for a template passed inline (TemplateBody); larger ones go through S3.
+INLINE_TEMPLATE_BYTES = 51_200
 
 # cfn-lint rules ignored on purpose, with the reason. Empty: the templates are clean at every level.
 IGNORED_RULES: dict[str, str] = {}
@@ -268,6 +272,16 @@ def check_lint(report: Report, templates: list[Path]) -> None:
             report.fail("lint", t, "cfn-lint not found (bash tests/run.sh installs it into .venv)")
             continue
         findings = [line for line in out.stdout.splitlines() if line.strip()]
+        # A template too large to pass inline: the documented deploy command must upload it (--s3-bucket).
+        guide = report.root / "docs" / "deploy.md"
+        if t.stat().st_size > INLINE_TEMPLATE_BYTES and guide.exists():
+            commands = re.findall(r"aws cloudformation deploy [^`]*?--template-file[^`]*?(?=\n\S|\n```)",
+                                  guide.read_text())
+            if not commands or any("--s3-bucket" not in c for c in commands):
+                report.fail("lint", t, f"{t.stat().st_size} bytes, over the {INLINE_TEMPLATE_BYTES} CloudFormation "
+                            "accepts inline: docs/deploy.md's `aws cloudformation deploy --template-file` needs "
+                            "--s3-bucket")
+                continue
         if out.returncode != 0 or findings:
             detail = "\n  ".join(findings or out.stderr.strip().splitlines()[-5:])
             report.fail("lint", t, f"cfn-lint exit {out.returncode}:\n  {detail}")
