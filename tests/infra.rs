@@ -86,9 +86,15 @@ fn infra_files_pass_every_check() {
         "ok iam infra/cloudformation/flowspike.yaml",
         "ok docker infra/Dockerfile",
         "ok cli infra/cloudformation/flowspike.yaml",
+        "ok modes infra/cloudformation/flowspike.yaml",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+    // The grants were compared with the AWS calls of the source, mode by mode.
+    assert!(
+        stdout.contains("(IAM from the code, polling: "),
+        "no IAM-from-code summary:\n{stdout}"
+    );
     // The one documented wildcard exception, and nothing else.
     assert!(
         stdout.contains("(wildcard resource only for: ecr:GetAuthorizationToken)"),
@@ -173,4 +179,186 @@ fn infra_check_rejects_a_root_single_stage_floating_dockerfile() {
     {
         assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
     }
+}
+
+/// The real template with `from` replaced by `to` (which must occur exactly once), in `dir`.
+fn template_with(dir: &Path, from: &str, to: &str) -> String {
+    let real = std::fs::read_to_string(root().join("infra/cloudformation/flowspike.yaml"))
+        .expect("read the template");
+    assert_eq!(real.matches(from).count(), 1, "{from:?} is not in the template exactly once");
+    write(dir, "flowspike.yaml", &real.replacen(from, to, 1))
+}
+
+/// For each `(from, to, reason)`: the real template with `from` replaced by `to` fails the modes
+/// check, and `reason` is among the failures.
+fn assert_each_breaks_the_modes_check(cases: &[(&str, &str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, reason) in cases {
+        let bad = template_with(dir.path(), from, to);
+        let out = infra_check(&["--only", "modes", "--template", &bad]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}
+
+/// Issue #33: `EnhancedFanOut=true` must set FLOWSPIKE_EFO, grant SubscribeToShard on the consumer
+/// ARN only, and keep GetRecords metrics (never emitted under enhanced fan-out) out of alarms.
+#[test]
+fn infra_check_rejects_an_efo_mode_that_cannot_run() {
+    let cases = [
+        (
+            r#"{ Name: FLOWSPIKE_EFO, Value: "true" }"#,
+            r#"{ Name: FLOWSPIKE_EFO, Value: "false" }"#,
+            "efo: the consumer does not get FLOWSPIKE_EFO=true",
+        ),
+        (
+            r#"Resource: !Sub "${SourceStream.Arn}/consumer/${EfoConsumer.ConsumerName}:*""#,
+            "Resource: !GetAtt SourceStream.Arn",
+            "efo: kinesis:SubscribeToShard is not granted on the consumer ARN",
+        ),
+        (
+            "MetricName: !If [UseEfo, SubscribeToShardEvent.Success, GetRecords.Success]",
+            "MetricName: GetRecords.Success",
+            "efo: NoReaderAlarm reads GetRecords.Success",
+        ),
+        (
+            "kinesis:RegisterStreamConsumer,",
+            "",
+            "efo: the task role lacks kinesis:RegisterStreamConsumer",
+        ),
+    ];
+    assert_each_breaks_the_modes_check(&cases);
+}
+
+/// Issue #33: the task alarms must not fire on a new stack or a service scaled to 0 (missing data
+/// was `breaching`), must still fire when a wanted task is down, and autoscaling must neither fight
+/// DesiredCount nor add tasks past the shard count.
+#[test]
+fn infra_check_rejects_alarms_and_scaling_that_mean_nothing() {
+    let cases = [
+        (
+            "      ComparisonOperator: GreaterThanThreshold\n      TreatMissingData: notBreaching\n      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n      OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n\n  # NoReaderAlarm",
+            "      ComparisonOperator: GreaterThanThreshold\n      TreatMissingData: breaching\n      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n      OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]\n\n  # NoReaderAlarm",
+            "polling: ConsumerDownAlarm is ALARM with a new stack before any data (should be OK)",
+        ),
+        (
+            r#"Expression: "desired - FILL(running, 0)""#,
+            r#"Expression: "desired - running""#,
+            "polling: ConsumerDownAlarm is OK with a task wanted, no running-task data (should be ALARM)",
+        ),
+        (
+            "DesiredCount: !If [HasAutoScaling, !Ref AWS::NoValue, !Ref DesiredCount]",
+            "DesiredCount: !Ref DesiredCount",
+            "Service sets DesiredCount under autoscaling",
+        ),
+        (
+            r#"- !Not [!Equals [!Ref AutoScalingMaxTasks, "5"]]"#,
+            r#"- !Not [!Equals [!Ref AutoScalingMaxTasks, "55"]]"#,
+            "do not bound AutoScalingMaxTasks by the shard count: PROVISIONED shards=1 max=5",
+        ),
+    ];
+    assert_each_breaks_the_modes_check(&cases);
+}
+
+/// Issue #33: the task role's grants are checked against the AWS calls of the source, so a new SDK
+/// call without its grant (or in a file no mode claims) fails; test-only code is left out.
+#[test]
+fn infra_check_rejects_an_sdk_call_without_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = dir.path().join("crates/consumer/src");
+    let other = dir.path().join("crates/newthing/src");
+    std::fs::create_dir_all(&consumer).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    write(
+        &consumer,
+        "extra.rs",
+        "use aws_sdk_kinesis::Client;\n\
+         pub async fn merge(c: &Client) {\n    let _ = c.merge_shards().stream_name(\"s\").send().await;\n}\n\
+         #[cfg(test)]\nmod tests {\n    async fn gone(c: &aws_sdk_kinesis::Client) { let _ = c.delete_stream().send().await; }\n}\n",
+    );
+    write(
+        &other,
+        "lib.rs",
+        "pub async fn open(c: &aws_sdk_s3::Client) {\n    let _ = c.put_bucket_policy().send().await;\n}\n",
+    );
+    let sources = dir.path().to_str().unwrap();
+    let out = infra_check(&["--only", "modes", "--sources", sources]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "accepted:\n{stdout}\n{stderr}");
+    for reason in [
+        "polling: the task role lacks kinesis:MergeShards, which the code calls (crates/consumer/src/extra.rs:3 (merge))",
+        "AWS call s3:PutBucketPolicy at crates/newthing/src/lib.rs:2 (open) is in no CALL_LOCATIONS entry",
+    ] {
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("DeleteStream"), "test code was counted:\n{stderr}");
+}
+
+/// Issue #33: the replay task (ArchiveBucketName set) has its own role, reading the archive only
+/// below ArchivePrefix and never writing it.
+#[test]
+fn infra_check_rejects_a_replay_task_beyond_the_archive_prefix() {
+    let cases = [
+        (
+            r#"Resource: !Sub "arn:${AWS::Partition}:s3:::${ArchiveBucketName}/${ArchivePrefix}*""#,
+            r#"Resource: !Sub "arn:${AWS::Partition}:s3:::${ArchiveBucketName}/*""#,
+            "replay: the replay task reads 'arn:${AWS::Partition}:s3:::${ArchiveBucketName}/*', not only below ArchivePrefix",
+        ),
+        (
+            "Action: s3:GetObject\n                Resource: !Sub \"arn:${AWS::Partition}:s3:::${ArchiveBucketName}/${ArchivePrefix}*\"",
+            "Action: [s3:GetObject, s3:PutObject]\n                Resource: !Sub \"arn:${AWS::Partition}:s3:::${ArchiveBucketName}/${ArchivePrefix}*\"",
+            "replay: the replay task may s3:PutObject on the archive",
+        ),
+        (
+            "TaskRoleArn: !GetAtt ReplayTaskRole.Arn",
+            "TaskRoleArn: !GetAtt TaskRole.Arn",
+            "replay: the replay task may not read the archive (s3:GetObject)",
+        ),
+    ];
+    assert_each_breaks_the_modes_check(&cases);
+}
+
+/// Issue #33: the Firehose endpoint takes its access key from Secrets Manager only, is reached over
+/// HTTPS only, backs failed records up, and receives the VPC flow log.
+#[test]
+fn infra_check_rejects_a_firehose_endpoint_that_leaks_or_loses() {
+    let cases = [
+        (
+            "Command: [serve-firehose]",
+            "Command: [serve-firehose, --access-key, not-a-secret]",
+            "firehose: the access key is on the command line",
+        ),
+        (
+            "ValueFrom: !Ref FirehoseAccessKey",
+            "ValueFrom: arn:aws:secretsmanager:eu-west-1:123456789012:secret:elsewhere",
+            "firehose: FLOWSPIKE_FIREHOSE_ACCESS_KEYS is not a secret from a Secrets Manager secret",
+        ),
+        (
+            "      Port: 443\n      Protocol: HTTPS",
+            "      Port: 80\n      Protocol: HTTP",
+            "firehose: a listener on port 80 is HTTP",
+        ),
+        (
+            r#"Url: !Sub "https://${FirehoseDomainName}/""#,
+            r#"Url: !Sub "http://${FirehoseDomainName}/""#,
+            "firehose: FirehoseDeliveryStream delivers to 'http://${FirehoseDomainName}/', not https://",
+        ),
+        (
+            "LogDestinationType: kinesis-data-firehose",
+            "LogDestinationType: s3",
+            "firehose: no VPC flow log delivers to the delivery stream",
+        ),
+    ];
+    assert_each_breaks_the_modes_check(&cases);
+}
+
+/// Every condition of the template is exercised: true in one checked mode, false in another.
+#[test]
+fn infra_check_rejects_a_condition_no_mode_exercises() {
+    assert_each_breaks_the_modes_check(&[(
+        "Conditions:\n",
+        "Conditions:\n  NeverTrue: !Equals [!Ref EnhancedFanOut, \"maybe\"]\n",
+        "condition NeverTrue is never True in MODES",
+    )]);
 }
