@@ -294,20 +294,9 @@ fn dotted_quads<C: Classifier>(c: C, rest: &[u8], ends: &[u32], first: usize, la
     }
     let m = match rest.get(s..).and_then(|r| r.first_chunk::<32>()) {
         Some(w) => c.addr_masks(w),
-        None => addr_masks_padded(c, rest, s),
+        None => c.addr_masks(&padded(rest, s)),
     };
     quads_ok(m, a_end as u32, b_start as u32, b_end as u32)
-}
-
-/// [`Classifier::addr_masks`] of the text from `s`, near the end of the text (padded with
-/// spaces).
-#[inline(never)]
-fn addr_masks_padded<C: Classifier>(c: C, rest: &[u8], s: usize) -> AddrMasks {
-    let mut buf = [b' '; 32];
-    let part = rest.get(s..).unwrap_or_default();
-    let n = part.len().min(32);
-    buf[..n].copy_from_slice(&part[..n]);
-    c.addr_masks(&buf)
 }
 
 /// Bits `a..b` of a word (`a <= b <= 32`).
@@ -424,18 +413,19 @@ fn run_ok<C: Classifier>(c: C, rest: &[u8], s: usize, e: usize) -> bool {
 fn masks_at<C: Classifier>(c: C, rest: &[u8], k: usize) -> ValueMasks {
     match rest.get(k..k.saturating_add(64)).and_then(|w| <&[u8; 64]>::try_from(w).ok()) {
         Some(w) => c.value_masks(w),
-        None => masks_padded(c, rest, k),
+        None => c.value_masks(&padded(rest, k)),
     }
 }
 
-/// [`masks_at`] near the end of the text (the last line of a block, a CloudWatch Logs event).
+/// The `N` bytes of `rest` from `k`, padded with spaces past its end: the windows of the last
+/// line of a block, or of a CloudWatch Logs event.
 #[inline(never)]
-fn masks_padded<C: Classifier>(c: C, rest: &[u8], k: usize) -> ValueMasks {
-    let mut buf = [b' '; 64];
+fn padded<const N: usize>(rest: &[u8], k: usize) -> [u8; N] {
+    let mut buf = [b' '; N];
     let part = rest.get(k..).unwrap_or_default();
-    let n = part.len().min(64);
+    let n = part.len().min(N);
     buf[..n].copy_from_slice(&part[..n]);
-    c.value_masks(&buf)
+    buf
 }
 
 #[cfg(test)]
