@@ -7,9 +7,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowlog::{DecodeOptions, FlowRecord, Format, LineError, RecordSink};
-use flowspike_counter::{Columns, CounterConfig, Rule, ShardedCounter, HOUR};
-use flowspike_detect::{DetectConfig, Detector, HourInput, HourRows, Mode, Spike};
+use flowspike_counter::{CounterConfig, Rule, ShardedCounter};
+use flowspike_detect::{DetectConfig, Detector, HourInput, Mode, Spike};
 use flowspike_history::History;
+use flowspike_model::{Columns, HourRows, HOUR};
 use rayon::prelude::*;
 
 use crate::archive::{discover, Archive, ArchiveError, ObjectInfo};
@@ -486,7 +487,7 @@ fn write_hours(
                         else {
                             break;
                         };
-                        if let Err(e) = history.replace_hour_columns(**hour, rows, name) {
+                        if let Err(e) = history.replace_hour(**hour, *rows, name) {
                             failed.store(true, Ordering::Relaxed);
                             return Err(e.into());
                         }
