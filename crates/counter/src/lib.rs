@@ -51,7 +51,7 @@ pub use rule::{
     MAX_EVENT_TIME,
 };
 pub use sharded::{par_count, shard_of, ShardedCounter};
-pub use sink::{CountSink, HitSink, SinkStats};
+pub use sink::{CountHooks, CountSink, HitSink, SinkStats};
 
 /// The rayon crate the parallel functions ([`par_count`], [`ShardedCounter::merge`]) run on: build a
 /// `rayon::ThreadPool` from it and call them inside `install` to choose the thread count.
