@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
-use flowspike_counter::{Counter, CounterConfig, Rule};
+use flowspike_counter::{CountSink, Counter, CounterConfig, Rule};
 use flowspike_engine::{decode_batch, DecodeContext, RawRecord};
 use flowspike_history::{History, LocalStore};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo, ReplayConfig, Source, StreamSettings};
@@ -204,8 +204,8 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     // 3. parse + filter
     let mut counted = 0;
     let times = time_runs(runs, || {
-        let n =
-            pool.install(|| par_decode(&units, || Filter { rule: &rule, hits: 0 }, |f, _| f.hits))?;
+        let n = pool
+            .install(|| par_decode(&units, || CountSink::new(&rule, ()), |f, _| f.stats.counted))?;
         counted = n;
         Ok(())
     })?;
@@ -412,7 +412,7 @@ fn count_all(
         .try_fold(
             || Counter::new(cfg),
             |mut counter, (t, opts)| {
-                let mut sink = CountInto { rule, counter: &mut counter };
+                let mut sink = CountSink::new(rule, &mut counter);
                 flowlog::for_each_record(t, opts, &mut sink)
                     .map_err(|e| BenchError::Stage { stage: "count", message: e.to_string() })?;
                 Ok(counter)
@@ -490,32 +490,6 @@ struct Touch(u64);
 impl RecordSink for Touch {
     fn record(&mut self, rec: &FlowRecord<'_>) {
         self.0 += u64::from(!rec.line().is_empty());
-    }
-    fn malformed(&mut self, _: &LineError) {}
-}
-
-struct Filter<'r> {
-    rule: &'r Rule,
-    hits: u64,
-}
-
-impl RecordSink for Filter<'_> {
-    fn record(&mut self, rec: &FlowRecord<'_>) {
-        self.hits += u64::from(matches!(self.rule.classify(rec), Ok(Some(_))));
-    }
-    fn malformed(&mut self, _: &LineError) {}
-}
-
-struct CountInto<'a> {
-    rule: &'a Rule,
-    counter: &'a mut Counter,
-}
-
-impl RecordSink for CountInto<'_> {
-    fn record(&mut self, rec: &FlowRecord<'_>) {
-        if let Ok(Some(hit)) = self.rule.classify(rec) {
-            self.counter.add(&hit);
-        }
     }
     fn malformed(&mut self, _: &LineError) {}
 }

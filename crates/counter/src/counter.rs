@@ -1,14 +1,13 @@
-//! Per-(hour, source) aggregates: [`Counter`] (one thread's partial), [`merge_rows`]; the
-//! sharded form is in `sharded.rs`, a key's destination set and interface ids in `destset.rs`
-//! and `interfaces.rs`.
+//! Per-(hour, source) aggregates: [`Counter`] (one thread's partial); the sharded form is in
+//! `sharded.rs`. A key's aggregate (destination set, sketch, interface ids) and its rows are
+//! `flowspike_model`'s [`Aggregate`].
 
-use crate::columns::Columns;
-use crate::destset::{Dests, Sketch};
-use crate::hll::{Hll, HllError};
-use crate::interfaces::Interfaces;
-use crate::rule::{Hit, HOUR};
-use crate::AggregateRow;
+use crate::rule::Hit;
 use ahash::AHashMap;
+use flowspike_model::{
+    ip_string, rows_of_maps, Aggregate, AggregateRow, Hll, Limits, RowError, DEFAULT_DEST_CAP,
+    DEFAULT_INTERFACE_CAP,
+};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::IpAddr;
@@ -35,11 +34,19 @@ pub struct CounterConfig {
 /// Default of [`CounterConfig::max_sources_per_hour`].
 pub const DEFAULT_MAX_SOURCES_PER_HOUR: usize = 1_000_000;
 
+impl CounterConfig {
+    /// The caps of one key.
+    #[inline]
+    pub fn limits(&self) -> Limits {
+        Limits { dest_cap: self.dest_cap, interface_cap: self.interface_cap }
+    }
+}
+
 impl Default for CounterConfig {
     fn default() -> Self {
         CounterConfig {
-            dest_cap: 10_000,
-            interface_cap: 256,
+            dest_cap: DEFAULT_DEST_CAP,
+            interface_cap: DEFAULT_INTERFACE_CAP,
             max_sources_per_hour: DEFAULT_MAX_SOURCES_PER_HOUR,
         }
     }
@@ -97,161 +104,6 @@ impl Overflow {
     }
 }
 
-/// A row that cannot be merged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RowError {
-    /// `src_ip` is not an IP address.
-    #[error("row hour={hour} src_ip={src_ip:?}: src_ip is not an ip address")]
-    SrcIp {
-        /// The row's hour.
-        hour: i64,
-        /// The row's source.
-        src_ip: String,
-    },
-    /// An entry of `dest_ips` is not an IP address.
-    #[error("row hour={hour} src_ip={src_ip}: dest_ips entry {value:?} is not an ip address")]
-    DestIp {
-        /// The row's hour.
-        hour: i64,
-        /// The row's source.
-        src_ip: String,
-        /// The bad entry.
-        value: String,
-    },
-    /// `hour` is not a multiple of 3600.
-    #[error("row hour={hour} src_ip={src_ip}: hour is not a multiple of 3600")]
-    Hour {
-        /// The row's hour.
-        hour: i64,
-        /// The row's source.
-        src_ip: String,
-    },
-    /// `dest_hll` does not decode.
-    #[error("row hour={hour} src_ip={src_ip}: dest_hll: {source}")]
-    Hll {
-        /// The row's hour.
-        hour: i64,
-        /// The row's source.
-        src_ip: String,
-        /// The cause.
-        source: HllError,
-    },
-}
-
-/// The running aggregate of one (hour, source).
-#[derive(Debug, Clone)]
-pub(crate) struct Agg {
-    blocked_count: u64,
-    bytes: u64,
-    packets: u64,
-    dests: Dests,
-    interfaces: Interfaces,
-}
-
-impl Agg {
-    fn new() -> Agg {
-        Agg {
-            blocked_count: 0,
-            bytes: 0,
-            packets: 0,
-            dests: Dests::new(),
-            interfaces: Interfaces::None,
-        }
-    }
-
-    pub(crate) fn merge(&mut self, other: Agg, cfg: &CounterConfig) {
-        self.blocked_count = self.blocked_count.saturating_add(other.blocked_count);
-        self.bytes = self.bytes.saturating_add(other.bytes);
-        self.packets = self.packets.saturating_add(other.packets);
-        self.dests.merge(other.dests, cfg.dest_cap);
-        other.interfaces.for_each(|id| self.interfaces.add(id, cfg.interface_cap));
-    }
-
-    /// The distinct destination count, the kept destinations in address order, and the sketch's
-    /// registers when past the cap.
-    fn sorted_dests(&self) -> (u64, Vec<IpAddr>, Option<Vec<u8>>) {
-        let (unique, mut dests, hll) = match &self.dests {
-            Dests::Sketch(s) => {
-                (s.count(), s.lowest.iter().copied().collect(), Some(s.hll.to_bytes()))
-            }
-            exact => {
-                let mut v = Vec::with_capacity(exact.exact_len());
-                exact.for_each_exact(|ip| v.push(ip));
-                (v.len() as u64, v, None)
-            }
-        };
-        dests.sort_unstable();
-        (unique, dests, hll)
-    }
-
-    fn to_row(&self, hour: i64, src: IpAddr) -> AggregateRow {
-        let (unique, dests, hll) = self.sorted_dests();
-        AggregateRow {
-            hour,
-            src_ip: ip_string(src),
-            blocked_count: self.blocked_count,
-            unique_dest_count: unique,
-            dest_ips: dests.iter().map(|d| ip_string(*d)).collect(),
-            interface_ids: {
-                let mut ids = Vec::with_capacity(self.interfaces.len());
-                // Interface ids are ASCII: `from_utf8` checks them much faster than the lossy
-                // conversion walks them; anything else is still converted lossily.
-                self.interfaces.for_each(|b| {
-                    ids.push(match std::str::from_utf8(b) {
-                        Ok(s) => s.to_owned(),
-                        Err(_) => String::from_utf8_lossy(b).into_owned(),
-                    })
-                });
-                ids
-            },
-            bytes: self.bytes,
-            packets: self.packets,
-            dest_ips_truncated: hll.is_some(),
-            dest_hll: hll,
-        }
-    }
-
-    /// Appends the columns of one row: `hour`, `src`, and this aggregate. The same values as
-    /// [`Agg::to_row`] (tested), written into the columns' buffers.
-    fn push_columns(&self, hour: i64, src: IpAddr, c: &mut Columns) {
-        c.hour.push(hour);
-        with_ip_text(src, |t| c.src_ip.push(t));
-        c.blocked_count.push(self.blocked_count);
-        match &self.dests {
-            // Nearly every key: a few IPv4 addresses, sorted on the stack (numeric order of
-            // the `u32`s is address order).
-            Dests::V4 { len, addrs } => {
-                let mut sorted = *addrs;
-                let sorted = &mut sorted[..usize::from(*len)];
-                sorted.sort_unstable();
-                c.unique_dest_count.push(sorted.len() as u64);
-                for &a in sorted.iter() {
-                    with_ip_text(IpAddr::V4(a.into()), |t| c.dest_ips.push_item(t));
-                }
-                c.dest_ips_truncated.push(false);
-                c.dest_hll.push(None);
-            }
-            _ => {
-                let (unique, dests, hll) = self.sorted_dests();
-                c.unique_dest_count.push(unique);
-                for d in dests {
-                    with_ip_text(d, |t| c.dest_ips.push_item(t));
-                }
-                c.dest_ips_truncated.push(hll.is_some());
-                c.dest_hll.push(hll);
-            }
-        }
-        c.dest_ips.end_list();
-        self.interfaces.for_each(|b| match std::str::from_utf8(b) {
-            Ok(s) => c.interface_ids.push_item(s),
-            Err(_) => c.interface_ids.push_item(&String::from_utf8_lossy(b)),
-        });
-        c.interface_ids.end_list();
-        c.bytes.push(self.bytes);
-        c.packets.push(self.packets);
-    }
-}
-
 /// One thread's partial aggregate: (hour, source) → counts. Not shared; merge partials with
 /// [`Counter::merge`].
 ///
@@ -267,7 +119,7 @@ impl Agg {
 #[derive(Debug, Clone, Default)]
 pub struct Counter {
     /// Sorted by hour, each hour once.
-    pub(crate) hours: Vec<(i64, AHashMap<IpAddr, Agg>)>,
+    pub(crate) hours: Vec<(i64, AHashMap<IpAddr, Aggregate>)>,
     /// Index in `hours` of the hour updated last (a hint; checked before use).
     last: usize,
     pub(crate) cfg: CounterConfig,
@@ -289,7 +141,7 @@ impl Counter {
     /// The map of `hour`'s sources, made (empty) if the hour is new; the caller inserts into it
     /// (within the cap: see [`Counter::admit`]).
     #[inline]
-    pub(crate) fn sources_mut(&mut self, hour: i64) -> &mut AHashMap<IpAddr, Agg> {
+    pub(crate) fn sources_mut(&mut self, hour: i64) -> &mut AHashMap<IpAddr, Aggregate> {
         let i = self.hour_index(hour);
         &mut self.hours[i].1
     }
@@ -336,7 +188,7 @@ impl Counter {
     fn admit_at_cap(
         over: &mut BTreeMap<i64, Box<Overflow>>,
         hour: i64,
-        sources: &mut AHashMap<IpAddr, Agg>,
+        sources: &mut AHashMap<IpAddr, Aggregate>,
         src: IpAddr,
         weight: u64,
     ) -> bool {
@@ -350,7 +202,7 @@ impl Counter {
             Some(max) if src < max && sources.len() <= kept.len() => {
                 kept.pop();
                 kept.push(src);
-                let dropped = sources.remove(&max).map_or(0, |a| a.blocked_count);
+                let dropped = sources.remove(&max).map_or(0, |a| a.blocked_count());
                 over.records = over.records.saturating_add(dropped);
                 over.sources.insert(max);
                 true
@@ -378,7 +230,7 @@ impl Counter {
         keys.select_nth_unstable(cap);
         let over = self.over.entry(*hour).or_insert_with(|| Box::new(Overflow::new()));
         for ip in &keys[cap..] {
-            let dropped = sources.remove(ip).map_or(0, |a| a.blocked_count);
+            let dropped = sources.remove(ip).map_or(0, |a| a.blocked_count());
             over.records = over.records.saturating_add(dropped);
             over.sources.insert(*ip);
         }
@@ -402,19 +254,13 @@ impl Counter {
             return false;
         }
         let sources = &mut self.hours[i].1;
-        let agg = sources.entry(hit.src).or_insert_with(Agg::new);
-        agg.blocked_count = agg.blocked_count.saturating_add(1);
-        agg.bytes = agg.bytes.saturating_add(hit.bytes);
-        agg.packets = agg.packets.saturating_add(hit.packets);
-        agg.dests.insert(hit.dst, cfg.dest_cap);
-        if let Some(id) = hit.interface_id {
-            agg.interfaces.add(id, cfg.interface_cap);
-        }
+        let agg = sources.entry(hit.src).or_default();
+        agg.add(hit.dst, hit.bytes, hit.packets, hit.interface_id, cfg.limits());
         sources.len() > before
     }
 
     /// The sources of `hour` (none if the hour is not here).
-    pub(crate) fn hour_sources(&self, hour: i64) -> Option<&AHashMap<IpAddr, Agg>> {
+    pub(crate) fn hour_sources(&self, hour: i64) -> Option<&AHashMap<IpAddr, Aggregate>> {
         let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
         Some(&self.hours[i].1)
     }
@@ -423,7 +269,7 @@ impl Counter {
     /// cap applied from outside: [`ShardedCounter`]'s cap over all its shards).
     pub(crate) fn drop_source(&mut self, hour: i64, src: IpAddr) {
         let Ok(i) = self.hours.binary_search_by_key(&hour, |(h, _)| *h) else { return };
-        let dropped = self.hours[i].1.remove(&src).map_or(0, |a| a.blocked_count);
+        let dropped = self.hours[i].1.remove(&src).map_or(0, |a| a.blocked_count());
         self.refuse(hour, src, dropped);
     }
 
@@ -441,27 +287,23 @@ impl Counter {
     /// contributes its `dest_ips` as the lowest entries, its `dest_hll` registers (or, when absent,
     /// a sketch built from `dest_ips`) and its `unique_dest_count` as a lower bound.
     pub fn add_row(&mut self, row: &AggregateRow) -> Result<(), RowError> {
-        let agg = agg_of_row(row, &self.cfg)?;
-        let src: IpAddr = row
-            .src_ip
-            .parse()
-            .map_err(|_| RowError::SrcIp { hour: row.hour, src_ip: row.src_ip.clone() })?;
+        let (src, agg) = Aggregate::from_row(row, self.cfg.limits())?;
         self.merge_agg(row.hour, src, agg);
         Ok(())
     }
 
     /// Merges `agg`, built under any limits, re-applying this counter's caps.
-    pub(crate) fn merge_agg(&mut self, hour: i64, src: IpAddr, agg: Agg) {
-        let cfg = self.cfg;
+    pub(crate) fn merge_agg(&mut self, hour: i64, src: IpAddr, agg: Aggregate) {
+        let limits = self.cfg.limits();
         let i = self.hour_index(hour);
-        if !self.admit(i, src, agg.blocked_count) {
+        if !self.admit(i, src, agg.blocked_count()) {
             return;
         }
         match self.hours[i].1.entry(src) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(agg, &cfg),
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(agg, limits),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let mut fresh = Agg::new();
-                fresh.merge(agg, &cfg); // re-applies this counter's caps
+                let mut fresh = Aggregate::new();
+                fresh.merge(agg, limits); // re-applies this counter's caps
                 e.insert(fresh);
             }
         }
@@ -484,7 +326,7 @@ impl Counter {
         }
         // Same limits: an aggregate of `other` is within this counter's caps as it is, so a key
         // or a whole hour that is only in `other` moves over unchanged.
-        let cfg = self.cfg;
+        let limits = self.cfg.limits();
         for (hour, mut theirs) in other.hours {
             match self.hours.binary_search_by_key(&hour, |(h, _)| *h) {
                 Err(i) => {
@@ -500,7 +342,7 @@ impl Counter {
                     for (src, agg) in theirs {
                         match mine.entry(src) {
                             std::collections::hash_map::Entry::Occupied(mut e) => {
-                                e.get_mut().merge(agg, &cfg)
+                                e.get_mut().merge(agg, limits)
                             }
                             std::collections::hash_map::Entry::Vacant(e) => {
                                 e.insert(agg);
@@ -558,7 +400,7 @@ impl Counter {
     }
 
     /// Removes the keys of `hour` and returns their map, if the hour has any.
-    pub(crate) fn take_hour_map(&mut self, hour: i64) -> Option<AHashMap<IpAddr, Agg>> {
+    pub(crate) fn take_hour_map(&mut self, hour: i64) -> Option<AHashMap<IpAddr, Aggregate>> {
         let i = self.hours.binary_search_by_key(&hour, |(h, _)| *h).ok()?;
         self.last = 0;
         if let Some(o) = self.over.get_mut(&hour) {
@@ -584,175 +426,6 @@ impl Counter {
             .collect();
         hours.into_iter().flatten().collect()
     }
-}
-
-/// Calls `f` with the text form of `ip` ([`ip_string`]), made on the stack for IPv4.
-#[inline]
-fn with_ip_text<R>(ip: IpAddr, f: impl FnOnce(&str) -> R) -> R {
-    match ip {
-        IpAddr::V4(v4) => {
-            let (buf, n) = v4_text(v4);
-            f(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-        }
-        IpAddr::V6(_) => f(&ip.to_string()),
-    }
-}
-
-/// `ip.to_string()`, without the formatting machinery for IPv4 (the common case; rows hold
-/// hundreds of thousands of addresses).
-fn ip_string(ip: IpAddr) -> String {
-    with_ip_text(ip, str::to_owned)
-}
-
-/// The dotted-decimal text of `v4` (at most 15 bytes) and its length; the rest of the buffer is
-/// zero.
-fn v4_text(v4: std::net::Ipv4Addr) -> ([u8; 16], usize) {
-    let mut buf = [0u8; 16];
-    let mut n = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        if octet >= 100 {
-            buf[n] = b'0' + octet / 100;
-            n += 1;
-        }
-        if octet >= 10 {
-            buf[n] = b'0' + octet / 10 % 10;
-            n += 1;
-        }
-        buf[n] = b'0' + octet % 10;
-        n += 1;
-    }
-    (buf, n)
-}
-
-/// The first 16 bytes of `ip`'s text form ([`ip_string`]) as a big-endian number, zero-padded:
-/// two addresses whose keys differ compare like their texts, so rows are sorted by `src_ip` as
-/// text without making and comparing strings. Only texts of 16 bytes or more (long IPv6 forms) can
-/// share a key; [`rows_of_maps`] compares those by their texts.
-fn text_key(ip: IpAddr) -> u128 {
-    let buf = match ip {
-        IpAddr::V4(v4) => v4_text(v4).0,
-        IpAddr::V6(_) => {
-            let text = ip.to_string();
-            let n = text.len().min(16);
-            let mut buf = [0u8; 16];
-            buf[..n].copy_from_slice(&text.as_bytes()[..n]);
-            buf
-        }
-    };
-    u128::from_be_bytes(buf)
-}
-
-fn agg_of_row(row: &AggregateRow, cfg: &CounterConfig) -> Result<Agg, RowError> {
-    if row.hour % HOUR != 0 {
-        return Err(RowError::Hour { hour: row.hour, src_ip: row.src_ip.clone() });
-    }
-    let mut dests = Vec::with_capacity(row.dest_ips.len());
-    for d in &row.dest_ips {
-        dests.push(d.parse::<IpAddr>().map_err(|_| RowError::DestIp {
-            hour: row.hour,
-            src_ip: row.src_ip.clone(),
-            value: d.clone(),
-        })?);
-    }
-    let dests = if row.dest_ips_truncated {
-        let mut s = Sketch::from_set(dests.iter(), cfg.dest_cap);
-        if let Some(bytes) = &row.dest_hll {
-            let h = Hll::from_bytes(bytes).map_err(|source| RowError::Hll {
-                hour: row.hour,
-                src_ip: row.src_ip.clone(),
-                source,
-            })?;
-            s.hll.merge(&h);
-        }
-        s.floor = row.unique_dest_count;
-        Dests::Sketch(Box::new(s))
-    } else {
-        let mut d = Dests::new();
-        for ip in dests {
-            d.insert(ip, cfg.dest_cap);
-        }
-        d
-    };
-    let mut agg = Agg {
-        blocked_count: row.blocked_count,
-        bytes: row.bytes,
-        packets: row.packets,
-        dests,
-        interfaces: Interfaces::None,
-    };
-    for id in &row.interface_ids {
-        agg.interfaces.add(id.as_bytes(), cfg.interface_cap);
-    }
-    Ok(agg)
-}
-
-/// Merges rows into one row per `(hour, src_ip)` with destination cap `cap`, sorted by
-/// `(hour, src_ip)`. See [`Counter::add_row`] for how truncated rows merge.
-///
-/// Fails on a row whose `src_ip`/`dest_ips` are not addresses, whose hour is not a multiple of
-/// 3600, or whose `dest_hll` does not decode.
-pub fn merge_rows(
-    rows: impl IntoIterator<Item = AggregateRow>,
-    cap: usize,
-) -> Result<Vec<AggregateRow>, RowError> {
-    // Rows are merged as they are: they were capped (or not) when they were counted.
-    let mut c = Counter::new(CounterConfig {
-        dest_cap: cap,
-        max_sources_per_hour: usize::MAX,
-        ..CounterConfig::default()
-    });
-    for row in rows {
-        c.add_row(&row)?;
-    }
-    Ok(c.into_rows())
-}
-
-/// The rows of `hour` from its shards' maps (a source is in one map at most), sorted by `src_ip`
-/// as text. The sources are sorted by [`text_key`] (plain numbers, with references to the
-/// aggregates), then the rows are built in that order straight into a vector of the final size,
-/// in parallel: sorting finished rows by their strings moved and compared hundreds of bytes per
-/// row, and collecting an unknown number of rows grows vectors by doubling, whose fresh memory
-/// cost more than building the rows on a machine where fresh pages are expensive (a VM).
-pub(crate) fn rows_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Vec<AggregateRow> {
-    sorted_sources(maps).par_iter().map(|(_, ip, agg)| agg.to_row(hour, **ip)).collect()
-}
-
-/// The sources of `maps` with their aggregates, sorted by `src_ip` as text ([`text_key`], then
-/// the texts where keys tie).
-fn sorted_sources(maps: &[AHashMap<IpAddr, Agg>]) -> Vec<(u128, &IpAddr, &Agg)> {
-    let mut order: Vec<(u128, &IpAddr, &Agg)> =
-        Vec::with_capacity(maps.iter().map(|m| m.len()).sum());
-    for m in maps {
-        order.extend(m.iter().map(|(ip, agg)| (text_key(*ip), ip, agg)));
-    }
-    order.par_sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| ip_string(*a.1).cmp(&ip_string(*b.1)))
-    });
-    order
-}
-
-/// The rows of `hour` from its shards' maps as [`Columns`], in [`rows_of_maps`]'s order; built
-/// sequentially (hours are built in parallel), each buffer sized once for the hour.
-pub(crate) fn columns_of_maps(hour: i64, maps: &[AHashMap<IpAddr, Agg>]) -> Columns {
-    let order = sorted_sources(maps);
-    let (dests, ids) = order.iter().fold((0, 0), |(d, i), (_, _, agg)| {
-        let kept = match &agg.dests {
-            Dests::Sketch(s) => s.lowest.len(),
-            exact => exact.exact_len(),
-        };
-        (d + kept, i + agg.interfaces.len())
-    });
-    // Room for IPv4 texts (at most 15 bytes) and `eni-` ids (21); longer ones grow the buffers.
-    let mut c =
-        Columns::with_capacity(order.len(), order.len() * 15, (dests, dests * 15), (ids, ids * 21));
-    for (_, ip, agg) in &order {
-        agg.push_columns(hour, **ip, &mut c);
-    }
-    c
 }
 #[cfg(test)]
 mod tests;

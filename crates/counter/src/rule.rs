@@ -4,9 +4,6 @@ use flowlog::{Action, FieldError, FlowRecord, LogStatus};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// Seconds in an hour.
-pub const HOUR: i64 = 3600;
-
 /// The latest event time any part of flowspike accepts: 9999-12-31T23:59:59Z (unix seconds), the
 /// bound `flowspike-synth` uses. Every hour at or before it converts to a chrono date, a Parquet
 /// `TIMESTAMP` and a `date=YYYY-MM-DD` partition; later ones do not all (8.3e12 s overflows chrono).

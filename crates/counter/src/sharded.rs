@@ -1,15 +1,12 @@
 //! [`ShardedCounter`]: partial aggregates split by source so they merge shard by shard in
 //! parallel, and [`par_count`].
 
-use crate::columns::Columns;
-use crate::counter::{
-    columns_of_maps, rows_of_maps, Agg, Counter, CounterConfig, Overflow, SourceOverflow,
-};
-use crate::hll::hash_ip;
+use crate::counter::{Counter, CounterConfig, Overflow, SourceOverflow};
 use crate::rule::Hit;
-use crate::AggregateRow;
 use ahash::AHashMap;
 use crossbeam_utils::CachePadded;
+use flowspike_model::hll::hash_ip;
+use flowspike_model::{columns_of_maps, rows_of_maps, Aggregate, AggregateRow, Columns};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::IpAddr;
@@ -252,7 +249,7 @@ impl ShardedCounter {
             self.last = 0;
         }
         self.kept.remove(&hour);
-        let maps: Vec<AHashMap<IpAddr, Agg>> =
+        let maps: Vec<AHashMap<IpAddr, Aggregate>> =
             self.shards.iter_mut().filter_map(|s| s.take_hour_map(hour)).collect();
         rows_of_maps(hour, &maps)
     }
@@ -296,8 +293,8 @@ impl ShardedCounter {
     }
 
     /// Every hour's maps (one per shard that has the hour), hours ascending.
-    fn hour_maps(self) -> BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> {
-        let mut hours: BTreeMap<i64, Vec<AHashMap<IpAddr, Agg>>> = BTreeMap::new();
+    fn hour_maps(self) -> BTreeMap<i64, Vec<AHashMap<IpAddr, Aggregate>>> {
+        let mut hours: BTreeMap<i64, Vec<AHashMap<IpAddr, Aggregate>>> = BTreeMap::new();
         for shard in self.shards {
             for (hour, sources) in CachePadded::into_inner(shard).hours {
                 if !sources.is_empty() {

@@ -761,7 +761,7 @@ pub struct AdaptiveSource {
 mod tests {
     use super::*;
     use crate::{Detector, Mode};
-    use flowspike_counter::AggregateRow;
+    use flowspike_model::AggregateRow;
     use proptest::prelude::*;
 
     const H: i64 = 3600;

@@ -25,7 +25,7 @@
 //! against.
 //!
 //! ```
-//! use flowspike_counter::AggregateRow;
+//! use flowspike_model::AggregateRow;
 //! use flowspike_detect::{detect, DetectConfig, Mode};
 //!
 //! let row = |hour: i64, c: u64| AggregateRow {
@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use flowspike_counter::{AggregateRow, Columns};
+use flowspike_model::{AggregateRow, HourRows};
 use serde::{Deserialize, Serialize};
 
 mod adaptive;
@@ -246,79 +246,6 @@ impl DetectorState {
     }
 }
 
-/// The rows of one hour, as [`AggregateRow`]s or as [`Columns`] (what a replay builds; columns
-/// shorter than `hour` read as zero counts and empty lists past their end).
-#[derive(Debug, Clone, Copy)]
-pub enum HourRows<'a> {
-    /// Rows.
-    Rows(&'a [AggregateRow]),
-    /// Rows as columns.
-    Columns(&'a Columns),
-}
-
-impl<'a> From<&'a [AggregateRow]> for HourRows<'a> {
-    fn from(rows: &'a [AggregateRow]) -> Self {
-        HourRows::Rows(rows)
-    }
-}
-
-impl<'a> From<&'a Vec<AggregateRow>> for HourRows<'a> {
-    fn from(rows: &'a Vec<AggregateRow>) -> Self {
-        HourRows::Rows(rows)
-    }
-}
-
-impl<'a> From<&'a Columns> for HourRows<'a> {
-    fn from(columns: &'a Columns) -> Self {
-        HourRows::Columns(columns)
-    }
-}
-
-impl<'a> HourRows<'a> {
-    /// Number of rows.
-    pub fn len(self) -> usize {
-        match self {
-            HourRows::Rows(r) => r.len(),
-            HourRows::Columns(c) => c.len(),
-        }
-    }
-
-    /// True when there is no row.
-    pub fn is_empty(self) -> bool {
-        self.len() == 0
-    }
-
-    /// Row `i`'s source (`i < len`).
-    fn src_ip(self, i: usize) -> &'a str {
-        match self {
-            HourRows::Rows(r) => &r[i].src_ip,
-            HourRows::Columns(c) => c.src_ip.get(i),
-        }
-    }
-
-    /// Row `i`'s count (`i < len`).
-    fn blocked_count(self, i: usize) -> u64 {
-        match self {
-            HourRows::Rows(r) => r[i].blocked_count,
-            HourRows::Columns(c) => c.blocked_count.get(i).copied().unwrap_or_default(),
-        }
-    }
-
-    /// Row `i`'s destination count, destinations and interface ids (`i < len`).
-    fn spike_parts(self, i: usize) -> (u64, Vec<String>, Vec<String>) {
-        match self {
-            HourRows::Rows(r) => {
-                (r[i].unique_dest_count, r[i].dest_ips.clone(), r[i].interface_ids.clone())
-            }
-            HourRows::Columns(c) => (
-                c.unique_dest_count.get(i).copied().unwrap_or_default(),
-                c.dest_ips.list(i).map(str::to_owned).collect(),
-                c.interface_ids.list(i).map(str::to_owned).collect(),
-            ),
-        }
-    }
-}
-
 /// One source's observation in one hour: the merged rows of that source.
 #[derive(Debug)]
 pub(crate) struct Obs<'a> {
@@ -375,12 +302,12 @@ impl Obs<'_> {
     /// Builds the spike record for this observation.
     pub(crate) fn spike(&self, mode: Mode, hour: i64, b: Baseline, threshold: f64) -> Spike {
         let (dest_ips, unique_dest_count, resource_ids) = if self.more.is_empty() {
-            let (u, d, i) = self.rows.spike_parts(self.first);
+            let (u, d, i) = self.rows.dests_and_interfaces(self.first);
             (d, u, i)
         } else {
             let (mut d, mut i, mut u) = (Vec::new(), Vec::new(), 0);
             for r in std::iter::once(self.first).chain(self.more.iter().copied()) {
-                let (ru, rd, ri) = self.rows.spike_parts(r);
+                let (ru, rd, ri) = self.rows.dests_and_interfaces(r);
                 d.extend(rd);
                 i.extend(ri);
                 u = u.max(ru);

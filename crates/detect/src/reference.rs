@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use flowspike_counter::AggregateRow;
+use flowspike_model::AggregateRow;
 
 use crate::{group_hour, stats_two_pass, Baseline, DetectConfig, Mode, Spike};
 

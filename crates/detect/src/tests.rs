@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use flowspike_model::Columns;
 
 const H: i64 = 3600;
 

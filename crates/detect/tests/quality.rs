@@ -165,7 +165,7 @@ fn adaptive_fleet_event_is_one_record_an_hour_and_episodes_keep_their_first_id()
     let src = case.hours[n - 48].1.first().expect("an active source").src_ip.clone();
     for (_, rows) in &mut case.hours[n - 48..n - 46] {
         rows.retain(|r| r.src_ip != src);
-        rows.push(flowspike_counter::AggregateRow {
+        rows.push(flowspike_model::AggregateRow {
             hour: 0,
             src_ip: src.clone(),
             blocked_count: 5000,

@@ -1,7 +1,7 @@
 //! Kinesis records to a [`Batch`]: framing detection, the counting rule, bad input counted.
 
-use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
-use flowspike_counter::{ClassifyError, Counter, CounterConfig, Rule, TimeBounds};
+use flowlog::DecodeOptions;
+use flowspike_counter::{CountHooks, CountSink, Counter, CounterConfig, Rule, SinkStats};
 
 use crate::engine::{Batch, Stats};
 
@@ -58,18 +58,17 @@ pub fn decode_batch_at(
     for r in records {
         stats.kinesis_records += 1;
         stats.kinesis_bytes += r.data.len() as u64;
-        let mut sink = Sink {
-            counter: &mut counter,
-            rule: &ctx.rule,
-            bounds,
-            stats: &mut stats,
+        let hooks = Hooks {
             max_start: &mut max_start,
             shard_id,
             sequence_number: r.sequence_number,
             logged: 0,
             logged_in_batch: &mut logged_in_batch,
         };
-        if let Err(e) = flowlog::for_each_record(r.data, &ctx.decode, &mut sink) {
+        let mut sink = CountSink::with_hooks(&ctx.rule, bounds, &mut counter, hooks);
+        let decoded = flowlog::for_each_record(r.data, &ctx.decode, &mut sink);
+        add_counts(&mut stats, &sink.stats);
+        if let Err(e) = decoded {
             stats.undecodable += 1;
             tracing::warn!(shard_id, sequence_number = r.sequence_number, error = %e, "undecodable kinesis record skipped");
         }
@@ -84,11 +83,18 @@ pub fn decode_batch_at(
     }
 }
 
-struct Sink<'a> {
-    counter: &'a mut Counter,
-    rule: &'a Rule,
-    bounds: TimeBounds,
-    stats: &'a mut Stats,
+/// Adds what a counting sink saw to a batch's counts.
+fn add_counts(stats: &mut Stats, seen: &SinkStats) {
+    stats.flow_records += seen.records;
+    stats.counted += seen.counted;
+    stats.malformed += seen.skipped();
+    stats.start_out_of_range += seen.start_out_of_range;
+    stats.control_messages += seen.control_messages;
+}
+
+/// The engine's hooks on the counting sink: the batch's latest event time, and bad input logged
+/// (a few per Kinesis record and per batch).
+struct Hooks<'a> {
     max_start: &'a mut Option<u64>,
     shard_id: &'a str,
     sequence_number: &'a str,
@@ -96,9 +102,20 @@ struct Sink<'a> {
     logged_in_batch: &'a mut u64,
 }
 
-impl Sink<'_> {
+impl CountHooks for Hooks<'_> {
+    // Every record's `start` moves the watermark, whatever its action: each goes through the
+    // rule's bounds first, so a far-future one moves nothing.
+    const CHECK_EVERY_START: bool = true;
+
+    #[inline]
+    fn start(&mut self, start: Option<u64>) -> bool {
+        if let Some(s) = start {
+            *self.max_start = Some(self.max_start.map_or(s, |m| m.max(s)));
+        }
+        true
+    }
+
     fn bad(&mut self, line: u64, error: &dyn std::fmt::Display) {
-        self.stats.malformed += 1;
         if self.logged < MAX_LOGGED_PER_RECORD && *self.logged_in_batch < MAX_LOGGED_PER_BATCH {
             self.logged += 1;
             *self.logged_in_batch += 1;
@@ -110,46 +127,6 @@ impl Sink<'_> {
                 "malformed flow log record skipped"
             );
         }
-    }
-}
-
-impl RecordSink for Sink<'_> {
-    fn record(&mut self, rec: &FlowRecord<'_>) {
-        self.stats.flow_records += 1;
-        // Every record's `start` moves the watermark, whatever its action: each goes through the
-        // rule's bounds first, so a far-future one moves nothing.
-        match rec.start() {
-            Ok(Some(s)) => match self.bounds.check(s) {
-                Ok(s) => *self.max_start = Some(self.max_start.map_or(s, |m| m.max(s))),
-                Err(e) => {
-                    self.stats.start_out_of_range += 1;
-                    return self.bad(rec.line_number(), &e);
-                }
-            },
-            Ok(None) => {}
-            Err(e) => return self.bad(rec.line_number(), &e),
-        }
-        match self.rule.classify_within(rec, self.bounds) {
-            Ok(Some(hit)) => {
-                self.counter.add(&hit);
-                self.stats.counted += 1;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                if let ClassifyError::Start(_) = e {
-                    self.stats.start_out_of_range += 1;
-                }
-                self.bad(rec.line_number(), &e)
-            }
-        }
-    }
-
-    fn malformed(&mut self, err: &LineError) {
-        self.bad(err.line, err);
-    }
-
-    fn control_message(&mut self) {
-        self.stats.control_messages += 1;
     }
 }
 

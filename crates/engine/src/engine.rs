@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flowspike_counter::{
-    AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
+    AggregateRow, Columns, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
 };
 use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
@@ -716,7 +716,7 @@ pub fn new_spikes(
 
 /// Writes `rows` as one Parquet object at `key`.
 pub fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(), EngineError> {
-    let bytes = encode_parquet(rows)
+    let bytes = encode_parquet(&Columns::from_rows(rows))
         .map_err(|source| EngineError::Codec { key: key.to_owned(), source })?;
     store.put(key, bytes)?;
     Ok(())

@@ -1,14 +1,15 @@
 //! Hourly aggregate history: Hive-partitioned Parquet files under `<state>/aggregates/`.
 //!
 //! [`Store`] is the object store abstraction; [`LocalStore`] implements it on a directory,
-//! `flowspike-aws` implements it on S3. [`History`] reads and writes the hourly files.
+//! `flowspike-aws` implements it on S3. [`History`] reads and writes the hourly files: one entry
+//! point per operation, taking an hour's aggregates as rows or as columns ([`HourRows`]).
 //!
 //! Layout (Hive partitions): `aggregates/date=YYYY-MM-DD/hr=HH/<name>.parquet`, one row per
 //! (hour, src_ip) per file, zstd-compressed. Columns (see [`schema`]): `hour` TIMESTAMP(µs, UTC),
 //! `src_ip` UTF8, `blocked_count` INT64, `unique_dest_count` INT64, `dest_ips` `LIST<UTF8>`,
 //! `interface_ids` `LIST<UTF8>`, `bytes` INT64, `packets` INT64, `dest_ips_truncated` BOOLEAN, and the
 //! EXTENSION `dest_hll` BINARY (nullable): the HyperLogLog registers of a truncated row
-//! (`flowspike_counter::Hll::to_bytes`), null otherwise, so several files of one hour merge exactly
+//! (`flowspike_model::Hll::to_bytes`), null otherwise, so several files of one hour merge exactly
 //! past the destination cap. Readers that do not know `dest_hll` can ignore it.
 
 /// Errors of a [`Store`].
@@ -49,10 +50,10 @@ mod local;
 mod parquet_io;
 
 pub use local::LocalStore;
-pub use parquet_io::{decode_parquet, encode_columns, encode_parquet, schema, CodecError};
+pub use parquet_io::{decode_parquet, encode_parquet, schema, CodecError};
 
 use chrono::DateTime;
-use flowspike_counter::{merge_rows, AggregateRow, Columns, RowError, HOUR};
+use flowspike_model::{merge_rows, AggregateRow, Columns, HourRows, RowError, HOUR};
 use std::sync::Arc;
 
 /// Root of the aggregate files in a store.
@@ -162,7 +163,7 @@ impl std::fmt::Debug for History {
 impl History {
     /// A history in `store`, merging with the default destination cap (10,000).
     pub fn new(store: Arc<dyn Store>) -> History {
-        History { store, dest_cap: flowspike_counter::CounterConfig::default().dest_cap }
+        History { store, dest_cap: flowspike_model::DEFAULT_DEST_CAP }
     }
 
     /// The same history merging with destination cap `cap` in [`History::read_hour`].
@@ -176,79 +177,54 @@ impl History {
         &self.store
     }
 
-    /// Writes `rows` (all of `hour`) as `<hour prefix><name>` (`.parquet` appended when missing)
-    /// and returns the key. Rows with the same `src_ip` are merged first, so the file holds one row
-    /// per (hour, src_ip), sorted by `src_ip`. An existing file of that name is replaced atomically.
-    pub fn write_hour_file(
+    /// Writes `rows` (all of `hour`, as [`AggregateRow`]s or [`Columns`]) as `<hour
+    /// prefix><name>` (`.parquet` appended when missing) and returns the key. Rows with the same
+    /// `src_ip` are merged first, so the file holds one row per (hour, src_ip), sorted by
+    /// `src_ip`. An existing file of that name is replaced atomically.
+    ///
+    /// Rows already in that shape (what the counters hand out) are encoded as they are; columns
+    /// then from their buffers whole (`encode_parquet`), with no row made.
+    pub fn write_hour_file<'a>(
         &self,
         hour: i64,
-        rows: &[AggregateRow],
+        rows: impl Into<HourRows<'a>>,
         name: &str,
     ) -> Result<String, HistoryError> {
+        let rows = rows.into();
         let key = hour_file_key(hour, name)?;
-        if let Some(r) = rows.iter().find(|r| r.hour != hour) {
-            return Err(HistoryError::WrongHour {
-                key,
-                src_ip: r.src_ip.clone(),
-                expected: hour,
-                found: r.hour,
-            });
-        }
-        let sorted_unique = rows.windows(2).all(|w| w[0].src_ip < w[1].src_ip);
-        let merged;
-        let rows = if sorted_unique {
-            rows
+        let encoded = if rows.is_hour_sorted_unique(hour) {
+            match rows {
+                HourRows::Columns(c) => encode_parquet(c),
+                HourRows::Rows(r) => encode_parquet(&Columns::from_rows(r)),
+            }
         } else {
-            merged = merge_rows(rows.iter().cloned(), self.dest_cap)
+            if let Some(i) = (0..rows.len()).find(|&i| rows.hour(i) != hour) {
+                return Err(HistoryError::WrongHour {
+                    key,
+                    src_ip: rows.src_ip(i).to_owned(),
+                    expected: hour,
+                    found: rows.hour(i),
+                });
+            }
+            let merged = merge_rows(rows.to_rows(), self.dest_cap)
                 .map_err(|source| HistoryError::Merge { hour, source })?;
-            &merged[..]
+            encode_parquet(&Columns::from_rows(&merged))
         };
-        let bytes = encode_parquet(rows)
-            .map_err(|source| HistoryError::Codec { key: key.clone(), source })?;
+        let bytes = encoded.map_err(|source| HistoryError::Codec { key: key.clone(), source })?;
         self.store.put(&key, bytes)?;
         Ok(key)
     }
 
-    /// Writes the new file of `hour`, then deletes every other `.parquet` file of that hour, so that
-    /// replaying an hour twice does not count it twice. Returns the new key.
-    pub fn replace_hour(
+    /// Writes the new file of `hour` ([`History::write_hour_file`]), then deletes every other
+    /// `.parquet` file of that hour, so that replaying an hour twice does not count it twice.
+    /// Returns the new key.
+    pub fn replace_hour<'a>(
         &self,
         hour: i64,
-        rows: &[AggregateRow],
+        rows: impl Into<HourRows<'a>>,
         name: &str,
     ) -> Result<String, HistoryError> {
         let key = self.write_hour_file(hour, rows, name)?;
-        self.delete_others(hour, &key)?;
-        Ok(key)
-    }
-
-    /// [`History::write_hour_file`] of rows given as [`Columns`] (as
-    /// `ShardedCounter::into_hour_columns` makes them): encoded from the columns' buffers when
-    /// they hold one row per source of `hour` in order, else through rows (checked and merged).
-    pub fn write_hour_columns(
-        &self,
-        hour: i64,
-        columns: &Columns,
-        name: &str,
-    ) -> Result<String, HistoryError> {
-        if !columns.is_hour_sorted_unique(hour) {
-            return self.write_hour_file(hour, &columns.to_rows(), name);
-        }
-        let key = hour_file_key(hour, name)?;
-        let bytes = encode_columns(columns)
-            .map_err(|source| HistoryError::Codec { key: key.clone(), source })?;
-        self.store.put(&key, bytes)?;
-        Ok(key)
-    }
-
-    /// [`History::replace_hour`] of rows given as [`Columns`] ([`History::write_hour_columns`]).
-    pub fn replace_hour_columns(
-        &self,
-        hour: i64,
-        columns: &Columns,
-        name: &str,
-    ) -> Result<String, HistoryError> {
-        let key = self.write_hour_columns(hour, columns, name)?;
         self.delete_others(hour, &key)?;
         Ok(key)
     }
@@ -271,7 +247,7 @@ impl History {
     }
 
     /// Every row of `hour`, all files merged into one row per `src_ip` (see
-    /// `flowspike_counter::merge_rows`), sorted by `src_ip`. Empty when the hour has no file.
+    /// `flowspike_model::merge_rows`), sorted by `src_ip`. Empty when the hour has no file.
     pub fn read_hour(&self, hour: i64) -> Result<Vec<AggregateRow>, HistoryError> {
         let mut all = Vec::new();
         for key in self.hour_files(hour)? {

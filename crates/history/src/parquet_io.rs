@@ -12,7 +12,7 @@ use arrow_array::{
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use flowspike_counter::{AggregateRow, Columns, TextLists, Texts};
+use flowspike_model::{AggregateRow, Columns, TextLists, Texts};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -87,12 +87,6 @@ fn to_i64(v: u64, src_ip: &str, column: &'static str) -> Result<i64, CodecError>
     })
 }
 
-/// Encodes `rows` (in the given order) as one zstd-compressed Parquet file: [`encode_columns`] of
-/// their [`Columns`].
-pub fn encode_parquet(rows: &[AggregateRow]) -> Result<Vec<u8>, CodecError> {
-    encode_columns(&Columns::from_rows(rows))
-}
-
 /// Arrow offsets of a column's texts or lists (Arrow's 32-bit offsets hold 2 GiB).
 fn offsets(o: &[usize], column: &'static str) -> Result<OffsetBuffer<i32>, CodecError> {
     let o: Vec<i32> =
@@ -124,8 +118,8 @@ fn int64s_of(values: &[u64], c: &Columns, column: &'static str) -> Result<Int64A
 
 /// Encodes the rows of `c` (in their order) as one zstd-compressed Parquet file. Every column is
 /// made from whole buffers: the texts of a column are copied to Arrow at once, not string by
-/// string.
-pub fn encode_columns(c: &Columns) -> Result<Vec<u8>, CodecError> {
+/// string. Rows are encoded as `Columns::from_rows(rows)`.
+pub fn encode_parquet(c: &Columns) -> Result<Vec<u8>, CodecError> {
     let n = c.len();
     if !c.lengths_agree() {
         return Err(CodecError::Column {

@@ -84,7 +84,7 @@ proptest! {
     /// Encoding then decoding gives the same rows, for any values the columns can hold.
     #[test]
     fn parquet_round_trip(rows in proptest::collection::vec(row_strategy(), 0..20)) {
-        let bytes = encode_parquet(&rows).unwrap();
+        let bytes = encode_parquet(&Columns::from_rows(&rows)).unwrap();
         prop_assert_eq!(decode_parquet(&bytes).unwrap(), rows);
     }
 }
@@ -93,7 +93,7 @@ proptest! {
 fn encode_rejects_counts_above_i64() {
     let mut rows = rows_of(&[(H, 1, 1)], 10);
     rows[0].bytes = u64::MAX;
-    let err = encode_parquet(&rows).unwrap_err().to_string();
+    let err = encode_parquet(&Columns::from_rows(&rows)).unwrap_err().to_string();
     assert!(err.contains("column bytes") && err.contains("10.0.0.1"), "{err}");
 }
 
@@ -188,32 +188,36 @@ fn columns_write_like_rows() {
     assert!(
         rows.iter().any(|r| r.dest_ips_truncated) && rows.iter().any(|r| !r.dest_ips_truncated)
     );
-    let key = h.replace_hour_columns(H, &Columns::from_rows(&rows), "cols").unwrap();
+    let key = h.replace_hour(H, &Columns::from_rows(&rows), "cols").unwrap();
     assert_eq!(h.hour_files(H).unwrap(), std::slice::from_ref(&key));
     let bytes = h.store().get(&key).unwrap();
-    assert_eq!(bytes, encode_parquet(&rows).unwrap());
+    assert_eq!(bytes, encode_parquet(&Columns::from_rows(&rows)).unwrap());
     assert_eq!(decode_parquet(&bytes).unwrap(), rows);
+    // The same hour handed over as rows makes the same file.
+    let as_rows = h.write_hour_file(H, &rows, "rows").unwrap();
+    assert_eq!(h.store().get(&as_rows).unwrap(), bytes);
+    h.store().delete(&as_rows).unwrap();
 
-    // Out of order and duplicated: merged as `write_hour_file` merges rows.
+    // Out of order and duplicated: merged as rows are.
     let mut dup = [rows.clone(), rows_of(&[(H, 1, 3), (H, 0, 999)], 50)].concat();
     dup.reverse();
-    let key = h.replace_hour_columns(H, &Columns::from_rows(&dup), "dup").unwrap();
+    let key = h.replace_hour(H, &Columns::from_rows(&dup), "dup").unwrap();
     assert_eq!(h.hour_files(H).unwrap(), [key]);
     let all: Vec<(i64, u32, u32)> = hits.iter().copied().chain([(H, 1, 3), (H, 0, 999)]).collect();
     assert_eq!(h.read_hour(H).unwrap(), rows_of(&all, 50));
 
     // The hour is checked; counts above i64 are an error, not a wrapped value.
     let c = Columns::from_rows(&rows);
-    assert!(matches!(h.write_hour_columns(H + 3600, &c, "x"), Err(HistoryError::WrongHour { .. })));
-    assert!(matches!(h.write_hour_columns(H, &c, "a/b"), Err(HistoryError::Name { .. })));
+    assert!(matches!(h.write_hour_file(H + 3600, &c, "x"), Err(HistoryError::WrongHour { .. })));
+    assert!(matches!(h.write_hour_file(H, &c, "a/b"), Err(HistoryError::Name { .. })));
     let mut big = c.clone();
     big.packets[1] = u64::MAX;
-    let err = h.write_hour_columns(H, &big, "big").unwrap_err().to_string();
+    let err = h.write_hour_file(H, &big, "big").unwrap_err().to_string();
     assert!(err.contains("column packets") && err.contains(&rows[1].src_ip), "{err}");
     // Columns of unequal lengths (public fields) are an error, not a panic.
     let mut short = c;
     short.bytes.pop();
-    assert!(encode_columns(&short).unwrap_err().to_string().contains("unequal lengths"));
+    assert!(encode_parquet(&short).unwrap_err().to_string().contains("unequal lengths"));
 }
 
 /// An independent reader (pyarrow) sees the documented schema and values. FAILS when python or

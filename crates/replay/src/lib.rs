@@ -4,7 +4,7 @@
 //! Data flow: [`discover`] → fetcher threads → rayon workers (`flowlog::for_each_record`, or
 //! `flowlog::for_each_text_block` for large objects cut into blocks → `Rule::classify` → per-worker
 //! `ShardedCounter`) → merged shard by shard → `ShardedCounter::into_hour_columns` (`Columns` per
-//! hour) → `History::replace_hour_columns` per covered hour on writer threads → `detect_hours` (window
+//! hour) → `History::replace_hour` per covered hour on writer threads → `detect_hours` (window
 //! mode, alongside the writes) or `Detector` (splunk mode, after them) → spike records.
 
 mod archive;

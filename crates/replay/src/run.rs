@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowlog::{DecodeOptions, FlowRecord, Format, LineError, RecordSink};
-use flowspike_counter::{Columns, CounterConfig, Rule, ShardedCounter, HOUR};
-use flowspike_detect::{DetectConfig, Detector, HourInput, HourRows, Mode, Spike};
+use flowlog::{DecodeOptions, Format};
+use flowspike_counter::{CountHooks, CountSink, CounterConfig, Rule, ShardedCounter};
+use flowspike_detect::{DetectConfig, Detector, HourInput, Mode, Spike};
 use flowspike_history::History;
+use flowspike_model::{Columns, HourRows, HOUR};
 use rayon::prelude::*;
 
 use crate::archive::{discover, Archive, ArchiveError, ObjectInfo};
@@ -298,63 +299,33 @@ impl Worker {
     }
 }
 
-/// Feeds one object's records into an [`Acc`].
-struct Sink<'a> {
-    acc: &'a mut Acc,
-    rule: &'a Rule,
+/// Replay's hooks on the counting sink: the `--from/--to` window, the hours of the records, and
+/// a few samples of bad lines.
+struct ReplayHooks<'a> {
     from: i64,
     to: i64,
     location: &'a str,
+    /// Where samples of bad lines go (the summary's), at most [`MAX_SAMPLES`].
+    samples: &'a mut Vec<String>,
     last_hour: i64,
     /// The hours of this sink's records (within `--from/--to`).
     hours: BTreeSet<i64>,
+    /// Records outside `--from/--to`.
+    out_of_range: u64,
 }
 
-impl<'a> Sink<'a> {
-    fn new(acc: &'a mut Acc, cfg: &'a ReplayConfig, location: &'a str) -> Sink<'a> {
-        Sink {
-            acc,
-            rule: &cfg.rule,
-            from: cfg.from.unwrap_or(i64::MIN),
-            to: cfg.to.unwrap_or(i64::MAX),
-            location,
-            last_hour: i64::MIN,
-            hours: BTreeSet::new(),
-        }
-    }
+impl CountHooks for ReplayHooks<'_> {
+    // The rule's event-time bounds decide for every record, counted or not: a `start` past
+    // them is malformed (it would otherwise make an hour no file can be written for).
+    const CHECK_EVERY_START: bool = true;
 
-    /// The hours of the records fed, also added to the accumulator's.
-    fn finish(self) -> BTreeSet<i64> {
-        self.acc.hours.extend(self.hours.iter().copied());
-        self.hours
-    }
-
-    fn malformed_sample(&mut self, line: u64, reason: &dyn std::fmt::Display) {
-        let s = &mut self.acc.summary;
-        s.malformed += 1;
-        if s.malformed_samples.len() < MAX_SAMPLES {
-            s.malformed_samples.push(format!("{}:{line}: {reason}", self.location));
-        }
-    }
-}
-
-impl RecordSink for Sink<'_> {
-    fn record(&mut self, rec: &FlowRecord<'_>) {
-        self.acc.summary.records += 1;
-        // The rule's event-time bounds decide for every record, counted or not: a `start` past
-        // them is malformed (it would otherwise make an hour no file can be written for).
-        let start = match rec.start() {
-            Ok(Some(s)) => match self.rule.time_bounds().check(s) {
-                // At most `MAX_EVENT_TIME`: the conversion is exact.
-                Ok(s) => s as i64,
-                Err(e) => return self.malformed_sample(rec.line_number(), &e),
-            },
-            Ok(None) => return,
-            Err(e) => return self.malformed_sample(rec.line_number(), &e),
-        };
+    #[inline]
+    fn start(&mut self, start: Option<u64>) -> bool {
+        // At most `MAX_EVENT_TIME`: the conversion is exact.
+        let Some(start) = start.map(|s| s as i64) else { return false };
         if start < self.from || start >= self.to {
-            self.acc.summary.out_of_range += 1;
-            return;
+            self.out_of_range += 1;
+            return false;
         }
         // Records come mostly in time order: a start inside the last hour seen needs no division
         // (`last_hour` starts at `i64::MIN`, below every `start`).
@@ -363,23 +334,44 @@ impl RecordSink for Sink<'_> {
             self.hours.insert(hour);
             self.last_hour = hour;
         }
-        match self.rule.classify(rec) {
-            Ok(Some(hit)) => {
-                self.acc.counter.add(&hit);
-                self.acc.summary.counted += 1;
-            }
-            Ok(None) => {}
-            Err(e) => self.malformed_sample(rec.line_number(), &e),
+        true
+    }
+
+    fn bad(&mut self, line: u64, why: &dyn std::fmt::Display) {
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(format!("{}:{line}: {why}", self.location));
         }
     }
+}
 
-    fn malformed(&mut self, err: &LineError) {
-        self.malformed_sample(err.line, err);
-    }
-
-    fn control_message(&mut self) {
-        self.acc.summary.control_messages += 1;
-    }
+/// Runs `decode` with a counting sink feeding `acc` (records of `location`); adds what it saw to
+/// the accumulator's summary and hours. Returns `decode`'s result and the hours of its records.
+fn count_into<R>(
+    acc: &mut Acc,
+    cfg: &ReplayConfig,
+    location: &str,
+    decode: impl FnOnce(&mut CountSink<'_, &mut ShardedCounter, ReplayHooks<'_>>) -> R,
+) -> (R, BTreeSet<i64>) {
+    let Acc { counter, summary, hours, .. } = acc;
+    let hooks = ReplayHooks {
+        from: cfg.from.unwrap_or(i64::MIN),
+        to: cfg.to.unwrap_or(i64::MAX),
+        location,
+        samples: &mut summary.malformed_samples,
+        last_hour: i64::MIN,
+        hours: BTreeSet::new(),
+        out_of_range: 0,
+    };
+    let mut sink = CountSink::with_hooks(&cfg.rule, cfg.rule.time_bounds(), counter, hooks);
+    let r = decode(&mut sink);
+    let CountSink { stats, hooks, .. } = sink;
+    summary.records += stats.records;
+    summary.counted += stats.counted;
+    summary.malformed += stats.skipped();
+    summary.control_messages += stats.control_messages;
+    summary.out_of_range += hooks.out_of_range;
+    hours.extend(hooks.hours.iter().copied());
+    (r, hooks.hours)
 }
 
 /// Replays `cfg.sources` into `history` and evaluates the detection over the hours they cover.
@@ -486,7 +478,7 @@ fn write_hours(
                         else {
                             break;
                         };
-                        if let Err(e) = history.replace_hour_columns(**hour, rows, name) {
+                        if let Err(e) = history.replace_hour(**hour, *rows, name) {
                             failed.store(true, Ordering::Relaxed);
                             return Err(e.into());
                         }
@@ -681,9 +673,9 @@ fn count_whole(
     acc.summary.bytes += obj.size;
     match fetched {
         Ok(bytes) => {
-            let mut sink = Sink::new(acc, cfg, &location);
-            let r = flowlog::for_each_record(&bytes, &cfg.decode, &mut sink);
-            let hours = sink.finish();
+            let (r, hours) = count_into(acc, cfg, &location, |sink| {
+                flowlog::for_each_record(&bytes, &cfg.decode, sink)
+            });
             match r {
                 Ok(s) => acc.summary.decoded_bytes += s.decoded_bytes,
                 Err(e) => {
@@ -707,9 +699,9 @@ fn count_block(
 ) -> bool {
     let location = format!("{} (text from byte {})", archive.location(&obj.key), block.offset);
     let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
-    let mut sink = Sink::new(part, cfg, &location);
-    let b = flowlog::for_each_text_block(&block.data, &opts, &mut sink);
-    sink.finish();
+    let (b, _) = count_into(part, cfg, &location, |sink| {
+        flowlog::for_each_text_block(&block.data, &opts, sink)
+    });
     part.summary.decoded_bytes += b.summary.decoded_bytes;
     b.last_header.is_some_and(|h| h != *format)
 }
@@ -791,9 +783,10 @@ fn recount_sequentially(
             }
             let at = format!("{location} (text from byte {})", block.offset);
             let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
-            let mut sink = Sink::new(acc, cfg, &at);
-            let b = flowlog::for_each_text_block(&block.data, &opts, &mut sink);
-            hours.extend(sink.finish());
+            let (b, block_hours) = count_into(acc, cfg, &at, |sink| {
+                flowlog::for_each_text_block(&block.data, &opts, sink)
+            });
+            hours.extend(block_hours);
             acc.summary.decoded_bytes += b.summary.decoded_bytes;
             if let Some(h) = b.last_header {
                 format = h;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::sharded::{par_count, ShardedCounter};
+use flowspike_model::{merge_rows, HOUR};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -328,7 +329,7 @@ fn truncated_past_the_cap_keeps_lowest_and_sketch() {
 #[test]
 fn hll_estimate_on_100k_distinct_within_three_standard_errors() {
     let hits = distinct_hits(100_000, 0x2000_0000);
-    let tol = 3.0 * crate::hll::STANDARD_ERROR * 100_000.0;
+    let tol = 3.0 * flowspike_model::hll::STANDARD_ERROR * 100_000.0;
     let whole = count(&hits, 10_000).into_rows();
     let (a, b) = hits.split_at(37_000);
     let rows = merge_rows(
@@ -465,44 +466,6 @@ fn sharded_merge_with_different_shard_counts() {
     }
     a.merge(b);
     assert_eq!(a.into_rows(), count(&hits, 10).into_rows());
-}
-
-#[test]
-fn ip_string_matches_display_for_every_octet() {
-    for a in 0..=255u8 {
-        for ip in [[a, 0, 9, 10], [10, a, 99, 100], [255, 1, a, 0], [192, 168, 200, a]] {
-            let ip = IpAddr::from(ip);
-            assert_eq!(super::ip_string(ip), ip.to_string());
-        }
-    }
-    let v6: IpAddr = "2001:db8::1".parse().unwrap();
-    assert_eq!(super::ip_string(v6), "2001:db8::1");
-}
-
-fn any_ip() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![
-        any::<u32>().prop_map(v4),
-        // Short and long IPv6 texts, many sharing their first 16 characters.
-        (0u16..3, any::<u16>(), 0u16..2).prop_map(|(a, b, c)| {
-            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xaaaa, 0xbbbb, a, 0, c, b))
-        }),
-        any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
-    ]
-}
-
-proptest! {
-    /// Different keys order addresses exactly as their texts; equal keys only for texts of 16
-    /// bytes or more.
-    #[test]
-    fn text_key_orders_like_the_text(a in any_ip(), b in any_ip()) {
-        let (ka, kb) = (super::text_key(a), super::text_key(b));
-        let (ta, tb) = (a.to_string(), b.to_string());
-        if ka == kb {
-            prop_assert!(ta == tb || (ta.len() >= 16 && tb.len() >= 16), "{} {}", ta, tb);
-        } else {
-            prop_assert_eq!(ka.cmp(&kb), ta.cmp(&tb), "{} {}", ta, tb);
-        }
-    }
 }
 
 /// Every way out of the counters sorts sources by their text, also where addresses' texts share

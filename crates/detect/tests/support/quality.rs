@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use flowspike_counter::AggregateRow;
 use flowspike_detect::{detect, DetectConfig, Mode};
+use flowspike_model::AggregateRow;
 
 use flowspike_synth::{expected_counts, injected_spikes, SynthConfig};
 

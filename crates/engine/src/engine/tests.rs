@@ -565,9 +565,13 @@ fn repaired_closed_through_stays_after_files_ahead_of_the_clock() {
     let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
     let now = BASE + 100 * 3600 + 1800;
     let history = History::new(store.clone());
-    history.write_hour_file(BASE + 102 * 3600, &[], "consumer-flows.parquet").unwrap();
+    history
+        .write_hour_file(BASE + 102 * 3600, &Columns::default(), "consumer-flows.parquet")
+        .unwrap();
     // Past the bound: ignored (it would keep detection off until that hour).
-    history.write_hour_file(BASE + 900 * 3600, &[], "consumer-flows.parquet").unwrap();
+    history
+        .write_hour_file(BASE + 900 * 3600, &Columns::default(), "consumer-flows.parquet")
+        .unwrap();
     let m = Manifest {
         version: MANIFEST_VERSION,
         stream: "flows".into(),

@@ -92,6 +92,7 @@ impl Sketch {
 }
 
 impl Dests {
+    #[inline]
     pub(crate) fn new() -> Dests {
         Dests::V4 { len: 0, addrs: [0; INLINE_V4] }
     }

@@ -47,6 +47,7 @@ pub enum HllError {
 }
 
 /// MurmurHash3's 64-bit finalizer: a bijection with full avalanche.
+#[inline]
 const fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -60,6 +61,7 @@ const fn fmix64(mut k: u64) -> u64 {
 ///
 /// IPv4: `fmix64(u32 ^ 0x9e37_79b9_7f4a_7c15)`; IPv6: `fmix64(hi ^ fmix64(lo ^ 0x6a09_e667_f3bc_c909))`
 /// where `hi`/`lo` are the high and low 64 bits. Distinct IPv4 addresses never collide.
+#[inline]
 pub fn hash_ip(ip: IpAddr) -> u64 {
     match ip {
         IpAddr::V4(a) => fmix64(u64::from(u32::from(a)) ^ 0x9e37_79b9_7f4a_7c15),

@@ -137,8 +137,9 @@ impl TextLists {
 }
 
 /// Aggregate rows as columns, one entry per row in each (the fields of [`AggregateRow`]). Built
-/// by [`crate::ShardedCounter::into_hour_columns`] (rows sorted by `src_ip` as text) or from rows
-/// with [`Columns::from_rows`]; [`Columns::row`] gives a row back.
+/// by [`crate::columns_of_maps`] (rows sorted by `src_ip` as text; the counter's
+/// `ShardedCounter::into_hour_columns`) or from rows with [`Columns::from_rows`]; [`Columns::row`]
+/// gives a row back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Columns {
     /// [`AggregateRow::hour`].
@@ -228,7 +229,7 @@ impl Columns {
     }
 
     /// True when every column has [`Columns::len`] entries (the fields are public; the builders
-    /// of this crate always keep them so). The history's `encode_columns` refuses others;
+    /// of this crate always keep them so). The history's `encode_parquet` refuses others;
     /// reading them gives default values past a shorter column, never a panic.
     pub fn lengths_agree(&self) -> bool {
         let n = self.len();
