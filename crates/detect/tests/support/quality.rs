@@ -1,5 +1,5 @@
 //! Detection quality on labelled synthetic data (shared by `tests/quality.rs` and
-//! `examples/quality.rs`).
+//! `examples/quality/main.rs`).
 
 use std::collections::HashSet;
 
