@@ -120,9 +120,11 @@ fn fleet_harness_scores_window_mode() {
 }
 
 /// The default mode on seed 1 of the fleet scenario (SynthConfig::fleet, 500 hosts, 42 days):
-/// pins its figures so a regression fails (docs/detection-quality.md has every seed). The issue's
-/// targets (recall 0.95 at 1 false alert per 10k) are not reached: `moderate` anomalies, just
-/// above a host's own 99.99th percentile, need an alpha near 1e-4 and cost ~5 false per 10k.
+/// pins its figures so a regression fails (docs/detection-quality.md has every seed; seed 1 scores
+/// recall 0.90 — moderate 0.6, ramp 0.9, every other kind 1.0 — at 0.8 false alerts per 10k and 3
+/// fleet records). The recall target (0.95 at 1 false alert per 10k) is not reached:
+/// `moderate` anomalies sit just above a host's own 99.99th percentile, where even the generator's
+/// own distributions raise about 1.1 false alerts per 10k (the quality example's oracle).
 #[test]
 fn adaptive_default_on_the_fleet_scenario() {
     let case = quality::fleet_case(&SynthConfig::fleet(1));
@@ -133,10 +135,12 @@ fn adaptive_default_on_the_fleet_scenario() {
     use flowspike_synth::AnomalyKind::*;
     assert_eq!(recall(Large), 1.0, "{q:?}");
     assert_eq!(recall(Quiet), 1.0, "{q:?}");
-    assert!(recall(NewSource) >= 0.8, "{q:?}");
+    assert_eq!(recall(NewSource), 1.0, "{q:?}");
     assert!(recall(Ramp) >= 0.8, "{q:?}");
-    assert!(q.recall() >= 0.75, "{q:?}");
+    assert!(recall(Moderate) >= 0.5, "{q:?}");
+    assert!(q.recall() >= 0.88, "{q:?}");
     assert!(q.false_per_10k() <= 1.0, "{q:?}");
+    assert!((1..=3).contains(&q.fleet_records), "{q:?}");
     // ESCU's rule on the same case: more recall of moderate bursts, two orders more false alerts.
     let w = quality::evaluate_fleet(&case, "window", &quality::parse_spec("window").unwrap());
     assert!(w.false_per_10k() > 50.0 * q.false_per_10k().max(0.5), "{w:?}");
