@@ -1244,6 +1244,67 @@ mod tests {
     }
 
     #[test]
+    fn solve_spd_solves_and_refuses_a_matrix_that_is_not_positive_definite() {
+        let mut rng = Rng(21);
+        for _ in 0..50 {
+            // A = M^T M + I is symmetric positive definite.
+            let m: [[f64; COEFS]; COEFS] =
+                std::array::from_fn(|_| std::array::from_fn(|_| rng.unit() * 4.0 - 2.0));
+            let a: [[f64; COEFS]; COEFS] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    (0..COEFS).map(|k| m[k][i] * m[k][j]).sum::<f64>() + f64::from(u8::from(i == j))
+                })
+            });
+            let b: [f64; COEFS] = std::array::from_fn(|_| rng.unit() * 10.0 - 5.0);
+            let x = solve_spd(a, b).expect("positive definite");
+            for i in 0..COEFS {
+                let ax: f64 = (0..COEFS).map(|j| a[i][j] * x[j]).sum();
+                assert!((ax - b[i]).abs() < 1e-9 * (1.0 + b[i].abs()), "row {i}: {ax} vs {}", b[i]);
+            }
+        }
+        let mut a = [[0.0; COEFS]; COEFS];
+        a[0][0] = -1.0;
+        assert_eq!(solve_spd(a, [1.0; COEFS]), None);
+    }
+
+    /// Two weeks of a source with a smooth daily cycle: its expected counts follow the cycle (the
+    /// profile pools all its hours; a bucket alone has ten); a batch host busy two hours a day keeps
+    /// its own window (not smoothed away) and its quiet hours.
+    #[test]
+    fn smooth_cycle_is_pooled_and_a_batch_window_is_kept() {
+        let mut rng = Rng(12);
+        let mut d = adaptive();
+        let mut noise = Rng(13);
+        let cycle = |h: i64| {
+            4.0 * (1.0 + 0.8 * (std::f64::consts::TAU * ((h % 24) as f64 - 14.0) / 24.0).cos())
+        };
+        let days = 14;
+        run(&mut d, &mut rng, 0..24 * days, 30, |h| {
+            let mut rows = vec![row(h, "10.7.0.1", noise.poisson(cycle(h)))];
+            if (3..5).contains(&(h % 24)) {
+                rows.push(row(h, "10.7.0.2", 90 + noise.poisson(10.0)));
+            }
+            rows.retain(|r| r.blocked_count > 0);
+            rows
+        });
+        // Day 14 is a Thursday (1970-01-01 was one): weekday buckets.
+        let h0 = 24 * days;
+        // The peak within 10%; the trough (0.8) well below the daily mean (4) though not at it:
+        // the ridge still holds back an eighth of the amplitude after two weeks.
+        let peak = expected(&d, h0 + 14, "10.7.0.1");
+        assert!((peak - cycle(14)).abs() < 0.1 * cycle(14), "peak: expected {peak}, truth 7.2");
+        let trough = expected(&d, h0 + 2, "10.7.0.1");
+        assert!(trough < 1.5, "trough: expected {trough}, truth 0.8");
+        // Its busy hour keeps most of its level (about 0.9 of it: the hour's own mean still
+        // carries a prior of an hour or two of the smooth profile, which cannot follow a window
+        // this sharp).
+        let busy = expected(&d, h0 + 3, "10.7.0.2");
+        assert!((busy - 100.0).abs() < 20.0, "batch window: expected {busy}, truth 100");
+        let quiet = expected(&d, h0 + 12, "10.7.0.2");
+        assert!(quiet < 1.0, "batch host off its window: expected {quiet}");
+    }
+
+    #[test]
     fn state_errors() {
         let mut d = adaptive();
         d.warm(0, &[row(0, "10.0.0.1", 3)]).unwrap();
