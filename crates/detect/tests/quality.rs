@@ -146,6 +146,22 @@ fn adaptive_default_on_the_fleet_scenario() {
     assert!(w.false_per_10k() > 50.0 * q.false_per_10k().max(0.5), "{w:?}");
 }
 
+/// Why the recall target is out of reach on this harness (docs/detection-quality.md): a detector
+/// that knows every host's true distribution and flags every count above its 99.99th percentile
+/// finds every `moderate` anomaly, but already raises about 1.1 false alerts per 10k active
+/// source-hours in expectation (the target is at most 1). A model estimated from weeks of data can
+/// only do worse on that kind.
+#[test]
+fn moderate_anomalies_cost_an_oracle_the_whole_false_alert_budget() {
+    let case = quality::fleet_case(&SynthConfig::fleet(1));
+    let o = quality::oracle(&case);
+    assert_eq!((o.found, o.moderate), (10, 10), "{o:?}");
+    let per_10k = o.expected_per_10k();
+    assert!((1.0..1.3).contains(&per_10k), "expected {per_10k} / 10k: {o:?}");
+    // The realised count is that expectation's Poisson draw (16 on seed 1).
+    assert!(o.flagged as f64 > 0.5 * o.expected && (o.flagged as f64) < 2.0 * o.expected, "{o:?}");
+}
+
 fn adaptive_run(case: &quality::FleetCase, restart_at: Option<i64>) -> Vec<Spike> {
     let cfg = quality::parse_spec("adaptive").unwrap();
     let mut d = Detector::new(cfg.clone());

@@ -5,29 +5,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use flowspike_counter::AggregateRow;
 use flowspike_detect::{DetectConfig, Detector, Spike};
-use flowspike_synth::{background_truth, quantile, AnomalyKind, BackgroundTruth, HostKind};
+use flowspike_synth::{background_truth, quantile, BackgroundTruth, HostKind};
 
 use crate::quality::{self, FleetCase};
-
-/// `P(X >= c)` of a gamma-Poisson of mean `mu` and shape `k` (Poisson when `k` is infinite), by
-/// summing the mass function below `c` (small counts only, which is all this prints).
-fn tail(c: u64, mu: f64, k: f64) -> f64 {
-    if c == 0 {
-        return 1.0;
-    }
-    if mu <= 0.0 {
-        return 0.0;
-    }
-    let (mut p, finite) =
-        if k.is_finite() { ((-k * (mu / k).ln_1p()).exp(), true) } else { ((-mu).exp(), false) };
-    let mut cdf = 0.0;
-    for x in 0..c {
-        cdf += p;
-        let x = x as f64;
-        p *= if finite { (x + k) / (x + 1.0) * mu / (k + mu) } else { mu / (x + 1.0) };
-    }
-    (1.0 - cdf).max(0.0)
-}
 
 fn truth_of(case: &FleetCase) -> BackgroundTruth {
     background_truth(&case.synth).expect("valid synth config").expect("a fleet-scenario config")
@@ -106,7 +86,7 @@ pub fn explain(case: &FleetCase, spec: &str, cfg: &DetectConfig) {
                 a.src_ip,
                 flowspike_detect::format_hour(h),
                 quantile(mu, k, 0.9999),
-                tail(c, mu, k),
+                quality::tail(c, mu, k),
                 t.map_or("-".into(), |t| t.to_string()),
             );
         }
@@ -142,7 +122,7 @@ pub fn explain(case: &FleetCase, spec: &str, cfg: &DetectConfig) {
             flowspike_detect::format_hour(s.hour),
             s.blocked_count,
             s.expected.unwrap_or(f64::NAN),
-            tail(s.blocked_count, mu, k),
+            quality::tail(s.blocked_count, mu, k),
             s.threshold + 1.0,
         ));
     }
@@ -161,57 +141,21 @@ pub fn explain(case: &FleetCase, spec: &str, cfg: &DetectConfig) {
     }
 }
 
-/// Prints what the oracle scores: every source-hour whose count is above the source's true
-/// 99.99th percentile for that hour is flagged (`moderate` anomalies are all just above it).
+/// Prints what the oracle scores (see [`quality::oracle`]).
 pub fn oracle(case: &FleetCase) {
-    let truth = truth_of(case);
-    let l = &case.labels;
-    let labelled: HashMap<(i64, &str), AnomalyKind> = l
-        .anomalies
-        .iter()
-        .flat_map(|a| a.hours.iter().map(move |&h| ((h, a.src_ip.as_str()), a.kind)))
-        .collect();
-    let ev = &l.fleet_event;
-    let (mut active, mut flagged, mut expected) = (0usize, 0usize, 0.0f64);
-    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
-    let (mut found, mut moderate) = (0usize, 0usize);
-    for (hour, rows) in case.hours.iter().filter(|(h, _)| *h >= case.warm_end) {
-        let counts: HashMap<&str, u64> =
-            rows.iter().map(|r| (r.src_ip.as_str(), r.blocked_count)).collect();
-        for hl in &l.hosts {
-            let src = hl.src_ip.as_str();
-            if ev.hours.contains(hour) && ev.src_ips.iter().any(|s| s == src) {
-                continue;
-            }
-            let c = counts.get(src).copied().unwrap_or(0);
-            if let Some(kind) = labelled.get(&(*hour, src)) {
-                if *kind == AnomalyKind::Moderate {
-                    moderate += 1;
-                    let (mu, k) = truth.distribution(src, *hour).unwrap_or((0.0, 1.0));
-                    found += usize::from(c > quantile(mu, k, 0.9999));
-                }
-                continue;
-            }
-            let Some((mu, k)) = truth.distribution(src, *hour) else { continue };
-            if mu <= 0.0 {
-                continue;
-            }
-            let q = quantile(mu, k, 0.9999);
-            expected += tail(q + 1, mu, k);
-            active += usize::from(c > 0);
-            if c > q {
-                flagged += 1;
-                *by_kind.entry(kind_name(Some(hl.kind))).or_default() += 1;
-            }
-        }
-    }
+    let o = quality::oracle(case);
     println!(
         "\n### oracle, seed {}: counts above the true 99.99th percentile\n\n\
-         moderate found {found} of {moderate}; other source-hours flagged {flagged} \
-         ({:.2} / 10k of {active} active source-hours; expected {:.1}, {:.2} / 10k); by host: {by_kind:?}",
+         moderate found {} of {}; other source-hours flagged {} \
+         ({:.2} / 10k of {} active source-hours; expected {:.1}, {:.2} / 10k); by host: {:?}",
         case.synth.seed,
-        flagged as f64 * 1e4 / active.max(1) as f64,
-        expected,
-        expected * 1e4 / active.max(1) as f64,
+        o.found,
+        o.moderate,
+        o.flagged,
+        o.flagged as f64 * 1e4 / o.active.max(1) as f64,
+        o.active,
+        o.expected,
+        o.expected_per_10k(),
+        o.by_kind,
     );
 }
