@@ -110,11 +110,20 @@ pub(crate) fn bucket_weights(r: f64, birth: i64, now: i64) -> [f64; BUCKETS] {
     let series = |n: i64| (1.0 - rpow(big_r, n)) / (1.0 - big_r);
     let (g_long, g_short) = (series(q + 1), series(q));
     let mut rd = 1.0;
-    let mut pos = week_pos(now);
+    // Day and hour of the week position, stepped back one hour at a time (no division in the
+    // loop: this runs for every source and hour).
+    let pos = week_pos(now);
+    let (mut day, mut hod) = (pos / 24, pos % 24);
     for d0 in 1..=WEEK {
         rd *= r;
-        pos = if pos == 0 { WEEK - 1 } else { pos - 1 };
-        w[bucket_of_pos(pos)] += rd * if d0 <= rem { g_long } else { g_short };
+        if hod == 0 {
+            hod = 23;
+            day = if day == 0 { 6 } else { day - 1 };
+        } else {
+            hod -= 1;
+        }
+        let b = hod as usize + if day >= 5 { 24 } else { 0 };
+        w[b] += rd * if d0 <= rem { g_long } else { g_short };
     }
     w
 }
