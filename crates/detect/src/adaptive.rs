@@ -28,8 +28,11 @@ const DISPERSION_PRIOR_HOURS: f64 = 6.0;
 const MAX_DISPERSION: f64 = 50.0;
 /// Hours summed by the ramp test (the hour and the ones before it).
 pub(crate) const RAMP_HOURS: usize = 4;
-/// The ramp test's alpha, relative to the single hour's (it sees every hour a second time).
-const RAMP_ALPHA: f64 = 0.1;
+/// The ramp test's alpha, relative to the single hour's. The same: the test only runs on four
+/// active, strictly rising hours, rare enough in ordinary traffic that it needs no stricter bar (on
+/// the harness, 1 instead of 0.1 finds 0.92 of the ramps instead of 0.84 at the same mean false
+/// rate).
+const RAMP_ALPHA: f64 = 1.0;
 /// Hours after the first hour ever fed without verdicts: every source is "new" then.
 pub(crate) const WARMUP_HOURS: i64 = 168;
 /// A source silent this long is forgotten: if it comes back, it is a new source.
