@@ -129,7 +129,7 @@ pub struct DetectConfig {
 }
 
 /// Adaptive mode's default `alpha` (see docs/detection-quality.md for how it was chosen).
-pub const DEFAULT_ALPHA: f64 = 1e-6;
+pub const DEFAULT_ALPHA: f64 = 1e-4;
 /// Adaptive mode's default `min_count`.
 pub const DEFAULT_ADAPTIVE_MIN_COUNT: u64 = 5;
 

@@ -23,6 +23,18 @@ fn window_mode_finds_every_injected_burst_on_the_default_config() {
     );
 }
 
+/// The default (adaptive) mode on the demo's archive (`flowspike demo` asserts "N of N injected
+/// bursts detected" with the default mode): every burst found, two orders fewer other alerts than
+/// ESCU's rule.
+#[test]
+fn adaptive_default_finds_every_injected_burst_on_the_default_config() {
+    let q = quality::evaluate(&SynthConfig::default(), &flowspike_detect::DetectConfig::default());
+    assert_eq!(q.injected, 6);
+    assert_eq!(q.recall(), 1.0, "{q:?}");
+    // 4 other alerts in 25,578 source-hours (1.6 per 10k; window mode about 150).
+    assert!(q.false_per_10k() < 5.0, "{q:?}");
+}
+
 #[test]
 fn splunk_mode_is_scored_too() {
     let q = quality::evaluate(&SynthConfig::default(), &quality::config(Mode::Splunk, 1));
@@ -120,9 +132,11 @@ fn fleet_harness_scores_window_mode() {
 }
 
 /// The default mode on seed 1 of the fleet scenario (SynthConfig::fleet, 500 hosts, 42 days):
-/// pins its figures so a regression fails (docs/detection-quality.md has every seed). The issue's
-/// targets (recall 0.95 at 1 false alert per 10k) are not reached: `moderate` anomalies, just
-/// above a host's own 99.99th percentile, need an alpha near 1e-4 and cost ~5 false per 10k.
+/// pins its figures so a regression fails (docs/detection-quality.md has every seed; seed 1 scores
+/// recall 0.90 — moderate 0.6, ramp 0.9, every other kind 1.0 — at 0.8 false alerts per 10k and 3
+/// fleet records). The issue's recall target (0.95 at 1 false alert per 10k) is not reached:
+/// `moderate` anomalies sit just above a host's own 99.99th percentile, where even the generator's
+/// own distributions raise about 1.1 false alerts per 10k (the quality example's oracle).
 #[test]
 fn adaptive_default_on_the_fleet_scenario() {
     let case = quality::fleet_case(&SynthConfig::fleet(1));
@@ -133,13 +147,31 @@ fn adaptive_default_on_the_fleet_scenario() {
     use flowspike_synth::AnomalyKind::*;
     assert_eq!(recall(Large), 1.0, "{q:?}");
     assert_eq!(recall(Quiet), 1.0, "{q:?}");
-    assert!(recall(NewSource) >= 0.8, "{q:?}");
+    assert_eq!(recall(NewSource), 1.0, "{q:?}");
     assert!(recall(Ramp) >= 0.8, "{q:?}");
-    assert!(q.recall() >= 0.75, "{q:?}");
+    assert!(recall(Moderate) >= 0.5, "{q:?}");
+    assert!(q.recall() >= 0.88, "{q:?}");
     assert!(q.false_per_10k() <= 1.0, "{q:?}");
+    assert!((1..=3).contains(&q.fleet_records), "{q:?}");
     // ESCU's rule on the same case: more recall of moderate bursts, two orders more false alerts.
     let w = quality::evaluate_fleet(&case, "window", &quality::parse_spec("window").unwrap());
     assert!(w.false_per_10k() > 50.0 * q.false_per_10k().max(0.5), "{w:?}");
+}
+
+/// Why the recall target is out of reach on this harness (docs/detection-quality.md): a detector
+/// that knows every host's true distribution and flags every count above its 99.99th percentile
+/// finds every `moderate` anomaly, but already raises about 1.1 false alerts per 10k active
+/// source-hours in expectation (the target is at most 1). A model estimated from weeks of data can
+/// only do worse on that kind.
+#[test]
+fn moderate_anomalies_cost_an_oracle_the_whole_false_alert_budget() {
+    let case = quality::fleet_case(&SynthConfig::fleet(1));
+    let o = quality::oracle(&case);
+    assert_eq!((o.found, o.moderate), (10, 10), "{o:?}");
+    let per_10k = o.expected_per_10k();
+    assert!((1.0..1.3).contains(&per_10k), "expected {per_10k} / 10k: {o:?}");
+    // The realised count is that expectation's Poisson draw (16 on seed 1).
+    assert!(o.flagged as f64 > 0.5 * o.expected && (o.flagged as f64) < 2.0 * o.expected, "{o:?}");
 }
 
 fn adaptive_run(case: &quality::FleetCase, restart_at: Option<i64>) -> Vec<Spike> {

@@ -108,7 +108,7 @@ pub struct DetectArgs {
     #[arg(long, env = "FLOWSPIKE_MIN_COUNT")]
     pub min_count: Option<u64>,
     /// Adaptive mode: alert when the hour's tail probability under the source's model is below
-    /// this (default 1e-6).
+    /// this (default 1e-4).
     #[arg(long, env = "FLOWSPIKE_ALPHA")]
     pub alpha: Option<f64>,
     /// Internal networks (comma-separated CIDRs); default: the RFC 1918 ranges, as ESCU.

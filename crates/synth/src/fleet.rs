@@ -259,6 +259,40 @@ pub fn quantile(mu: f64, k: f64, q: f64) -> u64 {
     c
 }
 
+/// The generating distribution of a fleet scenario's background, for scoring a detector against
+/// what a perfect model would know (an *oracle*): see [`background_truth`](crate::background_truth).
+#[derive(Debug, Clone)]
+pub struct BackgroundTruth {
+    start: i64,
+    fleet: Fleet,
+    hosts: HashMap<String, usize>,
+}
+
+impl BackgroundTruth {
+    pub(crate) fn new(start: i64, fleet: Fleet, ips: &[Ipv4Addr]) -> BackgroundTruth {
+        let hosts = ips.iter().enumerate().map(|(i, ip)| (ip.to_string(), i)).collect();
+        BackgroundTruth { start, fleet, hosts }
+    }
+
+    /// `(mean, gamma shape)` of the background count of `src_ip` in the hour starting at `hour`
+    /// (shape infinite: Poisson), without anomalies or the fleet event; `None` for an unknown
+    /// source or an hour it is not alive.
+    pub fn distribution(&self, src_ip: &str, hour: i64) -> Option<(f64, f64)> {
+        let &i = self.hosts.get(src_ip)?;
+        let h = u32::try_from((hour - self.start).div_euclid(3600)).ok()?;
+        if !self.fleet.alive(i, h) {
+            return None;
+        }
+        let p = &self.fleet.profiles[i];
+        Some((p.mean(hour), p.shape))
+    }
+
+    /// The kind of `src_ip`'s traffic.
+    pub fn kind(&self, src_ip: &str) -> Option<HostKind> {
+        self.hosts.get(src_ip).map(|&i| self.fleet.profiles[i].kind)
+    }
+}
+
 /// The fleet model of a world: profiles, anomalies and the event.
 #[derive(Debug, Clone)]
 pub(crate) struct Fleet {

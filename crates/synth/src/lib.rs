@@ -49,8 +49,8 @@ mod fleet;
 mod model;
 
 pub use fleet::{
-    quantile, Anomaly, AnomalyKind, FleetEvent, HostKind, HostLabel, Labels, FLEET_EVENT_FRACTION,
-    FLEET_EVENT_HOURS, FLEET_EVENT_RATE, WARM_UP_HOURS,
+    quantile, Anomaly, AnomalyKind, BackgroundTruth, FleetEvent, HostKind, HostLabel, Labels,
+    FLEET_EVENT_FRACTION, FLEET_EVENT_HOURS, FLEET_EVENT_RATE, WARM_UP_HOURS,
 };
 pub use model::is_rfc1918;
 use model::{counts, Rec, World};
@@ -458,6 +458,15 @@ pub fn injected_spikes(cfg: &SynthConfig) -> Result<Vec<InjectedSpike>, SynthErr
 pub fn labels(cfg: &SynthConfig) -> Result<Option<Labels>, SynthError> {
     cfg.validate()?;
     Ok(World::new(cfg).labels())
+}
+
+/// The generating distribution of a fleet-scenario config's background (`None` for the default
+/// scenario): what a perfect model of each source would know, for diagnosing a detector.
+pub fn background_truth(cfg: &SynthConfig) -> Result<Option<BackgroundTruth>, SynthError> {
+    cfg.validate()?;
+    let world = World::new(cfg);
+    let ips: Vec<std::net::Ipv4Addr> = world.hosts.iter().map(|h| h.ip).collect();
+    Ok(world.fleet.map(|f| BackgroundTruth::new(cfg.start, *f, &ips)))
 }
 
 /// The exact blocked outbound aggregate of one (hour, source), as the counter would build it.
