@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use flowspike_counter::AggregateRow;
 use flowspike_detect::{DetectConfig, Detector, Spike};
+use flowspike_model::AggregateRow;
 use flowspike_synth::{background_truth, quantile, BackgroundTruth, HostKind};
 
 use crate::quality::{self, FleetCase};
