@@ -248,10 +248,10 @@ impl Rule {
     /// `dstaddr` (absent from the format, or `-`) is not counted; missing `bytes`/`packets` count as 0.
     /// A `start` outside [`Rule::time_bounds`] is an `Err` ([`ClassifyError::Start`]).
     ///
-    /// Nothing is parsed twice: for records of the decoder's scan, `action` and `log-status` are
-    /// the words its check of the line already read (kept in the [`FlowRecord`]); the addresses and
-    /// numbers read here were only checked there (digits, dots and octets, by masks), so each is
-    /// parsed once, here, and only for the records that get that far.
+    /// Nothing is parsed twice: for records of the decoder's scan, `action`, `log-status` and IPv4
+    /// addresses are the values its check of the line already parsed (kept in the
+    /// [`FlowRecord`]), and the numbers read here (`start`, `bytes`, `packets`) were only checked
+    /// for digits there.
     #[inline]
     pub fn classify<'a>(&self, rec: &FlowRecord<'a>) -> Result<Option<Hit<'a>>, ClassifyError> {
         self.classify_within(rec, self.time)

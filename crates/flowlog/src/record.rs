@@ -82,18 +82,43 @@ pub enum FieldError {
     },
 }
 
-/// The words the decoder's check of a line already read, kept so that nothing reads them a
-/// second time: `action` and `log-status`. Empty for records of [`crate::LineParser`], whose
-/// accessors parse from the bytes.
+/// The values the decoder's check of a line already parsed, kept so that nothing reads them a
+/// second time: IPv4 addresses (the check is the parse) and the `action` and `log-status` words.
+/// Empty for records of [`crate::LineParser`], whose accessors parse from the bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Parsed {
+    /// The IPv4 value of each address field (slots of `addr_slot`) whose bit is set in `v4_set`.
+    v4: [u32; 4],
+    /// Bit `k`: `v4[k]` holds the value of the `k`-th address field.
+    v4_set: u8,
     /// The `action` word, when present and checked.
     action: Option<Action>,
     /// The `log-status` word, when present and checked.
     log_status: Option<LogStatus>,
 }
 
+/// The slot in [`Parsed`] of each address field.
+#[inline(always)]
+pub(crate) fn addr_slot(field: Field) -> Option<usize> {
+    match field {
+        Field::SrcAddr => Some(0),
+        Field::DstAddr => Some(1),
+        Field::PktSrcAddr => Some(2),
+        Field::PktDstAddr => Some(3),
+        _ => None,
+    }
+}
+
 impl Parsed {
+    /// Keeps the IPv4 value of the address field in `slot` (0..4).
+    #[inline(always)]
+    pub(crate) fn set_v4(&mut self, slot: usize, a: Ipv4Addr) {
+        if let Some(v) = self.v4.get_mut(slot) {
+            *v = u32::from(a);
+            self.v4_set |= 1 << slot;
+        }
+    }
+
     /// Keeps the `action` word.
     #[inline(always)]
     pub(crate) fn set_action(&mut self, a: Action) {
@@ -105,14 +130,23 @@ impl Parsed {
     pub(crate) fn set_log_status(&mut self, s: LogStatus) {
         self.log_status = Some(s);
     }
+
+    #[inline(always)]
+    fn v4(&self, slot: usize) -> Option<Ipv4Addr> {
+        if self.v4_set & (1 << slot) != 0 {
+            self.v4.get(slot).map(|v| Ipv4Addr::from(*v))
+        } else {
+            None
+        }
+    }
 }
 
 /// One flow record: a view over the bytes of one line.
 ///
 /// Holds the line, the end offset of every field (from the parser's reusable buffer) and the
-/// [`Format`] in force; nothing is copied and values are parsed only when asked for, except the
-/// words the decoder's check of the line read already (`action`, `log-status`), which the
-/// accessors return without reading the bytes again.
+/// [`Format`] in force; nothing is copied and values are parsed only when asked for, except those
+/// the decoder's check of the line parsed already (IPv4 addresses, `action`, `log-status`), which
+/// the accessors return without reading the bytes again.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowRecord<'a> {
     line: &'a [u8],
@@ -133,7 +167,7 @@ impl<'a> FlowRecord<'a> {
         FlowRecord { line, ends, format, line_number, parsed: Parsed::default() }
     }
 
-    /// A record with the words its line's check already read.
+    /// A record with the values its line's check already parsed.
     #[inline(always)]
     pub(crate) fn with_parsed(
         line: &'a [u8],
@@ -220,6 +254,9 @@ impl<'a> FlowRecord<'a> {
     /// Any address field as [`IpAddr`].
     #[inline]
     pub fn addr_field(&self, field: Field) -> Result<Option<IpAddr>, FieldError> {
+        if let Some(a) = addr_slot(field).and_then(|k| self.parsed.v4(k)) {
+            return Ok(Some(IpAddr::V4(a)));
+        }
         match self.raw(field) {
             None => Ok(None),
             Some(v) => parse_addr(v).map(Some).ok_or(FieldError::NotAnAddress { field }),
@@ -357,7 +394,7 @@ pub fn parse_u64(b: &[u8]) -> Option<u64> {
 
 /// True when all eight bytes of `x` are ASCII digits.
 #[inline(always)]
-pub(crate) fn all_digits(x: u64) -> bool {
+fn all_digits(x: u64) -> bool {
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     const ZEROS: u64 = 0x3030_3030_3030_3030;
     // High nibble 3, and still 3 after adding 6 to every byte (so the low nibble is at most 9).
@@ -452,7 +489,7 @@ const fn v4_patterns() -> [V4Pattern; 81] {
 #[target_feature(enable = "ssse3")]
 #[inline]
 #[allow(unsafe_code)] // reason: an SSSE3 function (the caller checks the CPU); loads are of arrays
-unsafe fn parse_ipv4_ssse3(b: &[u8]) -> Option<Ipv4Addr> {
+pub(crate) unsafe fn parse_ipv4_ssse3(b: &[u8]) -> Option<Ipv4Addr> {
     use std::arch::x86_64::{
         __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi32, _mm_cvtsi128_si32,
         _mm_loadu_si128, _mm_madd_epi16, _mm_maddubs_epi16, _mm_min_epu8, _mm_movemask_epi8,

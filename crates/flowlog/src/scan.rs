@@ -29,9 +29,8 @@ pub(crate) trait Classifier: Copy {
     /// [`value_masks_naive`].
     fn value_masks(self, chunk: &[u8; 64]) -> ValueMasks;
 
-    /// The address masks of `chunk` (a window of a line's address fields); equal to
-    /// [`addr_masks_naive`].
-    fn addr_masks(self, chunk: &[u8; 32]) -> AddrMasks;
+    /// [`crate::parse_ipv4`], with no run-time check of the CPU where the classifier proves it.
+    fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr>;
 }
 
 /// Bitmasks of one 64-byte window of a line's values, for the checks of numeric fields made while
@@ -44,44 +43,6 @@ pub(crate) struct ValueMasks {
     pub dash: u64,
     /// `' '`.
     pub space: u64,
-}
-
-/// Bitmasks of one 32-byte window of a line's address fields, for the check of dotted quads
-/// (`crate::validate`): bit `i` describes byte `i`. Two addresses and the space between them
-/// (at most 31 bytes) fit in one window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct AddrMasks {
-    /// ASCII digits.
-    pub digit: u32,
-    /// `.`.
-    pub dot: u32,
-    /// `0`: an octet may not start with it unless it is the whole octet.
-    pub zero: u32,
-    /// `2`: with `five` and the bytes above `2` and above `5`, what tells an octet of three
-    /// digits above `255`.
-    pub two: u32,
-    /// `5`.
-    pub five: u32,
-    /// Digits above `2`.
-    pub above_two: u32,
-    /// Digits above `5`.
-    pub above_five: u32,
-}
-
-/// The reference for [`Classifier::addr_masks`]: byte by byte.
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
-pub(crate) fn addr_masks_naive(chunk: &[u8; 32]) -> AddrMasks {
-    let mut m = AddrMasks::default();
-    for (i, &b) in chunk.iter().enumerate() {
-        m.digit |= u32::from(b.is_ascii_digit()) << i;
-        m.dot |= u32::from(b == b'.') << i;
-        m.zero |= u32::from(b == b'0') << i;
-        m.two |= u32::from(b == b'2') << i;
-        m.five |= u32::from(b == b'5') << i;
-        m.above_two |= u32::from((b'3'..=b'9').contains(&b)) << i;
-        m.above_five |= u32::from((b'6'..=b'9').contains(&b)) << i;
-    }
-    m
 }
 
 /// The reference for [`Classifier::value_masks`]: byte by byte.
@@ -113,8 +74,8 @@ impl Classifier for Baseline {
     }
 
     #[inline(always)]
-    fn addr_masks(self, chunk: &[u8; 32]) -> AddrMasks {
-        addr_masks(chunk)
+    fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr> {
+        crate::record::parse_ipv4(b)
     }
 }
 
@@ -153,39 +114,10 @@ impl Classifier for Avx2 {
     }
 
     #[inline(always)]
-    #[allow(unsafe_code)] // reason: calling an AVX2 function; `self` proves the CPU has AVX2
-    fn addr_masks(self, chunk: &[u8; 32]) -> AddrMasks {
-        // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2.
-        unsafe { addr_masks_avx2(chunk) }
-    }
-}
-
-/// [`Classifier::addr_masks`] with AVX2: the 32 bytes in one vector, an add and six compares.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-#[allow(unsafe_code)] // reason: an unaligned vector load from a 32-byte array
-unsafe fn addr_masks_avx2(chunk: &[u8; 32]) -> AddrMasks {
-    use std::arch::x86_64::{
-        __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
-        _mm256_set1_epi8,
-    };
-    // SAFETY: the 32-byte load is the array; `loadu` takes any alignment.
-    let v = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast::<__m256i>()) };
-    let bits = |x| _mm256_movemask_epi8(x) as u32;
-    let eq = |b: u8| bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b as i8)));
-    // Signed compares: bytes of 0x80 or more are negative, below every digit (and the masks of
-    // digits above a value are cut to digits).
-    let above = |b: u8| bits(_mm256_cmpgt_epi8(v, _mm256_set1_epi8(b as i8)));
-    let digit = above(b'0' - 1) & !above(b'9');
-    AddrMasks {
-        digit,
-        dot: eq(b'.'),
-        zero: eq(b'0'),
-        two: eq(b'2'),
-        five: eq(b'5'),
-        above_two: above(b'2') & digit,
-        above_five: above(b'5') & digit,
+    #[allow(unsafe_code)] // reason: calling an SSSE3 function; `self` proves the CPU has AVX2
+    fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr> {
+        // SAFETY: an `Avx2` value exists only on a CPU with AVX2, which includes SSSE3.
+        unsafe { crate::record::parse_ipv4_ssse3(b) }
     }
 }
 
@@ -332,50 +264,6 @@ fn value_masks_sse2(chunk: &[u8; 64]) -> ValueMasks {
         m.space |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)));
     }
     m
-}
-
-/// The address masks of `chunk` (SSE2, part of every x86_64 CPU).
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[inline(always)]
-#[allow(unsafe_code)] // reason: calling an SSE2 function; the build configuration has SSE2
-pub(crate) fn addr_masks(chunk: &[u8; 32]) -> AddrMasks {
-    // SAFETY: as in `classify`: this build configuration has SSE2.
-    unsafe { addr_masks_sse2(chunk) }
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[target_feature(enable = "sse2")]
-#[inline]
-#[allow(unsafe_code)] // reason: unaligned vector loads from a 32-byte array
-fn addr_masks_sse2(chunk: &[u8; 32]) -> AddrMasks {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-    };
-    let mut m = AddrMasks::default();
-    for (k, part) in chunk.chunks_exact(16).enumerate() {
-        // SAFETY: `part` holds 16 bytes (`chunks_exact`); `loadu` takes any alignment.
-        let v = unsafe { _mm_loadu_si128(part.as_ptr().cast()) };
-        let bits = |x| (_mm_movemask_epi8(x) as u32 & 0xffff) << (16 * k);
-        let eq = |b: u8| bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8)));
-        // As in `addr_masks_avx2`.
-        let above = |b: u8| bits(_mm_cmpgt_epi8(v, _mm_set1_epi8(b as i8)));
-        let digit = above(b'0' - 1) & !above(b'9');
-        m.digit |= digit;
-        m.dot |= eq(b'.');
-        m.zero |= eq(b'0');
-        m.two |= eq(b'2');
-        m.five |= eq(b'5');
-        m.above_two |= above(b'2') & digit;
-        m.above_five |= above(b'5') & digit;
-    }
-    m
-}
-
-/// The address masks of `chunk` (portable: byte by byte).
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-#[inline(always)]
-pub(crate) fn addr_masks(chunk: &[u8; 32]) -> AddrMasks {
-    addr_masks_naive(chunk)
 }
 
 /// The value masks of `chunk` (portable: byte by byte).
@@ -674,14 +562,10 @@ mod tests {
                 assert_eq!(classify(&chunk), classify_naive(&chunk), "byte {b:#x} at {i}");
                 let values = value_masks_naive(&chunk);
                 assert_eq!(Baseline.value_masks(&chunk), values, "byte {b:#x} at {i}");
-                let half: &[u8; 32] = chunk[..32].try_into().unwrap();
-                let addrs = addr_masks_naive(half);
-                assert_eq!(Baseline.addr_masks(half), addrs, "byte {b:#x} at {i}");
                 #[cfg(target_arch = "x86_64")]
                 if let Some(avx2) = Avx2::detect() {
                     assert_eq!(avx2.classify(&chunk), classify_naive(&chunk), "byte {b:#x} at {i}");
                     assert_eq!(avx2.value_masks(&chunk), values, "byte {b:#x} at {i}");
-                    assert_eq!(avx2.addr_masks(half), addrs, "byte {b:#x} at {i}");
                 }
             }
         }
@@ -693,13 +577,10 @@ mod tests {
             let chunk: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(classify(&chunk), classify_naive(&chunk));
             prop_assert_eq!(Baseline.value_masks(&chunk), value_masks_naive(&chunk));
-            let half: &[u8; 32] = chunk[..32].try_into().unwrap();
-            prop_assert_eq!(Baseline.addr_masks(half), addr_masks_naive(half));
             #[cfg(target_arch = "x86_64")]
             if let Some(avx2) = Avx2::detect() {
                 prop_assert_eq!(avx2.classify(&chunk), classify_naive(&chunk));
                 prop_assert_eq!(avx2.value_masks(&chunk), value_masks_naive(&chunk));
-                prop_assert_eq!(avx2.addr_masks(half), addr_masks_naive(half));
             }
         }
 
