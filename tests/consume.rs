@@ -501,7 +501,7 @@ fn healthz_and_metrics_while_consuming() {
 }
 
 /// The sources of [`seed_quiet_history`].
-const QUIET_SOURCES: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+pub(crate) const QUIET_SOURCES: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
 
 /// Ten quiet days before `hour` in `hist`: each of [`QUIET_SOURCES`] 2 or 3 blocked records an
 /// hour (the early-alert tests).

@@ -698,29 +698,12 @@ fn early_alert_is_written_while_the_hour_is_open() {
     let state = dir.path().join("state");
     let hour = base(0);
     let hist = History::new(Arc::new(LocalStore::new(&state)));
-    let srcs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
-    for h in 1..=240i64 {
-        let t = hour - h * HOUR;
-        let rows: Vec<AggregateRow> = srcs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| AggregateRow {
-                hour: t,
-                src_ip: (*s).into(),
-                blocked_count: 2 + ((h + i as i64) % 2) as u64,
-                unique_dest_count: 1,
-                dest_ips: vec!["203.0.113.1".into()],
-                interface_ids: vec!["eni-1".into()],
-                ..AggregateRow::default()
-            })
-            .collect();
-        hist.write_hour_file(t, &rows, "seed.parquet").expect("seed history");
-    }
+    crate::consume::seed_quiet_history(&hist, hour);
     let ep = Endpoint::start(dir.path(), &state, "early", 3600, &["--mode", "adaptive"]);
     let post = Poster::new(ep.port);
     let recs = |fs: &[Flow]| -> Vec<Vec<u8>> { fs.iter().map(|f| line(f).into_bytes()).collect() };
     // Each source's usual two records: no alert.
-    let background: Vec<Flow> = srcs
+    let background: Vec<Flow> = crate::consume::QUIET_SOURCES
         .iter()
         .flat_map(|s| {
             (0..2).map(move |i| {
