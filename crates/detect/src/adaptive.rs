@@ -1143,18 +1143,23 @@ mod tests {
         assert!(early.is_empty(), "{early:?}");
     }
 
+    /// A detector fed two weeks of a quiet source (10.5.0.1) and a busy one (10.5.0.2), and the
+    /// hour after them: where the open-hour and threshold tests start.
+    fn two_weeks_fed() -> (Detector, i64) {
+        let (mut rng, mut noise) = (Rng(9), Rng(10));
+        let mut d = adaptive();
+        run(&mut d, &mut rng, 0..24 * 14, 30, |h| {
+            vec![row(h, "10.5.0.1", noise.poisson(0.3)), row(h, "10.5.0.2", noise.poisson(12.0))]
+        });
+        (d, 24 * 14)
+    }
+
     /// `evaluate_open` gives the close's record (same id, count, p-value, threshold) for clear
     /// cases only (`p < alpha / 100`), marked early, changes nothing, and keeps an open
     /// episode's id as the close does.
     #[test]
     fn evaluate_open_agrees_with_the_close_for_clear_cases() {
-        let mut rng = Rng(9);
-        let mut d = adaptive();
-        let mut noise = Rng(10);
-        run(&mut d, &mut rng, 0..24 * 14, 30, |h| {
-            vec![row(h, "10.5.0.1", noise.poisson(0.3)), row(h, "10.5.0.2", noise.poisson(12.0))]
-        });
-        let h = 24 * 14;
+        let (mut d, h) = two_weeks_fed();
         let bar = d.config().alpha * crate::EARLY_ALPHA_FACTOR;
         let before = d.snapshot();
         let (mut early_seen, mut waited) = (false, false);
@@ -1202,13 +1207,7 @@ mod tests {
 
     #[test]
     fn threshold_is_monotone_and_agrees_with_observe_hour() {
-        let mut rng = Rng(9);
-        let mut d = adaptive();
-        let mut noise = Rng(10);
-        run(&mut d, &mut rng, 0..24 * 14, 30, |h| {
-            vec![row(h, "10.5.0.1", noise.poisson(0.3)), row(h, "10.5.0.2", noise.poisson(12.0))]
-        });
-        let h = 24 * 14;
+        let (d, h) = two_weeks_fed();
         for src in ["10.5.0.1", "10.5.0.2", "10.9.0.3", "10.6.0.1"] {
             let t = d.threshold(h * H, src).unwrap();
             assert!(t >= d.config().min_count);
