@@ -136,9 +136,16 @@ pub(crate) fn hours_ago_base(days: i64) -> i64 {
 }
 
 fn consume_cmd(moto: &Moto, stream: &str, state: &Path) -> Command {
-    let mut cmd = flowspike();
+    let mut cmd = consume_command(stream, state, 120);
     moto.env(&mut cmd);
-    // No metrics server unless a test asks for one (`--metrics-addr` overrides this).
+    cmd
+}
+
+/// `flowspike consume --mode window` on `stream` with the short intervals the tests use and no
+/// metrics server unless a test asks for one (`--metrics-addr` overrides this), stopping after
+/// `max_runtime_secs`; the caller points it at its emulator.
+pub(crate) fn consume_command(stream: &str, state: &Path, max_runtime_secs: u32) -> Command {
+    let mut cmd = flowspike();
     cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
     cmd.args(["--log-level", "info", "consume", "--mode", "window", "--stream", stream, "--state"])
         .arg(state)
@@ -150,7 +157,7 @@ fn consume_cmd(moto: &Moto, stream: &str, state: &Path) -> Command {
             "--idle-shard-secs",
             "2",
             "--max-runtime-secs",
-            "120",
+            &max_runtime_secs.to_string(),
         ]);
     cmd
 }

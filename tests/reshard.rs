@@ -17,7 +17,7 @@ use crate::consume::{
     expected, history_rows, hours_ago_base, line, put_lines, read, runtime, spawn_logged,
     wait_with_timeout, KillOnDrop,
 };
-use crate::util::{assert_code, flowspike, run, KinesisLocal};
+use crate::util::{assert_code, run, KinesisLocal};
 
 const HOUR: i64 = 3600;
 
@@ -168,23 +168,9 @@ async fn records_per_shard(k: &aws_sdk_kinesis::Client, stream: &str) -> BTreeMa
 }
 
 fn consume_cmd(kl: &KinesisLocal, stream: &str, state: &Path) -> Command {
-    let mut cmd = flowspike();
+    let mut cmd = crate::consume::consume_command(stream, state, 100);
     kl.env(&mut cmd);
-    cmd.env("FLOWSPIKE_METRICS_ADDR", "off");
-    cmd.args(["--log-level", "info", "consume", "--mode", "window", "--stream", stream, "--state"])
-        .arg(state)
-        .args([
-            "--allowed-lateness-secs",
-            "60",
-            "--checkpoint-interval-secs",
-            "1",
-            "--idle-shard-secs",
-            "2",
-            "--relist-shards-secs",
-            "1",
-            "--max-runtime-secs",
-            "100",
-        ]);
+    cmd.args(["--relist-shards-secs", "1"]);
     cmd
 }
 
