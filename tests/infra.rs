@@ -362,3 +362,114 @@ fn infra_check_rejects_a_condition_no_mode_exercises() {
         "condition NeverTrue is never True in MODES",
     )]);
 }
+
+/// The target directory of the build this test comes from (`<target>/debug/flowspike`): the image
+/// check takes its dependency artifacts from there instead of building them all again.
+fn build_dir() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_flowspike"));
+    exe.parent().and_then(Path::parent).expect("the binary is in <target>/<profile>/").to_path_buf()
+}
+
+/// Runs the `image` check (infra/Dockerfile's builder stage without Docker) with `args`.
+fn image_check(args: &[&str]) -> Output {
+    let dir = build_dir();
+    let mut all = vec!["--only", "image", "--build-dir", dir.to_str().expect("utf-8 target dir")];
+    all.extend_from_slice(args);
+    infra_check(&all)
+}
+
+/// Issue #33: the image has never been built here (no Docker engine). The builder stage's commands
+/// (`infra/image/build.sh deps`, then `app`) run in a copy of the build context as the Dockerfile's
+/// COPY instructions see it, and the binary they produce needs only libraries and glibc symbol
+/// versions of the Debian 13 runtime and prints its version as the runtime's unprivileged user.
+#[test]
+fn image_builder_stage_runs_in_its_context_and_the_binary_runs_as_the_runtime_user() {
+    let out = image_check(&[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "image check failed:\n{stdout}\n{stderr}");
+    for part in [
+        "ok image infra/Dockerfile",
+        "builder stage ran deps, app /out (dev profile)",
+        "runtime /usr/local/bin/flowspike needs ",
+        "libc.so.6",
+        &format!(": flowspike {}", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(stdout.contains(part), "missing {part:?} in:\n{stdout}");
+    }
+    // As root (the test machines) `--version` runs as the Dockerfile's USER; otherwise as the caller.
+    assert!(
+        stdout.contains("--version as 10001:10001") || stdout.contains("(not root"),
+        "--version did not run as an unprivileged user:\n{stdout}"
+    );
+}
+
+/// Issue #33: the stub list is what keeps the dependency layer building. A bench it misses (the
+/// Dockerfile stubbed `parse` and `counter` but not `inflate`: Cargo refused the workspace) and a stub
+/// of no target both fail.
+#[test]
+fn image_check_rejects_stubs_that_miss_or_invent_a_target() {
+    let real =
+        std::fs::read_to_string(root().join("infra/image/stubs.txt")).expect("read stubs.txt");
+    let inflate = "bench   bench/benches/inflate.rs\n";
+    assert_eq!(real.matches(inflate).count(), 1, "{inflate:?} is not in stubs.txt exactly once");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (real.replacen(inflate, "", 1), "can't find `inflate` bench"),
+        (
+            format!("{real}lib     crates/gone/src/lib.rs\n"),
+            "infra/image/stubs.txt stubs crates/gone/src/lib.rs, which is the source of no target",
+        ),
+    ];
+    for (stubs, reason) in cases {
+        let bad = write(dir.path(), "stubs.txt", &stubs);
+        let out = image_check(&["--context-file", &format!("infra/image/stubs.txt={bad}")]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}
+
+/// Issue #33: the build sees only what `infra/Dockerfile.dockerignore` lets through: a file a COPY
+/// names, or sources the build compiles, left out of the context fail the check.
+#[test]
+fn image_check_rejects_a_context_that_leaves_out_what_the_build_needs() {
+    let real = std::fs::read_to_string(root().join("infra/Dockerfile.dockerignore"))
+        .expect("read the dockerignore");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("Cargo.lock\n", "COPY Cargo.lock: not in the build context (left out by bad.dockerignore pattern 'Cargo.lock')"),
+        ("crates/retry/src/\n", "tracked files the context leaves out (bad.dockerignore): crates/retry/src/lib.rs"),
+    ];
+    for (pattern, reason) in cases {
+        let bad = write(dir.path(), "bad.dockerignore", &format!("{real}{pattern}"));
+        let out = image_check(&["--dockerignore", &bad]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted {pattern:?}:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}
+
+/// Issue #33: the binary links against the builder's glibc, so the runtime must be the same Debian
+/// release; and docs/deploy.md lists what the runtime stage adds to its base.
+#[test]
+fn infra_check_rejects_a_runtime_of_another_release_or_with_unlisted_files() {
+    let real =
+        std::fs::read_to_string(root().join("infra/Dockerfile")).expect("read the Dockerfile");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("FROM debian:13.4-slim@", "FROM debian:12.12-slim@", "are different Debian releases"),
+        (
+            "ca-certificates curl;",
+            "ca-certificates curl procps;",
+            "does not list the runtime's procps",
+        ),
+    ];
+    for (from, to, reason) in cases {
+        assert_eq!(real.matches(from).count(), 1, "{from:?} is not in the Dockerfile exactly once");
+        let bad = write(dir.path(), "Dockerfile", &real.replacen(from, to, 1));
+        let out = infra_check(&["--only", "docker", "--dockerfile", &bad]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+    }
+}
