@@ -43,6 +43,23 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// Asserts that the check passed and printed each of `parts`; returns its standard output.
+fn assert_passes(out: &Output, parts: &[&str]) -> String {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "infra_check failed:\n{stdout}\n{stderr}");
+    for part in parts {
+        assert!(stdout.contains(part), "missing {part:?} in:\n{stdout}");
+    }
+    stdout
+}
+
+/// Asserts that the check failed (exit 1) for `reason`; `case` names what was broken.
+fn assert_fails_for(out: &Output, reason: &str, case: &str) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(out.status.code(), Some(1), "accepted {case}:\n{stdout}\n{stderr}");
+    assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+}
+
 /// Writes `content` to `dir/name` and returns the path as a string.
 fn write(dir: &Path, name: &str, content: &str) -> String {
     let p = dir.join(name);
@@ -78,18 +95,16 @@ Resources:
 
 #[test]
 fn infra_files_pass_every_check() {
-    let out = infra_check(&[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "infra_check failed:\n{stdout}\n{stderr}");
-    for line in [
-        "ok lint infra/cloudformation/flowspike.yaml",
-        "ok iam infra/cloudformation/flowspike.yaml",
-        "ok docker infra/Dockerfile",
-        "ok cli infra/cloudformation/flowspike.yaml",
-        "ok modes infra/cloudformation/flowspike.yaml",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    let stdout = assert_passes(
+        &infra_check(&[]),
+        &[
+            "ok lint infra/cloudformation/flowspike.yaml",
+            "ok iam infra/cloudformation/flowspike.yaml",
+            "ok docker infra/Dockerfile",
+            "ok cli infra/cloudformation/flowspike.yaml",
+            "ok modes infra/cloudformation/flowspike.yaml",
+        ],
+    );
     // The grants were compared with the AWS calls of the source, mode by mode.
     assert!(
         stdout.contains("(IAM from the code, polling: "),
@@ -195,10 +210,7 @@ fn assert_each_breaks_the_modes_check(cases: &[(&str, &str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     for (from, to, reason) in cases {
         let bad = template_with(dir.path(), from, to);
-        let out = infra_check(&["--only", "modes", "--template", &bad]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+        assert_fails_for(&infra_check(&["--only", "modes", "--template", &bad]), reason, to);
     }
 }
 
@@ -384,18 +396,17 @@ fn image_check(args: &[&str]) -> Output {
 /// versions of the Debian 13 runtime and prints its version as the runtime's unprivileged user.
 #[test]
 fn image_builder_stage_runs_in_its_context_and_the_binary_runs_as_the_runtime_user() {
-    let out = image_check(&[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "image check failed:\n{stdout}\n{stderr}");
-    for part in [
-        "ok image infra/Dockerfile",
-        "builder stage ran deps, app /out (dev profile)",
-        "runtime /usr/local/bin/flowspike needs ",
-        "libc.so.6",
-        &format!(": flowspike {}", env!("CARGO_PKG_VERSION")),
-    ] {
-        assert!(stdout.contains(part), "missing {part:?} in:\n{stdout}");
-    }
+    let version = format!(": flowspike {}", env!("CARGO_PKG_VERSION"));
+    let stdout = assert_passes(
+        &image_check(&[]),
+        &[
+            "ok image infra/Dockerfile",
+            "builder stage ran deps, app /out (dev profile)",
+            "runtime /usr/local/bin/flowspike needs ",
+            "libc.so.6",
+            &version,
+        ],
+    );
     // As root (the test machines) `--version` runs as the Dockerfile's USER; otherwise as the caller.
     assert!(
         stdout.contains("--version as 10001:10001") || stdout.contains("(not root"),
@@ -423,9 +434,7 @@ fn image_check_rejects_stubs_that_miss_or_invent_a_target() {
     for (stubs, reason) in cases {
         let bad = write(dir.path(), "stubs.txt", &stubs);
         let out = image_check(&["--context-file", &format!("infra/image/stubs.txt={bad}")]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+        assert_fails_for(&out, reason, "a broken stub list");
     }
 }
 
@@ -442,10 +451,7 @@ fn image_check_rejects_a_context_that_leaves_out_what_the_build_needs() {
     ];
     for (pattern, reason) in cases {
         let bad = write(dir.path(), "bad.dockerignore", &format!("{real}{pattern}"));
-        let out = image_check(&["--dockerignore", &bad]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted {pattern:?}:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+        assert_fails_for(&image_check(&["--dockerignore", &bad]), reason, pattern);
     }
 }
 
@@ -467,9 +473,6 @@ fn infra_check_rejects_a_runtime_of_another_release_or_with_unlisted_files() {
     for (from, to, reason) in cases {
         assert_eq!(real.matches(from).count(), 1, "{from:?} is not in the Dockerfile exactly once");
         let bad = write(dir.path(), "Dockerfile", &real.replacen(from, to, 1));
-        let out = infra_check(&["--only", "docker", "--dockerfile", &bad]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+        assert_fails_for(&infra_check(&["--only", "docker", "--dockerfile", &bad]), reason, to);
     }
 }
