@@ -415,15 +415,23 @@ fn image_builder_stage_runs_in_its_context_and_the_binary_runs_as_the_runtime_us
 }
 
 /// Issue #33: the stub list is what keeps the dependency layer building. A bench it misses (the
-/// Dockerfile stubbed `parse` and `counter` but not `inflate`: Cargo refused the workspace) and a stub
-/// of no target both fail.
+/// Dockerfile stubbed `parse` and `counter` but not `inflate`: Cargo refused the workspace), a target a
+/// manifest starts to name without its stub, and a stub of no target all fail.
 #[test]
 fn image_check_rejects_stubs_that_miss_or_invent_a_target() {
+    // A manifest that names an example (detect's auto-discovered `quality`) needs its stub.
+    let detect =
+        std::fs::read_to_string(root().join("crates/detect/Cargo.toml")).expect("manifest");
+    let dir = tempfile::tempdir().unwrap();
+    let named =
+        write(dir.path(), "Cargo.toml", &format!("{detect}\n[[example]]\nname = \"quality\"\n"));
+    let out = image_check(&["--context-file", &format!("crates/detect/Cargo.toml={named}")]);
+    assert_fails_for(&out, "can't find `quality` example", "an example without its stub");
+
     let real =
         std::fs::read_to_string(root().join("infra/image/stubs.txt")).expect("read stubs.txt");
     let inflate = "bench   bench/benches/inflate.rs\n";
     assert_eq!(real.matches(inflate).count(), 1, "{inflate:?} is not in stubs.txt exactly once");
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         (real.replacen(inflate, "", 1), "can't find `inflate` bench"),
         (
