@@ -33,9 +33,13 @@ pub(crate) struct Plan {
     runs: Vec<Run>,
     /// The numeric fields, in order.
     nums: Vec<Num>,
-    /// The `U8` and `U16` fields, in order: the only ones whose lengths a run of at most 64
-    /// bytes has to check one at a time (its masks bound the `U64` ones).
+    /// The `U8` and `U16` fields of runs of several fields, in order: the only ones whose
+    /// lengths a run of at most 64 bytes has to check one at a time (its masks bound the `U64`
+    /// ones).
     small: Vec<Num>,
+    /// The `U8` and `U16` fields alone in their runs (`version`): checked as one word each,
+    /// cheaper than a window of masks.
+    lone: Vec<Num>,
     /// The other typed fields, in order.
     words: Vec<Word>,
 }
@@ -106,18 +110,29 @@ impl Plan {
             ValueType::LogStatus => return self.words.push(Word::LogStatus(pos)),
             ValueType::FlowDirection => return self.words.push(Word::Other(pos, ty)),
         };
-        let at = self.nums.len() as u16;
-        match self.runs.last_mut() {
-            Some(run) if run.last + 1 == pos => {
-                run.last = pos;
-                run.nums.1 = at + 1;
-            }
-            _ => self.runs.push(Run { first: pos, last: pos, nums: (at, at + 1) }),
-        }
-        if n.digits <= 5 {
-            self.small.push(n);
-        }
         self.nums.push(n);
+        self.derive_runs();
+    }
+
+    /// Groups [`Plan::nums`] into runs, and the small fields into those alone in their run and
+    /// the others (rebuilt on every push: a plan is built once per format).
+    fn derive_runs(&mut self) {
+        self.runs.clear();
+        for (at, n) in self.nums.iter().enumerate() {
+            let at = at as u16;
+            match self.runs.last_mut() {
+                Some(run) if run.last + 1 == n.pos => {
+                    run.last = n.pos;
+                    run.nums.1 = at + 1;
+                }
+                _ => self.runs.push(Run { first: n.pos, last: n.pos, nums: (at, at + 1) }),
+            }
+        }
+        let lone = |n: &Num| self.runs.iter().any(|r| r.first == n.pos && r.last == n.pos);
+        let small = self.nums.iter().filter(|n| n.digits <= 5);
+        self.lone = small.clone().filter(|n| lone(n)).copied().collect();
+        self.small = small.filter(|n| !lone(n)).copied().collect();
+        self.runs.retain(|r| !(r.first == r.last && self.lone.iter().any(|n| n.pos == r.first)));
     }
 }
 
@@ -163,6 +178,9 @@ pub(crate) fn check<C: Classifier>(
         }
     }
     ok &= lengths_ok(line, ends, &plan.small);
+    for n in &plan.lone {
+        ok &= lone_ok(line, ends, n);
+    }
     if !ok {
         return None;
     }
@@ -222,6 +240,23 @@ fn lengths_ok(line: &[u8], ends: &[u32], nums: &[Num]) -> bool {
         }
     }
     ok
+}
+
+/// The check of a run of one `U8` or `U16` field `n`, on its value as one big-endian word: `-`,
+/// or 1 to its type's digits (`0` to `9`: high nibble 3, and still 3 after adding 6) and at most
+/// its largest value.
+#[inline(always)]
+fn lone_ok(line: &[u8], ends: &[u32], n: &Num) -> bool {
+    let e = end(ends, n.pos.into());
+    let len = e.wrapping_sub(start(ends, n.pos.into()));
+    if len.wrapping_sub(1) >= usize::from(n.digits) {
+        return false;
+    }
+    let w = tail_be(line, e, len);
+    let ones = (u64::MAX / 255) >> (64 - 8 * len);
+    let (zeros, nibbles) = (0x30 * ones, 0xf0 * ones);
+    let digits = w & nibbles == zeros && w.wrapping_add(6 * ones) & nibbles == zeros;
+    (digits && w <= n.limit) || (w == u64::from(b'-') && len == 1)
 }
 
 /// [`run_ok`] for a run of 1 to 64 bytes, which also finds, from the same masks, every empty
