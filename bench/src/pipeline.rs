@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
-use flowspike_counter::{CountSink, Counter, CounterConfig, Rule};
-use flowspike_engine::{decode_batch, DecodeContext, RawRecord};
+use flowspike_counter::{CountSink, Counter, CounterConfig, Pipeline, Rule};
+use flowspike_engine::{decode_batch, RawRecord};
 use flowspike_history::{History, LocalStore};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo, ReplayConfig, Source, StreamSettings};
 use rayon::prelude::*;
@@ -174,8 +174,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let input_rss = vm_kb("VmRSS:").map(|k| k * 1024);
     let stored_bytes: u64 = objects.iter().map(|o| o.len() as u64).sum();
     let opts = DecodeOptions { max_decompressed_bytes: u64::MAX, ..DecodeOptions::default() };
-    let rule = Rule::default();
-    let counter_cfg = CounterConfig::default();
+    // The settings of the consumer's decode and of the end-to-end replay: every default.
+    let pipeline = Pipeline::default();
+    let rule = pipeline.rule.clone();
+    let counter_cfg = pipeline.counter;
     let runs = cfg.runs;
     let threads = cfg.threads;
     let mut stages = Vec::new();
@@ -238,7 +240,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     // 5. the consumer's decode path, straight from the stored (compressed) objects
     if compressed {
         let times = time_runs(runs, || {
-            let n = pool.install(|| consumer_decode(&objects, &rule, counter_cfg));
+            let n = pool.install(|| consumer_decode(&objects, &pipeline));
             if n != counted {
                 return Err(BenchError::Stage {
                     stage: "consumer decode",
@@ -276,10 +278,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
             sources: vec![Source { archive: archive.clone(), root: String::new() }],
             from: None,
             to: None,
-            decode: DecodeOptions::default(),
-            rule: rule.clone(),
-            counter: counter_cfg,
-            detect: flowspike_detect::DetectConfig::default(),
+            pipeline: pipeline.clone(),
             fetchers: 1,
             stream: StreamSettings::default(),
         };
@@ -433,18 +432,17 @@ const RECORDS_PER_BATCH: usize = 250;
 
 /// Decodes every object as one Kinesis record with the consumer's `decode_batch`, batch by batch
 /// on the current pool, merging the batches' counters; the number of records counted.
-fn consumer_decode(objects: &[Vec<u8>], rule: &Rule, cfg: CounterConfig) -> u64 {
-    let ctx = DecodeContext { decode: DecodeOptions::default(), rule: rule.clone(), counter: cfg };
+fn consumer_decode(objects: &[Vec<u8>], pipeline: &Pipeline) -> u64 {
     objects
         .par_chunks(RECORDS_PER_BATCH)
         .map(|chunk| {
             let records: Vec<RawRecord<'_>> =
                 chunk.iter().map(|o| RawRecord { sequence_number: "0", data: o }).collect();
-            let batch = decode_batch(&ctx, "shardId-000000000000", &records);
+            let batch = decode_batch(pipeline, "shardId-000000000000", &records);
             (batch.stats.counted, batch.counter)
         })
         .reduce(
-            || (0, Counter::new(cfg)),
+            || (0, Counter::new(pipeline.counter)),
             |(n, mut a), (m, b)| {
                 a.merge(b);
                 (n + m, a)

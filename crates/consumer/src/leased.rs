@@ -51,11 +51,9 @@ pub(crate) fn run(
         max_leases: lease.max_leases,
         claim_takeover: lease.failover.saturating_mul(3).max(Duration::from_secs(30)),
         idle_shard_after: cfg.idle_shard_after,
-        counter: cfg.counter,
-        detect: cfg.detect.clone(),
-        max_future_secs: cfg.rule.max_future_secs(),
+        pipeline: cfg.pipeline.clone(),
     };
-    let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
+    let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
     let worker = Worker::new(wcfg, table, history);
     tracing::info!(worker = %lease.worker_id, table = %lease.table, failover_ms = lease.failover.as_millis() as u64, "lease worker starting");
     let leased = Leased {

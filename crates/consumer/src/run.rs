@@ -49,11 +49,9 @@ impl SingleTask {
         let ecfg = EngineConfig {
             stream: cfg.stream.clone(),
             allowed_lateness_secs: lateness,
-            counter: cfg.counter,
-            detect: cfg.detect.clone(),
-            max_future_secs: cfg.rule.max_future_secs(),
+            pipeline: cfg.pipeline.clone(),
         };
-        let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
+        let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
         let engine = Engine::open(history, ecfg, co.sink.as_mut())?;
         co.metrics.publish(&engine.stats());
         let mut shards = ShardTable::default();

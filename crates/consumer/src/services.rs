@@ -7,12 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowlog::DecodeOptions;
 use flowspike_aws::kinesis::KinesisSink;
-use flowspike_counter::{CounterConfig, Rule};
-use flowspike_detect::DetectConfig;
+use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::Metrics;
-use flowspike_engine::{DecodeContext, Output, SpikeSink, Stats, WriterSink};
+use flowspike_engine::{Output, SpikeSink, Stats, WriterSink};
 
 use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
@@ -76,14 +74,9 @@ pub struct ConsumerConfig {
     pub exit_when_idle: Option<Duration>,
     /// How often ListShards runs again (new shards after resharding).
     pub relist_interval: Duration,
-    /// Framing and format.
-    pub decode: DecodeOptions,
-    /// Which records count.
-    pub rule: Rule,
-    /// Counter limits.
-    pub counter: CounterConfig,
-    /// Detection settings.
-    pub detect: DetectConfig,
+    /// Decoding, rule, counter and detection settings (the rule's event times are checked
+    /// against the wall clock at each batch).
+    pub pipeline: Pipeline,
     /// Where spikes go.
     pub output: Output,
     /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: nowhere.
@@ -126,8 +119,8 @@ pub(crate) struct Services {
     pub client: aws_sdk_kinesis::Client,
     /// Where spikes go.
     pub sink: Box<dyn SpikeSink>,
-    /// Decoding settings of the shard readers.
-    pub ctx: Arc<DecodeContext>,
+    /// The pipeline's settings, shared by the shard readers (they decode with them).
+    pub pipeline: Arc<Pipeline>,
     /// The registered enhanced fan-out consumer (`--efo`).
     pub efo: Option<Efo>,
     /// Set on SIGTERM or SIGINT.
@@ -156,11 +149,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
             handle: rt.handle().clone(),
         }),
     };
-    let ctx = Arc::new(DecodeContext {
-        decode: cfg.decode.clone(),
-        rule: cfg.rule.clone(),
-        counter: cfg.counter,
-    });
+    let pipeline = Arc::new(cfg.pipeline.clone());
     let efo = match &cfg.efo {
         None => None,
         Some(e) => Some(Efo {
@@ -175,7 +164,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
     };
     let signalled = Arc::new(AtomicBool::new(false));
     rt.spawn(wait_for_signal(signalled.clone()));
-    Ok(Services { rt, metrics, client, sink, ctx, efo, signalled })
+    Ok(Services { rt, metrics, client, sink, pipeline, efo, signalled })
 }
 
 pub(crate) fn wall_clock_secs() -> i64 {

@@ -50,7 +50,7 @@ pub mod metrics;
 mod output;
 mod signal;
 
-pub use decode::{decode_batch, decode_batch_at, DecodeContext, RawRecord};
+pub use decode::{decode_batch, decode_batch_at, RawRecord};
 pub use early::OpenHourJudge;
 pub use engine::{
     global_watermark, live_watermark, new_spikes, now_secs, put_rows, read_rows, warm_detector,

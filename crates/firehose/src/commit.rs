@@ -306,19 +306,14 @@ pub(crate) fn wall_clock_secs() -> i64 {
 mod tests {
     use std::sync::Arc;
 
-    use flowspike_counter::{CounterConfig, Rule};
-    use flowspike_detect::DetectConfig;
-    use flowspike_engine::{decode_batch, DecodeContext, EngineConfig, RawRecord};
+    use flowspike_counter::Pipeline;
+    use flowspike_engine::{decode_batch, EngineConfig, RawRecord};
     use flowspike_history::{History, LocalStore, Store};
 
     use super::*;
 
     fn batch() -> Batch {
-        let ctx = DecodeContext {
-            decode: flowlog::DecodeOptions::default(),
-            rule: Rule::default(),
-            counter: CounterConfig::default(),
-        };
+        let ctx = Pipeline::default();
         let line = b"2 123456789012 eni-1 10.0.0.1 8.8.8.8 443 1234 6 1 40 7200 7260 REJECT OK\n";
         decode_batch(&ctx, VIRTUAL_SHARD, &[RawRecord { sequence_number: "0", data: line }])
     }
@@ -327,9 +322,7 @@ mod tests {
         EngineConfig {
             stream: "firehose-test".into(),
             allowed_lateness_secs: 600,
-            counter: CounterConfig::default(),
-            detect: DetectConfig::default(),
-            max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
+            pipeline: Pipeline::default(),
         }
     }
 

@@ -8,8 +8,8 @@ use clap::Args;
 use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
 use flowspike_engine::Output;
 
-use crate::args::{DetectArgs, InputArgs};
-use crate::settings::{decode_options, detect_settings, open_state, parse_time};
+use crate::args::PipelineArgs;
+use crate::settings::{open_state, parse_time, pipeline};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]
@@ -82,19 +82,15 @@ pub struct ConsumeArgs {
     /// among running tasks; a restarted task should get a new one.
     #[arg(long, env = "FLOWSPIKE_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// Input framing and format.
+    /// Input framing, format and detection settings.
     #[command(flatten)]
-    pub input: InputArgs,
-    /// Detection settings.
-    #[command(flatten)]
-    pub detect: DetectArgs,
+    pub pipeline: PipelineArgs,
 }
 
 /// The consumer settings from the arguments.
 pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
-    let decode = decode_options(&a.input)?;
-    let (rule, counter, detect) = detect_settings(&a.detect)?;
-    detect.validate().context("detection settings")?;
+    let pipeline = pipeline(&a.pipeline)?;
+    pipeline.detect.validate().context("detection settings")?;
     let start_position = match (a.start_position.as_str(), &a.at_timestamp) {
         ("trim-horizon", _) => StartPosition::TrimHorizon,
         ("latest", _) => StartPosition::Latest,
@@ -150,10 +146,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
         max_runtime: a.max_runtime_secs.map(Duration::from_secs),
         exit_when_idle: a.exit_when_idle_secs.map(Duration::from_secs),
         relist_interval: Duration::from_secs(a.relist_shards_secs.max(1)),
-        decode,
-        rule,
-        counter,
-        detect,
+        pipeline,
         output: match &a.output_stream {
             Some(s) => Output::Stream(s.clone()),
             None => Output::Stdout,

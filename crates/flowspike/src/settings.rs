@@ -1,16 +1,16 @@
-//! From parsed arguments to library settings, shared by every command: framing and format, the
-//! counting rule, counter and detection settings, the state store, times.
+//! From parsed arguments to library settings, shared by every command: the pipeline's settings
+//! (framing and format, the counting rule, counter and detection settings), the state store, times.
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use flowlog::{DecodeOptions, Format, Framing};
 use flowspike_aws::{Policy, S3Store, S3Url, S3};
-use flowspike_counter::{CounterConfig, Rule};
+use flowspike_counter::{CounterConfig, Pipeline, Rule};
 use flowspike_detect::DetectConfig;
 use flowspike_history::{LocalStore, Store};
 
-use crate::args::{DetectArgs, InputArgs};
+use crate::args::{DetectArgs, InputArgs, PipelineArgs};
 
 /// Framing and format from the arguments.
 pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
@@ -23,8 +23,15 @@ pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
     Ok(DecodeOptions { framing, format, ..DecodeOptions::default() })
 }
 
+/// The pipeline's settings from the flags every pipeline command shares.
+pub fn pipeline(a: &PipelineArgs) -> anyhow::Result<Pipeline> {
+    let decode = decode_options(&a.input)?;
+    let (rule, counter, detect) = detect_settings(&a.detect)?;
+    Ok(Pipeline { decode, rule, counter, detect })
+}
+
 /// Rule, counter and detection settings from the arguments.
-pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, DetectConfig)> {
+fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, DetectConfig)> {
     let rule = if a.internal.is_empty() {
         Rule::default()
     } else {

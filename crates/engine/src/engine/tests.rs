@@ -2,7 +2,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flowspike_counter::{hour_of, merge_rows, Hit};
+use flowspike_counter::{hour_of, merge_rows, CounterConfig, Hit, Pipeline};
+use flowspike_detect::DetectConfig;
 use flowspike_history::{LocalStore, Store, StoreError};
 
 use super::*;
@@ -14,9 +15,10 @@ fn cfg() -> EngineConfig {
     EngineConfig {
         stream: "flows".into(),
         allowed_lateness_secs: LATENESS,
-        counter: CounterConfig::default(),
-        detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
-        max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
+        pipeline: Pipeline {
+            detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
+            ..Pipeline::default()
+        },
     }
 }
 
@@ -55,7 +57,7 @@ fn sources_past_the_cap_are_counted_when_the_hour_closes() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
     let mut c = cfg();
-    c.counter.max_sources_per_hour = 2;
+    c.pipeline.counter.max_sources_per_hour = 2;
     let mut spikes = Vec::new();
     let mut e = Engine::open(History::new(store), c, &mut spikes).unwrap();
     let srcs = ["10.0.0.4", "10.0.0.1", "10.0.0.3", "10.0.0.2"];
@@ -383,11 +385,7 @@ fn source_positions_are_committed_with_their_records() {
 /// Decodes `lines` as one Kinesis record `seq` of shard `shardId-0` (default format, no header),
 /// with the decoder's wall clock.
 fn decoded(seq: u64, lines: &[String]) -> Batch {
-    let ctx = crate::DecodeContext {
-        decode: flowlog::DecodeOptions::default(),
-        rule: flowspike_counter::Rule::default(),
-        counter: CounterConfig::default(),
-    };
+    let ctx = Pipeline::default();
     let data = lines.concat();
     let seq = seq.to_string();
     crate::decode_batch(
@@ -460,10 +458,9 @@ fn far_future_start_is_malformed_and_moves_no_watermark() {
 #[test]
 fn max_future_secs_bounds_the_start_at_the_batch_clock() {
     let now = BASE + 100 * 3600;
-    let ctx = crate::DecodeContext {
-        decode: flowlog::DecodeOptions::default(),
+    let ctx = Pipeline {
         rule: flowspike_counter::Rule::default().with_max_future_secs(600),
-        counter: CounterConfig::default(),
+        ..Pipeline::default()
     };
     let inside = (now + 600).to_string();
     let past = (now + 601).to_string();
@@ -686,11 +683,7 @@ mod poison {
                     None => out_of_range += u64::from(start.parse::<u64>().is_ok()),
                 }
             }
-            let ctx = crate::DecodeContext {
-                decode: flowlog::DecodeOptions::default(),
-                rule: flowspike_counter::Rule::default(),
-                counter: CounterConfig::default(),
-            };
+            let ctx = Pipeline::default();
             let dir = tempfile::tempdir().unwrap();
             let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
             let mut spikes = Vec::new();
@@ -773,7 +766,8 @@ fn regression_state_repair_uses_the_default_slack() {
         },
     );
     store.put(&manifest_key("flows"), m.to_json()).unwrap();
-    let slack = EngineConfig { max_future_secs: 3 * 24 * 3600, ..cfg() };
+    let mut slack = cfg();
+    slack.pipeline.rule = slack.pipeline.rule.with_max_future_secs(3 * 24 * 3600);
     let e =
         Engine::open_at(History::new(store.clone()), slack.clone(), &mut Vec::new(), now).unwrap();
     assert_eq!(e.shard("shardId-0").and_then(|s| s.max_start), Some(ahead as u64));
@@ -813,7 +807,9 @@ fn quiet_history(store: &Arc<dyn Store>) -> i64 {
 }
 
 fn adaptive_cfg() -> EngineConfig {
-    EngineConfig { detect: DetectConfig::default(), ..cfg() }
+    let mut c = cfg();
+    c.pipeline.detect = DetectConfig::default();
+    c
 }
 
 /// `n` hits of 10.0.0.1 in `hour`, one a second from `from`.
