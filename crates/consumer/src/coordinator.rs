@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::{Metrics, Phase};
-use flowspike_engine::{Batch, SpikeSink};
+use flowspike_engine::{Batch, RunSummary, SpikeSink};
 use flowspike_retry::Policy;
 use tokio::sync::{mpsc, watch};
 
 use crate::kinesis::{list_shards, Efo, Event, ShardInfo, ShardReader, StartAt};
-use crate::services::{start_services, ConsumerConfig, RunSummary, Services};
+use crate::services::{start_services, ConsumerConfig, Services};
 use crate::worker::unix_millis;
 use crate::ConsumeError;
 

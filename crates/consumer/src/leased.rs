@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_engine::Batch;
+use flowspike_engine::{Batch, RunSummary};
 use flowspike_history::{History, Store};
 use flowspike_lease::{Checkpoint, DynamoTable, LeaseTable};
 
 use crate::coordinator::{Coordinator, Mode, Stop};
 use crate::kinesis::{ShardInfo, StartAt};
-use crate::services::{wall_clock_secs, ConsumerConfig, RunSummary};
+use crate::services::{wall_clock_secs, ConsumerConfig};
 use crate::worker::{unix_millis, Worker, WorkerConfig};
 use crate::ConsumeError;
 
@@ -260,7 +260,8 @@ impl Mode for Leased {
                 .and_then(flowspike_lease::global_watermark)
                 .map(|w| w.div_euclid(flowspike_counter::HOUR) * flowspike_counter::HOUR),
             generation: self.worker.generation(),
-            stopped_by: stop.reason,
+            source: (),
+            stopped_by: Some(stop.reason),
         })
     }
 }

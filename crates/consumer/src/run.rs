@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_engine::{live_watermark, Batch, Engine, EngineConfig};
+use flowspike_engine::{live_watermark, Batch, Engine, EngineConfig, RunSummary};
 use flowspike_history::{History, Store};
 
 use crate::coordinator::{Coordinator, Mode, Stop, TICK};
 use crate::kinesis::ShardInfo;
-use crate::services::{wall_clock_secs, ConsumerConfig, RunSummary};
+use crate::services::{wall_clock_secs, ConsumerConfig};
 use crate::shards::ShardTable;
 use crate::ConsumeError;
 
@@ -211,7 +211,8 @@ impl Mode for SingleTask {
             stats: self.engine.stats(),
             closed_through: self.engine.closed_through(),
             generation: self.engine.manifest().generation,
-            stopped_by: stop.reason,
+            source: (),
+            stopped_by: Some(stop.reason),
         })
     }
 }

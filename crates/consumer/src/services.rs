@@ -1,6 +1,6 @@
 //! What the single-task and the lease modes share besides the coordinator: the settings
 //! ([`ConsumerConfig`]), where shards start ([`StartPosition`]), the services both start with
-//! ([`Services`]: runtime, metrics server, Kinesis client, spike sink, signals) and the run summary.
+//! ([`Services`]: runtime, metrics server, Kinesis client, spike sink, signals).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,7 @@ use std::time::Duration;
 use flowspike_aws::kinesis::KinesisSink;
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::Metrics;
-use flowspike_engine::{Output, SpikeSink, Stats, WriterSink};
+use flowspike_engine::{Output, SpikeSink, WriterSink};
 
 use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
@@ -96,19 +96,6 @@ impl ConsumerConfig {
     }
 }
 
-/// What a run did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunSummary {
-    /// Counts.
-    pub stats: Stats,
-    /// Every hour before this one is closed (unix seconds).
-    pub closed_through: Option<i64>,
-    /// The last committed manifest generation.
-    pub generation: u64,
-    /// Why the run stopped: `signal`, `max-runtime`, `idle`.
-    pub stopped_by: String,
-}
-
 /// What both consumer modes start with.
 pub(crate) struct Services {
     /// The runtime of the shard readers, the metrics server and the AWS clients.
@@ -179,4 +166,30 @@ pub(crate) async fn wait_for_signal(flag: Arc<AtomicBool>) {
     flowspike_engine::shutdown_signal().await;
     // Relaxed: a lone flag polled by the coordinator; no other data is published through it.
     flag.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use flowspike_engine::{RunSummary, Stats};
+
+    /// `flowspike consume` prints its summary as this JSON line: the engine's counts, where event
+    /// time and the checkpoints stopped, and why the run stopped, in this order.
+    #[test]
+    fn run_summary_json_is_the_consume_commands() {
+        let summary = RunSummary {
+            stats: Stats { counted: 5, ..Stats::default() },
+            source: (),
+            closed_through: Some(7200),
+            generation: 3,
+            stopped_by: Some("idle".to_owned()),
+        };
+        let stats = serde_json::to_string(&summary.stats).unwrap();
+        assert!(stats.starts_with(r#"{"kinesis_records":0,"#) && stats.contains(r#""counted":5,"#));
+        assert_eq!(
+            serde_json::to_string(&summary).unwrap(),
+            format!(
+                r#"{{"stats":{stats},"closed_through":7200,"generation":3,"stopped_by":"idle"}}"#
+            )
+        );
+    }
 }

@@ -49,6 +49,7 @@ mod manifest;
 pub mod metrics;
 mod output;
 mod signal;
+mod summary;
 
 pub use decode::{decode_batch, decode_batch_at, RawRecord};
 pub use early::OpenHourJudge;
@@ -64,3 +65,4 @@ pub use manifest::{
 pub use metrics::Metrics;
 pub use output::{Output, WriterSink};
 pub use signal::shutdown_signal;
+pub use summary::RunSummary;

@@ -44,7 +44,7 @@ use std::time::Duration;
 use flowspike_counter::Pipeline;
 use flowspike_engine::Output;
 
-pub use commit::{RequestStats, RunSummary, MAX_GROUP};
+pub use commit::{FirehoseCounts, RequestCounts, RequestStats, RunSummary, MAX_GROUP};
 pub use error::FirehoseError;
 pub use protocol::{DEFAULT_MAX_RECORDS, MAX_REQUEST_ID_BYTES};
 pub use server::{run, Server, StopHandle};

@@ -823,7 +823,7 @@ mod tests {
         stop.stop();
         let summary = running.join().expect("server thread").expect("run");
         assert_eq!(summary.stats.counted, 1);
-        assert_eq!(summary.requests.unauthorized, 1);
+        assert_eq!(summary.source.requests.unauthorized, 1);
 
         cfg.tls = Some(TlsFiles { cert: testdata("cert.pem"), key: testdata("ca.pem") });
         let err = Server::bind(cfg, store).expect_err("a certificate is no key");
