@@ -186,20 +186,39 @@ fn uninterrupted_run_writes_exact_aggregates_and_one_spike() {
     assert_eq!(e2.closed_through(), Some(BASE + 20 * 3600));
 }
 
-/// A store that dies (every later call fails) after `budget` successful puts: a crash between
-/// any two writes of a checkpoint.
-struct Dying {
+/// When the puts of a [`FaultStore`] fail.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The store dies after this many successful puts: every later put and delete fails (a crash
+    /// between any two writes of a checkpoint).
+    DieAfter(usize),
+    /// The put of this index (from 0) fails once (a transient S3 error); every other call
+    /// succeeds.
+    FailOnce(usize),
+}
+
+/// A local store whose writes fail as its [`Fault`] says; it counts its puts.
+struct FaultStore {
     inner: LocalStore,
-    budget: usize,
+    fault: Fault,
     puts: AtomicUsize,
 }
 
-impl Store for Dying {
+impl FaultStore {
+    fn new(dir: &std::path::Path, fault: Fault) -> Arc<FaultStore> {
+        Arc::new(FaultStore { inner: LocalStore::new(dir), fault, puts: AtomicUsize::new(0) })
+    }
+}
+
+impl Store for FaultStore {
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) >= self.budget {
-            return Err(StoreError::Remote("crashed".into()));
+        match (self.fault, self.puts.fetch_add(1, Ordering::SeqCst)) {
+            (Fault::DieAfter(budget), n) if n >= budget => {
+                Err(StoreError::Remote("crashed".into()))
+            }
+            (Fault::FailOnce(fail), n) if n == fail => Err(StoreError::Remote("transient".into())),
+            _ => self.inner.put(key, bytes),
         }
-        self.inner.put(key, bytes)
     }
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.get(key)
@@ -208,8 +227,10 @@ impl Store for Dying {
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        if self.puts.load(Ordering::SeqCst) >= self.budget {
-            return Err(StoreError::Remote("crashed".into()));
+        if let Fault::DieAfter(budget) = self.fault {
+            if self.puts.load(Ordering::SeqCst) >= budget {
+                return Err(StoreError::Remote("crashed".into()));
+            }
         }
         self.inner.delete(key)
     }
@@ -221,11 +242,7 @@ fn crash_after_any_write_then_restart_gives_identical_aggregates() {
     let expected = expected_rows(&w);
     // Count the puts of a whole run.
     let dir = tempfile::tempdir().unwrap();
-    let counting = Arc::new(Dying {
-        inner: LocalStore::new(dir.path()),
-        budget: usize::MAX,
-        puts: AtomicUsize::new(0),
-    });
+    let counting = FaultStore::new(dir.path(), Fault::DieAfter(usize::MAX));
     let mut spikes = Vec::new();
     let mut e = Engine::open(History::new(counting.clone()), cfg(), &mut spikes).unwrap();
     drive(&mut e, &w, &mut spikes).unwrap();
@@ -235,11 +252,7 @@ fn crash_after_any_write_then_restart_gives_identical_aggregates() {
 
     for budget in 0..total {
         let dir = tempfile::tempdir().unwrap();
-        let dying = Arc::new(Dying {
-            inner: LocalStore::new(dir.path()),
-            budget,
-            puts: AtomicUsize::new(0),
-        });
+        let dying = FaultStore::new(dir.path(), Fault::DieAfter(budget));
         let mut emitted = Vec::new();
         if let Ok(mut e) = Engine::open(History::new(dying.clone()), cfg(), &mut emitted) {
             assert!(drive(&mut e, &w, &mut emitted).is_err(), "budget {budget} must crash");
@@ -260,39 +273,13 @@ fn crash_after_any_write_then_restart_gives_identical_aggregates() {
     }
 }
 
-/// A store whose `fail`-th put fails once (a transient S3 error); every other call succeeds.
-struct Flaky {
-    inner: LocalStore,
-    fail: usize,
-    puts: AtomicUsize,
-}
-
-impl Store for Flaky {
-    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) == self.fail {
-            return Err(StoreError::Remote("transient".into()));
-        }
-        self.inner.put(key, bytes)
-    }
-    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        self.inner.get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn a_failed_checkpoint_write_loses_nothing_when_the_engine_goes_on() {
     let w = workload();
     let expected = expected_rows(&w);
     for fail in 0..40 {
         let dir = tempfile::tempdir().unwrap();
-        let flaky =
-            Arc::new(Flaky { inner: LocalStore::new(dir.path()), fail, puts: AtomicUsize::new(0) });
+        let flaky = FaultStore::new(dir.path(), Fault::FailOnce(fail));
         let mut spikes = Vec::new();
         let mut e = Engine::open(History::new(flaky.clone()), cfg(), &mut spikes).unwrap();
         // As the consumer does with a retryable error: keep going, checkpoint again later.
