@@ -265,6 +265,21 @@ impl<'p> Bench<'p> {
         self.stages.push(stage(name, times, records, bytes, self.text_bytes, self.threads));
     }
 
+    /// Times [`par_decode`] of `units` on the pool: the times, and the sum of the last run.
+    fn time_decode<S: RecordSink>(
+        &self,
+        units: &[(&[u8], DecodeOptions)],
+        new: impl Fn() -> S + Sync,
+        value: impl Fn(&S, &flowlog::Summary) -> u64 + Sync,
+    ) -> Result<((f64, f64), u64), BenchError> {
+        let mut sum = 0;
+        let times = time_runs(self.runs, || {
+            sum = self.pool.install(|| par_decode(units, &new, &value))?;
+            Ok(())
+        })?;
+        Ok((times, sum))
+    }
+
     /// Stage 1, decompress: the texts of the objects, and (compressed input only) how long
     /// inflating them takes.
     fn decompress(&mut self, objects: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BenchError> {
@@ -280,13 +295,7 @@ impl<'p> Bench<'p> {
 
     /// Stage 2, parse: the records of the texts, touching nothing.
     fn parse(&mut self, units: &[(&[u8], DecodeOptions)]) -> Result<u64, BenchError> {
-        let pool = self.pool;
-        let mut records = 0;
-        let times = time_runs(self.runs, || {
-            let n = pool.install(|| par_decode(units, || Touch(0), |t, s| t.0.min(s.records)))?;
-            records = n;
-            Ok(())
-        })?;
+        let (times, records) = self.time_decode(units, || Touch(0), |t, s| t.0.min(s.records))?;
         self.push("parse", &times, records, self.text_bytes);
         Ok(records)
     }
@@ -298,22 +307,11 @@ impl<'p> Bench<'p> {
         records: u64,
         known_counted: Option<u64>,
     ) -> Result<u64, BenchError> {
-        let (pool, rule) = (self.pool, &self.pipeline.rule);
-        let mut counted = 0;
-        let times = time_runs(self.runs, || {
-            let n = pool.install(|| {
-                par_decode(units, || CountSink::new(rule, ()), |f, _| f.stats.counted)
-            })?;
-            counted = n;
-            Ok(())
-        })?;
+        let rule = &self.pipeline.rule;
+        let (times, counted) =
+            self.time_decode(units, || CountSink::new(rule, ()), |f, _| f.stats.counted)?;
         if let Some(k) = known_counted {
-            if k != counted {
-                return Err(BenchError::Stage {
-                    stage: "parse+filter",
-                    message: format!("counted {counted}, generated {k}"),
-                });
-            }
+            agree("parse+filter", k == counted, || format!("counted {counted}, generated {k}"))?;
         }
         self.push("parse+filter", &times, records, self.text_bytes);
         Ok(counted)
@@ -334,12 +332,9 @@ impl<'p> Bench<'p> {
         })?;
         let rows: Vec<_> = counter.into_rows();
         let row_hits: u64 = rows.iter().map(|r| r.blocked_count).sum();
-        if row_hits != counted {
-            return Err(BenchError::Stage {
-                stage: "parse+filter+count",
-                message: format!("rows hold {row_hits} hits, filter found {counted}"),
-            });
-        }
+        agree("parse+filter+count", row_hits == counted, || {
+            format!("rows hold {row_hits} hits, filter found {counted}")
+        })?;
         self.push("parse+filter+count", &times, records, self.text_bytes);
         Ok(rows)
     }
@@ -354,13 +349,9 @@ impl<'p> Bench<'p> {
         let (pool, pipeline) = (self.pool, &self.pipeline);
         let times = time_runs(self.runs, || {
             let n = pool.install(|| consumer_decode(objects, pipeline));
-            if n != counted {
-                return Err(BenchError::Stage {
-                    stage: "consumer decode",
-                    message: format!("counted {n}, filter found {counted}"),
-                });
-            }
-            Ok(())
+            agree("consumer decode", n == counted, || {
+                format!("counted {n}, filter found {counted}")
+            })
         })?;
         self.push("consumer decode", &times, records, self.stored_bytes);
         Ok(())
@@ -412,20 +403,28 @@ impl<'p> Bench<'p> {
             let out = pool
                 .install(|| flowspike_replay::replay(&rcfg, &history, &()))
                 .map_err(|e| BenchError::Stage { stage: "end to end", message: e.to_string() })?;
-            if out.summary.counted != counted || out.summary.records != records {
-                return Err(BenchError::Stage {
-                    stage: "end to end",
-                    message: format!(
-                        "replay counted {} of {} records; stages found {counted} of {records}",
-                        out.summary.counted, out.summary.records
-                    ),
-                });
-            }
-            Ok(())
+            let (c, r) = (out.summary.counted, out.summary.records);
+            agree("end to end", c == counted && r == records, || {
+                format!("replay counted {c} of {r} records; stages found {counted} of {records}")
+            })
         })?;
         // `bytes` of end to end is the text; the stored bytes are in the report.
         self.push("end to end", &times, records, self.text_bytes);
         Ok(archive_len(&archive))
+    }
+}
+
+/// `Ok` when a stage's counts agree with what the stages before it found; else the stage fails
+/// with `message`.
+fn agree(
+    stage: &'static str,
+    agrees: bool,
+    message: impl FnOnce() -> String,
+) -> Result<(), BenchError> {
+    if agrees {
+        Ok(())
+    } else {
+        Err(BenchError::Stage { stage, message: message() })
     }
 }
 
