@@ -6,10 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
-use flowspike_engine::Output;
 
 use crate::args::PipelineArgs;
-use crate::settings::{open_state, parse_time, pipeline};
+use crate::settings::{metrics_addr, open_state, output, parse_time, pipeline};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]
@@ -131,12 +130,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
             max_leases: a.max_leases,
         }),
     };
-    let metrics_addr = match a.metrics_addr.trim() {
-        "off" => None,
-        v => Some(v.parse().map_err(|_| {
-            anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
-        })?),
-    };
+    let metrics_addr = metrics_addr(&a.metrics_addr)?;
     Ok(ConsumerConfig {
         stream: a.stream.clone(),
         start_position,
@@ -147,10 +141,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
         exit_when_idle: a.exit_when_idle_secs.map(Duration::from_secs),
         relist_interval: Duration::from_secs(a.relist_shards_secs.max(1)),
         pipeline,
-        output: match &a.output_stream {
-            Some(s) => Output::Stream(s.clone()),
-            None => Output::Stdout,
-        },
+        output: output(&a.output_stream),
         metrics_addr,
         efo: a.efo.then(|| EfoConfig {
             consumer_name: a.efo_consumer_name.clone(),

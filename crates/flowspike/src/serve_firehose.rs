@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use flowspike_engine::Output;
 use flowspike_firehose::{FirehoseConfig, TlsFiles};
 
 use crate::args::PipelineArgs;
-use crate::settings::{open_state, pipeline};
+use crate::settings::{metrics_addr, open_state, output, pipeline};
 
 /// Default of `--max-record-decompressed-bytes`: a Firehose record is at most 1,000 KiB and a
 /// CloudWatch Logs envelope carries at most about 1 MiB of log events, so 64 MiB leaves a wide
@@ -154,16 +153,8 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
     cfg.allowed_lateness_secs = a.allowed_lateness_secs;
     cfg.idle_after = Duration::from_secs(a.idle_secs);
     cfg.dedup_window = Duration::from_secs(a.dedup_window_secs);
-    cfg.output = match &a.output_stream {
-        Some(s) => Output::Stream(s.clone()),
-        None => Output::Stdout,
-    };
-    cfg.metrics_addr = match a.metrics_addr.trim() {
-        "off" => None,
-        v => Some(v.parse().map_err(|_| {
-            anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
-        })?),
-    };
+    cfg.output = output(&a.output_stream);
+    cfg.metrics_addr = metrics_addr(&a.metrics_addr)?;
     Ok(cfg)
 }
 
