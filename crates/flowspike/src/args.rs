@@ -130,6 +130,19 @@ pub struct DetectArgs {
     pub max_future_secs: u64,
 }
 
+/// The flags of the pipeline's settings ([`flowspike_counter::Pipeline`]), the same in every
+/// command that runs the pipeline (`replay`, `consume`, `serve-firehose`):
+/// [`crate::settings::pipeline`] turns them into the settings.
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// Input framing and format.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Detection settings.
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
 /// `flowspike replay`.
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -172,12 +185,9 @@ pub struct ReplayArgs {
     /// backoff, before the object is called unreadable (or, for the state, the replay fails).
     #[arg(long, default_value_t = 300, env = "FLOWSPIKE_RETRY_SECS")]
     pub retry_secs: u64,
-    /// Input framing and format.
+    /// Input framing, format and detection settings.
     #[command(flatten)]
-    pub input: InputArgs,
-    /// Detection settings.
-    #[command(flatten)]
-    pub detect: DetectArgs,
+    pub pipeline: PipelineArgs,
 }
 
 /// `flowspike demo`.
