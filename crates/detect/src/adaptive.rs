@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::expect::Expectation;
 use crate::nb::{nb_from_moments, nb_sf, nb_threshold};
 use crate::{Baseline, DetectConfig, DetectError, Mode, Obs, Reason, Spike};
 
@@ -649,6 +650,34 @@ impl AdaptiveDetector {
                 Some(t.max(floor))
             }
         }
+    }
+
+    /// What `src` is compared with in `hour` (after the last hour fed): its model's mean and
+    /// predictive stdev for that hour (a source it has not seen: the fleet's new-source
+    /// prediction) and [`Self::threshold`]. `None` before the first hour or, for a source it has
+    /// not seen, while the fleet has no prior yet.
+    pub(crate) fn expectation(
+        &self,
+        cfg: &DetectConfig,
+        hour: i64,
+        src: &str,
+    ) -> Option<Expectation> {
+        self.first_hour?;
+        let i = hour_index(hour);
+        let (p, data_points) = match self.live_source(src, i) {
+            Some(s) => (self.predict(s, i), s.active),
+            None => {
+                let (mu, _, stdev) = self.prior().predictive(self.r, i)?;
+                (Prediction { mu, k: 0.0, stdev }, 0)
+            }
+        };
+        Some(Expectation {
+            mode: Mode::Adaptive,
+            expected: p.mu,
+            stdev: p.stdev,
+            data_points,
+            alert_at: self.threshold(cfg, hour, src),
+        })
     }
 
     /// The verdict on `o` in `hour`: its candidate record (only when `judged` and the count is at
