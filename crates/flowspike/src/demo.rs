@@ -104,6 +104,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
     };
     let pipeline = pipeline(&PipelineArgs { input, detect })?;
+    let report_cfg = pipeline.detect.clone();
     let mut s3 = None;
     let store = open_state(&state.display().to_string(), &mut s3)?;
     let rcfg = ReplayConfig {
@@ -130,6 +131,18 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         }
     );
     crate::replay::print_summary(&outcome, false, &spikes_path.display().to_string());
+    // The report of this run's records: the page a person opens first.
+    let report = crate::report::write(
+        &flowspike_history::History::new(store.clone()),
+        None,
+        &report_cfg,
+        Some(outcome.spikes.clone()),
+        (None, None),
+        format!("{} (this run)", spikes_path.display()),
+        &state.display().to_string(),
+        &dir.join("report"),
+    )?;
+    println!("report ({} incidents): {}", report.incidents, report.index.display());
     eprintln!("Parquet history: {}", state.join("aggregates").display());
     eprintln!(
         "query it:  duckdb -c \"select * from read_parquet('{}/aggregates/*/*/*.parquet', hive_partitioning=true) order by blocked_count desc limit 10\"",

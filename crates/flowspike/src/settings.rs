@@ -33,7 +33,7 @@ pub fn pipeline(a: &PipelineArgs) -> anyhow::Result<Pipeline> {
 }
 
 /// Rule, counter and detection settings from the arguments.
-fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, DetectConfig)> {
+pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, DetectConfig)> {
     let rule = if a.internal.is_empty() {
         Rule::default()
     } else {
