@@ -173,12 +173,11 @@ fn explain_prints_a_summary_and_writes_svg_or_html() {
         .unwrap()
         .format("%Y-%m-%dT%H:00:00Z")
         .to_string();
-    let out = run(flowspike()
-        .arg("explain")
-        .arg("--state")
-        .arg(&state)
-        .arg(&burst.src_ip)
-        .args(["--hour", &hour]));
+    // `flowspike explain --state STATE SRC ARGS...`.
+    let explain = |src: &str, args: &[&std::ffi::OsStr]| {
+        run(flowspike().arg("explain").arg("--state").arg(&state).arg(src).args(args))
+    };
+    let out = explain(&burst.src_ip, &["--hour".as_ref(), hour.as_ref()]);
     assert_code(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -198,26 +197,14 @@ fn explain_prints_a_summary_and_writes_svg_or_html() {
 
     for (name, head) in [("chart.svg", "<svg"), ("page.html", "<!DOCTYPE html>")] {
         let path = dir.path().join(name);
-        let out = run(flowspike()
-            .arg("explain")
-            .arg("--state")
-            .arg(&state)
-            .arg(&burst.src_ip)
-            .arg("--out")
-            .arg(&path));
-        assert_code(&out, 0);
+        assert_code(&explain(&burst.src_ip, &["--out".as_ref(), path.as_os_str()]), 0);
         assert!(std::fs::read_to_string(&path).unwrap().starts_with(head), "{name}");
     }
-    let out = run(flowspike()
-        .arg("explain")
-        .arg("--state")
-        .arg(&state)
-        .arg(&burst.src_ip)
-        .arg("--out")
-        .arg(dir.path().join("chart.png")));
+    let png = dir.path().join("chart.png");
+    let out = explain(&burst.src_ip, &["--out".as_ref(), png.as_os_str()]);
     assert_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("PNG is not rendered"));
-    let out = run(flowspike().arg("explain").arg("--state").arg(&state).arg("10.255.255.254"));
+    let out = explain("10.255.255.254", &[]);
     assert_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("no hour of the history has source 10.255.255.254"));

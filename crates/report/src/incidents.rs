@@ -204,35 +204,20 @@ pub fn read_state_spikes(store: &dyn Store) -> Result<SpikeFiles, ReportError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use flowspike_detect::{spike_id, DETECTION};
+    use flowspike_detect::{format_hour, spike_id, DETECTION};
 
     pub(crate) const H: i64 = 1_767_571_200;
 
-    /// A record of `src` at hour index `h` after `H`.
+    /// A record of `src` at hour index `h` after `H`, as read from its JSON line.
     pub(crate) fn spike(mode: Mode, h: i64, src: &str, count: u64, dests: &[&str]) -> Spike {
         let hour = H + h * 3600;
-        Spike {
-            id: spike_id(mode, hour, src),
-            detection: DETECTION.into(),
-            mode,
-            hour,
-            src_ip: src.into(),
-            src_ips: Vec::new(),
-            source_count: 0,
-            blocked_count: count,
-            unique_dest_count: dests.len() as u64,
-            dest_ips: dests.iter().map(|d| d.to_string()).collect(),
-            resource_ids: vec!["eni-1".into()],
-            episode: None,
-            baseline_mean: 2.0,
-            baseline_stdev: 1.0,
-            data_points: 100,
-            threshold: 5.0,
-            reason: None,
-            expected: None,
-            p_value: None,
-            early: false,
-        }
+        let line = serde_json::json!({
+            "id": spike_id(mode, hour, src), "detection": DETECTION, "mode": mode,
+            "hour": format_hour(hour), "src_ip": src, "blocked_count": count,
+            "unique_dest_count": dests.len(), "dest_ips": dests, "resource_ids": ["eni-1"],
+            "baseline_mean": 2.0, "baseline_stdev": 1.0, "data_points": 100, "threshold": 5.0,
+        });
+        serde_json::from_value(line).unwrap()
     }
 
     #[test]
