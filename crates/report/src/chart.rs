@@ -118,15 +118,20 @@ fn draw(
             .map(|&h| Rectangle::new([(h, 0.0), (h + 3600, y_top)], ALERT.mix(0.18).filled())),
     )?;
 
+    // Over a short span each value is drawn as a step over its hour; over weeks, as a point at
+    // the middle of the hour like the counts (half the points: the page stays small).
+    let stepped = span_days < 7;
     // The band, one polygon per run of hours that have an expectation.
     let mut first_band = true;
     for run in runs(points, |p| p.expectation.map(|e| e.band())) {
-        let mut outline: Vec<(i64, f64)> = Vec::with_capacity(run.len() * 4);
-        for &(h, (_, hi)) in &run {
-            outline.extend([(h, hi), (h + 3600, hi)]);
-        }
-        for &(h, (lo, _)) in run.iter().rev() {
-            outline.extend([(h + 3600, lo), (h, lo)]);
+        let highs: Vec<(i64, f64)> = run.iter().map(|&(h, (_, hi))| (h, hi)).collect();
+        let lows: Vec<(i64, f64)> = run.iter().rev().map(|&(h, (lo, _))| (h, lo)).collect();
+        let mut outline = trace(&highs, stepped);
+        if stepped {
+            // Back along the lows, hours reversed: each step from the end of its hour to its start.
+            outline.extend(lows.iter().flat_map(|&(h, v)| [(h + 3600, v), (h, v)]));
+        } else {
+            outline.extend(trace(&lows, false));
         }
         let drawn = chart
             .draw_series(std::iter::once(Polygon::new(outline, EXPECTED.mix(0.18).filled())))?;
@@ -136,10 +141,11 @@ fn draw(
             });
         }
     }
-    // The expected count and the threshold, as steps (each value holds for its whole hour).
+    // The expected count and the threshold.
     let mut first_expected = true;
     for run in runs(points, |p| p.expectation.map(|e| e.expected)) {
-        let drawn = chart.draw_series(LineSeries::new(steps(&run), EXPECTED.stroke_width(1)))?;
+        let drawn =
+            chart.draw_series(LineSeries::new(trace(&run, stepped), EXPECTED.stroke_width(1)))?;
         if std::mem::take(&mut first_expected) {
             drawn
                 .label("expected")
@@ -148,12 +154,8 @@ fn draw(
     }
     let mut first_threshold = true;
     for run in runs(points, |p| p.expectation.and_then(|e| e.alert_at).map(|t| t as f64)) {
-        let drawn = chart.draw_series(DashedLineSeries::new(
-            steps(&run),
-            4,
-            3,
-            THRESHOLD.stroke_width(1),
-        ))?;
+        let drawn =
+            chart.draw_series(LineSeries::new(trace(&run, stepped), THRESHOLD.stroke_width(1)))?;
         if std::mem::take(&mut first_threshold) {
             drawn
                 .label("alert threshold")
@@ -213,9 +215,14 @@ fn runs<T: Copy>(points: &[HourPoint], f: impl Fn(&HourPoint) -> Option<T>) -> V
     out
 }
 
-/// A step line: each value from the start to the end of its hour.
-fn steps(run: &[(i64, f64)]) -> Vec<(i64, f64)> {
-    run.iter().flat_map(|&(h, v)| [(h, v), (h + 3600, v)]).collect()
+/// The points of a line through `run`: with `stepped`, each value from the start to the end of
+/// its hour; else one point at the middle of each hour.
+fn trace(run: &[(i64, f64)], stepped: bool) -> Vec<(i64, f64)> {
+    if stepped {
+        run.iter().flat_map(|&(h, v)| [(h, v), (h + 3600, v)]).collect()
+    } else {
+        run.iter().map(|&(h, v)| (h + 1800, v)).collect()
+    }
 }
 
 /// The y axis switches to log(1 + y) when the top of the chart is more than this many times the
@@ -343,7 +350,8 @@ mod tests {
         assert_eq!(r, vec![vec![(3600, 3.0), (7200, 2.5)]]);
         let r = runs(&s.points, |p| (p.count < 10).then_some(p.count));
         assert_eq!(r, vec![vec![(0, 3), (3600, 2)]]);
-        assert_eq!(steps(&[(0, 1.0)]), vec![(0, 1.0), (3600, 1.0)]);
+        assert_eq!(trace(&[(0, 1.0)], true), vec![(0, 1.0), (3600, 1.0)]);
+        assert_eq!(trace(&[(0, 1.0)], false), vec![(1800, 1.0)]);
     }
 
     #[test]
