@@ -2,7 +2,7 @@
 //!
 //! An incident is the records of one subject (a source, or a fleet incident's shared destination)
 //! and one mode whose hours follow each other with at most
-//! [`EPISODE_MAX_GAP_HOURS`](flowspike_detect::incident::EPISODE_MAX_GAP_HOURS) quiet hours
+//! [`EPISODE_MAX_GAP_HOURS`] quiet hours
 //! between them: adaptive mode's episode rule, applied to every mode so that a three-hour burst in
 //! window mode is one incident too. An early record (`early: true`) and the close's record of the
 //! same hour are one hour of the incident (the close's is kept); the same record read twice (two

@@ -8,9 +8,9 @@
 //!
 //! - [`timeline`]: the pass over the history, [`Series`] of [`HourPoint`]s per [`Subject`].
 //! - [`chart`]: a series drawn with plotters' SVG backend.
-//! - [`explain`]: one source around one hour ([`Explanation`]): text, SVG or an HTML page.
+//! - [`explain`](mod@explain): one source around one hour ([`Explanation`]): text, SVG or an HTML page.
 //! - [`incidents`]: spike records grouped into [`Incident`]s, read from JSON Lines.
-//! - [`report`]: the static HTML report of the incidents ([`write_report`]): one self-contained
+//! - [`report`](mod@report): the static HTML report of the incidents ([`write_report`]): one self-contained
 //!   page (inline SVG, inline CSS, no script, no network) plus an explain page per incident.
 //!
 //! What the history holds per (hour, source) — and so what can be shown — is the blocked count,

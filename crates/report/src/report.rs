@@ -226,7 +226,12 @@ fn section(inc: &Incident, svg: &str, page: &str) -> String {
             hour(r.hour),
             r.blocked_count,
             escape(&expected),
-            num(r.threshold),
+            // A fleet record's threshold is the number of sources a fleet incident needs.
+            if r.reason == Some(Reason::Fleet) {
+                format!("{} sources", num(r.threshold))
+            } else {
+                num(r.threshold)
+            },
             r.p_value.map_or("–".into(), pval),
             r.unique_dest_count
         );
@@ -374,6 +379,7 @@ mod tests {
         assert!(sections[0].starts_with(" fleet"), "{}", &sections[0][..200]);
         assert!(sections[0].contains("fleet → 52.1.2.3"));
         assert!(sections[0].contains("10.0.0.12"), "fleet incidents list their sources");
+        assert!(sections[0].contains("<td>5 sources</td>"), "a fleet needs 5 sources");
         let burst = sections
             .iter()
             .position(|s| s.contains("10.0.0.1 <") || s.contains("· 10.0.0.1<"))
