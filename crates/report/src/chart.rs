@@ -10,6 +10,8 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use flowspike_detect::Expectation;
+
 use crate::html::num;
 use crate::timeline::{HourPoint, Series};
 use crate::ReportError;
@@ -142,24 +144,20 @@ fn draw(
         }
     }
     // The expected count and the threshold.
-    let mut first_expected = true;
-    for run in runs(points, |p| p.expectation.map(|e| e.expected)) {
-        let drawn =
-            chart.draw_series(LineSeries::new(trace(&run, stepped), EXPECTED.stroke_width(1)))?;
-        if std::mem::take(&mut first_expected) {
-            drawn
-                .label("expected")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], EXPECTED));
-        }
-    }
-    let mut first_threshold = true;
-    for run in runs(points, |p| p.expectation.and_then(|e| e.alert_at).map(|t| t as f64)) {
-        let drawn =
-            chart.draw_series(LineSeries::new(trace(&run, stepped), THRESHOLD.stroke_width(1)))?;
-        if std::mem::take(&mut first_threshold) {
-            drawn
-                .label("alert threshold")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], THRESHOLD));
+    let lines: [(&str, RGBColor, ValueOf); 2] = [
+        ("expected", EXPECTED, |e| Some(e.expected)),
+        ("alert threshold", THRESHOLD, |e| e.alert_at.map(|t| t as f64)),
+    ];
+    for (label, color, value) in lines {
+        let mut first = true;
+        for run in runs(points, |p| p.expectation.as_ref().and_then(value)) {
+            let line = LineSeries::new(trace(&run, stepped), color.stroke_width(1));
+            let drawn = chart.draw_series(line)?;
+            if std::mem::take(&mut first) {
+                drawn
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+            }
         }
     }
     // Observed counts: a point at the middle of each hour.
@@ -191,6 +189,9 @@ fn draw(
         .draw()?;
     Ok(())
 }
+
+/// What a line draws of an hour's expectation.
+type ValueOf = fn(&Expectation) -> Option<f64>;
 
 /// The maximal runs of consecutive points for which `f` gives a value, as `(hour, value)`.
 fn runs<T: Copy>(points: &[HourPoint], f: impl Fn(&HourPoint) -> Option<T>) -> Vec<Vec<(i64, T)>> {
