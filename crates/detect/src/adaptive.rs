@@ -742,11 +742,17 @@ impl AdaptiveDetector {
         let r = self.r;
         let i = hour_index(hour);
         let first = *self.first_hour.get_or_insert(hour);
-        let judged = verdicts && i >= hour_index(first) + WARMUP_HOURS;
+        let warm_up = i < hour_index(first) + WARMUP_HOURS;
+        let judged = verdicts && !warm_up;
         let mut spikes = Vec::new();
         for o in obs {
             let c = o.count;
-            let (spike, added) = self.judge(cfg, hour, o, judged);
+            // In the warm-up week nothing is judged and the counts enter the baselines as they
+            // are: fitting every source's model only to winsorize them would make a replay of a
+            // few days (all warm-up) pay the model for nothing. Live and rebuilt detectors skip
+            // the same hours, so both still agree.
+            let (spike, added) =
+                if warm_up { (None, None) } else { self.judge(cfg, hour, o, judged) };
             spikes.extend(spike);
             let (x, x_sq) = added.unwrap_or((c as f64, (c as f64).powi(2)));
             if self.live_source(o.src, i).is_some() {
