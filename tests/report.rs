@@ -165,7 +165,7 @@ fn console_is_watched() {
 }
 
 #[test]
-fn explain_prints_a_summary_and_writes_svg_or_html() {
+fn explain_prints_a_summary_and_writes_svg_png_or_html() {
     let dir = tempfile::tempdir().unwrap();
     let (state, manifest) = seeded_state(dir.path());
     let burst = &manifest.injected[0];
@@ -201,9 +201,15 @@ fn explain_prints_a_summary_and_writes_svg_or_html() {
         assert!(std::fs::read_to_string(&path).unwrap().starts_with(head), "{name}");
     }
     let png = dir.path().join("chart.png");
-    let out = explain(&burst.src_ip, &["--out".as_ref(), png.as_os_str()]);
+    assert_code(&explain(&burst.src_ip, &["--out".as_ref(), png.as_os_str()]), 0);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // The IHDR chunk: the chart's 1000 x 380 pixels; the file holds more than a blank image.
+    assert_eq!(&bytes[16..24], &[0, 0, 0x03, 0xe8, 0, 0, 0x01, 0x7c]);
+    assert!(bytes.len() > 10_000, "{} bytes", bytes.len());
+    let out = explain(&burst.src_ip, &["--out".as_ref(), dir.path().join("chart.gif").as_os_str()]);
     assert_code(&out, 1);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PNG is not rendered"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported output"));
     let out = explain("10.255.255.254", &[]);
     assert_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr)

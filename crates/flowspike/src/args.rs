@@ -252,8 +252,8 @@ pub struct ExplainArgs {
     /// source's latest alert, else its latest active hour.
     #[arg(long)]
     pub hour: Option<String>,
-    /// Write the chart (FILE.svg) or a self-contained page (FILE.html) instead of printing the
-    /// text summary. PNG is not rendered: open the .svg or .html in a browser.
+    /// Write the chart (FILE.svg or FILE.png) or a self-contained page (FILE.html) instead of printing the
+    /// text summary.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Detection settings: the mode in force and its parameters (as given to replay or consume).

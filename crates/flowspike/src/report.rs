@@ -40,11 +40,12 @@ pub fn explain(a: ExplainArgs) -> anyhow::Result<u8> {
         print!("{}", e.to_text());
         return Ok(0);
     };
-    let text = match kind {
-        OutputKind::Svg => e.svg((1000, 380))?,
-        OutputKind::Html | OutputKind::Text => e.to_html()?,
+    let bytes = match kind {
+        OutputKind::Svg => e.svg((1000, 380))?.into_bytes(),
+        OutputKind::Png => e.png((1000, 380))?,
+        OutputKind::Html | OutputKind::Text => e.to_html()?.into_bytes(),
     };
-    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+    std::fs::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("explain {}: {}", a.src_ip, out.display());
     Ok(0)
 }

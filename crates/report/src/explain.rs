@@ -32,15 +32,18 @@ pub enum OutputKind {
     Svg,
     /// A self-contained HTML page: the summary, the chart inline, the tables.
     Html,
+    /// The chart as a PNG image (the SVG rasterized, [`crate::png`]).
+    Png,
 }
 
 impl OutputKind {
-    /// The kind of an output file by its extension (`.svg`, `.html`/`.htm`).
+    /// The kind of an output file by its extension (`.svg`, `.html`/`.htm`, `.png`).
     pub fn from_path(path: &Path) -> Result<OutputKind, ReportError> {
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         match ext.as_deref() {
             Some("svg") => Ok(OutputKind::Svg),
             Some("html" | "htm") => Ok(OutputKind::Html),
+            Some("png") => Ok(OutputKind::Png),
             _ => Err(ReportError::OutputKind(path.display().to_string())),
         }
     }
@@ -209,6 +212,11 @@ impl Explanation {
     /// Interface ids of the highlighted hours, ranked likewise.
     pub fn top_interfaces(&self) -> Vec<(String, usize)> {
         rank(self.highlighted_rows().flat_map(|r| &r.interface_ids))
+    }
+
+    /// The chart as a PNG image of `size` pixels.
+    pub fn png(&self, size: (u32, u32)) -> Result<Vec<u8>, ReportError> {
+        crate::png::svg_to_png(&self.svg(size)?)
     }
 
     /// The chart, as one `<svg>` element of `size` pixels.
@@ -503,8 +511,9 @@ mod tests {
     fn output_kinds_by_extension() {
         assert_eq!(OutputKind::from_path(Path::new("a/b.SVG")).unwrap(), OutputKind::Svg);
         assert_eq!(OutputKind::from_path(Path::new("b.html")).unwrap(), OutputKind::Html);
+        assert_eq!(OutputKind::from_path(Path::new("b.png")).unwrap(), OutputKind::Png);
         assert!(matches!(
-            OutputKind::from_path(Path::new("b.png")),
+            OutputKind::from_path(Path::new("b.gif")),
             Err(ReportError::OutputKind(_))
         ));
     }

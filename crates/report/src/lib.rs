@@ -24,6 +24,7 @@ pub mod chart;
 pub mod explain;
 mod html;
 pub mod incidents;
+pub mod png;
 pub mod report;
 pub mod timeline;
 
@@ -59,7 +60,7 @@ pub enum ReportError {
     #[error("no hour of the history has source {0}")]
     UnknownSource(String),
     /// An output name whose extension is none of those supported.
-    #[error("{0}: unsupported output (use .svg or .html; PNG is not rendered, open the .html or .svg in a browser)")]
+    #[error("{0}: unsupported output (use .svg, .png or .html)")]
     OutputKind(String),
 }
 
