@@ -325,7 +325,8 @@ fn ocsf_findings_validate_against_the_schema() {
 #[test]
 fn the_ocsf_validator_rejects_damaged_findings() {
     let good = ocsf::detection_finding(&adaptive(Reason::Spike), Some(&aws()));
-    let damages: [(&str, fn(&mut Value)); 8] = [
+    type Damage = (&'static str, fn(&mut Value));
+    let damages: [Damage; 8] = [
         ("required finding_info.uid missing", |f| {
             f["finding_info"].as_object_mut().unwrap().remove("uid");
         }),
