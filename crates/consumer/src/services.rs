@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowlog::DecodeOptions;
-use flowspike_aws::kinesis::KinesisSink;
+use flowspike_aws::sinks::spike_sink;
 use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
 use flowspike_engine::metrics::Metrics;
-use flowspike_engine::{DecodeContext, Output, SpikeSink, Stats, WriterSink};
+use flowspike_engine::{DecodeContext, Output, SpikeSink, Stats};
 
 use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
@@ -84,7 +84,8 @@ pub struct ConsumerConfig {
     pub counter: CounterConfig,
     /// Detection settings.
     pub detect: DetectConfig,
-    /// Where spikes go.
+    /// Where spikes go and in what format (the stream or standard output, Security Hub,
+    /// EventBridge).
     pub output: Output,
     /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
@@ -148,14 +149,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
             .map_err(|e| ConsumeError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
     }
     let client = rt.block_on(client_from_env());
-    let sink: Box<dyn SpikeSink> = match &cfg.output {
-        Output::Stdout => Box::new(WriterSink(std::io::stdout())),
-        Output::Stream(s) => Box::new(KinesisSink {
-            client: client.clone(),
-            stream: s.clone(),
-            handle: rt.handle().clone(),
-        }),
-    };
+    let sink: Box<dyn SpikeSink> = spike_sink(&cfg.output, rt.handle());
     let ctx = Arc::new(DecodeContext {
         decode: cfg.decode.clone(),
         rule: cfg.rule.clone(),

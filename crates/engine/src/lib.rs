@@ -62,5 +62,5 @@ pub use manifest::{
     MANIFEST_VERSION,
 };
 pub use metrics::Metrics;
-pub use output::{Output, WriterSink};
+pub use output::{FanOut, Output, WriterSink};
 pub use signal::shutdown_signal;

@@ -114,7 +114,8 @@ pub struct FirehoseConfig {
     pub counter: CounterConfig,
     /// Detection settings.
     pub detect: DetectConfig,
-    /// Where spikes go.
+    /// Where spikes go and in what format (the stream or standard output, Security Hub,
+    /// EventBridge).
     pub output: Output,
     /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: only
     /// `GET /healthz` on the main listener.
@@ -141,7 +142,7 @@ impl FirehoseConfig {
             rule: Rule::default(),
             counter: CounterConfig::default(),
             detect: DetectConfig::default(),
-            output: Output::Stdout,
+            output: Output::default(),
             metrics_addr: None,
         }
     }

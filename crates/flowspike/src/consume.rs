@@ -6,10 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
-use flowspike_engine::Output;
 
-use crate::args::{DetectArgs, InputArgs};
-use crate::settings::{decode_options, detect_settings, open_state, parse_time};
+use crate::args::{DetectArgs, FindingsArgs, InputArgs};
+use crate::settings::{decode_options, detect_settings, open_state, output, parse_time};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]
@@ -22,10 +21,13 @@ pub struct ConsumeArgs {
     /// `aggregates/`, the consumer's checkpoint to `consumer/<stream>/`.
     #[arg(long, env = "FLOWSPIKE_STATE")]
     pub state: String,
-    /// Kinesis stream that receives spike records (JSON, partition key src_ip); default: standard
-    /// output, one JSON line per spike.
+    /// Kinesis stream that receives spike records (JSON in --output-format, partition key src_ip,
+    /// or the id of a fleet record); default: standard output, one JSON line per spike.
     #[arg(long, env = "FLOWSPIKE_OUTPUT_STREAM")]
     pub output_stream: Option<String>,
+    /// Format of the records and the sinks beyond the stream.
+    #[command(flatten)]
+    pub findings: FindingsArgs,
     /// Where shards without a checkpoint start: trim-horizon, latest or at-timestamp.
     #[arg(long, default_value = "trim-horizon", env = "FLOWSPIKE_START_POSITION")]
     pub start_position: String,
@@ -154,10 +156,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
         rule,
         counter,
         detect,
-        output: match &a.output_stream {
-            Some(s) => Output::Stream(s.clone()),
-            None => Output::Stdout,
-        },
+        output: output(&a.findings, a.output_stream.clone())?,
         metrics_addr,
         efo: a.efo.then(|| EfoConfig {
             consumer_name: a.efo_consumer_name.clone(),

@@ -8,9 +8,11 @@ use flowlog::{DecodeOptions, Format, Framing};
 use flowspike_aws::{Policy, S3Store, S3Url, S3};
 use flowspike_counter::{CounterConfig, Rule};
 use flowspike_detect::DetectConfig;
+use flowspike_engine::Output;
+use flowspike_findings::{AwsContext, Encoder, FindingsError};
 use flowspike_history::{LocalStore, Store};
 
-use crate::args::{DetectArgs, InputArgs};
+use crate::args::{DetectArgs, FindingsArgs, InputArgs};
 
 /// Framing and format from the arguments.
 pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
@@ -21,6 +23,35 @@ pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
         None => None,
     };
     Ok(DecodeOptions { framing, format, ..DecodeOptions::default() })
+}
+
+/// The output of spike records from the arguments: `stream` (None: standard output) in
+/// `--output-format`, plus Security Hub and EventBridge if asked. The account is
+/// `--aws-account-id`; the region, when ASFF or Security Hub need one (or OCSF gets the account),
+/// the AWS configuration's.
+pub fn output(a: &FindingsArgs, stream: Option<String>) -> anyhow::Result<Output> {
+    let format = a.output_format.parse()?;
+    let aws = match &a.aws_account_id {
+        None if a.securityhub => return Err(FindingsError::MissingAccount("--securityhub").into()),
+        None => None,
+        Some(account) => {
+            let region = flowspike_aws::configured_region()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--aws-account-id needs a region: set AWS_REGION or the AWS profile's region"
+                )
+            })?;
+            Some(AwsContext::new(account, &region)?)
+        }
+    };
+    if matches!(&a.eventbridge_bus, Some(b) if b.trim().is_empty()) {
+        bail!("--eventbridge-bus must not be empty");
+    }
+    Ok(Output {
+        stream,
+        encoder: Encoder::new(format, aws.clone())?,
+        securityhub: if a.securityhub { aws } else { None },
+        eventbridge_bus: a.eventbridge_bus.clone(),
+    })
 }
 
 /// Rule, counter and detection settings from the arguments.
