@@ -4,14 +4,19 @@
 //! `--securityhub` / `--eventbridge-bus` against moto_server behind the [`FaultProxy`]: every
 //! spike read back from Security Hub (GetFindings) and from the bus (a rule to an SQS queue),
 //! through throttles, 5xx and dropped answers; a second run updates the findings, it does not
-//! add any.
+//! add any. `consume` with Security Hub unreachable commits nothing it did not deliver.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use flowspike_synth::generate_to_dir;
 use serde_json::Value;
 
+use crate::consume::{
+    consume_command, create_stream, hours_ago_base, kinesis, line, put_lines, read, runtime,
+    spawn_logged, KillOnDrop,
+};
 use crate::faults::{FaultProxy, Service};
 use crate::replay::small_config;
 use crate::util::{assert_code, flowspike, run, Moto};
@@ -265,4 +270,79 @@ fn securityhub_and_eventbridge_get_every_spike_through_faults() {
     let (findings, events) = delivered(&moto.endpoint);
     assert_eq!(findings, want);
     assert_eq!(events, s.ids(), "the second run's events, once each");
+}
+
+/// The consumer's Security Hub sink is in the checkpoint's path: while Security Hub cannot be
+/// reached the spike is retried (never committed as emitted), a `kill -9` then loses nothing, and
+/// the restarted consumer delivers it — once in Security Hub, and its OCSF record on stdout.
+#[test]
+fn consume_delivers_to_securityhub_before_it_checkpoints() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let k = kinesis(&moto);
+    let base = hours_ago_base(2);
+    rt.block_on(create_stream(&k, "flows", 1));
+    // Ten quiet hours of one source, then a burst.
+    let mut lines = Vec::new();
+    for h in 0..10i64 {
+        for i in 0..if h == 9 { 40 } else { 2 + h % 2 } {
+            let dst = format!("203.0.113.{}", i % 5 + 1);
+            lines.push(line(
+                "eni-0a1b2c3d",
+                "10.0.0.5",
+                &dst,
+                base + h * 3600 + 60 + i * 60,
+                "REJECT",
+                40,
+            ));
+        }
+    }
+    rt.block_on(put_lines(&k, "flows", &lines));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let sinks = ["--output-format", "ocsf", "--securityhub", "--aws-account-id", ACCOUNT];
+
+    // Security Hub unreachable (a closed port): the import is retried, the spike not committed.
+    let closed = format!("http://127.0.0.1:{}", crate::util::free_port());
+    let mut cmd = consume_command("flows", &state, 120);
+    moto.env(&mut cmd).env("AWS_ENDPOINT_URL_SECURITYHUB", &closed).args(sinks);
+    let log = dir.path().join("first.log");
+    let mut first = KillOnDrop(spawn_logged(cmd, &log));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !read(&log).contains("securityhub:BatchImportFindings") {
+        assert!(Instant::now() < deadline, "no retried import:\n{}", read(&log));
+        assert!(first.0.try_wait().expect("wait").is_none(), "exited:\n{}", read(&log));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    first.0.kill().expect("kill -9");
+    let _ = first.0.wait();
+    assert_eq!(delivered_findings(&moto.endpoint), Vec::<String>::new());
+
+    // Restarted with Security Hub reachable: the spike goes out, once.
+    let mut cmd = consume_command("flows", &state, 120);
+    moto.env(&mut cmd).args(sinks).args(["--exit-when-idle-secs", "4"]);
+    let out = run(&mut cmd);
+    assert_code(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<Value> = stdout.lines().map(json).collect();
+    assert_eq!(records.len(), 1, "{stdout}");
+    assert_eq!(records[0]["class_uid"], 2004);
+    assert_eq!(records[0]["evidences"][0]["src_endpoint"]["ip"], "10.0.0.5");
+    assert_eq!(records[0]["evidences"][0]["data"]["blocked_count"], 40);
+    let id = records[0]["finding_info"]["uid"].as_str().expect("uid");
+    assert_eq!(
+        delivered_findings(&moto.endpoint),
+        vec![format!("flowspike/us-east-1/{ACCOUNT}/{id}")]
+    );
+}
+
+/// The ids of the findings in Security Hub, sorted.
+fn delivered_findings(endpoint: &str) -> Vec<String> {
+    let out = boto(
+        endpoint,
+        "sh = boto3.client('securityhub', **kw)\n\
+         ids = [f['Id'] for p in sh.get_paginator('get_findings').paginate() for f in p['Findings']]\n\
+         print(json.dumps(sorted(ids)))\n",
+    );
+    serde_json::from_str(out.trim()).expect("ids")
 }

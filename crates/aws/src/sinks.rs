@@ -72,7 +72,13 @@ impl ExtraSinks {
         if output.securityhub.is_none() && output.eventbridge_bus.is_none() {
             return Ok(None);
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // A worker thread drives the clients' connections: `Handle::block_on` (how the sinks
+        // wait) does not drive a current-thread runtime, so a call on one would never complete.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flowspike-sinks")
+            .enable_all()
+            .build()?;
         let sinks = extras(output, rt.handle(), policy);
         Ok(Some(ExtraSinks { sink: FanOut(sinks), _rt: rt }))
     }
