@@ -128,20 +128,7 @@ fn output_formats_of_replay() {
     assert_eq!(asff.len(), s.native.len());
     for (a, n) in asff.iter().zip(&s.native) {
         let (a, n) = (json(a), json(n));
-        for k in [
-            "SchemaVersion",
-            "Id",
-            "ProductArn",
-            "GeneratorId",
-            "AwsAccountId",
-            "Types",
-            "CreatedAt",
-            "UpdatedAt",
-            "Severity",
-            "Title",
-            "Description",
-            "Resources",
-        ] {
+        for k in flowspike_findings::asff::REQUIRED_ATTRIBUTES {
             assert!(a.get(k).is_some(), "{k} missing: {a}");
         }
         assert_eq!(

@@ -4,6 +4,9 @@
 
 use std::future::Future;
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use flowspike_engine::EngineError;
 use flowspike_retry::{Class, Policy, Retrier};
 
@@ -13,6 +16,37 @@ pub(crate) enum Answer<E> {
     Refused(Vec<(E, String, String)>),
     /// The call itself failed (its class and description).
     Failed(Class, String),
+}
+
+impl<E> Answer<E> {
+    /// The answer of a call: `refused` picks the refused entries out of a response; an error is
+    /// classified by `flowspike-retry`.
+    pub(crate) fn of<T, O>(
+        resp: Result<T, SdkError<O, HttpResponse>>,
+        refused: impl FnOnce(T) -> Vec<(E, String, String)>,
+    ) -> Answer<E>
+    where
+        O: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        match resp {
+            Ok(out) => Answer::Refused(refused(out)),
+            Err(e) => Answer::Failed(flowspike_retry::classify(&e), flowspike_retry::describe(&e)),
+        }
+    }
+}
+
+/// The refused entries of a call whose answer lists one result per entry, in order (Kinesis
+/// PutRecords, EventBridge PutEvents): those whose result has an error code, with its message.
+pub(crate) fn refused_in_order<'a, E>(
+    batch: Vec<E>,
+    results: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Vec<(E, String, String)> {
+    results
+        .zip(batch)
+        .filter_map(|((code, message), e)| {
+            Some((e, code?.to_string(), message.unwrap_or_default().to_string()))
+        })
+        .collect()
 }
 
 /// The class of a refused entry from its error code: throttling and transient codes are retried;
@@ -90,19 +124,19 @@ where
 mod tests {
     use super::*;
 
-    fn run<F, Fut>(entries: Vec<u32>, call: F) -> Result<(), EngineError>
+    fn run<F, Fut>(operation: &'static str, entries: Vec<u32>, call: F) -> Result<(), EngineError>
     where
         F: FnMut(Vec<u32>) -> Fut,
         Fut: Future<Output = Answer<u32>>,
     {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        rt.block_on(deliver("test:Batch", Policy::Forever, "target", Class::Fatal, entries, call))
+        rt.block_on(deliver(operation, Policy::Forever, "target", Class::Fatal, entries, call))
     }
 
     #[test]
     fn refused_entries_are_sent_again_alone() {
         let mut calls: Vec<Vec<u32>> = Vec::new();
-        let r = run(vec![1, 2, 3], |batch| {
+        let r = run("test:Refused", vec![1, 2, 3], |batch| {
             calls.push(batch.clone());
             let refused = if calls.len() == 1 {
                 vec![(2, "ThrottlingException".to_string(), "slow down".to_string())]
@@ -113,13 +147,13 @@ mod tests {
         });
         assert!(r.is_ok());
         assert_eq!(calls, vec![vec![1, 2, 3], vec![2]]);
-        assert!(flowspike_retry::failed_entries().contains(&("test:Batch", 1)));
+        assert!(flowspike_retry::failed_entries().contains(&("test:Refused", 1)));
     }
 
     #[test]
     fn failed_calls_are_retried_and_fatal_entries_stop() {
         let mut n = 0;
-        let r = run(vec![1], |_| {
+        let r = run("test:Failed", vec![1], |_| {
             n += 1;
             let a = if n < 3 {
                 Answer::Failed(Class::Transient, "503".into())
@@ -130,7 +164,7 @@ mod tests {
         });
         assert!(r.is_ok());
         assert_eq!(n, 3);
-        let r = run(vec![1, 2], |_| async {
+        let r = run("test:Fatal", vec![1, 2], |_| async {
             Answer::Refused(vec![(1, "InvalidInput".into(), "bad finding".into())])
         });
         let e = r.unwrap_err();

@@ -7,7 +7,7 @@ use flowspike_engine::{EngineError, SpikeSink};
 use flowspike_findings::Encoder;
 use flowspike_retry::{Class, Policy};
 
-use crate::deliver::{deliver, Answer};
+use crate::deliver::{deliver, refused_in_order, Answer};
 
 /// Most entries of one PutEvents call.
 pub const PUT_EVENTS_MAX: usize = 10;
@@ -109,26 +109,13 @@ impl EventBridgeSink {
                 Class::Fatal,
                 entries,
                 |batch| async move {
-                    match self.client.put_events().set_entries(Some(batch.clone())).send().await {
-                        Ok(out) => Answer::Refused(
-                            out.entries()
-                                .iter()
-                                .zip(batch)
-                                .filter_map(|(r, e)| {
-                                    let code = r.error_code()?.to_string();
-                                    Some((
-                                        e,
-                                        code,
-                                        r.error_message().unwrap_or_default().to_string(),
-                                    ))
-                                })
-                                .collect(),
-                        ),
-                        Err(e) => Answer::Failed(
-                            flowspike_retry::classify(&e),
-                            flowspike_retry::describe(&e),
-                        ),
-                    }
+                    let resp =
+                        self.client.put_events().set_entries(Some(batch.clone())).send().await;
+                    Answer::of(resp, |out| {
+                        let results =
+                            out.entries().iter().map(|r| (r.error_code(), r.error_message()));
+                        refused_in_order(batch, results)
+                    })
                 },
             )
             .await?;

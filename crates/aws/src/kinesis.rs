@@ -9,7 +9,7 @@ use flowspike_engine::{EngineError, SpikeSink};
 use flowspike_findings::Encoder;
 use flowspike_retry::{Class, Policy};
 
-use crate::deliver::{deliver, Answer};
+use crate::deliver::{deliver, refused_in_order, Answer};
 
 /// Most entries of one PutRecords call.
 const PUT_RECORDS_MAX: usize = 500;
@@ -76,26 +76,11 @@ impl KinesisSink {
                         .set_records(Some(batch.clone()))
                         .send()
                         .await;
-                    match resp {
-                        Ok(out) => Answer::Refused(
-                            out.records()
-                                .iter()
-                                .zip(batch)
-                                .filter_map(|(r, e)| {
-                                    let code = r.error_code()?.to_string();
-                                    Some((
-                                        e,
-                                        code,
-                                        r.error_message().unwrap_or_default().to_string(),
-                                    ))
-                                })
-                                .collect(),
-                        ),
-                        Err(e) => Answer::Failed(
-                            flowspike_retry::classify(&e),
-                            flowspike_retry::describe(&e),
-                        ),
-                    }
+                    Answer::of(resp, |out| {
+                        let results =
+                            out.records().iter().map(|r| (r.error_code(), r.error_message()));
+                        refused_in_order(batch, results)
+                    })
                 },
             )
             .await?;

@@ -101,29 +101,21 @@ impl SecurityHubSink {
                         .set_findings(Some(batch.clone()))
                         .send()
                         .await;
-                    match resp {
-                        Ok(out) => Answer::Refused(
-                            out.failed_findings()
-                                .iter()
-                                .map(|e| {
-                                    let id = e.id().unwrap_or_default();
-                                    let f = batch.iter().find(|f| f.id() == Some(id));
-                                    (f, e)
-                                })
-                                .filter_map(|(f, e)| {
-                                    Some((
-                                        f?.clone(),
-                                        e.error_code().unwrap_or_default().to_string(),
-                                        e.error_message().unwrap_or_default().to_string(),
-                                    ))
-                                })
-                                .collect(),
-                        ),
-                        Err(e) => Answer::Failed(
-                            flowspike_retry::classify(&e),
-                            flowspike_retry::describe(&e),
-                        ),
-                    }
+                    // Refused findings are named by `Id`, not by position.
+                    Answer::of(resp, |out| {
+                        out.failed_findings()
+                            .iter()
+                            .filter_map(|e| {
+                                let f = batch.iter().find(|f| f.id() == e.id())?;
+                                let code = e.error_code().unwrap_or_default().to_string();
+                                Some((
+                                    f.clone(),
+                                    code,
+                                    e.error_message().unwrap_or_default().into(),
+                                ))
+                            })
+                            .collect()
+                    })
                 },
             )
             .await?;

@@ -17,6 +17,23 @@ use serde::Serialize;
 
 use crate::{description, first_hour, is_fleet, title, AwsContext, Severity, FINDING_TYPE};
 
+/// The attributes Security Hub requires of every finding (the user guide's "Required top-level
+/// attributes in ASFF"), in its order.
+pub const REQUIRED_ATTRIBUTES: [&str; 12] = [
+    "SchemaVersion",
+    "Id",
+    "ProductArn",
+    "GeneratorId",
+    "AwsAccountId",
+    "Types",
+    "CreatedAt",
+    "UpdatedAt",
+    "Severity",
+    "Title",
+    "Description",
+    "Resources",
+];
+
 /// ASFF's schema version.
 pub const SCHEMA_VERSION: &str = "2018-10-08";
 /// Most resources of one finding.

@@ -14,28 +14,15 @@ fn aws() -> AwsContext {
 }
 
 fn window_spike() -> Spike {
-    Spike {
-        id: spike_id(Mode::Window, H, "10.1.2.3"),
-        detection: DETECTION.into(),
-        mode: Mode::Window,
-        hour: H,
-        src_ip: "10.1.2.3".into(),
-        src_ips: Vec::new(),
-        source_count: 0,
-        blocked_count: 57,
-        unique_dest_count: 2,
-        dest_ips: vec!["8.8.8.8".into(), "1.1.1.1".into()],
-        resource_ids: vec!["eni-0123456789abcdef0".into()],
-        episode: None,
-        baseline_mean: 3.2,
-        baseline_stdev: 1.4,
-        data_points: 212,
-        threshold: 7.4,
-        reason: None,
-        expected: None,
-        p_value: None,
-        early: false,
-    }
+    let mut s: Spike = serde_json::from_value(serde_json::json!({
+        "id": "", "detection": DETECTION, "mode": "window", "hour": "2026-03-05T14:00:00Z",
+        "src_ip": "10.1.2.3", "blocked_count": 57, "unique_dest_count": 2,
+        "dest_ips": ["8.8.8.8", "1.1.1.1"], "resource_ids": ["eni-0123456789abcdef0"],
+        "baseline_mean": 3.2, "baseline_stdev": 1.4, "data_points": 212, "threshold": 7.4
+    }))
+    .unwrap();
+    s.id = spike_id(Mode::Window, H, &s.src_ip);
+    s
 }
 
 fn adaptive(reason: Reason) -> Spike {
@@ -136,24 +123,10 @@ fn asff_needs_an_account_and_checks_it() {
 /// top-level attributes in ASFF"), checked on every kind of record.
 #[test]
 fn asff_has_the_required_attributes_within_limits() {
-    const REQUIRED: [&str; 12] = [
-        "SchemaVersion",
-        "Id",
-        "ProductArn",
-        "GeneratorId",
-        "AwsAccountId",
-        "Types",
-        "CreatedAt",
-        "UpdatedAt",
-        "Severity",
-        "Title",
-        "Description",
-        "Resources",
-    ];
     let e = Encoder::new(Format::Asff, Some(aws())).unwrap();
     for s in every_kind() {
         let f: Value = serde_json::from_str(&e.to_json_line(&s)).unwrap();
-        for k in REQUIRED {
+        for k in asff::REQUIRED_ATTRIBUTES {
             assert!(f.get(k).is_some(), "{k} missing in {f}");
         }
         assert_eq!(f["SchemaVersion"], "2018-10-08");
