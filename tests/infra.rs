@@ -43,6 +43,23 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// Asserts that the check passed and printed each of `parts`; returns its standard output.
+fn assert_passes(out: &Output, parts: &[&str]) -> String {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "infra_check failed:\n{stdout}\n{stderr}");
+    for part in parts {
+        assert!(stdout.contains(part), "missing {part:?} in:\n{stdout}");
+    }
+    stdout
+}
+
+/// Asserts that the check failed (exit 1) for `reason`; `case` names what was broken.
+fn assert_fails_for(out: &Output, reason: &str, case: &str) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(out.status.code(), Some(1), "accepted {case}:\n{stdout}\n{stderr}");
+    assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+}
+
 /// Writes `content` to `dir/name` and returns the path as a string.
 fn write(dir: &Path, name: &str, content: &str) -> String {
     let p = dir.join(name);
@@ -78,18 +95,16 @@ Resources:
 
 #[test]
 fn infra_files_pass_every_check() {
-    let out = infra_check(&[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "infra_check failed:\n{stdout}\n{stderr}");
-    for line in [
-        "ok lint infra/cloudformation/flowspike.yaml",
-        "ok iam infra/cloudformation/flowspike.yaml",
-        "ok docker infra/Dockerfile",
-        "ok cli infra/cloudformation/flowspike.yaml",
-        "ok modes infra/cloudformation/flowspike.yaml",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    let stdout = assert_passes(
+        &infra_check(&[]),
+        &[
+            "ok lint infra/cloudformation/flowspike.yaml",
+            "ok iam infra/cloudformation/flowspike.yaml",
+            "ok docker infra/Dockerfile",
+            "ok cli infra/cloudformation/flowspike.yaml",
+            "ok modes infra/cloudformation/flowspike.yaml",
+        ],
+    );
     // The grants were compared with the AWS calls of the source, mode by mode.
     assert!(
         stdout.contains("(IAM from the code, polling: "),
@@ -195,10 +210,7 @@ fn assert_each_breaks_the_modes_check(cases: &[(&str, &str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     for (from, to, reason) in cases {
         let bad = template_with(dir.path(), from, to);
-        let out = infra_check(&["--only", "modes", "--template", &bad]);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "accepted {to:?}:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(reason), "missing {reason:?} in:\n{stderr}");
+        assert_fails_for(&infra_check(&["--only", "modes", "--template", &bad]), reason, to);
     }
 }
 
@@ -361,4 +373,114 @@ fn infra_check_rejects_a_condition_no_mode_exercises() {
         "Conditions:\n  NeverTrue: !Equals [!Ref EnhancedFanOut, \"maybe\"]\n",
         "condition NeverTrue is never True in MODES",
     )]);
+}
+
+/// The target directory of the build this test comes from (`<target>/debug/flowspike`): the image
+/// check takes its dependency artifacts from there instead of building them all again.
+fn build_dir() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_flowspike"));
+    exe.parent().and_then(Path::parent).expect("the binary is in <target>/<profile>/").to_path_buf()
+}
+
+/// Runs the `image` check (infra/Dockerfile's builder stage without Docker) with `args`.
+fn image_check(args: &[&str]) -> Output {
+    let dir = build_dir();
+    let mut all = vec!["--only", "image", "--build-dir", dir.to_str().expect("utf-8 target dir")];
+    all.extend_from_slice(args);
+    infra_check(&all)
+}
+
+/// Issue #33: the image has never been built here (no Docker engine). The builder stage's commands
+/// (`infra/image/build.sh deps`, then `app`) run in a copy of the build context as the Dockerfile's
+/// COPY instructions see it, and the binary they produce needs only libraries and glibc symbol
+/// versions of the Debian 13 runtime and prints its version as the runtime's unprivileged user.
+#[test]
+fn image_builder_stage_runs_in_its_context_and_the_binary_runs_as_the_runtime_user() {
+    let version = format!(": flowspike {}", env!("CARGO_PKG_VERSION"));
+    let stdout = assert_passes(
+        &image_check(&[]),
+        &[
+            "ok image infra/Dockerfile",
+            "builder stage ran deps, app /out (dev profile)",
+            "runtime /usr/local/bin/flowspike needs ",
+            "libc.so.6",
+            &version,
+        ],
+    );
+    // As root (the test machines) `--version` runs as the Dockerfile's USER; otherwise as the caller.
+    assert!(
+        stdout.contains("--version as 10001:10001") || stdout.contains("(not root"),
+        "--version did not run as an unprivileged user:\n{stdout}"
+    );
+}
+
+/// Issue #33: the stub list is what keeps the dependency layer building. A bench it misses (the
+/// Dockerfile stubbed `parse` and `counter` but not `inflate`: Cargo refused the workspace), a target a
+/// manifest starts to name without its stub, and a stub of no target all fail.
+#[test]
+fn image_check_rejects_stubs_that_miss_or_invent_a_target() {
+    // A manifest that names an example (detect's auto-discovered `quality`) needs its stub.
+    let detect =
+        std::fs::read_to_string(root().join("crates/detect/Cargo.toml")).expect("manifest");
+    let dir = tempfile::tempdir().unwrap();
+    let named =
+        write(dir.path(), "Cargo.toml", &format!("{detect}\n[[example]]\nname = \"quality\"\n"));
+    let out = image_check(&["--context-file", &format!("crates/detect/Cargo.toml={named}")]);
+    assert_fails_for(&out, "can't find `quality` example", "an example without its stub");
+
+    let real =
+        std::fs::read_to_string(root().join("infra/image/stubs.txt")).expect("read stubs.txt");
+    let inflate = "bench   bench/benches/inflate.rs\n";
+    assert_eq!(real.matches(inflate).count(), 1, "{inflate:?} is not in stubs.txt exactly once");
+    let cases = [
+        (real.replacen(inflate, "", 1), "can't find `inflate` bench"),
+        (
+            format!("{real}lib     crates/gone/src/lib.rs\n"),
+            "infra/image/stubs.txt stubs crates/gone/src/lib.rs, which is the source of no target",
+        ),
+    ];
+    for (stubs, reason) in cases {
+        let bad = write(dir.path(), "stubs.txt", &stubs);
+        let out = image_check(&["--context-file", &format!("infra/image/stubs.txt={bad}")]);
+        assert_fails_for(&out, reason, "a broken stub list");
+    }
+}
+
+/// Issue #33: the build sees only what `infra/Dockerfile.dockerignore` lets through: a file a COPY
+/// names, or sources the build compiles, left out of the context fail the check.
+#[test]
+fn image_check_rejects_a_context_that_leaves_out_what_the_build_needs() {
+    let real = std::fs::read_to_string(root().join("infra/Dockerfile.dockerignore"))
+        .expect("read the dockerignore");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("Cargo.lock\n", "COPY Cargo.lock: not in the build context (left out by bad.dockerignore pattern 'Cargo.lock')"),
+        ("crates/retry/src/\n", "tracked files the context leaves out (bad.dockerignore): crates/retry/src/lib.rs"),
+    ];
+    for (pattern, reason) in cases {
+        let bad = write(dir.path(), "bad.dockerignore", &format!("{real}{pattern}"));
+        assert_fails_for(&image_check(&["--dockerignore", &bad]), reason, pattern);
+    }
+}
+
+/// Issue #33: the binary links against the builder's glibc, so the runtime must be the same Debian
+/// release; and docs/deploy.md lists what the runtime stage adds to its base.
+#[test]
+fn infra_check_rejects_a_runtime_of_another_release_or_with_unlisted_files() {
+    let real =
+        std::fs::read_to_string(root().join("infra/Dockerfile")).expect("read the Dockerfile");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("FROM debian:13.4-slim@", "FROM debian:12.12-slim@", "are different Debian releases"),
+        (
+            "ca-certificates curl;",
+            "ca-certificates curl procps;",
+            "does not list the runtime's procps",
+        ),
+    ];
+    for (from, to, reason) in cases {
+        assert_eq!(real.matches(from).count(), 1, "{from:?} is not in the Dockerfile exactly once");
+        let bad = write(dir.path(), "Dockerfile", &real.replacen(from, to, 1));
+        assert_fails_for(&infra_check(&["--only", "docker", "--dockerfile", &bad]), reason, to);
+    }
 }

@@ -3,6 +3,8 @@
 
     python tests/infra_check.py --root . --flowspike target/debug/flowspike [--only lint,iam,docker,cli,modes]
                                 [--template FILE ...] [--dockerfile FILE]
+    python tests/infra_check.py --root . --only image [--build-dir target] [--profile dev]
+                                [--dockerignore FILE] [--context-file REL=PATH ...] [--keep]
 
 Checks (each prints `ok <check> <file>` or `FAIL <check> <file>: <reason>` lines; exit 1 on any failure):
 
@@ -16,7 +18,20 @@ iam     every policy statement in every template (role policies, managed policie
 docker  infra/Dockerfile: multi-stage (the final stage copies from an earlier one); every base image pinned by
         digest or an exact version tag (never `latest` or a floating tag such as `trixie-slim`); the final stage
         runs as a non-root USER; a HEALTHCHECK (or an ECS task-definition healthCheck in every task definition);
-        ENTRYPOINT is flowspike; the dependency layer copies the Cargo.toml of every workspace member.
+        ENTRYPOINT is flowspike; the dependency layer copies the Cargo.toml of every workspace member; the first
+        (builder) and the final stage's bases are one Debian release (`-trixie` tag, `debian:13.x`): the binary
+        needs the glibc it was linked against; docs/deploy.md, "1. Image", names every file the final stage
+        COPYs and every package it apt-get installs.
+image   (not in the default --only: it builds) infra/Dockerfile's builder stage without Docker: the build context
+        as `docker build` sends it (the files <Dockerfile>.dockerignore, else .dockerignore, lets through; no `!`
+        exceptions), the stage's WORKDIR/ARG/ENV/COPY carried out under a temporary directory (a COPY of what the
+        context lacks fails), its `bash infra/image/build.sh ...` RUNs run there (other RUNs, apt-get, are not:
+        the machine's tools stand in) with --profile (default dev) and offline; with --build-dir, Cargo's
+        build directory is shared (dependencies reused) and the workspace's own crates get a per-package
+        profile override (codegen-units) so their artifacts never replace that build's. Then the final stage:
+        each file it COPYs --from the stage exists; the ENTRYPOINT binary's NEEDED libraries are in RUNTIME_LIBS
+        and its GLIBC_ versions <= RUNTIME_GLIBC (readelf); `--version` runs as the stage's USER (setpriv, when
+        root). infra/image/stubs.txt names only sources of real targets.
 cli     every ECS task definition runs a real `flowspike` subcommand: each `--flag` of its command and each
         FLOWSPIKE_* variable of its environment is one that `flowspike <subcommand> --help` lists (`[env: ...]`);
         every required option is given (flag or variable); the state is on S3; the health check calls
@@ -971,6 +986,26 @@ def check_docker(report: Report, dockerfile: Path, templates: list[Path]) -> Non
             if not tds or missing:
                 report.fail("docker", dockerfile, "no HEALTHCHECK and no ECS healthCheck in "
                             + (", ".join(missing) or "any task definition"))
+    # The binary links against the builder's glibc: the runtime must have the same Debian release.
+    if len(stages) >= 2:
+        releases = [(s["image"], debian_release(s["image"])) for s in (stages[0], stages[-1])]
+        if any(r is None for _, r in releases):
+            report.fail("docker", dockerfile, "cannot tell the Debian release of "
+                        + ", ".join(i for i, r in releases if r is None) + " from its tag")
+        elif releases[0][1] != releases[1][1]:
+            report.fail("docker", dockerfile, f"the builder ({releases[0][0]}) and the runtime "
+                        f"({releases[1][0]}) are different Debian releases")
+    # docs/deploy.md, "Image", lists what the runtime stage adds to its base.
+    deploy = report.root / "docs" / "deploy.md"
+    if len(stages) >= 2 and deploy.exists():
+        text = deploy.read_text()
+        start = text.find("### 1. Image")
+        section = text[start:text.find("\n### ", start + 1)] if start >= 0 else ""
+        adds = [copy_args(a)[2] for w, a in stages[-1]["ins"] if w == "COPY"] + runtime_packages(stages[-1])
+        missing = [f for f in adds if f"`{f}`" not in section]
+        if missing:
+            report.fail("docker", dockerfile, "docs/deploy.md, \"1. Image\", does not list the runtime's "
+                        + ", ".join(missing))
     # The dependency layer must know every workspace member, or `cargo build` fails in the image.
     cargo = report.root / "Cargo.toml"
     if cargo.exists():
@@ -982,6 +1017,311 @@ def check_docker(report: Report, dockerfile: Path, templates: list[Path]) -> Non
     if report.failures == bad_before:
         report.ok("docker", dockerfile, f"{len(stages)} stages, bases: "
                   + ", ".join(s["image"] for s in stages if s["image"] not in names))
+
+
+# ---------------------------------------------------------------------------------------------- image
+# The runtime base is Debian 13 (trixie). The binary may need only what its libc6 and libgcc-s1 packages
+# ship (sonames of glibc 2.41's libc6 on amd64 and arm64, and libgcc_s), and no glibc symbol version newer
+# than trixie's glibc. A conservative list: a library missing here fails the check, never the image.
+RUNTIME_LIBS = {
+    "libc.so.6", "libm.so.6", "libmvec.so.1", "libpthread.so.0", "libdl.so.2", "librt.so.1",
+    "libresolv.so.2", "libutil.so.1", "libanl.so.1", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1",
+    "libgcc_s.so.1",
+}
+RUNTIME_GLIBC = (2, 41)
+# Debian codename of a version, for the builder/runtime release check (a binary linked against a newer
+# glibc than the runtime's does not start).
+DEBIAN_CODENAMES = {"11": "bullseye", "12": "bookworm", "13": "trixie", "14": "forky"}
+# The only RUN commands of the builder stage the image check executes; the others (apt-get) are reported
+# as not run. Absolute paths among the arguments are placed under the emulated stage's root.
+BUILD_SCRIPT_RUN = re.compile(r"^bash infra/image/build\.sh( [^;&|<>$`]+)?$")
+
+
+def dockerignore_rules(path: Path | None) -> list[tuple[bool, re.Pattern, str]]:
+    """(exclude?, regex, pattern) per line of a .dockerignore, in order (BuildKit's patternmatcher:
+    paths relative to the context root, `**` any number of directories, `*`/`?` within one, `!` an
+    exception; the last pattern that matches a path or one of its parents decides)."""
+    rules = []
+    if path is None or not path.exists():
+        return rules
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        exclude = not line.startswith("!")
+        pat = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+        out, i = "", 0
+        while i < len(pat):
+            c = pat[i]
+            if pat.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+                continue
+            if pat.startswith("**", i):
+                out, i = out + ".*", i + 2
+                continue
+            if c == "*":
+                out += "[^/]*"
+            elif c == "?":
+                out += "[^/]"
+            elif c == "[":
+                j = pat.find("]", i)
+                out, i = out + pat[i:j + 1], j
+            else:
+                out += re.escape(c)
+            i += 1
+        rules.append((exclude, re.compile("^" + out + "$"), line))
+    return rules
+
+
+def ignored_by(rules, rel: str) -> str | None:
+    """The pattern that leaves `rel` out of the context, or None if it is sent."""
+    parts = rel.split("/")
+    decision = None
+    for exclude, rx, line in rules:
+        if any(rx.match("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            decision = line if exclude else None
+    return decision
+
+
+def context_files(root: Path, rules) -> dict[str, Path]:
+    """What `docker build` sends from `root`: relative path -> file (symlinks kept as links)."""
+    files, prune = {}, not any(not exclude for exclude, _, _ in rules)
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        if prune:  # no exception pattern: an excluded directory sends nothing below it
+            dirnames[:] = [d for d in dirnames if not ignored_by(rules, rel_dir + d)]
+        for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+            if not ignored_by(rules, rel_dir + name):
+                files[rel_dir + name] = Path(dirpath) / name
+    return files
+
+
+def stages_of(dockerfile: Path) -> list[dict]:
+    stages: list[dict] = []
+    for word, args in dockerfile_instructions(dockerfile):
+        if word == "FROM":
+            toks = [a for a in args.split() if not a.startswith("--")]
+            alias = toks[2] if len(toks) >= 3 and toks[1].upper() == "AS" else None
+            stages.append({"image": toks[0], "alias": alias, "ins": []})
+        elif stages:
+            stages[-1]["ins"].append((word, args))
+    return stages
+
+
+def copy_args(args: str) -> tuple[dict, list[str], str]:
+    """COPY's flags, sources and destination (shell or JSON form)."""
+    flags, rest = {}, args.strip()
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        key, _, value = flag[2:].partition("=")
+        flags[key], rest = value, rest.strip()
+    import json
+    words = json.loads(rest) if rest.startswith("[") else rest.split()
+    return flags, words[:-1], words[-1]
+
+
+def runtime_packages(stage: dict) -> list[str]:
+    """The packages an `apt-get install` of the stage installs."""
+    pkgs = []
+    for word, args in stage["ins"]:
+        if word != "RUN":
+            continue
+        for m in re.finditer(r"apt-get install ([^;&|]*)", args):
+            pkgs += [w for w in m.group(1).split() if not w.startswith("-")]
+    return pkgs
+
+
+def debian_release(image: str) -> str | None:
+    """`13` for debian:13.4-slim or rust:1.95.0-slim-trixie; None if the tag does not say."""
+    tag = image.split("@")[0].rpartition(":")[2]
+    name = image.split("@")[0].rpartition(":")[0].split("/")[-1]
+    for version, codename in DEBIAN_CODENAMES.items():
+        if re.search(rf"(^|-){codename}($|-)", tag):
+            return version
+    m = re.match(r"^(\d+)(\.\d+)?(-slim)?$", tag)
+    return m.group(1) if name == "debian" and m else None
+
+
+class StageFs:
+    """A stage's filesystem emulated under a directory (`/src` -> `<root>/src`)."""
+
+    def __init__(self, root: Path):
+        self.root, self.workdir = root, "/"
+
+    def path(self, p: str) -> Path:
+        return self.root / os.path.normpath(os.path.join(self.workdir, p)).lstrip("/")
+
+
+def check_image(report: Report, dockerfile: Path, root: Path, dockerignore: Path | None,
+                build_dir: Path | None, profile: str, replaced: dict[str, Path], keep: bool) -> None:
+    """Runs the Dockerfile's builder stage without Docker (see `image` in the module docs)."""
+    import tempfile
+    work = Path(tempfile.mkdtemp(prefix="flowspike-image-"))
+    try:
+        _check_image(report, dockerfile, root, dockerignore, build_dir, profile, replaced, work)
+    finally:
+        if keep:
+            print(f"(image: work directory kept at {work})")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_image(report, dockerfile, root, dockerignore, build_dir, profile, replaced, work) -> None:
+    def fail(why: str) -> None:
+        report.fail("image", dockerfile, why)
+
+    # BuildKit reads <Dockerfile>.dockerignore next to the Dockerfile, else .dockerignore at the root.
+    if dockerignore is None:
+        own = dockerfile.with_name(dockerfile.name + ".dockerignore")
+        dockerignore = own if own.exists() else root / ".dockerignore"
+    rules = dockerignore_rules(dockerignore)
+    ctx = context_files(root, rules)
+    for rel, src in replaced.items():
+        ctx[rel] = src
+    stages = stages_of(dockerfile)
+    final = stages[-1]
+    aliases = {s["alias"]: s for s in stages if s["alias"]}
+
+    # Stub list against the workspace's targets: every stubbed path is the source of a real target (a stale
+    # line would plant a file Cargo discovers as a target of its own).
+    stubs_rel = "infra/image/stubs.txt"
+    if stubs_rel in ctx:
+        import json
+        meta = subprocess.run(["cargo", "metadata", "--no-deps", "--offline", "--format-version", "1",
+                               "--manifest-path", str(root / "Cargo.toml")],
+                              capture_output=True, text=True)
+        if meta.returncode != 0:
+            return fail(f"cargo metadata failed: {meta.stderr.strip()}")
+        m = json.loads(meta.stdout)
+        sources = {os.path.relpath(t["src_path"], m["workspace_root"])
+                   for p in m["packages"] for t in p["targets"]}
+        for line in ctx[stubs_rel].read_text().splitlines():
+            words = line.split("#")[0].split()
+            if len(words) == 2 and words[1] not in sources:
+                return fail(f"{stubs_rel} stubs {words[1]}, which is the source of no target")
+
+    # The builder stages the final one copies from, in order.
+    for name in dict.fromkeys(copy_args(a)[0].get("from") for w, a in final["ins"]
+                              if w == "COPY" and "--from=" in a):
+        stage = aliases.get(name)
+        if stage is None:
+            return fail(f"COPY --from={name}: no stage named so")
+        fs, env, ran = StageFs(work / f"stage-{name}"), {}, []
+        # Shared dependency artifacts (the build directory of the tests' own build: warm), but the
+        # emulated workspace's own crates must not overwrite that workspace's: a per-member profile
+        # override gives them artifacts of their own (Cargo reads this config from the parent directory;
+        # the stage's files stay those of the context).
+        if build_dir is not None:
+            members = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["members"]
+            names = [tomllib.loads((root / mem / "Cargo.toml").read_text())["package"]["name"]
+                     for mem in members]
+            (work / ".cargo").mkdir(parents=True, exist_ok=True)
+            (work / ".cargo" / "config.toml").write_text("".join(
+                f'[profile.{profile}.package."{n}"]\ncodegen-units = 255\n' for n in names))
+        for word, args in stage["ins"]:
+            if word == "WORKDIR":
+                fs.workdir = os.path.join(fs.workdir, args)
+                fs.path(".").mkdir(parents=True, exist_ok=True)
+            elif word in ("ARG", "ENV"):
+                key, _, value = args.partition("=")
+                env[key.strip()] = value.strip()
+            elif word == "COPY":
+                flags, srcs, dest = copy_args(args)
+                if "from" in flags:
+                    return fail(f"COPY --from in the builder stage is not emulated: {args}")
+                for src in srcs:
+                    s = os.path.normpath(src).lstrip("/")
+                    if any(ch in s for ch in "*?["):
+                        return fail(f"COPY {src}: wildcards are not emulated")
+                    below = {r: p for r, p in ctx.items() if s == "." or r == s or r.startswith(s + "/")}
+                    if not below:
+                        why = ignored_by(rules, s) if (root / s).exists() else None
+                        return fail(f"COPY {src}: not in the build context"
+                                    + (f" (left out by {dockerignore.name} pattern {why!r})" if why
+                                       else " (no such file)"))
+                    for r, p in below.items():
+                        if r == s:  # a file: into the directory `dest/`, else as `dest`
+                            target = fs.path(dest) / Path(r).name if dest.endswith("/") or len(srcs) > 1 \
+                                or dest == "." else fs.path(dest)
+                        else:
+                            target = fs.path(dest) / (r if s == "." else r[len(s) + 1:])
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        if target.exists() or target.is_symlink():
+                            target.unlink()
+                        shutil.copy2(p, target, follow_symlinks=False)
+            elif word == "RUN":
+                if not BUILD_SCRIPT_RUN.match(args):
+                    continue  # e.g. apt-get: the tools are the test machine's
+                argv = [fs.path(a) if a.startswith("/") else a for a in args.split()]
+                run_env = {**os.environ, **env, "FLOWSPIKE_BUILD_PROFILE": profile,
+                           "CARGO_NET_OFFLINE": "true"}
+                run_env.pop("CARGO_TARGET_DIR", None)  # the image's default: `target` in WORKDIR
+                if build_dir is not None:
+                    run_env["CARGO_BUILD_BUILD_DIR"] = str(build_dir)
+                out = subprocess.run([str(a) for a in argv], cwd=fs.path("."), env=run_env,
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-25:])
+                    tracked = subprocess.run(["git", "-C", str(root), "ls-files"], capture_output=True,
+                                             text=True).stdout.split()
+                    left_out = [t for t in tracked if t not in ctx]
+                    hint = (f"\ntracked files the context leaves out ({dockerignore.name}): "
+                            + ", ".join(left_out[:20])) if left_out else ""
+                    return fail(f"RUN {args} failed (exit {out.returncode}):\n{tail}{hint}")
+                ran.append(" ".join(args.split()[2:]))
+
+        # The runtime stage: what it copies from this stage exists, and the binary runs there.
+        rt = StageFs(work / "runtime")
+        for word, args in final["ins"]:
+            if word != "COPY":
+                continue
+            flags, srcs, dest = copy_args(args)
+            if flags.get("from") != name:
+                continue
+            for src in srcs:
+                if not fs.path(src).is_file():
+                    return fail(f"the runtime copies {src} from {name}, which the stage does not produce")
+                rt.path(dest).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(fs.path(src), rt.path(dest))
+        entry = [a for w, a in final["ins"] if w == "ENTRYPOINT"]
+        binary_path = re.findall(r'"([^"]+)"', entry[-1])[0] if entry else "/usr/local/bin/flowspike"
+        binary = rt.path(binary_path)
+        if not binary.is_file():
+            return fail(f"ENTRYPOINT {binary_path} is no file the runtime stage copies")
+        dynamic = subprocess.run(["readelf", "-d", "-W", str(binary)], capture_output=True, text=True)
+        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic.stdout)
+        extra = sorted(set(needed) - RUNTIME_LIBS)
+        if dynamic.returncode != 0 or not needed:
+            return fail(f"readelf -d {binary_path}: {dynamic.stderr.strip() or 'no NEEDED entries'}")
+        if extra:
+            return fail(f"{binary_path} needs {', '.join(extra)}, which debian 13's libc6/libgcc-s1 do not ship")
+        versions = subprocess.run(["readelf", "-V", "-W", str(binary)], capture_output=True, text=True)
+        glibc = sorted({tuple(int(x) for x in v.split(".")) for v in
+                        re.findall(r"Name: GLIBC_(\d+(?:\.\d+)+)", versions.stdout)})
+        if "GLIBC_PRIVATE" in versions.stdout:
+            return fail(f"{binary_path} needs GLIBC_PRIVATE symbols")
+        if not glibc or glibc[-1][:2] > RUNTIME_GLIBC:
+            return fail(f"{binary_path} needs GLIBC_{'.'.join(map(str, glibc[-1])) if glibc else '?'}, "
+                        f"newer than trixie's {'.'.join(map(str, RUNTIME_GLIBC))}")
+        # `--version` as the runtime's USER, in a directory that user may read.
+        users = [a for w, a in final["ins"] if w == "USER"]
+        uid, _, gid = (users[-1] if users else "0").partition(":")
+        for d in [work, *binary.relative_to(work).parents]:
+            os.chmod(work / d, 0o755)
+        cmd = [str(binary), "--version"]
+        if os.geteuid() == 0:
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups", *cmd]
+        ver = subprocess.run(cmd, env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+                             capture_output=True, text=True)
+        if ver.returncode != 0 or not ver.stdout.startswith("flowspike "):
+            return fail(f"{binary_path} --version as {uid}:{gid}: exit {ver.returncode} {ver.stderr.strip()}")
+        as_user = f"{uid}:{gid}" if os.geteuid() == 0 else f"uid {os.geteuid()} (not root: USER not emulated)"
+        report.ok("image", dockerfile,
+                  f"context: {len(ctx)} files by {dockerignore.name}; {name} stage ran "
+                  + ", ".join(ran) + f" ({profile} profile); runtime {binary_path} needs "
+                  + ", ".join(needed) + f", GLIBC <= {'.'.join(map(str, glibc[-1]))}; "
+                  + f"--version as {as_user}: {ver.stdout.strip()}")
 
 
 # ---------------------------------------------------------------------------------------------- cli
@@ -1098,6 +1438,12 @@ def main() -> int:
     ap.add_argument("--template", type=Path, action="append", help="default: infra/cloudformation/*.y*ml")
     ap.add_argument("--dockerfile", type=Path, help="default: infra/Dockerfile")
     ap.add_argument("--sources", type=Path, help="root of the Rust sources to derive IAM from (default: --root)")
+    ap.add_argument("--dockerignore", type=Path, help="image: default: <Dockerfile>.dockerignore, else .dockerignore")
+    ap.add_argument("--build-dir", type=Path, help="image: cargo build directory to share dependency artifacts with")
+    ap.add_argument("--profile", default="dev", help="image: cargo profile of the builder stage (default: dev)")
+    ap.add_argument("--context-file", action="append", default=[], metavar="REL=PATH",
+                    help="image: PATH instead of the context's file REL (tests: a broken stub list)")
+    ap.add_argument("--keep", action="store_true", help="image: keep the work directory")
     a = ap.parse_args()
     report = Report(a.root)
     templates = a.template or sorted(
@@ -1107,7 +1453,7 @@ def main() -> int:
         print("FAIL: no templates found under infra/cloudformation", file=sys.stderr)
         return 1
     only = set(a.only.split(","))
-    unknown = only - {"lint", "iam", "docker", "cli", "modes"}
+    unknown = only - {"lint", "iam", "docker", "cli", "modes", "image"}
     if unknown:
         ap.error(f"unknown checks: {', '.join(sorted(unknown))}")
     if "lint" in only:
@@ -1116,6 +1462,10 @@ def main() -> int:
         check_iam(report, templates)
     if "docker" in only:
         check_docker(report, a.dockerfile or a.root / "infra" / "Dockerfile", templates)
+    if "image" in only:
+        replaced = {rel: Path(path) for rel, _, path in (c.partition("=") for c in a.context_file)}
+        check_image(report, a.dockerfile or a.root / "infra" / "Dockerfile", a.root, a.dockerignore,
+                    a.build_dir, a.profile, replaced, a.keep)
     if "modes" in only:
         check_modes(report, templates, a.root, a.sources or a.root)
     if "cli" in only:

@@ -253,6 +253,16 @@ fn demo_runs_and_finds_every_injected_burst() {
     let n = manifest.injected.len();
     assert!(n > 0);
     assert!(stdout.contains(&format!("{n} of {n} injected bursts detected")), "{stdout}");
+    // It writes the report of its records and prints where (tests/report.rs looks at one).
+    let index = demo.join("report/index.html");
+    assert!(stdout.contains(&format!("{}", index.display())), "{stdout}");
+    let page = std::fs::read_to_string(&index).unwrap();
+    let spikes = std::fs::read_to_string(demo.join("spikes.jsonl")).unwrap();
+    let incidents = page.matches("<section class=\"incident").count();
+    assert!(incidents >= n && incidents <= spikes.lines().count(), "{incidents} incidents");
+    for burst in &manifest.injected {
+        assert!(page.contains(&format!("· {}<", burst.src_ip)), "burst of {} listed", burst.src_ip);
+    }
     // A second run replaces the demo directory it made.
     assert_code(&run(flowspike().arg("demo").arg("--dir").arg(&demo)), 0);
 }

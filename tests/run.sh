@@ -2,7 +2,8 @@
 # The one test command (README, .ci/run): installs what the tests need, then runs every check.
 #   bash tests/run.sh
 # Installs: a Python venv in .venv with moto_server (S3/Kinesis/DynamoDB/CloudWatch Logs emulator),
-# pyarrow and duckdb (independent Parquet readers). Integration tests start and stop moto_server on
+# pyarrow and duckdb (independent Parquet readers); as root, Debian's chromium (headless browser of
+# the report's tests). Integration tests start and stop moto_server on
 # 127.0.0.1 themselves. Needs: cargo (stable), python3 with venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,21 +36,36 @@ else
   isal=no; echo "WARNING: nasm/autoconf/automake/libtool/make missing: the isal feature's tests are SKIPPED" >&2
 fi
 
+step "headless Chromium for the report's browser tests (Debian's chromium package)"
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+    || true
+fi
+if command -v chromium >/dev/null \
+  && chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank >/dev/null 2>&1; then
+  echo "ok: $(chromium --version 2>/dev/null)"
+elif [ "${CI:-}" = true ]; then
+  echo "chromium missing and not installable: the HTML report cannot be tested in a browser" >&2; exit 1
+else
+  echo "WARNING: chromium missing: the report's browser tests (tests/report.rs) are SKIPPED" >&2
+fi
+
 step "formatting"
 cargo fmt --all -- --check
 
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "dependency direction: the parser and the counter know nothing of tokio or the AWS SDK; history and detection not of the parser; Firehose not of the consumer"
-for crate in flowlog flowspike-model flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay flowspike-findings; do
+step "dependency direction: the parser and the counter know nothing of tokio or the AWS SDK; history, detection and report not of the parser; Firehose not of the consumer"
+for crate in flowlog flowspike-model flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay flowspike-findings flowspike-report; do
   if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E "^(tokio|aws-config|aws-sdk-[a-z]+) " ; then
     echo "invariant broken: $crate depends on the line(s) above" >&2; exit 1
   fi
 done
 # The history and the detection speak the aggregates of flowspike-model: they know neither the
-# parser nor which records count.
-for crate in flowspike-history flowspike-detect; do
+# parser nor which records count; nor does the report, which reads only them.
+for crate in flowspike-history flowspike-detect flowspike-report; do
   if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E "^(flowlog|flowspike-counter) " ; then
     echo "invariant broken: $crate depends on the line(s) above" >&2; exit 1
   fi

@@ -11,6 +11,7 @@ mod infra;
 mod lease;
 mod parse;
 mod replay;
+mod report;
 mod reshard;
 mod s3;
 mod util;

@@ -17,14 +17,15 @@
 //! Every run checks its counts against the others (and, for generated data, against the counts
 //! known by construction), so a fast wrong pipeline cannot report a figure.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
-use flowspike_counter::{CountSink, Counter, CounterConfig, Rule};
-use flowspike_engine::{decode_batch, DecodeContext, RawRecord};
+use flowspike_counter::{AggregateRow, CountSink, Counter, CounterConfig, Pipeline, Rule};
+use flowspike_engine::{decode_batch, RawRecord};
 use flowspike_history::{History, LocalStore};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo, ReplayConfig, Source, StreamSettings};
 use rayon::prelude::*;
@@ -147,7 +148,8 @@ pub struct BenchReport {
     pub input_rss_bytes: Option<u64>,
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark: prepares the input, then measures each stage in turn, each cross-checked
+/// against the stages before it.
 pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     if cfg.threads == 0 || cfg.runs == 0 || cfg.records_per_object == 0 {
         return Err(BenchError::Config("threads, runs and records per object must be > 0".into()));
@@ -156,168 +158,274 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         .num_threads(cfg.threads)
         .build()
         .map_err(|e| BenchError::Config(e.to_string()))?;
-    let (objects, known_counted, input_name, framing) = match &cfg.input {
-        Some(p) => (read_input(p)?, None, p.display().to_string(), "auto".to_string()),
-        None => {
-            let (objs, counted) = generate_objects(cfg);
-            (
-                objs,
-                Some(counted),
-                "generated".to_string(),
-                format!("{:?}", cfg.framing).to_lowercase(),
-            )
-        }
-    };
-    if objects.is_empty() {
-        return Err(BenchError::Config("no input objects".into()));
-    }
+    let input = Input::prepare(cfg)?;
     let input_rss = vm_kb("VmRSS:").map(|k| k * 1024);
-    let stored_bytes: u64 = objects.iter().map(|o| o.len() as u64).sum();
+    let mut bench = Bench::new(cfg, &pool, &input.objects);
     let opts = DecodeOptions { max_decompressed_bytes: u64::MAX, ..DecodeOptions::default() };
-    let rule = Rule::default();
-    let counter_cfg = CounterConfig::default();
-    let runs = cfg.runs;
-    let threads = cfg.threads;
-    let mut stages = Vec::new();
-
-    // 1. decompress
-    let compressed = objects.iter().any(|o| o.starts_with(&[0x1f, 0x8b]));
-    let texts: Vec<Vec<u8>> = pool.install(|| inflate_all(&objects))?;
-    let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    let texts = bench.decompress(&input.objects)?;
     // Large texts are cut at line ends into blocks (as replay does), so one big file uses every
     // thread; each block carries the format the text starts with.
     let units = blocks(&texts, &opts);
-    if compressed {
-        let times = time_runs(runs, || pool.install(|| inflate_all(&objects)).map(|_| ()))?;
-        stages.push(stage("decompress", &times, 0, stored_bytes, text_bytes, threads));
+    let records = bench.parse(&units)?;
+    let counted = bench.filter(&units, records, input.known_counted)?;
+    let rows = bench.count(&units, records, counted)?;
+    if bench.compressed {
+        bench.consumer_decode(&input.objects, records, counted)?;
     }
-
-    // 2. parse
-    let mut records = 0;
-    let times = time_runs(runs, || {
-        let n = pool.install(|| par_decode(&units, || Touch(0), |t, s| t.0.min(s.records)))?;
-        records = n;
-        Ok(())
-    })?;
-    stages.push(stage("parse", &times, records, text_bytes, text_bytes, threads));
-
-    // 3. parse + filter
-    let mut counted = 0;
-    let times = time_runs(runs, || {
-        let n = pool
-            .install(|| par_decode(&units, || CountSink::new(&rule, ()), |f, _| f.stats.counted))?;
-        counted = n;
-        Ok(())
-    })?;
-    if let Some(k) = known_counted {
-        if k != counted {
-            return Err(BenchError::Stage {
-                stage: "parse+filter",
-                message: format!("counted {counted}, generated {k}"),
-            });
-        }
-    }
-    stages.push(stage("parse+filter", &times, records, text_bytes, text_bytes, threads));
-
-    // 4. parse + filter + count
-    let mut counter = Counter::new(counter_cfg);
-    let times = time_runs(runs, || {
-        counter = pool.install(|| count_all(&units, &rule, counter_cfg))?;
-        Ok(())
-    })?;
-    let rows: Vec<_> = counter.into_rows();
-    let row_hits: u64 = rows.iter().map(|r| r.blocked_count).sum();
-    if row_hits != counted {
-        return Err(BenchError::Stage {
-            stage: "parse+filter+count",
-            message: format!("rows hold {row_hits} hits, filter found {counted}"),
-        });
-    }
-    stages.push(stage("parse+filter+count", &times, records, text_bytes, text_bytes, threads));
-
-    // 5. the consumer's decode path, straight from the stored (compressed) objects
-    if compressed {
-        let times = time_runs(runs, || {
-            let n = pool.install(|| consumer_decode(&objects, &rule, counter_cfg));
-            if n != counted {
-                return Err(BenchError::Stage {
-                    stage: "consumer decode",
-                    message: format!("counted {n}, filter found {counted}"),
-                });
-            }
-            Ok(())
-        })?;
-        stages.push(stage("consumer decode", &times, records, stored_bytes, text_bytes, threads));
-    }
-
-    // 6. Parquet write (one file per hour, as replay writes them)
-    let mut by_hour: std::collections::BTreeMap<i64, Vec<_>> = std::collections::BTreeMap::new();
-    for r in &rows {
-        by_hour.entry(r.hour).or_default().push(r.clone());
-    }
-    let times = time_runs(runs, || {
-        let dir = tempfile::tempdir()?;
-        let history = History::new(Arc::new(LocalStore::new(dir.path())));
-        pool.install(|| {
-            by_hour
-                .par_iter()
-                .try_for_each(|(hour, rows)| history.replace_hour(*hour, rows, "bench").map(|_| ()))
-        })
-        .map_err(|e| BenchError::Stage { stage: "parquet write", message: e.to_string() })
-    })?;
-    stages.push(stage("parquet write", &times, rows.len() as u64, 0, 0, threads));
-
-    // 7. end to end: the replay pipeline over the stored objects
-    let archive: Arc<dyn Archive> = Arc::new(MemArchive::new(objects));
-    let times = time_runs(runs, || {
-        let dir = tempfile::tempdir()?;
-        let history = History::new(Arc::new(LocalStore::new(dir.path())));
-        let rcfg = ReplayConfig {
-            sources: vec![Source { archive: archive.clone(), root: String::new() }],
-            from: None,
-            to: None,
-            decode: DecodeOptions::default(),
-            rule: rule.clone(),
-            counter: counter_cfg,
-            detect: flowspike_detect::DetectConfig::default(),
-            fetchers: 1,
-            stream: StreamSettings::default(),
-        };
-        let out = pool
-            .install(|| flowspike_replay::replay(&rcfg, &history, &()))
-            .map_err(|e| BenchError::Stage { stage: "end to end", message: e.to_string() })?;
-        if out.summary.counted != counted || out.summary.records != records {
-            return Err(BenchError::Stage {
-                stage: "end to end",
-                message: format!(
-                    "replay counted {} of {} records; stages found {counted} of {records}",
-                    out.summary.counted, out.summary.records
-                ),
-            });
-        }
-        Ok(())
-    })?;
-    stages.push(stage("end to end", &times, records, stored_bytes, text_bytes, threads));
-    // `bytes` of end to end is the text; the stored bytes are in the report.
-    if let Some(last) = stages.last_mut() {
-        last.bytes = text_bytes;
-    }
-
+    bench.parquet_write(&rows)?;
+    let objects = bench.end_to_end(input.objects, records, counted)?;
     Ok(BenchReport {
-        input: input_name,
-        framing,
-        threads,
-        objects: archive_len(&archive),
-        stored_bytes,
-        text_bytes,
+        input: input.name,
+        framing: input.framing,
+        threads: bench.threads,
+        objects,
+        stored_bytes: bench.stored_bytes,
+        text_bytes: bench.text_bytes,
         records,
         counted,
         rows: rows.len() as u64,
-        runs,
-        stages,
+        runs: bench.runs,
+        stages: bench.stages,
         peak_rss_bytes: vm_kb("VmHWM:").map(|k| k * 1024),
         input_rss_bytes: input_rss,
     })
+}
+
+/// The objects to measure, prepared before any clock starts.
+struct Input {
+    /// The objects as stored (compressed or not).
+    objects: Vec<Vec<u8>>,
+    /// Records the generator made match the rule (`None` for files).
+    known_counted: Option<u64>,
+    /// `generated` or the path.
+    name: String,
+    /// Framing of generated input, `auto` for files.
+    framing: String,
+}
+
+impl Input {
+    /// Reads `cfg.input` or generates the objects.
+    fn prepare(cfg: &BenchConfig) -> Result<Input, BenchError> {
+        let input = match &cfg.input {
+            Some(p) => Input {
+                objects: read_input(p)?,
+                known_counted: None,
+                name: p.display().to_string(),
+                framing: "auto".to_string(),
+            },
+            None => {
+                let (objects, counted) = generate_objects(cfg);
+                Input {
+                    objects,
+                    known_counted: Some(counted),
+                    name: "generated".to_string(),
+                    framing: format!("{:?}", cfg.framing).to_lowercase(),
+                }
+            }
+        };
+        if input.objects.is_empty() {
+            return Err(BenchError::Config("no input objects".into()));
+        }
+        Ok(input)
+    }
+}
+
+/// The stages' shared settings and the results so far: one method per stage, each timing its
+/// work `runs` times on the pool and checking its counts against the stages before it.
+struct Bench<'p> {
+    pool: &'p rayon::ThreadPool,
+    runs: usize,
+    threads: usize,
+    /// The settings of the consumer's decode and of the end-to-end replay: every default.
+    pipeline: Pipeline,
+    /// Some object is gzip: the decompress and consumer decode stages run.
+    compressed: bool,
+    stored_bytes: u64,
+    /// Known once [`Bench::decompress`] ran.
+    text_bytes: u64,
+    stages: Vec<StageResult>,
+}
+
+impl<'p> Bench<'p> {
+    fn new(cfg: &BenchConfig, pool: &'p rayon::ThreadPool, objects: &[Vec<u8>]) -> Bench<'p> {
+        Bench {
+            pool,
+            runs: cfg.runs,
+            threads: cfg.threads,
+            pipeline: Pipeline::default(),
+            compressed: objects.iter().any(|o| o.starts_with(&[0x1f, 0x8b])),
+            stored_bytes: objects.iter().map(|o| o.len() as u64).sum(),
+            text_bytes: 0,
+            stages: Vec::new(),
+        }
+    }
+
+    /// Adds the figures of one stage from its `times`.
+    fn push(&mut self, name: &'static str, times: &(f64, f64), records: u64, bytes: u64) {
+        self.stages.push(stage(name, times, records, bytes, self.text_bytes, self.threads));
+    }
+
+    /// Times [`par_decode`] of `units` on the pool: the times, and the sum of the last run.
+    fn time_decode<S: RecordSink>(
+        &self,
+        units: &[(&[u8], DecodeOptions)],
+        new: impl Fn() -> S + Sync,
+        value: impl Fn(&S, &flowlog::Summary) -> u64 + Sync,
+    ) -> Result<((f64, f64), u64), BenchError> {
+        let mut sum = 0;
+        let times = time_runs(self.runs, || {
+            sum = self.pool.install(|| par_decode(units, &new, &value))?;
+            Ok(())
+        })?;
+        Ok((times, sum))
+    }
+
+    /// Stage 1, decompress: the texts of the objects, and (compressed input only) how long
+    /// inflating them takes.
+    fn decompress(&mut self, objects: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BenchError> {
+        let texts: Vec<Vec<u8>> = self.pool.install(|| inflate_all(objects))?;
+        self.text_bytes = texts.iter().map(|t| t.len() as u64).sum();
+        if self.compressed {
+            let pool = self.pool;
+            let times = time_runs(self.runs, || pool.install(|| inflate_all(objects)).map(|_| ()))?;
+            self.push("decompress", &times, 0, self.stored_bytes);
+        }
+        Ok(texts)
+    }
+
+    /// Stage 2, parse: the records of the texts, touching nothing.
+    fn parse(&mut self, units: &[(&[u8], DecodeOptions)]) -> Result<u64, BenchError> {
+        let (times, records) = self.time_decode(units, || Touch(0), |t, s| t.0.min(s.records))?;
+        self.push("parse", &times, records, self.text_bytes);
+        Ok(records)
+    }
+
+    /// Stage 3, parse + filter: the records the rule counts (equal to the generator's, if known).
+    fn filter(
+        &mut self,
+        units: &[(&[u8], DecodeOptions)],
+        records: u64,
+        known_counted: Option<u64>,
+    ) -> Result<u64, BenchError> {
+        let rule = &self.pipeline.rule;
+        let (times, counted) =
+            self.time_decode(units, || CountSink::new(rule, ()), |f, _| f.stats.counted)?;
+        if let Some(k) = known_counted {
+            agree("parse+filter", k == counted, || format!("counted {counted}, generated {k}"))?;
+        }
+        self.push("parse+filter", &times, records, self.text_bytes);
+        Ok(counted)
+    }
+
+    /// Stage 4, parse + filter + count: the hourly rows (holding every counted record).
+    fn count(
+        &mut self,
+        units: &[(&[u8], DecodeOptions)],
+        records: u64,
+        counted: u64,
+    ) -> Result<Vec<AggregateRow>, BenchError> {
+        let (pool, rule, counter_cfg) = (self.pool, &self.pipeline.rule, self.pipeline.counter);
+        let mut counter = Counter::new(counter_cfg);
+        let times = time_runs(self.runs, || {
+            counter = pool.install(|| count_all(units, rule, counter_cfg))?;
+            Ok(())
+        })?;
+        let rows: Vec<_> = counter.into_rows();
+        let row_hits: u64 = rows.iter().map(|r| r.blocked_count).sum();
+        agree("parse+filter+count", row_hits == counted, || {
+            format!("rows hold {row_hits} hits, filter found {counted}")
+        })?;
+        self.push("parse+filter+count", &times, records, self.text_bytes);
+        Ok(rows)
+    }
+
+    /// Stage 5, the consumer's decode path, straight from the stored (compressed) objects.
+    fn consumer_decode(
+        &mut self,
+        objects: &[Vec<u8>],
+        records: u64,
+        counted: u64,
+    ) -> Result<(), BenchError> {
+        let (pool, pipeline) = (self.pool, &self.pipeline);
+        let times = time_runs(self.runs, || {
+            let n = pool.install(|| consumer_decode(objects, pipeline));
+            agree("consumer decode", n == counted, || {
+                format!("counted {n}, filter found {counted}")
+            })
+        })?;
+        self.push("consumer decode", &times, records, self.stored_bytes);
+        Ok(())
+    }
+
+    /// Stage 6, Parquet write (one file per hour, as replay writes them).
+    fn parquet_write(&mut self, rows: &[AggregateRow]) -> Result<(), BenchError> {
+        let mut by_hour: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+        for r in rows {
+            by_hour.entry(r.hour).or_default().push(r.clone());
+        }
+        let pool = self.pool;
+        let times = time_runs(self.runs, || {
+            let dir = tempfile::tempdir()?;
+            let history = History::new(Arc::new(LocalStore::new(dir.path())));
+            pool.install(|| {
+                by_hour.par_iter().try_for_each(|(hour, rows)| {
+                    history.replace_hour(*hour, rows, "bench").map(|_| ())
+                })
+            })
+            .map_err(|e| BenchError::Stage { stage: "parquet write", message: e.to_string() })
+        })?;
+        // Rows, not text: no bytes, no MB/s.
+        self.stages.push(stage("parquet write", &times, rows.len() as u64, 0, 0, self.threads));
+        Ok(())
+    }
+
+    /// Stage 7, end to end: the replay pipeline over the stored objects, which must count what the
+    /// stages counted; the number of objects it listed.
+    fn end_to_end(
+        &mut self,
+        objects: Vec<Vec<u8>>,
+        records: u64,
+        counted: u64,
+    ) -> Result<usize, BenchError> {
+        let archive: Arc<dyn Archive> = Arc::new(MemArchive::new(objects));
+        let (pool, pipeline) = (self.pool, &self.pipeline);
+        let times = time_runs(self.runs, || {
+            let dir = tempfile::tempdir()?;
+            let history = History::new(Arc::new(LocalStore::new(dir.path())));
+            let rcfg = ReplayConfig {
+                sources: vec![Source { archive: archive.clone(), root: String::new() }],
+                from: None,
+                to: None,
+                pipeline: pipeline.clone(),
+                fetchers: 1,
+                stream: StreamSettings::default(),
+            };
+            let out = pool
+                .install(|| flowspike_replay::replay(&rcfg, &history, &()))
+                .map_err(|e| BenchError::Stage { stage: "end to end", message: e.to_string() })?;
+            let (c, r) = (out.summary.counted, out.summary.records);
+            agree("end to end", c == counted && r == records, || {
+                format!("replay counted {c} of {r} records; stages found {counted} of {records}")
+            })
+        })?;
+        // `bytes` of end to end is the text; the stored bytes are in the report.
+        self.push("end to end", &times, records, self.text_bytes);
+        Ok(archive_len(&archive))
+    }
+}
+
+/// `Ok` when a stage's counts agree with what the stages before it found; else the stage fails
+/// with `message`.
+fn agree(
+    stage: &'static str,
+    agrees: bool,
+    message: impl FnOnce() -> String,
+) -> Result<(), BenchError> {
+    if agrees {
+        Ok(())
+    } else {
+        Err(BenchError::Stage { stage, message: message() })
+    }
 }
 
 fn archive_len(a: &Arc<dyn Archive>) -> usize {
@@ -433,18 +541,17 @@ const RECORDS_PER_BATCH: usize = 250;
 
 /// Decodes every object as one Kinesis record with the consumer's `decode_batch`, batch by batch
 /// on the current pool, merging the batches' counters; the number of records counted.
-fn consumer_decode(objects: &[Vec<u8>], rule: &Rule, cfg: CounterConfig) -> u64 {
-    let ctx = DecodeContext { decode: DecodeOptions::default(), rule: rule.clone(), counter: cfg };
+fn consumer_decode(objects: &[Vec<u8>], pipeline: &Pipeline) -> u64 {
     objects
         .par_chunks(RECORDS_PER_BATCH)
         .map(|chunk| {
             let records: Vec<RawRecord<'_>> =
                 chunk.iter().map(|o| RawRecord { sequence_number: "0", data: o }).collect();
-            let batch = decode_batch(&ctx, "shardId-000000000000", &records);
+            let batch = decode_batch(pipeline, "shardId-000000000000", &records);
             (batch.stats.counted, batch.counter)
         })
         .reduce(
-            || (0, Counter::new(cfg)),
+            || (0, Counter::new(pipeline.counter)),
             |(n, mut a), (m, b)| {
                 a.merge(b);
                 (n + m, a)

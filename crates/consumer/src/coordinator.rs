@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::{Metrics, Phase};
-use flowspike_engine::{Batch, DecodeContext, SpikeSink};
+use flowspike_engine::{Batch, RunSummary, SpikeSink};
 use flowspike_retry::Policy;
 use tokio::sync::{mpsc, watch};
 
 use crate::kinesis::{list_shards, Efo, Event, ShardInfo, ShardReader, StartAt};
-use crate::services::{start_services, ConsumerConfig, RunSummary, Services};
+use crate::services::{start_services, ConsumerConfig, Services};
 use crate::worker::unix_millis;
 use crate::ConsumeError;
 
@@ -82,7 +83,7 @@ pub(crate) struct Coordinator {
     pub sink: Box<dyn SpikeSink>,
     /// The lease worker's id, in the reader logs (`None`: the single task).
     pub worker_id: Option<String>,
-    ctx: Arc<DecodeContext>,
+    pipeline: Arc<Pipeline>,
     efo: Option<Efo>,
     signalled: Arc<AtomicBool>,
     /// Cloned into every reader; dropped when stopping, so the channel closes once they end.
@@ -96,7 +97,8 @@ pub(crate) struct Coordinator {
 impl Coordinator {
     /// Starts the services of `cfg` (see [`start_services`]).
     pub fn start(cfg: ConsumerConfig, worker_id: Option<String>) -> Result<Self, ConsumeError> {
-        let Services { rt, metrics, client, sink, ctx, efo, signalled } = start_services(&cfg)?;
+        let Services { rt, metrics, client, sink, pipeline, efo, signalled } =
+            start_services(&cfg)?;
         let (tx, rx) = mpsc::channel::<Event>(64);
         Ok(Coordinator {
             cfg,
@@ -105,7 +107,7 @@ impl Coordinator {
             client,
             sink,
             worker_id,
-            ctx,
+            pipeline,
             efo,
             signalled,
             tx: Some(tx),
@@ -196,7 +198,7 @@ impl Coordinator {
             stream: self.cfg.stream.clone(),
             shard_id: shard.to_owned(),
             start,
-            ctx: self.ctx.clone(),
+            pipeline: self.pipeline.clone(),
             tx: tx.clone(),
             stop: stop_rx,
             metrics: self.metrics.shard(shard),

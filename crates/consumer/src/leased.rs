@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_engine::Batch;
+use flowspike_engine::{Batch, RunSummary};
 use flowspike_history::{History, Store};
 use flowspike_lease::{Checkpoint, DynamoTable, LeaseTable};
 
 use crate::coordinator::{Coordinator, Mode, Stop};
 use crate::kinesis::{ShardInfo, StartAt};
-use crate::services::{wall_clock_secs, ConsumerConfig, RunSummary};
+use crate::services::{wall_clock_secs, ConsumerConfig};
 use crate::worker::{unix_millis, Worker, WorkerConfig};
 use crate::ConsumeError;
 
@@ -51,11 +51,9 @@ pub(crate) fn run(
         max_leases: lease.max_leases,
         claim_takeover: lease.failover.saturating_mul(3).max(Duration::from_secs(30)),
         idle_shard_after: cfg.idle_shard_after,
-        counter: cfg.counter,
-        detect: cfg.detect.clone(),
-        max_future_secs: cfg.rule.max_future_secs(),
+        pipeline: cfg.pipeline.clone(),
     };
-    let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
+    let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
     let worker = Worker::new(wcfg, table, history);
     tracing::info!(worker = %lease.worker_id, table = %lease.table, failover_ms = lease.failover.as_millis() as u64, "lease worker starting");
     let leased = Leased {
@@ -262,7 +260,8 @@ impl Mode for Leased {
                 .and_then(flowspike_lease::global_watermark)
                 .map(|w| w.div_euclid(flowspike_counter::HOUR) * flowspike_counter::HOUR),
             generation: self.worker.generation(),
-            stopped_by: stop.reason,
+            source: (),
+            stopped_by: Some(stop.reason),
         })
     }
 }

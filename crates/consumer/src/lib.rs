@@ -51,7 +51,8 @@ mod worker;
 
 pub use error::ConsumeError;
 pub use flowspike_engine::Metrics;
+pub use flowspike_engine::RunSummary;
 pub use leased::LeaseConfig;
 pub use run::run;
-pub use services::{ConsumerConfig, EfoConfig, RunSummary, StartPosition};
+pub use services::{ConsumerConfig, EfoConfig, StartPosition};
 pub use worker::{LeaseChanges, Owned, Worker, WorkerConfig};

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_engine::{live_watermark, Batch, Engine, EngineConfig};
+use flowspike_engine::{live_watermark, Batch, Engine, EngineConfig, RunSummary};
 use flowspike_history::{History, Store};
 
 use crate::coordinator::{Coordinator, Mode, Stop, TICK};
 use crate::kinesis::ShardInfo;
-use crate::services::{wall_clock_secs, ConsumerConfig, RunSummary};
+use crate::services::{wall_clock_secs, ConsumerConfig};
 use crate::shards::ShardTable;
 use crate::ConsumeError;
 
@@ -49,11 +49,9 @@ impl SingleTask {
         let ecfg = EngineConfig {
             stream: cfg.stream.clone(),
             allowed_lateness_secs: lateness,
-            counter: cfg.counter,
-            detect: cfg.detect.clone(),
-            max_future_secs: cfg.rule.max_future_secs(),
+            pipeline: cfg.pipeline.clone(),
         };
-        let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
+        let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
         let engine = Engine::open(history, ecfg, co.sink.as_mut())?;
         co.metrics.publish(&engine.stats());
         let mut shards = ShardTable::default();
@@ -213,7 +211,8 @@ impl Mode for SingleTask {
             stats: self.engine.stats(),
             closed_through: self.engine.closed_through(),
             generation: self.engine.manifest().generation,
-            stopped_by: stop.reason,
+            source: (),
+            stopped_by: Some(stop.reason),
         })
     }
 }

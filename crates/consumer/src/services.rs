@@ -1,18 +1,16 @@
 //! What the single-task and the lease modes share besides the coordinator: the settings
 //! ([`ConsumerConfig`]), where shards start ([`StartPosition`]), the services both start with
-//! ([`Services`]: runtime, metrics server, Kinesis client, spike sink, signals) and the run summary.
+//! ([`Services`]: runtime, metrics server, Kinesis client, spike sink, signals).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowlog::DecodeOptions;
 use flowspike_aws::sinks::spike_sink;
-use flowspike_counter::{CounterConfig, Rule};
-use flowspike_detect::DetectConfig;
+use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::Metrics;
-use flowspike_engine::{DecodeContext, Output, SpikeSink, Stats};
+use flowspike_engine::{Output, SpikeSink};
 
 use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
@@ -76,14 +74,9 @@ pub struct ConsumerConfig {
     pub exit_when_idle: Option<Duration>,
     /// How often ListShards runs again (new shards after resharding).
     pub relist_interval: Duration,
-    /// Framing and format.
-    pub decode: DecodeOptions,
-    /// Which records count.
-    pub rule: Rule,
-    /// Counter limits.
-    pub counter: CounterConfig,
-    /// Detection settings.
-    pub detect: DetectConfig,
+    /// Decoding, rule, counter and detection settings (the rule's event times are checked
+    /// against the wall clock at each batch).
+    pub pipeline: Pipeline,
     /// Where spikes go and in what format (the stream or standard output, Security Hub,
     /// EventBridge).
     pub output: Output,
@@ -104,19 +97,6 @@ impl ConsumerConfig {
     }
 }
 
-/// What a run did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunSummary {
-    /// Counts.
-    pub stats: Stats,
-    /// Every hour before this one is closed (unix seconds).
-    pub closed_through: Option<i64>,
-    /// The last committed manifest generation.
-    pub generation: u64,
-    /// Why the run stopped: `signal`, `max-runtime`, `idle`.
-    pub stopped_by: String,
-}
-
 /// What both consumer modes start with.
 pub(crate) struct Services {
     /// The runtime of the shard readers, the metrics server and the AWS clients.
@@ -127,8 +107,8 @@ pub(crate) struct Services {
     pub client: aws_sdk_kinesis::Client,
     /// Where spikes go.
     pub sink: Box<dyn SpikeSink>,
-    /// Decoding settings of the shard readers.
-    pub ctx: Arc<DecodeContext>,
+    /// The pipeline's settings, shared by the shard readers (they decode with them).
+    pub pipeline: Arc<Pipeline>,
     /// The registered enhanced fan-out consumer (`--efo`).
     pub efo: Option<Efo>,
     /// Set on SIGTERM or SIGINT.
@@ -150,11 +130,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
     }
     let client = rt.block_on(client_from_env());
     let sink: Box<dyn SpikeSink> = spike_sink(&cfg.output, rt.handle());
-    let ctx = Arc::new(DecodeContext {
-        decode: cfg.decode.clone(),
-        rule: cfg.rule.clone(),
-        counter: cfg.counter,
-    });
+    let pipeline = Arc::new(cfg.pipeline.clone());
     let efo = match &cfg.efo {
         None => None,
         Some(e) => Some(Efo {
@@ -169,7 +145,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
     };
     let signalled = Arc::new(AtomicBool::new(false));
     rt.spawn(wait_for_signal(signalled.clone()));
-    Ok(Services { rt, metrics, client, sink, ctx, efo, signalled })
+    Ok(Services { rt, metrics, client, sink, pipeline, efo, signalled })
 }
 
 pub(crate) fn wall_clock_secs() -> i64 {
@@ -184,4 +160,30 @@ pub(crate) async fn wait_for_signal(flag: Arc<AtomicBool>) {
     flowspike_engine::shutdown_signal().await;
     // Relaxed: a lone flag polled by the coordinator; no other data is published through it.
     flag.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use flowspike_engine::{RunSummary, Stats};
+
+    /// `flowspike consume` prints its summary as this JSON line: the engine's counts, where event
+    /// time and the checkpoints stopped, and why the run stopped, in this order.
+    #[test]
+    fn run_summary_json_is_the_consume_commands() {
+        let summary = RunSummary {
+            stats: Stats { counted: 5, ..Stats::default() },
+            source: (),
+            closed_through: Some(7200),
+            generation: 3,
+            stopped_by: Some("idle".to_owned()),
+        };
+        let stats = serde_json::to_string(&summary.stats).unwrap();
+        assert!(stats.starts_with(r#"{"kinesis_records":0,"#) && stats.contains(r#""counted":5,"#));
+        assert_eq!(
+            serde_json::to_string(&summary).unwrap(),
+            format!(
+                r#"{{"stats":{stats},"closed_through":7200,"generation":3,"stopped_by":"idle"}}"#
+            )
+        );
+    }
 }

@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_counter::{AggregateRow, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR};
-use flowspike_detect::{DetectConfig, Detector, Mode};
+use flowspike_counter::{AggregateRow, Counter, Pipeline, SourceOverflow, TimeBounds, HOUR};
+use flowspike_detect::{Detector, Mode};
 use flowspike_engine::{
     live_watermark, new_spikes, put_rows, read_rows, warm_detector, Batch, EngineError, SpikeSink,
     Stats,
@@ -64,13 +64,11 @@ pub struct WorkerConfig {
     pub claim_takeover: Duration,
     /// A caught-up shard without records for this long counts as idle (watermark `now - lateness`).
     pub idle_shard_after: Duration,
-    /// Counter limits.
-    pub counter: CounterConfig,
-    /// Detection settings.
-    pub detect: DetectConfig,
-    /// `--max-future-secs`: the slack of the event-time rule, also applied to what the lease
-    /// table holds (see [`Worker::acquire`]).
-    pub max_future_secs: u64,
+    /// The pipeline's settings. The worker uses the counter limits, the detection settings and
+    /// the slack of the rule's event times ([`Rule::max_future_secs`](flowspike_counter::Rule::max_future_secs),
+    /// `--max-future-secs`), which it also applies to what the lease table holds (see
+    /// [`Worker::acquire`]).
+    pub pipeline: Pipeline,
 }
 
 /// A lease this worker holds.
@@ -144,8 +142,8 @@ impl Worker {
     /// A worker with no leases yet.
     pub fn new(cfg: WorkerConfig, table: Arc<dyn LeaseTable>, history: History) -> Worker {
         Worker {
-            detector: Detector::new(cfg.detect.clone()),
-            early: early::EarlyAlerts::new(cfg.counter),
+            detector: Detector::new(cfg.pipeline.detect.clone()),
+            early: early::EarlyAlerts::new(cfg.pipeline.counter),
             cfg,
             table,
             history,
@@ -311,7 +309,7 @@ impl Worker {
         }
         let takes =
             plan_takes(&view, &self.cfg.worker_id, &self.expiry, now, self.cfg.failover, room);
-        let bounds = table_bounds(self.cfg.max_future_secs);
+        let bounds = table_bounds(self.cfg.pipeline.rule.max_future_secs());
         let mut taken = Vec::new();
         for t in takes {
             let started = Instant::now();
@@ -352,7 +350,7 @@ impl Worker {
                     )),
                     committed_max_start: plausible_max_start(&t.shard_id, l.max_start, bounds),
                     committed_watermark: plausible_watermark(&t.shard_id, l.watermark, bounds),
-                    rows: Counter::new(self.cfg.counter),
+                    rows: Counter::new(self.cfg.pipeline.counter),
                     last_seq: None,
                     max_start: None,
                     ended: false,
@@ -377,7 +375,7 @@ impl Worker {
             return false;
         };
         // The sources this batch counted, per hour: the only ones whose early verdict can change.
-        let touched: Vec<(i64, Vec<String>)> = if self.cfg.detect.mode == Mode::Adaptive {
+        let touched: Vec<(i64, Vec<String>)> = if self.cfg.pipeline.detect.mode == Mode::Adaptive {
             batch.counter.hours().into_iter().map(|h| (h, batch.counter.sources(h))).collect()
         } else {
             Vec::new()
@@ -431,7 +429,7 @@ impl Worker {
             let started = Instant::now();
             let started_ms = unix_millis();
             let lateness = self.cfg.allowed_lateness_secs;
-            let mut total = Counter::new(self.cfg.counter);
+            let mut total = Counter::new(self.cfg.pipeline.counter);
             let mut commits = Vec::new();
             for (id, o) in &self.owned {
                 total.merge(o.rows.clone());
@@ -509,7 +507,7 @@ impl Worker {
                         o.checkpoint = c.checkpoint.clone();
                         o.committed_max_start = c.max_start;
                         o.committed_watermark = c.watermark;
-                        o.rows = Counter::new(self.cfg.counter);
+                        o.rows = Counter::new(self.cfg.pipeline.counter);
                         o.last_seq = None;
                         o.max_start = None;
                         if o.ended {
@@ -530,7 +528,7 @@ impl Worker {
                     if let Some(d) = &delta {
                         tracing::debug!(delta = %d.id, hours = ?d.hours, "delta committed");
                     }
-                    self.early.committed(&rows, self.cfg.detect.mode);
+                    self.early.committed(&rows, self.cfg.pipeline.detect.mode);
                     return Ok(changes);
                 }
                 CommitOutcome::Lost(lost) => {
@@ -549,7 +547,7 @@ impl Worker {
     /// Counts and warns what the committed deltas of the hours `done` lost to the source cap
     /// (once per hour and worker: the sum of its commits).
     fn report_over_source_cap(&mut self, done: impl Fn(i64) -> bool) {
-        let cap = self.cfg.counter.max_sources_per_hour;
+        let cap = self.cfg.pipeline.counter.max_sources_per_hour;
         let hours: Vec<i64> = self.over_source_cap.keys().copied().filter(|h| done(*h)).collect();
         for h in hours {
             let lost = self.over_source_cap.remove(&h);
@@ -594,8 +592,8 @@ impl Worker {
         // finished before it, so its delta is in the second.
         // A watermark past the event-time bounds comes from a lease written before the rule
         // existed: no hour closes on it (the lease's next commit writes a plausible one).
-        let latest =
-            i64::try_from(table_bounds(self.cfg.max_future_secs).latest()).unwrap_or(i64::MAX);
+        let latest = i64::try_from(table_bounds(self.cfg.pipeline.rule.max_future_secs()).latest())
+            .unwrap_or(i64::MAX);
         let wm = global_watermark(first).filter(|w| {
             let ok = *w <= latest;
             if !ok {
@@ -747,7 +745,7 @@ impl Worker {
         snap: &Snapshot,
         sink: &mut dyn SpikeSink,
     ) -> Result<bool, ConsumeError> {
-        let mut sum = Counter::new(self.cfg.counter);
+        let mut sum = Counter::new(self.cfg.pipeline.counter);
         for p in parts {
             // Only a claim that is done drains its parts: a missing one means it is done now.
             let Some(d) = snap.deltas.get(p) else { return Ok(false) };
@@ -763,7 +761,7 @@ impl Worker {
         }
         // Sources dropped only now, by the union of the workers' deltas (each within the cap).
         let lost = sum.take_hour_overflow(hour);
-        self.stats.over_source_cap(hour, lost, self.cfg.counter.max_sources_per_hour);
+        self.stats.over_source_cap(hour, lost, self.cfg.pipeline.counter.max_sources_per_hour);
         let rows = sum.into_rows();
         let name = format!("consumer-{}.parquet", self.cfg.stream);
         let key = self.history.write_hour_file(hour, &rows, &name)?;
@@ -795,7 +793,7 @@ impl Worker {
     fn warm_to(&mut self, hour: i64) -> Result<(), ConsumeError> {
         let from = match self.detector.last_hour() {
             Some(l) => l + HOUR,
-            None => self.cfg.detect.warm_from(hour),
+            None => self.cfg.pipeline.detect.warm_from(hour),
         };
         if from < hour {
             warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
@@ -822,7 +820,7 @@ impl Worker {
         if let Err(e) = sink.emit(&new) {
             // The detector has seen the hour: start it afresh so that the retry of this claim
             // evaluates the hour again (from the history) and emits its spikes.
-            self.detector = Detector::new(self.cfg.detect.clone());
+            self.detector = Detector::new(self.cfg.pipeline.detect.clone());
             self.warmed_to = None;
             return Err(e.into());
         }

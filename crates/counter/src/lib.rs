@@ -16,6 +16,8 @@
 //!   standard error `1.04/sqrt(2^14)` ≈ 0.81 %), and its row is flagged `dest_ips_truncated` and carries the
 //!   registers in `dest_hll` so rows merge exactly past the cap ([`merge_rows`]; the per-key
 //!   aggregate is the model's `Aggregate`).
+//! - [`Pipeline`] gathers the settings of the four stages every pipeline runs (decoding, this
+//!   rule, the counter, the detection), built once and embedded in each pipeline's settings.
 //! - Memory per hour is bounded: past [`CounterConfig::max_sources_per_hour`] sources an hour keeps
 //!   its lowest source addresses and counts what it dropped ([`SourceOverflow`]).
 //!
@@ -40,12 +42,14 @@
 //! ```
 
 mod counter;
+mod pipeline;
 mod rule;
 mod sharded;
 mod sink;
 
 pub use counter::{Counter, CounterConfig, SourceOverflow, DEFAULT_MAX_SOURCES_PER_HOUR};
 pub use flowspike_model::{merge_rows, AggregateRow, Columns, RowError, HOUR};
+pub use pipeline::Pipeline;
 pub use rule::{
     hour_of, ClassifyError, Hit, Rule, StartOutOfRange, TimeBounds, DEFAULT_MAX_FUTURE_SECS,
     MAX_EVENT_TIME,

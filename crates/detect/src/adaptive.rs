@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::expect::Expectation;
 use crate::nb::{nb_from_moments, nb_sf, nb_threshold};
 use crate::{Baseline, DetectConfig, DetectError, Mode, Obs, Reason, Spike};
 
@@ -651,6 +652,34 @@ impl AdaptiveDetector {
         }
     }
 
+    /// What `src` is compared with in `hour` (after the last hour fed): its model's mean and
+    /// predictive stdev for that hour (a source it has not seen: the fleet's new-source
+    /// prediction) and [`Self::threshold`]. `None` before the first hour or, for a source it has
+    /// not seen, while the fleet has no prior yet.
+    pub(crate) fn expectation(
+        &self,
+        cfg: &DetectConfig,
+        hour: i64,
+        src: &str,
+    ) -> Option<Expectation> {
+        self.first_hour?;
+        let i = hour_index(hour);
+        let (p, data_points) = match self.live_source(src, i) {
+            Some(s) => (self.predict(s, i), s.active),
+            None => {
+                let (mu, _, stdev) = self.prior().predictive(self.r, i)?;
+                (Prediction { mu, k: 0.0, stdev }, 0)
+            }
+        };
+        Some(Expectation {
+            mode: Mode::Adaptive,
+            expected: p.mu,
+            stdev: p.stdev,
+            data_points,
+            alert_at: self.threshold(cfg, hour, src),
+        })
+    }
+
     /// The verdict on `o` in `hour`: its candidate record (only when `judged` and the count is at
     /// least the floor) and what the hour adds to the baseline, winsorized at the threshold (`None`
     /// for a new source while the fleet has no prior yet). Changes nothing: [`Self::feed`] applies
@@ -713,11 +742,17 @@ impl AdaptiveDetector {
         let r = self.r;
         let i = hour_index(hour);
         let first = *self.first_hour.get_or_insert(hour);
-        let judged = verdicts && i >= hour_index(first) + WARMUP_HOURS;
+        let warm_up = i < hour_index(first) + WARMUP_HOURS;
+        let judged = verdicts && !warm_up;
         let mut spikes = Vec::new();
         for o in obs {
             let c = o.count;
-            let (spike, added) = self.judge(cfg, hour, o, judged);
+            // In the warm-up week nothing is judged and the counts enter the baselines as they
+            // are: fitting every source's model only to winsorize them would make a replay of a
+            // few days (all warm-up) pay the model for nothing. Live and rebuilt detectors skip
+            // the same hours, so both still agree.
+            let (spike, added) =
+                if warm_up { (None, None) } else { self.judge(cfg, hour, o, judged) };
             spikes.extend(spike);
             let (x, x_sq) = added.unwrap_or((c as f64, (c as f64).powi(2)));
             if self.live_source(o.src, i).is_some() {

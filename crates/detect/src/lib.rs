@@ -48,6 +48,7 @@ use flowspike_model::{AggregateRow, HourRows};
 use serde::{Deserialize, Serialize};
 
 mod adaptive;
+mod expect;
 pub mod incident;
 mod nb;
 pub mod reference;
@@ -57,6 +58,7 @@ mod state_json;
 mod window;
 
 pub use adaptive::{AdaptiveSource, AdaptiveState, FleetSums};
+pub use expect::Expectation;
 pub use spike::{fnv1a64, format_hour, parse_hour, spike_id, Reason, Spike, DETECTION};
 pub use splunk::{SplunkSource, SplunkState};
 pub use window::{WindowSource, WindowState};
@@ -438,6 +440,40 @@ impl Detector {
         match &self.inner {
             Inner::Adaptive(a) => a.threshold(&self.cfg, hour, src_ip),
             Inner::Window(_) | Inner::Splunk(_) => None,
+        }
+    }
+
+    /// What `src_ip` is compared with in `hour`, an hour after [`Detector::last_hour`]: the
+    /// expected count, its standard deviation and the smallest count that would alert (see
+    /// [`Expectation`]; for every mode, a count alerts in [`Detector::observe_hour`] iff it is
+    /// at least `alert_at`, tested). Changes nothing. `None` for an hour at or before the last
+    /// one fed, before any hour was fed, and (adaptive mode) for a source it has not seen while
+    /// the fleet has no prior yet.
+    ///
+    /// ```
+    /// use flowspike_model::AggregateRow;
+    /// use flowspike_detect::{DetectConfig, Detector, Mode};
+    ///
+    /// let mut d = Detector::new(DetectConfig::for_mode(Mode::Window));
+    /// for h in 0..10 {
+    ///     let row = AggregateRow {
+    ///         hour: h * 3600, src_ip: "10.0.0.1".into(), blocked_count: 2 + (h as u64 % 2),
+    ///         ..AggregateRow::default()
+    ///     };
+    ///     d.observe_hour(h * 3600, &[row]);
+    /// }
+    /// let e = d.expectation(10 * 3600, "10.0.0.1").unwrap();
+    /// assert_eq!((e.expected, e.data_points), (2.5, 10));
+    /// assert_eq!(e.alert_at, Some(5)); // 2.5 + 3 * 0.527 = 4.08
+    /// ```
+    pub fn expectation(&self, hour: i64, src_ip: &str) -> Option<Expectation> {
+        if self.last_hour().is_some_and(|l| hour <= l) {
+            return None;
+        }
+        match &self.inner {
+            Inner::Window(w) => w.last_hour.map(|_| w.expectation(&self.cfg, hour, src_ip)),
+            Inner::Splunk(s) => s.expectation(&self.cfg, hour, src_ip),
+            Inner::Adaptive(a) => a.expectation(&self.cfg, hour, src_ip),
         }
     }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::expect::{count_floor, smallest_alerting, Expectation};
 use crate::{stats_from_sums, Baseline, DetectConfig, DetectError, Mode, Obs, Spike};
 
 /// One source's baseline.
@@ -70,16 +71,14 @@ impl SplunkDetector {
                 self.sources.insert(o.src.to_string(), s);
                 continue;
             };
-            let avg = s.avg + (c - s.avg) / big_n;
-            let var = (s.stdev * s.stdev * (big_n - 1.0) + (c - avg) * (c - s.avg)) / big_n;
-            let stdev = var.max(0.0).sqrt();
+            let (avg, stdev) = update(s.avg, s.stdev, c, big_n);
             s.avg = avg;
             s.stdev = stdev;
             s.n = s.n.saturating_add(1);
             s.latest_count = o.count;
             s.latest_hour = hour;
             let threshold = avg + cfg.deviations * stdev;
-            if verdicts && s.n > cfg.min_points && o.count >= cfg.min_count && c > threshold {
+            if verdicts && alerts(cfg, s.n, o.count, avg, stdev) {
                 spikes.push(o.spike(
                     Mode::Splunk,
                     hour,
@@ -94,18 +93,45 @@ impl SplunkDetector {
     fn finalize_bootstrap(&mut self) {
         for s in self.sources.values_mut() {
             if let Some((sum, sum_sq)) = s.boot.take() {
-                let (avg, stdev) = if sum_sq == u128::MAX {
-                    // Saturated (counts near 2^64): the mean is still exact enough; a huge stdev.
-                    (sum as f64 / s.n as f64, f64::MAX.sqrt())
-                } else {
-                    stats_from_sums(s.n, sum, sum_sq)
-                        .unwrap_or((sum as f64 / s.n as f64, f64::MAX.sqrt()))
-                };
-                s.avg = avg;
-                s.stdev = stdev;
+                (s.avg, s.stdev) = boot_stats(s.n, sum, sum_sq);
             }
         }
         self.bootstrapped = true;
+    }
+
+    /// What `src` is compared with in `hour` (after the last hour fed): its running average and
+    /// stdev before the hour, and the smallest count that the test on the updated values flags.
+    pub(crate) fn expectation(
+        &self,
+        cfg: &DetectConfig,
+        hour: i64,
+        src: &str,
+    ) -> Option<Expectation> {
+        let start = self.bootstrap_start?;
+        let s = self.sources.get(src);
+        let (avg, stdev, n) = match s {
+            Some(s) => match s.boot {
+                Some((sum, sum_sq)) => {
+                    let (a, d) = boot_stats(s.n, sum, sum_sq);
+                    (a, d, s.n)
+                }
+                None => (s.avg, s.stdev, s.n),
+            },
+            None => (0.0, 0.0, 0),
+        };
+        let judged = hour >= start.saturating_add(cfg.window_secs()) && s.is_some();
+        let big_n = f64::from(cfg.window_hours);
+        let alert_at = judged
+            .then(|| {
+                // For the usual settings (`deviations * sqrt(N - 1) / N + 1 / N < 1`, e.g. 3 and
+                // 720) the updated values rise slower than the count: the test is monotone in it.
+                smallest_alerting(count_floor(cfg), |c| {
+                    let (a, d) = update(avg, stdev, c as f64, big_n);
+                    alerts(cfg, n.saturating_add(1), c, a, d)
+                })
+            })
+            .flatten();
+        Some(Expectation { mode: Mode::Splunk, expected: avg, stdev, data_points: n, alert_at })
     }
 
     pub(crate) fn to_state(&self, window_hours: u32) -> SplunkState {
@@ -177,6 +203,29 @@ impl SplunkDetector {
             bootstrapped: st.bootstrapped,
             last_hour: st.last_hour,
         })
+    }
+}
+
+/// ESCU's running update of `(avg, stdev)` by count `c` with `N = big_n`:
+/// `avg' = avg + (c - avg) / N`, `stdev' = sqrt((stdev² (N - 1) + (c - avg')(c - avg)) / N)`.
+fn update(avg: f64, stdev: f64, c: f64, big_n: f64) -> (f64, f64) {
+    let a = avg + (c - avg) / big_n;
+    let var = (stdev * stdev * (big_n - 1.0) + (c - a) * (c - avg)) / big_n;
+    (a, var.max(0.0).sqrt())
+}
+
+/// ESCU's test on the updated values: `n' > min_points`, `c >= min_count`, `c > avg' + k stdev'`.
+fn alerts(cfg: &DetectConfig, n_updated: u64, c: u64, avg: f64, stdev: f64) -> bool {
+    n_updated > cfg.min_points && c >= cfg.min_count && c as f64 > avg + cfg.deviations * stdev
+}
+
+/// The bootstrap's mean and sample stdev from its exact sums.
+fn boot_stats(n: u64, sum: u128, sum_sq: u128) -> (f64, f64) {
+    if sum_sq == u128::MAX {
+        // Saturated (counts near 2^64): the mean is still exact enough; a huge stdev.
+        (sum as f64 / n as f64, f64::MAX.sqrt())
+    } else {
+        stats_from_sums(n, sum, sum_sq).unwrap_or((sum as f64 / n as f64, f64::MAX.sqrt()))
     }
 }
 

@@ -594,3 +594,62 @@ fn warm_from_is_the_window_before_the_hour_or_all_history() {
     assert_eq!(splunk.warm_from(100 * 3600), i64::MIN);
     assert_eq!(DetectConfig::default().warm_from(100 * 3600), i64::MIN);
 }
+
+/// `Detector::expectation`'s `alert_at` is exactly the boundary of the verdicts: in every mode, a
+/// source alerts in an hour iff its count is at least the `alert_at` asked for just before.
+#[test]
+fn expectation_alert_at_is_the_verdict_boundary() {
+    let short = |mode: Mode| DetectConfig { window_hours: 48, ..cfg(mode) };
+    for (c, hours) in
+        [(short(Mode::Window), 200), (short(Mode::Splunk), 200), (cfg(Mode::Adaptive), 400)]
+    {
+        let rows = random_rows(11, 12, hours, 70);
+        let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+        for r in rows {
+            by_hour.entry(r.hour).or_default().push(r);
+        }
+        let mut d = Detector::new(c.clone());
+        let (mut alerts, mut judged) = (0, 0);
+        for (hour, rows) in &by_hour {
+            let expected: Vec<Option<Expectation>> =
+                rows.iter().map(|r| d.expectation(*hour, &r.src_ip)).collect();
+            // At the boundary itself: the source alone at `alert_at` alerts, one below does not.
+            for (r, at) in
+                rows.iter().zip(&expected).filter_map(|(r, e)| Some((r, (*e)?.alert_at?)))
+            {
+                let alone = |count: u64| {
+                    let row = AggregateRow { blocked_count: count, ..r.clone() };
+                    !d.clone().observe_hour(*hour, &[row]).is_empty()
+                };
+                assert!(alone(at), "{} hour {} {}: {at} must alert", c.mode, hour / H, r.src_ip);
+                assert!(at == 1 || !alone(at - 1), "{}: {} must not alert", c.mode, at - 1);
+            }
+            let spikes = d.observe_hour(*hour, rows);
+            assert!(d.expectation(*hour, "10.0.0.1").is_none(), "an hour fed has none");
+            let alerted: std::collections::BTreeSet<&str> = spikes
+                .iter()
+                .flat_map(|s| std::iter::once(&s.src_ip).chain(&s.src_ips))
+                .map(String::as_str)
+                .collect();
+            for (r, e) in rows.iter().zip(expected) {
+                if r.blocked_count == 0 {
+                    continue;
+                }
+                let at = e.and_then(|e| e.alert_at);
+                judged += usize::from(at.is_some());
+                let by_threshold = at.is_some_and(|t| r.blocked_count >= t);
+                assert_eq!(
+                    alerted.contains(r.src_ip.as_str()),
+                    by_threshold,
+                    "{} hour {} {} count {} alert_at {at:?}",
+                    c.mode,
+                    hour / H,
+                    r.src_ip,
+                    r.blocked_count
+                );
+                alerts += usize::from(by_threshold);
+            }
+        }
+        assert!(alerts > 5 && judged > 500, "{}: {alerts} alerts of {judged} judged", c.mode);
+    }
+}

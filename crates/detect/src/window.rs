@@ -6,6 +6,7 @@ use ahash::AHashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::expect::{count_floor, Expectation};
 use crate::{
     stats_from_sums, stats_two_pass, Baseline, DetectConfig, DetectError, Mode, Obs, Spike,
 };
@@ -48,13 +49,26 @@ impl SourceWindow {
     }
 
     fn baseline(&self) -> Baseline {
-        let n = self.points.len() as u64;
-        let exact =
-            if self.sum_sq == u128::MAX { None } else { stats_from_sums(n, self.sum, self.sum_sq) };
-        let (mean, stdev) =
-            exact.unwrap_or_else(|| stats_two_pass(self.points.iter().map(|p| p.1)));
+        Self::baseline_of(&self.points, self.sum, self.sum_sq)
+    }
+
+    /// The baseline of `points` whose exact sums are `sum` and `sum_sq` (saturated: two-pass).
+    fn baseline_of(points: &VecDeque<(i64, u64)>, sum: u128, sum_sq: u128) -> Baseline {
+        let n = points.len() as u64;
+        let exact = if sum_sq == u128::MAX { None } else { stats_from_sums(n, sum, sum_sq) };
+        let (mean, stdev) = exact.unwrap_or_else(|| stats_two_pass(points.iter().map(|p| p.1)));
         Baseline { mean, stdev, n }
     }
+}
+
+/// The threshold of window mode over baseline `b`: `mean + deviations * stdev`.
+fn threshold(cfg: &DetectConfig, b: Baseline) -> f64 {
+    b.mean + cfg.deviations * b.stdev
+}
+
+/// Window mode's test: enough points, at least `min_count`, strictly above the threshold.
+fn alerts(cfg: &DetectConfig, b: Baseline, c: u64) -> bool {
+    b.n >= cfg.min_points && c >= cfg.min_count && c as f64 > threshold(cfg, b)
 }
 
 /// Streaming window detector.
@@ -83,9 +97,8 @@ impl WindowDetector {
             w.evict_before(from);
             if verdicts {
                 let b = w.baseline();
-                let threshold = b.mean + cfg.deviations * b.stdev;
-                if b.n >= cfg.min_points && o.count >= cfg.min_count && o.count as f64 > threshold {
-                    spikes.push(o.spike(Mode::Window, hour, b, threshold));
+                if alerts(cfg, b, o.count) {
+                    spikes.push(o.spike(Mode::Window, hour, b, threshold(cfg, b)));
                 }
             }
             w.push(hour, o.count);
@@ -100,6 +113,22 @@ impl WindowDetector {
             }
         }
         spikes
+    }
+
+    /// What `src` is compared with in `hour` (after the last hour fed): the points of its window.
+    pub(crate) fn expectation(&self, cfg: &DetectConfig, hour: i64, src: &str) -> Expectation {
+        let from = hour.saturating_sub(cfg.window_secs());
+        let mut w = self.sources.get(src).cloned().unwrap_or_default();
+        w.evict_before(from);
+        let b = w.baseline();
+        Expectation {
+            mode: Mode::Window,
+            expected: b.mean,
+            stdev: b.stdev,
+            data_points: b.n,
+            // The test is monotone in the count: the first count that passes is the threshold.
+            alert_at: crate::expect::smallest_alerting(count_floor(cfg), |c| alerts(cfg, b, c)),
+        }
     }
 
     pub(crate) fn to_state(&self) -> WindowState {

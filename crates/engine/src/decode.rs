@@ -1,7 +1,6 @@
 //! Kinesis records to a [`Batch`]: framing detection, the counting rule, bad input counted.
 
-use flowlog::DecodeOptions;
-use flowspike_counter::{CountHooks, CountSink, Counter, CounterConfig, Rule, SinkStats};
+use flowspike_counter::{CountHooks, CountSink, Counter, Pipeline, SinkStats};
 
 use crate::engine::{Batch, Stats};
 
@@ -11,17 +10,6 @@ const MAX_LOGGED_PER_RECORD: u64 = 3;
 /// At most this many malformed lines are logged per batch (a Firehose request of 200,000 bad
 /// records must not write 600,000 log lines; all are counted).
 const MAX_LOGGED_PER_BATCH: u64 = 10;
-
-/// Everything a shard reader needs to turn bytes into aggregates.
-#[derive(Debug, Clone)]
-pub struct DecodeContext {
-    /// Framing and format (framing `auto` detects CloudWatch Logs envelopes, gzip, KPL, lines).
-    pub decode: DecodeOptions,
-    /// Which records count.
-    pub rule: Rule,
-    /// Counter limits.
-    pub counter: CounterConfig,
-}
 
 /// One Kinesis record: its sequence number and data.
 #[derive(Debug, Clone, Copy)]
@@ -35,25 +23,26 @@ pub struct RawRecord<'a> {
 /// Decodes whole Kinesis records of `shard_id` into a batch. Bad lines and undecodable records are
 /// counted in the batch's stats and logged (with shard id and sequence number, a few per record
 /// and per batch), never fatal. Event times are checked against the rule's bounds at the wall
-/// clock now ([`Rule::bounds_at`]): see [`decode_batch_at`].
-pub fn decode_batch(ctx: &DecodeContext, shard_id: &str, records: &[RawRecord<'_>]) -> Batch {
-    decode_batch_at(ctx, shard_id, records, crate::engine::now_secs())
+/// clock now ([`Rule::bounds_at`](flowspike_counter::Rule::bounds_at)): see [`decode_batch_at`].
+/// Of `pipeline` it uses the decoding, the rule and the counter limits.
+pub fn decode_batch(pipeline: &Pipeline, shard_id: &str, records: &[RawRecord<'_>]) -> Batch {
+    decode_batch_at(pipeline, shard_id, records, crate::engine::now_secs())
 }
 
 /// [`decode_batch`] with the clock reading `now` (unix seconds). A flow record whose `start` is
-/// outside `ctx.rule.bounds_at(now)` is malformed (counted in `malformed` and
+/// outside `pipeline.rule.bounds_at(now)` is malformed (counted in `malformed` and
 /// `start_out_of_range`): it is not counted and does not move the batch's `max_start`, whatever
 /// its action.
 pub fn decode_batch_at(
-    ctx: &DecodeContext,
+    pipeline: &Pipeline,
     shard_id: &str,
     records: &[RawRecord<'_>],
     now: i64,
 ) -> Batch {
-    let mut counter = Counter::new(ctx.counter);
+    let mut counter = Counter::new(pipeline.counter);
     let mut stats = Stats::default();
     let mut max_start = None;
-    let bounds = ctx.rule.bounds_at(now);
+    let bounds = pipeline.rule.bounds_at(now);
     let mut logged_in_batch = 0;
     for r in records {
         stats.kinesis_records += 1;
@@ -65,8 +54,8 @@ pub fn decode_batch_at(
             logged: 0,
             logged_in_batch: &mut logged_in_batch,
         };
-        let mut sink = CountSink::with_hooks(&ctx.rule, bounds, &mut counter, hooks);
-        let decoded = flowlog::for_each_record(r.data, &ctx.decode, &mut sink);
+        let mut sink = CountSink::with_hooks(&pipeline.rule, bounds, &mut counter, hooks);
+        let decoded = flowlog::for_each_record(r.data, &pipeline.decode, &mut sink);
         add_counts(&mut stats, &sink.stats);
         if let Err(e) = decoded {
             stats.undecodable += 1;
@@ -134,12 +123,8 @@ impl CountHooks for Hooks<'_> {
 mod tests {
     use super::*;
 
-    fn ctx() -> DecodeContext {
-        DecodeContext {
-            decode: DecodeOptions::default(),
-            rule: Rule::default(),
-            counter: CounterConfig::default(),
-        }
+    fn ctx() -> Pipeline {
+        Pipeline::default()
     }
 
     #[test]

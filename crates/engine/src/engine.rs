@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flowspike_counter::{
-    AggregateRow, Columns, Counter, CounterConfig, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
+    AggregateRow, Columns, Counter, Pipeline, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
 };
-use flowspike_detect::{DetectConfig, Detector, Mode, Spike};
+use flowspike_detect::{Detector, Mode, Spike};
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
 use crate::early::OpenHourJudge;
@@ -28,13 +28,11 @@ pub struct EngineConfig {
     pub stream: String,
     /// Allowed lateness of event time, in seconds.
     pub allowed_lateness_secs: i64,
-    /// Counter limits.
-    pub counter: CounterConfig,
-    /// Detection settings.
-    pub detect: DetectConfig,
-    /// `--max-future-secs`: the slack of the event-time rule, also applied to the state read back
-    /// at open (see [`Engine::open`]).
-    pub max_future_secs: u64,
+    /// The pipeline's settings. The engine uses the counter limits, the detection settings and the
+    /// slack of the rule's event times ([`Rule::max_future_secs`](flowspike_counter::Rule::max_future_secs),
+    /// `--max-future-secs`), which it also applies to the state read back at open (see
+    /// [`Engine::open`]); the sources decode with the rest ([`crate::decode_batch`]).
+    pub pipeline: Pipeline,
 }
 
 /// Counts of one batch (one GetRecords response of one shard) or, summed, of a whole run.
@@ -246,9 +244,9 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let mut manifest = manifest;
-        let bounds = TimeBounds::at(now, cfg.max_future_secs);
+        let bounds = TimeBounds::at(now, cfg.pipeline.rule.max_future_secs());
         let repaired = repair_event_times(&mut manifest, &history, bounds, now);
-        let mut open = Counter::new(cfg.counter);
+        let mut open = Counter::new(cfg.pipeline.counter);
         if let Some(k) = &manifest.open_rows {
             for row in read_rows(history.store().as_ref(), k)? {
                 // Only what can never be written is dropped: a row of a representable hour is
@@ -277,8 +275,8 @@ impl Engine {
             "consumer state opened"
         );
         let mut engine = Engine {
-            detector: Detector::new(cfg.detect.clone()),
-            late: Counter::new(cfg.counter),
+            detector: Detector::new(cfg.pipeline.detect.clone()),
+            late: Counter::new(cfg.pipeline.counter),
             open,
             closing: BTreeMap::new(),
             closed_through: manifest.closed_through,
@@ -340,7 +338,7 @@ impl Engine {
     /// baseline exactly the one the hour's close will use; a later open hour waits (at an hour's
     /// start, for the lateness of the one before).
     fn early_hour(&self) -> Option<i64> {
-        if self.cfg.detect.mode != Mode::Adaptive || !self.closing.is_empty() {
+        if self.cfg.pipeline.detect.mode != Mode::Adaptive || !self.closing.is_empty() {
             return None;
         }
         if !self.manifest.finalize.is_empty() {
@@ -360,7 +358,7 @@ impl Engine {
     /// unless already emitted or queued, is queued for the next checkpoint.
     fn judge_open(&mut self, hour: i64, touched: Vec<String>) {
         if !self.warmed {
-            let from = self.cfg.detect.warm_from(hour);
+            let from = self.cfg.pipeline.detect.warm_from(hour);
             match self.history.read_range(from, hour) {
                 Ok(prior) => {
                     warm_detector(&mut self.detector, &prior);
@@ -429,12 +427,12 @@ impl Engine {
             batch.max_start = None;
         }
         // The sources this batch counted, per hour: the only ones whose early verdict can change.
-        let touched: Vec<(i64, Vec<String>)> = if self.cfg.detect.mode == Mode::Adaptive {
+        let touched: Vec<(i64, Vec<String>)> = if self.cfg.pipeline.detect.mode == Mode::Adaptive {
             batch.counter.hours().into_iter().map(|h| (h, batch.counter.sources(h))).collect()
         } else {
             Vec::new()
         };
-        let cap = self.cfg.counter.max_sources_per_hour;
+        let cap = self.cfg.pipeline.counter.max_sources_per_hour;
         if let Some(ct) = self.closed_through {
             for h in batch.counter.hours().into_iter().filter(|h| *h < ct) {
                 stats.over_source_cap(h, batch.counter.take_hour_overflow(h), cap);
@@ -504,7 +502,7 @@ impl Engine {
             return false;
         }
         let mut closed = false;
-        let cap = self.cfg.counter.max_sources_per_hour;
+        let cap = self.cfg.pipeline.counter.max_sources_per_hour;
         for h in self.open.hours().into_iter().filter(|h| *h < new_ct) {
             let lost = self.open.take_hour_overflow(h);
             self.stats.over_source_cap(h, lost, cap);
@@ -576,9 +574,9 @@ impl Engine {
         self.commit(manifest)?;
         self.closing.clear();
         for (h, o) in self.late.overflow() {
-            self.stats.over_source_cap(h, Some(o), self.cfg.counter.max_sources_per_hour);
+            self.stats.over_source_cap(h, Some(o), self.cfg.pipeline.counter.max_sources_per_hour);
         }
-        self.late = Counter::new(self.cfg.counter);
+        self.late = Counter::new(self.cfg.pipeline.counter);
         self.dirty = false;
         self.emit_early(sink)?;
         self.finish(sink)?;
@@ -638,7 +636,7 @@ impl Engine {
     /// Evaluates the detection for closed hour `hour` and emits its new spikes.
     fn evaluate(&mut self, hour: i64, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
         if !self.warmed {
-            let from = self.cfg.detect.warm_from(hour);
+            let from = self.cfg.pipeline.detect.warm_from(hour);
             warm_detector(&mut self.detector, &self.history.read_range(from, hour)?);
             self.warmed = true;
         }

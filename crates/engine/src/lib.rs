@@ -49,8 +49,9 @@ mod manifest;
 pub mod metrics;
 mod output;
 mod signal;
+mod summary;
 
-pub use decode::{decode_batch, decode_batch_at, DecodeContext, RawRecord};
+pub use decode::{decode_batch, decode_batch_at, RawRecord};
 pub use early::OpenHourJudge;
 pub use engine::{
     global_watermark, live_watermark, new_spikes, now_secs, put_rows, read_rows, warm_detector,
@@ -64,3 +65,4 @@ pub use manifest::{
 pub use metrics::Metrics;
 pub use output::{FanOut, Output, WriterSink};
 pub use signal::shutdown_signal;
+pub use summary::RunSummary;

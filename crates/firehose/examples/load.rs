@@ -180,7 +180,7 @@ fn main() -> Result<(), String> {
         summary.stats.checkpoints,
         n as f64 / summary.stats.checkpoints.max(1) as f64,
     );
-    if summary.requests.accepted != n as u64
+    if summary.source.requests.accepted != n as u64
         || summary.stats.kinesis_records != (n * o.records) as u64
         || summary.stats.counted != (n * o.records.div_ceil(3)) as u64
     {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowspike_engine::{live_watermark, Batch, Engine, EngineError, Metrics, SpikeSink, Stats};
+use flowspike_engine::{live_watermark, Batch, Engine, EngineError, Metrics, SpikeSink};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::VIRTUAL_SHARD;
@@ -76,18 +76,16 @@ pub struct RequestCounts {
     pub failed: u64,
 }
 
-/// What a run did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunSummary {
-    /// Engine counts (`kinesis_records` counts Firehose records).
-    pub stats: Stats,
+/// The endpoint's own part of its [`RunSummary`] (printed as its `requests` key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FirehoseCounts {
     /// Requests by outcome.
     pub requests: RequestCounts,
-    /// Every hour before this one is closed (unix seconds).
-    pub closed_through: Option<i64>,
-    /// The last committed manifest generation.
-    pub generation: u64,
 }
+
+/// What a run of the endpoint did: the engine's summary (`kinesis_records` counts Firehose
+/// records) with the requests by outcome; it stops only on a signal (no `stopped_by`).
+pub type RunSummary = flowspike_engine::RunSummary<FirehoseCounts>;
 
 /// The coordinator's settings and handles.
 pub(crate) struct Coordinator<'a> {
@@ -155,9 +153,10 @@ impl Coordinator<'_> {
         self.metrics.publish(&self.engine.stats());
         Ok(RunSummary {
             stats: self.engine.stats(),
-            requests: self.requests.snapshot(),
+            source: FirehoseCounts { requests: self.requests.snapshot() },
             closed_through: self.engine.closed_through(),
             generation: self.engine.manifest().generation,
+            stopped_by: None,
         })
     }
 
@@ -306,19 +305,37 @@ pub(crate) fn wall_clock_secs() -> i64 {
 mod tests {
     use std::sync::Arc;
 
-    use flowspike_counter::{CounterConfig, Rule};
-    use flowspike_detect::DetectConfig;
-    use flowspike_engine::{decode_batch, DecodeContext, EngineConfig, RawRecord};
+    use flowspike_counter::Pipeline;
+    use flowspike_engine::{decode_batch, EngineConfig, RawRecord, Stats};
     use flowspike_history::{History, LocalStore, Store};
 
     use super::*;
 
-    fn batch() -> Batch {
-        let ctx = DecodeContext {
-            decode: flowlog::DecodeOptions::default(),
-            rule: Rule::default(),
-            counter: CounterConfig::default(),
+    /// `flowspike serve-firehose` prints its summary as this JSON line: the engine's counts, the
+    /// requests by outcome, where event time and the checkpoints stopped; no `stopped_by`.
+    #[test]
+    fn run_summary_json_is_the_serve_firehose_commands() {
+        let requests = RequestCounts { accepted: 2, duplicates: 1, ..RequestCounts::default() };
+        let summary = RunSummary {
+            stats: Stats { counted: 5, ..Stats::default() },
+            source: FirehoseCounts { requests },
+            closed_through: None,
+            generation: 4,
+            stopped_by: None,
         };
+        let stats = serde_json::to_string(&summary.stats).unwrap();
+        assert!(stats.starts_with(r#"{"kinesis_records":0,"#) && stats.contains(r#""counted":5,"#));
+        let requests = r#"{"accepted":2,"duplicates":1,"rejected":0,"unauthorized":0,"failed":0}"#;
+        assert_eq!(
+            serde_json::to_string(&summary).unwrap(),
+            format!(
+                r#"{{"stats":{stats},"requests":{requests},"closed_through":null,"generation":4}}"#
+            )
+        );
+    }
+
+    fn batch() -> Batch {
+        let ctx = Pipeline::default();
         let line = b"2 123456789012 eni-1 10.0.0.1 8.8.8.8 443 1234 6 1 40 7200 7260 REJECT OK\n";
         decode_batch(&ctx, VIRTUAL_SHARD, &[RawRecord { sequence_number: "0", data: line }])
     }
@@ -327,9 +344,7 @@ mod tests {
         EngineConfig {
             stream: "firehose-test".into(),
             allowed_lateness_secs: 600,
-            counter: CounterConfig::default(),
-            detect: DetectConfig::default(),
-            max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
+            pipeline: Pipeline::default(),
         }
     }
 

@@ -41,12 +41,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flowlog::DecodeOptions;
-use flowspike_counter::{CounterConfig, Rule};
-use flowspike_detect::DetectConfig;
+use flowspike_counter::Pipeline;
 use flowspike_engine::Output;
 
-pub use commit::{RequestStats, RunSummary, MAX_GROUP};
+pub use commit::{FirehoseCounts, RequestCounts, RequestStats, RunSummary, MAX_GROUP};
 pub use error::FirehoseError;
 pub use protocol::{DEFAULT_MAX_RECORDS, MAX_REQUEST_ID_BYTES};
 pub use server::{run, Server, StopHandle};
@@ -94,7 +92,7 @@ pub struct FirehoseConfig {
     pub request_timeout: Duration,
     /// Requests whose bodies are read and decoded at once (bounds memory: each may hold up to
     /// twice `max_body_bytes`, or `max_body_bytes` and one record inflated up to
-    /// `decode.max_decompressed_bytes`); further requests wait. A request that timed out keeps
+    /// `pipeline.decode.max_decompressed_bytes`); further requests wait. A request that timed out keeps
     /// its place until its decoding ends.
     pub max_concurrent_requests: usize,
     /// TLS on the listener; `None`: plain HTTP (TLS terminated by a load balancer).
@@ -106,14 +104,9 @@ pub struct FirehoseConfig {
     pub idle_after: Duration,
     /// How long applied request ids are remembered (longer than Firehose's retry duration).
     pub dedup_window: Duration,
-    /// Framing and format.
-    pub decode: DecodeOptions,
-    /// Which records count.
-    pub rule: Rule,
-    /// Counter limits.
-    pub counter: CounterConfig,
-    /// Detection settings.
-    pub detect: DetectConfig,
+    /// Decoding (framing, format, per-record inflate limit), rule, counter and detection
+    /// settings (the rule's event times are checked against the wall clock at each request).
+    pub pipeline: Pipeline,
     /// Where spikes go and in what format (the stream or standard output, Security Hub,
     /// EventBridge).
     pub output: Output,
@@ -138,10 +131,7 @@ impl FirehoseConfig {
             allowed_lateness_secs: 900,
             idle_after: Duration::from_secs(60),
             dedup_window: DEFAULT_DEDUP_WINDOW,
-            decode: DecodeOptions::default(),
-            rule: Rule::default(),
-            counter: CounterConfig::default(),
-            detect: DetectConfig::default(),
+            pipeline: Pipeline::default(),
             output: Output::default(),
             metrics_addr: None,
         }

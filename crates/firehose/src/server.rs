@@ -13,10 +13,9 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use flowspike_aws::sinks::spike_sink;
+use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::ExtraMetric;
-use flowspike_engine::{
-    decode_batch, Batch, DecodeContext, Engine, EngineConfig, Metrics, RawRecord, SpikeSink,
-};
+use flowspike_engine::{decode_batch, Batch, Engine, EngineConfig, Metrics, RawRecord, SpikeSink};
 use flowspike_history::{History, Store};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -56,7 +55,8 @@ struct AppState {
     /// One per request between reading its body and the end of its decoding, which runs on a
     /// blocking thread and keeps its permit until it really ends (also after a timeout).
     permits: Arc<Semaphore>,
-    ctx: DecodeContext,
+    /// The decoding settings (an `Arc`: every request's decoding thread takes one).
+    pipeline: Arc<Pipeline>,
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     requests: Arc<RequestStats>,
@@ -158,11 +158,9 @@ impl Server {
         let ecfg = EngineConfig {
             stream: cfg.name.clone(),
             allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),
-            counter: cfg.counter,
-            detect: cfg.detect.clone(),
-            max_future_secs: cfg.rule.max_future_secs(),
+            pipeline: cfg.pipeline.clone(),
         };
-        let history = History::new(store).with_dest_cap(cfg.counter.dest_cap);
+        let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
         let engine = Engine::open(history, ecfg, sink.as_mut())?;
         metrics.publish(&engine.stats());
         let addr = cfg.listen;
@@ -216,11 +214,7 @@ impl Server {
             max_records: cfg.max_records_per_request,
             request_timeout: cfg.request_timeout,
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
-            ctx: DecodeContext {
-                decode: cfg.decode.clone(),
-                rule: cfg.rule.clone(),
-                counter: cfg.counter,
-            },
+            pipeline: Arc::new(cfg.pipeline.clone()),
             jobs,
             metrics: metrics.clone(),
             requests: requests.clone(),
@@ -499,7 +493,7 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
         }
     })?;
     let body = body.to_bytes();
-    let ctx = st.ctx.clone();
+    let ctx = st.pipeline.clone();
     let request_id = head.request_id.clone();
     let max_records = st.max_records;
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -565,7 +559,7 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
 /// cost a string as long as the request id per record, which a request of many empty records
 /// turns into an amplification of its size.
 fn decode(
-    ctx: &DecodeContext,
+    ctx: &Pipeline,
     request_id: &str,
     records: &[Vec<u8>],
     cancelled: &AtomicBool,
@@ -664,11 +658,7 @@ mod tests {
             max_records: 1000,
             request_timeout: timeout,
             permits: Arc::new(Semaphore::new(max_concurrent)),
-            ctx: DecodeContext {
-                decode: flowlog::DecodeOptions::default(),
-                rule: flowspike_counter::Rule::default(),
-                counter: flowspike_counter::CounterConfig::default(),
-            },
+            pipeline: Arc::new(Pipeline::default()),
             jobs,
             decodes: decodes_gauge(&metrics),
             metrics,
@@ -752,16 +742,16 @@ mod tests {
             });
         }
         let never = AtomicBool::new(false);
-        let got = decode(&st.ctx, "r", &records, &never).expect("not cancelled");
+        let got = decode(&st.pipeline, "r", &records, &never).expect("not cancelled");
         let raw: Vec<RawRecord<'_>> =
             records.iter().map(|d| RawRecord { sequence_number: "r/x", data: d }).collect();
-        let want = decode_batch(&st.ctx, VIRTUAL_SHARD, &raw);
+        let want = decode_batch(&st.pipeline, VIRTUAL_SHARD, &raw);
         assert_eq!(got.stats, want.stats);
         assert_eq!(got.max_start, want.max_start);
         assert_eq!(got.counter.clone().into_rows(), want.counter.clone().into_rows());
         assert_eq!(got.last_sequence_number.as_deref(), Some("r"));
-        assert!(decode(&st.ctx, "r", &records, &AtomicBool::new(true)).is_none());
-        let empty = decode(&st.ctx, "r", &[], &never).expect("empty");
+        assert!(decode(&st.pipeline, "r", &records, &AtomicBool::new(true)).is_none());
+        let empty = decode(&st.pipeline, "r", &[], &never).expect("empty");
         assert_eq!(empty.stats.kinesis_records, 0);
         assert_eq!(empty.last_sequence_number.as_deref(), Some("r"));
     }
@@ -824,7 +814,7 @@ mod tests {
         stop.stop();
         let summary = running.join().expect("server thread").expect("run");
         assert_eq!(summary.stats.counted, 1);
-        assert_eq!(summary.requests.unauthorized, 1);
+        assert_eq!(summary.source.requests.unauthorized, 1);
 
         cfg.tls = Some(TlsFiles { cert: testdata("cert.pem"), key: testdata("ca.pem") });
         let err = Server::bind(cfg, store).expect_err("a certificate is no key");

@@ -34,6 +34,12 @@ pub enum Command {
     /// Serve an Amazon Data Firehose HTTP endpoint: flow logs pushed by Firehose to hourly
     /// aggregates, checkpoints and spikes.
     ServeFirehose(crate::serve_firehose::ServeFirehoseArgs),
+    /// Explain a source: its hourly blocked counts against the expected band and threshold of
+    /// the detection, its alerts and what they blocked (text, or an .svg chart / .html page).
+    Explain(ExplainArgs),
+    /// Write a static HTML report of the incidents in a state (one page, inline charts, no
+    /// network), with an explain page per incident.
+    Report(ReportArgs),
 }
 
 /// How the input is framed and formatted.
@@ -152,6 +158,19 @@ pub struct FindingsArgs {
     pub aws_account_id: Option<String>,
 }
 
+/// The flags of the pipeline's settings ([`flowspike_counter::Pipeline`]), the same in every
+/// command that runs the pipeline (`replay`, `consume`, `serve-firehose`):
+/// [`crate::settings::pipeline`] turns them into the settings.
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// Input framing and format.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Detection settings.
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
 /// `flowspike replay`.
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -198,12 +217,9 @@ pub struct ReplayArgs {
     /// backoff, before the object is called unreadable (or, for the state, the replay fails).
     #[arg(long, default_value_t = 300, env = "FLOWSPIKE_RETRY_SECS")]
     pub retry_secs: u64,
-    /// Input framing and format.
+    /// Input framing, format and detection settings.
     #[command(flatten)]
-    pub input: InputArgs,
-    /// Detection settings.
-    #[command(flatten)]
-    pub detect: DetectArgs,
+    pub pipeline: PipelineArgs,
 }
 
 /// `flowspike demo`.
@@ -247,4 +263,51 @@ pub struct BenchArgs {
     /// Print the report as JSON on standard output instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `flowspike explain`.
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// State location: a directory or s3://bucket/prefix (its hourly history is read, nothing is
+    /// written).
+    #[arg(long, env = "FLOWSPIKE_STATE")]
+    pub state: String,
+    /// The source address to explain.
+    pub src_ip: String,
+    /// The hour to explain (RFC 3339, YYYY-MM-DD, YYYY-MM-DDTHH or unix seconds); default: the
+    /// source's latest alert, else its latest active hour.
+    #[arg(long)]
+    pub hour: Option<String>,
+    /// Write the chart (FILE.svg) or a self-contained page (FILE.html) instead of printing the
+    /// text summary. PNG is not rendered: open the .svg or .html in a browser.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Detection settings: the mode in force and its parameters (as given to replay or consume).
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+/// `flowspike report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// State location: a directory or s3://bucket/prefix (its history and its spikes/*.jsonl are
+    /// read, nothing is written).
+    #[arg(long, env = "FLOWSPIKE_STATE")]
+    pub state: String,
+    /// Only incidents with an alerted hour at or after this time.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only incidents with an alerted hour before this time.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Output directory: index.html and one explain-<id>.html per incident.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Spike records (JSON Lines files) to list instead of the state's spikes/*.jsonl. With
+    /// neither, the detection is replayed over the history and its alerts are listed.
+    #[arg(long)]
+    pub spikes: Vec<PathBuf>,
+    /// Detection settings: the mode in force and its parameters (as given to replay or consume).
+    #[command(flatten)]
+    pub detect: DetectArgs,
 }

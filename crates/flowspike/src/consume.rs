@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
 
-use crate::args::{DetectArgs, FindingsArgs, InputArgs};
-use crate::settings::{decode_options, detect_settings, open_state, output, parse_time};
+use crate::args::{FindingsArgs, PipelineArgs};
+use crate::settings::{metrics_addr, open_state, output, parse_time, pipeline};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]
@@ -84,19 +84,15 @@ pub struct ConsumeArgs {
     /// among running tasks; a restarted task should get a new one.
     #[arg(long, env = "FLOWSPIKE_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// Input framing and format.
+    /// Input framing, format and detection settings.
     #[command(flatten)]
-    pub input: InputArgs,
-    /// Detection settings.
-    #[command(flatten)]
-    pub detect: DetectArgs,
+    pub pipeline: PipelineArgs,
 }
 
 /// The consumer settings from the arguments.
 pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
-    let decode = decode_options(&a.input)?;
-    let (rule, counter, detect) = detect_settings(&a.detect)?;
-    detect.validate().context("detection settings")?;
+    let pipeline = pipeline(&a.pipeline)?;
+    pipeline.detect.validate().context("detection settings")?;
     let start_position = match (a.start_position.as_str(), &a.at_timestamp) {
         ("trim-horizon", _) => StartPosition::TrimHorizon,
         ("latest", _) => StartPosition::Latest,
@@ -137,12 +133,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
             max_leases: a.max_leases,
         }),
     };
-    let metrics_addr = match a.metrics_addr.trim() {
-        "off" => None,
-        v => Some(v.parse().map_err(|_| {
-            anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
-        })?),
-    };
+    let metrics_addr = metrics_addr(&a.metrics_addr)?;
     Ok(ConsumerConfig {
         stream: a.stream.clone(),
         start_position,
@@ -152,10 +143,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
         max_runtime: a.max_runtime_secs.map(Duration::from_secs),
         exit_when_idle: a.exit_when_idle_secs.map(Duration::from_secs),
         relist_interval: Duration::from_secs(a.relist_shards_secs.max(1)),
-        decode,
-        rule,
-        counter,
-        detect,
+        pipeline,
         output: output(&a.findings, a.output_stream.clone())?,
         metrics_addr,
         efo: a.efo.then(|| EfoConfig {

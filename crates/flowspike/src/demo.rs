@@ -6,9 +6,9 @@ use anyhow::Context;
 use flowspike_replay::ReplayConfig;
 use flowspike_synth::{generate_to_dir, Manifest, Scenario, SynthConfig};
 
-use crate::args::{DemoArgs, DetectArgs, GenArgs, InputArgs};
+use crate::args::{DemoArgs, DetectArgs, GenArgs, InputArgs, PipelineArgs};
 use crate::replay::replay_sources;
-use crate::settings::{decode_options, detect_settings, open_state, parse_time};
+use crate::settings::{open_state, parse_time, pipeline};
 
 /// A file that marks a directory as made by `flowspike demo`, so a re-run may replace it.
 const DEMO_MARKER: &str = ".flowspike-demo";
@@ -103,17 +103,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         max_sources_per_hour: flowspike_counter::DEFAULT_MAX_SOURCES_PER_HOUR,
         max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
     };
-    let (rule, counter, detect) = detect_settings(&detect)?;
+    let pipeline = pipeline(&PipelineArgs { input, detect })?;
+    let report_cfg = pipeline.detect.clone();
     let mut s3 = None;
     let store = open_state(&state.display().to_string(), &mut s3)?;
     let rcfg = ReplayConfig {
         sources: Vec::new(),
         from: None,
         to: None,
-        decode: decode_options(&input)?,
-        rule,
-        counter,
-        detect,
+        pipeline,
         fetchers: 2,
         stream: Default::default(),
     };
@@ -133,6 +131,18 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         }
     );
     crate::replay::print_summary(&outcome, false, &spikes_path.display().to_string());
+    // The report of this run's records: the page a person opens first.
+    let report = crate::report::write(
+        &flowspike_history::History::new(store.clone()),
+        None,
+        &report_cfg,
+        Some(outcome.spikes.clone()),
+        (None, None),
+        format!("{} (this run)", spikes_path.display()),
+        &state.display().to_string(),
+        &dir.join("report"),
+    )?;
+    println!("report ({} incidents): {}", report.incidents, report.index.display());
     eprintln!("Parquet history: {}", state.join("aggregates").display());
     eprintln!(
         "query it:  duckdb -c \"select * from read_parquet('{}/aggregates/*/*/*.parquet', hive_partitioning=true) order by blocked_count desc limit 10\"",

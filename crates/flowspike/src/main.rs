@@ -9,6 +9,7 @@ mod consume;
 mod demo;
 mod parse;
 mod replay;
+mod report;
 mod serve_firehose;
 mod settings;
 
@@ -59,6 +60,8 @@ fn main() -> ExitCode {
         args::Command::Consume(a) => consume::run(a),
         args::Command::Bench(a) => bench::run(a),
         args::Command::ServeFirehose(a) => serve_firehose::run(a),
+        args::Command::Explain(a) => report::explain(a),
+        args::Command::Report(a) => report::report(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

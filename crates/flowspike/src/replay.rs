@@ -15,9 +15,7 @@ use flowspike_replay::{
 };
 
 use crate::args::ReplayArgs;
-use crate::settings::{
-    decode_options, detect_settings, open_state_with, output, parse_time, s3_client,
-};
+use crate::settings::{open_state_with, output, parse_time, pipeline, s3_client};
 
 /// A progress bar on a terminal, nothing otherwise.
 struct Bar(Option<indicatif::ProgressBar>);
@@ -114,11 +112,10 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(t) = a.threads {
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
     }
-    let decode = decode_options(&a.input)?;
-    let (rule, counter, detect) = detect_settings(&a.detect)?;
+    let mut pipeline = pipeline(&a.pipeline)?;
     let output = output(&a.findings, None)?;
     // A replay's clock is the wall clock when it starts (`--max-future-secs` past it).
-    let rule = rule.at_clock(chrono::Utc::now().timestamp());
+    pipeline.rule = pipeline.rule.at_clock(chrono::Utc::now().timestamp());
     let from = a.from.as_deref().map(parse_time).transpose()?;
     let to = a.to.as_deref().map(parse_time).transpose()?;
     let mut s3 = None;
@@ -128,10 +125,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         sources: Vec::new(),
         from,
         to,
-        decode,
-        rule,
-        counter,
-        detect,
+        pipeline,
         fetchers: if a.sources.iter().any(|s| s.starts_with("s3://")) { 8 } else { 2 },
         stream: StreamSettings {
             min_object_bytes: a.stream_min_bytes,

@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use flowspike_firehose::{FirehoseConfig, TlsFiles};
 
-use crate::args::{DetectArgs, FindingsArgs, InputArgs};
-use crate::settings::{decode_options, detect_settings, open_state, output};
+use crate::args::{FindingsArgs, PipelineArgs};
+use crate::settings::{metrics_addr, open_state, output, pipeline};
 
 /// Default of `--max-record-decompressed-bytes`: a Firehose record is at most 1,000 KiB and a
 /// CloudWatch Logs envelope carries at most about 1 MiB of log events, so 64 MiB leaves a wide
@@ -97,12 +97,9 @@ pub struct ServeFirehoseArgs {
     /// is also served on --listen).
     #[arg(long, default_value = "0.0.0.0:9090", env = "FLOWSPIKE_METRICS_ADDR")]
     pub metrics_addr: String,
-    /// Input framing and format.
+    /// Input framing, format and detection settings.
     #[command(flatten)]
-    pub input: InputArgs,
-    /// Detection settings.
-    #[command(flatten)]
-    pub detect: DetectArgs,
+    pub pipeline: PipelineArgs,
 }
 
 /// The endpoint settings from the arguments.
@@ -144,11 +141,9 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
              must be at least 1"
         );
     }
-    cfg.decode = decode_options(&a.input)?;
-    cfg.decode.max_decompressed_bytes = a.max_record_decompressed_bytes;
-    let (rule, counter, detect) = detect_settings(&a.detect)?;
-    detect.validate().context("detection settings")?;
-    (cfg.rule, cfg.counter, cfg.detect) = (rule, counter, detect);
+    cfg.pipeline = pipeline(&a.pipeline)?;
+    cfg.pipeline.decode.max_decompressed_bytes = a.max_record_decompressed_bytes;
+    cfg.pipeline.detect.validate().context("detection settings")?;
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.request_timeout = Duration::from_secs(a.request_timeout_secs);
     cfg.max_concurrent_requests = a.max_concurrent_requests;
@@ -162,12 +157,7 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
     cfg.idle_after = Duration::from_secs(a.idle_secs);
     cfg.dedup_window = Duration::from_secs(a.dedup_window_secs);
     cfg.output = output(&a.findings, a.output_stream.clone())?;
-    cfg.metrics_addr = match a.metrics_addr.trim() {
-        "off" => None,
-        v => Some(v.parse().map_err(|_| {
-            anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
-        })?),
-    };
+    cfg.metrics_addr = metrics_addr(&a.metrics_addr)?;
     Ok(cfg)
 }
 

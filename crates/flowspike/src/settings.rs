@@ -1,18 +1,19 @@
-//! From parsed arguments to library settings, shared by every command: framing and format, the
-//! counting rule, counter and detection settings, the state store, times.
+//! From parsed arguments to library settings, shared by every command: the pipeline's settings
+//! (framing and format, the counting rule, counter and detection settings), the state store, times.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use flowlog::{DecodeOptions, Format, Framing};
 use flowspike_aws::{Policy, S3Store, S3Url, S3};
-use flowspike_counter::{CounterConfig, Rule};
+use flowspike_counter::{CounterConfig, Pipeline, Rule};
 use flowspike_detect::DetectConfig;
 use flowspike_engine::Output;
 use flowspike_findings::{AwsContext, Encoder, FindingsError};
 use flowspike_history::{LocalStore, Store};
 
-use crate::args::{DetectArgs, FindingsArgs, InputArgs};
+use crate::args::{DetectArgs, FindingsArgs, InputArgs, PipelineArgs};
 
 /// Framing and format from the arguments.
 pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
@@ -23,6 +24,13 @@ pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
         None => None,
     };
     Ok(DecodeOptions { framing, format, ..DecodeOptions::default() })
+}
+
+/// The pipeline's settings from the flags every pipeline command shares.
+pub fn pipeline(a: &PipelineArgs) -> anyhow::Result<Pipeline> {
+    let decode = decode_options(&a.input)?;
+    let (rule, counter, detect) = detect_settings(&a.detect)?;
+    Ok(Pipeline { decode, rule, counter, detect })
 }
 
 /// The output of spike records from the arguments: `stream` (None: standard output) in
@@ -83,6 +91,16 @@ pub fn detect_settings(a: &DetectArgs) -> anyhow::Result<(Rule, CounterConfig, D
         alpha: a.alpha.unwrap_or(defaults.alpha),
     };
     Ok((rule, counter, detect))
+}
+
+/// `--metrics-addr` of the services: `IP:PORT`, or `off` (`None`).
+pub fn metrics_addr(v: &str) -> anyhow::Result<Option<SocketAddr>> {
+    match v.trim() {
+        "off" => Ok(None),
+        v => Ok(Some(v.parse().map_err(|_| {
+            anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
+        })?)),
+    }
 }
 
 /// The state store: a local directory or `s3://bucket/prefix` (S3 calls retried forever, as the

@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowlog::{DecodeOptions, Format};
-use flowspike_counter::{CountHooks, CountSink, CounterConfig, Rule, ShardedCounter};
+use flowspike_counter::{CountHooks, CountSink, CounterConfig, Pipeline, ShardedCounter};
 use flowspike_detect::{DetectConfig, Detector, HourInput, Mode, Spike};
 use flowspike_history::History;
 use flowspike_model::{Columns, HourRows, HOUR};
@@ -41,16 +41,10 @@ pub struct ReplayConfig {
     pub from: Option<i64>,
     /// Only records with `start < to` count; whole date prefixes after it are skipped.
     pub to: Option<i64>,
-    /// Framing and format of the inputs.
-    pub decode: DecodeOptions,
-    /// Which records count, and which event times are accepted: `start` past
-    /// [`Rule::time_bounds`] (set by [`Rule::at_clock`]; every representable time otherwise) is
-    /// malformed.
-    pub rule: Rule,
-    /// Counter settings (destination cap).
-    pub counter: CounterConfig,
-    /// Detection settings.
-    pub detect: DetectConfig,
+    /// Decoding, rule, counter and detection settings. The rule's event-time bounds are those of
+    /// [`Rule::time_bounds`](flowspike_counter::Rule::time_bounds): set them with
+    /// [`Rule::at_clock`](flowspike_counter::Rule::at_clock) (every representable time otherwise).
+    pub pipeline: Pipeline,
     /// Threads that fetch objects ahead of the parsers (S3 downloads overlap parsing).
     pub fetchers: usize,
     /// Which objects are read in blocks of lines, and the block size.
@@ -362,7 +356,8 @@ fn count_into<R>(
         hours: BTreeSet::new(),
         out_of_range: 0,
     };
-    let mut sink = CountSink::with_hooks(&cfg.rule, cfg.rule.time_bounds(), counter, hooks);
+    let mut sink =
+        CountSink::with_hooks(&cfg.pipeline.rule, cfg.pipeline.rule.time_bounds(), counter, hooks);
     let r = decode(&mut sink);
     let CountSink { stats, hooks, .. } = sink;
     summary.records += stats.records;
@@ -409,7 +404,7 @@ pub fn replay(
     let acc = count_objects(cfg, &objects, progress);
     tracing::debug!(elapsed = ?started.elapsed(), "counted");
     let Acc { counter, mut summary, hours, damaged } = acc;
-    let cap = cfg.counter.max_sources_per_hour;
+    let cap = cfg.pipeline.counter.max_sources_per_hour;
     for (hour, o) in counter.overflow().into_iter().filter(|(h, _)| !damaged.contains_key(h)) {
         o.warn(hour, cap);
         summary.records_over_source_cap += o.records;
@@ -434,16 +429,17 @@ pub fn replay(
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());
     let write = || write_hours(history, &by_hour, &name);
-    let spikes = if cfg.detect.mode != Mode::Splunk {
+    let spikes = if cfg.pipeline.detect.mode != Mode::Splunk {
         // Window- and adaptive-mode detection read only rows in memory and hours outside the
         // ones being written, and save nothing: they run while the files are written.
-        let (written, spikes) = rayon::join(write, || detect_range(&cfg.detect, history, &by_hour));
+        let (written, spikes) =
+            rayon::join(write, || detect_range(&cfg.pipeline.detect, history, &by_hour));
         written?;
         spikes?
     } else {
         // Splunk mode saves its baseline: only after the hours it covers are written.
         write()?;
-        detect_range(&cfg.detect, history, &by_hour)?
+        detect_range(&cfg.pipeline.detect, history, &by_hour)?
     };
     summary.hours_written = by_hour.len() as u64;
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), spikes = spikes.len(), "history written, detected");
@@ -533,7 +529,7 @@ fn count_objects(
     let streams: Mutex<HashMap<usize, Streaming>> = Mutex::new(HashMap::new());
     // Large objects whose blocks are all counted, and what happens to their parts.
     let settled: Mutex<HashMap<usize, Settled>> = Mutex::new(HashMap::new());
-    let fallback = cfg.decode.format.clone().unwrap_or_else(Format::default_v2);
+    let fallback = cfg.pipeline.decode.format.clone().unwrap_or_else(Format::default_v2);
     // Bounded: at most this many fetched objects or blocks wait in memory for a parser.
     let (tx, rx) = mpsc::sync_channel::<Work>(cfg.fetchers.max(1) * 2);
     // Enough idle buffers for every block that can be in flight (queued, being read, counted).
@@ -568,7 +564,7 @@ fn count_objects(
             .into_iter()
             .par_bridge()
             .fold(
-                || Worker::new(&cfg.counter),
+                || Worker::new(&cfg.pipeline.counter),
                 |mut w, work| {
                     let finished = match work {
                         Work::Whole(i, fetched) => {
@@ -579,7 +575,8 @@ fn count_objects(
                         Work::Block(i, format, block) => {
                             // Straight into this worker's part of the object: no partial per
                             // block to merge.
-                            let part = w.parts.entry(i).or_insert_with(|| Acc::new(&cfg.counter));
+                            let part =
+                                w.parts.entry(i).or_insert_with(|| Acc::new(&cfg.pipeline.counter));
                             let changed = count_block(cfg, &objects[i], &format, &block, part);
                             let seq = block.seq;
                             pool.give(block.data);
@@ -603,7 +600,7 @@ fn count_objects(
                     w
                 },
             )
-            .reduce(|| Worker::new(&cfg.counter), Worker::merge);
+            .reduce(|| Worker::new(&cfg.pipeline.counter), Worker::merge);
         w.absorb(&settled);
         w.acc
     });
@@ -636,9 +633,9 @@ fn fetch_blocks(
         pool,
         archive,
         key,
-        cfg.decode.framing,
+        cfg.pipeline.decode.framing,
         &cfg.stream,
-        cfg.decode.max_line_bytes,
+        cfg.pipeline.decode.max_line_bytes,
         |block| {
             let f = format
                 .get_or_insert_with(|| Arc::new(initial_format(&block.data, fallback)))
@@ -674,7 +671,7 @@ fn count_whole(
     match fetched {
         Ok(bytes) => {
             let (r, hours) = count_into(acc, cfg, &location, |sink| {
-                flowlog::for_each_record(&bytes, &cfg.decode, sink)
+                flowlog::for_each_record(&bytes, &cfg.pipeline.decode, sink)
             });
             match r {
                 Ok(s) => acc.summary.decoded_bytes += s.decoded_bytes,
@@ -698,7 +695,7 @@ fn count_block(
     part: &mut Acc,
 ) -> bool {
     let location = format!("{} (text from byte {})", archive.location(&obj.key), block.offset);
-    let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
+    let opts = DecodeOptions { format: Some(format.clone()), ..cfg.pipeline.decode.clone() };
     let (b, _) = count_into(part, cfg, &location, |sink| {
         flowlog::for_each_text_block(&block.data, &opts, sink)
     });
@@ -773,16 +770,17 @@ fn recount_sequentially(
         &pool,
         archive.as_ref(),
         &obj.key,
-        cfg.decode.framing,
+        cfg.pipeline.decode.framing,
         &cfg.stream,
-        cfg.decode.max_line_bytes,
+        cfg.pipeline.decode.max_line_bytes,
         |block| {
             if first {
                 format = initial_format(&block.data, fallback);
                 first = false;
             }
             let at = format!("{location} (text from byte {})", block.offset);
-            let opts = DecodeOptions { format: Some(format.clone()), ..cfg.decode.clone() };
+            let opts =
+                DecodeOptions { format: Some(format.clone()), ..cfg.pipeline.decode.clone() };
             let (b, block_hours) = count_into(acc, cfg, &at, |sink| {
                 flowlog::for_each_text_block(&block.data, &opts, sink)
             });

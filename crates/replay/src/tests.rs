@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use flowspike_counter::{CounterConfig, Rule};
+use flowspike_counter::Pipeline;
 use flowspike_detect::DetectConfig;
 use flowspike_history::{History, LocalStore};
 
@@ -53,10 +53,10 @@ fn config(dir: &std::path::Path, fetchers: usize, stream: StreamSettings) -> Rep
         sources: vec![Source { archive: Arc::new(LocalArchive), root: dir.display().to_string() }],
         from: None,
         to: None,
-        decode: flowlog::DecodeOptions::default(),
-        rule: Rule::default(),
-        counter: CounterConfig::default(),
-        detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
+        pipeline: Pipeline {
+            detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
+            ..Pipeline::default()
+        },
         fetchers,
         stream,
     }
@@ -427,7 +427,7 @@ fn source_cap_gives_the_same_history_on_1_and_4_threads() {
             let state = tempfile::tempdir().unwrap();
             let history = History::new(Arc::new(LocalStore::new(state.path())));
             let mut cfg = config(input.path(), 2, stream);
-            cfg.counter.max_sources_per_hour = cap;
+            cfg.pipeline.counter.max_sources_per_hour = cap;
             let s = replay(&cfg, &history, &()).unwrap().summary;
             (comparable(s), history.read_range(i64::MIN / 2, i64::MAX / 2).unwrap())
         })
@@ -477,7 +477,7 @@ fn regression_replay_source_cap_split_over_shards() {
             let state = tempfile::tempdir().unwrap();
             let history = History::new(Arc::new(LocalStore::new(state.path())));
             let mut cfg = config(input.path(), 2, StreamSettings::default());
-            cfg.counter.max_sources_per_hour = cap as usize;
+            cfg.pipeline.counter.max_sources_per_hour = cap as usize;
             let s = replay(&cfg, &history, &()).unwrap().summary;
             let rows = history.read_range(i64::MIN / 2, i64::MAX / 2).unwrap();
             let mut srcs: Vec<std::net::Ipv4Addr> =
@@ -519,10 +519,8 @@ fn replay_errors_of_the_detection_are_typed() {
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("baseline"), b"not a directory").unwrap();
     let history = History::new(Arc::new(LocalStore::new(state.path())));
-    let cfg = ReplayConfig {
-        detect: DetectConfig::for_mode(flowspike_detect::Mode::Splunk),
-        ..config(input.path(), 1, StreamSettings::default())
-    };
+    let mut cfg = config(input.path(), 1, StreamSettings::default());
+    cfg.pipeline.detect = DetectConfig::for_mode(flowspike_detect::Mode::Splunk);
     let err = replay(&cfg, &history, &()).unwrap_err();
     assert!(matches!(err, crate::ReplayError::SaveBaseline { .. }), "{err:?}");
     assert!(err.to_string().starts_with("detection: cannot save the baseline: "), "{err}");

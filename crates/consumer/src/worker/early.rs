@@ -80,7 +80,7 @@ impl Worker {
 
     /// The hour to judge early, if any (see the module docs).
     fn early_hour(&self) -> Option<i64> {
-        if self.cfg.detect.mode != Mode::Adaptive {
+        if self.cfg.pipeline.detect.mode != Mode::Adaptive {
             return None;
         }
         let snap = self.last_snapshot.as_ref()?;
@@ -117,7 +117,7 @@ impl Worker {
             }
             self.warmed_to = Some(hour);
         }
-        let cap = self.cfg.counter.dest_cap;
+        let cap = self.cfg.pipeline.counter.dest_cap;
         let EarlyAlerts { judge, committed, .. } = &mut self.early;
         let (owned, committed) = (&self.owned, &*committed);
         let spikes = judge.judge(&self.detector, hour, sources, |src| {

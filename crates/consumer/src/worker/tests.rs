@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
-use flowspike_counter::{hour_of, merge_rows, Hit};
-use flowspike_detect::Spike;
+use flowspike_counter::{hour_of, merge_rows, CounterConfig, Hit, Pipeline};
+use flowspike_detect::{DetectConfig, Spike};
 use flowspike_history::LocalStore;
 use flowspike_lease::MemTable;
 
@@ -22,12 +22,13 @@ fn cfg(id: &str) -> WorkerConfig {
         max_leases: 99,
         claim_takeover: Duration::from_secs(3600),
         idle_shard_after: Duration::from_secs(3600),
-        counter: CounterConfig::default(),
-        detect: DetectConfig {
-            min_points: 3,
-            ..DetectConfig::for_mode(flowspike_detect::Mode::Window)
+        pipeline: Pipeline {
+            detect: DetectConfig {
+                min_points: 3,
+                ..DetectConfig::for_mode(flowspike_detect::Mode::Window)
+            },
+            ..Pipeline::default()
         },
-        max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
     }
 }
 
@@ -531,7 +532,7 @@ fn regression_lease_mode_does_not_report_the_source_cap() {
     let g = Group::new(&["s0", "s1"]);
     let capped = |id: &str| {
         let mut c = cfg(id);
-        c.counter.max_sources_per_hour = 2;
+        c.pipeline.counter.max_sources_per_hour = 2;
         Worker::new(c, g.table.clone(), g.history())
     };
     let (mut a, mut b) = (capped("a"), capped("b"));
@@ -587,7 +588,7 @@ fn regression_lease_table_repair_uses_the_default_slack() {
         assert_eq!(g.table.commit(&[commit], None).unwrap(), CommitOutcome::Done);
         assert!(g.table.release("s0", "old", c + 1).unwrap());
         let mut c = cfg("b");
-        c.max_future_secs = 3 * 24 * 3600;
+        c.pipeline.rule = c.pipeline.rule.with_max_future_secs(3 * 24 * 3600);
         let mut b = Worker::new(c, g.table.clone(), g.history());
         assert_eq!(b.acquire(Instant::now()).unwrap(), ["s0"]);
         let o = &b.owned()["s0"];
@@ -658,7 +659,11 @@ fn quiet_history(h: &History) -> i64 {
 fn early_alert_is_sent_once_by_the_group_and_not_repeated_at_close() {
     let g = Group::new(&["s0", "s1"]);
     let hour = quiet_history(&g.history());
-    let adaptive = |id: &str| WorkerConfig { detect: DetectConfig::default(), ..cfg(id) };
+    let adaptive = |id: &str| {
+        let mut c = cfg(id);
+        c.pipeline.detect = DetectConfig::default();
+        c
+    };
     let mut a = Worker::new(adaptive("a"), g.table.clone(), g.history());
     let mut b = Worker::new(adaptive("b"), g.table.clone(), g.history());
     let (sa, sb) = share(&mut a, &mut b);

@@ -534,6 +534,31 @@ fn source_cap(cap: usize) -> CounterConfig {
     CounterConfig { max_sources_per_hour: cap, ..CounterConfig::default() }
 }
 
+/// A blocked record of hour 7200 from the `i`-th address of 10.0.0.0/8 to 8.8.8.8: the sources
+/// of the source-cap regression tests.
+fn nth_source_hit(i: u32) -> Hit<'static> {
+    Hit {
+        hour: 7200,
+        src: v4(0x0a00_0000 + i),
+        dst: v4(0x0808_0808),
+        interface_id: None,
+        bytes: 1,
+        packets: 1,
+    }
+}
+
+/// The first `n` sources of [`nth_source_hit`], in address order: what a cap of `n` keeps.
+fn lowest_sources(n: usize) -> Vec<IpAddr> {
+    (0..n as u32).map(|i| v4(0x0a00_0000 + i)).collect()
+}
+
+/// The source addresses of `rows`, in address order.
+fn sorted_sources(rows: &[AggregateRow]) -> Vec<IpAddr> {
+    let mut srcs: Vec<IpAddr> = rows.iter().map(|r| r.src_ip.parse().unwrap()).collect();
+    srcs.sort();
+    srcs
+}
+
 /// The naive rows of the `cap` lowest sources of each hour, and per hour what the others held
 /// (records, distinct sources).
 fn naive_capped(hits: &[OwnedHit], cap: usize) -> (Vec<AggregateRow>, Vec<(i64, SourceOverflow)>) {
@@ -632,14 +657,7 @@ fn regression_sources_per_hour_are_unbounded() {
     // 10,000 distinct sources, highest first (every one but the last 100 is dropped later).
     for i in (0..10_000u32).rev() {
         for _ in 0..2 {
-            c.add(&Hit {
-                hour: 7200,
-                src: v4(0x0a00_0000 + i),
-                dst: v4(0x0808_0808),
-                interface_id: None,
-                bytes: 1,
-                packets: 1,
-            });
+            c.add(&nth_source_hit(i));
         }
     }
     c.add(&Hit { hour: 10_800, src: v4(1), dst: v4(2), interface_id: None, bytes: 1, packets: 1 });
@@ -652,9 +670,7 @@ fn regression_sources_per_hour_are_unbounded() {
     let rows = c.take_hour(7200);
     assert_eq!(rows.len(), cap);
     assert!(rows.iter().all(|r| r.blocked_count == 2));
-    let mut srcs: Vec<IpAddr> = rows.iter().map(|r| r.src_ip.parse().unwrap()).collect();
-    srcs.sort();
-    assert_eq!(srcs, (0..cap as u32).map(|i| v4(0x0a00_0000 + i)).collect::<Vec<_>>());
+    assert_eq!(sorted_sources(&rows), lowest_sources(cap));
     assert_eq!(c.take_hour_overflow(7200).map(|o| o.records), Some(19_800));
     assert_eq!(c.take_hour_overflow(7200), None);
 }
@@ -665,20 +681,8 @@ fn regression_sources_per_hour_are_unbounded() {
 #[test]
 fn regression_replay_source_cap_split_over_shards() {
     let cap = 1000;
-    let hit = |i: u32| Hit {
-        hour: 7200,
-        src: v4(0x0a00_0000 + i),
-        dst: v4(0x0808_0808),
-        interface_id: None,
-        bytes: 1,
-        packets: 1,
-    };
-    let lowest = |rows: &[AggregateRow]| {
-        let mut srcs: Vec<IpAddr> = rows.iter().map(|r| r.src_ip.parse().unwrap()).collect();
-        srcs.sort();
-        srcs
-    };
-    let want: Vec<IpAddr> = (0..cap as u32).map(|i| v4(0x0a00_0000 + i)).collect();
+    let hit = nth_source_hit;
+    let want = lowest_sources(cap);
 
     // Exactly `cap` sources, highest first: none dropped.
     let mut sc = ShardedCounter::new(16, source_cap(cap));
@@ -695,7 +699,7 @@ fn regression_replay_source_cap_split_over_shards() {
         over.into_iter().collect::<Vec<_>>(),
         [(7200, SourceOverflow { records: 2, sources: 1 })]
     );
-    assert_eq!(lowest(&sc.clone().take_hour(7200)), want);
+    assert_eq!(sorted_sources(&sc.clone().take_hour(7200)), want);
 
     // A lower source arriving last pushes out the highest kept one, whichever shard holds it.
     let mut sc = ShardedCounter::new(16, source_cap(cap));
@@ -704,7 +708,7 @@ fn regression_replay_source_cap_split_over_shards() {
     }
     sc.add(&hit(0));
     assert_eq!(sc.overflow().get(&7200).map(|o| (o.records, o.sources)), Some((1, 1)));
-    assert_eq!(lowest(&sc.into_rows()), want);
+    assert_eq!(sorted_sources(&sc.into_rows()), want);
 
     // The same `cap + 1` sources counted by two workers and merged.
     let (mut a, mut b) =
@@ -719,5 +723,5 @@ fn regression_replay_source_cap_split_over_shards() {
     assert!(a.overflow().is_empty() && b.overflow().is_empty());
     a.merge(b);
     assert_eq!(a.overflow().get(&7200).map(|o| (o.records, o.sources)), Some((1, 1)));
-    assert_eq!(lowest(&a.into_rows()), want);
+    assert_eq!(sorted_sources(&a.into_rows()), want);
 }

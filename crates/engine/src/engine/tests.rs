@@ -2,7 +2,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flowspike_counter::{hour_of, merge_rows, Hit};
+use flowspike_counter::{hour_of, merge_rows, CounterConfig, Hit, Pipeline};
+use flowspike_detect::DetectConfig;
 use flowspike_history::{LocalStore, Store, StoreError};
 
 use super::*;
@@ -14,9 +15,10 @@ fn cfg() -> EngineConfig {
     EngineConfig {
         stream: "flows".into(),
         allowed_lateness_secs: LATENESS,
-        counter: CounterConfig::default(),
-        detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
-        max_future_secs: flowspike_counter::DEFAULT_MAX_FUTURE_SECS,
+        pipeline: Pipeline {
+            detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
+            ..Pipeline::default()
+        },
     }
 }
 
@@ -55,7 +57,7 @@ fn sources_past_the_cap_are_counted_when_the_hour_closes() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
     let mut c = cfg();
-    c.counter.max_sources_per_hour = 2;
+    c.pipeline.counter.max_sources_per_hour = 2;
     let mut spikes = Vec::new();
     let mut e = Engine::open(History::new(store), c, &mut spikes).unwrap();
     let srcs = ["10.0.0.4", "10.0.0.1", "10.0.0.3", "10.0.0.2"];
@@ -184,20 +186,39 @@ fn uninterrupted_run_writes_exact_aggregates_and_one_spike() {
     assert_eq!(e2.closed_through(), Some(BASE + 20 * 3600));
 }
 
-/// A store that dies (every later call fails) after `budget` successful puts: a crash between
-/// any two writes of a checkpoint.
-struct Dying {
+/// When the puts of a [`FaultStore`] fail.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The store dies after this many successful puts: every later put and delete fails (a crash
+    /// between any two writes of a checkpoint).
+    DieAfter(usize),
+    /// The put of this index (from 0) fails once (a transient S3 error); every other call
+    /// succeeds.
+    FailOnce(usize),
+}
+
+/// A local store whose writes fail as its [`Fault`] says; it counts its puts.
+struct FaultStore {
     inner: LocalStore,
-    budget: usize,
+    fault: Fault,
     puts: AtomicUsize,
 }
 
-impl Store for Dying {
+impl FaultStore {
+    fn new(dir: &std::path::Path, fault: Fault) -> Arc<FaultStore> {
+        Arc::new(FaultStore { inner: LocalStore::new(dir), fault, puts: AtomicUsize::new(0) })
+    }
+}
+
+impl Store for FaultStore {
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) >= self.budget {
-            return Err(StoreError::Remote("crashed".into()));
+        match (self.fault, self.puts.fetch_add(1, Ordering::SeqCst)) {
+            (Fault::DieAfter(budget), n) if n >= budget => {
+                Err(StoreError::Remote("crashed".into()))
+            }
+            (Fault::FailOnce(fail), n) if n == fail => Err(StoreError::Remote("transient".into())),
+            _ => self.inner.put(key, bytes),
         }
-        self.inner.put(key, bytes)
     }
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.get(key)
@@ -206,8 +227,10 @@ impl Store for Dying {
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        if self.puts.load(Ordering::SeqCst) >= self.budget {
-            return Err(StoreError::Remote("crashed".into()));
+        if let Fault::DieAfter(budget) = self.fault {
+            if self.puts.load(Ordering::SeqCst) >= budget {
+                return Err(StoreError::Remote("crashed".into()));
+            }
         }
         self.inner.delete(key)
     }
@@ -219,11 +242,7 @@ fn crash_after_any_write_then_restart_gives_identical_aggregates() {
     let expected = expected_rows(&w);
     // Count the puts of a whole run.
     let dir = tempfile::tempdir().unwrap();
-    let counting = Arc::new(Dying {
-        inner: LocalStore::new(dir.path()),
-        budget: usize::MAX,
-        puts: AtomicUsize::new(0),
-    });
+    let counting = FaultStore::new(dir.path(), Fault::DieAfter(usize::MAX));
     let mut spikes = Vec::new();
     let mut e = Engine::open(History::new(counting.clone()), cfg(), &mut spikes).unwrap();
     drive(&mut e, &w, &mut spikes).unwrap();
@@ -233,11 +252,7 @@ fn crash_after_any_write_then_restart_gives_identical_aggregates() {
 
     for budget in 0..total {
         let dir = tempfile::tempdir().unwrap();
-        let dying = Arc::new(Dying {
-            inner: LocalStore::new(dir.path()),
-            budget,
-            puts: AtomicUsize::new(0),
-        });
+        let dying = FaultStore::new(dir.path(), Fault::DieAfter(budget));
         let mut emitted = Vec::new();
         if let Ok(mut e) = Engine::open(History::new(dying.clone()), cfg(), &mut emitted) {
             assert!(drive(&mut e, &w, &mut emitted).is_err(), "budget {budget} must crash");
@@ -258,39 +273,13 @@ fn crash_after_any_write_then_restart_gives_identical_aggregates() {
     }
 }
 
-/// A store whose `fail`-th put fails once (a transient S3 error); every other call succeeds.
-struct Flaky {
-    inner: LocalStore,
-    fail: usize,
-    puts: AtomicUsize,
-}
-
-impl Store for Flaky {
-    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) == self.fail {
-            return Err(StoreError::Remote("transient".into()));
-        }
-        self.inner.put(key, bytes)
-    }
-    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        self.inner.get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn a_failed_checkpoint_write_loses_nothing_when_the_engine_goes_on() {
     let w = workload();
     let expected = expected_rows(&w);
     for fail in 0..40 {
         let dir = tempfile::tempdir().unwrap();
-        let flaky =
-            Arc::new(Flaky { inner: LocalStore::new(dir.path()), fail, puts: AtomicUsize::new(0) });
+        let flaky = FaultStore::new(dir.path(), Fault::FailOnce(fail));
         let mut spikes = Vec::new();
         let mut e = Engine::open(History::new(flaky.clone()), cfg(), &mut spikes).unwrap();
         // As the consumer does with a retryable error: keep going, checkpoint again later.
@@ -383,11 +372,7 @@ fn source_positions_are_committed_with_their_records() {
 /// Decodes `lines` as one Kinesis record `seq` of shard `shardId-0` (default format, no header),
 /// with the decoder's wall clock.
 fn decoded(seq: u64, lines: &[String]) -> Batch {
-    let ctx = crate::DecodeContext {
-        decode: flowlog::DecodeOptions::default(),
-        rule: flowspike_counter::Rule::default(),
-        counter: CounterConfig::default(),
-    };
+    let ctx = Pipeline::default();
     let data = lines.concat();
     let seq = seq.to_string();
     crate::decode_batch(
@@ -460,10 +445,9 @@ fn far_future_start_is_malformed_and_moves_no_watermark() {
 #[test]
 fn max_future_secs_bounds_the_start_at_the_batch_clock() {
     let now = BASE + 100 * 3600;
-    let ctx = crate::DecodeContext {
-        decode: flowlog::DecodeOptions::default(),
+    let ctx = Pipeline {
         rule: flowspike_counter::Rule::default().with_max_future_secs(600),
-        counter: CounterConfig::default(),
+        ..Pipeline::default()
     };
     let inside = (now + 600).to_string();
     let past = (now + 601).to_string();
@@ -686,11 +670,7 @@ mod poison {
                     None => out_of_range += u64::from(start.parse::<u64>().is_ok()),
                 }
             }
-            let ctx = crate::DecodeContext {
-                decode: flowlog::DecodeOptions::default(),
-                rule: flowspike_counter::Rule::default(),
-                counter: CounterConfig::default(),
-            };
+            let ctx = Pipeline::default();
             let dir = tempfile::tempdir().unwrap();
             let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
             let mut spikes = Vec::new();
@@ -773,7 +753,8 @@ fn regression_state_repair_uses_the_default_slack() {
         },
     );
     store.put(&manifest_key("flows"), m.to_json()).unwrap();
-    let slack = EngineConfig { max_future_secs: 3 * 24 * 3600, ..cfg() };
+    let mut slack = cfg();
+    slack.pipeline.rule = slack.pipeline.rule.with_max_future_secs(3 * 24 * 3600);
     let e =
         Engine::open_at(History::new(store.clone()), slack.clone(), &mut Vec::new(), now).unwrap();
     assert_eq!(e.shard("shardId-0").and_then(|s| s.max_start), Some(ahead as u64));
@@ -813,7 +794,9 @@ fn quiet_history(store: &Arc<dyn Store>) -> i64 {
 }
 
 fn adaptive_cfg() -> EngineConfig {
-    EngineConfig { detect: DetectConfig::default(), ..cfg() }
+    let mut c = cfg();
+    c.pipeline.detect = DetectConfig::default();
+    c
 }
 
 /// `n` hits of 10.0.0.1 in `hour`, one a second from `from`.
