@@ -71,19 +71,28 @@ impl FaultStats {
 
 /// The AWS service a request is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Service {
+pub enum Service {
+    /// S3 (REST-XML; anything not recognised as another service).
     S3,
+    /// Kinesis (JSON 1.1, `Kinesis_*` targets).
     Kinesis,
+    /// DynamoDB (JSON 1.0).
     DynamoDb,
+    /// Security Hub (REST-JSON, paths under `/findings`).
+    SecurityHub,
+    /// EventBridge (JSON 1.1, `AWSEvents.*` targets).
+    Events,
 }
 
 struct ProxyState {
     upstream: String,
     client: Client<HttpConnector, Full<Bytes>>,
     percent: u64,
-    /// The first this many S3 calls are throttled (a burst longer than the SDK's own attempts).
-    s3_burst: u64,
-    s3_calls: AtomicU64,
+    /// The first `burst` calls of `burst_service` are throttled (a burst longer than the SDK's own
+    /// attempts).
+    burst_service: Service,
+    burst: u64,
+    burst_calls: AtomicU64,
     rng: Mutex<u64>,
     stats: Arc<FaultStats>,
 }
@@ -126,6 +135,17 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` that faults `percent` of the calls, with the sequence of
     /// decisions given by `seed`, and throttles the first `s3_burst` S3 calls.
     pub fn start(upstream: &str, percent: u64, seed: u64, s3_burst: u64) -> FaultProxy {
+        FaultProxy::start_with_burst(upstream, percent, seed, Service::S3, s3_burst)
+    }
+
+    /// [`FaultProxy::start`] throttling the first `burst` calls of `burst_service` instead.
+    pub fn start_with_burst(
+        upstream: &str,
+        percent: u64,
+        seed: u64,
+        burst_service: Service,
+        burst: u64,
+    ) -> FaultProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let port = listener.local_addr().expect("address").port();
@@ -146,8 +166,9 @@ impl FaultProxy {
                     upstream,
                     client,
                     percent,
-                    s3_burst,
-                    s3_calls: AtomicU64::new(0),
+                    burst_service,
+                    burst,
+                    burst_calls: AtomicU64::new(0),
                     rng: Mutex::new(seed),
                     stats: st,
                 });
@@ -220,6 +241,10 @@ async fn handle(
         Service::DynamoDb
     } else if target.starts_with("Kinesis") {
         Service::Kinesis
+    } else if target.starts_with("AWSEvents") {
+        Service::Events
+    } else if parts.uri.path().starts_with("/findings") {
+        Service::SecurityHub
     } else {
         Service::S3
     };
@@ -229,7 +254,8 @@ async fn handle(
         st.stats.delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis((roll >> 8) % 40)).await;
     }
-    let burst = service == Service::S3 && st.s3_calls.fetch_add(1, Ordering::Relaxed) < st.s3_burst;
+    let burst =
+        service == st.burst_service && st.burst_calls.fetch_add(1, Ordering::Relaxed) < st.burst;
     let faulted = burst || (roll >> 16) % 100 < st.percent;
     let kind = if burst { 0 } else { (roll >> 24) % 10 };
     if faulted && kind < 4 {
@@ -308,6 +334,12 @@ fn throttle(service: Service, roll: u64) -> Response<Full<Bytes>> {
             "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
             "The level of configured provisioned throughput for the table was exceeded",
         ),
+        Service::SecurityHub => {
+            json_error(429, "application/json", "TooManyRequestsException", "Rate exceeded")
+        }
+        Service::Events => {
+            json_error(400, "application/x-amz-json-1.1", "ThrottlingException", "Rate exceeded")
+        }
     }
 }
 
@@ -316,11 +348,14 @@ fn server_error(service: Service, roll: u64) -> Response<Full<Bytes>> {
     match service {
         Service::S3 if unavailable => s3_error(503, "ServiceUnavailable", "Service unavailable"),
         Service::S3 => s3_error(500, "InternalError", "We encountered an internal error"),
-        Service::Kinesis | Service::DynamoDb => {
-            let ct = if service == Service::Kinesis {
-                "application/x-amz-json-1.1"
-            } else {
+        Service::SecurityHub => {
+            json_error(500, "application/json", "InternalException", "Internal server error")
+        }
+        Service::Kinesis | Service::DynamoDb | Service::Events => {
+            let ct = if service == Service::DynamoDb {
                 "application/x-amz-json-1.0"
+            } else {
+                "application/x-amz-json-1.1"
             };
             if unavailable {
                 json_error(503, ct, "ServiceUnavailable", "Service unavailable")

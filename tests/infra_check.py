@@ -102,6 +102,12 @@ MODES: dict[str, dict[str, str]] = {
     "firehose": {"FirehoseEndpoint": "true", "FirehoseDomainName": "flowspike.example.com",
                  "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
                  "FirehoseAlbSubnetIds": "subnet-0ccc,subnet-0ddd", "FlowLogVpcId": "vpc-0123456789abcdef0"},
+    # The finding sinks (Security Hub, EventBridge) of the consumer and of the Firehose endpoint.
+    "sinks": {"SecurityHubFindings": "true", "EventBusName": "security-findings", "OutputFormat": "ocsf"},
+    "firehose+sinks": {"FirehoseEndpoint": "true", "FirehoseDomainName": "flowspike.example.com",
+                       "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
+                       "FlowLogVpcId": "vpc-0123456789abcdef0",
+                       "SecurityHubFindings": "true", "EventBusName": "default"},
     # Every option at once (the consumer's view), so that each condition is true in some mode.
     "all-options": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true",
                     "SourceStreamMode": "PROVISIONED", "SourceShardCount": "4", "AutoScalingMaxTasks": "4",
@@ -110,10 +116,11 @@ MODES: dict[str, dict[str, str]] = {
                     "AlarmTopicArn": "arn:aws:sns:eu-west-1:123456789012:oncall",
                     "ArchiveBucketName": "flow-log-archive", "FirehoseEndpoint": "true",
                     "FirehoseDomainName": "flowspike.example.com",
-                    "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d"},
+                    "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
+                    "SecurityHubFindings": "true", "EventBusName": "security-findings", "OutputFormat": "asff"},
 }
 # The `flowspike` subcommand whose task definition and role a mode is about (default: consume).
-MODE_COMMAND = {"replay": "replay", "firehose": "serve-firehose"}
+MODE_COMMAND = {"replay": "replay", "firehose": "serve-firehose", "firehose+sinks": "serve-firehose"}
 # Kinesis actions authorized on the stream consumer resource type (Service Authorization Reference).
 CONSUMER_ACTIONS = {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"}
 # What the replay task may do on the archive bucket.
@@ -131,7 +138,10 @@ MODE_FEATURES: dict[str, set[str]] = {
     "replay": {"replay", "s3state"},
     # `serve-firehose`: pushed requests, the same state and spike stream as the consumer.
     "firehose": {"firehose", "s3state", "spikes"},
-    "all-options": {"consume", "efo", "lease", "s3state", "spikes"},
+    # --securityhub and --eventbridge-bus: the two finding sinks beside the spike stream.
+    "sinks": {"consume", "poll", "s3state", "spikes", "securityhub", "eventbridge"},
+    "firehose+sinks": {"firehose", "s3state", "spikes", "securityhub", "eventbridge"},
+    "all-options": {"consume", "efo", "lease", "s3state", "spikes", "securityhub", "eventbridge"},
 }
 
 # Where the AWS calls of the source run: (fnmatch pattern of the file under the sources root, regex of the enclosing function
@@ -152,6 +162,9 @@ CALL_LOCATIONS: list[tuple[str, str | None, str]] = [
     ("crates/firehose/**", None, "firehose"),
     # The spike sink (PutRecords to the output stream).
     ("crates/aws/src/kinesis.rs", None, "spikes"),
+    # The finding sinks: BatchImportFindings (--securityhub), PutEvents (--eventbridge-bus).
+    ("crates/aws/src/securityhub.rs", None, "securityhub"),
+    ("crates/aws/src/eventbridge.rs", None, "eventbridge"),
     # S3::create_bucket: a helper of the integration tests (tests/*.rs, on moto_server); no command calls it.
     ("crates/aws/src/lib.rs", r"create_bucket", "test-only"),
     # The S3 store (state) and S3 archive (replay input).
@@ -163,6 +176,8 @@ ACTION_ALIASES: dict[str, set[str]] = {
     "s3:ListObjectsV2": {"s3:ListBucket"},
     "s3:HeadObject": {"s3:GetObject"},
     "s3:DeleteObjects": {"s3:DeleteObject"},
+    # The SDK crate is aws-sdk-eventbridge; IAM's service prefix is `events`.
+    "eventbridge:PutEvents": {"events:PutEvents"},
     # A transaction is authorized as the item actions of its items: the builders the file uses decide.
     "dynamodb:TransactWriteItems": {"<transact-items>"},
 }

@@ -58,7 +58,7 @@ step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "dependency direction: the parser and the counter know nothing of tokio or the AWS SDK; history, detection and report not of the parser; Firehose not of the consumer"
-for crate in flowlog flowspike-model flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay flowspike-report; do
+for crate in flowlog flowspike-model flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay flowspike-findings flowspike-report; do
   if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E "^(tokio|aws-config|aws-sdk-[a-z]+) " ; then
     echo "invariant broken: $crate depends on the line(s) above" >&2; exit 1
   fi

@@ -5,6 +5,7 @@
 mod bench;
 mod consume;
 mod faults;
+mod findings;
 mod firehose;
 mod infra;
 mod lease;

@@ -6,7 +6,10 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 use flowspike_detect::Spike;
 use flowspike_engine::{EngineError, SpikeSink};
-use flowspike_retry::{Class, Policy, Retrier};
+use flowspike_findings::Encoder;
+use flowspike_retry::{Class, Policy};
+
+use crate::deliver::{deliver, refused_in_order, Answer};
 
 /// Most entries of one PutRecords call.
 const PUT_RECORDS_MAX: usize = 500;
@@ -17,13 +20,25 @@ pub async fn client_from_env() -> Client {
     Client::new(&flowspike_retry::sdk_config().await)
 }
 
-/// Spikes to a Kinesis stream with PutRecords (partition key: the source address); a partial
-/// failure retries only the failed entries, with backoff.
+/// The partition key of a record: its source address, or for a fleet record (which has none:
+/// Kinesis refuses an empty key) its id.
+pub fn partition_key(s: &Spike) -> &str {
+    if s.src_ip.is_empty() {
+        &s.id
+    } else {
+        &s.src_ip
+    }
+}
+
+/// Spikes to a Kinesis stream with PutRecords (partition key: [`partition_key`]), one record per
+/// spike in the encoder's format; a partial failure retries only the failed entries, with backoff.
 pub struct KinesisSink {
     /// The client.
     pub client: Client,
     /// The output stream.
     pub stream: String,
+    /// The format of the records.
+    pub encoder: Encoder,
     /// The runtime to block on (the coordinator is synchronous).
     pub handle: tokio::runtime::Handle,
 }
@@ -34,8 +49,8 @@ impl KinesisSink {
             let mut entries = Vec::with_capacity(chunk.len());
             for s in chunk {
                 let e = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(s.to_json_line().into_bytes()))
-                    .partition_key(&s.src_ip)
+                    .data(Blob::new(self.encoder.to_json_line(s).into_bytes()))
+                    .partition_key(partition_key(s))
                     .build()
                     .map_err(|e| EngineError::Output {
                         message: e.to_string(),
@@ -44,60 +59,31 @@ impl KinesisSink {
                 entries.push(e);
             }
             // Forever, like every call of the services: a throttled or failed call is made again,
-            // and the entries a partial failure names (`FailedRecordCount`) are sent again alone.
-            let mut retrier = Retrier::new("kinesis:PutRecords", Policy::Forever);
-            while !entries.is_empty() {
-                let resp = self
-                    .client
-                    .put_records()
-                    .stream_name(&self.stream)
-                    .set_records(Some(entries.clone()))
-                    .send()
-                    .await;
-                let (failed, class, why) = match resp {
-                    Ok(out) => {
-                        let mut class = Class::Transient;
-                        let mut why = String::new();
-                        let failed: Vec<PutRecordsRequestEntry> = out
-                            .records()
-                            .iter()
-                            .zip(entries.iter())
-                            .filter(|(r, _)| r.error_code().is_some())
-                            .map(|(r, e)| {
-                                let code = r.error_code().unwrap_or_default();
-                                if flowspike_retry::is_throttling_code(code) {
-                                    class = Class::Throttled;
-                                }
-                                why = format!("{code}: {}", r.error_message().unwrap_or_default());
-                                e.clone()
-                            })
-                            .collect();
-                        (failed, class, why)
-                    }
-                    Err(e) => {
-                        let class = flowspike_retry::classify(&e);
-                        (entries.clone(), class, flowspike_retry::describe(&e))
-                    }
-                };
-                if failed.is_empty() {
-                    retrier.succeeded();
-                    break;
-                }
-                let err = EngineError::Output {
-                    message: format!(
-                        "PutRecords to {}: {} of {} entries failed: {why}",
-                        self.stream,
-                        failed.len(),
-                        entries.len()
-                    ),
-                    retryable: class.is_retryable(),
-                };
-                match retrier.failed(class, &err) {
-                    Some(pause) => tokio::time::sleep(pause).await,
-                    None => return Err(err),
-                }
-                entries = failed;
-            }
+            // and the entries a partial failure names (`FailedRecordCount`) are sent again alone;
+            // Kinesis refuses entries only for throttling or internal failures, so any code is
+            // retried.
+            deliver(
+                "kinesis:PutRecords",
+                Policy::Forever,
+                &self.stream,
+                Class::Transient,
+                entries,
+                |batch| async move {
+                    let resp = self
+                        .client
+                        .put_records()
+                        .stream_name(&self.stream)
+                        .set_records(Some(batch.clone()))
+                        .send()
+                        .await;
+                    Answer::of(resp, |out| {
+                        let results =
+                            out.records().iter().map(|r| (r.error_code(), r.error_message()));
+                        refused_in_order(batch, results)
+                    })
+                },
+            )
+            .await?;
         }
         Ok(())
     }
@@ -106,5 +92,27 @@ impl KinesisSink {
 impl SpikeSink for KinesisSink {
     fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
         self.handle.block_on(self.put(spikes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a fleet record has no `src_ip`, and Kinesis refuses an empty partition key, so
+    /// PutRecords failed on the first fleet incident; its id is the key instead.
+    #[test]
+    fn fleet_records_have_a_partition_key() {
+        let mut s: Spike = serde_json::from_value(serde_json::json!({
+            "id": "0123456789abcdef", "detection": "blocked_outbound_spike", "mode": "adaptive",
+            "hour": "2026-03-05T14:00:00Z", "src_ips": ["10.0.0.1", "10.0.0.2"],
+            "source_count": 2, "blocked_count": 57, "unique_dest_count": 1,
+            "dest_ips": ["8.8.8.8"], "resource_ids": [], "baseline_mean": 3.2,
+            "baseline_stdev": 1.4, "data_points": 212, "threshold": 7.4
+        }))
+        .unwrap();
+        assert_eq!(partition_key(&s), "0123456789abcdef");
+        s.src_ip = "10.0.0.9".into();
+        assert_eq!(partition_key(&s), "10.0.0.9");
     }
 }

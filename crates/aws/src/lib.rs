@@ -1,6 +1,8 @@
 //! AWS adapters for flowspike: an S3 implementation of the history [`Store`] and of the replay
-//! [`Archive`], and spike records to a Kinesis stream ([`kinesis::KinesisSink`]), on the AWS SDK's
-//! standard configuration (credential chain, region, `AWS_ENDPOINT_URL`).
+//! [`Archive`], and the spike sinks — a Kinesis stream ([`kinesis::KinesisSink`]), Security Hub
+//! ([`securityhub::SecurityHubSink`]), EventBridge ([`eventbridge::EventBridgeSink`]), chosen by
+//! an `Output` in [`sinks::spike_sink`] — on the AWS SDK's standard configuration (credential
+//! chain, region, `AWS_ENDPOINT_URL`).
 //!
 //! The rest of flowspike is synchronous (rayon); this crate owns a small tokio runtime and blocks on
 //! it, so callers never see async code. Do not call these blocking methods from inside a tokio runtime.
@@ -9,7 +11,11 @@
 //! connections are retried under a [`Policy`] ([`Policy::Forever`] for the services' state store,
 //! a bounded time for `replay`); a missing bucket or a denied access fails at once.
 
+mod deliver;
+pub mod eventbridge;
 pub mod kinesis;
+pub mod securityhub;
+pub mod sinks;
 
 use std::sync::Arc;
 
@@ -24,6 +30,16 @@ use flowspike_retry::{retry, Class};
 /// How long `replay` retries a failing S3 call by default before it calls the object unreadable
 /// (or, for the state, fails).
 pub const DEFAULT_REPLAY_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The region of the standard AWS configuration (`AWS_REGION`, `AWS_DEFAULT_REGION`, the
+/// profile, the instance's metadata), as every client built here sees it; `None` if none is set.
+pub fn configured_region() -> Result<Option<String>, AwsError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let region = rt.block_on(async {
+        aws_config::default_provider::region::DefaultRegionChain::builder().build().region().await
+    });
+    Ok(region.map(|r| r.to_string()))
+}
 
 /// Errors while setting up AWS clients.
 #[derive(Debug, thiserror::Error)]

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowspike_aws::kinesis::KinesisSink;
+use flowspike_aws::sinks::spike_sink;
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::Metrics;
-use flowspike_engine::{Output, SpikeSink, WriterSink};
+use flowspike_engine::{Output, SpikeSink};
 
 use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
@@ -77,7 +77,8 @@ pub struct ConsumerConfig {
     /// Decoding, rule, counter and detection settings (the rule's event times are checked
     /// against the wall clock at each batch).
     pub pipeline: Pipeline,
-    /// Where spikes go.
+    /// Where spikes go and in what format (the stream or standard output, Security Hub,
+    /// EventBridge).
     pub output: Output,
     /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
@@ -128,14 +129,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
             .map_err(|e| ConsumeError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
     }
     let client = rt.block_on(client_from_env());
-    let sink: Box<dyn SpikeSink> = match &cfg.output {
-        Output::Stdout => Box::new(WriterSink(std::io::stdout())),
-        Output::Stream(s) => Box::new(KinesisSink {
-            client: client.clone(),
-            stream: s.clone(),
-            handle: rt.handle().clone(),
-        }),
-    };
+    let sink: Box<dyn SpikeSink> = spike_sink(&cfg.output, rt.handle());
     let pipeline = Arc::new(cfg.pipeline.clone());
     let efo = match &cfg.efo {
         None => None,

@@ -63,6 +63,6 @@ pub use manifest::{
     MANIFEST_VERSION,
 };
 pub use metrics::Metrics;
-pub use output::{Output, WriterSink};
+pub use output::{FanOut, Output, WriterSink};
 pub use signal::shutdown_signal;
 pub use summary::RunSummary;

@@ -412,6 +412,20 @@ impl Metrics {
                 r.count
             );
         }
+        header(
+            &mut out,
+            "aws_failed_entries_total",
+            "Entries of batch calls (Kinesis PutRecords, Security Hub BatchImportFindings, \
+             EventBridge PutEvents) the service refused; each is sent again or stops the process.",
+            "counter",
+        );
+        for (operation, n) in flowspike_retry::failed_entries() {
+            let _ = writeln!(
+                out,
+                "flowspike_aws_failed_entries_total{{operation=\"{}\"}} {n}",
+                escape(operation)
+            );
+        }
         out
     }
 }
@@ -591,10 +605,10 @@ mod tests {
                 names.push(name);
             }
         }
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 20);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 20);
         for s in &samples {
             let name = s.split(['{', ' ']).next().expect("name");
             assert!(names.contains(&name), "{s}");

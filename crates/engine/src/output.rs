@@ -1,29 +1,122 @@
-//! Where spike records go: the choice ([`Output`]) and the writer sink every source shares.
+//! Where spike records go and in what form ([`Output`]), the writer sink every source shares and
+//! [`FanOut`], one record list delivered to several sinks.
 
 use flowspike_detect::Spike;
+use flowspike_findings::{AwsContext, Encoder};
 
 use crate::{EngineError, SpikeSink};
 
-/// Where spike records go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// JSON lines on standard output.
-    Stdout,
-    /// PutRecords to this Kinesis stream.
-    Stream(String),
+/// Where spike records go and in what form. The default: JSON lines of flowspike's own record on
+/// standard output, no other sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// PutRecords to this Kinesis stream; `None`: JSON lines on standard output.
+    pub stream: Option<String>,
+    /// The format of the records on the stream or standard output (and in EventBridge events).
+    pub encoder: Encoder,
+    /// Also import every record into Security Hub (ASFF, BatchImportFindings) of this account and
+    /// region.
+    pub securityhub: Option<AwsContext>,
+    /// Also send every record to this EventBridge event bus (PutEvents).
+    pub eventbridge_bus: Option<String>,
 }
 
-/// Spikes as JSON lines to a writer (standard output by default).
-pub struct WriterSink<W: std::io::Write>(pub W);
+/// Spikes as JSON lines (in the encoder's format) to a writer (standard output by default).
+pub struct WriterSink<W: std::io::Write> {
+    out: W,
+    encoder: Encoder,
+}
+
+impl<W: std::io::Write> WriterSink<W> {
+    /// Lines of `encoder`'s format to `out`.
+    pub fn new(out: W, encoder: Encoder) -> WriterSink<W> {
+        WriterSink { out, encoder }
+    }
+}
 
 impl<W: std::io::Write> SpikeSink for WriterSink<W> {
     fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
         let io =
             |e: std::io::Error| EngineError::Output { message: e.to_string(), retryable: false };
         for s in spikes {
-            self.0.write_all(s.to_json_line().as_bytes()).map_err(io)?;
-            self.0.write_all(b"\n").map_err(io)?;
+            self.out.write_all(self.encoder.to_json_line(s).as_bytes()).map_err(io)?;
+            self.out.write_all(b"\n").map_err(io)?;
         }
-        self.0.flush().map_err(io)
+        self.out.flush().map_err(io)
+    }
+}
+
+/// Delivers every list of spikes to each of its sinks in order; the list is accepted when every
+/// sink accepted it. A sink that fails stops the delivery with its error: the engine does not
+/// checkpoint the records, and after a restart they go to every sink again (those that had
+/// them already get them twice — at least once, like any retry of a sink).
+pub struct FanOut(pub Vec<Box<dyn SpikeSink + Send>>);
+
+impl SpikeSink for FanOut {
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
+        for sink in &mut self.0 {
+            sink.emit(spikes)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowspike_findings::Format;
+
+    fn spike(src: &str) -> Spike {
+        serde_json::from_value(serde_json::json!({
+            "id": "0123456789abcdef", "detection": "blocked_outbound_spike", "mode": "window",
+            "hour": "2026-03-05T14:00:00Z", "src_ip": src, "blocked_count": 57,
+            "unique_dest_count": 1, "dest_ips": ["8.8.8.8"], "resource_ids": [],
+            "baseline_mean": 3.2, "baseline_stdev": 1.4, "data_points": 212, "threshold": 7.4
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn writer_sink_writes_lines_of_its_format() {
+        let s = [spike("10.0.0.1"), spike("10.0.0.2")];
+        let mut native = WriterSink::new(Vec::new(), Encoder::default());
+        native.emit(&s).unwrap();
+        let want: String = s.iter().map(|s| s.to_json_line() + "\n").collect();
+        assert_eq!(String::from_utf8(native.out).unwrap(), want);
+        let mut ocsf = WriterSink::new(Vec::new(), Encoder::new(Format::Ocsf, None).unwrap());
+        ocsf.emit(&s).unwrap();
+        let text = String::from_utf8(ocsf.out).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["class_uid"], 2004);
+        assert_eq!(lines[1]["evidences"][0]["src_endpoint"]["ip"], "10.0.0.2");
+    }
+
+    struct Refuses;
+    impl SpikeSink for Refuses {
+        fn emit(&mut self, _: &[Spike]) -> Result<(), EngineError> {
+            Err(EngineError::Output { message: "no".into(), retryable: false })
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<Spike>>>);
+    impl SpikeSink for Shared {
+        fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
+            self.0.lock().unwrap().extend_from_slice(spikes);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn fan_out_delivers_to_every_sink_and_fails_with_any() {
+        let (a, b) = (Shared::default(), Shared::default());
+        let mut both = FanOut(vec![Box::new(a.clone()), Box::new(b.clone())]);
+        both.emit(&[spike("10.0.0.1")]).unwrap();
+        assert_eq!(a.0.lock().unwrap().len(), 1);
+        assert_eq!(b.0.lock().unwrap().len(), 1);
+        let mut failing = FanOut(vec![Box::new(a.clone()), Box::new(Refuses)]);
+        assert!(failing.emit(&[spike("10.0.0.2")]).is_err());
     }
 }

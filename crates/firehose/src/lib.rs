@@ -107,7 +107,8 @@ pub struct FirehoseConfig {
     /// Decoding (framing, format, per-record inflate limit), rule, counter and detection
     /// settings (the rule's event times are checked against the wall clock at each request).
     pub pipeline: Pipeline,
-    /// Where spikes go.
+    /// Where spikes go and in what format (the stream or standard output, Security Hub,
+    /// EventBridge).
     pub output: Output,
     /// Where `GET /healthz` and `GET /metrics` are served (port 0: any free port); `None`: only
     /// `GET /healthz` on the main listener.
@@ -131,7 +132,7 @@ impl FirehoseConfig {
             idle_after: Duration::from_secs(60),
             dedup_window: DEFAULT_DEDUP_WINDOW,
             pipeline: Pipeline::default(),
-            output: Output::Stdout,
+            output: Output::default(),
             metrics_addr: None,
         }
     }

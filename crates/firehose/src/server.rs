@@ -12,12 +12,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use flowspike_aws::kinesis::{client_from_env, KinesisSink};
+use flowspike_aws::sinks::spike_sink;
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::ExtraMetric;
-use flowspike_engine::{
-    decode_batch, Batch, Engine, EngineConfig, Metrics, Output, RawRecord, SpikeSink, WriterSink,
-};
+use flowspike_engine::{decode_batch, Batch, Engine, EngineConfig, Metrics, RawRecord, SpikeSink};
 use flowspike_history::{History, Store};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -156,14 +154,7 @@ impl Server {
             rt.block_on(flowspike_engine::metrics::start(addr, metrics.clone()))
                 .map_err(|source| FirehoseError::Bind { addr, source })?;
         }
-        let mut sink: Box<dyn SpikeSink + Send> = match &cfg.output {
-            Output::Stdout => Box::new(WriterSink(std::io::stdout())),
-            Output::Stream(s) => Box::new(KinesisSink {
-                client: rt.block_on(client_from_env()),
-                stream: s.clone(),
-                handle: rt.handle().clone(),
-            }),
-        };
+        let mut sink = spike_sink(&cfg.output, rt.handle());
         let ecfg = EngineConfig {
             stream: cfg.name.clone(),
             allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),

@@ -136,6 +136,28 @@ pub struct DetectArgs {
     pub max_future_secs: u64,
 }
 
+/// The format of spike records and the sinks beyond the output stream or standard output, shared
+/// by replay, consume and serve-firehose (docs/findings.md).
+#[derive(Args, Debug, Clone)]
+pub struct FindingsArgs {
+    /// Format of spike records: native (flowspike's JSON record), ocsf (OCSF 1.1 Detection
+    /// Finding) or asff (AWS Security Finding Format; needs --aws-account-id and a region).
+    #[arg(long, default_value = "native", env = "FLOWSPIKE_OUTPUT_FORMAT")]
+    pub output_format: String,
+    /// Also import every spike into AWS Security Hub as an ASFF finding (BatchImportFindings), in
+    /// --aws-account-id and the region of the AWS configuration (AWS_REGION or the profile).
+    #[arg(long, env = "FLOWSPIKE_SECURITYHUB")]
+    pub securityhub: bool,
+    /// Also send every spike to this Amazon EventBridge event bus (PutEvents; source
+    /// `flowspike`, the detail in --output-format).
+    #[arg(long, env = "FLOWSPIKE_EVENTBRIDGE_BUS")]
+    pub eventbridge_bus: Option<String>,
+    /// The AWS account the findings belong to (ASFF `AwsAccountId` and `ProductArn`, OCSF
+    /// `cloud.account`): needed by asff and --securityhub.
+    #[arg(long, env = "FLOWSPIKE_AWS_ACCOUNT_ID")]
+    pub aws_account_id: Option<String>,
+}
+
 /// The flags of the pipeline's settings ([`flowspike_counter::Pipeline`]), the same in every
 /// command that runs the pipeline (`replay`, `consume`, `serve-firehose`):
 /// [`crate::settings::pipeline`] turns them into the settings.
@@ -158,10 +180,14 @@ pub struct ReplayArgs {
     /// State location: a directory or s3://bucket/prefix (the hourly history in aggregates/; splunk mode also saves baseline/splunk.json).
     #[arg(long, env = "FLOWSPIKE_STATE")]
     pub state: String,
-    /// Where spike records go (JSON Lines): a path, or - for standard output. Default:
-    /// `<state>/spikes/replay-<time>.jsonl` for a local state, standard output for an S3 state.
+    /// Where spike records go (JSON Lines in --output-format): a path, or - for standard output.
+    /// Default: `<state>/spikes/replay-<time>.jsonl` for a local state, standard output for an S3
+    /// state.
     #[arg(long)]
     pub spikes: Option<String>,
+    /// Format of the records and the sinks beyond them.
+    #[command(flatten)]
+    pub findings: FindingsArgs,
     /// Only records at or after this time (RFC 3339, YYYY-MM-DD or YYYY-MM-DDTHH).
     #[arg(long)]
     pub from: Option<String>,

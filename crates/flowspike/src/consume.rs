@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
 
-use crate::args::PipelineArgs;
+use crate::args::{FindingsArgs, PipelineArgs};
 use crate::settings::{metrics_addr, open_state, output, parse_time, pipeline};
 
 /// `flowspike consume`.
@@ -21,10 +21,13 @@ pub struct ConsumeArgs {
     /// `aggregates/`, the consumer's checkpoint to `consumer/<stream>/`.
     #[arg(long, env = "FLOWSPIKE_STATE")]
     pub state: String,
-    /// Kinesis stream that receives spike records (JSON, partition key src_ip); default: standard
-    /// output, one JSON line per spike.
+    /// Kinesis stream that receives spike records (JSON in --output-format, partition key src_ip,
+    /// or the id of a fleet record); default: standard output, one JSON line per spike.
     #[arg(long, env = "FLOWSPIKE_OUTPUT_STREAM")]
     pub output_stream: Option<String>,
+    /// Format of the records and the sinks beyond the stream.
+    #[command(flatten)]
+    pub findings: FindingsArgs,
     /// Where shards without a checkpoint start: trim-horizon, latest or at-timestamp.
     #[arg(long, default_value = "trim-horizon", env = "FLOWSPIKE_START_POSITION")]
     pub start_position: String,
@@ -141,7 +144,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
         exit_when_idle: a.exit_when_idle_secs.map(Duration::from_secs),
         relist_interval: Duration::from_secs(a.relist_shards_secs.max(1)),
         pipeline,
-        output: output(&a.output_stream),
+        output: output(&a.findings, a.output_stream.clone())?,
         metrics_addr,
         efo: a.efo.then(|| EfoConfig {
             consumer_name: a.efo_consumer_name.clone(),

@@ -119,7 +119,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         replay_sources(&[archive.join("AWSLogs").display().to_string()], &store, &mut s3, rcfg)?;
     let spikes_path = dir.join("spikes.jsonl");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&spikes_path)?);
-    crate::replay::write_spikes(&outcome.spikes, &mut f)?;
+    crate::replay::write_spikes(&outcome.spikes, &Default::default(), &mut f)?;
     print_table(&outcome.spikes, &manifest);
     println!(
         "mode: {}{}",

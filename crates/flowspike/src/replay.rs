@@ -4,15 +4,18 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use flowspike_aws::sinks::ExtraSinks;
 use flowspike_aws::{Policy, S3Archive, S3Url, S3};
 use flowspike_detect::Spike;
+use flowspike_engine::SpikeSink;
+use flowspike_findings::Encoder;
 use flowspike_history::{History, Store};
 use flowspike_replay::{
     LocalArchive, Progress, ReplayConfig, ReplayOutcome, Source, StreamSettings,
 };
 
 use crate::args::ReplayArgs;
-use crate::settings::{open_state_with, parse_time, pipeline, s3_client};
+use crate::settings::{open_state_with, output, parse_time, pipeline, s3_client};
 
 /// A progress bar on a terminal, nothing otherwise.
 struct Bar(Option<indicatif::ProgressBar>);
@@ -91,10 +94,14 @@ pub fn replay_sources_with(
     Ok(outcome)
 }
 
-/// Writes spike records as JSON lines.
-pub fn write_spikes(spikes: &[Spike], out: &mut dyn Write) -> std::io::Result<()> {
+/// Writes spike records as JSON lines of `encoder`'s format.
+pub fn write_spikes(
+    spikes: &[Spike],
+    encoder: &Encoder,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     for s in spikes {
-        out.write_all(s.to_json_line().as_bytes())?;
+        out.write_all(encoder.to_json_line(s).as_bytes())?;
         out.write_all(b"\n")?;
     }
     out.flush()
@@ -106,6 +113,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
     }
     let mut pipeline = pipeline(&a.pipeline)?;
+    let output = output(&a.findings, None)?;
     // A replay's clock is the wall clock when it starts (`--max-future-secs` past it).
     pipeline.rule = pipeline.rule.at_clock(chrono::Utc::now().timestamp());
     let from = a.from.as_deref().map(parse_time).transpose()?;
@@ -138,15 +146,20 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         }
     };
     if spikes_to == "-" {
-        write_spikes(&outcome.spikes, &mut std::io::stdout().lock())
+        write_spikes(&outcome.spikes, &output.encoder, &mut std::io::stdout().lock())
             .context("cannot write spikes to standard output")?;
     } else {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(&spikes_to)
                 .with_context(|| format!("cannot create {spikes_to}"))?,
         );
-        write_spikes(&outcome.spikes, &mut f)
+        write_spikes(&outcome.spikes, &output.encoder, &mut f)
             .with_context(|| format!("cannot write {spikes_to}"))?;
+    }
+    // Then Security Hub and EventBridge, retried like the S3 calls (--retry-secs): the spikes
+    // file is written first, so a sink that fails for good still leaves the records on disk.
+    if let Some(mut sinks) = ExtraSinks::new(&output, retry)? {
+        sinks.emit(&outcome.spikes).context("delivering the spikes")?;
     }
     print_summary(&outcome, a.json, &spikes_to);
     Ok(if outcome.summary.skipped_anything() { crate::EXIT_SKIPPED } else { 0 })

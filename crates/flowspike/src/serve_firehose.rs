@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use flowspike_firehose::{FirehoseConfig, TlsFiles};
 
-use crate::args::PipelineArgs;
+use crate::args::{FindingsArgs, PipelineArgs};
 use crate::settings::{metrics_addr, open_state, output, pipeline};
 
 /// Default of `--max-record-decompressed-bytes`: a Firehose record is at most 1,000 KiB and a
@@ -46,10 +46,13 @@ pub struct ServeFirehoseArgs {
     /// State location: a directory or s3://bucket/prefix (hourly history and checkpoint; the detector is rebuilt from the history).
     #[arg(long, env = "FLOWSPIKE_STATE")]
     pub state: String,
-    /// Kinesis stream that receives spike records (JSON, partition key src_ip); default: standard
-    /// output, one JSON line per spike.
+    /// Kinesis stream that receives spike records (JSON in --output-format, partition key src_ip,
+    /// or the id of a fleet record); default: standard output, one JSON line per spike.
     #[arg(long, env = "FLOWSPIKE_OUTPUT_STREAM")]
     pub output_stream: Option<String>,
+    /// Format of the records and the sinks beyond the stream.
+    #[command(flatten)]
+    pub findings: FindingsArgs,
     /// Largest request body in bytes, enforced on the received body and again after gunzip (413).
     #[arg(long, default_value_t = flowspike_firehose::DEFAULT_MAX_BODY_BYTES, env = "FLOWSPIKE_MAX_BODY_BYTES")]
     pub max_body_bytes: usize,
@@ -153,7 +156,7 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
     cfg.allowed_lateness_secs = a.allowed_lateness_secs;
     cfg.idle_after = Duration::from_secs(a.idle_secs);
     cfg.dedup_window = Duration::from_secs(a.dedup_window_secs);
-    cfg.output = output(&a.output_stream);
+    cfg.output = output(&a.findings, a.output_stream.clone())?;
     cfg.metrics_addr = metrics_addr(&a.metrics_addr)?;
     Ok(cfg)
 }

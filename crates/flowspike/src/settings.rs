@@ -10,9 +10,10 @@ use flowspike_aws::{Policy, S3Store, S3Url, S3};
 use flowspike_counter::{CounterConfig, Pipeline, Rule};
 use flowspike_detect::DetectConfig;
 use flowspike_engine::Output;
+use flowspike_findings::{AwsContext, Encoder, FindingsError};
 use flowspike_history::{LocalStore, Store};
 
-use crate::args::{DetectArgs, InputArgs, PipelineArgs};
+use crate::args::{DetectArgs, FindingsArgs, InputArgs, PipelineArgs};
 
 /// Framing and format from the arguments.
 pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
@@ -30,6 +31,35 @@ pub fn pipeline(a: &PipelineArgs) -> anyhow::Result<Pipeline> {
     let decode = decode_options(&a.input)?;
     let (rule, counter, detect) = detect_settings(&a.detect)?;
     Ok(Pipeline { decode, rule, counter, detect })
+}
+
+/// The output of spike records from the arguments: `stream` (None: standard output) in
+/// `--output-format`, plus Security Hub and EventBridge if asked. The account is
+/// `--aws-account-id`; the region, when ASFF or Security Hub need one (or OCSF gets the account),
+/// the AWS configuration's.
+pub fn output(a: &FindingsArgs, stream: Option<String>) -> anyhow::Result<Output> {
+    let format = a.output_format.parse()?;
+    let aws = match &a.aws_account_id {
+        None if a.securityhub => return Err(FindingsError::MissingAccount("--securityhub").into()),
+        None => None,
+        Some(account) => {
+            let region = flowspike_aws::configured_region()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--aws-account-id needs a region: set AWS_REGION or the AWS profile's region"
+                )
+            })?;
+            Some(AwsContext::new(account, &region)?)
+        }
+    };
+    if matches!(&a.eventbridge_bus, Some(b) if b.trim().is_empty()) {
+        bail!("--eventbridge-bus must not be empty");
+    }
+    Ok(Output {
+        stream,
+        encoder: Encoder::new(format, aws.clone())?,
+        securityhub: if a.securityhub { aws } else { None },
+        eventbridge_bus: a.eventbridge_bus.clone(),
+    })
 }
 
 /// Rule, counter and detection settings from the arguments.
@@ -70,14 +100,6 @@ pub fn metrics_addr(v: &str) -> anyhow::Result<Option<SocketAddr>> {
         v => Ok(Some(v.parse().map_err(|_| {
             anyhow::anyhow!("--metrics-addr {v:?}: expected IP:PORT (e.g. 0.0.0.0:9090) or off")
         })?)),
-    }
-}
-
-/// Where the services send spikes: `--output-stream`, or standard output.
-pub fn output(output_stream: &Option<String>) -> Output {
-    match output_stream {
-        Some(s) => Output::Stream(s.clone()),
-        None => Output::Stdout,
     }
 }
 

@@ -205,6 +205,8 @@ pub struct RetryCount {
 
 struct Table {
     counts: BTreeMap<(&'static str, &'static str), u64>,
+    /// Per operation: entries of batch calls the service refused (sent again alone).
+    failed_entries: BTreeMap<&'static str, u64>,
     /// Per operation: when the last warning was logged, and the failures since.
     warned: HashMap<&'static str, (Instant, u64)>,
 }
@@ -214,8 +216,11 @@ static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 fn with_table<T>(f: impl FnOnce(&mut Table) -> T) -> T {
     // A panic elsewhere while the lock was held leaves plain counters behind: still usable.
     let mut guard = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let table =
-        guard.get_or_insert_with(|| Table { counts: BTreeMap::new(), warned: HashMap::new() });
+    let table = guard.get_or_insert_with(|| Table {
+        counts: BTreeMap::new(),
+        failed_entries: BTreeMap::new(),
+        warned: HashMap::new(),
+    });
     f(table)
 }
 
@@ -231,6 +236,18 @@ pub fn counts() -> Vec<RetryCount> {
             .map(|(&(operation, outcome), &count)| RetryCount { operation, outcome, count })
             .collect()
     })
+}
+
+/// Counts `n` entries of a batch call of `operation` (Kinesis PutRecords, Security Hub
+/// BatchImportFindings, EventBridge PutEvents) that the service refused in an answered call: the
+/// caller sends them again alone, or stops if their error is not retryable.
+pub fn count_failed_entries(operation: &'static str, n: u64) {
+    with_table(|t| *t.failed_entries.entry(operation).or_insert(0) += n);
+}
+
+/// Every operation's refused entries so far in this process ([`count_failed_entries`]), sorted.
+pub fn failed_entries() -> Vec<(&'static str, u64)> {
+    with_table(|t| t.failed_entries.iter().map(|(&op, &n)| (op, n)).collect())
 }
 
 /// The state of one call's retries, for loops that cannot use [`retry`] (a reader that must also
