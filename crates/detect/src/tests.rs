@@ -601,7 +601,7 @@ fn warm_from_is_the_window_before_the_hour_or_all_history() {
 fn expectation_alert_at_is_the_verdict_boundary() {
     let short = |mode: Mode| DetectConfig { window_hours: 48, ..cfg(mode) };
     for (c, hours) in
-        [(short(Mode::Window), 200), (short(Mode::Splunk), 200), (cfg(Mode::Adaptive), 400)]
+        [(short(Mode::Window), 200), (short(Mode::Splunk), 200), (cfg(Mode::Adaptive), 600)]
     {
         let rows = random_rows(11, 12, hours, 70);
         let mut by_hour: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
