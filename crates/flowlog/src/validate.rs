@@ -114,25 +114,33 @@ impl Plan {
         self.derive_runs();
     }
 
-    /// Groups [`Plan::nums`] into runs, and the small fields into those alone in their run and
-    /// the others (rebuilt on every push: a plan is built once per format).
+    /// Groups [`Plan::nums`] into runs, and sorts the small fields into those alone in their run
+    /// (checked as one word, without a run) and the others (rebuilt on every push: a plan is
+    /// built once per format).
     fn derive_runs(&mut self) {
-        self.runs.clear();
+        let mut runs: Vec<Run> = Vec::new();
         for (at, n) in self.nums.iter().enumerate() {
             let at = at as u16;
-            match self.runs.last_mut() {
+            match runs.last_mut() {
                 Some(run) if run.last + 1 == n.pos => {
                     run.last = n.pos;
                     run.nums.1 = at + 1;
                 }
-                _ => self.runs.push(Run { first: n.pos, last: n.pos, nums: (at, at + 1) }),
+                _ => runs.push(Run { first: n.pos, last: n.pos, nums: (at, at + 1) }),
             }
         }
-        let lone = |n: &Num| self.runs.iter().any(|r| r.first == n.pos && r.last == n.pos);
-        let small = self.nums.iter().filter(|n| n.digits <= 5);
-        self.lone = small.clone().filter(|n| lone(n)).copied().collect();
-        self.small = small.filter(|n| !lone(n)).copied().collect();
-        self.runs.retain(|r| !(r.first == r.last && self.lone.iter().any(|n| n.pos == r.first)));
+        self.runs.clear();
+        self.small.clear();
+        self.lone.clear();
+        for run in runs {
+            match &self.nums[usize::from(run.nums.0)..usize::from(run.nums.1)] {
+                [n] if n.digits <= 5 => self.lone.push(*n),
+                nums => {
+                    self.small.extend(nums.iter().filter(|n| n.digits <= 5));
+                    self.runs.push(run);
+                }
+            }
+        }
     }
 }
 
@@ -259,6 +267,29 @@ fn lone_ok(line: &[u8], ends: &[u32], n: &Num) -> bool {
     (digits && w <= n.limit) || (w == u64::from(b'-') && len == 1)
 }
 
+/// The bytes of one window of a run (bit `i`: byte `i`; bytes past the run, outside `keep`,
+/// count as spaces: the run's ends are field boundaries).
+struct Window {
+    /// Bytes that no number holds: anything but digits, `-` and spaces, and a `-` next to a
+    /// digit or another `-` (part of a longer value: `-1`, `1-`, `--`).
+    bad: u64,
+    /// Digits and `-`.
+    filled: u64,
+    /// `-`.
+    dash: u64,
+    /// Spaces.
+    space: u64,
+}
+
+impl Window {
+    #[inline(always)]
+    fn of(m: ValueMasks, keep: u64) -> Window {
+        let (filled, dash, space) = (m.digit_or_dash & keep, m.dash & keep, m.space & keep);
+        let bad = (!(filled | space) & keep) | (dash & (filled << 1 | filled >> 1));
+        Window { bad, filled, dash, space }
+    }
+}
+
 /// [`run_ok`] for a run of 1 to 64 bytes, which also finds, from the same masks, every empty
 /// value and every value of 20 or more digits (longer than any `U64`'s 19, such as one with
 /// leading zeros: the exact check decides), so that only the `U8` and `U16` values need their
@@ -266,14 +297,10 @@ fn lone_ok(line: &[u8], ends: &[u32], n: &Num) -> bool {
 #[inline(always)]
 fn short_run_ok<C: Classifier>(c: C, rest: &[u8], s: usize, e: usize) -> bool {
     let n = e - s;
-    let m = masks_at(c, rest, s);
     let keep = u64::MAX >> (64 - n);
-    let filled = m.digit_or_dash & keep;
-    let space = m.space & keep;
-    let dash = m.dash & keep;
-    let mut bad = !(filled | space) & keep;
-    // A `-` next to a digit or another `-` is part of a longer value (`-1`, `1-`, `--`).
-    bad |= dash & (filled << 1 | filled >> 1);
+    let w = Window::of(masks_at(c, rest, s), keep);
+    let (filled, space) = (w.filled, w.space);
+    let mut bad = w.bad;
     // An empty value: a space first or last, or two spaces in a row.
     bad |= space & (space >> 1 | 1 | 1 << (n - 1));
     // 20 bytes or more without a space.
@@ -333,16 +360,11 @@ fn run_ok<C: Classifier>(c: C, rest: &[u8], s: usize, e: usize) -> bool {
     let mut carry = 0u64;
     let mut k = s;
     while k < e {
-        let m = masks_at(c, rest, k);
         let take = e - k;
         let keep = if take >= 64 { u64::MAX } else { (1u64 << take) - 1 };
-        bad |= !(m.digit_or_dash | m.space) & keep;
-        // Bytes past the run count as spaces: the run's ends are field boundaries.
-        let filled = m.digit_or_dash & keep;
-        let dash = m.dash & keep;
-        // A `-` next to a digit or another `-` is part of a longer value (`-1`, `1-`, `--`).
-        bad |= dash & (filled << 1 | filled >> 1);
-        // The same across the windows' boundary.
+        let Window { bad: in_window, filled, dash, .. } = Window::of(masks_at(c, rest, k), keep);
+        bad |= in_window;
+        // A `-` next to a digit or another `-` across the windows' boundary.
         bad |=
             (carry & 2 != 0 && filled & 1 != 0) as u64 | (carry & 1 != 0 && dash & 1 != 0) as u64;
         carry = (filled >> 63) | (dash >> 63) << 1;
