@@ -397,6 +397,7 @@ impl<'p> Bench<'p> {
                 from: None,
                 to: None,
                 pipeline: pipeline.clone(),
+                detections: flowspike_detections::DetectionsConfig::none(),
                 fetchers: 1,
                 stream: StreamSettings::default(),
             };

@@ -12,6 +12,12 @@ use std::fmt::Display;
 pub trait HitSink {
     /// Counts one hit.
     fn add_hit(&mut self, hit: &Hit<'_>);
+
+    /// Sees every record the [`CountSink`] accepted (its `start` within `bounds` when the hooks
+    /// check it, the rule found no bad value), after the rule: where the other detections read
+    /// what they need of the same pass (`flowspike-detections`). Default: nothing.
+    #[inline]
+    fn record(&mut self, _rec: &FlowRecord<'_>, _rule: &Rule, _bounds: TimeBounds) {}
 }
 
 impl HitSink for Counter {
@@ -25,6 +31,11 @@ impl<C: HitSink + ?Sized> HitSink for &mut C {
     #[inline]
     fn add_hit(&mut self, hit: &Hit<'_>) {
         (**self).add_hit(hit);
+    }
+
+    #[inline]
+    fn record(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds) {
+        (**self).record(rec, rule, bounds);
     }
 }
 
@@ -154,8 +165,9 @@ impl<C: HitSink, H: CountHooks> RecordSink for CountSink<'_, C, H> {
             Ok(Some(hit)) => {
                 self.stats.counted += 1;
                 self.counter.add_hit(&hit);
+                self.counter.record(rec, self.rule, self.bounds);
             }
-            Ok(None) => {}
+            Ok(None) => self.counter.record(rec, self.rule, self.bounds),
             Err(e) => {
                 match e {
                     ClassifyError::Field(_) => self.stats.bad_values += 1,

@@ -171,6 +171,33 @@ pub struct PipelineArgs {
     pub detect: DetectArgs,
 }
 
+/// Which detections run beside the blocked spike, and their settings (replay and demo;
+/// docs/detections.md). [`crate::settings::detections`] turns them into the settings.
+#[derive(Args, Debug, Clone)]
+pub struct DetectionsArgs {
+    /// Detections to run: all, or a comma-separated list of blocked-spike, port-scan, port-sweep,
+    /// outbound-volume, threat-list. threat-list runs only with --threat-list.
+    #[arg(long, default_value = "all", env = "FLOWSPIKE_DETECTIONS")]
+    pub detections: String,
+    /// A threat list: a file or s3://bucket/key with one IPv4 or IPv6 address or CIDR per line
+    /// (`#` comments); repeat for several lists (named after the file, without extension).
+    #[arg(long = "threat-list", value_delimiter = ',', env = "FLOWSPIKE_THREAT_LISTS")]
+    pub threat_lists: Vec<String>,
+    /// Port scan: distinct destination ports on one destination in an hour (ESCU's 500).
+    #[arg(long, default_value_t = 500, env = "FLOWSPIKE_SCAN_MIN_PORTS")]
+    pub scan_min_ports: u32,
+    /// Port scan: of which below 1024 (ESCU's 20).
+    #[arg(long, default_value_t = 20, env = "FLOWSPIKE_SCAN_MIN_LOW_PORTS")]
+    pub scan_min_low_ports: u32,
+    /// Port sweep: distinct destinations on one port and protocol in an hour (ESCU's 250).
+    #[arg(long, default_value_t = 250, env = "FLOWSPIKE_SWEEP_MIN_DESTS")]
+    pub sweep_min_dests: u32,
+    /// Outbound volume: the unit (bytes) the volume detector counts in.
+    #[arg(long, default_value_t = flowspike_detections::DEFAULT_UNIT_BYTES,
+          env = "FLOWSPIKE_VOLUME_UNIT_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub volume_unit_bytes: u64,
+}
+
 /// `flowspike replay`.
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -217,9 +244,17 @@ pub struct ReplayArgs {
     /// backoff, before the object is called unreadable (or, for the state, the replay fails).
     #[arg(long, default_value_t = 300, env = "FLOWSPIKE_RETRY_SECS")]
     pub retry_secs: u64,
+    /// Where the other detections' findings go (JSON Lines): a path, or - for standard output.
+    /// Default: `<state>/findings/replay-<time>.jsonl` for a local state, standard output for an
+    /// S3 state.
+    #[arg(long)]
+    pub findings_out: Option<String>,
     /// Input framing, format and detection settings.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// The other detections.
+    #[command(flatten)]
+    pub detections: DetectionsArgs,
 }
 
 /// `flowspike demo`.

@@ -112,6 +112,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         from: None,
         to: None,
         pipeline,
+        detections: flowspike_detections::DetectionsConfig::default(),
         fetchers: 2,
         stream: Default::default(),
     };

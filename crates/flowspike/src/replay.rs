@@ -107,6 +107,28 @@ pub fn write_spikes(
     out.flush()
 }
 
+/// Writes `findings` as JSON Lines to `to` (a path, or `-` for standard output).
+pub fn write_findings_to(
+    findings: &[flowspike_detections::Finding],
+    to: &str,
+) -> anyhow::Result<()> {
+    let write = |out: &mut dyn Write| -> std::io::Result<()> {
+        for f in findings {
+            out.write_all(f.to_json_line().as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    };
+    if to == "-" {
+        write(&mut std::io::stdout().lock()).context("cannot write findings to standard output")
+    } else {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(to).with_context(|| format!("cannot create {to}"))?,
+        );
+        write(&mut f).with_context(|| format!("cannot write {to}"))
+    }
+}
+
 /// Runs the command.
 pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(t) = a.threads {
@@ -126,6 +148,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         from,
         to,
         pipeline,
+        detections: crate::settings::detections(&a.detections)?,
         fetchers: if a.sources.iter().any(|s| s.starts_with("s3://")) { 8 } else { 2 },
         stream: StreamSettings {
             min_object_bytes: a.stream_min_bytes,
@@ -161,7 +184,22 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(mut sinks) = ExtraSinks::new(&output, retry)? {
         sinks.emit(&outcome.spikes).context("delivering the spikes")?;
     }
+    let findings_to = match (&a.findings_out, a.state.starts_with("s3://")) {
+        (Some(p), _) => p.clone(),
+        (None, true) => "-".to_string(),
+        (None, false) => {
+            let dir = std::path::Path::new(&a.state).join("findings");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let name = chrono::Utc::now().format("replay-%Y%m%dT%H%M%SZ.jsonl");
+            dir.join(name.to_string()).display().to_string()
+        }
+    };
+    write_findings_to(&outcome.findings, &findings_to)?;
     print_summary(&outcome, a.json, &spikes_to);
+    if !outcome.findings.is_empty() || a.findings_out.is_some() {
+        eprintln!("findings {} -> {}", outcome.findings.len(), findings_to);
+    }
     Ok(if outcome.summary.skipped_anything() { crate::EXIT_SKIPPED } else { 0 })
 }
 

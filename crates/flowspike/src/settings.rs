@@ -13,7 +13,7 @@ use flowspike_engine::Output;
 use flowspike_findings::{AwsContext, Encoder, FindingsError};
 use flowspike_history::{LocalStore, Store};
 
-use crate::args::{DetectArgs, FindingsArgs, InputArgs, PipelineArgs};
+use crate::args::{DetectArgs, DetectionsArgs, FindingsArgs, InputArgs, PipelineArgs};
 
 /// Framing and format from the arguments.
 pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
@@ -27,6 +27,17 @@ pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
 }
 
 /// The pipeline's settings from the flags every pipeline command shares.
+/// The other detections' settings from their arguments.
+pub fn detections(a: &DetectionsArgs) -> anyhow::Result<flowspike_detections::DetectionsConfig> {
+    let set: flowspike_detections::DetectionSet = a.detections.parse()?;
+    let volume = flowspike_detections::VolumeConfig {
+        unit_bytes: a.volume_unit_bytes,
+        ..Default::default()
+    };
+    Ok(flowspike_detections::DetectionsConfig { set, volume })
+}
+
+/// The pipeline settings from their arguments.
 pub fn pipeline(a: &PipelineArgs) -> anyhow::Result<Pipeline> {
     let decode = decode_options(&a.input)?;
     let (rule, counter, detect) = detect_settings(&a.detect)?;

@@ -48,9 +48,11 @@ pub trait Store: Send + Sync {
 
 mod local;
 mod parquet_io;
+mod tables;
 
 pub use local::LocalStore;
 pub use parquet_io::{decode_parquet, encode_parquet, schema, CodecError};
+pub use tables::{decode_batches, encode_batch, Table};
 
 use chrono::DateTime;
 use flowspike_model::{merge_rows, AggregateRow, Columns, HourRows, RowError, HOUR};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use flowlog::{DecodeOptions, Format};
 use flowspike_counter::{CountHooks, CountSink, CounterConfig, Pipeline, ShardedCounter};
 use flowspike_detect::{DetectConfig, Detector, HourInput, Mode, Spike};
+use flowspike_detections::{DetectionsConfig, Finding, Taps, TapsOutput, WithTaps};
 use flowspike_history::History;
 use flowspike_model::{Columns, HourRows, HOUR};
 use rayon::prelude::*;
@@ -45,6 +46,8 @@ pub struct ReplayConfig {
     /// [`Rule::time_bounds`](flowspike_counter::Rule::time_bounds): set them with
     /// [`Rule::at_clock`](flowspike_counter::Rule::at_clock) (every representable time otherwise).
     pub pipeline: Pipeline,
+    /// The detections that run beside the blocked spike, and their settings.
+    pub detections: DetectionsConfig,
     /// Threads that fetch objects ahead of the parsers (S3 downloads overlap parsing).
     pub fetchers: usize,
     /// Which objects are read in blocks of lines, and the block size.
@@ -86,6 +89,8 @@ pub struct ReplaySummary {
     pub hours_over_source_cap: Vec<i64>,
     /// Spikes found in the replayed hours.
     pub spikes: u64,
+    /// Findings of the other detections in the replayed hours.
+    pub findings: u64,
     /// Wall-clock time of the whole replay, in milliseconds.
     pub elapsed_ms: u64,
     /// First few malformed lines: `location:line: reason`.
@@ -146,6 +151,8 @@ pub struct ReplayOutcome {
     pub summary: ReplaySummary,
     /// The spikes of the replayed hours, ordered by hour then source.
     pub spikes: Vec<Spike>,
+    /// The other detections' findings of the replayed hours, ordered by hour, detection, source.
+    pub findings: Vec<Finding>,
 }
 
 /// Errors that stop a replay (as opposed to bad input, which is counted and skipped).
@@ -165,6 +172,9 @@ pub enum ReplayError {
     /// The detection failed.
     #[error("detection: {0}")]
     Detect(#[from] flowspike_detect::DetectError),
+    /// Writing or evaluating the other detections' tables failed.
+    #[error("detections: {0}")]
+    Detections(#[from] flowspike_detections::DetectionsError),
     /// A splunk-mode replay could not save its baseline (`baseline/splunk.json`).
     #[error("detection: cannot save the baseline: {source}")]
     SaveBaseline {
@@ -197,6 +207,8 @@ const COUNTER_SHARDS: usize = 16;
 /// Per-worker state: a partial counter and counts.
 struct Acc {
     counter: ShardedCounter,
+    /// The other detections' aggregates.
+    taps: Taps,
     summary: ReplaySummary,
     hours: BTreeSet<i64>,
     /// Hours that objects which could not be read to their end had records in, and those objects
@@ -205,9 +217,10 @@ struct Acc {
 }
 
 impl Acc {
-    fn new(cfg: &CounterConfig) -> Acc {
+    fn new(cfg: &CounterConfig, detections: &DetectionsConfig) -> Acc {
         Acc {
             counter: ShardedCounter::new(COUNTER_SHARDS, *cfg),
+            taps: Taps::new(detections),
             summary: ReplaySummary::default(),
             hours: BTreeSet::new(),
             damaged: BTreeMap::new(),
@@ -216,6 +229,7 @@ impl Acc {
 
     fn merge(mut self, o: Acc) -> Acc {
         self.counter.merge(o.counter);
+        self.taps.merge(o.taps);
         self.summary.merge(o.summary);
         self.hours.extend(o.hours);
         for (hour, objects) in o.damaged {
@@ -253,8 +267,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: &CounterConfig) -> Worker {
-        Worker { acc: Acc::new(cfg), parts: HashMap::new() }
+    fn new(cfg: &ReplayConfig) -> Worker {
+        Worker { acc: Acc::new(&cfg.pipeline.counter, &cfg.detections), parts: HashMap::new() }
     }
 
     fn merge(mut self, o: Worker) -> Worker {
@@ -285,7 +299,9 @@ impl Worker {
                     self.acc.damage(i, &part.hours);
                 }
                 if outcome != Settled::Recount {
-                    let acc = std::mem::replace(&mut self.acc, Acc::new(&part.counter.config()));
+                    // A placeholder while the worker's own accumulator absorbs the part.
+                    let empty = Acc::new(&part.counter.config(), &DetectionsConfig::none());
+                    let acc = std::mem::replace(&mut self.acc, empty);
                     self.acc = acc.merge(part);
                 }
             }
@@ -344,9 +360,10 @@ fn count_into<R>(
     acc: &mut Acc,
     cfg: &ReplayConfig,
     location: &str,
-    decode: impl FnOnce(&mut CountSink<'_, &mut ShardedCounter, ReplayHooks<'_>>) -> R,
+    decode: impl FnOnce(&mut CountSink<'_, WithTaps<'_, &mut ShardedCounter>, ReplayHooks<'_>>) -> R,
 ) -> (R, BTreeSet<i64>) {
-    let Acc { counter, summary, hours, .. } = acc;
+    let Acc { counter, taps, summary, hours, .. } = acc;
+    let counter = WithTaps { counter, taps };
     let hooks = ReplayHooks {
         from: cfg.from.unwrap_or(i64::MIN),
         to: cfg.to.unwrap_or(i64::MAX),
@@ -403,7 +420,8 @@ pub fn replay(
 
     let acc = count_objects(cfg, &objects, progress);
     tracing::debug!(elapsed = ?started.elapsed(), "counted");
-    let Acc { counter, mut summary, hours, damaged } = acc;
+    let Acc { counter, taps, mut summary, hours, damaged } = acc;
+    let mut tables = taps.finish();
     let cap = cfg.pipeline.counter.max_sources_per_hour;
     for (hour, o) in counter.overflow().into_iter().filter(|(h, _)| !damaged.contains_key(h)) {
         o.warn(hour, cap);
@@ -418,6 +436,7 @@ pub fn replay(
     by_hour.extend(counter.into_hour_columns());
     for (hour, damaged_objects) in damaged {
         by_hour.remove(&hour);
+        tables.hours.remove(&hour);
         let objects: Vec<String> = damaged_objects
             .into_iter()
             .take(MAX_SAMPLES)
@@ -428,7 +447,7 @@ pub fn replay(
     }
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());
-    let write = || write_hours(history, &by_hour, &name);
+    let write = || write_hours(history, &by_hour, &tables, &cfg.detections, &name);
     let spikes = if cfg.pipeline.detect.mode != Mode::Splunk {
         // Window- and adaptive-mode detection read only rows in memory and hours outside the
         // ones being written, and save nothing: they run while the files are written.
@@ -442,6 +461,9 @@ pub fn replay(
         detect_range(&cfg.pipeline.detect, history, &by_hour)?
     };
     summary.hours_written = by_hour.len() as u64;
+    let covered: Vec<i64> = by_hour.keys().copied().collect();
+    let findings = tables.evaluate(&cfg.detections, history.store().as_ref(), &covered)?;
+    summary.findings = findings.len() as u64;
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), spikes = spikes.len(), "history written, detected");
 
     // Freeing the hours' buffers is done by a thread of its own (inline if none can be
@@ -449,15 +471,18 @@ pub fn replay(
     let _ = std::thread::Builder::new().name("replay-drop".into()).spawn(move || drop(by_hour));
     summary.spikes = spikes.len() as u64;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(ReplayOutcome { summary, spikes })
+    Ok(ReplayOutcome { summary, spikes, findings })
 }
 
-/// Rewrites every hour of `by_hour` as one file named `name`. Writing a file waits on the disk
-/// (fsync) or the network about as long as it encodes, so twice as many threads as cores write
-/// (hours are independent files); the first error stops the others at their next hour.
+/// Rewrites every hour of `by_hour` as one file named `name`, and the other detections' tables of
+/// that hour. Writing a file waits on the disk (fsync) or the network about as long as it encodes,
+/// so twice as many threads as cores write (hours are independent files); the first error stops
+/// the others at their next hour.
 fn write_hours(
     history: &History,
     by_hour: &BTreeMap<i64, Columns>,
+    tables: &TapsOutput,
+    detections: &DetectionsConfig,
     name: &str,
 ) -> Result<(), ReplayError> {
     let hours: Vec<(&i64, &Columns)> = by_hour.iter().collect();
@@ -475,6 +500,11 @@ fn write_hours(
                             break;
                         };
                         if let Err(e) = history.replace_hour(**hour, *rows, name) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e.into());
+                        }
+                        let store = history.store().as_ref();
+                        if let Err(e) = tables.write_hour(detections, store, **hour, name) {
                             failed.store(true, Ordering::Relaxed);
                             return Err(e.into());
                         }
@@ -564,7 +594,7 @@ fn count_objects(
             .into_iter()
             .par_bridge()
             .fold(
-                || Worker::new(&cfg.pipeline.counter),
+                || Worker::new(cfg),
                 |mut w, work| {
                     let finished = match work {
                         Work::Whole(i, fetched) => {
@@ -575,8 +605,9 @@ fn count_objects(
                         Work::Block(i, format, block) => {
                             // Straight into this worker's part of the object: no partial per
                             // block to merge.
-                            let part =
-                                w.parts.entry(i).or_insert_with(|| Acc::new(&cfg.pipeline.counter));
+                            let part = w.parts.entry(i).or_insert_with(|| {
+                                Acc::new(&cfg.pipeline.counter, &cfg.detections)
+                            });
                             let changed = count_block(cfg, &objects[i], &format, &block, part);
                             let seq = block.seq;
                             pool.give(block.data);
@@ -600,7 +631,7 @@ fn count_objects(
                     w
                 },
             )
-            .reduce(|| Worker::new(&cfg.pipeline.counter), Worker::merge);
+            .reduce(|| Worker::new(cfg), Worker::merge);
         w.absorb(&settled);
         w.acc
     });

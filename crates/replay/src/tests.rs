@@ -57,6 +57,7 @@ fn config(dir: &std::path::Path, fetchers: usize, stream: StreamSettings) -> Rep
             detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
             ..Pipeline::default()
         },
+        detections: flowspike_detections::DetectionsConfig::none(),
         fetchers,
         stream,
     }

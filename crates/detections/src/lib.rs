@@ -1,0 +1,67 @@
+//! The detections that run beside the blocked-outbound spike, in the same pass over the records:
+//! vertical port scans, horizontal port scans (port sweeps), unusual outbound volume and threat
+//! lists (docs/detections.md).
+//!
+//! Each detection reads what it needs of every record through a [`Taps`] (one per worker: the
+//! counting sink hands it every record it accepted, [`flowspike_counter::HitSink::record`]), keeps
+//! hourly aggregates of its own, written as a Parquet table of its own next to the history's
+//! `aggregates/` ([`TableSet`]), and turns an hour's aggregates into [`Finding`]s. Which run is a
+//! [`DetectionSet`] (`--detections`).
+
+mod finding;
+mod set;
+mod tap;
+mod volume;
+
+pub use finding::{finding_id, Finding};
+pub use set::{Detection, DetectionSet, UnknownDetection};
+pub use tap::{HourTables, Taps, TapsOutput, WithTaps};
+pub use volume::{
+    detect_volume, volume_batch, volume_rows, volume_schema, VolumeConfig, VolumeRow, VolumeTap,
+    DEFAULT_UNIT_BYTES,
+};
+
+use flowspike_history::{HistoryError, Table};
+
+/// The table of the outbound volume aggregates.
+pub const VOLUME_TABLE: Table = Table { name: "outbound_volume" };
+
+/// The settings of the detections other than the blocked-outbound spike.
+#[derive(Debug, Clone, Default)]
+pub struct DetectionsConfig {
+    /// Which detections run.
+    pub set: DetectionSet,
+    /// Unusual outbound volume.
+    pub volume: VolumeConfig,
+}
+
+impl DetectionsConfig {
+    /// No detection but the blocked spike (no taps).
+    pub fn none() -> DetectionsConfig {
+        DetectionsConfig { set: DetectionSet::blocked_spike_only(), ..Default::default() }
+    }
+}
+
+/// Errors of the detections.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectionsError {
+    /// Reading or writing a table failed.
+    #[error("{table}: {source}")]
+    History {
+        /// The table.
+        table: &'static str,
+        /// The cause.
+        source: HistoryError,
+    },
+    /// A table file does not have the expected columns.
+    #[error("{table}: {message}")]
+    Schema {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The volume detector failed.
+    #[error("outbound volume detection: {0}")]
+    Detect(#[from] flowspike_detect::DetectError),
+}

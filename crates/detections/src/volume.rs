@@ -1,0 +1,378 @@
+//! Unusual outbound volume (GuardDuty Behavior:EC2/TrafficVolumeUnusual): the bytes an internal
+//! source sent in ACCEPTed flows to external destinations in an hour, judged by the blocked
+//! spike's own detector ([`flowspike_detect::Detector`], adaptive by default) run on volume
+//! instead of counts.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use flowspike_detect::{DetectConfig, Detector, HourInput, Spike};
+use flowspike_history::Store;
+use flowspike_model::AggregateRow;
+use serde_json::json;
+
+use crate::{finding_id, Detection, DetectionsError, Finding, VOLUME_TABLE};
+
+/// Settings of the volume detection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeConfig {
+    /// The unit the detector counts in: an hour's bytes are `ceil(bytes / unit_bytes)` units
+    /// (the detector's model is one of counts; bytes in units of about a flow's size keep its
+    /// overdispersion estimate meaningful).
+    pub unit_bytes: u64,
+    /// The detector's settings (adaptive by default).
+    pub detect: DetectConfig,
+}
+
+impl Default for VolumeConfig {
+    fn default() -> VolumeConfig {
+        VolumeConfig { unit_bytes: DEFAULT_UNIT_BYTES, detect: DetectConfig::default() }
+    }
+}
+
+/// The default unit of volume: 1 MiB.
+pub const DEFAULT_UNIT_BYTES: u64 = 1 << 20;
+
+/// One (hour, source) of the volume table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VolumeRow {
+    /// Start of the hour, unix seconds.
+    pub hour: i64,
+    /// The internal source.
+    pub src_ip: String,
+    /// ACCEPTed flows to external destinations.
+    pub flows: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Their packets.
+    pub packets: u64,
+}
+
+/// One worker's running volume aggregates.
+#[derive(Debug, Default)]
+pub struct VolumeTap {
+    map: AHashMap<(i64, IpAddr), [u64; 3]>,
+}
+
+impl VolumeTap {
+    /// Adds one ACCEPTed flow of internal `src` to an external destination.
+    #[inline]
+    pub fn add(&mut self, hour: i64, src: IpAddr, bytes: u64, packets: u64) {
+        let e = self.map.entry((hour, src)).or_default();
+        e[0] += 1;
+        e[1] = e[1].saturating_add(bytes);
+        e[2] = e[2].saturating_add(packets);
+    }
+
+    /// Adds another worker's aggregates.
+    pub fn merge(&mut self, other: VolumeTap) {
+        if self.map.len() < other.map.len() {
+            let mine = std::mem::replace(&mut self.map, other.map);
+            return self.merge(VolumeTap { map: mine });
+        }
+        for (k, v) in other.map {
+            let e = self.map.entry(k).or_default();
+            e[0] += v[0];
+            e[1] = e[1].saturating_add(v[1]);
+            e[2] = e[2].saturating_add(v[2]);
+        }
+    }
+
+    /// The rows by hour, each hour's sorted by source address (numerically, IPv4 first).
+    pub fn finish(self) -> BTreeMap<i64, Vec<VolumeRow>> {
+        let mut keys: Vec<((i64, IpAddr), [u64; 3])> = self.map.into_iter().collect();
+        keys.sort_unstable_by_key(|(k, _)| *k);
+        let mut out: BTreeMap<i64, Vec<VolumeRow>> = BTreeMap::new();
+        for ((hour, src), [flows, bytes, packets]) in keys {
+            out.entry(hour).or_default().push(VolumeRow {
+                hour,
+                src_ip: src.to_string(),
+                flows,
+                bytes,
+                packets,
+            });
+        }
+        out
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The volume table's schema: `hour` TIMESTAMP(µs, UTC), `src_ip` UTF8, `flows`, `bytes`,
+/// `packets` INT64.
+pub fn volume_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("hour", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new("src_ip", DataType::Utf8, false),
+        Field::new("flows", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("packets", DataType::Int64, false),
+    ]))
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `rows` as a batch of [`volume_schema`].
+pub fn volume_batch(rows: &[VolumeRow]) -> RecordBatch {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from(
+                rows.iter().map(|r| r.hour.saturating_mul(1_000_000)).collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.src_ip.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| i64_of(r.flows)))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| i64_of(r.bytes)))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| i64_of(r.packets)))),
+    ];
+    // The columns are built to the schema's types and lengths.
+    RecordBatch::try_new(volume_schema(), cols).expect("volume columns match their schema")
+}
+
+fn schema_error(message: String) -> DetectionsError {
+    DetectionsError::Schema { table: VOLUME_TABLE.name, message }
+}
+
+/// The rows of a batch of [`volume_schema`].
+pub fn volume_rows(batch: &RecordBatch) -> Result<Vec<VolumeRow>, DetectionsError> {
+    let col = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| schema_error(format!("no column {name}")))
+    };
+    let hour = col("hour")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| schema_error("hour: not a timestamp(µs)".into()))?;
+    let src = col("src_ip")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| schema_error("src_ip: not utf8".into()))?;
+    let ints = |name: &str| -> Result<Vec<u64>, DetectionsError> {
+        let a = col(name)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| schema_error(format!("{name}: not int64")))?;
+        Ok(a.values().iter().map(|v| u64::try_from(*v).unwrap_or(0)).collect())
+    };
+    let (flows, bytes, packets) = (ints("flows")?, ints("bytes")?, ints("packets")?);
+    if hour.null_count() + src.null_count() > 0 {
+        return Err(schema_error("null hour or src_ip".into()));
+    }
+    Ok((0..batch.num_rows())
+        .map(|i| VolumeRow {
+            hour: hour.value(i).div_euclid(1_000_000),
+            src_ip: src.value(i).to_owned(),
+            flows: flows[i],
+            bytes: bytes[i],
+            packets: packets[i],
+        })
+        .collect())
+}
+
+/// The detector's row of a volume row: `blocked_count` is the volume in units.
+fn as_count_row(r: &VolumeRow, unit: u64) -> AggregateRow {
+    AggregateRow {
+        hour: r.hour,
+        src_ip: r.src_ip.clone(),
+        blocked_count: r.bytes.div_ceil(unit.max(1)),
+        unique_dest_count: 0,
+        dest_ips: Vec::new(),
+        interface_ids: Vec::new(),
+        bytes: r.bytes,
+        packets: r.packets,
+        dest_ips_truncated: false,
+        dest_hll: None,
+    }
+}
+
+/// Judges the hours of `written` (every hour's volume rows, just made) against each source's
+/// baseline, warmed with the volume table's earlier hours in `store` (all of them in adaptive and
+/// splunk modes, the window in window mode). Returns the findings, by hour then source.
+pub fn detect_volume(
+    cfg: &VolumeConfig,
+    store: &dyn Store,
+    written: &BTreeMap<i64, Vec<VolumeRow>>,
+) -> Result<Vec<Finding>, DetectionsError> {
+    let (Some(&first), Some(&last)) = (written.keys().next(), written.keys().next_back()) else {
+        return Ok(Vec::new());
+    };
+    let history = |source| DetectionsError::History { table: VOLUME_TABLE.name, source };
+    let warm_from = cfg.detect.warm_from(first);
+    let mut all: BTreeMap<i64, Vec<AggregateRow>> = BTreeMap::new();
+    for hour in VOLUME_TABLE.hours(store).map_err(history)? {
+        if (warm_from..=last).contains(&hour) && !written.contains_key(&hour) {
+            let mut rows = Vec::new();
+            for b in VOLUME_TABLE.read_hour(store, hour).map_err(history)? {
+                rows.extend(volume_rows(&b)?.iter().map(|r| as_count_row(r, cfg.unit_bytes)));
+            }
+            all.insert(hour, rows);
+        }
+    }
+    for (hour, rows) in written {
+        all.insert(*hour, rows.iter().map(|r| as_count_row(r, cfg.unit_bytes)).collect());
+    }
+    let inputs: Vec<HourInput<'_>> = all
+        .iter()
+        .map(|(&hour, rows)| HourInput {
+            hour,
+            rows: rows.as_slice().into(),
+            verdicts: hour >= first,
+        })
+        .collect();
+    let spikes = Detector::new(cfg.detect.clone()).feed_hours(&inputs)?;
+    let mut out = Vec::new();
+    for s in &spikes {
+        let rows = &all[&s.hour];
+        out.extend(findings_of(cfg, s, rows));
+    }
+    Ok(out)
+}
+
+/// The findings of one volume alert: one per source (a fleet record names several).
+fn findings_of(cfg: &VolumeConfig, s: &Spike, rows: &[AggregateRow]) -> Vec<Finding> {
+    let unit = cfg.unit_bytes.max(1) as f64;
+    let sources: Vec<&str> = if s.src_ips.is_empty() {
+        vec![s.src_ip.as_str()]
+    } else {
+        s.src_ips.iter().map(String::as_str).collect()
+    };
+    sources
+        .into_iter()
+        .filter_map(|src| {
+            let row = rows.iter().find(|r| r.src_ip == src)?;
+            let expected = s.expected.map(|e| e * unit);
+            Some(Finding {
+                id: finding_id(Detection::OutboundVolume, s.hour, src, ""),
+                detection: Detection::OutboundVolume.record_name().to_owned(),
+                hour: s.hour,
+                src_ip: src.to_owned(),
+                summary: format!(
+                    "{src} sent {} to external destinations in ACCEPTed flows, usually {}",
+                    human_bytes(row.bytes as f64),
+                    expected.map_or_else(|| "unknown".to_owned(), human_bytes)
+                ),
+                severity: "high".to_owned(),
+                dst_ip: None,
+                dst_port: None,
+                protocol: None,
+                list: None,
+                count: row.bytes,
+                threshold: s.threshold * unit,
+                evidence: json!({
+                    "bytes": row.bytes,
+                    "packets": row.packets,
+                    "mode": s.mode.as_str(),
+                    "unit_bytes": cfg.unit_bytes,
+                    "expected_bytes": expected,
+                    "baseline_mean_bytes": s.baseline_mean * unit,
+                    "baseline_stdev_bytes": s.baseline_stdev * unit,
+                    "p_value": s.p_value,
+                    "fleet_sources": s.src_ips.len(),
+                }),
+            })
+        })
+        .collect()
+}
+
+/// `1.2 GiB`.
+fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_through_a_batch() {
+        let rows = vec![
+            VolumeRow { hour: 7200, src_ip: "10.0.0.1".into(), flows: 3, bytes: 5000, packets: 9 },
+            VolumeRow { hour: 7200, src_ip: "fd00::1".into(), flows: 1, bytes: 1, packets: 1 },
+        ];
+        assert_eq!(volume_rows(&volume_batch(&rows)).unwrap(), rows);
+    }
+
+    #[test]
+    fn tap_sums_per_hour_and_source_and_merges() {
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        let b: IpAddr = "10.0.0.10".parse().unwrap();
+        let mut t1 = VolumeTap::default();
+        t1.add(3600, b, 100, 1);
+        t1.add(3600, a, 10, 1);
+        let mut t2 = VolumeTap::default();
+        t2.add(3600, a, 5, 2);
+        t2.add(7200, a, 1, 1);
+        t1.merge(t2);
+        let out = t1.finish();
+        let h1: Vec<(&str, u64, u64)> =
+            out[&3600].iter().map(|r| (r.src_ip.as_str(), r.flows, r.bytes)).collect();
+        // Numeric order: .2 before .10.
+        assert_eq!(h1, vec![("10.0.0.2", 2, 15), ("10.0.0.10", 1, 100)]);
+        assert_eq!(out[&7200].len(), 1);
+    }
+
+    #[test]
+    fn a_burst_of_volume_alerts_and_a_steady_source_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flowspike_history::LocalStore::new(dir.path());
+        let cfg = VolumeConfig::default();
+        let mut written = BTreeMap::new();
+        let base = 1_767_225_600;
+        for h in 0..24 * 14 {
+            let hour = base + h * 3600;
+            let wobble = ((h * 7919) % 13) as u64;
+            let mut rows = vec![
+                VolumeRow {
+                    hour,
+                    src_ip: "10.0.0.1".into(),
+                    flows: 100,
+                    bytes: (40 + wobble) << 20,
+                    packets: 1000,
+                },
+                VolumeRow {
+                    hour,
+                    src_ip: "10.0.0.2".into(),
+                    flows: 100,
+                    bytes: (60 + wobble) << 20,
+                    packets: 1000,
+                },
+            ];
+            if h == 24 * 13 + 5 {
+                rows[0].bytes = 2 << 30; // 2 GiB: ~45x the usual hour
+            }
+            written.insert(hour, rows);
+        }
+        let found = detect_volume(&cfg, &store, &written).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].src_ip, "10.0.0.1");
+        assert_eq!(found[0].hour, base + (24 * 13 + 5) * 3600);
+        assert_eq!(found[0].count, 2 << 30);
+        assert!(found[0].threshold < (2u64 << 30) as f64);
+    }
+}
