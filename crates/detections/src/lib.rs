@@ -8,12 +8,11 @@
 //! `aggregates/` ([`TableSet`]), and turns an hour's aggregates into [`Finding`]s. Which run is a
 //! [`DetectionSet`] (`--detections`).
 
-mod finding;
 mod set;
 mod tap;
 mod volume;
 
-pub use finding::{finding_id, Finding};
+pub use flowspike_findings::{finding_id, Finding};
 pub use set::{Detection, DetectionSet, UnknownDetection};
 pub use tap::{HourTables, Taps, TapsOutput, WithTaps};
 pub use volume::{

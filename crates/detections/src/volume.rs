@@ -257,7 +257,7 @@ fn findings_of(cfg: &VolumeConfig, s: &Spike, rows: &[AggregateRow]) -> Vec<Find
             let row = rows.iter().find(|r| r.src_ip == src)?;
             let expected = s.expected.map(|e| e * unit);
             Some(Finding {
-                id: finding_id(Detection::OutboundVolume, s.hour, src, ""),
+                id: finding_id(Detection::OutboundVolume.record_name(), s.hour, src, ""),
                 detection: Detection::OutboundVolume.record_name().to_owned(),
                 hour: s.hour,
                 src_ip: src.to_owned(),

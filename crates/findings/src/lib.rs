@@ -13,8 +13,10 @@ use flowspike_detect::{format_hour, Reason, Spike};
 
 pub mod asff;
 pub mod ocsf;
+mod record;
 
 pub use asff::AsffFinding;
+pub use record::{finding_id, Finding};
 
 /// The ASFF/OCSF type of every finding: ASFF's namespace "Unusual Behaviors", category
 /// "Network Flow", and flowspike's classifier.

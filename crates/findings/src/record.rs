@@ -1,8 +1,8 @@
-//! The record of an alert of the other detections.
+//! The record of an alert of the detections other than the blocked spike (port scans, port
+//! sweeps, outbound volume, threat lists; made by `flowspike-detections`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::Detection;
 use flowspike_detect::{fnv1a64, format_hour};
 
 /// One alert of a detection other than the blocked-outbound spike, written as one JSON object per
@@ -11,7 +11,7 @@ use flowspike_detect::{fnv1a64, format_hour};
 pub struct Finding {
     /// Deterministic id: [`finding_id`] of detection, hour, source and subject.
     pub id: String,
-    /// `port_scan`, `port_sweep`, `outbound_volume` or `threat_list` ([`Detection::record_name`]).
+    /// `port_scan`, `port_sweep`, `outbound_volume` or `threat_list`.
     pub detection: String,
     /// Start of the hour, unix seconds; serialised as RFC 3339 (`2026-03-05T14:00:00Z`).
     #[serde(with = "hour_text")]
@@ -53,18 +53,13 @@ impl Finding {
         // A struct of strings, numbers and JSON values always serialises.
         serde_json::to_string(self).unwrap_or_default()
     }
-
-    /// The detection of the record, when it is one of ours.
-    pub fn kind(&self) -> Option<Detection> {
-        self.detection.parse().ok()
-    }
 }
 
-/// The id of a finding: 16 hex digits of FNV-1a over detection, hour, source and `subject` (the
-/// destination scanned, the port swept, the list), so that replaying an hour again gives the same
-/// ids.
-pub fn finding_id(d: Detection, hour: i64, src_ip: &str, subject: &str) -> String {
-    let key = format!("{}|{}|{src_ip}|{subject}", d.record_name(), format_hour(hour));
+/// The id of a finding: 16 hex digits of FNV-1a over detection (its record name, `port_scan`),
+/// hour, source and `subject` (the destination scanned, the port swept, the list), so that
+/// replaying an hour again gives the same ids.
+pub fn finding_id(detection: &str, hour: i64, src_ip: &str, subject: &str) -> String {
+    let key = format!("{detection}|{}|{src_ip}|{subject}", format_hour(hour));
     format!("{:016x}", fnv1a64(key.as_bytes()))
 }
 
