@@ -45,8 +45,14 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
+mod cases;
 mod fleet;
 mod model;
+
+pub use cases::{
+    threat_lists, write_threat_lists, CaseKind, CaseLabel, ThreatList, PORT_SCAN_LOW_PORTS,
+    PORT_SCAN_PORTS, PORT_SWEEP_ADDRESSES, THREAT_LIST_NAMES,
+};
 
 pub use fleet::{
     quantile, Anomaly, AnomalyKind, BackgroundTruth, FleetEvent, HostKind, HostLabel, Labels,
@@ -86,6 +92,15 @@ pub struct SynthConfig {
     /// when default, so default manifests are unchanged.
     #[serde(default, skip_serializing_if = "Scenario::is_default")]
     pub scenario: Scenario,
+    /// Labelled cases of the detections of [`CaseKind`]: this many positives and as many
+    /// near-threshold negatives of each ([`cases`](mod@cases)). Not serialised when 0, and 0 leaves
+    /// the output byte-identical to a generator without cases.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cases: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The world a [`SynthConfig`] generates.
@@ -143,6 +158,7 @@ impl Default for SynthConfig {
             file_minutes: 10,
             late_fraction: 0.01,
             scenario: Scenario::Default,
+            cases: 0,
         }
     }
 }
@@ -186,6 +202,9 @@ impl SynthConfig {
         }
         if self.hosts == 0 || self.hosts > 1_000_000 {
             return bad(format!("hosts must be in 1..=1000000, got {}", self.hosts));
+        }
+        if self.cases > 1000 {
+            return bad(format!("cases must be in 0..=1000, got {}", self.cases));
         }
         if self.accounts == 0 || self.accounts > 1000 {
             return bad(format!("accounts must be in 1..=1000, got {}", self.accounts));
@@ -268,6 +287,9 @@ pub struct Manifest {
     /// The fleet scenario's labels (`None` for the default scenario).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+    /// The labelled cases ([`SynthConfig::cases`]; empty, and not serialised, without cases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<CaseLabel>,
 }
 
 /// Exact blocked outbound count of one (hour, source).
@@ -311,6 +333,7 @@ where
         late_records: 0,
         injected: world.injected(),
         labels: world.labels(),
+        cases: world.case_labels(),
     };
     let mut counts_map: BTreeMap<(i64, u32), u64> = BTreeMap::new();
     // bufs[account][window]; window `windows` is the next hour's first window (late records).
@@ -407,8 +430,10 @@ fn model_hash(seed: u64, acct: usize, t: i64) -> u32 {
     (h >> 32) as u32
 }
 
-/// [`generate`] into a directory: each object at `dir/<key>`.
+/// [`generate`] into a directory: each object at `dir/<key>`, and with cases the threat lists at
+/// `dir/threat-lists/<name>.txt` ([`write_threat_lists`]).
 pub fn generate_to_dir(cfg: &SynthConfig, dir: &Path) -> Result<Generated, SynthError> {
+    write_threat_lists(cfg, dir)?;
     let mut made: Option<PathBuf> = None;
     let mut write = |key: &str, gz: Vec<u8>| -> Result<(), SynthError> {
         let path = dir.join(key);
@@ -458,6 +483,13 @@ pub fn injected_spikes(cfg: &SynthConfig) -> Result<Vec<InjectedSpike>, SynthErr
 pub fn labels(cfg: &SynthConfig) -> Result<Option<Labels>, SynthError> {
     cfg.validate()?;
     Ok(World::new(cfg).labels())
+}
+
+/// The case labels of a config (as in [`Manifest::cases`]; empty when `cases` is 0), without
+/// generating anything but the blocked outbound records of the burst hours.
+pub fn case_labels(cfg: &SynthConfig) -> Result<Vec<CaseLabel>, SynthError> {
+    cfg.validate()?;
+    Ok(World::new(cfg).case_labels())
 }
 
 /// The generating distribution of a fleet-scenario config's background (`None` for the default
