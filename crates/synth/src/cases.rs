@@ -15,7 +15,8 @@
 //!   threat-list records) are part of the blocked outbound stream, so [`expected_counts`](crate::expected_counts)
 //!   and the blocked-spike labels stay exact: a scan to the internet is a blocked outbound spike too.
 //! - Negatives sit where ordinary traffic cannot push them over a threshold: scan negatives probe
-//!   external destinations (no ordinary record goes to them), sweep negatives use ports the
+//!   external destinations (no ordinary record goes to them) or, for a server's responses, an
+//!   internal client (ordinary traffic adds no low port there); sweep negatives use ports the
 //!   background never sends to (or a margin of 100 addresses on udp/53).
 //! - No ordinary record touches a threat list: the lists live in 198.51.0.0/16 and 2a02::/16, which the
 //!   background never draws; one past each end of a listed CIDR is in no list.
@@ -397,6 +398,22 @@ fn shuffle<T>(rng: &mut ChaCha8Rng, v: &mut [T]) {
     }
 }
 
+/// A label with the fields every case has; the others `None`, the hours set by `Planner::push`.
+fn label(kind: CaseKind, positive: bool, src_ip: String, what: String) -> CaseLabel {
+    CaseLabel {
+        kind,
+        positive,
+        hour: 0,
+        hours: 0,
+        src_ip,
+        dst_ip: None,
+        dst_port: None,
+        protocol: None,
+        list: None,
+        what,
+    }
+}
+
 /// `1234567` as `1,234,567`.
 fn thousands(n: u64) -> String {
     let s = n.to_string();
@@ -498,22 +515,9 @@ impl Planner<'_> {
         self.inp.hosts[host].ip
     }
 
-    #[allow(clippy::too_many_arguments)] // a label: every argument is a field
-    fn push(
-        &mut self,
-        kind: CaseKind,
-        positive: bool,
-        host: usize,
-        hour: u32,
-        hours: u32,
-        src_ip: String,
-        dst_ip: Option<String>,
-        dst_port: Option<u16>,
-        protocol: Option<u8>,
-        list: Option<String>,
-        what: String,
-        spec: Spec,
-    ) {
+    /// Records a case of `hours` hours from hour index `hour` on `host`; `label`'s hour fields are
+    /// set here.
+    fn push(&mut self, host: usize, hour: u32, hours: u32, mut label: CaseLabel, spec: Spec) {
         let idx = self.cases.plans.len();
         if !matches!(spec, Spec::Heavy) {
             for k in 0..hours {
@@ -527,18 +531,8 @@ impl Planner<'_> {
         }
         let seed = self.rng.random();
         self.cases.plans.push(Plan { host, hour, seed, spec });
-        self.cases.labels.push(CaseLabel {
-            kind,
-            positive,
-            hour: self.t0(hour),
-            hours,
-            src_ip,
-            dst_ip,
-            dst_port,
-            protocol,
-            list,
-            what,
-        });
+        (label.hour, label.hours) = (self.t0(hour), hours);
+        self.cases.labels.push(label);
     }
 
     fn port_scan(&mut self, positive: bool, i: u32) {
@@ -546,9 +540,12 @@ impl Planner<'_> {
         let variant = if positive { 0 } else { 1 + i % 3 };
         let len = if variant == 3 { 2 } else { 1 };
         let Some(hour) = self.hour(len) else { return };
-        // Positives alternate internal and external targets; negatives probe external ones, which
-        // no ordinary record reaches (an internal one could gain a port from ordinary traffic).
-        let internal = positive && i % 2 == 1;
+        // Positives alternate internal and external targets. Negative scans probe external ones,
+        // which no ordinary record reaches (an internal one could gain a port from ordinary
+        // traffic). The server's responses go to an internal client: ordinary traffic can add only
+        // ports 3306 and 5432 there, never a low one, and external replies would be an outbound
+        // volume anomaly of their own.
+        let internal = (positive && i % 2 == 1) || variant == 2;
         let dst = if internal {
             let hosts = self.inp.hosts;
             let mut j = self.rng.random_range(0..hosts.len());
@@ -594,20 +591,12 @@ impl Planner<'_> {
         let spec = Spec::Scan { dst: IpAddr::V4(dst), ports: port_sets, responses };
         let src = self.ip(host).to_string();
         let dst_s = Some(dst.to_string());
-        self.push(
-            CaseKind::PortScan,
-            positive,
-            host,
-            hour,
-            len,
-            src,
-            dst_s,
-            None,
-            Some(6),
-            None,
-            what,
-            spec,
-        );
+        let label = CaseLabel {
+            dst_ip: dst_s,
+            protocol: Some(6),
+            ..label(CaseKind::PortScan, positive, src, what)
+        };
+        self.push(host, hour, len, label, spec);
     }
 
     fn port_sweep(&mut self, positive: bool, i: u32) {
@@ -671,20 +660,13 @@ impl Planner<'_> {
         };
         let src = self.ip(host).to_string();
         let spec = Spec::Sweep { targets };
-        self.push(
-            CaseKind::PortSweep,
-            positive,
-            host,
-            hour,
-            1,
-            src,
-            Some(net),
+        let label = CaseLabel {
+            dst_ip: Some(net),
             dst_port,
             protocol,
-            None,
-            what,
-            spec,
-        );
+            ..label(CaseKind::PortSweep, positive, src, what)
+        };
+        self.push(host, hour, 1, label, spec);
     }
 
     /// Expected outbound bytes of `host` in the hour starting at `t0`, and the mean over a day.
@@ -699,6 +681,9 @@ impl Planner<'_> {
     }
 
     fn outbound_volume(&mut self, positive: bool, i: u32) {
+        if self.inp.cfg.scale <= 0.0 {
+            return; // no ACCEPTed traffic at all: no baseline, no volume
+        }
         // Enough ordinary outbound flows (one an hour or more on average) for a baseline.
         let enough = |h: &Host| h.accept_rate >= 2.0;
         if !positive && i % 2 == 1 {
@@ -711,20 +696,11 @@ impl Planner<'_> {
                 human_bytes(day)
             );
             let (start, hours) = (0, self.inp.cfg.hours);
-            self.push(
-                CaseKind::OutboundVolume,
-                false,
-                host,
-                start,
-                hours,
-                src,
-                None,
-                None,
-                Some(6),
-                None,
-                what,
-                Spec::Heavy,
-            );
+            let label = CaseLabel {
+                protocol: Some(6),
+                ..label(CaseKind::OutboundVolume, false, src, what)
+            };
+            self.push(host, start, hours, label, Spec::Heavy);
             return;
         }
         let len = if positive { self.rng.random_range(1..=3) } else { 1 };
@@ -785,20 +761,13 @@ impl Planner<'_> {
         };
         let spec = Spec::Volume { dst, bytes };
         let dst_s = Some(dst.to_string());
-        self.push(
-            CaseKind::OutboundVolume,
-            positive,
-            host,
-            hour,
-            len,
-            src,
-            dst_s,
-            Some(443),
-            Some(6),
-            None,
-            what,
-            spec,
-        );
+        let label = CaseLabel {
+            dst_ip: dst_s,
+            dst_port: Some(443),
+            protocol: Some(6),
+            ..label(CaseKind::OutboundVolume, positive, src, what)
+        };
+        self.push(host, hour, len, label, spec);
     }
 
     /// An fd00::/8 (unique local) address for an IPv6 case host.
@@ -811,114 +780,69 @@ impl Planner<'_> {
     fn threat_list(&mut self, lists: &Lists, positive: bool, i: u32) {
         let Some(host) = self.host(|_| true) else { return };
         let Some(hour) = self.hour(1) else { return };
-        let v4 = IpAddr::V4(self.ip(host));
         let (tor, custom) = (THREAT_LIST_NAMES[0], THREAT_LIST_NAMES[1]);
-        use Kind::{Accept, Reject};
-        let (local, flows, entry, list, what): (IpAddr, Vec<Flow>, Net, String, String) =
-            if positive {
-                match i % 5 {
-                    0 => {
-                        let a = lists.tor_v4[(i / 5) as usize % lists.tor_v4.len()];
-                        let ip = a.first();
-                        let what =
-                            format!("outbound ACCEPT to and inbound REJECT from {ip} ({tor})");
-                        (
-                            v4,
-                            vec![(ip, true, Accept, 9001), (ip, false, Reject, 22)],
-                            a,
-                            tor.into(),
-                            what,
-                        )
-                    }
-                    1 => {
-                        let n = lists.custom_v4_cidr;
-                        let (f, l) = (n.first(), n.last());
-                        let what = format!(
-                            "outbound REJECT to {f} and inbound ACCEPT from {l}: first and last of {n} ({custom})"
-                        );
-                        (
-                            v4,
-                            vec![(f, true, Reject, 443), (l, false, Accept, 443)],
-                            n,
-                            custom.into(),
-                            what,
-                        )
-                    }
-                    2 => {
-                        let n = lists.custom_v6_cidr;
-                        let (f, l) = (n.first(), n.last());
-                        let what = format!(
-                            "IPv6 from an fd00::/8 host (configure it as internal): outbound ACCEPT to {f} and inbound REJECT from {l}, first and last of {n} ({custom})"
-                        );
-                        let local = IpAddr::V6(self.ula());
-                        (
-                            local,
-                            vec![(f, true, Accept, 443), (l, false, Reject, 22)],
-                            n,
-                            custom.into(),
-                            what,
-                        )
-                    }
-                    3 => {
-                        let a = lists.tor_v6[(i / 5) as usize % lists.tor_v6.len()];
-                        let ip = a.first();
-                        let what = format!(
-                            "IPv6 from an fd00::/8 host (configure it as internal): outbound ACCEPT to and inbound REJECT from {ip} ({tor})"
-                        );
-                        let local = IpAddr::V6(self.ula());
-                        (
-                            local,
-                            vec![(ip, true, Accept, 9001), (ip, false, Reject, 22)],
-                            a,
-                            tor.into(),
-                            what,
-                        )
-                    }
-                    _ => {
-                        let a = lists.shared;
-                        let ip = a.first();
-                        let what = format!(
-                            "outbound REJECT to and inbound ACCEPT from {ip}, on both lists ({custom} and {tor})"
-                        );
-                        let list = format!("{custom},{tor}");
-                        (v4, vec![(ip, true, Reject, 443), (ip, false, Accept, 443)], a, list, what)
-                    }
-                }
-            } else {
-                let (n, name) = [
-                    (lists.custom_v4_cidr, custom),
-                    (lists.custom_v6_cidr, custom),
-                    (lists.tor_v4_cidr, tor),
-                    (lists.tor_v6_cidr, tor),
-                ][i as usize % 4];
-                let (below, above) = n.outside();
-                let local = if n.is_v6() { IpAddr::V6(self.ula()) } else { v4 };
-                let what = format!("one past each end of {n} ({name}): outbound ACCEPT to {below}, inbound REJECT from {above}");
-                (
-                    local,
-                    vec![(below, true, Accept, 443), (above, false, Reject, 22)],
-                    n,
-                    name.into(),
-                    what,
-                )
-            };
-        let spec = Spec::Threat { local, flows };
-        let src = local.to_string();
-        let proto = Some(6);
-        self.push(
-            CaseKind::ThreatList,
-            positive,
-            host,
-            hour,
-            1,
-            src,
-            Some(entry.to_string()),
-            None,
-            proto,
-            Some(list),
-            what,
-            spec,
+        let both = format!("{custom},{tor}");
+        type Ends = fn(Net) -> (IpAddr, IpAddr);
+        let first: Ends = |n| (n.first(), n.first());
+        let edges: Ends = |n| (n.first(), n.last());
+        let outside: Ends = Net::outside;
+        let k = (i / 5) as usize;
+        // (entry, list, (outbound to, inbound from), the outbound action; the inbound one is the
+        // other): every case goes both ways, ACCEPT one way and REJECT the other.
+        let (entry, list, ends, out_action) = if positive {
+            match i % 5 {
+                0 => (lists.tor_v4[k % lists.tor_v4.len()], tor.to_string(), first, Kind::Accept),
+                1 => (lists.custom_v4_cidr, custom.to_string(), edges, Kind::Reject),
+                2 => (lists.custom_v6_cidr, custom.to_string(), edges, Kind::Accept),
+                3 => (lists.tor_v6[k % lists.tor_v6.len()], tor.to_string(), first, Kind::Accept),
+                _ => (lists.shared, both, first, Kind::Reject),
+            }
+        } else {
+            let (n, name) = [
+                (lists.custom_v4_cidr, custom),
+                (lists.custom_v6_cidr, custom),
+                (lists.tor_v4_cidr, tor),
+                (lists.tor_v6_cidr, tor),
+            ][i as usize % 4];
+            (n, name.to_string(), outside, Kind::Accept)
+        };
+        let (to, from) = ends(entry);
+        let local = if entry.is_v6() { IpAddr::V6(self.ula()) } else { IpAddr::V4(self.ip(host)) };
+        let in_action = if out_action == Kind::Accept { Kind::Reject } else { Kind::Accept };
+        let port_of = |a: Kind, out: bool| match (a, out) {
+            (_, true) if list == tor => 9001,
+            (Kind::Reject, false) => 22,
+            _ => 443,
+        };
+        let flows = vec![
+            (to, true, out_action, port_of(out_action, true)),
+            (from, false, in_action, port_of(in_action, false)),
+        ];
+        let action = |a: Kind| if a == Kind::Accept { "ACCEPT" } else { "REJECT" };
+        let v6 = if entry.is_v6() {
+            "IPv6 from an fd00::/8 host (configure it as internal): "
+        } else {
+            ""
+        };
+        let span = match (positive, to == from) {
+            (false, _) => format!(", one past each end of {entry}"),
+            (true, false) => format!(", first and last of {entry}"),
+            (true, true) => String::new(),
+        };
+        let what = format!(
+            "{v6}outbound {} to {to} and inbound {} from {from}{span} ({list})",
+            action(out_action),
+            action(in_action)
         );
+        let spec = Spec::Threat { local, flows };
+        let (src, dst) = (local.to_string(), Some(entry.to_string()));
+        let label = CaseLabel {
+            dst_ip: dst,
+            protocol: Some(6),
+            list: Some(list),
+            ..label(CaseKind::ThreatList, positive, src, what)
+        };
+        self.push(host, hour, 1, label, spec);
     }
 }
 

@@ -15,6 +15,10 @@
 //! - `bursts` injected spikes: distinct hosts with a blocked rate of at least 0.5/h, each in one hour at
 //!   least 31 days after the start (the second half of shorter ranges), 200–2000 blocked records to
 //!   random public destinations on one port (scan/C2-like).
+//! - `cases` (0 by default: then none of this happens and the output is unchanged): labelled port
+//!   scans, port sweeps, outbound volume anomalies and threat-list flows, with near-threshold
+//!   negatives, on hosts of their own ([`CaseLabel`], [`Manifest::cases`], [`write_threat_lists`]);
+//!   see the `cases` module's documentation.
 //! - Delivery: one object per flow log per `file_minutes` (default 10) window holding the records
 //!   whose `start` falls in it, except that about `late_fraction` (1%) of them are delivered in the
 //!   next window's object — for the last window of an hour, an object of the next hour (and after the
@@ -93,7 +97,7 @@ pub struct SynthConfig {
     #[serde(default, skip_serializing_if = "Scenario::is_default")]
     pub scenario: Scenario,
     /// Labelled cases of the detections of [`CaseKind`]: this many positives and as many
-    /// near-threshold negatives of each ([`cases`](mod@cases)). Not serialised when 0, and 0 leaves
+    /// near-threshold negatives of each (see the crate documentation). Not serialised when 0, and 0 leaves
     /// the output byte-identical to a generator without cases.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cases: u32,
