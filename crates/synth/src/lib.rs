@@ -296,6 +296,21 @@ pub struct Manifest {
     pub cases: Vec<CaseLabel>,
 }
 
+impl Manifest {
+    /// The case labels covering `src_ip` in the hour starting at `hour`: a case's records that are
+    /// blocked outbound (scans and sweeps to the internet, threat-list REJECTs) are in that hour's
+    /// count, so a blocked-spike alert there is explained by the case, not a false alert.
+    pub fn cases_at<'a>(
+        &'a self,
+        hour: i64,
+        src_ip: &'a str,
+    ) -> impl Iterator<Item = &'a CaseLabel> {
+        self.cases.iter().filter(move |l| {
+            l.src_ip == src_ip && (l.hour..l.hour + i64::from(l.hours) * 3600).contains(&hour)
+        })
+    }
+}
+
 /// Exact blocked outbound count of one (hour, source).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ExpectedCount {

@@ -741,6 +741,22 @@ fn cases_hold_in_the_records() {
         .filter_map(|l| l.dst_ip.as_deref()?.rsplit_once('/').map(|x| x.1))
         .collect();
     assert_eq!(nets, HashSet::from(["24", "20"]));
+    // The blocked outbound counts the cases add are where their labels say.
+    let base: HashMap<(i64, String), u64> = collect(&SynthConfig { cases: 0, ..cfg.clone() })
+        .0
+        .expected
+        .into_iter()
+        .map(|e| ((e.hour, e.src_ip), e.blocked_count))
+        .collect();
+    let mut added = 0;
+    for e in &g.expected {
+        let before = base.get(&(e.hour, e.src_ip.clone())).copied().unwrap_or(0);
+        if e.blocked_count != before {
+            added += 1;
+            assert!(g.manifest.cases_at(e.hour, &e.src_ip).next().is_some(), "{e:?}");
+        }
+    }
+    assert!(added >= 3, "scans to the internet are blocked outbound: {added}");
     // Label JSON: snake_case kinds, the config carries the count.
     let json = serde_json::to_string(&g.manifest).unwrap();
     for k in
