@@ -403,6 +403,7 @@ fn gamma_poisson_tail_matches_its_quantile() {
 
 /// One OK record of an archive, from its text.
 struct Line {
+    start: i64,
     hour: i64,
     src: IpAddr,
     dst: IpAddr,
@@ -422,6 +423,7 @@ fn lines_of(objs: &[(String, Vec<u8>)]) -> Vec<Line> {
             }
             let start: i64 = f[10].parse().unwrap();
             v.push(Line {
+                start,
                 hour: start.div_euclid(3600) * 3600,
                 src: f[3].parse().unwrap(),
                 dst: f[4].parse().unwrap(),
@@ -586,13 +588,20 @@ fn check_cases(cfg: &SynthConfig) -> (Generated, Vec<Line>) {
                         assert!(all.len() >= PORT_SCAN_PORTS && low >= 20, "{l:?}");
                     }
                 }
-                // Scans look like scans: REJECTs and ACCEPTs both (not a server's responses).
-                let actions: HashSet<bool> = recs
+                // Scans look like scans: REJECTs and ACCEPTs both, spread over the hour (a
+                // server's responses are ACCEPTs).
+                let mine: Vec<&Line> = recs
                     .iter()
                     .filter(|r| r.hour == l.hour && r.src == src && r.dst.to_string() == dst)
-                    .map(|r| r.accept)
                     .collect();
-                assert!(!actions.is_empty(), "{l:?}");
+                let actions: HashSet<bool> = mine.iter().map(|r| r.accept).collect();
+                let responses = l.what.contains("responses");
+                assert_eq!(actions.len(), if responses { 1 } else { 2 }, "{l:?}");
+                let (first, last) = (
+                    mine.iter().map(|r| r.start).min().unwrap(),
+                    mine.iter().map(|r| r.start).max().unwrap(),
+                );
+                assert!(last - first > 3000, "{l:?}: {first}..{last}");
             }
             CaseKind::PortSweep => {
                 type Key = (i64, IpAddr, u16, u8);
