@@ -1118,3 +1118,47 @@ pub(crate) fn burst_sweeps(blocked: &[Rec], hour: i64) -> Vec<CaseLabel> {
     v.sort_by(|a, b| a.src_ip.cmp(&b.src_ip));
     v
 }
+
+/// Recall and false alerts of one detection against the case labels ([`score_cases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CaseScore {
+    /// Positive labels of the kind.
+    pub positives: usize,
+    /// Of which at least one alert covers.
+    pub found: usize,
+    /// Negative labels of the kind.
+    pub negatives: usize,
+    /// Of which at least one alert covers (false alerts on purpose-built negatives).
+    pub negatives_alerted: usize,
+    /// Alerts that cover no label of the kind (false alerts on ordinary traffic).
+    pub other_alerts: usize,
+}
+
+impl CaseScore {
+    /// `found / positives` (1 when there are no positives).
+    pub fn recall(&self) -> f64 {
+        if self.positives == 0 {
+            1.0
+        } else {
+            self.found as f64 / self.positives as f64
+        }
+    }
+}
+
+/// Scores the alerts of the `kind` detection, each an (hour start, source address), against
+/// `labels`: an alert covers a label when the source is the label's and the hour one of its hours.
+pub fn score_cases(labels: &[CaseLabel], kind: CaseKind, alerts: &[(i64, String)]) -> CaseScore {
+    let covers = |l: &CaseLabel, (hour, src): &(i64, String)| {
+        *src == l.src_ip && (l.hour..l.hour + i64::from(l.hours) * 3600).contains(hour)
+    };
+    let mine: Vec<&CaseLabel> = labels.iter().filter(|l| l.kind == kind).collect();
+    let hit = |l: &&&CaseLabel| alerts.iter().any(|a| covers(l, a));
+    let (pos, neg): (Vec<&CaseLabel>, Vec<&CaseLabel>) = mine.iter().partition(|l| l.positive);
+    CaseScore {
+        positives: pos.len(),
+        found: pos.iter().filter(hit).count(),
+        negatives: neg.len(),
+        negatives_alerted: neg.iter().filter(hit).count(),
+        other_alerts: alerts.iter().filter(|a| !mine.iter().any(|l| covers(l, a))).count(),
+    }
+}

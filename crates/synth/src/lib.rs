@@ -54,8 +54,8 @@ mod fleet;
 mod model;
 
 pub use cases::{
-    threat_lists, write_threat_lists, CaseKind, CaseLabel, ThreatList, PORT_SCAN_LOW_PORTS,
-    PORT_SCAN_PORTS, PORT_SWEEP_ADDRESSES, THREAT_LIST_NAMES,
+    score_cases, threat_lists, write_threat_lists, CaseKind, CaseLabel, CaseScore, ThreatList,
+    PORT_SCAN_LOW_PORTS, PORT_SCAN_PORTS, PORT_SWEEP_ADDRESSES, THREAT_LIST_NAMES,
 };
 
 pub use fleet::{

@@ -879,3 +879,30 @@ fn cases_are_deterministic_and_absent_when_zero() {
         Err(SynthError::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn score_cases_counts_recall_and_false_alerts() {
+    let cfg =
+        SynthConfig { hours: 4 * 24, hosts: 60, bursts: 0, cases: 2, ..SynthConfig::default() };
+    let labels = case_labels(&cfg).unwrap();
+    let scans: Vec<&CaseLabel> = labels.iter().filter(|l| l.kind == CaseKind::PortScan).collect();
+    let pos: Vec<&&CaseLabel> = scans.iter().filter(|l| l.positive).collect();
+    let neg: Vec<&&CaseLabel> = scans.iter().filter(|l| !l.positive).collect();
+    // One positive found, one negative alerted (in its last hour), one alert elsewhere, one a
+    // day late.
+    let last = |l: &CaseLabel| l.hour + (i64::from(l.hours) - 1) * 3600;
+    let alerts = vec![
+        (pos[0].hour, pos[0].src_ip.clone()),
+        (last(neg[1]), neg[1].src_ip.clone()),
+        (cfg.start, "10.9.9.9".to_string()),
+        (pos[1].hour + 86_400, pos[1].src_ip.clone()),
+    ];
+    let s = score_cases(&labels, CaseKind::PortScan, &alerts);
+    let want =
+        CaseScore { positives: 2, found: 1, negatives: 2, negatives_alerted: 1, other_alerts: 2 };
+    assert_eq!(s, want);
+    assert_eq!(s.recall(), 0.5);
+    // The same alerts are all "other" for another kind.
+    let s = score_cases(&labels, CaseKind::ThreatList, &alerts);
+    assert_eq!((s.positives, s.found, s.other_alerts), (2, 0, 4));
+}
