@@ -10,10 +10,14 @@
 //! # Invariants
 //! - Each case has a host of its own: not a burst or fleet-anomaly host, not in the fleet event, alive
 //!   over the whole range. Its ordinary traffic goes on around the case (the case is hidden in it).
-//! - Case records come from their own random stream, after the ordinary records of the hour. Those that
-//!   count as blocked outbound (REJECT, RFC 1918 source, non-RFC 1918 IPv4 destination: many scan and
-//!   threat-list records) are part of the blocked outbound stream, so [`expected_counts`](crate::expected_counts)
-//!   and the blocked-spike labels stay exact: a scan to the internet is a blocked outbound spike too.
+//! - Case records come from random streams of their own (one per case and hour), so the ordinary
+//!   records of other hosts are those of the same config without cases. Those that count as blocked
+//!   outbound (REJECT, RFC 1918 source, non-RFC 1918 IPv4 destination: many scan and threat-list
+//!   records) follow the hour's ordinary blocked outbound records and are in
+//!   [`expected_counts`](crate::expected_counts), so the counts and the blocked-spike labels stay
+//!   exact: a scan to the internet is a blocked outbound spike too
+//!   ([`Manifest::cases_at`](crate::Manifest::cases_at) names the case); the rest follow the hour's
+//!   ordinary records.
 //! - Negatives sit where ordinary traffic cannot push them over a threshold: scan negatives probe
 //!   external destinations (no ordinary record goes to them) or, for a server's responses, an
 //!   internal client (ordinary traffic adds no low port there); sweep negatives use ports the
