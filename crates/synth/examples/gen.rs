@@ -1,5 +1,5 @@
 //! Generates the default archive (or `hours`/`scale` from the arguments) and prints its manifest
-//! summary and the elapsed time: `cargo run --release -p flowspike-synth --example gen -- DIR [hours] [scale]`.
+//! summary and the elapsed time: `cargo run --release -p flowspike-synth --example gen -- DIR [hours] [scale] [cases]`.
 //! With DIR `-`, objects are compressed but not written.
 
 use std::time::Instant;
@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(s) = args.get(3) {
         cfg.scale = s.parse()?;
     }
+    if let Some(c) = args.get(4) {
+        cfg.cases = c.parse()?;
+    }
     let t = Instant::now();
     let g = if dir == "-" {
         generate(&cfg, |_: &str, _: Vec<u8>| Ok::<(), std::io::Error>(()))?
@@ -24,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let m = &g.manifest;
     println!(
-        "{} records ({} blocked outbound, {} late) in {} objects, {} bytes gzip, {} raw, {} (hour, src) counts, {:.2?}",
+        "{} records ({} blocked outbound, {} late) in {} objects, {} bytes gzip, {} raw, {} (hour, src) counts, {} case labels, {:.2?}",
         m.records,
         m.blocked_outbound_records,
         m.late_records,
@@ -32,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         m.bytes,
         m.raw_bytes,
         g.expected.len(),
+        m.cases.len(),
         t.elapsed()
     );
     Ok(())

@@ -210,7 +210,7 @@ pub(crate) fn gamma_poisson(rng: &mut impl Rng, mu: f64, k: f64) -> u64 {
 }
 
 /// Standard normal (Box–Muller).
-fn std_normal(rng: &mut impl Rng) -> f64 {
+pub(crate) fn std_normal(rng: &mut impl Rng) -> f64 {
     let (u1, u2): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }

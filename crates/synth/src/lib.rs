@@ -15,6 +15,10 @@
 //! - `bursts` injected spikes: distinct hosts with a blocked rate of at least 0.5/h, each in one hour at
 //!   least 31 days after the start (the second half of shorter ranges), 200–2000 blocked records to
 //!   random public destinations on one port (scan/C2-like).
+//! - `cases` (0 by default: then none of this happens and the output is unchanged): labelled port
+//!   scans, port sweeps, outbound volume anomalies and threat-list flows, with near-threshold
+//!   negatives, on hosts of their own ([`CaseLabel`], [`Manifest::cases`], [`write_threat_lists`]);
+//!   see the `cases` module's documentation.
 //! - Delivery: one object per flow log per `file_minutes` (default 10) window holding the records
 //!   whose `start` falls in it, except that about `late_fraction` (1%) of them are delivered in the
 //!   next window's object — for the last window of an hour, an object of the next hour (and after the
@@ -45,8 +49,14 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
+mod cases;
 mod fleet;
 mod model;
+
+pub use cases::{
+    score_cases, threat_lists, write_threat_lists, CaseKind, CaseLabel, CaseScore, ThreatList,
+    PORT_SCAN_LOW_PORTS, PORT_SCAN_PORTS, PORT_SWEEP_ADDRESSES, THREAT_LIST_NAMES,
+};
 
 pub use fleet::{
     quantile, Anomaly, AnomalyKind, BackgroundTruth, FleetEvent, HostKind, HostLabel, Labels,
@@ -86,6 +96,15 @@ pub struct SynthConfig {
     /// when default, so default manifests are unchanged.
     #[serde(default, skip_serializing_if = "Scenario::is_default")]
     pub scenario: Scenario,
+    /// Labelled cases of the detections of [`CaseKind`]: this many positives and as many
+    /// near-threshold negatives of each (see the crate documentation). Not serialised when 0, and 0 leaves
+    /// the output byte-identical to a generator without cases.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cases: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The world a [`SynthConfig`] generates.
@@ -143,6 +162,7 @@ impl Default for SynthConfig {
             file_minutes: 10,
             late_fraction: 0.01,
             scenario: Scenario::Default,
+            cases: 0,
         }
     }
 }
@@ -186,6 +206,9 @@ impl SynthConfig {
         }
         if self.hosts == 0 || self.hosts > 1_000_000 {
             return bad(format!("hosts must be in 1..=1000000, got {}", self.hosts));
+        }
+        if self.cases > 1000 {
+            return bad(format!("cases must be in 0..=1000, got {}", self.cases));
         }
         if self.accounts == 0 || self.accounts > 1000 {
             return bad(format!("accounts must be in 1..=1000, got {}", self.accounts));
@@ -268,6 +291,24 @@ pub struct Manifest {
     /// The fleet scenario's labels (`None` for the default scenario).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+    /// The labelled cases ([`SynthConfig::cases`]; empty, and not serialised, without cases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<CaseLabel>,
+}
+
+impl Manifest {
+    /// The case labels covering `src_ip` in the hour starting at `hour`: a case's records that are
+    /// blocked outbound (scans and sweeps to the internet, threat-list REJECTs) are in that hour's
+    /// count, so a blocked-spike alert there is explained by the case, not a false alert.
+    pub fn cases_at<'a>(
+        &'a self,
+        hour: i64,
+        src_ip: &'a str,
+    ) -> impl Iterator<Item = &'a CaseLabel> {
+        self.cases.iter().filter(move |l| {
+            l.src_ip == src_ip && (l.hour..l.hour + i64::from(l.hours) * 3600).contains(&hour)
+        })
+    }
 }
 
 /// Exact blocked outbound count of one (hour, source).
@@ -311,6 +352,7 @@ where
         late_records: 0,
         injected: world.injected(),
         labels: world.labels(),
+        cases: world.case_labels(),
     };
     let mut counts_map: BTreeMap<(i64, u32), u64> = BTreeMap::new();
     // bufs[account][window]; window `windows` is the next hour's first window (late records).
@@ -407,8 +449,10 @@ fn model_hash(seed: u64, acct: usize, t: i64) -> u32 {
     (h >> 32) as u32
 }
 
-/// [`generate`] into a directory: each object at `dir/<key>`.
+/// [`generate`] into a directory: each object at `dir/<key>`, and with cases the threat lists at
+/// `dir/threat-lists/<name>.txt` ([`write_threat_lists`]).
 pub fn generate_to_dir(cfg: &SynthConfig, dir: &Path) -> Result<Generated, SynthError> {
+    write_threat_lists(cfg, dir)?;
     let mut made: Option<PathBuf> = None;
     let mut write = |key: &str, gz: Vec<u8>| -> Result<(), SynthError> {
         let path = dir.join(key);
@@ -458,6 +502,13 @@ pub fn injected_spikes(cfg: &SynthConfig) -> Result<Vec<InjectedSpike>, SynthErr
 pub fn labels(cfg: &SynthConfig) -> Result<Option<Labels>, SynthError> {
     cfg.validate()?;
     Ok(World::new(cfg).labels())
+}
+
+/// The case labels of a config (as in [`Manifest::cases`]; empty when `cases` is 0), without
+/// generating anything but the blocked outbound records of the burst hours.
+pub fn case_labels(cfg: &SynthConfig) -> Result<Vec<CaseLabel>, SynthError> {
+    cfg.validate()?;
+    Ok(World::new(cfg).case_labels())
 }
 
 /// The generating distribution of a fleet-scenario config's background (`None` for the default

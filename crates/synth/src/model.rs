@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::fleet::Fleet;
+use crate::cases::{burst_sweeps, CaseLabel, Cases, PlanInput};
+use crate::fleet::{Fleet, WARM_UP_HOURS};
 use crate::{InjectedSpike, Scenario, SynthConfig};
 
 /// Hours after the start before which no burst is injected (31 days: baselines exist by then).
@@ -23,6 +24,9 @@ enum Stream {
     Internal = 4,
     Other = 5,
     Delivery = 6,
+    /// Flow sizes of the ACCEPTed outbound traffic when cases are on (the cases' own records
+    /// come from seeds of their plans).
+    Volume = 7,
 }
 
 /// One internal host.
@@ -33,7 +37,7 @@ pub(crate) struct Host {
     pub(crate) eni: String,
     pub(crate) account: usize,
     /// Mean ACCEPT records per hour at the diurnal mean.
-    accept_rate: f64,
+    pub(crate) accept_rate: f64,
     /// Mean blocked outbound records per hour at the diurnal mean (0: never blocked).
     pub(crate) blocked_rate: f64,
 }
@@ -63,13 +67,13 @@ pub(crate) struct Rec {
     pub(crate) host: usize,
     pub(crate) src: IpAddr,
     pub(crate) dst: IpAddr,
-    srcport: u16,
-    dstport: u16,
-    proto: u8,
-    packets: u64,
-    bytes: u64,
+    pub(crate) srcport: u16,
+    pub(crate) dstport: u16,
+    pub(crate) proto: u8,
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
     pub(crate) start: i64,
-    end: i64,
+    pub(crate) end: i64,
     pub(crate) kind: Kind,
 }
 
@@ -93,22 +97,30 @@ pub(crate) fn counts(r: &Rec) -> bool {
 pub(crate) fn public_v4(rng: &mut impl Rng) -> Ipv4Addr {
     loop {
         let ip = Ipv4Addr::from(rng.random::<u32>());
-        let o = ip.octets();
-        let special = o[0] == 0
-            || o[0] == 127
-            || o[0] >= 224
-            || is_rfc1918(ip)
-            || (o[0] == 100 && (64..128).contains(&o[1]))
-            || (o[0] == 169 && o[1] == 254)
-            || (o[0] == 192 && o[1] == 0)
-            || (o[0] == 198 && (o[1] == 18 || o[1] == 19 || o[1] == 51))
-            || (o[0] == 203 && o[1] == 0 && o[2] == 113);
-        if !special {
+        if is_drawn_public(ip) {
             return ip;
         }
     }
 }
 
+/// Whether [`public_v4`] can return `ip`. It never returns 192.0.0.0/16 or 198.51.0.0/16 (whole
+/// /16s around special /24s), which is why the threat lists of [`crate::cases`] live there: no
+/// background record can hit them by chance.
+pub(crate) fn is_drawn_public(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    let special = o[0] == 0
+        || o[0] == 127
+        || o[0] >= 224
+        || is_rfc1918(ip)
+        || (o[0] == 100 && (64..128).contains(&o[1]))
+        || (o[0] == 169 && o[1] == 254)
+        || (o[0] == 192 && o[1] == 0)
+        || (o[0] == 198 && (o[1] == 18 || o[1] == 19 || o[1] == 51))
+        || (o[0] == 203 && o[1] == 0 && o[2] == 113);
+    !special
+}
+
+/// A public IPv6 address, always in 2a00::/16 (the threat lists use 2a02::/16).
 fn public_v6(rng: &mut impl Rng) -> Ipv6Addr {
     // 2001:db8::/32 is documentation; use 2a00::/12-like global unicast.
     Ipv6Addr::from((0x2a00u128 << 112) | (rng.random::<u128>() >> 16))
@@ -135,7 +147,7 @@ pub(crate) fn poisson(rng: &mut impl Rng, lambda: f64) -> u64 {
 }
 
 /// Diurnal factor of an hour, in [0.4, 1.6], peaking at 14:00 UTC.
-fn diurnal(hour_start: i64) -> f64 {
+pub(crate) fn diurnal(hour_start: i64) -> f64 {
     let hod = hour_start.rem_euclid(86_400) as f64 / 3600.0;
     1.0 + 0.6 * (std::f64::consts::TAU * (hod - 8.0) / 24.0).sin()
 }
@@ -151,6 +163,8 @@ pub(crate) struct World {
     scanners: Vec<Ipv4Addr>,
     /// The fleet scenario's model (`None`: the default scenario).
     pub(crate) fleet: Option<Box<Fleet>>,
+    /// The labelled cases (`None` when `cases` is 0).
+    pub(crate) cases: Option<Box<Cases>>,
 }
 
 pub(crate) fn mix(seed: u64, a: u64, b: u64) -> u64 {
@@ -242,7 +256,36 @@ impl World {
         if fleet.is_some() {
             bursts.clear();
         }
-        World { cfg: cfg.clone(), hosts, account_ids, flow_log_ids, bursts, scanners, fleet }
+        let cases =
+            (cfg.cases > 0).then(|| Box::new(plan_cases(cfg, &hosts, &bursts, fleet.as_deref())));
+        World { cfg: cfg.clone(), hosts, account_ids, flow_log_ids, bursts, scanners, fleet, cases }
+    }
+
+    /// The case labels (empty when `cases` is 0), by kind, positives first, then hour: the planned
+    /// cases, and the bursts (fleet anomalies) that are sweeps too.
+    pub(crate) fn case_labels(&self) -> Vec<CaseLabel> {
+        let Some(c) = &self.cases else { return Vec::new() };
+        let mut v = c.labels.clone();
+        let mut hours: Vec<u32> = self.bursts.iter().map(|b| b.hour).collect();
+        if let Some(f) = &self.fleet {
+            hours.extend(
+                f.anomalies
+                    .iter()
+                    .flat_map(|(_, _, h, counts, _)| (0..counts.len() as u32).map(move |i| h + i)),
+            );
+        }
+        hours.sort_unstable();
+        hours.dedup();
+        let case_hosts = c.hosts();
+        let mut recs = Vec::new();
+        for h in hours {
+            recs.clear();
+            self.blocked_records(h, &mut recs);
+            recs.retain(|r| !case_hosts.contains(&r.host));
+            v.extend(burst_sweeps(&recs, self.hour_start(h)));
+        }
+        v.sort_by_key(|l| (l.kind, !l.positive, l.hour));
+        v
     }
 
     pub(crate) fn labels(&self) -> Option<crate::Labels> {
@@ -284,8 +327,16 @@ impl World {
             .collect()
     }
 
-    /// The blocked outbound records of hour `h` (background and bursts): the only counted ones.
+    /// The blocked outbound records of hour `h` (background, bursts and the counted records of the
+    /// cases): the only counted ones.
     pub(crate) fn blocked_records(&self, h: u32, out: &mut Vec<Rec>) {
+        self.background_blocked(h, out);
+        if let Some(c) = &self.cases {
+            c.records(&self.hosts, h, self.hour_start(h), counts, out);
+        }
+    }
+
+    fn background_blocked(&self, h: u32, out: &mut Vec<Rec>) {
         let t0 = self.hour_start(h);
         let d = diurnal(t0);
         let mut rng = self.rng(h, Stream::Blocked);
@@ -349,6 +400,7 @@ impl World {
             return;
         }
         // ACCEPT traffic: outbound to the internet, inbound replies/requests, internal.
+        let accept_from = out.len();
         let mut rng = self.rng(h, Stream::Accept);
         for (i, host) in self.hosts.iter().enumerate() {
             // Hosts not yet born or retired send nothing (the default scenario has none).
@@ -364,6 +416,11 @@ impl World {
                 };
                 out.push(self.rec(&mut rng, i, t0, src, dst, port, 6, Kind::Accept));
             }
+        }
+        if let Some(c) = &self.cases {
+            // Realistic outbound volumes only with cases on: outputs without cases stay as they were.
+            let mut rng = self.rng(h, Stream::Volume);
+            c.shape_outbound(&self.hosts, h, t0, &mut rng, out, accept_from);
         }
         // Inbound REJECTs from public scanners.
         let mut rng = self.rng(h, Stream::Inbound);
@@ -407,6 +464,9 @@ impl World {
                 _ => (other, me, Kind::Reject),
             };
             out.push(self.rec(&mut rng, i, t0, src, dst, 443, 6, kind));
+        }
+        if let Some(c) = &self.cases {
+            c.records(&self.hosts, h, t0, |r| !counts(r), out);
         }
     }
 
@@ -474,4 +534,25 @@ impl World {
 
 fn log_uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
     (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp()
+}
+
+/// Plans the cases of a world: hosts alive throughout that carry no burst, anomaly or fleet event,
+/// hours after the warm-up (as bursts and anomalies).
+fn plan_cases(cfg: &SynthConfig, hosts: &[Host], bursts: &[Burst], fleet: Option<&Fleet>) -> Cases {
+    let mut excluded: HashSet<usize> = bursts.iter().map(|b| b.host).collect();
+    if let Some(f) = fleet {
+        excluded.extend(f.anomalies.iter().map(|a| a.1));
+        excluded.extend(&f.event_hosts);
+    }
+    let last = cfg.hours.saturating_sub(1);
+    let eligible = (0..hosts.len())
+        .filter(|i| !excluded.contains(i))
+        .filter(|&i| fleet.is_none_or(|f| f.alive(i, 0) && f.alive(i, last)))
+        .collect();
+    let lo = match fleet {
+        Some(_) => WARM_UP_HOURS.min(cfg.hours / 2),
+        None if cfg.hours > BURST_AFTER_HOURS => BURST_AFTER_HOURS,
+        None => cfg.hours / 2,
+    };
+    Cases::new(&PlanInput { cfg, hosts, eligible, lo })
 }

@@ -398,3 +398,511 @@ fn gamma_poisson_tail_matches_its_quantile() {
         assert!(above <= 50, "mu {mu} k {k}: {above} above q9999 {q9999}");
     }
 }
+
+// ---- Labelled cases (issue #32) ----
+
+/// One OK record of an archive, from its text.
+struct Line {
+    start: i64,
+    hour: i64,
+    src: IpAddr,
+    dst: IpAddr,
+    dstport: u16,
+    proto: u8,
+    bytes: u64,
+    accept: bool,
+}
+
+fn lines_of(objs: &[(String, Vec<u8>)]) -> Vec<Line> {
+    let mut v = Vec::new();
+    for (_, gz) in objs {
+        for line in gunzip(gz).lines().skip(1) {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f[13] != "OK" {
+                continue;
+            }
+            let start: i64 = f[10].parse().unwrap();
+            v.push(Line {
+                start,
+                hour: start.div_euclid(3600) * 3600,
+                src: f[3].parse().unwrap(),
+                dst: f[4].parse().unwrap(),
+                dstport: f[6].parse().unwrap(),
+                proto: f[7].parse().unwrap(),
+                bytes: f[9].parse().unwrap(),
+                accept: f[12] == "ACCEPT",
+            });
+        }
+    }
+    v
+}
+
+fn private_v4(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if is_rfc1918(v4))
+}
+
+/// A list entry or CIDR as (first, last) numbers and family.
+fn parse_net(s: &str) -> (bool, u128, u128) {
+    let (a, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u32>().unwrap())),
+        None => (s, None),
+    };
+    let ip: IpAddr = a.parse().unwrap();
+    let (v6, n, w) = match ip {
+        IpAddr::V4(v) => (false, u128::from(u32::from(v)), 32),
+        IpAddr::V6(v) => (true, u128::from(v), 128),
+    };
+    let host = (1u128 << (w - len.unwrap_or(w))) - 1;
+    assert_eq!(n & host, 0, "{s}: host bits set");
+    (v6, n, n | host)
+}
+
+fn ip_num(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(v) => (false, u128::from(u32::from(v))),
+        IpAddr::V6(v) => (true, u128::from(v)),
+    }
+}
+
+fn in_net(net: (bool, u128, u128), ip: IpAddr) -> bool {
+    let (v6, n) = ip_num(ip);
+    v6 == net.0 && (net.1..=net.2).contains(&n)
+}
+
+/// Generates `cfg`, then checks every case label against a naive reading of the records, and the
+/// blocked outbound ground truth against the records as before.
+fn check_cases(cfg: &SynthConfig) -> (Generated, Vec<Line>) {
+    let (g, objs) = collect(cfg);
+    let recs = lines_of(&objs);
+    let labels = &g.manifest.cases;
+    assert_eq!(labels, &case_labels(cfg).unwrap());
+
+    // The blocked outbound truth is still exact with the cases' REJECTs in it.
+    let mut counted: BTreeMap<(i64, String), u64> = BTreeMap::new();
+    for r in &recs {
+        let action = if r.accept { "ACCEPT" } else { "REJECT" };
+        if escu_counts(action, &r.src.to_string(), &r.dst.to_string()) {
+            *counted.entry((r.hour, r.src.to_string())).or_default() += 1;
+        }
+    }
+    let expected: BTreeMap<(i64, String), u64> =
+        g.expected.iter().map(|e| ((e.hour, e.src_ip.clone()), e.blocked_count)).collect();
+    assert_eq!(counted, expected);
+    assert_eq!(g.expected, expected_counts(cfg).unwrap());
+
+    // Naive aggregates of every record.
+    let mut ports: HashMap<(i64, IpAddr, IpAddr), HashSet<u16>> = HashMap::new();
+    let mut sweeps: HashMap<(i64, IpAddr, u16, u8), HashSet<IpAddr>> = HashMap::new();
+    let mut out_bytes: HashMap<IpAddr, BTreeMap<i64, u64>> = HashMap::new();
+    for r in &recs {
+        ports.entry((r.hour, r.src, r.dst)).or_default().insert(r.dstport);
+        sweeps.entry((r.hour, r.src, r.dstport, r.proto)).or_default().insert(r.dst);
+        if r.accept && private_v4(r.src) && matches!(r.dst, IpAddr::V4(_)) && !private_v4(r.dst) {
+            *out_bytes.entry(r.src).or_default().entry(r.hour).or_default() += r.bytes;
+        }
+    }
+    let scan_of = |h: i64, src: &str, dst: &str| {
+        let key = (h, src.parse().unwrap(), dst.parse().unwrap());
+        let set = ports.get(&key).cloned().unwrap_or_default();
+        let low = set.iter().filter(|&&p| p < 1024).count();
+        (set, low)
+    };
+    fn hour_range(l: &CaseLabel) -> impl Iterator<Item = i64> {
+        let (first, n) = (l.hour, i64::from(l.hours));
+        (0..n).map(move |k| first + k * 3600)
+    }
+
+    // Every vertical scan and every sweep in the archive is a labelled positive.
+    for ((h, src, dst), set) in &ports {
+        let low = set.iter().filter(|&&p| p < 1024).count();
+        if set.len() >= PORT_SCAN_PORTS && low >= PORT_SCAN_LOW_PORTS {
+            assert!(
+                labels.iter().any(|l| l.kind == CaseKind::PortScan
+                    && l.positive
+                    && l.hour == *h
+                    && l.src_ip == src.to_string()
+                    && l.dst_ip == Some(dst.to_string())),
+                "unlabelled scan {h} {src} {dst}: {} ports",
+                set.len()
+            );
+        }
+    }
+    for ((h, src, port, proto), set) in &sweeps {
+        if set.len() >= PORT_SWEEP_ADDRESSES {
+            assert!(
+                labels.iter().any(|l| l.kind == CaseKind::PortSweep
+                    && l.positive
+                    && l.hour == *h
+                    && l.src_ip == src.to_string()
+                    && l.dst_port == Some(*port)
+                    && l.protocol == Some(*proto)),
+                "unlabelled sweep {h} {src} {port}/{proto}: {} addresses",
+                set.len()
+            );
+        }
+    }
+
+    let lists = threat_lists(cfg).unwrap();
+    let entries: Vec<(&str, (bool, u128, u128))> = lists
+        .iter()
+        .flat_map(|l| l.entries.iter().map(move |e| (l.name.as_str(), parse_net(e))))
+        .collect();
+    let listed = |ip: IpAddr| -> BTreeSet<&str> {
+        entries.iter().filter(|(_, n)| in_net(*n, ip)).map(|(name, _)| *name).collect()
+    };
+    // (hour, internal end) -> (lists, remote, outbound, accept) of every record touching a list.
+    /// The lists, remote address, outbound, ACCEPT.
+    type Hit<'a> = (BTreeSet<&'a str>, IpAddr, bool, bool);
+    let mut hits: HashMap<(i64, IpAddr), Vec<Hit>> = HashMap::new();
+    for r in &recs {
+        for (remote, local, outbound) in [(r.dst, r.src, true), (r.src, r.dst, false)] {
+            let on = listed(remote);
+            if !on.is_empty() {
+                hits.entry((r.hour, local)).or_default().push((on, remote, outbound, r.accept));
+            }
+        }
+    }
+    let mut threat_hits = 0;
+
+    for l in labels {
+        let src: IpAddr = l.src_ip.parse().unwrap();
+        match l.kind {
+            CaseKind::PortScan => {
+                let dst = l.dst_ip.as_deref().unwrap();
+                let per_hour: Vec<(HashSet<u16>, usize)> =
+                    hour_range(l).map(|h| scan_of(h, &l.src_ip, dst)).collect();
+                let meets = |(s, low): &(HashSet<u16>, usize)| {
+                    s.len() >= PORT_SCAN_PORTS && *low >= PORT_SCAN_LOW_PORTS
+                };
+                if l.positive {
+                    assert!(per_hour.iter().all(meets) && per_hour[0].0.len() <= 3000, "{l:?}");
+                } else {
+                    assert!(!per_hour.iter().any(meets), "{l:?}");
+                    // Near the threshold: 450+ ports, or 1000 with too few low ones, or a scan
+                    // that meets it over its two hours together.
+                    let all: HashSet<u16> = per_hour.iter().flat_map(|p| p.0.clone()).collect();
+                    let low = all.iter().filter(|&&p| p < 1024).count();
+                    assert!(all.len() >= 450, "{l:?}");
+                    assert!(l.hours == 2 || all.len() < PORT_SCAN_PORTS || low < 20, "{l:?}");
+                    if l.hours == 2 {
+                        assert!(all.len() >= PORT_SCAN_PORTS && low >= 20, "{l:?}");
+                    }
+                }
+                // Scans look like scans: REJECTs and ACCEPTs both, spread over the hour (a
+                // server's responses are ACCEPTs).
+                let mine: Vec<&Line> = recs
+                    .iter()
+                    .filter(|r| r.hour == l.hour && r.src == src && r.dst.to_string() == dst)
+                    .collect();
+                let actions: HashSet<bool> = mine.iter().map(|r| r.accept).collect();
+                let responses = l.what.contains("responses");
+                assert_eq!(actions.len(), if responses { 1 } else { 2 }, "{l:?}");
+                let (first, last) = (
+                    mine.iter().map(|r| r.start).min().unwrap(),
+                    mine.iter().map(|r| r.start).max().unwrap(),
+                );
+                assert!(last - first > 3000, "{l:?}: {first}..{last}");
+            }
+            CaseKind::PortSweep => {
+                type Key = (i64, IpAddr, u16, u8);
+                let mine: Vec<(&Key, &HashSet<IpAddr>)> =
+                    sweeps.iter().filter(|(k, _)| k.0 == l.hour && k.1 == src).collect();
+                let max = mine.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+                if l.positive {
+                    let key = (l.hour, src, l.dst_port.unwrap(), l.protocol.unwrap());
+                    let set = &sweeps[&key];
+                    assert!((PORT_SWEEP_ADDRESSES..=2000).contains(&set.len()), "{l:?}");
+                    if let Some(net) = &l.dst_ip {
+                        let net = parse_net(net);
+                        assert!(set.iter().all(|&a| in_net(net, a)), "{l:?}");
+                    }
+                } else {
+                    assert!(max < PORT_SWEEP_ADDRESSES, "{l:?}: {max}");
+                    // Near the threshold: 200+ on one port, or 250+ over ports or protocols.
+                    let net = parse_net(l.dst_ip.as_deref().unwrap());
+                    let all: HashSet<IpAddr> = mine
+                        .iter()
+                        .flat_map(|(_, s)| s.iter().copied())
+                        .filter(|&a| in_net(net, a))
+                        .collect();
+                    assert!(max >= 200 || all.len() >= PORT_SWEEP_ADDRESSES, "{l:?}");
+                }
+            }
+            CaseKind::OutboundVolume => {
+                let series = &out_bytes[&src];
+                let hours: HashSet<i64> = hour_range(l).collect();
+                let all_hours = (0..i64::from(cfg.hours)).map(|k| cfg.start + k * 3600);
+                let others: Vec<u64> = all_hours
+                    .filter(|h| !hours.contains(h))
+                    .map(|h| series.get(&h).copied().unwrap_or(0))
+                    .collect();
+                let base = others.iter().sum::<u64>() as f64 / others.len().max(1) as f64;
+                if l.hours == cfg.hours {
+                    // Always heavy: its every-hour mean dwarfs the typical host's.
+                    let mut means: Vec<f64> = out_bytes
+                        .iter()
+                        .filter(|(ip, _)| **ip != src)
+                        .map(|(_, s)| s.values().sum::<u64>() as f64 / f64::from(cfg.hours))
+                        .collect();
+                    means.sort_by(f64::total_cmp);
+                    let mean = series.values().sum::<u64>() as f64 / f64::from(cfg.hours);
+                    assert!(!l.positive && mean > 5.0 * means[means.len() / 2], "{l:?}");
+                    let busy = series.values().filter(|&&b| b > 0).count();
+                    assert!(busy as f64 > 0.5 * f64::from(cfg.hours), "{l:?}: {busy}");
+                    continue;
+                }
+                for h in hour_range(l) {
+                    let v = series.get(&h).copied().unwrap_or(0) as f64;
+                    if l.positive {
+                        assert!(v >= 5.0 * base, "{l:?}: {v} vs baseline {base}");
+                    } else {
+                        assert!(v <= 4.0 * base && v >= base, "{l:?}: {v} vs baseline {base}");
+                    }
+                    // The case's flows all go to its destination.
+                    let to: u64 = recs
+                        .iter()
+                        .filter(|r| r.hour == h && r.src == src && r.accept)
+                        .filter(|r| Some(r.dst.to_string()) == l.dst_ip)
+                        .map(|r| r.bytes)
+                        .sum();
+                    assert_eq!(to as f64, v, "{l:?}: the host's other outbound flows are replaced");
+                }
+            }
+            CaseKind::ThreatList => {
+                if let IpAddr::V6(v6) = src {
+                    assert_eq!(v6.octets()[0], 0xfd, "{l:?}: an fd00::/8 host");
+                } else {
+                    assert!(private_v4(src), "{l:?}");
+                }
+                let net = parse_net(l.dst_ip.as_deref().unwrap());
+                let mine = hits.get(&(l.hour, src)).cloned().unwrap_or_default();
+                if l.positive {
+                    let want: BTreeSet<&str> = l.list.as_deref().unwrap().split(',').collect();
+                    assert!(!mine.is_empty(), "{l:?}");
+                    assert!(mine.iter().all(|(on, ..)| *on == want), "{l:?}");
+                    assert!(
+                        mine.iter().any(|m| m.2) && mine.iter().any(|m| !m.2),
+                        "{l:?}: both ways"
+                    );
+                    assert!(
+                        mine.iter().any(|m| m.3) && mine.iter().any(|m| !m.3),
+                        "{l:?}: both actions"
+                    );
+                    let remotes: BTreeSet<u128> = mine.iter().map(|m| ip_num(m.1).1).collect();
+                    assert!(remotes.iter().all(|&n| (net.1..=net.2).contains(&n)), "{l:?}");
+                    if net.1 != net.2 {
+                        assert!(
+                            remotes.contains(&net.1) && remotes.contains(&net.2),
+                            "{l:?}: edges"
+                        );
+                    }
+                    threat_hits += mine.len();
+                } else {
+                    assert!(mine.is_empty(), "{l:?}: {} list hits", mine.len());
+                    // It does talk to one past each end of the CIDR.
+                    let near: BTreeSet<u128> = recs
+                        .iter()
+                        .filter(|r| r.hour == l.hour && (r.src == src || r.dst == src))
+                        .map(|r| ip_num(if r.src == src { r.dst } else { r.src }).1)
+                        .filter(|&n| n == net.1.wrapping_sub(1) || n == net.2.wrapping_add(1))
+                        .collect();
+                    assert_eq!(near.len(), 2, "{l:?}");
+                }
+            }
+        }
+    }
+    // Every record touching a list is in a positive label's hits.
+    assert_eq!(hits.values().map(Vec::len).sum::<usize>(), threat_hits);
+    // cases positives and as many negatives of each kind (sweeps: plus the bursts that are sweeps).
+    for kind in CaseKind::ALL {
+        let planned = |pos: bool| {
+            labels
+                .iter()
+                .filter(move |l| l.kind == kind && l.positive == pos && !l.what.contains("burst"))
+        };
+        assert_eq!(planned(true).count(), cfg.cases as usize, "{kind:?}");
+        assert_eq!(planned(false).count(), cfg.cases as usize, "{kind:?}");
+    }
+    (g, recs)
+}
+
+fn with_cases() -> SynthConfig {
+    SynthConfig { hours: 8 * 24, hosts: 80, bursts: 2, cases: 3, ..SynthConfig::default() }
+}
+
+#[test]
+fn cases_hold_in_the_records() {
+    let cfg = with_cases();
+    let (g, _) = check_cases(&cfg);
+    let labels = &g.manifest.cases;
+    // The bursts of 250+ random destinations are labelled as the sweeps they are.
+    let burst_sweeps = labels.iter().filter(|l| l.what.contains("burst")).count();
+    let big_bursts = g.manifest.injected.iter().filter(|s| s.records >= 250).count();
+    assert!(burst_sweeps <= big_bursts && burst_sweeps + 1 >= big_bursts, "{labels:?}");
+    // Internal and external scan targets, /24 and /20 sweeps, exfiltration over 1-3 hours.
+    let scans: Vec<&CaseLabel> =
+        labels.iter().filter(|l| l.kind == CaseKind::PortScan && l.positive).collect();
+    assert!(scans.iter().any(|l| private_v4(l.dst_ip.as_ref().unwrap().parse().unwrap())));
+    assert!(scans.iter().any(|l| !private_v4(l.dst_ip.as_ref().unwrap().parse().unwrap())));
+    let nets: HashSet<&str> = labels
+        .iter()
+        .filter(|l| l.kind == CaseKind::PortSweep && l.positive)
+        .filter_map(|l| l.dst_ip.as_deref()?.rsplit_once('/').map(|x| x.1))
+        .collect();
+    assert_eq!(nets, HashSet::from(["24", "20"]));
+    // The blocked outbound counts the cases add are where their labels say.
+    let base: HashMap<(i64, String), u64> = collect(&SynthConfig { cases: 0, ..cfg.clone() })
+        .0
+        .expected
+        .into_iter()
+        .map(|e| ((e.hour, e.src_ip), e.blocked_count))
+        .collect();
+    let mut added = 0;
+    for e in &g.expected {
+        let before = base.get(&(e.hour, e.src_ip.clone())).copied().unwrap_or(0);
+        if e.blocked_count != before {
+            added += 1;
+            assert!(g.manifest.cases_at(e.hour, &e.src_ip).next().is_some(), "{e:?}");
+        }
+    }
+    assert!(added >= 3, "scans to the internet are blocked outbound: {added}");
+    // Label JSON: snake_case kinds, the config carries the count.
+    let json = serde_json::to_string(&g.manifest).unwrap();
+    for k in
+        ["\"port_scan\"", "\"port_sweep\"", "\"outbound_volume\"", "\"threat_list\"", "\"cases\":3"]
+    {
+        assert!(json.contains(k), "{k}");
+    }
+    let back: Manifest = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, g.manifest);
+}
+
+#[test]
+fn cases_in_the_fleet_scenario_keep_its_labels() {
+    let cfg = SynthConfig { cases: 2, ..small_fleet() };
+    let (g, _) = check_cases(&cfg);
+    let without = collect(&small_fleet()).0;
+    // The fleet's own ground truth is unchanged outside the case hosts, and its labels hold.
+    assert_eq!(g.manifest.labels, without.manifest.labels);
+    assert_eq!(g.manifest.injected, without.manifest.injected);
+    let count: HashMap<(i64, &str), u64> =
+        g.expected.iter().map(|e| ((e.hour, e.src_ip.as_str()), e.blocked_count)).collect();
+    for a in &g.manifest.labels.as_ref().unwrap().anomalies {
+        for (h, c) in a.hours.iter().zip(&a.counts) {
+            assert_eq!(count[&(*h, a.src_ip.as_str())], *c, "{a:?}");
+        }
+    }
+    let case_srcs: HashSet<&str> = g.manifest.cases.iter().map(|l| l.src_ip.as_str()).collect();
+    let before: BTreeMap<(i64, &str), u64> =
+        without.expected.iter().map(|e| ((e.hour, e.src_ip.as_str()), e.blocked_count)).collect();
+    for (k, c) in &count {
+        if !case_srcs.contains(k.1) {
+            assert_eq!(before.get(k), Some(c), "{k:?}");
+        }
+    }
+    assert_eq!(rows_of(&cfg).len(), g.expected.len());
+}
+
+#[test]
+fn threat_list_cases_cover_ipv6_cidr_edges_and_both_lists() {
+    let cfg =
+        SynthConfig { hours: 4 * 24, hosts: 60, bursts: 0, cases: 5, ..SynthConfig::default() };
+    let (g, _) = check_cases(&cfg);
+    let threat: Vec<&CaseLabel> =
+        g.manifest.cases.iter().filter(|l| l.kind == CaseKind::ThreatList).collect();
+    let pos = |f: &dyn Fn(&CaseLabel) -> bool| threat.iter().any(|l| l.positive && f(l));
+    assert!(pos(&|l| l.src_ip.starts_with("fd") && l.dst_ip.as_ref().unwrap().contains('/')));
+    assert!(pos(&|l| l.src_ip.starts_with("fd") && !l.dst_ip.as_ref().unwrap().contains('/')));
+    assert!(pos(&|l| !l.src_ip.contains(':') && l.dst_ip.as_ref().unwrap().contains('/')));
+    assert!(pos(&|l| l.list.as_deref() == Some("custom,tor-exits")));
+    let negs: HashSet<&str> =
+        threat.iter().filter(|l| !l.positive).map(|l| l.dst_ip.as_deref().unwrap()).collect();
+    assert_eq!(negs.len(), 4, "edges of every listed CIDR: {negs:?}");
+
+    // The files: two lists with comments; single IPv4, IPv4 CIDRs, IPv6 and IPv6 CIDRs; one
+    // address on both.
+    let dir = std::env::temp_dir().join(format!("flowspike-synth-lists-{}", std::process::id()));
+    let paths = write_threat_lists(&cfg, &dir).unwrap();
+    let names: Vec<String> =
+        paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["tor-exits.txt", "custom.txt"]);
+    let mut sets = Vec::new();
+    for p in &paths {
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.starts_with("# "), "{text}");
+        let entries: BTreeSet<&str> =
+            text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        let has = |v6: bool, cidr: bool| {
+            entries.iter().any(|e| e.contains(':') == v6 && e.contains('/') == cidr)
+        };
+        assert!(has(false, false) && has(false, true) && has(true, false) && has(true, true));
+        for e in &entries {
+            parse_net(e);
+        }
+        sets.push(entries.into_iter().map(str::to_string).collect::<BTreeSet<String>>());
+    }
+    assert_eq!(sets[0].intersection(&sets[1]).count(), 1);
+    // No entry of one list overlaps another entry (one past a CIDR is in no list).
+    let all: Vec<(bool, u128, u128)> = sets.iter().flatten().map(|e| parse_net(e)).collect();
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert!(a == b || a.0 != b.0 || a.2 + 1 < b.1 || b.2 + 1 < a.1, "{a:?} {b:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Without cases, nothing is written.
+    assert!(write_threat_lists(&SynthConfig::default(), &dir).unwrap().is_empty());
+    assert!(!dir.exists());
+}
+
+#[test]
+fn cases_are_deterministic_and_absent_when_zero() {
+    let cfg = SynthConfig { hours: 3 * 24, hosts: 50, cases: 1, ..SynthConfig::default() };
+    let (a, oa) = collect(&cfg);
+    let (b, ob) = collect(&cfg);
+    assert_eq!((&a, &oa), (&b, &ob));
+    assert_eq!(threat_lists(&cfg).unwrap(), threat_lists(&cfg).unwrap());
+    let other = SynthConfig { seed: 9, ..cfg.clone() };
+    assert_ne!(threat_lists(&cfg).unwrap(), threat_lists(&other).unwrap());
+    assert_ne!(a.manifest.cases, collect(&other).0.manifest.cases);
+    // Without cases: no key in the config or the manifest, and the records are those of a
+    // generator without cases (same counts; the case config only adds records).
+    let zero = SynthConfig { cases: 0, ..cfg.clone() };
+    let (z, oz) = collect(&zero);
+    let json = serde_json::to_string(&z.manifest).unwrap();
+    assert!(!json.contains("cases"), "{json}");
+    assert!(case_labels(&zero).unwrap().is_empty());
+    assert!(a.manifest.records > z.manifest.records);
+    assert_eq!(oz.len(), oa.len());
+    assert!(matches!(
+        SynthConfig { cases: 1001, ..SynthConfig::default() }.validate(),
+        Err(SynthError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn score_cases_counts_recall_and_false_alerts() {
+    let cfg =
+        SynthConfig { hours: 4 * 24, hosts: 60, bursts: 0, cases: 2, ..SynthConfig::default() };
+    let labels = case_labels(&cfg).unwrap();
+    let scans: Vec<&CaseLabel> = labels.iter().filter(|l| l.kind == CaseKind::PortScan).collect();
+    let pos: Vec<&&CaseLabel> = scans.iter().filter(|l| l.positive).collect();
+    let neg: Vec<&&CaseLabel> = scans.iter().filter(|l| !l.positive).collect();
+    // One positive found, one negative alerted (in its last hour), one alert elsewhere, one a
+    // day late.
+    let last = |l: &CaseLabel| l.hour + (i64::from(l.hours) - 1) * 3600;
+    let alerts = vec![
+        (pos[0].hour, pos[0].src_ip.clone()),
+        (last(neg[1]), neg[1].src_ip.clone()),
+        (cfg.start, "10.9.9.9".to_string()),
+        (pos[1].hour + 86_400, pos[1].src_ip.clone()),
+    ];
+    let s = score_cases(&labels, CaseKind::PortScan, &alerts);
+    let want =
+        CaseScore { positives: 2, found: 1, negatives: 2, negatives_alerted: 1, other_alerts: 2 };
+    assert_eq!(s, want);
+    assert_eq!(s.recall(), 0.5);
+    // The same alerts are all "other" for another kind.
+    let s = score_cases(&labels, CaseKind::ThreatList, &alerts);
+    assert_eq!((s.positives, s.found, s.other_alerts), (2, 0, 4));
+}
