@@ -90,6 +90,11 @@ pub struct GenArgs {
     /// --bursts is then the number of anomalies of each kind; labels in manifest.json).
     #[arg(long, default_value = "default")]
     pub scenario: String,
+    /// Labelled cases of each other detection (port scan, port sweep, outbound volume, threat
+    /// list), each with as many near-threshold negatives; the threat lists are written to
+    /// `<out>/threat-lists/`, the labels to the manifest's `cases` (docs/detections.md).
+    #[arg(long, default_value_t = 0)]
+    pub cases: u32,
 }
 
 /// Detection settings shared by replay and the consumer.

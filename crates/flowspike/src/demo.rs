@@ -51,6 +51,7 @@ pub fn gen(a: GenArgs) -> anyhow::Result<u8> {
     cfg.hours = a.hours.unwrap_or(cfg.hours);
     cfg.hosts = a.hosts.unwrap_or(cfg.hosts);
     cfg.bursts = a.bursts.unwrap_or(cfg.bursts);
+    cfg.cases = a.cases;
     if let Some(s) = &a.start {
         cfg.start = parse_time(s)?.div_euclid(3600) * 3600;
     }
@@ -83,7 +84,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     std::fs::write(dir.join(DEMO_MARKER), b"made by flowspike demo\n")?;
     let archive = dir.join("archive");
     let state = dir.join("state");
-    let cfg = synth_config(a.seed, None, None, None);
+    // One labelled case of each other detection, so the demo shows every detection.
+    let cfg = SynthConfig { cases: 1, ..synth_config(a.seed, None, None, None) };
     eprintln!(
         "generating {} hours of flow logs for {} internal hosts with {} injected bursts ...",
         cfg.hours, cfg.hosts, cfg.bursts
@@ -131,7 +133,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
             "; the default is --mode adaptive"
         }
     );
+    let findings_path = dir.join("findings.jsonl");
+    crate::replay::write_findings_to(&outcome.findings, &findings_path.display().to_string())?;
+    print_findings(&outcome.findings, &manifest);
     crate::replay::print_summary(&outcome, false, &spikes_path.display().to_string());
+    eprintln!("findings {} -> {}", outcome.findings.len(), findings_path.display());
     // The report of this run's records: the page a person opens first.
     let report = crate::report::write(
         &flowspike_history::History::new(store.clone()),
@@ -150,6 +156,31 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         state.display()
     );
     Ok(0)
+}
+
+/// The other detections' findings, each marked with the labelled case it finds.
+fn print_findings(findings: &[flowspike_detections::Finding], manifest: &Manifest) {
+    println!("\nother detections ({} findings):", findings.len());
+    println!("{:<16} {:<21} {:<16} {:<10}  summary", "detection", "hour", "src_ip", "case");
+    let mut found = BTreeSet::new();
+    for f in findings {
+        let case = manifest.cases_at(f.hour, &f.src_ip).find(|c| {
+            c.positive && serde_json::to_value(c.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).as_deref() == Some(f.detection.as_str())
+        });
+        if let Some(c) = case {
+            found.insert((c.hour, c.src_ip.clone(), f.detection.clone()));
+        }
+        println!(
+            "{:<16} {:<21} {:<16} {:<10}  {}",
+            f.detection,
+            flowspike_detect::format_hour(f.hour),
+            f.src_ip,
+            if case.is_some() { "yes" } else { "" },
+            f.summary
+        );
+    }
+    let positives = manifest.cases.iter().filter(|c| c.positive).count();
+    println!("{} of {} labelled cases found", found.len(), positives);
 }
 
 fn print_table(spikes: &[flowspike_detect::Spike], manifest: &Manifest) {
