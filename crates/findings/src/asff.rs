@@ -1,4 +1,5 @@
-//! The AWS Security Finding Format (ASFF) of a spike record: what Security Hub's
+//! The AWS Security Finding Format (ASFF) of a spike record or of another detection's
+//! [`Finding`] ([`finding_of`]): what Security Hub's
 //! BatchImportFindings takes, with its 12 required attributes (`SchemaVersion`, `Id`,
 //! `ProductArn`, `GeneratorId`, `AwsAccountId`, `Types`, `CreatedAt`, `UpdatedAt`, `Severity`,
 //! `Title`, `Description`, `Resources`) and its limits (`Title` ≤ 256 and `Description` ≤ 1024
@@ -15,7 +16,11 @@ use std::net::IpAddr;
 use flowspike_detect::{format_hour, Spike};
 use serde::Serialize;
 
-use crate::{description, first_hour, is_fleet, title, AwsContext, Severity, FINDING_TYPE};
+use crate::kind::{protocol_name, seen};
+use crate::{
+    description, finding_description, finding_title, first_hour, is_fleet, title, AwsContext,
+    Finding, Kind, Severity, FINDING_TYPE,
+};
 
 /// The attributes Security Hub requires of every finding (the user guide's "Required top-level
 /// attributes in ASFF"), in its order.
@@ -40,6 +45,10 @@ pub const SCHEMA_VERSION: &str = "2018-10-08";
 pub const RESOURCES_MAX: usize = 32;
 /// Most characters of a product field's value.
 const PRODUCT_FIELD_VALUE_MAX: usize = 2048;
+/// Most product fields of one finding.
+pub const PRODUCT_FIELDS_MAX: usize = 50;
+/// Most characters of a product field's name.
+const PRODUCT_FIELD_NAME_MAX: usize = 128;
 
 /// One ASFF finding (the attributes flowspike fills; names as in ASFF).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,20 +56,22 @@ const PRODUCT_FIELD_VALUE_MAX: usize = 2048;
 pub struct AsffFinding {
     /// Always [`SCHEMA_VERSION`].
     pub schema_version: String,
-    /// `flowspike/<region>/<account>/<spike id>`: stable for a spike (and its episode).
+    /// `flowspike/<region>/<account>/<spike or finding id>`: stable for a spike (and its
+    /// episode) or a finding.
     pub id: String,
     /// `arn:<partition>:securityhub:<region>:<account>:product/<account>/default`, the product
     /// ARN of findings an account imports itself.
     pub product_arn: String,
-    /// `flowspike/blocked_outbound_spike/<mode>`: the detection and its baseline mode.
+    /// `flowspike/blocked_outbound_spike/<mode>`: the detection and its baseline mode; for a
+    /// finding `flowspike/<detection>`.
     pub generator_id: String,
     /// The account.
     pub aws_account_id: String,
-    /// [`FINDING_TYPE`].
+    /// [`FINDING_TYPE`], or a finding's [`Kind::asff_type`].
     pub types: Vec<String>,
-    /// The incident's first hour (RFC 3339).
+    /// The incident's first hour, or a finding's first seen (RFC 3339).
     pub created_at: String,
-    /// The record's hour (RFC 3339).
+    /// The record's hour, or a finding's last seen (RFC 3339).
     pub updated_at: String,
     /// Same as `created_at`.
     pub first_observed_at: String,
@@ -73,11 +84,13 @@ pub struct AsffFinding {
     /// At most 1024 characters.
     pub description: String,
     /// The network interfaces (ENIs) that logged the flows, at most [`RESOURCES_MAX`]; a record
-    /// without interface ids names its source (`Type: Other`).
+    /// without interface ids, and every finding, names its source (`Type: Other`).
     pub resources: Vec<AsffResource>,
-    /// Outbound, the source (none for a fleet) and the first destination.
+    /// Outbound, the source (none for a fleet) and the first destination; a finding's
+    /// destination port and protocol where it has them.
     pub network: AsffNetwork,
-    /// The detection's figures (`flowspike/blocked_count`, `flowspike/threshold`, ...).
+    /// The detection's figures (`flowspike/blocked_count`, `flowspike/threshold`, ...; a
+    /// finding's `flowspike/count`, `flowspike/evidence/<field>`), at most [`PRODUCT_FIELDS_MAX`].
     pub product_fields: BTreeMap<String, String>,
     /// `ACTIVE`.
     pub record_state: String,
@@ -124,6 +137,12 @@ pub struct AsffNetwork {
     /// The first destination, if IPv6.
     #[serde(rename = "DestinationIpV6", skip_serializing_if = "Option::is_none")]
     pub destination_ip_v6: Option<String>,
+    /// The destination port, where the finding has one (a scan's target, a sweep's port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<u16>,
+    /// The protocol (`tcp`, `udp`, ... or its IANA number), where the finding has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// `(v4, v6)`: `ip` in the field of its family, none if it is no address.
@@ -132,6 +151,75 @@ fn by_family(ip: Option<&String>) -> (Option<String>, Option<String>) {
         Some(IpAddr::V4(a)) => (Some(a.to_string()), None),
         Some(IpAddr::V6(a)) => (None, Some(a.to_string())),
         None => (None, None),
+    }
+}
+
+/// What differs from one ASFF finding to the next; [`assemble`] adds the account's parts.
+struct Parts<'a> {
+    /// The record's id (`Id` is `flowspike/<region>/<account>/<id>`).
+    id: &'a str,
+    generator_id: String,
+    types: Vec<String>,
+    /// `CreatedAt` / `FirstObservedAt`, `UpdatedAt` / `LastObservedAt` (seconds).
+    first: i64,
+    last: i64,
+    severity: Severity,
+    title: String,
+    description: String,
+    resources: Vec<AsffResource>,
+    network: AsffNetwork,
+    product_fields: BTreeMap<String, String>,
+}
+
+/// The finding of `p` in the account and region of `aws`.
+fn assemble(p: Parts<'_>, aws: &AwsContext) -> AsffFinding {
+    let (account, region, partition) = (aws.account_id(), aws.region(), aws.partition());
+    AsffFinding {
+        schema_version: SCHEMA_VERSION.into(),
+        id: format!("flowspike/{region}/{account}/{}", p.id),
+        product_arn: format!(
+            "arn:{partition}:securityhub:{region}:{account}:product/{account}/default"
+        ),
+        generator_id: p.generator_id,
+        aws_account_id: account.into(),
+        types: p.types,
+        created_at: format_hour(p.first),
+        updated_at: format_hour(p.last),
+        first_observed_at: format_hour(p.first),
+        last_observed_at: format_hour(p.last),
+        severity: AsffSeverity { label: p.severity.asff_label().into() },
+        title: p.title,
+        description: p.description,
+        resources: p.resources,
+        network: p.network,
+        product_fields: p.product_fields,
+        record_state: "ACTIVE".into(),
+    }
+}
+
+/// A resource that is no AWS resource flowspike can name: `id` is an address (or a fleet's
+/// destination), so Security Hub still has the one resource it needs.
+fn other_resource(id: String, aws: &AwsContext) -> AsffResource {
+    AsffResource {
+        kind: "Other".into(),
+        id,
+        partition: aws.partition().into(),
+        region: aws.region().into(),
+    }
+}
+
+/// An outbound `Network` from `source` to `destination` (each in the field of its family).
+fn outbound(source: Option<&String>, destination: Option<&String>) -> AsffNetwork {
+    let (source_ip_v4, source_ip_v6) = by_family(source);
+    let (destination_ip_v4, destination_ip_v6) = by_family(destination);
+    AsffNetwork {
+        direction: "OUT".into(),
+        source_ip_v4,
+        source_ip_v6,
+        destination_ip_v4,
+        destination_ip_v6,
+        destination_port: None,
+        protocol: None,
     }
 }
 
@@ -156,57 +244,72 @@ pub fn finding(s: &Spike, aws: &AwsContext) -> AsffFinding {
         } else {
             s.src_ip.clone()
         };
-        resources.push(AsffResource {
-            kind: "Other".into(),
-            id,
-            partition: partition.into(),
-            region: region.into(),
-        });
+        resources.push(other_resource(id, aws));
     }
     let source = if is_fleet(s) { None } else { Some(&s.src_ip) };
-    let (source_ip_v4, source_ip_v6) = by_family(source);
-    let (destination_ip_v4, destination_ip_v6) = by_family(s.dest_ips.first());
-    AsffFinding {
-        schema_version: SCHEMA_VERSION.into(),
-        id: format!("flowspike/{region}/{account}/{}", s.id),
-        product_arn: format!(
-            "arn:{partition}:securityhub:{region}:{account}:product/{account}/default"
-        ),
+    let parts = Parts {
+        id: &s.id,
         generator_id: format!("flowspike/{}/{}", s.detection, s.mode.as_str()),
-        aws_account_id: account.into(),
         types: vec![FINDING_TYPE.into()],
-        created_at: format_hour(first_hour(s)),
-        updated_at: format_hour(s.hour),
-        first_observed_at: format_hour(first_hour(s)),
-        last_observed_at: format_hour(s.hour),
-        severity: AsffSeverity {
-            label: match Severity::of(s) {
-                Severity::Medium => "MEDIUM",
-                Severity::High => "HIGH",
-            }
-            .into(),
-        },
+        first: first_hour(s),
+        last: s.hour,
+        severity: Severity::of(s),
         title: title(s),
         description: description(s),
         resources,
-        network: AsffNetwork {
-            direction: "OUT".into(),
-            source_ip_v4,
-            source_ip_v6,
-            destination_ip_v4,
-            destination_ip_v6,
-        },
+        network: outbound(source, s.dest_ips.first()),
         product_fields: product_fields(s),
-        record_state: "ACTIVE".into(),
+    };
+    assemble(parts, aws)
+}
+
+/// The ASFF finding of another detection's [`Finding`] in the account and region of `aws`.
+///
+/// `Types` is the detection's in Security Hub's taxonomy ([`Kind::asff_type`]: `TTPs/Discovery/…`
+/// for scans and sweeps, `Effects/Data Exfiltration/…` for volume, `TTPs/Command and Control/…`
+/// for threat lists); the one resource is the source address (`Other`: a finding names no
+/// interface); `Network` has the source, and the destination address, port and protocol where
+/// the finding has them; `ProductFields` the figure, its threshold and the evidence's fields.
+/// `Id` comes from the finding's id, so the same hour replayed updates the same finding.
+pub fn finding_of(f: &Finding, aws: &AwsContext) -> AsffFinding {
+    let seen = seen(f);
+    let mut network = outbound(Some(&f.src_ip), f.dst_ip.as_ref());
+    network.destination_port = f.dst_port;
+    network.protocol = f.protocol.map(protocol_name);
+    let parts = Parts {
+        id: &f.id,
+        generator_id: format!("flowspike/{}", f.detection),
+        types: vec![Kind::of(&f.detection).asff_type.into()],
+        first: seen.first,
+        last: seen.last,
+        severity: Severity::of_finding(f),
+        title: finding_title(f),
+        description: finding_description(f),
+        resources: vec![other_resource(f.src_ip.clone(), aws)],
+        network,
+        product_fields: finding_fields(f),
+    };
+    assemble(parts, aws)
+}
+
+/// ASFF product fields (`flowspike/<name>`): values cut to 2048 characters, at most
+/// [`PRODUCT_FIELDS_MAX`] fields (later ones are dropped), names of at most 128 characters.
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl Fields {
+    fn put(&mut self, name: &str, value: String) {
+        let key = format!("flowspike/{name}");
+        if self.0.len() < PRODUCT_FIELDS_MAX && key.len() <= PRODUCT_FIELD_NAME_MAX {
+            self.0.insert(key, crate::clip(value, PRODUCT_FIELD_VALUE_MAX));
+        }
     }
 }
 
 /// The detection's figures as ASFF product fields (strings, at most 2048 characters each).
 fn product_fields(s: &Spike) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let mut put = |k: &str, v: String| {
-        m.insert(format!("flowspike/{k}"), crate::clip(v, PRODUCT_FIELD_VALUE_MAX));
-    };
+    let mut m = Fields::default();
+    let mut put = |k: &str, v: String| m.put(k, v);
     put("spike_id", s.id.clone());
     put("hour", format_hour(s.hour));
     put("mode", s.mode.as_str().into());
@@ -235,5 +338,31 @@ fn product_fields(s: &Spike) -> BTreeMap<String, String> {
     if !s.dest_ips.is_empty() {
         put("dest_ips", s.dest_ips.join(","));
     }
-    m
+    m.0
+}
+
+/// A finding's figures and its evidence as ASFF product fields: the record's own fields first,
+/// then each field of `evidence` (`flowspike/evidence/<name>`, text as is, anything else as
+/// JSON) while there is room.
+fn finding_fields(f: &Finding) -> BTreeMap<String, String> {
+    let mut m = Fields::default();
+    m.put("finding_id", f.id.clone());
+    m.put("detection", f.detection.clone());
+    m.put("hour", format_hour(f.hour));
+    m.put("count", f.count.to_string());
+    m.put("threshold", f.threshold.to_string());
+    if let Some(l) = &f.list {
+        m.put("list", l.clone());
+    }
+    if let Some(e) = f.evidence.as_object() {
+        for (k, v) in e {
+            let text = match v {
+                serde_json::Value::String(t) => t.clone(),
+                serde_json::Value::Null => continue,
+                other => other.to_string(),
+            };
+            m.put(&format!("evidence/{k}"), text);
+        }
+    }
+    m.0
 }

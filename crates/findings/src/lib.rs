@@ -1,7 +1,8 @@
-//! Spike records as findings, in the formats security teams read: flowspike's own JSON line
-//! ([`Format::Native`], the detection's [`Spike`] record unchanged), an OCSF 1.1 Detection Finding
-//! ([`Format::Ocsf`], what Amazon Security Lake and OCSF-speaking SIEMs take) and the AWS
-//! Security Finding Format ([`Format::Asff`], what Security Hub's BatchImportFindings takes).
+//! Spike records and the other detections' [`Finding`]s as findings, in the formats security
+//! teams read: flowspike's own JSON line ([`Format::Native`], the record unchanged), an OCSF 1.1
+//! Detection Finding ([`Format::Ocsf`], what Amazon Security Lake and OCSF-speaking SIEMs take)
+//! and the AWS Security Finding Format ([`Format::Asff`], what Security Hub's BatchImportFindings
+//! takes).
 //!
 //! Pure mapping: no AWS SDK, no I/O. The sinks that deliver findings (Kinesis, Security Hub,
 //! EventBridge) live in `flowspike-aws`; they take an [`Encoder`] or an [`AwsContext`] from here.
@@ -12,10 +13,12 @@ use std::str::FromStr;
 use flowspike_detect::{format_hour, Reason, Spike};
 
 pub mod asff;
+mod kind;
 pub mod ocsf;
 mod record;
 
 pub use asff::AsffFinding;
+pub use kind::{finding_description, finding_title, Attack, Kind, ATTACK_VERSION};
 pub use record::{finding_id, Finding};
 
 /// The ASFF/OCSF type of every finding: ASFF's namespace "Unusual Behaviors", category
@@ -130,7 +133,7 @@ impl AwsContext {
     }
 }
 
-/// Turns spike records into lines of the chosen [`Format`].
+/// Turns spike records and findings into lines of the chosen [`Format`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Encoder {
     format: Format,
@@ -165,15 +168,43 @@ impl Encoder {
     /// assert_eq!(Encoder::default().to_json_line(&s), s.to_json_line());
     /// ```
     pub fn to_json_line(&self, s: &Spike) -> String {
+        self.line(|| s.to_json_line(), |a| ocsf::detection_finding(s, a), |a| asff::finding(s, a))
+    }
+
+    /// The finding of another detection as one line of JSON, without the trailing newline: what
+    /// [`Encoder::to_json_line`] is for a spike.
+    ///
+    /// ```
+    /// use flowspike_findings::{Encoder, Finding};
+    /// # let f: Finding = serde_json::from_str(r#"{"id":"0123456789abcdef",
+    /// #   "detection":"port_scan","hour":"2026-03-05T14:00:00Z","src_ip":"10.1.2.3",
+    /// #   "summary":"10.1.2.3 probed 812 ports of 10.1.9.9","severity":"high",
+    /// #   "dst_ip":"10.1.9.9","count":812,"threshold":500.0,"evidence":{}}"#).unwrap();
+    /// // The default encoder writes the record itself.
+    /// assert_eq!(Encoder::default().finding_line(&f), f.to_json_line());
+    /// ```
+    pub fn finding_line(&self, f: &Finding) -> String {
+        self.line(
+            || f.to_json_line(),
+            |a| ocsf::detection_finding_of(f, a),
+            |a| asff::finding_of(f, a),
+        )
+    }
+
+    /// The line of a record given its three forms (a spike's or a finding's).
+    fn line(
+        &self,
+        native: impl FnOnce() -> String,
+        ocsf: impl FnOnce(Option<&AwsContext>) -> serde_json::Value,
+        asff: impl FnOnce(&AwsContext) -> AsffFinding,
+    ) -> String {
         match (self.format, &self.aws) {
-            (Format::Native, _) => s.to_json_line(),
-            (Format::Ocsf, aws) => ocsf::detection_finding(s, aws.as_ref()).to_string(),
+            (Format::Native, _) => native(),
+            (Format::Ocsf, aws) => ocsf(aws.as_ref()).to_string(),
             // Serialising strings and maps of strings cannot fail.
-            (Format::Asff, Some(aws)) => {
-                serde_json::to_string(&asff::finding(s, aws)).unwrap_or_default()
-            }
+            (Format::Asff, Some(aws)) => serde_json::to_string(&asff(aws)).unwrap_or_default(),
             // `new` refuses ASFF without an account; native is the safe answer if it ever happens.
-            (Format::Asff, None) => s.to_json_line(),
+            (Format::Asff, None) => native(),
         }
     }
 }
@@ -181,9 +212,11 @@ impl Encoder {
 /// A finding's severity, the same in OCSF (`severity_id`) and ASFF (`Severity.Label`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
-    /// A single source above its baseline.
+    /// A single source above its baseline; a finding marked `medium` (threat-list flows that
+    /// were all rejected).
     Medium,
-    /// A fleet incident, or a source at ten times its threshold or more.
+    /// A fleet incident, or a source at ten times its threshold or more; a finding marked
+    /// `high`.
     High,
 }
 
@@ -196,6 +229,32 @@ impl Severity {
             Severity::High
         } else {
             Severity::Medium
+        }
+    }
+
+    /// The severity of another detection's finding: [`Severity::High`] for `high` (or
+    /// `critical`), else [`Severity::Medium`].
+    pub fn of_finding(f: &Finding) -> Severity {
+        if f.severity.eq_ignore_ascii_case("high") || f.severity.eq_ignore_ascii_case("critical") {
+            Severity::High
+        } else {
+            Severity::Medium
+        }
+    }
+
+    /// OCSF's `severity_id` and `severity`.
+    fn ocsf(self) -> (u32, &'static str) {
+        match self {
+            Severity::Medium => (3, "Medium"),
+            Severity::High => (4, "High"),
+        }
+    }
+
+    /// ASFF's `Severity.Label`.
+    fn asff_label(self) -> &'static str {
+        match self {
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
         }
     }
 }
@@ -301,3 +360,6 @@ fn first_hour(s: &Spike) -> i64 {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod finding_tests;

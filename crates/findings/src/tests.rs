@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::*;
 
-const H: i64 = 1_772_719_200; // 2026-03-05T14:00:00Z
+pub(crate) const H: i64 = 1_772_719_200; // 2026-03-05T14:00:00Z
 
-fn aws() -> AwsContext {
+pub(crate) fn aws() -> AwsContext {
     AwsContext::new("123456789012", "eu-west-1").unwrap()
 }
 
@@ -126,44 +126,65 @@ fn asff_has_the_required_attributes_within_limits() {
     let e = Encoder::new(Format::Asff, Some(aws())).unwrap();
     for s in every_kind() {
         let f: Value = serde_json::from_str(&e.to_json_line(&s)).unwrap();
-        for k in asff::REQUIRED_ATTRIBUTES {
-            assert!(f.get(k).is_some(), "{k} missing in {f}");
-        }
-        assert_eq!(f["SchemaVersion"], "2018-10-08");
         assert_eq!(
             f["ProductArn"],
             "arn:aws:securityhub:eu-west-1:123456789012:product/123456789012/default"
         );
         assert_eq!(f["AwsAccountId"], "123456789012");
         assert_eq!(f["Id"], format!("flowspike/eu-west-1/123456789012/{}", s.id));
-        for k in ["Id", "GeneratorId"] {
-            assert!(f[k].as_str().unwrap().len() <= 512, "{k}");
+        for t in f["Types"].as_array().unwrap() {
+            assert!(t.as_str().unwrap().starts_with("Unusual Behaviors/"), "{t}");
         }
-        assert!(f["Title"].as_str().unwrap().chars().count() <= 256);
-        assert!(f["Description"].as_str().unwrap().chars().count() <= 1024);
-        let types = f["Types"].as_array().unwrap();
-        assert!(!types.is_empty() && types.len() <= 50);
-        for t in types {
-            // namespace/category/classifier, with one of ASFF's namespaces.
-            let t = t.as_str().unwrap();
-            assert!(t.starts_with("Unusual Behaviors/") && t.split('/').count() <= 3, "{t}");
-        }
-        for k in ["CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt"] {
-            assert!(flowspike_detect::parse_hour(f[k].as_str().unwrap()).is_some(), "{k}");
-        }
-        assert!(f["CreatedAt"].as_str() <= f["UpdatedAt"].as_str());
-        assert!(["LOW", "MEDIUM", "HIGH", "CRITICAL", "INFORMATIONAL"]
-            .contains(&f["Severity"]["Label"].as_str().unwrap()));
-        let resources = f["Resources"].as_array().unwrap();
-        assert!((1..=32).contains(&resources.len()));
-        for r in resources {
-            assert!(r["Type"].is_string() && r["Id"].is_string(), "{r}");
-        }
-        let fields = f["ProductFields"].as_object().unwrap();
-        assert!(fields.len() <= 50);
-        for (k, v) in fields {
-            assert!(k.len() <= 128 && v.as_str().unwrap().chars().count() <= 2048, "{k}");
-        }
+        assert_asff_within_limits(&f);
+    }
+}
+
+/// ASFF's required attributes and their documented limits (Security Hub user guide, "Required
+/// top-level attributes in ASFF"), whatever record `f` was made of.
+pub(crate) fn assert_asff_within_limits(f: &Value) {
+    for k in asff::REQUIRED_ATTRIBUTES {
+        assert!(f.get(k).is_some(), "{k} missing in {f}");
+    }
+    assert_eq!(f["SchemaVersion"], "2018-10-08");
+    for k in ["Id", "GeneratorId"] {
+        assert!(f[k].as_str().unwrap().len() <= 512, "{k}");
+    }
+    assert!(f["Title"].as_str().unwrap().chars().count() <= 256);
+    assert!(f["Description"].as_str().unwrap().chars().count() <= 1024);
+    let types = f["Types"].as_array().unwrap();
+    assert!(!types.is_empty() && types.len() <= 50);
+    for t in types {
+        // namespace/category/classifier, with one of ASFF's namespaces.
+        let t = t.as_str().unwrap();
+        let namespace = t.split('/').next().unwrap();
+        assert!(
+            [
+                "Software and Configuration Checks",
+                "TTPs",
+                "Effects",
+                "Unusual Behaviors",
+                "Sensitive Data Identifications"
+            ]
+            .contains(&namespace)
+                && t.split('/').count() <= 3,
+            "{t}"
+        );
+    }
+    for k in ["CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt"] {
+        assert!(flowspike_detect::parse_hour(f[k].as_str().unwrap()).is_some(), "{k}");
+    }
+    assert!(f["CreatedAt"].as_str() <= f["UpdatedAt"].as_str());
+    assert!(["LOW", "MEDIUM", "HIGH", "CRITICAL", "INFORMATIONAL"]
+        .contains(&f["Severity"]["Label"].as_str().unwrap()));
+    let resources = f["Resources"].as_array().unwrap();
+    assert!((1..=32).contains(&resources.len()));
+    for r in resources {
+        assert!(r["Type"].is_string() && r["Id"].is_string(), "{r}");
+    }
+    let fields = f["ProductFields"].as_object().unwrap();
+    assert!(fields.len() <= 50);
+    for (k, v) in fields {
+        assert!(k.len() <= 128 && v.as_str().unwrap().chars().count() <= 2048, "{k}");
     }
 }
 
