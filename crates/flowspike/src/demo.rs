@@ -134,7 +134,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         }
     );
     let findings_path = dir.join("findings.jsonl");
-    crate::replay::write_findings_to(&outcome.findings, &findings_path.display().to_string())?;
+    crate::replay::write_findings_to(
+        &outcome.findings,
+        &Default::default(),
+        &findings_path.display().to_string(),
+    )?;
     print_findings(&outcome.findings, &manifest);
     crate::replay::print_summary(&outcome, false, &spikes_path.display().to_string());
     eprintln!("findings {} -> {}", outcome.findings.len(), findings_path.display());

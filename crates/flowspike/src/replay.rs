@@ -107,14 +107,15 @@ pub fn write_spikes(
     out.flush()
 }
 
-/// Writes `findings` as JSON Lines to `to` (a path, or `-` for standard output).
+/// Writes `findings` as JSON Lines in `encoder`'s format to `to` (a path, or `-` for standard output).
 pub fn write_findings_to(
     findings: &[flowspike_detections::Finding],
+    encoder: &Encoder,
     to: &str,
 ) -> anyhow::Result<()> {
     let write = |out: &mut dyn Write| -> std::io::Result<()> {
         for f in findings {
-            out.write_all(f.to_json_line().as_bytes())?;
+            out.write_all(encoder.finding_line(f).as_bytes())?;
             out.write_all(b"\n")?;
         }
         out.flush()
@@ -195,7 +196,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
             dir.join(name.to_string()).display().to_string()
         }
     };
-    write_findings_to(&outcome.findings, &findings_to)?;
+    write_findings_to(&outcome.findings, &output.encoder, &findings_to)?;
     print_summary(&outcome, a.json, &spikes_to);
     if !outcome.findings.is_empty() || a.findings_out.is_some() {
         eprintln!("findings {} -> {}", outcome.findings.len(), findings_to);
