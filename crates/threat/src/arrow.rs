@@ -1,0 +1,269 @@
+//! Match rows as Arrow: the schema of the threat-match history table and the conversions.
+
+use crate::{MatchRow, ThreatError};
+use arrow_array::builder::{BinaryBuilder, Int32Builder, ListBuilder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::sync::Arc;
+
+/// Integer columns of a row, in schema order.
+const COUNTS: [&str; 7] =
+    ["flows", "outbound_flows", "inbound_flows", "accepted_flows", "rejected_flows", "bytes", "packets"];
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The schema of match rows, in this order: `hour` TIMESTAMP(µs, "UTC"), `src_ip` UTF8 (the
+/// internal address), `list` UTF8, `flows`, `outbound_flows`, `inbound_flows`, `accepted_flows`,
+/// `rejected_flows`, `bytes`, `packets` INT64, `first_seen`, `last_seen` TIMESTAMP(µs, "UTC"),
+/// `remote_ips` `LIST<UTF8>`, `remote_ip_count` INT64, `ports` `LIST<INT32>` (remote ports),
+/// `truncated` BOOLEAN, `remote_hll` BINARY (nullable: the remote addresses' HyperLogLog
+/// registers, as the history's `dest_hll`, for rows past the address cap). Only `remote_hll`
+/// and list items are nullable.
+pub fn match_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("hour", timestamp(), false),
+        Field::new("src_ip", DataType::Utf8, false),
+        Field::new("list", DataType::Utf8, false),
+    ];
+    fields.extend(COUNTS.iter().map(|c| Field::new(*c, DataType::Int64, false)));
+    fields.extend([
+        Field::new("first_seen", timestamp(), false),
+        Field::new("last_seen", timestamp(), false),
+        Field::new(
+            "remote_ips",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            false,
+        ),
+        Field::new("remote_ip_count", DataType::Int64, false),
+        Field::new(
+            "ports",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true))),
+            false,
+        ),
+        Field::new("truncated", DataType::Boolean, false),
+        Field::new("remote_hll", DataType::Binary, true),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// Seconds as microseconds; saturates past ±292,000 years (event times are bounded far below).
+fn micros(seconds: i64) -> i64 {
+    seconds.saturating_mul(1_000_000)
+}
+
+/// Counts above `i64::MAX` (never reached by real counts) saturate.
+fn int64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn times(rows: &[MatchRow], f: impl Fn(&MatchRow) -> i64) -> ArrayRef {
+    let v: Vec<i64> = rows.iter().map(|r| micros(f(r))).collect();
+    Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
+}
+
+/// The rows as one batch of [`match_schema`], in their order.
+pub fn match_batch(rows: &[MatchRow]) -> RecordBatch {
+    let mut src = StringBuilder::new();
+    let mut list = StringBuilder::new();
+    let mut remotes = ListBuilder::new(StringBuilder::new());
+    let mut ports = ListBuilder::new(Int32Builder::new());
+    let mut hll = BinaryBuilder::new();
+    for r in rows {
+        src.append_value(&r.src_ip);
+        list.append_value(&r.list);
+        r.remote_ips.iter().for_each(|ip| remotes.values().append_value(ip));
+        remotes.append(true);
+        r.ports.iter().for_each(|&p| ports.values().append_value(i32::from(p)));
+        ports.append(true);
+        hll.append_option(r.remote_hll.as_deref());
+    }
+    let counts = |f: fn(&MatchRow) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from(rows.iter().map(|r| int64(f(r))).collect::<Vec<_>>()))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        times(rows, |r| r.hour),
+        Arc::new(src.finish()),
+        Arc::new(list.finish()),
+        counts(|r| r.flows),
+        counts(|r| r.outbound_flows),
+        counts(|r| r.inbound_flows),
+        counts(|r| r.accepted_flows),
+        counts(|r| r.rejected_flows),
+        counts(|r| r.bytes),
+        counts(|r| r.packets),
+        times(rows, |r| r.first_seen),
+        times(rows, |r| r.last_seen),
+        Arc::new(remotes.finish()),
+        counts(|r| r.remote_ip_count),
+        Arc::new(ports.finish()),
+        Arc::new(BooleanArray::from(rows.iter().map(|r| r.truncated).collect::<Vec<_>>())),
+        Arc::new(hll.finish()),
+    ];
+    // Every column above is built for `match_schema`'s field at its position, with one value
+    // per row and no null where the schema forbids one (pinned by the round-trip tests).
+    #[allow(clippy::expect_used, reason = "the columns are made for this schema")]
+    RecordBatch::try_new(match_schema(), columns).expect("columns match the match schema")
+}
+
+fn column<'b>(batch: &'b RecordBatch, name: &'static str) -> Result<&'b ArrayRef, ThreatError> {
+    batch.column_by_name(name).ok_or(ThreatError::Column {
+        column: name,
+        row: 0,
+        message: "missing".into(),
+    })
+}
+
+fn bad(column: &'static str, row: usize, message: impl Into<String>) -> ThreatError {
+    ThreatError::Column { column, row, message: message.into() }
+}
+
+/// A timestamp column of any unit, as seconds (floored).
+fn seconds(batch: &RecordBatch, name: &'static str) -> Result<Vec<i64>, ThreatError> {
+    let a = column(batch, name)?;
+    let (raw, per_sec): (Vec<Option<i64>>, i64) = match a.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            (a.as_primitive::<TimestampSecondType>().iter().collect(), 1)
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            (a.as_primitive::<TimestampMillisecondType>().iter().collect(), 1_000)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            (a.as_primitive::<TimestampMicrosecondType>().iter().collect(), 1_000_000)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            (a.as_primitive::<TimestampNanosecondType>().iter().collect(), 1_000_000_000)
+        }
+        dt => return Err(bad(name, 0, format!("unexpected type {dt}"))),
+    };
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| v.map(|v| v.div_euclid(per_sec)).ok_or_else(|| bad(name, i, "null")))
+        .collect()
+}
+
+fn counts(batch: &RecordBatch, name: &'static str) -> Result<Vec<u64>, ThreatError> {
+    let a = column(batch, name)?;
+    let a = a
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| bad(name, 0, format!("unexpected type {}", a.data_type())))?;
+    (0..a.len())
+        .map(|i| {
+            if a.is_null(i) {
+                return Err(bad(name, i, "null"));
+            }
+            u64::try_from(a.value(i)).map_err(|_| bad(name, i, "negative"))
+        })
+        .collect()
+}
+
+fn texts(batch: &RecordBatch, name: &'static str) -> Result<Vec<String>, ThreatError> {
+    let a = column(batch, name)?;
+    let s = a
+        .as_string_opt::<i32>()
+        .ok_or_else(|| bad(name, 0, format!("unexpected type {}", a.data_type())))?;
+    (0..s.len())
+        .map(|i| if s.is_null(i) { Err(bad(name, i, "null")) } else { Ok(s.value(i).to_owned()) })
+        .collect()
+}
+
+/// The items of each list of a `LIST<T>` column (a null list reads as empty; null items are
+/// refused).
+fn lists<T>(
+    batch: &RecordBatch,
+    name: &'static str,
+    item: impl Fn(&ArrayRef, usize) -> Option<Result<T, String>>,
+) -> Result<Vec<Vec<T>>, ThreatError> {
+    let a = column(batch, name)?;
+    let l = a
+        .as_list_opt::<i32>()
+        .ok_or_else(|| bad(name, 0, format!("unexpected type {}", a.data_type())))?;
+    let mut out = Vec::with_capacity(l.len());
+    for i in 0..l.len() {
+        if l.is_null(i) {
+            out.push(Vec::new());
+            continue;
+        }
+        let v = l.value(i);
+        let mut row = Vec::with_capacity(v.len());
+        for j in 0..v.len() {
+            if v.is_null(j) {
+                return Err(bad(name, i, "null item"));
+            }
+            match item(&v, j) {
+                Some(Ok(x)) => row.push(x),
+                Some(Err(m)) => return Err(bad(name, i, m)),
+                None => return Err(bad(name, i, format!("unexpected item type {}", v.data_type()))),
+            }
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// Decodes a batch of [`match_schema`] (timestamps of any unit, extra columns ignored) into rows,
+/// in batch order. The inverse of [`match_batch`].
+pub fn match_rows(batch: &RecordBatch) -> Result<Vec<MatchRow>, ThreatError> {
+    let hour = seconds(batch, "hour")?;
+    let mut src_ip = texts(batch, "src_ip")?;
+    let mut list = texts(batch, "list")?;
+    let [flows, outbound, inbound, accepted, rejected, bytes, packets] =
+        COUNTS.map(|n| counts(batch, n));
+    let (flows, outbound, inbound, accepted) = (flows?, outbound?, inbound?, accepted?);
+    let (rejected, bytes, packets) = (rejected?, bytes?, packets?);
+    let first_seen = seconds(batch, "first_seen")?;
+    let last_seen = seconds(batch, "last_seen")?;
+    let remote_ips = lists(batch, "remote_ips", |v, j| {
+        v.as_string_opt::<i32>().map(|s| Ok(s.value(j).to_owned()))
+    })?;
+    let remote_ip_count = counts(batch, "remote_ip_count")?;
+    let ports = lists(batch, "ports", |v, j| {
+        v.as_primitive_opt::<arrow_array::types::Int32Type>()
+            .map(|p| u16::try_from(p.value(j)).map_err(|_| format!("port {}", p.value(j))))
+    })?;
+    let truncated = column(batch, "truncated")?;
+    let truncated = truncated.as_boolean_opt().ok_or_else(|| {
+        bad("truncated", 0, format!("unexpected type {}", truncated.data_type()))
+    })?;
+    let hll = column(batch, "remote_hll")?;
+    let hll = hll
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| bad("remote_hll", 0, format!("unexpected type {}", hll.data_type())))?;
+    let (mut remote_ips, mut ports) = (remote_ips, ports);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        if truncated.is_null(i) {
+            return Err(bad("truncated", i, "null"));
+        }
+        // Every column has `num_rows` values (a `RecordBatch` guarantees it): no index is out
+        // of bounds.
+        out.push(MatchRow {
+            hour: hour[i],
+            src_ip: std::mem::take(&mut src_ip[i]),
+            list: std::mem::take(&mut list[i]),
+            flows: flows[i],
+            outbound_flows: outbound[i],
+            inbound_flows: inbound[i],
+            accepted_flows: accepted[i],
+            rejected_flows: rejected[i],
+            bytes: bytes[i],
+            packets: packets[i],
+            first_seen: first_seen[i],
+            last_seen: last_seen[i],
+            remote_ips: std::mem::take(&mut remote_ips[i]),
+            remote_ip_count: remote_ip_count[i],
+            ports: std::mem::take(&mut ports[i]),
+            truncated: truncated.value(i),
+            remote_hll: (!hll.is_null(i)).then(|| hll.value(i).to_vec()),
+        });
+    }
+    Ok(out)
+}
