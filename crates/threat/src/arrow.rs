@@ -14,8 +14,15 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
 
 /// Integer columns of a row, in schema order.
-const COUNTS: [&str; 7] =
-    ["flows", "outbound_flows", "inbound_flows", "accepted_flows", "rejected_flows", "bytes", "packets"];
+const COUNTS: [&str; 7] = [
+    "flows",
+    "outbound_flows",
+    "inbound_flows",
+    "accepted_flows",
+    "rejected_flows",
+    "bytes",
+    "packets",
+];
 
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -110,7 +117,6 @@ pub fn match_batch(rows: &[MatchRow]) -> RecordBatch {
     ];
     // Every column above is built for `match_schema`'s field at its position, with one value
     // per row and no null where the schema forbids one (pinned by the round-trip tests).
-    #[allow(clippy::expect_used, reason = "the columns are made for this schema")]
     RecordBatch::try_new(match_schema(), columns).expect("columns match the match schema")
 }
 
@@ -201,7 +207,9 @@ fn lists<T>(
             match item(&v, j) {
                 Some(Ok(x)) => row.push(x),
                 Some(Err(m)) => return Err(bad(name, i, m)),
-                None => return Err(bad(name, i, format!("unexpected item type {}", v.data_type()))),
+                None => {
+                    return Err(bad(name, i, format!("unexpected item type {}", v.data_type())))
+                }
             }
         }
         out.push(row);
@@ -230,9 +238,9 @@ pub fn match_rows(batch: &RecordBatch) -> Result<Vec<MatchRow>, ThreatError> {
             .map(|p| u16::try_from(p.value(j)).map_err(|_| format!("port {}", p.value(j))))
     })?;
     let truncated = column(batch, "truncated")?;
-    let truncated = truncated.as_boolean_opt().ok_or_else(|| {
-        bad("truncated", 0, format!("unexpected type {}", truncated.data_type()))
-    })?;
+    let truncated = truncated
+        .as_boolean_opt()
+        .ok_or_else(|| bad("truncated", 0, format!("unexpected type {}", truncated.data_type())))?;
     let hll = column(batch, "remote_hll")?;
     let hll = hll
         .as_binary_opt::<i32>()
@@ -266,4 +274,77 @@ pub fn match_rows(batch: &RecordBatch) -> Result<Vec<MatchRow>, ThreatError> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{naive, Flow, ThreatConfig, ThreatList};
+
+    /// Rows of a small aggregation: one truncated (with a sketch), some not, IPv4 and IPv6.
+    fn sample_rows() -> Vec<MatchRow> {
+        let lists = vec![
+            ThreatList::parse("tor", b"192.0.2.0/24\n2001:db8::/32\n").unwrap(),
+            ThreatList::parse("c", b"192.0.2.1\n").unwrap(),
+        ];
+        let flows: Vec<Flow> = (0..40u16)
+            .map(|i| Flow {
+                hour: 1_700_000_000 / 3600 * 3600 + 3600 * i64::from(i % 2),
+                internal: if i % 3 == 0 {
+                    "fd00::5".parse().unwrap()
+                } else {
+                    "10.0.0.1".parse().unwrap()
+                },
+                remote: if i % 5 == 0 {
+                    format!("2001:db8::{i}").parse().unwrap()
+                } else {
+                    format!("192.0.2.{}", i % 7).parse().unwrap()
+                },
+                outbound: i % 2 == 0,
+                internal_port: 1,
+                remote_port: 60000 + i,
+                protocol: 6,
+                accepted: i % 4 == 0,
+                start: 1_700_000_000 + u64::from(i),
+                end: 1_700_000_100 + u64::from(i),
+                bytes: u64::from(i) * 1000,
+                packets: u64::from(i),
+            })
+            .collect();
+        let cfg = ThreatConfig { max_remote_ips: 2, max_ports: 3 };
+        naive::naive_rows(&lists, &flows, &cfg).into_values().flatten().collect()
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let rows = sample_rows();
+        assert!(rows.iter().any(|r| r.remote_hll.is_some()));
+        assert!(rows.iter().any(|r| !r.truncated));
+        let batch = match_batch(&rows);
+        assert_eq!(batch.schema(), match_schema());
+        assert_eq!(batch.num_rows(), rows.len());
+        assert_eq!(match_rows(&batch).unwrap(), rows);
+        assert_eq!(match_rows(&match_batch(&[])).unwrap(), []);
+    }
+
+    #[test]
+    fn bad_batches_are_refused_with_their_column() {
+        let rows = sample_rows();
+        let batch = match_batch(&rows);
+        let without = batch.project(&[0, 1]).unwrap();
+        assert!(matches!(
+            match_rows(&without),
+            Err(ThreatError::Column { column: "list", message, .. }) if message == "missing"
+        ));
+        // A negative count.
+        let mut columns = batch.columns().to_vec();
+        let mut flows: Vec<i64> = rows.iter().map(|r| r.flows as i64).collect();
+        flows[1] = -1;
+        columns[3] = Arc::new(Int64Array::from(flows));
+        let negative = RecordBatch::try_new(match_schema(), columns).unwrap();
+        assert!(matches!(
+            match_rows(&negative),
+            Err(ThreatError::Column { column: "flows", row: 1, .. })
+        ));
+    }
 }

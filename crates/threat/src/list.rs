@@ -41,7 +41,7 @@ impl ThreatList {
                 reason: reason.to_owned(),
             };
             let s = std::str::from_utf8(line).map_err(|_| refuse("not UTF-8"))?;
-            networks.push(parse_entry(s).map_err(|reason| refuse(reason))?);
+            networks.push(parse_entry(s).map_err(refuse)?);
         }
         Ok(ThreatList { name: name.to_owned(), networks })
     }

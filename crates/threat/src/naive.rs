@@ -87,7 +87,12 @@ pub fn naive_rows(
             packets: a.packets,
             first_seen: a.first.map_or(0, |x| i64::try_from(x).unwrap_or(i64::MAX)),
             last_seen: a.last.map_or(0, |x| i64::try_from(x).unwrap_or(i64::MAX)),
-            remote_ips: a.remotes.iter().take(cfg.max_remote_ips).map(ToString::to_string).collect(),
+            remote_ips: a
+                .remotes
+                .iter()
+                .take(cfg.max_remote_ips)
+                .map(ToString::to_string)
+                .collect(),
             remote_ip_count,
             ports: a.ports.iter().take(cfg.max_ports).copied().collect(),
             truncated: cut || a.ports.len() > cfg.max_ports,

@@ -195,8 +195,7 @@ mod tests {
     fn write(path: &Path, text: &str, tick: u64) {
         std::fs::write(path, text).unwrap();
         let f = std::fs::File::options().write(true).open(path).unwrap();
-        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + tick))
-            .unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + tick)).unwrap();
     }
 
     #[test]

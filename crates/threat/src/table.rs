@@ -381,7 +381,8 @@ mod tests {
 
     #[test]
     fn many_entries_in_one_block_are_searched() {
-        let text: String = (0..3000u32).map(|i| format!("10.20.{}.{}\n", i / 128, 2 * (i % 128))).collect();
+        let text: String =
+            (0..3000u32).map(|i| format!("10.20.{}.{}\n", i / 128, 2 * (i % 128))).collect();
         let l = lists(&[("dense", &text)]);
         for i in 0..3000u32 {
             let hit = format!("10.20.{}.{}", i / 128, 2 * (i % 128));

@@ -194,7 +194,8 @@ impl RowState {
             union.len() > cfg.max_remote_ips
         };
         if need {
-            let mut h = self.hll.take().map_or_else(|| sketch_of(&self.remotes.items, None), |h| *h);
+            let mut h =
+                self.hll.take().map_or_else(|| sketch_of(&self.remotes.items, None), |h| *h);
             match &other.hll {
                 Some(o) => h.merge(o),
                 None => other.remotes.items.iter().for_each(|&ip| h.insert(ip)),
@@ -254,11 +255,14 @@ type Key = (i64, IpAddr, usize);
 /// [`ThreatTap::add`] costs one [`ThreatLists::matches`] when the remote address is on no list
 /// (almost always); a match updates one row per list it is on.
 ///
-/// Memory per row: about 160 bytes of counters and key in the map, the remote addresses
-/// (17 bytes each, at most [`ThreatConfig::max_remote_ips`]) and ports (2 bytes each, at most
+/// Memory per row: 168 bytes of key and counters in the map's table (plus the hash table's
+/// slack: up to twice that right after it grows), the remote addresses (17 bytes each, at most
+/// [`ThreatConfig::max_remote_ips`]) and ports (2 bytes each, at most
 /// [`ThreatConfig::max_ports`]) in their vectors, and a 16 KiB HyperLogLog once the row has seen
-/// more remote addresses than its cap: with the defaults at most ~0.5 KiB per untruncated row and
-/// ~17 KiB per truncated one. Rows are created only by flows that matched a list.
+/// more remote addresses than its cap: with the defaults (16 and 32) at most 168 + 272 + 64 ≈
+/// 0.5 KiB per row that stays under the caps and ≈ 16.9 KiB per row past the address cap. Rows are
+/// made only by flows that matched a list: a /16 sweep from one host to listed addresses is one
+/// row per list and hour.
 #[derive(Debug, Clone)]
 pub struct ThreatTap {
     lists: Arc<ThreatLists>,
@@ -292,10 +296,10 @@ impl ThreatTap {
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            self.rows.entry((f.hour, f.internal, i)).or_insert_with(|| RowState::new(f)).add(
-                f,
-                &self.cfg,
-            );
+            self.rows
+                .entry((f.hour, f.internal, i))
+                .or_insert_with(|| RowState::new(f))
+                .add(f, &self.cfg);
         }
     }
 
@@ -347,13 +351,186 @@ impl ThreatTap {
         let mut keyed: Vec<(Key, RowState)> = self.rows.into_iter().collect();
         let names = &self.names;
         let name = |i: usize| names.get(i).map_or("", String::as_str);
-        keyed.sort_unstable_by(|(a, _), (b, _)| {
-            (a.0, a.1, name(a.2)).cmp(&(b.0, b.1, name(b.2)))
-        });
+        keyed.sort_unstable_by(|(a, _), (b, _)| (a.0, a.1, name(a.2)).cmp(&(b.0, b.1, name(b.2))));
         let mut out: BTreeMap<i64, Vec<MatchRow>> = BTreeMap::new();
         for ((hour, ip, i), state) in keyed {
             out.entry(hour).or_default().push(state.into_row(hour, ip, name(i), &self.cfg));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{naive, ThreatList};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn lists(specs: &[(&str, &str)]) -> Vec<ThreatList> {
+        specs.iter().map(|(n, t)| ThreatList::parse(n, t.as_bytes()).unwrap()).collect()
+    }
+
+    /// A flow at `start` between `internal` and `remote:port`.
+    fn flow(hour: i64, internal: &str, remote: &str, port: u16, start: u64) -> Flow {
+        Flow {
+            hour,
+            internal: ip(internal),
+            remote: ip(remote),
+            outbound: true,
+            internal_port: 40000,
+            remote_port: port,
+            protocol: 6,
+            accepted: true,
+            start,
+            end: start + 10,
+            bytes: 100,
+            packets: 2,
+        }
+    }
+
+    /// Feeds `flows` to one tap and checks its rows against the naive aggregation.
+    fn check(
+        lists: Vec<ThreatList>,
+        flows: &[Flow],
+        cfg: &ThreatConfig,
+    ) -> BTreeMap<i64, Vec<MatchRow>> {
+        let mut tap = ThreatTap::new(Arc::new(ThreatLists::new(lists.clone()).unwrap()), cfg);
+        flows.iter().for_each(|f| tap.add(f));
+        let rows = tap.finish();
+        assert_eq!(rows, naive::naive_rows(&lists, flows, cfg));
+        rows
+    }
+
+    #[test]
+    fn a_flow_on_two_lists_makes_a_row_in_each() {
+        let l = lists(&[("tor", "198.51.100.0/24\n"), ("custom", "198.51.100.7\n")]);
+        let mut f = flow(3600, "10.0.0.5", "198.51.100.7", 443, 3700);
+        let mut g = flow(3600, "10.0.0.5", "198.51.100.8", 9001, 3650);
+        g.outbound = false;
+        g.accepted = false;
+        f.end = 3800;
+        let rows = check(l, &[f, g], &ThreatConfig::default());
+        let hour = &rows[&3600];
+        assert_eq!(hour.len(), 2);
+        // Sorted by list name within one internal address.
+        let (custom, tor) = (&hour[0], &hour[1]);
+        assert_eq!(
+            (custom.list.as_str(), custom.flows, custom.ports.as_slice()),
+            ("custom", 1, &[443][..])
+        );
+        assert_eq!(custom.remote_ips, ["198.51.100.7"]);
+        assert_eq!(tor.list, "tor");
+        assert_eq!((tor.flows, tor.outbound_flows, tor.inbound_flows), (2, 1, 1));
+        assert_eq!((tor.accepted_flows, tor.rejected_flows), (1, 1));
+        assert_eq!((tor.bytes, tor.packets, tor.first_seen, tor.last_seen), (200, 4, 3650, 3800));
+        assert_eq!(tor.remote_ips, ["198.51.100.7", "198.51.100.8"]);
+        assert_eq!(
+            (tor.remote_ip_count, tor.ports.as_slice(), tor.truncated),
+            (2, &[443, 9001][..], false)
+        );
+        assert_eq!(tor.src_ip, "10.0.0.5");
+    }
+
+    #[test]
+    fn ipv6_flows_match_ipv6_entries_only() {
+        let l = lists(&[("six", "2001:db8::/32\n"), ("four", "192.0.2.0/24\n")]);
+        let flows = [
+            flow(0, "fd00::1", "2001:db8::99", 22, 5),
+            flow(0, "fd00::1", "::ffff:192.0.2.1", 22, 5),
+            flow(0, "10.1.1.1", "2001:db8:ffff::1", 80, 5),
+        ];
+        let rows = check(l, &flows, &ThreatConfig::default());
+        let got: Vec<(&str, &str, u64)> =
+            rows[&0].iter().map(|r| (r.src_ip.as_str(), r.list.as_str(), r.flows)).collect();
+        // IPv4 internal addresses sort before IPv6 ones.
+        assert_eq!(got, [("10.1.1.1", "six", 1), ("fd00::1", "six", 1)]);
+    }
+
+    #[test]
+    fn rows_sort_by_hour_then_internal_address_numerically() {
+        let l = lists(&[("l", "203.0.113.0/24\n")]);
+        let flows = [
+            flow(7200, "10.0.0.10", "203.0.113.1", 1, 7200),
+            flow(3600, "10.0.0.10", "203.0.113.1", 1, 3600),
+            flow(3600, "10.0.0.9", "203.0.113.1", 1, 3600),
+            flow(3600, "10.0.0.9", "8.8.8.8", 1, 3600),
+        ];
+        let rows = check(l, &flows, &ThreatConfig::default());
+        let keys: Vec<(i64, &str)> =
+            rows.values().flatten().map(|r| (r.hour, r.src_ip.as_str())).collect();
+        assert_eq!(keys, [(3600, "10.0.0.9"), (3600, "10.0.0.10"), (7200, "10.0.0.10")]);
+    }
+
+    #[test]
+    fn caps_keep_the_lowest_and_estimate_past_them() {
+        let l = lists(&[("big", "100.64.0.0/10\n")]);
+        let cfg = ThreatConfig { max_remote_ips: 4, max_ports: 3 };
+        // 1000 distinct remotes in descending order, ports cycling over 10 values.
+        let flows: Vec<Flow> = (0..1000u32)
+            .rev()
+            .map(|i| {
+                let remote = std::net::Ipv4Addr::from(0x6440_0000 + i).to_string();
+                flow(0, "10.0.0.1", &remote, (i % 10) as u16 + 1000, 100)
+            })
+            .collect();
+        let rows = check(l, &flows, &cfg);
+        let r = &rows[&0][0];
+        assert_eq!(r.remote_ips, ["100.64.0.0", "100.64.0.1", "100.64.0.2", "100.64.0.3"]);
+        assert_eq!(r.ports, [1000, 1001, 1002]);
+        assert!(r.truncated && r.remote_hll.is_some());
+        let err = (r.remote_ip_count as f64 - 1000.0).abs() / 1000.0;
+        assert!(err < 3.0 * flowspike_model::hll::STANDARD_ERROR, "{}", r.remote_ip_count);
+    }
+
+    #[test]
+    fn ports_alone_can_truncate() {
+        let l = lists(&[("one", "192.0.2.1\n")]);
+        let cfg = ThreatConfig { max_remote_ips: 4, max_ports: 2 };
+        let flows: Vec<Flow> = (0..5).map(|p| flow(0, "10.0.0.1", "192.0.2.1", 5 - p, 0)).collect();
+        let r = &check(l, &flows, &cfg)[&0][0];
+        assert_eq!((r.ports.as_slice(), r.truncated, r.remote_ip_count), (&[1, 2][..], true, 1));
+        assert!(r.remote_hll.is_none());
+    }
+
+    #[test]
+    fn merge_equals_one_tap_and_maps_lists_by_name() {
+        let l = lists(&[("a", "192.0.2.0/24\n"), ("b", "192.0.2.128/25\n")]);
+        let cfg = ThreatConfig { max_remote_ips: 3, max_ports: 3 };
+        let flows: Vec<Flow> = (0..300u16)
+            .map(|i| flow(0, "10.0.0.1", &format!("192.0.2.{}", i % 256), i, 9))
+            .collect();
+        let lists_arc = Arc::new(ThreatLists::new(l.clone()).unwrap());
+        let mut one = ThreatTap::new(lists_arc.clone(), &cfg);
+        flows.iter().for_each(|f| one.add(f));
+        // The second half through a tap whose lists are in the other order (after a reload).
+        let swapped = Arc::new(ThreatLists::new(vec![l[1].clone(), l[0].clone()]).unwrap());
+        let mut x = ThreatTap::new(lists_arc, &cfg);
+        let mut y = ThreatTap::new(swapped, &cfg);
+        flows[..150].iter().for_each(|f| x.add(f));
+        flows[150..].iter().for_each(|f| y.add(f));
+        x.merge(y);
+        assert_eq!(x.finish(), one.finish());
+    }
+
+    #[test]
+    fn misses_make_no_rows() {
+        let mut tap = ThreatTap::new(
+            Arc::new(ThreatLists::new(lists(&[("l", "192.0.2.0/24")])).unwrap()),
+            &ThreatConfig::default(),
+        );
+        tap.add(&flow(0, "10.0.0.1", "192.0.3.0", 1, 0));
+        assert!(tap.is_empty());
+        assert!(tap.finish().is_empty());
+    }
+
+    /// The per-row figure stated in [`ThreatTap`]'s docs: key and state in the map.
+    #[test]
+    fn row_state_size() {
+        let entry = std::mem::size_of::<(Key, RowState)>();
+        assert!(entry <= 168, "{entry} bytes: update the figure in the docs");
+        assert_eq!(std::mem::size_of::<IpAddr>(), 17);
     }
 }
