@@ -3,10 +3,14 @@
 //! Every list's networks become address ranges; the ranges of all lists cut the address space
 //! into segments of constant [`ListMask`] (sorted segment starts, a mask each, adjacent equal
 //! masks coalesced). That is exact for any prefix length and any overlap. A lookup then needs the
-//! segment holding the address; to make the usual miss cost one load, a first level indexed by
-//! the top 16 bits of the address says whether any list covers that /16 (IPv4) or /16 (IPv6) at
-//! all (a 65,536-bit bitmap, 8 KiB: stays in L1), and where it does, either which single segment
-//! holds the whole block or which range of segments to binary-search.
+//! segment holding the address. To make the usual miss cost one load, a 65,536-bit bitmap
+//! (8 KiB: stays in L1) indexed by the top 16 bits of the address says whether any list covers
+//! that /16 at all. Where one does, a radix index finds the segment: the first level has a
+//! bucket per /16 (the segment holding its first address, as the boundaries inside it lie
+//! between it and the next bucket's); a bucket with more than a few boundaries has a node of
+//! its own, which skips the bits its boundaries share (path compression, so IPv6 lists clustered
+//! in a few /32s do not make deep trees) and indexes the next bits, as many as it has
+//! boundaries (at most 12); a bucket with few boundaries is scanned.
 
 use crate::{ListMask, ThreatError, ThreatList};
 use ipnet::IpNet;
@@ -17,8 +21,9 @@ pub const MAX_LISTS: usize = 64;
 
 /// Lists compiled for matching at line rate.
 ///
-/// Memory: about 0.5 MiB of fixed tables (two first levels of 256 KiB and two 8 KiB bitmaps),
-/// plus 12 bytes (IPv4) or 24 bytes (IPv6) per segment: at most two segments per entry.
+/// Memory: about 1 MiB of fixed tables (per family a first level of 512 KiB and an 8 KiB
+/// bitmap), plus 16 bytes (IPv4) or 32 bytes (IPv6) per segment (at most two segments per
+/// entry) and the nodes below the first level, at most about 16 bytes per segment per level.
 #[derive(Debug, Clone)]
 pub struct ThreatLists {
     names: Vec<String>,
@@ -122,68 +127,112 @@ fn union<K: Key>(mut ranges: Vec<(K, K)>) -> Vec<(K, K)> {
 }
 
 /// An address as an integer: `u32` for IPv4, `u128` for IPv6.
-trait Key: Copy + Ord + Default {
-    /// Bits below the first-level index: 16 (IPv4) or 112 (IPv6).
-    const LOW_BITS: u32;
+trait Key: Copy + Ord + Default + std::ops::Shr<u32, Output = Self> {
+    /// Bits of an address.
+    const BITS: u32;
+    /// The last address.
+    const MAX: Self;
     /// `self + 1`, `None` past the last address.
     fn succ(self) -> Option<Self>;
-    /// The top 16 bits: the first-level index.
-    fn top16(self) -> usize;
-    /// The first and last address of first-level block `b`.
-    fn block(b: usize) -> (Self, Self);
+    /// The low 32 bits (bucket numbers are taken from them after a shift).
+    fn low32(self) -> u32;
+    /// The highest bit in which `self` and `other` differ (`None` when equal).
+    fn highest_difference(self, other: Self) -> Option<u32>;
+    /// `self` with bits `0..n` cleared (`n <= BITS`).
+    fn clear_low(self, n: u32) -> Self;
+    /// `self` with bits `0..n` set (`n <= BITS`).
+    fn set_low(self, n: u32) -> Self;
+    /// `self + (j << shift)` (never overflows where used: inside a node's range).
+    fn add_shifted(self, j: u32, shift: u32) -> Self;
 }
 
-impl Key for u32 {
-    const LOW_BITS: u32 = 16;
-    #[inline]
-    fn succ(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    #[inline]
-    fn top16(self) -> usize {
-        (self >> Self::LOW_BITS) as usize
-    }
-    fn block(b: usize) -> (Self, Self) {
-        let first = (b as u32) << Self::LOW_BITS;
-        (first, first | ((1 << Self::LOW_BITS) - 1))
-    }
+macro_rules! key {
+    ($t:ty) => {
+        impl Key for $t {
+            const BITS: u32 = <$t>::BITS;
+            const MAX: Self = <$t>::MAX;
+            #[inline]
+            fn succ(self) -> Option<Self> {
+                self.checked_add(1)
+            }
+            #[inline]
+            fn low32(self) -> u32 {
+                self as u32
+            }
+            fn highest_difference(self, other: Self) -> Option<u32> {
+                let x = self ^ other;
+                (x != 0).then(|| Self::BITS - 1 - x.leading_zeros())
+            }
+            fn clear_low(self, n: u32) -> Self {
+                self.checked_shr(n).and_then(|x| x.checked_shl(n)).unwrap_or(0)
+            }
+            fn set_low(self, n: u32) -> Self {
+                self | (1 as $t).checked_shl(n).map_or(<$t>::MAX, |b| b - 1)
+            }
+            fn add_shifted(self, j: u32, shift: u32) -> Self {
+                self.wrapping_add(<$t>::from(j).checked_shl(shift).unwrap_or(0))
+            }
+        }
+    };
+}
+key!(u32);
+key!(u128);
+
+/// Per bucket of a node, the first and last segment it holds: `buckets[j].0` holds its first
+/// address; the next bucket's first segment holds its last, unless that segment starts exactly
+/// at the next bucket (then the one before does). `start(j)` is bucket `j`'s first address.
+fn bucket_ends<K: Key>(
+    buckets: &[(u32, u32)],
+    segments: &[(K, ListMask)],
+    start: impl Fn(usize) -> K,
+) -> Vec<(usize, usize)> {
+    let n = buckets.len() - 1;
+    (0..n)
+        .map(|j| {
+            let (a, z) = (buckets[j].0 as usize, buckets[j + 1].0 as usize);
+            let z = if j + 1 < n && z > a && segments[z].0 == start(j + 1) { z - 1 } else { z };
+            (a, z)
+        })
+        .collect()
 }
 
-impl Key for u128 {
-    const LOW_BITS: u32 = 112;
-    #[inline]
-    fn succ(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    #[inline]
-    fn top16(self) -> usize {
-        (self >> Self::LOW_BITS) as usize
-    }
-    fn block(b: usize) -> (Self, Self) {
-        let first = (b as u128) << Self::LOW_BITS;
-        (first, first | ((1 << Self::LOW_BITS) - 1))
-    }
-}
+/// Bits of the first level (its buckets are the /16 blocks of the address space).
+const ROOT_BITS: u32 = 16;
+/// Buckets of the first level.
+const BLOCKS: usize = 1 << ROOT_BITS;
+/// A bucket holding at most this many segment boundaries is scanned, not indexed further.
+const LEAF: u32 = 4;
+/// Most bits a node below the first level indexes.
+const MAX_NODE_BITS: u32 = 12;
 
-/// First-level entries with this bit index `mixed`; without it they are a segment index.
-const MIXED: u32 = 1 << 31;
-/// First-level blocks.
-const BLOCKS: usize = 1 << 16;
+/// One level of the index: the addresses `first..=last` cut into `2^bits` buckets of
+/// `2^shift` addresses. Addresses of the node's parent bucket outside `first..=last` lie before
+/// or after every segment boundary inside it (path compression: a node skips the bits all its
+/// boundaries share).
+#[derive(Debug, Clone)]
+struct Node<K> {
+    first: K,
+    last: K,
+    /// The segment of addresses below `first` / above `last` within the parent's bucket.
+    below: u32,
+    above: u32,
+    shift: u32,
+    bits: u32,
+    /// Per bucket `j`: the segment holding the bucket's first address and the child node
+    /// (0: none, else index + 1); entry `2^bits` holds the segment of `last`. Interleaved so
+    /// that a lookup reads one cache line.
+    buckets: Box<[(u32, u32)]>,
+}
 
 /// One address family's table.
 #[derive(Debug, Clone)]
 struct Table<K> {
     /// Bit `b`: some list covers part of first-level block `b`.
     any: Box<[u64; BLOCKS / 64]>,
-    /// Per block (meaningful where `any` is set): the segment holding the whole block, or
-    /// `MIXED | i` where `mixed[i]` is the block's range of segments.
-    first: Box<[u32]>,
-    /// Segment index ranges `[lo, hi)` of blocks cut by a segment boundary.
-    mixed: Vec<(u32, u32)>,
-    /// Segment starts, ascending; `starts[0]` is address 0.
-    starts: Vec<K>,
-    /// Each segment's mask.
-    masks: Vec<ListMask>,
+    /// `nodes[0]` is the first level (the whole address space in /16 buckets).
+    nodes: Vec<Node<K>>,
+    /// Segments: start (ascending; the first is address 0) and mask.
+    segments: Vec<(K, ListMask)>,
 }
 
 impl<K: Key> Table<K> {
@@ -199,8 +248,7 @@ impl<K: Key> Table<K> {
             }
         }
         events.sort_unstable_by_key(|e| e.0);
-        let mut starts = vec![K::default()];
-        let mut masks: Vec<ListMask> = vec![0];
+        let mut segments: Vec<(K, ListMask)> = vec![(K::default(), 0)];
         let mut mask: ListMask = 0;
         let mut i = 0;
         while let Some(&(pos, _)) = events.get(i) {
@@ -211,71 +259,132 @@ impl<K: Key> Table<K> {
                 mask ^= bit;
                 i += 1;
             }
-            if starts.last() == Some(&pos) {
+            match segments.last_mut() {
                 // Only at address 0, the first segment's start.
-                if let Some(m) = masks.last_mut() {
-                    *m = mask;
-                }
-            } else if masks.last() != Some(&mask) {
-                starts.push(pos);
-                masks.push(mask);
+                Some(last) if last.0 == pos => last.1 = mask,
+                Some(last) if last.1 == mask => {}
+                _ => segments.push((pos, mask)),
             }
         }
-        let mut any = Box::new([0u64; BLOCKS / 64]);
-        let mut first = vec![0u32; BLOCKS].into_boxed_slice();
-        let mut mixed = Vec::new();
-        // `partition_point(..) >= 1` always: `starts[0]` is address 0.
-        let segment_of = |k: K| starts.partition_point(|&s| s <= k) - 1;
-        for b in 0..BLOCKS {
-            let (lo_addr, hi_addr) = K::block(b);
-            let (lo, hi) = (segment_of(lo_addr), segment_of(hi_addr));
-            if lo == hi && masks[lo] == 0 {
-                continue;
+        let mut t = Table { any: Box::new([0u64; BLOCKS / 64]), nodes: Vec::new(), segments };
+        let last = t.segments.len() - 1;
+        t.node(K::default(), K::MAX, 0, last, Some(K::BITS - ROOT_BITS));
+        let shift = K::BITS - ROOT_BITS;
+        let blocks = bucket_ends(&t.nodes[0].buckets, &t.segments, |b| {
+            K::default().add_shifted(b as u32, shift)
+        });
+        for (b, (a, z)) in blocks.into_iter().enumerate() {
+            // Adjacent segments have different masks: one segment of mask 0 is no list at all.
+            if a != z || t.segments[a].1 != 0 {
+                t.any[b / 64] |= 1 << (b % 64);
             }
-            any[b / 64] |= 1 << (b % 64);
-            // Segment counts stay below 2^31: two per entry at most, and entries are in memory.
-            first[b] = if lo == hi {
-                lo as u32
-            } else {
-                mixed.push((lo as u32, hi as u32 + 1));
-                MIXED | (mixed.len() - 1) as u32
-            };
         }
-        Table { any, first, mixed, starts, masks }
+        t
+    }
+
+    /// Builds the node over `first..=last` holding segments `lo..=hi` (`lo` holds `first`,
+    /// `hi` holds `last`) and returns its index. `root_shift`: the first level's fixed layout
+    /// (no path compression) instead of one fitted to the boundaries.
+    fn node(&mut self, first: K, last: K, lo: usize, hi: usize, root_shift: Option<u32>) -> u32 {
+        let (first, last, shift, bits) = match root_shift {
+            Some(shift) => (first, last, shift, K::BITS - shift),
+            None => {
+                // The boundaries inside are `segments[lo + 1..=hi]`: the node covers the
+                // addresses sharing every bit above the highest one in which they differ.
+                let (a, z) = (self.segments[lo + 1].0, self.segments[hi].0);
+                let width = a.highest_difference(z).map_or(0, |d| d + 1);
+                let count = (hi - lo) as u32;
+                let bits = (u32::BITS - count.leading_zeros()).clamp(1, MAX_NODE_BITS).min(width);
+                (a.clear_low(width), a.set_low(width), width - bits, bits)
+            }
+        };
+        let index = self.nodes.len();
+        let n = 1usize << bits;
+        // Bucket starts ascend: one walk over the segments finds the segment of each.
+        let mut buckets = Vec::with_capacity(n + 1);
+        let mut cur = lo;
+        let mut walk = |k: K, segments: &[(K, ListMask)]| {
+            while cur < hi && segments[cur + 1].0 <= k {
+                cur += 1;
+            }
+            cur as u32
+        };
+        for j in 0..n {
+            buckets.push((walk(first.add_shifted(j as u32, shift), &self.segments), 0));
+        }
+        buckets.push((walk(last, &self.segments), 0));
+        let exact = bucket_ends(&buckets, &self.segments, |j| first.add_shifted(j as u32, shift));
+        self.nodes.push(Node {
+            first,
+            last,
+            below: lo as u32,
+            above: hi as u32,
+            shift,
+            bits,
+            buckets: buckets.into_boxed_slice(),
+        });
+        for (j, (a, z)) in exact.into_iter().enumerate() {
+            if (z - a) as u32 > LEAF {
+                let bucket_first = first.add_shifted(j as u32, shift);
+                let child = self.node(bucket_first, bucket_first.set_low(shift), a, z, None);
+                self.nodes[index].buckets[j].1 = child + 1;
+            }
+        }
+        index as u32
     }
 
     /// The mask of the segment holding `k`.
     #[inline]
     fn get(&self, k: K) -> ListMask {
-        let b = k.top16();
-        // `b < 2^16` by `top16`, so `b / 64 < 1024`: no bounds check is emitted.
+        let b = (k >> (K::BITS - ROOT_BITS)).low32() as usize;
+        // `b < 2^16`, so `b / 64 < 1024`: the index is in bounds (and the check elided).
         if (self.any[(b / 64) % (BLOCKS / 64)] >> (b % 64)) & 1 == 0 {
             return 0;
         }
-        self.get_covered(k, b)
+        self.get_covered(k)
     }
 
     /// [`Table::get`] for an address in a block some list covers: out of line, so the miss
     /// path stays small enough to inline everywhere.
     #[inline(never)]
-    fn get_covered(&self, k: K, b: usize) -> ListMask {
-        let e = self.first.get(b).copied().unwrap_or(0);
-        let segment = if e & MIXED == 0 {
-            e as usize
-        } else {
-            let (lo, hi) = self.mixed.get((e & !MIXED) as usize).copied().unwrap_or((0, 1));
-            let (lo, hi) = (lo as usize, hi as usize);
-            // The block's segments are lo..hi and `starts[lo] <= k`: the segment holding `k` is
-            // `lo` plus the number of later starts at or below `k`.
-            lo + self.starts.get(lo + 1..hi).map_or(0, |s| s.partition_point(|&s| s <= k))
-        };
-        self.masks.get(segment).copied().unwrap_or(0)
+    fn get_covered(&self, k: K) -> ListMask {
+        let mut node = 0usize;
+        // Each level's node covers fewer addresses than its parent: the loop ends.
+        while let Some(n) = self.nodes.get(node) {
+            if k < n.first {
+                return self.mask(n.below as usize);
+            }
+            if k > n.last {
+                return self.mask(n.above as usize);
+            }
+            let j = ((k >> n.shift).low32() & ((1u32 << n.bits) - 1)) as usize;
+            let (Some(&(a, child)), Some(&(z, _))) = (n.buckets.get(j), n.buckets.get(j + 1))
+            else {
+                return 0;
+            };
+            if child != 0 {
+                node = child as usize - 1;
+                continue;
+            }
+            // At most `LEAF` + 1 boundaries: a scan beats a binary search.
+            let (a, z) = (a as usize, z as usize);
+            let later = self
+                .segments
+                .get(a + 1..=z)
+                .map_or(0, |s| s.iter().take_while(|s| s.0 <= k).count());
+            return self.mask(a + later);
+        }
+        0
+    }
+
+    fn mask(&self, segment: usize) -> ListMask {
+        self.segments.get(segment).map_or(0, |s| s.1)
     }
 
     /// Number of segments (for tests and memory figures).
     #[cfg(test)]
     fn segments(&self) -> usize {
-        self.starts.len()
+        self.segments.len()
     }
 }
 

@@ -77,6 +77,24 @@ fn probes(lists: &[ThreatList], extra: &[IpAddr]) -> Vec<IpAddr> {
     out
 }
 
+/// Lists of many small networks packed in a /20 (IPv4) or a /112 (IPv6): deep index nodes.
+fn dense_lists() -> impl Strategy<Value = Vec<ThreatList>> {
+    let v4 = (0u32..1 << 12, 26u8..=32).prop_map(|(off, len)| {
+        IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a14_0000 + off), len).unwrap().trunc())
+    });
+    let v6 = (0u128..1 << 16, 116u8..=128).prop_map(|(off, len)| {
+        let a = Ipv6Addr::from((0x2001_0db8u128 << 96) + off);
+        IpNet::V6(Ipv6Net::new(a, len).unwrap().trunc())
+    });
+    let net = prop_oneof![3 => v4, 1 => v6];
+    prop::collection::vec(prop::collection::vec(net, 0..300), 1..3).prop_map(|ls| {
+        ls.into_iter()
+            .enumerate()
+            .map(|(i, nets)| ThreatList::from_networks(&format!("dense{i}"), nets))
+            .collect()
+    })
+}
+
 fn random_ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
         v4_base().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
@@ -90,6 +108,23 @@ proptest! {
     #[test]
     fn matches_agrees_with_naive(lists in lists(), extra in prop::collection::vec(random_ip(), 0..20)) {
         let fast = ThreatLists::new(lists.clone()).unwrap();
+        for ip in probes(&lists, &extra) {
+            prop_assert_eq!(fast.matches(ip), naive_matches(&lists, ip), "{}", ip);
+        }
+    }
+
+    #[test]
+    fn dense_matches_agree_with_naive(lists in dense_lists(), offsets in prop::collection::vec(0u32..1 << 13, 0..50)) {
+        let fast = ThreatLists::new(lists.clone()).unwrap();
+        let extra: Vec<IpAddr> = offsets
+            .iter()
+            .flat_map(|&o| {
+                [
+                    IpAddr::V4(Ipv4Addr::from(0x0a14_0000 - 0x800 + o)),
+                    IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) + u128::from(o) * 9)),
+                ]
+            })
+            .collect();
         for ip in probes(&lists, &extra) {
             prop_assert_eq!(fast.matches(ip), naive_matches(&lists, ip), "{}", ip);
         }
