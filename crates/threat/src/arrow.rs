@@ -4,8 +4,8 @@ use crate::{MatchRow, ThreatError};
 use arrow_array::builder::{BinaryBuilder, Int32Builder, ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType,
+    ArrowTimestampType, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
 };
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray,
@@ -132,53 +132,64 @@ fn bad(column: &'static str, row: usize, message: impl Into<String>) -> ThreatEr
     ThreatError::Column { column, row, message: message.into() }
 }
 
-/// A timestamp column of any unit, as seconds (floored).
-fn seconds(batch: &RecordBatch, name: &'static str) -> Result<Vec<i64>, ThreatError> {
+/// The column `name` as the array type `cast` gives, or an error naming its actual type.
+fn typed<'b, T: ?Sized>(
+    batch: &'b RecordBatch,
+    name: &'static str,
+    cast: impl FnOnce(&'b ArrayRef) -> Option<&'b T>,
+) -> Result<&'b T, ThreatError> {
     let a = column(batch, name)?;
-    let (raw, per_sec): (Vec<Option<i64>>, i64) = match a.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            (a.as_primitive::<TimestampSecondType>().iter().collect(), 1)
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            (a.as_primitive::<TimestampMillisecondType>().iter().collect(), 1_000)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            (a.as_primitive::<TimestampMicrosecondType>().iter().collect(), 1_000_000)
-        }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            (a.as_primitive::<TimestampNanosecondType>().iter().collect(), 1_000_000_000)
-        }
-        dt => return Err(bad(name, 0, format!("unexpected type {dt}"))),
-    };
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, v)| v.map(|v| v.div_euclid(per_sec)).ok_or_else(|| bad(name, i, "null")))
-        .collect()
+    cast(a).ok_or_else(|| bad(name, 0, format!("unexpected type {}", a.data_type())))
 }
 
-fn counts(batch: &RecordBatch, name: &'static str) -> Result<Vec<u64>, ThreatError> {
-    let a = column(batch, name)?;
-    let a = a
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| bad(name, 0, format!("unexpected type {}", a.data_type())))?;
+/// Row `i`'s value of a column that forbids nulls: `value(i)` unless `is_null(i)`.
+fn each<T>(
+    name: &'static str,
+    a: &dyn Array,
+    mut value: impl FnMut(usize) -> Result<T, String>,
+) -> Result<Vec<T>, ThreatError> {
     (0..a.len())
         .map(|i| {
-            if a.is_null(i) {
-                return Err(bad(name, i, "null"));
-            }
-            u64::try_from(a.value(i)).map_err(|_| bad(name, i, "negative"))
+            if a.is_null(i) { Err("null".to_owned()) } else { value(i) }
+                .map_err(|m| bad(name, i, m))
         })
         .collect()
 }
 
-fn texts(batch: &RecordBatch, name: &'static str) -> Result<Vec<String>, ThreatError> {
+/// A timestamp column of any unit, as seconds (floored).
+fn seconds(batch: &RecordBatch, name: &'static str) -> Result<Vec<i64>, ThreatError> {
+    fn of<T: ArrowTimestampType>(
+        a: &ArrayRef,
+        name: &'static str,
+        per_sec: i64,
+    ) -> Result<Vec<i64>, ThreatError> {
+        let p = a.as_primitive::<T>();
+        each(name, p, |i| Ok(p.value(i).div_euclid(per_sec)))
+    }
     let a = column(batch, name)?;
-    let s = a
-        .as_string_opt::<i32>()
-        .ok_or_else(|| bad(name, 0, format!("unexpected type {}", a.data_type())))?;
-    (0..s.len())
-        .map(|i| if s.is_null(i) { Err(bad(name, i, "null")) } else { Ok(s.value(i).to_owned()) })
-        .collect()
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => of::<TimestampSecondType>(a, name, 1),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            of::<TimestampMillisecondType>(a, name, 1_000)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            of::<TimestampMicrosecondType>(a, name, 1_000_000)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            of::<TimestampNanosecondType>(a, name, 1_000_000_000)
+        }
+        dt => Err(bad(name, 0, format!("unexpected type {dt}"))),
+    }
+}
+
+fn counts(batch: &RecordBatch, name: &'static str) -> Result<Vec<u64>, ThreatError> {
+    let a = typed(batch, name, |a| a.as_primitive_opt::<Int64Type>())?;
+    each(name, a, |i| u64::try_from(a.value(i)).map_err(|_| "negative".to_owned()))
+}
+
+fn texts(batch: &RecordBatch, name: &'static str) -> Result<Vec<String>, ThreatError> {
+    let s = typed(batch, name, |a| a.as_string_opt::<i32>())?;
+    each(name, s, |i| Ok(s.value(i).to_owned()))
 }
 
 /// The items of each list of a `LIST<T>` column (a null list reads as empty; null items are
@@ -188,10 +199,7 @@ fn lists<T>(
     name: &'static str,
     item: impl Fn(&ArrayRef, usize) -> Option<Result<T, String>>,
 ) -> Result<Vec<Vec<T>>, ThreatError> {
-    let a = column(batch, name)?;
-    let l = a
-        .as_list_opt::<i32>()
-        .ok_or_else(|| bad(name, 0, format!("unexpected type {}", a.data_type())))?;
+    let l = typed(batch, name, |a| a.as_list_opt::<i32>())?;
     let mut out = Vec::with_capacity(l.len());
     for i in 0..l.len() {
         if l.is_null(i) {
@@ -199,20 +207,13 @@ fn lists<T>(
             continue;
         }
         let v = l.value(i);
-        let mut row = Vec::with_capacity(v.len());
-        for j in 0..v.len() {
+        let row = (0..v.len()).map(|j| {
             if v.is_null(j) {
-                return Err(bad(name, i, "null item"));
+                return Err("null item".to_owned());
             }
-            match item(&v, j) {
-                Some(Ok(x)) => row.push(x),
-                Some(Err(m)) => return Err(bad(name, i, m)),
-                None => {
-                    return Err(bad(name, i, format!("unexpected item type {}", v.data_type())))
-                }
-            }
-        }
-        out.push(row);
+            item(&v, j).unwrap_or_else(|| Err(format!("unexpected item type {}", v.data_type())))
+        });
+        out.push(row.collect::<Result<_, _>>().map_err(|m| bad(name, i, m))?);
     }
     Ok(out)
 }
@@ -237,20 +238,12 @@ pub fn match_rows(batch: &RecordBatch) -> Result<Vec<MatchRow>, ThreatError> {
         v.as_primitive_opt::<arrow_array::types::Int32Type>()
             .map(|p| u16::try_from(p.value(j)).map_err(|_| format!("port {}", p.value(j))))
     })?;
-    let truncated = column(batch, "truncated")?;
-    let truncated = truncated
-        .as_boolean_opt()
-        .ok_or_else(|| bad("truncated", 0, format!("unexpected type {}", truncated.data_type())))?;
-    let hll = column(batch, "remote_hll")?;
-    let hll = hll
-        .as_binary_opt::<i32>()
-        .ok_or_else(|| bad("remote_hll", 0, format!("unexpected type {}", hll.data_type())))?;
+    let t = typed(batch, "truncated", |a| a.as_boolean_opt())?;
+    let truncated = each("truncated", t, |i| Ok(t.value(i)))?;
+    let hll = typed(batch, "remote_hll", |a| a.as_binary_opt::<i32>())?;
     let (mut remote_ips, mut ports) = (remote_ips, ports);
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        if truncated.is_null(i) {
-            return Err(bad("truncated", i, "null"));
-        }
         // Every column has `num_rows` values (a `RecordBatch` guarantees it): no index is out
         // of bounds.
         out.push(MatchRow {
@@ -269,7 +262,7 @@ pub fn match_rows(batch: &RecordBatch) -> Result<Vec<MatchRow>, ThreatError> {
             remote_ips: std::mem::take(&mut remote_ips[i]),
             remote_ip_count: remote_ip_count[i],
             ports: std::mem::take(&mut ports[i]),
-            truncated: truncated.value(i),
+            truncated: truncated[i],
             remote_hll: (!hll.is_null(i)).then(|| hll.value(i).to_vec()),
         });
     }

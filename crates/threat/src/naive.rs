@@ -23,7 +23,9 @@ pub fn naive_matches(lists: &[ThreatList], ip: IpAddr) -> ListMask {
 struct All {
     flows: u64,
     outbound: u64,
+    inbound: u64,
     accepted: u64,
+    rejected: u64,
     bytes: u64,
     packets: u64,
     first: Option<u64>,
@@ -48,8 +50,9 @@ pub fn naive_rows(
             }
             let a = all.entry((f.hour, f.internal, l.name().to_owned())).or_default();
             a.flows += 1;
-            a.outbound += u64::from(f.outbound);
-            a.accepted += u64::from(f.accepted);
+            // Each of the four counted on its own, not derived from `flows`.
+            *if f.outbound { &mut a.outbound } else { &mut a.inbound } += 1;
+            *if f.accepted { &mut a.accepted } else { &mut a.rejected } += 1;
             a.bytes = a.bytes.saturating_add(f.bytes);
             a.packets = a.packets.saturating_add(f.packets);
             a.first = Some(a.first.map_or(f.start, |x| x.min(f.start)));
@@ -80,9 +83,9 @@ pub fn naive_rows(
             list,
             flows: a.flows,
             outbound_flows: a.outbound,
-            inbound_flows: a.flows - a.outbound,
+            inbound_flows: a.inbound,
             accepted_flows: a.accepted,
-            rejected_flows: a.flows - a.accepted,
+            rejected_flows: a.rejected,
             bytes: a.bytes,
             packets: a.packets,
             first_seen: a.first.map_or(0, |x| i64::try_from(x).unwrap_or(i64::MAX)),

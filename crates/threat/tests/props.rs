@@ -103,7 +103,7 @@ fn random_ip() -> impl Strategy<Value = IpAddr> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn matches_agrees_with_naive(lists in lists(), extra in prop::collection::vec(random_ip(), 0..20)) {
