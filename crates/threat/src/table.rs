@@ -5,7 +5,8 @@
 //! masks coalesced). That is exact for any prefix length and any overlap. A lookup then needs the
 //! segment holding the address. To make the usual miss cost one load, a 65,536-bit bitmap
 //! (8 KiB: stays in L1) indexed by the top 16 bits of the address says whether any list covers
-//! that /16 at all. Where one does, a radix index finds the segment: the first level has a
+//! that /16 at all; then a 2 MiB bitmap answers the same of the /24 (with 100 k entries most
+//! /16s hold one, few /24s do). Where one does, a radix index finds the segment: the first level has a
 //! bucket per /16 (the segment holding its first address, as the boundaries inside it lie
 //! between it and the next bucket's); a bucket with more than a few boundaries has a node of
 //! its own, which skips the bits its boundaries share (path compression, so IPv6 lists clustered
@@ -22,7 +23,7 @@ pub const MAX_LISTS: usize = 64;
 /// Lists compiled for matching at line rate.
 ///
 /// Memory: about 1 MiB of fixed tables (per family a first level of 512 KiB and an 8 KiB
-/// bitmap), plus 16 bytes (IPv4) or 32 bytes (IPv6) per segment (at most two segments per
+/// bitmap), 2 MiB per family that has entries (the /24 bitmap; untouched, so not resident, otherwise), plus 16 bytes (IPv4) or 32 bytes (IPv6) per segment (at most two segments per
 /// entry) and the nodes below the first level, at most about 16 bytes per segment per level.
 #[derive(Debug, Clone)]
 pub struct ThreatLists {
@@ -186,13 +187,11 @@ key!(u128);
 /// Bits of the second bitmap's index (/24s).
 const FINE_BITS: u32 = 24;
 
-/// The /24 bitmap of [`Table::fine`]: bit `b` set when a segment with a list overlaps /24 `b`.
-fn fine_bitmap<K: Key>(segments: &[(K, ListMask)]) -> Box<[u64]> {
-    if segments.iter().all(|s| s.1 == 0) {
-        return Box::new([]);
-    }
-    let mut bits = vec![0u64; (1 << FINE_BITS) / 64];
-    let shift = K::BITS - FINE_BITS;
+/// Bit `b` set when a segment with a list overlaps block `b` of the blocks the top `bits` bits
+/// of an address number. An all-zero bitmap costs no memory until read (zeroed allocation).
+fn cover_bitmap<K: Key>(segments: &[(K, ListMask)], bits: u32) -> Vec<u64> {
+    let mut map = vec![0u64; (1usize << bits) / 64];
+    let shift = K::BITS - bits;
     for (i, &(start, mask)) in segments.iter().enumerate() {
         if mask == 0 {
             continue;
@@ -203,14 +202,14 @@ fn fine_bitmap<K: Key>(segments: &[(K, ListMask)]) -> Box<[u64]> {
         // Whole words at once: a /0 sets 2^24 bits.
         let (lw, hw) = (lo / 64, hi / 64);
         if lw == hw {
-            bits[lw] |= (u64::MAX >> (63 - hi % 64)) & (u64::MAX << (lo % 64));
+            map[lw] |= (u64::MAX >> (63 - hi % 64)) & (u64::MAX << (lo % 64));
         } else {
-            bits[lw] |= u64::MAX << (lo % 64);
-            bits[lw + 1..hw].fill(u64::MAX);
-            bits[hw] |= u64::MAX >> (63 - hi % 64);
+            map[lw] |= u64::MAX << (lo % 64);
+            map[lw + 1..hw].fill(u64::MAX);
+            map[hw] |= u64::MAX >> (63 - hi % 64);
         }
     }
-    bits.into_boxed_slice()
+    map
 }
 
 /// Per bucket of a node, the first and last segment it holds: `buckets[j].0` holds its first
@@ -264,8 +263,8 @@ struct Node<K> {
 struct Table<K> {
     /// Bit `b`: some list covers part of first-level block `b` (/16).
     any: Box<[u64; BLOCKS / 64]>,
-    /// Bit `b`: some list covers part of the /24 (IPv4) or /24 (IPv6) `b`: 2 MiB, made only
-    /// when some list has an entry of this family (else `any` is all zero and it is never read).
+    /// Bit `b`: some list covers part of the /24 (IPv4) or /24 (IPv6) `b`: 2 MiB, never
+    /// touched (so never in memory) when no list has an entry of this family.
     fine: Box<[u64]>,
     /// `nodes[0]` is the first level (the whole address space in /16 buckets).
     nodes: Vec<Node<K>>,
@@ -304,20 +303,12 @@ impl<K: Key> Table<K> {
                 _ => segments.push((pos, mask)),
             }
         }
-        let fine = fine_bitmap(&segments);
-        let mut t = Table { any: Box::new([0u64; BLOCKS / 64]), fine, nodes: Vec::new(), segments };
+        let mut any = Box::new([0u64; BLOCKS / 64]);
+        any.copy_from_slice(&cover_bitmap(&segments, ROOT_BITS));
+        let fine = cover_bitmap(&segments, FINE_BITS).into_boxed_slice();
+        let mut t = Table { any, fine, nodes: Vec::new(), segments };
         let last = t.segments.len() - 1;
         t.node(K::default(), K::MAX, 0, last, Some(K::BITS - ROOT_BITS));
-        let shift = K::BITS - ROOT_BITS;
-        let blocks = bucket_ends(&t.nodes[0].buckets, &t.segments, |b| {
-            K::default().add_shifted(b as u32, shift)
-        });
-        for (b, (a, z)) in blocks.into_iter().enumerate() {
-            // Adjacent segments have different masks: one segment of mask 0 is no list at all.
-            if a != z || t.segments[a].1 != 0 {
-                t.any[b / 64] |= 1 << (b % 64);
-            }
-        }
         t
     }
 

@@ -526,6 +526,16 @@ mod tests {
         assert!(tap.finish().is_empty());
     }
 
+    /// One tap per worker thread: it must move between threads.
+    #[test]
+    fn tap_is_send_and_lists_are_shared() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync>() {}
+        send::<ThreatTap>();
+        shared::<ThreatLists>();
+        shared::<crate::Reloader>();
+    }
+
     /// The per-row figure stated in [`ThreatTap`]'s docs: key and state in the map.
     #[test]
     fn row_state_size() {
