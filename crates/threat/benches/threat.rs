@@ -5,6 +5,13 @@
 //! Each lookup benchmark runs over 4,096 addresses per iteration (divide the time by 4,096 for
 //! ns per lookup, or read the throughput in lookups/s) and checks the number of hits it found
 //! against the naive reference, computed once outside the timed loop.
+//!
+//! Measured 2026-12-07 on a 2-core AMD EPYC VM (2 MiB L2, 32 MiB L3) shared with other builds
+//! (load average 5–8, so figures are upper bounds), `cargo bench -p flowspike-threat --bench
+//! threat`, per lookup: IPv4 miss at a random address 4.0 ns, IPv4 miss in a /16 no entry touches
+//! 2.1 ns, `ThreatTap::add` on an IPv4 miss 4.6 ns, IPv4 hit 40 ns; IPv6 miss 33 ns and hit 41 ns
+//! (every IPv6 entry and probe in one /16: the bitmaps cannot help, the index does it all);
+//! parse and compile 1 M lines 313 ms.
 
 use criterion::{Criterion, Throughput};
 use flowspike_threat::naive::naive_matches;
