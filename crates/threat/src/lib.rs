@@ -10,7 +10,8 @@
 //! - [`ListSource`], [`FileSource`], [`Reloader`]: where lists come from and their reload when they
 //!   change (a bad new list keeps the old one).
 //! - [`ThreatTap`]: one per worker; [`ThreatTap::add`] a [`Flow`], [`ThreatTap::merge`] the
-//!   workers' taps, [`ThreatTap::finish`] into [`MatchRow`]s, with bounded memory per row.
+//!   workers' taps, [`ThreatTap::finish`] into [`MatchRow`]s, with bounded memory per row;
+//!   [`merge_match_rows`] merges rows already made (late records of a written hour).
 //! - [`match_schema`], [`match_batch`], [`match_rows`]: the rows as Arrow (the history table).
 //! - [`naive`]: the exact reference the fast path is property-tested against.
 //!
@@ -40,7 +41,7 @@ pub use error::ThreatError;
 pub use list::ThreatList;
 pub use reload::{FileSource, ListSource, Reloader};
 pub use table::{ThreatLists, MAX_LISTS};
-pub use tap::{Flow, MatchRow, ThreatConfig, ThreatTap};
+pub use tap::{merge_match_rows, Flow, MatchRow, ThreatConfig, ThreatTap};
 
 /// The lists an address is on: bit `i` set when list `i` (in [`ThreatLists::names`] order)
 /// holds it; `0` when it is on none.

@@ -1,6 +1,6 @@
 //! Per-worker aggregation of list matches into rows per (hour, internal address, list).
 
-use crate::{ListMask, ThreatLists};
+use crate::{ListMask, ThreatError, ThreatLists};
 use ahash::AHashMap;
 use flowspike_model::Hll;
 use std::collections::BTreeMap;
@@ -206,6 +206,43 @@ impl RowState {
         self.ports.merge(other.ports, cfg.max_ports);
     }
 
+    /// The state a row was made from, as far as merging needs it (`row` is index `index` of
+    /// the caller's rows, for errors).
+    fn from_row(row: &MatchRow, index: usize) -> Result<RowState, ThreatError> {
+        let bad = |column, message: String| ThreatError::Column { column, row: index, message };
+        let remotes = row
+            .remote_ips
+            .iter()
+            .map(|t| t.parse::<IpAddr>().map_err(|_| bad("remote_ips", format!("{t:?}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hll = match &row.remote_hll {
+            Some(b) => {
+                Some(Box::new(Hll::from_bytes(b).map_err(|e| bad("remote_hll", e.to_string()))?))
+            }
+            None => None,
+        };
+        let mut remotes = Lowest { items: remotes, dropped: hll.is_some() };
+        remotes.items.sort_unstable();
+        let mut ports =
+            Lowest { items: row.ports.clone(), dropped: row.truncated && hll.is_none() };
+        ports.items.sort_unstable();
+        let count = |v: u64, column| {
+            (v <= row.flows).then_some(v).ok_or_else(|| bad(column, format!("{v} > flows")))
+        };
+        Ok(RowState {
+            flows: row.flows,
+            outbound: count(row.outbound_flows, "outbound_flows")?,
+            accepted: count(row.accepted_flows, "accepted_flows")?,
+            bytes: row.bytes,
+            packets: row.packets,
+            first: u64::try_from(row.first_seen).unwrap_or(0),
+            last: u64::try_from(row.last_seen).unwrap_or(0),
+            remotes,
+            ports,
+            hll,
+        })
+    }
+
     fn into_row(self, hour: i64, src: IpAddr, list: &str, cfg: &ThreatConfig) -> MatchRow {
         let remote_ip_count = match &self.hll {
             None => self.remotes.items.len() as u64,
@@ -358,6 +395,33 @@ impl ThreatTap {
         }
         out
     }
+}
+
+/// Merges rows of the same (hour, internal address, list) into one, as one tap fed all their
+/// flows would have made it (exact, the remote addresses' sketches included, when every row was
+/// made with caps `cfg`): for the late records of an hour already written, or rows of two
+/// partial runs. Output in [`ThreatTap::finish`]'s order; an undecodable row (address text,
+/// sketch, a count above `flows`) is an error naming its index.
+pub fn merge_match_rows(
+    rows: &[MatchRow],
+    cfg: &ThreatConfig,
+) -> Result<Vec<MatchRow>, ThreatError> {
+    let mut merged: BTreeMap<(i64, IpAddr, &str), RowState> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        let src = r.src_ip.parse::<IpAddr>().map_err(|_| ThreatError::Column {
+            column: "src_ip",
+            row: i,
+            message: format!("{:?}", r.src_ip),
+        })?;
+        let state = RowState::from_row(r, i)?;
+        match merged.entry((r.hour, src, r.list.as_str())) {
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(state, cfg),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(state);
+            }
+        }
+    }
+    Ok(merged.into_iter().map(|((hour, src, list), s)| s.into_row(hour, src, list, cfg)).collect())
 }
 
 #[cfg(test)]
@@ -524,6 +588,30 @@ mod tests {
         tap.add(&flow(0, "10.0.0.1", "192.0.3.0", 1, 0));
         assert!(tap.is_empty());
         assert!(tap.finish().is_empty());
+    }
+
+    #[test]
+    fn merging_rows_refuses_what_no_tap_makes() {
+        let l = lists(&[("l", "192.0.2.0/24\n")]);
+        let cfg = ThreatConfig::default();
+        let rows = check(l, &[flow(0, "10.0.0.1", "192.0.2.1", 1, 0)], &cfg)[&0].clone();
+        assert_eq!(merge_match_rows(&rows, &cfg).unwrap(), rows);
+        let broken = |f: fn(&mut MatchRow)| {
+            let mut r = rows.clone();
+            f(&mut r[0]);
+            merge_match_rows(&r, &cfg).unwrap_err()
+        };
+        for (e, column) in [
+            (broken(|r| r.src_ip = "host".into()), "src_ip"),
+            (broken(|r| r.remote_ips.push("x".into())), "remote_ips"),
+            (broken(|r| r.remote_hll = Some(vec![1, 14])), "remote_hll"),
+            (broken(|r| r.outbound_flows = 2), "outbound_flows"),
+        ] {
+            assert!(
+                matches!(e, ThreatError::Column { column: c, row: 0, .. } if c == column),
+                "{e}"
+            );
+        }
     }
 
     /// One tap per worker thread: it must move between threads.

@@ -3,7 +3,10 @@
 //! network's edges; and the rows of one tap, and of taps merged in any split, on random flows.
 
 use flowspike_threat::naive::{naive_matches, naive_rows};
-use flowspike_threat::{Flow, ThreatConfig, ThreatList, ThreatLists, ThreatTap};
+use flowspike_threat::{
+    match_batch, match_rows, merge_match_rows, Flow, MatchRow, ThreatConfig, ThreatList,
+    ThreatLists, ThreatTap,
+};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -175,6 +178,11 @@ proptest! {
         let (mut a, mut b) = (ThreatTap::new(compiled.clone(), &cfg), ThreatTap::new(compiled, &cfg));
         flows[..cut].iter().for_each(|f| a.add(f));
         flows[cut..].iter().for_each(|f| b.add(f));
+        // The same halves finished apart, their rows merged (through Arrow, as a history would).
+        let halves: Vec<MatchRow> =
+            [a.clone(), b.clone()].into_iter().flat_map(|t| t.finish().into_values().flatten()).collect();
+        let merged = merge_match_rows(&match_rows(&match_batch(&halves)).unwrap(), &cfg).unwrap();
+        prop_assert_eq!(&merged, &expected.values().flatten().cloned().collect::<Vec<_>>());
         b.merge(a);
         prop_assert_eq!(&b.finish(), &expected);
     }
