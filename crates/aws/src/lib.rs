@@ -16,6 +16,9 @@ pub mod eventbridge;
 pub mod kinesis;
 pub mod securityhub;
 pub mod sinks;
+mod threat_list;
+
+pub use threat_list::S3ListSource;
 
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@
 
 mod set;
 mod tap;
+mod threats;
 mod volume;
 
 pub use flowspike_findings::{finding_id, Finding};
@@ -20,10 +21,15 @@ pub use volume::{
     DEFAULT_UNIT_BYTES,
 };
 
+use std::sync::Arc;
+
 use flowspike_history::{HistoryError, Table};
+use flowspike_threat::{ThreatConfig, ThreatLists};
 
 /// The table of the outbound volume aggregates.
 pub const VOLUME_TABLE: Table = Table { name: "outbound_volume" };
+/// The table of the threat-list matches.
+pub const THREAT_TABLE: Table = Table { name: "threat_matches" };
 
 /// The settings of the detections other than the blocked-outbound spike.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +38,10 @@ pub struct DetectionsConfig {
     pub set: DetectionSet,
     /// Unusual outbound volume.
     pub volume: VolumeConfig,
+    /// The threat lists (`--threat-list`); the threat-list detection runs only with lists.
+    pub threat_lists: Option<Arc<ThreatLists>>,
+    /// Caps of the threat-match rows.
+    pub threat: ThreatConfig,
 }
 
 impl DetectionsConfig {

@@ -56,61 +56,128 @@ pub struct VolumeRow {
     pub packets: u64,
 }
 
-/// One worker's running volume aggregates.
+/// One worker's running volume aggregates: one small map of sources per hour, the hour being
+/// filled found without a lookup (records come mostly in time order, as in the counter), so the
+/// map a record updates is one of a few thousand keys that stays in cache rather than one of
+/// every (hour, source) of the input.
 #[derive(Debug, Default)]
 pub struct VolumeTap {
-    map: AHashMap<(i64, IpAddr), [u64; 3]>,
+    hours: BTreeMap<i64, HourSums>,
+    /// The hour of `current`.
+    current_hour: Option<i64>,
+    current: HourSums,
+}
+
+/// The sums of one hour: flows, bytes, packets per source.
+#[derive(Debug, Default)]
+struct HourSums {
+    v4: AHashMap<u32, [u64; 3]>,
+    v6: AHashMap<u128, [u64; 3]>,
+}
+
+impl HourSums {
+    #[inline]
+    fn add(&mut self, src: IpAddr, v: [u64; 3]) {
+        let e = match src {
+            IpAddr::V4(a) => self.v4.entry(u32::from(a)).or_default(),
+            IpAddr::V6(a) => self.v6.entry(u128::from(a)).or_default(),
+        };
+        e[0] += v[0];
+        e[1] = e[1].saturating_add(v[1]);
+        e[2] = e[2].saturating_add(v[2]);
+    }
+
+    fn merge(&mut self, other: HourSums) {
+        for (k, v) in other.v4 {
+            self.add(IpAddr::V4(k.into()), v);
+        }
+        for (k, v) in other.v6 {
+            self.add(IpAddr::V6(k.into()), v);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
 }
 
 impl VolumeTap {
     /// Adds one ACCEPTed flow of internal `src` to an external destination.
     #[inline]
     pub fn add(&mut self, hour: i64, src: IpAddr, bytes: u64, packets: u64) {
-        let e = self.map.entry((hour, src)).or_default();
-        e[0] += 1;
-        e[1] = e[1].saturating_add(bytes);
-        e[2] = e[2].saturating_add(packets);
+        if self.current_hour != Some(hour) {
+            self.switch_to(hour);
+        }
+        self.current.add(src, [1, bytes, packets]);
+    }
+
+    /// Makes `hour` the current one (the previous current hour goes back to `hours`).
+    #[cold]
+    fn switch_to(&mut self, hour: i64) {
+        let next = self.hours.remove(&hour).unwrap_or_default();
+        let prev = std::mem::replace(&mut self.current, next);
+        if let Some(h) = self.current_hour.replace(hour) {
+            self.hours.insert(h, prev);
+        }
+    }
+
+    /// Every hour's sums, the current one put back.
+    fn into_hours(mut self) -> BTreeMap<i64, HourSums> {
+        if let Some(h) = self.current_hour.take() {
+            self.hours.insert(h, std::mem::take(&mut self.current));
+        }
+        self.hours
     }
 
     /// Adds another worker's aggregates.
     pub fn merge(&mut self, other: VolumeTap) {
-        if self.map.len() < other.map.len() {
-            let mine = std::mem::replace(&mut self.map, other.map);
-            return self.merge(VolumeTap { map: mine });
-        }
-        for (k, v) in other.map {
-            let e = self.map.entry(k).or_default();
-            e[0] += v[0];
-            e[1] = e[1].saturating_add(v[1]);
-            e[2] = e[2].saturating_add(v[2]);
+        for (hour, sums) in other.into_hours() {
+            if self.current_hour == Some(hour) {
+                self.current.merge(sums);
+            } else {
+                match self.hours.entry(hour) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(sums);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(sums),
+                }
+            }
         }
     }
 
     /// The rows by hour, each hour's sorted by source address (numerically, IPv4 first).
     pub fn finish(self) -> BTreeMap<i64, Vec<VolumeRow>> {
-        let mut keys: Vec<((i64, IpAddr), [u64; 3])> = self.map.into_iter().collect();
-        keys.sort_unstable_by_key(|(k, _)| *k);
-        let mut out: BTreeMap<i64, Vec<VolumeRow>> = BTreeMap::new();
-        for ((hour, src), [flows, bytes, packets]) in keys {
-            out.entry(hour).or_default().push(VolumeRow {
+        let mut out = BTreeMap::new();
+        for (hour, sums) in self.into_hours() {
+            let mut v4: Vec<(u32, [u64; 3])> = sums.v4.into_iter().collect();
+            v4.sort_unstable_by_key(|(k, _)| *k);
+            let mut v6: Vec<(u128, [u64; 3])> = sums.v6.into_iter().collect();
+            v6.sort_unstable_by_key(|(k, _)| *k);
+            let row = |src: IpAddr, [flows, bytes, packets]: [u64; 3]| VolumeRow {
                 hour,
                 src_ip: src.to_string(),
                 flows,
                 bytes,
                 packets,
-            });
+            };
+            let rows: Vec<VolumeRow> = v4
+                .into_iter()
+                .map(|(k, v)| row(IpAddr::V4(k.into()), v))
+                .chain(v6.into_iter().map(|(k, v)| row(IpAddr::V6(k.into()), v)))
+                .collect();
+            out.insert(hour, rows);
         }
         out
     }
 
-    /// Keys held.
+    /// (hour, source) keys held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.hours.values().map(HourSums::len).sum::<usize>() + self.current.len()
     }
 
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }
 

@@ -114,7 +114,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         from: None,
         to: None,
         pipeline,
-        detections: flowspike_detections::DetectionsConfig::default(),
+        detections: demo_detections(&archive)?,
         fetchers: 2,
         stream: Default::default(),
     };
@@ -162,6 +162,25 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Every detection, with the threat lists the generator wrote next to the archive.
+fn demo_detections(
+    archive: &std::path::Path,
+) -> anyhow::Result<flowspike_detections::DetectionsConfig> {
+    let mut lists: Vec<String> = std::fs::read_dir(archive.join("threat-lists"))
+        .map(|d| d.flatten().map(|e| e.path().display().to_string()).collect())
+        .unwrap_or_default();
+    lists.sort();
+    let a = crate::args::DetectionsArgs {
+        detections: "all".into(),
+        threat_lists: lists,
+        scan_min_ports: 500,
+        scan_min_low_ports: 20,
+        sweep_min_dests: 250,
+        volume_unit_bytes: flowspike_detections::DEFAULT_UNIT_BYTES,
+    };
+    crate::settings::detections(&a, &mut None)
+}
+
 /// The other detections' findings, each marked with the labelled case it finds.
 fn print_findings(findings: &[flowspike_detections::Finding], manifest: &Manifest) {
     println!("\nother detections ({} findings):", findings.len());
@@ -169,7 +188,12 @@ fn print_findings(findings: &[flowspike_detections::Finding], manifest: &Manifes
     let mut found = BTreeSet::new();
     for f in findings {
         let case = manifest.cases_at(f.hour, &f.src_ip).find(|c| {
-            c.positive && serde_json::to_value(c.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).as_deref() == Some(f.detection.as_str())
+            c.positive
+                && serde_json::to_value(c.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .as_deref()
+                    == Some(f.detection.as_str())
         });
         if let Some(c) = case {
             found.insert((c.hour, c.src_ip.clone(), f.detection.clone()));

@@ -149,7 +149,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         from,
         to,
         pipeline,
-        detections: crate::settings::detections(&a.detections)?,
+        detections: crate::settings::detections(&a.detections, &mut s3)?,
         fetchers: if a.sources.iter().any(|s| s.starts_with("s3://")) { 8 } else { 2 },
         stream: StreamSettings {
             min_object_bytes: a.stream_min_bytes,

@@ -27,14 +27,46 @@ pub fn decode_options(a: &InputArgs) -> anyhow::Result<DecodeOptions> {
 }
 
 /// The pipeline's settings from the flags every pipeline command shares.
-/// The other detections' settings from their arguments.
-pub fn detections(a: &DetectionsArgs) -> anyhow::Result<flowspike_detections::DetectionsConfig> {
+/// The other detections' settings from their arguments; `s3` is made when a threat list is in
+/// S3.
+pub fn detections(
+    a: &DetectionsArgs,
+    s3: &mut Option<S3>,
+) -> anyhow::Result<flowspike_detections::DetectionsConfig> {
+    use flowspike_threat::{FileSource, ListSource, Reloader};
     let set: flowspike_detections::DetectionSet = a.detections.parse()?;
     let volume = flowspike_detections::VolumeConfig {
         unit_bytes: a.volume_unit_bytes,
         ..Default::default()
     };
-    Ok(flowspike_detections::DetectionsConfig { set, volume })
+    let scan = flowspike_scan::ScanConfig {
+        vertical_min_ports: a.scan_min_ports,
+        vertical_min_low_ports: a.scan_min_low_ports,
+        horizontal_min_dests: a.sweep_min_dests,
+        ..Default::default()
+    };
+    let mut sources: Vec<Box<dyn ListSource>> = Vec::new();
+    for l in a.threat_lists.iter().filter(|l| !l.is_empty()) {
+        if l.starts_with("s3://") {
+            sources.push(Box::new(flowspike_aws::S3ListSource::new(s3_client(s3)?, l)?));
+        } else {
+            let path = std::path::Path::new(l);
+            let stem = path.file_stem().map_or_else(|| l.clone(), |s| s.to_string_lossy().into());
+            sources.push(Box::new(FileSource::with_name(&stem, path)));
+        }
+    }
+    let threat_lists = if sources.is_empty() {
+        None
+    } else {
+        Some(Reloader::load(sources).context("cannot load the threat lists")?.current())
+    };
+    Ok(flowspike_detections::DetectionsConfig {
+        set,
+        volume,
+        scan,
+        threat_lists,
+        ..Default::default()
+    })
 }
 
 /// The pipeline settings from their arguments.
