@@ -8,12 +8,14 @@
 //! `aggregates/` ([`TableSet`]), and turns an hour's aggregates into [`Finding`]s. Which run is a
 //! [`DetectionSet`] (`--detections`).
 
+mod scans;
 mod set;
 mod tap;
 mod threats;
 mod volume;
 
 pub use flowspike_findings::{finding_id, Finding};
+pub use flowspike_scan::{HorizontalRow, VerticalRow};
 pub use set::{Detection, DetectionSet, UnknownDetection};
 pub use tap::{HourTables, Taps, TapsOutput, WithTaps};
 pub use volume::{
@@ -24,10 +26,15 @@ pub use volume::{
 use std::sync::Arc;
 
 use flowspike_history::{HistoryError, Table};
+use flowspike_scan::ScanConfig;
 use flowspike_threat::{ThreatConfig, ThreatLists};
 
 /// The table of the outbound volume aggregates.
 pub const VOLUME_TABLE: Table = Table { name: "outbound_volume" };
+/// The table of the vertical port scans (candidates and alerts).
+pub const PORT_SCAN_TABLE: Table = Table { name: "port_scans" };
+/// The table of the port sweeps (candidates and alerts).
+pub const PORT_SWEEP_TABLE: Table = Table { name: "port_sweeps" };
 /// The table of the threat-list matches.
 pub const THREAT_TABLE: Table = Table { name: "threat_matches" };
 
@@ -36,6 +43,8 @@ pub const THREAT_TABLE: Table = Table { name: "threat_matches" };
 pub struct DetectionsConfig {
     /// Which detections run.
     pub set: DetectionSet,
+    /// Port scans and sweeps: thresholds, what the tables keep, memory bounds.
+    pub scan: ScanConfig,
     /// Unusual outbound volume.
     pub volume: VolumeConfig,
     /// The threat lists (`--threat-list`); the threat-list detection runs only with lists.

@@ -6,10 +6,14 @@ use flowlog::{Action, FlowRecord, LogStatus};
 use flowspike_counter::{Hit, HitSink, Rule, TimeBounds};
 use flowspike_history::Store;
 
+use flowspike_scan::{horizontal_batch, vertical_batch, HorizontalRow, ScanTap, VerticalRow};
 use flowspike_threat::{match_batch, Flow, MatchRow, ThreatTap};
 
 use crate::volume::{detect_volume, volume_batch, VolumeRow, VolumeTap};
-use crate::{Detection, DetectionsConfig, DetectionsError, Finding, THREAT_TABLE, VOLUME_TABLE};
+use crate::{
+    Detection, DetectionsConfig, DetectionsError, Finding, PORT_SCAN_TABLE, PORT_SWEEP_TABLE,
+    THREAT_TABLE, VOLUME_TABLE,
+};
 
 /// One worker's aggregates of every detection of a [`DetectionsConfig`] but the blocked spike
 /// (which the counter keeps).
@@ -17,6 +21,8 @@ use crate::{Detection, DetectionsConfig, DetectionsError, Finding, THREAT_TABLE,
 pub struct Taps {
     /// Whether any tap is on: the one test a record pays when none is.
     on: bool,
+    /// Vertical and horizontal scans share one tap (the same records, two folds).
+    scan: Option<ScanTap>,
     volume: Option<VolumeTap>,
     threat: Option<ThreatTap>,
 }
@@ -31,7 +37,9 @@ impl Taps {
             }
             _ => None,
         };
-        Taps { on: volume.is_some() || threat.is_some(), volume, threat }
+        let scans = cfg.set.contains(Detection::PortScan) || cfg.set.contains(Detection::PortSweep);
+        let scan = scans.then(|| ScanTap::new(&cfg.scan));
+        Taps { on: scan.is_some() || volume.is_some() || threat.is_some(), scan, volume, threat }
     }
 
     /// Reads one record the counting sink accepted. Values that do not parse or are absent
@@ -57,6 +65,13 @@ impl Taps {
         }
         let Ok(Some(start)) = rec.start() else { return };
         let Ok(hour) = bounds.hour_of(start) else { return };
+        if src_in {
+            if let Some(s) = &mut self.scan {
+                let port = rec.dstport().ok().flatten().map_or(0, |p| p.min(65_535) as u16);
+                let proto = rec.protocol().ok().flatten().map_or(0, |p| p.min(255) as u8);
+                s.add(hour, src, dst, port, proto);
+            }
+        }
         if src_in && !dst_in {
             if let Some(v) = &mut self.volume {
                 if rec.action() == Ok(Some(Action::Accept)) {
@@ -80,6 +95,7 @@ impl Taps {
 
     /// Adds another worker's aggregates (same configuration).
     pub fn merge(&mut self, other: Taps) {
+        merge_opt(&mut self.scan, other.scan, ScanTap::merge);
         merge_opt(&mut self.volume, other.volume, VolumeTap::merge);
         merge_opt(&mut self.threat, other.threat, ThreatTap::merge);
         self.on |= other.on;
@@ -88,6 +104,14 @@ impl Taps {
     /// The aggregates by hour.
     pub fn finish(self) -> TapsOutput {
         let mut out = TapsOutput::default();
+        if let Some(s) = self.scan {
+            for (hour, scans) in s.finish() {
+                let t = out.hours.entry(hour).or_default();
+                t.vertical = scans.vertical;
+                t.horizontal = scans.horizontal;
+                t.scan_flows_over_cap = scans.overflow.dropped_flows;
+            }
+        }
         if let Some(v) = self.volume {
             for (hour, rows) in v.finish() {
                 out.hours.entry(hour).or_default().volume = rows;
@@ -164,6 +188,13 @@ impl<C: HitSink> HitSink for WithTaps<'_, C> {
 /// One hour's rows of every table.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HourTables {
+    /// Vertical-scan candidates: (source, destination) with many ports.
+    pub vertical: Vec<VerticalRow>,
+    /// Sweep candidates: (source, port, protocol) with many destinations.
+    pub horizontal: Vec<HorizontalRow>,
+    /// Records of sources the scan tap dropped past its per-hour cap
+    /// (`ScanConfig::max_keys_per_hour`): not judged for scans.
+    pub scan_flows_over_cap: u64,
     /// Outbound volume per source.
     pub volume: Vec<VolumeRow>,
     /// Threat-list matches per (internal address, list).
@@ -189,6 +220,18 @@ impl TapsOutput {
     ) -> Result<(), DetectionsError> {
         let empty = HourTables::default();
         let t = self.hours.get(&hour).unwrap_or(&empty);
+        let put = |table: flowspike_history::Table, batch: &arrow_array::RecordBatch| {
+            table
+                .replace_hour(store, hour, batch, name)
+                .map(drop)
+                .map_err(|source| DetectionsError::History { table: table.name, source })
+        };
+        if cfg.set.contains(Detection::PortScan) {
+            put(PORT_SCAN_TABLE, &vertical_batch(&t.vertical))?;
+        }
+        if cfg.set.contains(Detection::PortSweep) {
+            put(PORT_SWEEP_TABLE, &horizontal_batch(&t.horizontal))?;
+        }
         if cfg.set.contains(Detection::OutboundVolume) {
             VOLUME_TABLE
                 .replace_hour(store, hour, &volume_batch(&t.volume), name)
@@ -219,6 +262,13 @@ impl TapsOutput {
             out.extend(detect_volume(&cfg.volume, store, &written)?);
         }
         for t in hours.iter().filter_map(|h| self.hours.get(h)) {
+            if cfg.set.contains(Detection::PortScan) {
+                out.extend(t.vertical.iter().filter_map(|r| crate::scans::port_scan(&cfg.scan, r)));
+            }
+            if cfg.set.contains(Detection::PortSweep) {
+                let sweeps = t.horizontal.iter().filter_map(|r| crate::scans::port_sweep(&cfg.scan, r));
+                out.extend(sweeps);
+            }
             out.extend(t.matches.iter().map(crate::threats::threat_match));
         }
         out.sort_by(|a, b| {
