@@ -135,6 +135,30 @@ fn check(cfg: &ScanConfig, hours: &std::collections::BTreeMap<i64, flowspike_sca
         .any(|r| r.alerts(cfg) && r.src_ip == SCANNER_H && r.dst_port == 445 && r.estimated));
 }
 
+/// CPU seconds this process has used (user + system, from /proc/self/stat; Linux, 10 ms ticks).
+/// The machine the figures come from is shared, so wall time overstates the cost; CPU time does not.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name (from 0).
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU ns per record of `run` on what `setup` makes, the best of three runs (setup not timed).
+fn cpu_ns_per_record<T>(n: usize, setup: impl Fn() -> T, run: impl Fn(T)) -> f64 {
+    (0..3)
+        .map(|_| {
+            let input = setup();
+            let t = cpu_secs();
+            run(input);
+            (cpu_secs() - t) * 1e9 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn bench(c: &mut Criterion) {
     let n =
         std::env::var("SCAN_BENCH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7_000_000);
@@ -148,6 +172,9 @@ fn bench(c: &mut Criterion) {
         hours.values().fold((0, 0), |a, x| (a.0 + x.vertical.len(), a.1 + x.horizontal.len()));
     eprintln!("finish once: {:?}, rows: {v} vertical, {h} horizontal", t.elapsed());
     check(&cfg, &hours);
+    let add = cpu_ns_per_record(recs.len(), || (), |()| drop(black_box(fill(&cfg, &recs))));
+    let fin = cpu_ns_per_record(recs.len(), || full.clone(), |t| drop(black_box(t.finish())));
+    eprintln!("CPU ns per record (all threads): add {add:.1}, finish {fin:.1}");
 
     let mut g = c.benchmark_group("scan");
     g.sample_size(10);

@@ -13,7 +13,7 @@
 //!
 //! # How it is fast
 //! A record is a hash lookup of its (hour, source) group — a map of one hour's sources, small
-//! enough to stay in cache — and an 8-byte append (IPv4; 20 bytes otherwise) to the group's
+//! enough to stay in cache — and an 8-byte append (IPv4; 28 bytes otherwise) to the group's
 //! buffer. No per-(source, destination) map is touched per record: in [`ScanTap::finish`] each
 //! group's buffer is sorted twice, by (destination, port) and by (protocol, port, destination),
 //! and counted in one linear pass each, groups in parallel. Exact pre-filters skip the work that
@@ -30,7 +30,7 @@
 //!   `flowspike_model::Hll` (16 KiB) plus the [`ScanConfig::sample`] lowest addresses; the count
 //!   is then an estimate (standard error 0.81 %) and the row says `estimated`;
 //! - plus about 40 bytes of key (`size_of` of the key structs) and, before a group is folded,
-//!   8 bytes per buffered IPv4 record (20 otherwise), at most [`ScanConfig::compact_at`] records
+//!   8 bytes per buffered IPv4 record (28 otherwise), at most [`ScanConfig::compact_at`] records
 //!   per group.
 //!
 //! Per hour, [`ScanConfig::max_keys_per_hour`] caps the *key slots*: a key takes one slot plus

@@ -96,8 +96,8 @@ struct HKey<A: Addr> {
 /// Everything one (hour, source) holds.
 #[derive(Debug, Clone)]
 struct Group<A: Addr> {
-    /// Records not yet folded: (destination, port, protocol).
-    raw: Vec<(A, u16, u8)>,
+    /// Records not yet folded: (destination, port, protocol), packed.
+    raw: Vec<A::Raw>,
     /// Every record of the group, folded or not.
     flows: u64,
     /// Sorted by destination.
@@ -112,6 +112,26 @@ impl<A: Addr> Default for Group<A> {
     fn default() -> Self {
         Group { raw: Vec::new(), flows: 0, vert: Vec::new(), horiz: Vec::new(), slots: 0 }
     }
+}
+
+/// The records whose key could have `keep` records: counts per bucket of `hash` (the high bits;
+/// about one bucket per record), then keeps the records of buckets with at least `keep`.
+fn select<R: Copy>(raw: &[R], hash: impl Fn(R) -> u64, keep: u64) -> Vec<R> {
+    if keep <= 1 {
+        return raw.to_vec();
+    }
+    let bits = raw.len().next_power_of_two().clamp(64, 1 << 16).trailing_zeros();
+    let bucket = |r| (hash(r) >> (64 - bits)) as usize;
+    let mut counts = vec![0u32; 1 << bits];
+    for &r in raw {
+        if let Some(c) = counts.get_mut(bucket(r)) {
+            *c += 1;
+        }
+    }
+    raw.iter()
+        .copied()
+        .filter(|&r| counts.get(bucket(r)).is_some_and(|&c| u64::from(c) >= keep))
+        .collect()
 }
 
 /// Merge-join of two vectors sorted by a unique key.
@@ -153,16 +173,30 @@ impl<A: Addr> Group<A> {
         let mut raw = std::mem::take(&mut self.raw);
         let dest_cap = lim.dest_cap::<A>();
 
-        raw.sort_unstable_by_key(|&(d, p, _)| (d, p));
+        // In the last fold of a group with no folded keys, a key with fewer records than its
+        // keep threshold makes no row. Records are counted per hash bucket of their key (a
+        // bucket's count is at least each of its keys' count, so this drops no key that could
+        // make a row) and only the records of buckets that reach the threshold are sorted.
+        // Ordinary traffic spreads a source over many destinations: most skip the vertical sort.
+        let mut vsel = (last && self.vert.is_empty())
+            .then(|| select(&raw, |r| A::unpack(r).0.spread(), lim.keep_ports));
+        let v = vsel.as_mut().unwrap_or(&mut raw);
+        v.sort_unstable();
+        let raw_v: &[A::Raw] = v;
         let mut new_v = Vec::new();
         let mut ports: Vec<u16> = Vec::new();
         let mut i = 0;
-        while i < raw.len() {
-            let (d, start) = (raw[i].0, i);
+        while i < raw_v.len() {
+            let (d, _, _) = A::unpack(raw_v[i]);
+            let start = i;
             ports.clear();
-            while i < raw.len() && raw[i].0 == d {
-                if ports.last() != Some(&raw[i].1) {
-                    ports.push(raw[i].1);
+            while let Some(&r) = raw_v.get(i) {
+                let (d2, p, _) = A::unpack(r);
+                if d2 != d {
+                    break;
+                }
+                if ports.last() != Some(&p) {
+                    ports.push(p);
                 }
                 i += 1;
             }
@@ -189,17 +223,33 @@ impl<A: Addr> Group<A> {
             },
         );
 
-        raw.sort_unstable_by_key(|&(d, p, proto)| (proto, p, d));
+        for r in raw.iter_mut() {
+            *r = A::to_horizontal(*r);
+        }
+        let mut hsel = (last && self.horiz.is_empty()).then(|| {
+            let key = |r| {
+                let (_, p, pr) = A::unpack_horizontal(r);
+                ((u64::from(pr) << 16) | u64::from(p)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            };
+            select(&raw, key, lim.keep_dests)
+        });
+        let h = hsel.as_mut().unwrap_or(&mut raw);
+        h.sort_unstable();
+        let raw_h: &[A::Raw] = h;
         let mut new_h = Vec::new();
         let mut dests: Vec<A> = Vec::new();
         let mut i = 0;
-        while i < raw.len() {
-            let (_, port, proto) = raw[i];
+        while i < raw_h.len() {
+            let (_, port, proto) = A::unpack_horizontal(raw_h[i]);
             let start = i;
             dests.clear();
-            while i < raw.len() && raw[i].1 == port && raw[i].2 == proto {
-                if dests.last() != Some(&raw[i].0) {
-                    dests.push(raw[i].0);
+            while let Some(&r) = raw_h.get(i) {
+                let (d, p, pr) = A::unpack_horizontal(r);
+                if (p, pr) != (port, proto) {
+                    break;
+                }
+                if dests.last() != Some(&d) {
+                    dests.push(d);
                 }
                 i += 1;
             }
@@ -262,7 +312,7 @@ impl<A: Addr> Group<A> {
     /// Heap and inline bytes held.
     fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.raw.capacity() * std::mem::size_of::<(A, u16, u8)>()
+            + self.raw.capacity() * std::mem::size_of::<A::Raw>()
             + self.vert.capacity() * std::mem::size_of::<VKey<A>>()
             + self.vert.iter().map(|k| k.ports.heap_bytes()).sum::<usize>()
             + self.horiz.capacity() * std::mem::size_of::<HKey<A>>()
@@ -279,7 +329,7 @@ impl<A: Addr> Group<A> {
             .map(|k| VerticalRow {
                 hour,
                 src_ip: src_ip.clone(),
-                dst_ip: k.dst.ip().to_string(),
+                dst_ip: k.dst.text(),
                 distinct_ports: k.ports.len(),
                 low_ports: k.ports.low(),
                 flows: k.flows,
@@ -299,12 +349,7 @@ impl<A: Addr> Group<A> {
                     protocol: k.proto,
                     distinct_dests: n,
                     flows: k.flows,
-                    dest_ips: k
-                        .dests
-                        .sample(lim.sample)
-                        .iter()
-                        .map(|a| a.ip().to_string())
-                        .collect(),
+                    dest_ips: k.dests.sample(lim.sample).into_iter().map(A::text).collect(),
                     estimated,
                 })
             })
@@ -320,7 +365,14 @@ impl Group<u32> {
         let wide = |a: u32| a.ip();
         let dest_cap = lim.dest_cap::<IpAddr>();
         Group {
-            raw: self.raw.into_iter().map(|(d, p, pr)| (wide(d), p, pr)).collect(),
+            raw: self
+                .raw
+                .into_iter()
+                .map(|r| {
+                    let (d, p, pr) = u32::unpack(r);
+                    IpAddr::pack(wide(d), p, pr)
+                })
+                .collect(),
             flows: self.flows,
             vert: self
                 .vert
@@ -520,29 +572,31 @@ impl HourState {
         let v4: Vec<(u32, Group<u32>)> = self.v4.into_iter().collect();
         let wide: Vec<(IpAddr, Group<IpAddr>)> = self.wide.into_iter().collect();
         let min_keep = lim.keep_ports.min(lim.keep_dests);
-        let (mut vertical, mut horizontal): (Vec<VerticalRow>, Vec<HorizontalRow>) = v4
+        let mut groups: Vec<(IpAddr, Vec<VerticalRow>, Vec<HorizontalRow>)> = v4
             .into_par_iter()
             .filter(|(_, g)| g.flows >= min_keep)
             .map(|(s, mut g)| {
                 g.compact(lim, true);
-                g.rows(hour, s.ip(), lim)
+                let (v, h) = g.rows(hour, s.ip(), lim);
+                (s.ip(), v, h)
             })
             .chain(wide.into_par_iter().filter(|(_, g)| g.flows >= min_keep).map(|(s, mut g)| {
                 g.compact(lim, true);
-                g.rows(hour, s, lim)
+                let (v, h) = g.rows(hour, s, lim);
+                (s, v, h)
             }))
-            .reduce(
-                || (Vec::new(), Vec::new()),
-                |mut a, b| {
-                    a.0.extend(b.0);
-                    a.1.extend(b.1);
-                    a
-                },
-            );
-        // Sorted by address value (the text is only for output).
-        let ip = |t: &str| t.parse::<IpAddr>().ok();
-        vertical.sort_by_cached_key(|r| (ip(&r.src_ip), ip(&r.dst_ip)));
-        horizontal.sort_by_cached_key(|r| (ip(&r.src_ip), r.dst_port, r.protocol));
+            .filter(|(_, v, h)| !v.is_empty() || !h.is_empty())
+            .collect();
+        // A group's rows come sorted by destination and by (protocol, port); each source is one
+        // group: sorting the groups by source sorts the rows.
+        groups.sort_unstable_by_key(|g| g.0);
+        let mut vertical = Vec::new();
+        let mut horizontal = Vec::new();
+        for (_, v, mut h) in groups {
+            vertical.extend(v);
+            h.sort_by_key(|r| (r.dst_port, r.protocol));
+            horizontal.extend(h);
+        }
         HourScans {
             vertical,
             horizontal,
@@ -673,11 +727,11 @@ impl ScanTap {
 fn push<A: Addr>(
     map: &mut Map<A, Group<A>>,
     src: A,
-    rec: (A, u16, u8),
+    (dst, port, proto): (A, u16, u8),
     lim: &Limits,
 ) -> Option<(usize, usize, usize)> {
     let g = map.entry(src).or_default();
-    g.raw.push(rec);
+    g.raw.push(A::pack(dst, port, proto));
     g.flows += 1;
     if g.raw.len() < lim.compact_at {
         return None;

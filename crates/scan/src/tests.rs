@@ -326,3 +326,19 @@ proptest! {
         assert_same(&all.finish(), &naive::scans(&recs, &cfg));
     }
 }
+
+/// The per-record sizes the crate docs state.
+#[test]
+fn buffered_record_sizes_are_as_documented() {
+    use crate::sets::Addr;
+    assert_eq!(std::mem::size_of::<<u32 as Addr>::Raw>(), 8);
+    assert_eq!(std::mem::size_of::<<IpAddr as Addr>::Raw>(), 28);
+}
+
+#[test]
+fn ipv4_text_is_to_string() {
+    use crate::sets::Addr;
+    for a in [0u32, 9, 10, 99, 100, 255, 0x0a00_0001, 0xc0a8_6401, 0x6463_0a09, u32::MAX] {
+        assert_eq!(a.text(), a.ip().to_string());
+    }
+}
