@@ -116,22 +116,48 @@ impl<A: Addr> Default for Group<A> {
 
 /// The records whose key could have `keep` records: counts per bucket of `hash` (the high bits;
 /// about one bucket per record), then keeps the records of buckets with at least `keep`.
-fn select<R: Copy>(raw: &[R], hash: impl Fn(R) -> u64, keep: u64) -> Vec<R> {
+/// Written into `out`; `counts` is scratch.
+fn select<R: Copy>(
+    raw: &[R],
+    hash: impl Fn(R) -> u64,
+    keep: u64,
+    counts: &mut Vec<u32>,
+    out: &mut Vec<R>,
+) {
+    out.clear();
     if keep <= 1 {
-        return raw.to_vec();
+        out.extend_from_slice(raw);
+        return;
     }
     let bits = raw.len().next_power_of_two().clamp(64, 1 << 16).trailing_zeros();
     let bucket = |r| (hash(r) >> (64 - bits)) as usize;
-    let mut counts = vec![0u32; 1 << bits];
+    counts.clear();
+    counts.resize(1 << bits, 0);
     for &r in raw {
         if let Some(c) = counts.get_mut(bucket(r)) {
             *c += 1;
         }
     }
-    raw.iter()
-        .copied()
-        .filter(|&r| counts.get(bucket(r)).is_some_and(|&c| u64::from(c) >= keep))
-        .collect()
+    out.extend(
+        raw.iter()
+            .copied()
+            .filter(|&r| counts.get(bucket(r)).is_some_and(|&c| u64::from(c) >= keep)),
+    );
+}
+
+/// Buffers a fold reuses from group to group (one per worker thread in `finish`): without them,
+/// allocation was the largest cost of folding many small groups.
+struct Scratch<A: Addr> {
+    selected: Vec<A::Raw>,
+    counts: Vec<u32>,
+    ports: Vec<u16>,
+    dests: Vec<A>,
+}
+
+impl<A: Addr> Default for Scratch<A> {
+    fn default() -> Self {
+        Scratch { selected: Vec::new(), counts: Vec::new(), ports: Vec::new(), dests: Vec::new() }
+    }
 }
 
 /// Merge-join of two vectors sorted by a unique key.
@@ -166,10 +192,11 @@ impl<A: Addr> Group<A> {
     /// Folds the buffered records into the keys. `last`: no record will follow (after every
     /// merge, in `finish`), so a new key with fewer records than its keep threshold (which then
     /// cannot reach it) is left out instead of stored.
-    fn compact(&mut self, lim: &Limits, last: bool) {
+    fn compact(&mut self, lim: &Limits, last: bool, scratch: &mut Scratch<A>) {
         if self.raw.is_empty() {
             return;
         }
+        let Scratch { selected, counts, ports, dests } = scratch;
         let mut raw = std::mem::take(&mut self.raw);
         let dest_cap = lim.dest_cap::<A>();
 
@@ -178,13 +205,14 @@ impl<A: Addr> Group<A> {
         // bucket's count is at least each of its keys' count, so this drops no key that could
         // make a row) and only the records of buckets that reach the threshold are sorted.
         // Ordinary traffic spreads a source over many destinations: most skip the vertical sort.
-        let mut vsel = (last && self.vert.is_empty())
-            .then(|| select(&raw, |r| A::unpack(r).0.spread(), lim.keep_ports));
-        let v = vsel.as_mut().unwrap_or(&mut raw);
+        let filter = last && self.vert.is_empty();
+        if filter {
+            select(&raw, |r| A::unpack(r).0.spread(), lim.keep_ports, counts, selected);
+        }
+        let v = if filter { &mut *selected } else { &mut raw };
         v.sort_unstable();
         let raw_v: &[A::Raw] = v;
         let mut new_v = Vec::new();
-        let mut ports: Vec<u16> = Vec::new();
         let mut i = 0;
         while i < raw_v.len() {
             let (d, _, _) = A::unpack(raw_v[i]);
@@ -226,18 +254,18 @@ impl<A: Addr> Group<A> {
         for r in raw.iter_mut() {
             *r = A::to_horizontal(*r);
         }
-        let mut hsel = (last && self.horiz.is_empty()).then(|| {
+        let filter = last && self.horiz.is_empty();
+        if filter {
             let key = |r| {
                 let (_, p, pr) = A::unpack_horizontal(r);
                 ((u64::from(pr) << 16) | u64::from(p)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
             };
-            select(&raw, key, lim.keep_dests)
-        });
-        let h = hsel.as_mut().unwrap_or(&mut raw);
+            select(&raw, key, lim.keep_dests, counts, selected);
+        }
+        let h = if filter { &mut *selected } else { &mut raw };
         h.sort_unstable();
         let raw_h: &[A::Raw] = h;
         let mut new_h = Vec::new();
-        let mut dests: Vec<A> = Vec::new();
         let mut i = 0;
         while i < raw_h.len() {
             let (_, port, proto) = A::unpack_horizontal(raw_h[i]);
@@ -446,10 +474,10 @@ impl HourState {
     /// same whatever the order of records, merges and compactions.
     fn enforce(&mut self, lim: &Limits) {
         for g in self.v4.values_mut() {
-            g.compact(lim, false);
+            g.compact(lim, false, &mut Scratch::default());
         }
         for g in self.wide.values_mut() {
-            g.compact(lim, false);
+            g.compact(lim, false, &mut Scratch::default());
         }
         self.pending = 0;
         self.recount();
@@ -575,16 +603,19 @@ impl HourState {
         let mut groups: Vec<(IpAddr, Vec<VerticalRow>, Vec<HorizontalRow>)> = v4
             .into_par_iter()
             .filter(|(_, g)| g.flows >= min_keep)
-            .map(|(s, mut g)| {
-                g.compact(lim, true);
+            .map_init(Scratch::default, |scratch, (s, mut g)| {
+                g.compact(lim, true, scratch);
                 let (v, h) = g.rows(hour, s.ip(), lim);
                 (s.ip(), v, h)
             })
-            .chain(wide.into_par_iter().filter(|(_, g)| g.flows >= min_keep).map(|(s, mut g)| {
-                g.compact(lim, true);
-                let (v, h) = g.rows(hour, s, lim);
-                (s, v, h)
-            }))
+            .chain(wide.into_par_iter().filter(|(_, g)| g.flows >= min_keep).map_init(
+                Scratch::default,
+                |scratch, (s, mut g)| {
+                    g.compact(lim, true, scratch);
+                    let (v, h) = g.rows(hour, s, lim);
+                    (s, v, h)
+                },
+            ))
             .filter(|(_, v, h)| !v.is_empty() || !h.is_empty())
             .collect();
         // A group's rows come sorted by destination and by (protocol, port); each source is one
@@ -737,6 +768,6 @@ fn push<A: Addr>(
         return None;
     }
     let (pending, before) = (g.raw.len(), g.slots);
-    g.compact(lim, false);
+    g.compact(lim, false, &mut Scratch::default());
     Some((pending, before, g.slots))
 }
