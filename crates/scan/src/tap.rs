@@ -762,6 +762,10 @@ fn push<A: Addr>(
     lim: &Limits,
 ) -> Option<(usize, usize, usize)> {
     let g = map.entry(src).or_default();
+    if g.raw.capacity() == 0 {
+        // Skips the first doublings (4, 8, 16 records): each is an allocation and a copy.
+        g.raw.reserve(32);
+    }
     g.raw.push(A::pack(dst, port, proto));
     g.flows += 1;
     if g.raw.len() < lim.compact_at {
