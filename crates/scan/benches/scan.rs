@@ -14,24 +14,18 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use flowspike_scan::{ScanConfig, ScanTap};
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-/// splitmix64: a small deterministic generator (no dependency for the benchmark's input).
-struct Rng(u64);
+/// The seeded generator the synthetic archives use too (`flowspike-synth`).
+type Rng = ChaCha8Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+fn unit(rng: &mut Rng) -> f64 {
+    rng.random::<f64>()
+}
+
+fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.random_range(0..n)
 }
 
 /// gen_dataset.py's `skewed_cdf`: weights `1 / (i + 10)^s`, capped, in random order.
@@ -41,7 +35,7 @@ fn skewed_cdf(n: usize, s: f64, cap: f64, rng: &mut Rng) -> Vec<f64> {
     w.iter_mut().for_each(|x| *x = (*x / sum).min(cap));
     let sum: f64 = w.iter().sum();
     for i in (1..n).rev() {
-        w.swap(i, rng.below(i as u64 + 1) as usize);
+        w.swap(i, below(rng, i as u64 + 1) as usize);
     }
     let mut acc = 0.0;
     let mut cdf: Vec<f64> = w
@@ -58,7 +52,8 @@ fn skewed_cdf(n: usize, s: f64, cap: f64, rng: &mut Rng) -> Vec<f64> {
 }
 
 fn pick(cdf: &[f64], rng: &mut Rng) -> usize {
-    cdf.partition_point(|&c| c < rng.unit()).min(cdf.len() - 1)
+    let u = unit(rng);
+    cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
 }
 
 type Rec = (i64, IpAddr, IpAddr, u16, u8);
@@ -67,10 +62,11 @@ const SCANNER_H: &str = "10.200.0.1";
 const SCANNER_V: &str = "10.200.0.2";
 
 fn dataset(n: usize) -> Vec<Rec> {
-    let mut rng = Rng(0x5ca9);
-    let internal: Vec<u32> = (0..4000).map(|_| (10 << 24) | rng.below(1 << 24) as u32).collect();
+    let mut rng = Rng::seed_from_u64(0x5ca9);
+    let internal: Vec<u32> =
+        (0..4000).map(|_| (10 << 24) | below(&mut rng, 1 << 24) as u32).collect();
     let external: Vec<u32> =
-        (0..200_000).map(|_| (20 << 24) + rng.below(180 << 24) as u32).collect();
+        (0..200_000).map(|_| (20 << 24) + below(&mut rng, 180 << 24) as u32).collect();
     let src_cdf = skewed_cdf(internal.len(), 1.0, 0.01, &mut rng);
     let ext_cdf = skewed_cdf(external.len(), 1.05, 0.02, &mut rng);
     let ports = [443u16, 80, 53, 123, 22, 8080, 3389, 5432, 25, 0];
@@ -87,14 +83,14 @@ fn dataset(n: usize) -> Vec<Rec> {
     for i in 0..n {
         let hour = base + (i as i64 * 48 / n as i64) * 3600;
         let src = internal[pick(&src_cdf, &mut rng)];
-        let dst = if rng.unit() < 0.55 {
+        let dst = if unit(&mut rng) < 0.55 {
             external[pick(&ext_cdf, &mut rng)]
         } else {
-            internal[rng.below(internal.len() as u64) as usize]
+            internal[below(&mut rng, internal.len() as u64) as usize]
         };
         let mut port = ports[pick(&port_cdf, &mut rng)];
         if port == 0 {
-            port = 1024 + rng.below(64_512) as u16;
+            port = 1024 + below(&mut rng, 64_512) as u16;
         }
         let proto = if port == 53 || port == 123 { 17 } else { 6 };
         out.push((hour, v4(src), v4(dst), port, proto));

@@ -167,6 +167,21 @@ fn int_at<T: TryFrom<i32>>(a: &Int32Array, i: usize, column: &'static str) -> Re
     T::try_from(a.value(i)).map_err(|_| ScanError::OutOfRange { column, row: i })
 }
 
+/// Row `i` of a list column, read by `f` as its item type.
+fn list_at<T: Array + 'static, U>(
+    lists: &ListArray,
+    i: usize,
+    column: &'static str,
+    f: impl FnOnce(&T) -> Result<U, ScanError>,
+) -> Result<U, ScanError> {
+    let list = lists.value(i);
+    let items = list
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| ScanError::ColumnType { column, found: list.data_type().to_string() })?;
+    f(items)
+}
+
 /// Reads back [`vertical_batch`] (a batch read from the table's Parquet files).
 pub fn vertical_rows(batch: &RecordBatch) -> Result<Vec<VerticalRow>, ScanError> {
     let hour = column::<TimestampMicrosecondArray>(batch, "hour")?;
@@ -179,18 +194,14 @@ pub fn vertical_rows(batch: &RecordBatch) -> Result<Vec<VerticalRow>, ScanError>
     let estimated = column::<BooleanArray>(batch, "estimated")?;
     (0..batch.num_rows())
         .map(|i| {
-            let list = ports.value(i);
-            let items =
-                list.as_any().downcast_ref::<Int32Array>().ok_or(ScanError::ColumnType {
-                    column: "ports",
-                    found: list.data_type().to_string(),
-                })?;
-            let ports = (0..items.len())
-                .map(|j| {
-                    int_at::<u16>(items, j, "ports")
-                        .map_err(|_| ScanError::OutOfRange { column: "ports", row: i })
-                })
-                .collect::<Result<Vec<u16>, _>>()?;
+            let ports = list_at(ports, i, "ports", |items: &Int32Array| {
+                (0..items.len())
+                    .map(|j| {
+                        int_at::<u16>(items, j, "ports")
+                            .map_err(|_| ScanError::OutOfRange { column: "ports", row: i })
+                    })
+                    .collect::<Result<Vec<u16>, _>>()
+            })?;
             Ok(VerticalRow {
                 hour: hour_at(hour, i)?,
                 src_ip: src.value(i).to_string(),
@@ -217,12 +228,9 @@ pub fn horizontal_rows(batch: &RecordBatch) -> Result<Vec<HorizontalRow>, ScanEr
     let estimated = column::<BooleanArray>(batch, "estimated")?;
     (0..batch.num_rows())
         .map(|i| {
-            let list = dests.value(i);
-            let items =
-                list.as_any().downcast_ref::<StringArray>().ok_or(ScanError::ColumnType {
-                    column: "dest_ips",
-                    found: list.data_type().to_string(),
-                })?;
+            let dest_ips = list_at(dests, i, "dest_ips", |items: &StringArray| {
+                Ok(items.iter().map(|d| d.unwrap_or_default().to_string()).collect())
+            })?;
             Ok(HorizontalRow {
                 hour: hour_at(hour, i)?,
                 src_ip: src.value(i).to_string(),
@@ -230,7 +238,7 @@ pub fn horizontal_rows(batch: &RecordBatch) -> Result<Vec<HorizontalRow>, ScanEr
                 protocol: int_at(proto, i, "protocol")?,
                 distinct_dests: count_at(distinct, i, "distinct_dests")?,
                 flows: count_at(flows, i, "flows")?,
-                dest_ips: items.iter().map(|d| d.unwrap_or_default().to_string()).collect(),
+                dest_ips,
                 estimated: estimated.value(i),
             })
         })

@@ -145,6 +145,35 @@ fn select<R: Copy>(
     );
 }
 
+/// Sorts `records`, then calls `f(key, records, distinct items)` for each run of one key, where
+/// `split` gives a record's (key, item): the sort order makes a run's items sorted, so distinct
+/// items are the changes from one to the next. `items` is scratch.
+fn for_each_run<R: Copy + Ord, K: PartialEq + Copy, T: PartialEq + Copy>(
+    records: &mut [R],
+    split: impl Fn(R) -> (K, T),
+    items: &mut Vec<T>,
+    mut f: impl FnMut(K, u64, &[T]),
+) {
+    records.sort_unstable();
+    let mut i = 0;
+    while let Some(&first) = records.get(i) {
+        let (key, _) = split(first);
+        let start = i;
+        items.clear();
+        while let Some(&r) = records.get(i) {
+            let (k, t) = split(r);
+            if k != key {
+                break;
+            }
+            if items.last() != Some(&t) {
+                items.push(t);
+            }
+            i += 1;
+        }
+        f(key, (i - start) as u64, items);
+    }
+}
+
 /// Buffers a fold reuses from group to group (one per worker thread in `finish`): without them,
 /// allocation was the largest cost of folding many small groups.
 struct Scratch<A: Addr> {
@@ -210,37 +239,20 @@ impl<A: Addr> Group<A> {
             select(&raw, |r| A::unpack(r).0.spread(), lim.keep_ports, counts, selected);
         }
         let v = if filter { &mut *selected } else { &mut raw };
-        v.sort_unstable();
-        let raw_v: &[A::Raw] = v;
         let mut new_v = Vec::new();
-        let mut i = 0;
-        while i < raw_v.len() {
-            let (d, _, _) = A::unpack(raw_v[i]);
-            let start = i;
-            ports.clear();
-            while let Some(&r) = raw_v.get(i) {
-                let (d2, p, _) = A::unpack(r);
-                if d2 != d {
-                    break;
-                }
-                if ports.last() != Some(&p) {
-                    ports.push(p);
-                }
-                i += 1;
-            }
-            let flows = (i - start) as u64;
-            if last
-                && flows < lim.keep_ports
-                && self.vert.binary_search_by_key(&d, |k| k.dst).is_err()
+        let old = &self.vert;
+        let dst_port = |r| {
+            let (d, p, _) = A::unpack(r);
+            (d, p)
+        };
+        for_each_run(v, dst_port, ports, |dst, flows, ports| {
+            if last && flows < lim.keep_ports && old.binary_search_by_key(&dst, |k| k.dst).is_err()
             {
-                continue;
+                return;
             }
-            new_v.push(VKey {
-                dst: d,
-                flows,
-                ports: PortSet::from_sorted(ports.clone(), lim.port_cap),
-            });
-        }
+            let ports = PortSet::from_sorted(ports.to_vec(), lim.port_cap);
+            new_v.push(VKey { dst, flows, ports });
+        });
         self.vert = merge_keyed(
             std::mem::take(&mut self.vert),
             new_v,
@@ -263,34 +275,22 @@ impl<A: Addr> Group<A> {
             select(&raw, key, lim.keep_dests, counts, selected);
         }
         let h = if filter { &mut *selected } else { &mut raw };
-        h.sort_unstable();
-        let raw_h: &[A::Raw] = h;
         let mut new_h = Vec::new();
-        let mut i = 0;
-        while i < raw_h.len() {
-            let (_, port, proto) = A::unpack_horizontal(raw_h[i]);
-            let start = i;
-            dests.clear();
-            while let Some(&r) = raw_h.get(i) {
-                let (d, p, pr) = A::unpack_horizontal(r);
-                if (p, pr) != (port, proto) {
-                    break;
-                }
-                if dests.last() != Some(&d) {
-                    dests.push(d);
-                }
-                i += 1;
-            }
-            let flows = (i - start) as u64;
+        let old = &self.horiz;
+        let key_dst = |r| {
+            let (d, p, pr) = A::unpack_horizontal(r);
+            ((pr, p), d)
+        };
+        for_each_run(h, key_dst, dests, |(proto, port), flows, dests| {
             if last
                 && flows < lim.keep_dests
-                && self.horiz.binary_search_by_key(&(proto, port), |k| (k.proto, k.port)).is_err()
+                && old.binary_search_by_key(&(proto, port), |k| (k.proto, k.port)).is_err()
             {
-                continue;
+                return;
             }
-            let dests = DestSet::from_sorted(dests.clone(), dest_cap, lim.sample);
+            let dests = DestSet::from_sorted(dests.to_vec(), dest_cap, lim.sample);
             new_h.push(HKey { proto, port, flows, dests });
-        }
+        });
         self.horiz = merge_keyed(
             std::mem::take(&mut self.horiz),
             new_h,
