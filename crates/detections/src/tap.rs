@@ -266,7 +266,8 @@ impl TapsOutput {
                 out.extend(t.vertical.iter().filter_map(|r| crate::scans::port_scan(&cfg.scan, r)));
             }
             if cfg.set.contains(Detection::PortSweep) {
-                let sweeps = t.horizontal.iter().filter_map(|r| crate::scans::port_sweep(&cfg.scan, r));
+                let sweeps =
+                    t.horizontal.iter().filter_map(|r| crate::scans::port_sweep(&cfg.scan, r));
                 out.extend(sweeps);
             }
             out.extend(t.matches.iter().map(crate::threats::threat_match));
