@@ -127,7 +127,10 @@ fn main() {
         let synth = SynthConfig { seed, cases: a.cases, ..SynthConfig::default() };
         let generated = generate_to_dir(&synth, &archive).expect("generate");
         let labels = generated.manifest.cases.clone();
-        let rule = Rule::default();
+        // RFC 1918 and fd00::/8: the IPv6 threat-list cases have an fd00::/8 host.
+        let mut nets = Rule::default().networks().to_vec();
+        nets.push("fd00::/8".parse().expect("network"));
+        let rule = Rule::new(nets);
         let active = active_source_hours(&archive.join("AWSLogs"), &rule);
         let store = Arc::new(LocalStore::new(dir.path().join("state")));
         let history = History::new(store);
@@ -140,7 +143,7 @@ fn main() {
             }],
             from: None,
             to: None,
-            pipeline: Default::default(),
+            pipeline: flowspike_counter::Pipeline { rule: rule.clone(), ..Default::default() },
             detections: dcfg,
             fetchers: 2,
             stream: Default::default(),
@@ -196,5 +199,22 @@ fn main() {
     println!("active source-hours per seed: {active:?}");
 }
 
-/// The archive's threat lists, when the detections take lists.
-fn add_threat_lists(_cfg: &mut DetectionsConfig, _archive: &Path) {}
+/// The threat lists the generator wrote next to the archive (`threat-lists/<name>.txt`), and
+/// fd00::/8 as internal besides RFC 1918 for the IPv6 cases (the synth labels say so).
+fn add_threat_lists(cfg: &mut DetectionsConfig, archive: &Path) {
+    use flowspike_threat::{FileSource, ListSource, Reloader};
+    let mut paths: Vec<_> = std::fs::read_dir(archive.join("threat-lists"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    let sources: Vec<Box<dyn ListSource>> = paths
+        .iter()
+        .map(|p| {
+            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            Box::new(FileSource::with_name(&stem, p)) as Box<dyn ListSource>
+        })
+        .collect();
+    if !sources.is_empty() {
+        cfg.threat_lists = Some(Reloader::load(sources).expect("threat lists").current());
+    }
+}
