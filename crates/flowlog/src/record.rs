@@ -490,12 +490,7 @@ const fn v4_patterns() -> [V4Pattern; 81] {
 #[inline]
 #[allow(unsafe_code)] // reason: an SSSE3 function (the caller checks the CPU); loads are of arrays
 pub(crate) unsafe fn parse_ipv4_ssse3(b: &[u8]) -> Option<Ipv4Addr> {
-    use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi32, _mm_cvtsi128_si32,
-        _mm_loadu_si128, _mm_madd_epi16, _mm_maddubs_epi16, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_packs_epi32, _mm_packus_epi16, _mm_set1_epi16, _mm_set1_epi32, _mm_set1_epi8,
-        _mm_set_epi64x, _mm_setr_epi8, _mm_shuffle_epi8, _mm_sub_epi8,
-    };
+    use std::arch::x86_64::_mm_set_epi64x;
     let n = b.len();
     if !(7..=15).contains(&n) {
         return None;
@@ -511,17 +506,59 @@ pub(crate) unsafe fn parse_ipv4_ssse3(b: &[u8]) -> Option<Ipv4Addr> {
         u128::from(lo) | (u128::from(hi) << 24)
     };
     let v = _mm_set_epi64x((word >> 64) as i64, word as i64);
-    let dots = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8))) as u32;
-    // Digit values; a digit is a byte at most 9 above '0' (unsigned; the zeros past the end are not).
+    ipv4_of_vector(v, n)
+}
+
+/// [`parse_ipv4`] of the `e - s` bytes of `text` from `s`, with SSSE3: when 16 bytes are there
+/// to read from `s`, they are loaded as they are (one load; the bytes past the value are left
+/// out by the masks) instead of being gathered into a word first.
+///
+/// # Safety
+/// The CPU must support SSSE3.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+#[inline]
+#[allow(unsafe_code)] // reason: an SSSE3 function (the caller checks the CPU); loads are of arrays
+pub(crate) unsafe fn parse_ipv4_ssse3_at(text: &[u8], s: usize, e: usize) -> Option<Ipv4Addr> {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128};
+    let n = e.wrapping_sub(s);
+    match text.get(s..).and_then(|t| t.first_chunk::<16>()) {
+        Some(w) if (7..=15).contains(&n) => {
+            // SAFETY: an unaligned 16-byte load of a 16-byte array.
+            let v = unsafe { _mm_loadu_si128(w.as_ptr().cast::<__m128i>()) };
+            ipv4_of_vector(v, n)
+        }
+        // SAFETY: the caller's CPU has SSSE3.
+        _ => unsafe { parse_ipv4_ssse3(text.get(s..e).unwrap_or_default()) },
+    }
+}
+
+/// The address held in the first `n` (7 to 15) bytes of `v`, whatever the bytes past them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+#[inline]
+#[allow(unsafe_code)] // reason: loads of the 16-byte arrays of the pattern table
+fn ipv4_of_vector(v: std::arch::x86_64::__m128i, n: usize) -> Option<Ipv4Addr> {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi32, _mm_cvtsi128_si32,
+        _mm_loadu_si128, _mm_madd_epi16, _mm_maddubs_epi16, _mm_min_epu8, _mm_movemask_epi8,
+        _mm_packs_epi32, _mm_packus_epi16, _mm_set1_epi16, _mm_set1_epi32, _mm_set1_epi8,
+        _mm_setr_epi8, _mm_shuffle_epi8, _mm_sub_epi8,
+    };
+    // The lanes of the value; the others may hold anything (the next field, zeros).
+    let inside = (1u32 << n) - 1;
+    let dots = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8))) as u32 & inside;
+    // Digit values; a digit is a byte at most 9 above '0' (unsigned).
     let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-    let digits = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d)) as u32;
+    let digits =
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d)) as u32 & inside;
     // Nothing but dots and digits, exactly three dots, octets of 1 to 3 digits.
     let p1 = dots.trailing_zeros() as usize;
     let rest = dots & dots.wrapping_sub(1);
     let p2 = rest.trailing_zeros() as usize;
     let third = rest & rest.wrapping_sub(1);
     let p3 = third.trailing_zeros() as usize;
-    if dots | digits != (1u32 << n) - 1 || third == 0 || third & third.wrapping_sub(1) != 0 {
+    if dots | digits != inside || third == 0 || third & third.wrapping_sub(1) != 0 {
         return None;
     }
     // With three dots inside the bytes: 0 <= p1 < p2 < p3 < n.
@@ -703,6 +740,61 @@ mod tests {
             let std = std::str::from_utf8(&text).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
             proptest::prop_assert_eq!(parse_ipv4(&text), std);
             proptest::prop_assert_eq!(parse_ipv4_scalar(&text), std);
+        }
+
+        #[test]
+        #[allow(unsafe_code)] // reason: the SSSE3 parser, called only when the CPU has SSSE3
+        fn ipv4_at_agrees_with_std(
+            value in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => proptest::sample::select(b"0123456789".to_vec()),
+                    3 => proptest::strategy::Just(b'.'),
+                    1 => proptest::prelude::any::<u8>(),
+                ],
+                0..20,
+            ),
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+            after in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"0123456789. ".to_vec()),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..20,
+            ),
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("ssse3") {
+                let std = std::str::from_utf8(&value).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
+                let text = [&before[..], &value, &after].concat();
+                let (s, e) = (before.len(), before.len() + value.len());
+                // SAFETY: the CPU has SSSE3 (checked above).
+                let got = unsafe { parse_ipv4_ssse3_at(&text, s, e) };
+                proptest::prop_assert_eq!(got, std);
+            }
+        }
+    }
+
+    /// The address read with one 16-byte load from a longer text is the one parsed from the
+    /// value alone, whatever follows it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)] // reason: the SSSE3 parser, called only when the CPU has SSSE3
+    fn ipv4_at_reads_only_the_value() {
+        if !std::is_x86_feature_detected!("ssse3") {
+            return;
+        }
+        for value in
+            ["10.0.0.1", "255.255.255.255", "1.2.3.4", "1.2.3", "01.2.3.4", "1.2.3.256", "-"]
+        {
+            for after in ["", " ", " 8.8.8.8 443", "9", ".5", "1.2.3.4.5.6.7.8.9.10", "\n"] {
+                for before in ["", "x ", "123456789012345678 "] {
+                    let text = format!("{before}{value}{after}");
+                    let (s, e) = (before.len(), before.len() + value.len());
+                    // SAFETY: the CPU has SSSE3 (checked above).
+                    let got = unsafe { parse_ipv4_ssse3_at(text.as_bytes(), s, e) };
+                    assert_eq!(got, value.parse().ok(), "{text:?}");
+                }
+            }
         }
     }
 
