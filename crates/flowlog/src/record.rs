@@ -447,20 +447,45 @@ struct V4Pattern {
     /// 0xff in the lane of the first digit of every octet of two or more digits (which must not
     /// be 0).
     lead: [u8; 16],
+    /// The pattern's key ([`v4_key`]): its three dots and the end of the address as bits.
+    key: u32,
 }
 
 /// Index: (l0 - 1) * 27 + (l1 - 1) * 9 + (l2 - 1) * 3 + (l3 - 1) for octet lengths l0..l3.
 #[cfg(target_arch = "x86_64")]
 static V4_PATTERNS: [V4Pattern; 81] = v4_patterns();
 
+/// The index in [`V4_PATTERNS`] of the pattern of each [`v4_hash`] (`u8::MAX`: none), so that a
+/// pattern is found from its key with a multiply, a shift and a load instead of the octets'
+/// lengths one by one.
+#[cfg(target_arch = "x86_64")]
+static V4_SLOTS: [u8; 256] = v4_slots();
+
+/// The key of an address of `n` bytes with its dots at the bits of `dots` (all below `n`): bit
+/// `n` marks the end, so that one number tells the layout and the length (at most 16 bits).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+const fn v4_key(dots: u32, n: usize) -> u32 {
+    dots | 1 << n
+}
+
+/// A perfect hash of the 81 patterns' keys into 256 slots (found by a search; [`v4_slots`]
+/// refuses to build on a collision, so a wrong constant does not compile).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+const fn v4_hash(key: u32) -> usize {
+    (key.wrapping_mul(2_804_417_837) >> 14 & 0xff) as usize
+}
+
 #[cfg(target_arch = "x86_64")]
 const fn v4_patterns() -> [V4Pattern; 81] {
-    let mut t = [V4Pattern { shuffle: [0x80; 16], lead: [0; 16] }; 81];
+    let mut t = [V4Pattern { shuffle: [0x80; 16], lead: [0; 16], key: 0 }; 81];
     let mut idx = 0;
     while idx < 81 {
         let lens = [idx / 27 + 1, idx / 9 % 3 + 1, idx / 3 % 3 + 1, idx % 3 + 1];
         let mut start = 0;
         let mut k = 0;
+        let mut dots = 0;
         while k < 4 {
             let l = lens[k];
             let mut j = 0;
@@ -471,17 +496,37 @@ const fn v4_patterns() -> [V4Pattern; 81] {
             if l > 1 {
                 t[idx].lead[4 * k + 3 - l] = 0xff;
             }
+            if k < 3 {
+                dots |= 1 << (start + l);
+            }
             start += l + 1;
             k += 1;
         }
+        // `start` is now the length plus one.
+        t[idx].key = v4_key(dots, start - 1);
         idx += 1;
     }
     t
 }
 
-/// [`parse_ipv4`] with SSSE3: the bytes as one vector, their dots and digits as bitmasks, the
-/// octets' lengths from the dots' positions; a table entry per length pattern shuffles the
-/// digits into place, and two multiply-adds give the four octets.
+#[cfg(target_arch = "x86_64")]
+const fn v4_slots() -> [u8; 256] {
+    let patterns = v4_patterns();
+    let mut slots = [u8::MAX; 256];
+    let mut idx = 0;
+    while idx < 81 {
+        let h = v4_hash(patterns[idx].key);
+        assert!(slots[h] == u8::MAX, "two IPv4 patterns share a hash");
+        slots[h] = idx as u8;
+        idx += 1;
+    }
+    slots
+}
+
+/// [`parse_ipv4`] with SSSE3: the bytes as one vector, their dots and digits as bitmasks; the
+/// dots and the length, as one key, find the table entry of their pattern of octet lengths by a
+/// perfect hash (Muła and Langdale's method), which shuffles the digits into place, and two
+/// multiply-adds give the four octets.
 ///
 /// # Safety
 /// The CPU must support SSSE3.
@@ -552,22 +597,16 @@ fn ipv4_of_vector(v: std::arch::x86_64::__m128i, n: usize) -> Option<Ipv4Addr> {
     let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
     let digits =
         _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d)) as u32 & inside;
-    // Nothing but dots and digits, exactly three dots, octets of 1 to 3 digits.
-    let p1 = dots.trailing_zeros() as usize;
-    let rest = dots & dots.wrapping_sub(1);
-    let p2 = rest.trailing_zeros() as usize;
-    let third = rest & rest.wrapping_sub(1);
-    let p3 = third.trailing_zeros() as usize;
-    if dots | digits != inside || third == 0 || third & third.wrapping_sub(1) != 0 {
+    // Nothing but dots and digits, and the dots where those of a pattern are (three, octets of
+    // 1 to 3 digits): the pattern of the same key.
+    if dots | digits != inside {
         return None;
     }
-    // With three dots inside the bytes: 0 <= p1 < p2 < p3 < n.
-    let lens = [p1, p2 - p1 - 1, p3 - p2 - 1, n - p3 - 1];
-    if lens.iter().any(|l| l.wrapping_sub(1) > 2) {
+    let key = v4_key(dots, n);
+    let pattern = V4_PATTERNS.get(usize::from(V4_SLOTS[v4_hash(key)]))?;
+    if pattern.key != key {
         return None;
     }
-    let idx = (lens[0] - 1) * 27 + (lens[1] - 1) * 9 + (lens[2] - 1) * 3 + (lens[3] - 1);
-    let pattern = V4_PATTERNS.get(idx)?;
     // SAFETY: unaligned 16-byte loads of 16-byte arrays.
     let (shuffle, lead) = unsafe {
         (
