@@ -234,7 +234,7 @@ pub(crate) fn check<C: Classifier>(
     }
     ok &= lengths_ok(line, ends, &plan.small);
     for n in &plan.lone {
-        ok &= lone_ok(line, ends, n);
+        ok &= lone_ok(rest, line, ends, n);
     }
     if !ok {
         return None;
@@ -282,7 +282,7 @@ fn check_v2<C: Classifier>(c: C, rest: &[u8], line: &[u8], ends: &[u32]) -> Opti
     } else {
         run_ok(c, rest, s, e) && lengths_ok(line, ends, &V2_RUN)
     };
-    ok &= lone_ok(line, ends, &V2_VERSION);
+    ok &= lone_ok(rest, line, ends, &V2_VERSION);
     let mut parsed = Parsed::default();
     ok = ok
         && addr_ok(c, rest, line, ends, 3, 0, &mut parsed)
@@ -362,15 +362,20 @@ fn lengths_ok(line: &[u8], ends: &[u32], nums: &[Num]) -> bool {
 
 /// The check of a run of one `U8` or `U16` field `n`, on its value as one big-endian word: `-`,
 /// or 1 to its type's digits (`0` to `9`: high nibble 3, and still 3 after adding 6) and at most
-/// its largest value.
+/// its largest value. `rest` is the text from the line's start on (`line` is its prefix).
 #[inline(always)]
-fn lone_ok(line: &[u8], ends: &[u32], n: &Num) -> bool {
-    let e = end(ends, n.pos.into());
-    let len = e.wrapping_sub(start(ends, n.pos.into()));
+fn lone_ok(rest: &[u8], line: &[u8], ends: &[u32], n: &Num) -> bool {
+    let (s, e) = (start(ends, n.pos.into()), end(ends, n.pos.into()));
+    let len = e.wrapping_sub(s);
     if len.wrapping_sub(1) >= usize::from(n.digits) {
         return false;
     }
-    let w = tail_be(line, e, len);
+    // Read from the value's start where 8 bytes follow it (the text runs on past the line):
+    // `version` is the first field, with no 8 bytes before its end to read back from.
+    let w = match rest.get(s..).and_then(|r| r.first_chunk::<8>()) {
+        Some(w) => u64::from_be_bytes(*w) >> (64 - 8 * len),
+        None => tail_be(line, e, len),
+    };
     let ones = (u64::MAX / 255) >> (64 - 8 * len);
     let (zeros, nibbles) = (0x30 * ones, 0xf0 * ones);
     let digits = w & nibbles == zeros && w.wrapping_add(6 * ones) & nibbles == zeros;
