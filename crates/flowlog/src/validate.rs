@@ -286,10 +286,42 @@ fn check_v2<C: Classifier>(c: C, rest: &[u8], line: &[u8], ends: &[u32]) -> Opti
     let mut parsed = Parsed::default();
     ok = ok
         && addr_ok(c, rest, line, ends, 3, 0, &mut parsed)
-        && addr_ok(c, rest, line, ends, 4, 1, &mut parsed)
-        && action_ok(line, ends, 12, &mut parsed)
-        && log_status_ok(line, ends, 13, &mut parsed);
-    ok.then_some(parsed)
+        && addr_ok(c, rest, line, ends, 4, 1, &mut parsed);
+    if !ok {
+        return None;
+    }
+    // Nearly every line ends in `ACCEPT OK` or `REJECT OK`: both words in two compares.
+    match accept_or_reject_ok(line, e) {
+        Some(a) => {
+            parsed.set_action(a);
+            parsed.set_log_status(LogStatus::Ok);
+        }
+        None => {
+            if !(action_ok(line, ends, 12, &mut parsed)
+                && log_status_ok(line, ends, 13, &mut parsed))
+            {
+                return None;
+            }
+        }
+    }
+    Some(parsed)
+}
+
+/// The action of a line whose last two fields, after `end` (field 11) ending at `e`, are
+/// `ACCEPT OK` or `REJECT OK`; `None` for anything else (then each word is read on its own).
+#[inline(always)]
+fn accept_or_reject_ok(line: &[u8], e: usize) -> Option<Action> {
+    // ` ACCEPT OK`: the space after `end`, and the line's last 9 bytes.
+    if e.wrapping_add(10) != line.len() {
+        return None;
+    }
+    let tail = u64::from_le_bytes(*line.last_chunk::<8>()?);
+    let first = line.len().checked_sub(9).and_then(|i| line.get(i))?;
+    match (first, tail) {
+        (b'A', t) if t == u64::from_le_bytes(*b"CCEPT OK") => Some(Action::Accept),
+        (b'R', t) if t == u64::from_le_bytes(*b"EJECT OK") => Some(Action::Reject),
+        _ => None,
+    }
 }
 
 /// The check of the address at `pos` (`-`, IPv4 or IPv6), keeping an IPv4 value in `slot` of
