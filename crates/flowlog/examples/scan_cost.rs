@@ -27,9 +27,8 @@ struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let z = (self.0 ^ (self.0 >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
 
@@ -48,16 +47,17 @@ fn address(rng: &mut Rng, private: bool, v6: bool) -> String {
         return format!("2600:1f18:{:x}::{:x}", rng.below(65536), rng.below(65536));
     }
     let (a, b, d) = (rng.below(256), rng.below(256), 1 + rng.below(254));
-    if private {
-        match rng.below(3) {
-            0 => format!("10.{a}.{b}.{d}"),
-            1 => format!("172.{}.{b}.{d}", 16 + rng.below(16)),
-            _ => format!("192.168.{b}.{d}"),
-        }
+    // The first two octets: RFC 1918 networks, or public ones.
+    let (w, x) = if !private {
+        ([3, 13, 18, 34, 52, 54, 99, 104, 151, 185, 203][rng.below(11) as usize], a)
     } else {
-        let first = [3, 13, 18, 34, 52, 54, 99, 104, 151, 185, 203][rng.below(11) as usize];
-        format!("{first}.{a}.{b}.{d}")
-    }
+        match rng.below(3) {
+            0 => (10, a),
+            1 => (172, 16 + rng.below(16)),
+            _ => (192, 168),
+        }
+    };
+    format!("{w}.{x}.{b}.{d}")
 }
 
 /// `n` default-format lines.

@@ -772,18 +772,21 @@ mod tests {
         assert!(n > 81 * 3, "{n} valid addresses checked");
     }
 
+    /// Bytes shaped like an IPv4 address: mostly digits and dots.
+    fn ipv4_like() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                8 => proptest::sample::select(b"0123456789".to_vec()),
+                3 => proptest::strategy::Just(b'.'),
+                1 => proptest::prelude::any::<u8>(),
+            ],
+            0..20,
+        )
+    }
+
     proptest::proptest! {
         #[test]
-        fn ipv4_parsers_agree_with_std(
-            text in proptest::collection::vec(
-                proptest::prop_oneof![
-                    8 => proptest::sample::select(b"0123456789".to_vec()),
-                    3 => proptest::strategy::Just(b'.'),
-                    1 => proptest::prelude::any::<u8>(),
-                ],
-                0..20,
-            )
-        ) {
+        fn ipv4_parsers_agree_with_std(text in ipv4_like()) {
             let std = std::str::from_utf8(&text).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
             proptest::prop_assert_eq!(parse_ipv4(&text), std);
             proptest::prop_assert_eq!(parse_ipv4_scalar(&text), std);
@@ -792,14 +795,7 @@ mod tests {
         #[test]
         #[allow(unsafe_code)] // reason: the SSSE3 parser, called only when the CPU has SSSE3
         fn ipv4_at_agrees_with_std(
-            value in proptest::collection::vec(
-                proptest::prop_oneof![
-                    8 => proptest::sample::select(b"0123456789".to_vec()),
-                    3 => proptest::strategy::Just(b'.'),
-                    1 => proptest::prelude::any::<u8>(),
-                ],
-                0..20,
-            ),
+            value in ipv4_like(),
             before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
             after in proptest::collection::vec(
                 proptest::prop_oneof![

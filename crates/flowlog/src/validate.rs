@@ -352,23 +352,21 @@ fn addr_ok<C: Classifier>(
 /// The check of the `action` at `pos`, keeping its value in `parsed`.
 #[inline(always)]
 fn action_ok(line: &[u8], ends: &[u32], pos: usize, parsed: &mut Parsed) -> bool {
-    let v = value(line, ends, pos);
-    match Action::from_bytes(v) {
-        Some(a) => {
-            parsed.set_action(a);
-            true
-        }
-        None => v == b"-",
-    }
+    word_ok(value(line, ends, pos), Action::from_bytes, |a| parsed.set_action(a))
 }
 
 /// The check of the `log-status` at `pos`, keeping its value in `parsed`.
 #[inline(always)]
 fn log_status_ok(line: &[u8], ends: &[u32], pos: usize, parsed: &mut Parsed) -> bool {
-    let v = value(line, ends, pos);
-    match LogStatus::from_bytes(v) {
-        Some(s) => {
-            parsed.set_log_status(s);
+    word_ok(value(line, ends, pos), LogStatus::from_bytes, |s| parsed.set_log_status(s))
+}
+
+/// True when `v` is `-` or one of the words `read` takes, whose value goes to `keep`.
+#[inline(always)]
+fn word_ok<T>(v: &[u8], read: impl Fn(&[u8]) -> Option<T>, keep: impl FnOnce(T)) -> bool {
+    match read(v) {
+        Some(w) => {
+            keep(w);
             true
         }
         None => v == b"-",
@@ -549,16 +547,21 @@ mod tests {
     /// The fast check's answer on `line` split at its spaces, under every classifier this CPU runs,
     /// with the text after the line being `after`; `None` when it is not sure.
     fn fast(line: &str, format: &Format, after: &str) -> Option<Parsed> {
+        fast_with(line, format.plan(), after)
+    }
+
+    /// [`fast`] under `plan`.
+    fn fast_with(line: &str, plan: &Plan, after: &str) -> Option<Parsed> {
         let text = format!("{line}{after}");
         let rest = text.as_bytes();
         let line = &rest[..line.len()];
         let mut ends: Vec<u32> =
             (0..line.len()).filter(|&i| line[i] == b' ').map(|i| i as u32).collect();
         ends.push(line.len() as u32);
-        let got = check(Baseline, rest, line, &ends, format.plan());
+        let got = check(Baseline, rest, line, &ends, plan);
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = crate::scan::Avx2::detect() {
-            assert_eq!(check(avx2, rest, line, &ends, format.plan()), got, "{line:?}");
+            assert_eq!(check(avx2, rest, line, &ends, plan), got, "{line:?}");
         }
         got
     }
@@ -715,13 +718,7 @@ mod tests {
     fn general(line: &str, after: &str) -> Option<Parsed> {
         let mut plan = Format::default_v2().plan().clone();
         plan.default_v2 = false;
-        let text = format!("{line}{after}");
-        let rest = text.as_bytes();
-        let line = &rest[..line.len()];
-        let mut ends: Vec<u32> =
-            (0..line.len()).filter(|&i| line[i] == b' ').map(|i| i as u32).collect();
-        ends.push(line.len() as u32);
-        check(Baseline, rest, line, &ends, &plan)
+        fast_with(line, &plan, after)
     }
 
     /// Values of the default format's field at `i`, mostly of its type (numbers of any length,
