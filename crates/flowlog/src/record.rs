@@ -252,11 +252,19 @@ impl<'a> FlowRecord<'a> {
     }
 
     /// Any address field as [`IpAddr`].
-    #[inline]
+    #[inline(always)]
     pub fn addr_field(&self, field: Field) -> Result<Option<IpAddr>, FieldError> {
-        if let Some(a) = addr_slot(field).and_then(|k| self.parsed.v4(k)) {
-            return Ok(Some(IpAddr::V4(a)));
+        // Inline: nearly always the value the line's check kept (a few instructions, read for
+        // every record by the counter); parsing the text is the rare case, out of line.
+        match addr_slot(field).and_then(|k| self.parsed.v4(k)) {
+            Some(a) => Ok(Some(IpAddr::V4(a))),
+            None => self.parse_addr_field(field),
         }
+    }
+
+    /// [`FlowRecord::addr_field`] from the text.
+    #[inline(never)]
+    fn parse_addr_field(&self, field: Field) -> Result<Option<IpAddr>, FieldError> {
         match self.raw(field) {
             None => Ok(None),
             Some(v) => parse_addr(v).map(Some).ok_or(FieldError::NotAnAddress { field }),
@@ -447,20 +455,45 @@ struct V4Pattern {
     /// 0xff in the lane of the first digit of every octet of two or more digits (which must not
     /// be 0).
     lead: [u8; 16],
+    /// The pattern's key ([`v4_key`]): its three dots and the end of the address as bits.
+    key: u32,
 }
 
 /// Index: (l0 - 1) * 27 + (l1 - 1) * 9 + (l2 - 1) * 3 + (l3 - 1) for octet lengths l0..l3.
 #[cfg(target_arch = "x86_64")]
 static V4_PATTERNS: [V4Pattern; 81] = v4_patterns();
 
+/// The index in [`V4_PATTERNS`] of the pattern of each [`v4_hash`] (`u8::MAX`: none), so that a
+/// pattern is found from its key with a multiply, a shift and a load instead of the octets'
+/// lengths one by one.
+#[cfg(target_arch = "x86_64")]
+static V4_SLOTS: [u8; 256] = v4_slots();
+
+/// The key of an address of `n` bytes with its dots at the bits of `dots` (all below `n`): bit
+/// `n` marks the end, so that one number tells the layout and the length (at most 16 bits).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+const fn v4_key(dots: u32, n: usize) -> u32 {
+    dots | 1 << n
+}
+
+/// A perfect hash of the 81 patterns' keys into 256 slots (found by a search; [`v4_slots`]
+/// refuses to build on a collision, so a wrong constant does not compile).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+const fn v4_hash(key: u32) -> usize {
+    (key.wrapping_mul(2_804_417_837) >> 14 & 0xff) as usize
+}
+
 #[cfg(target_arch = "x86_64")]
 const fn v4_patterns() -> [V4Pattern; 81] {
-    let mut t = [V4Pattern { shuffle: [0x80; 16], lead: [0; 16] }; 81];
+    let mut t = [V4Pattern { shuffle: [0x80; 16], lead: [0; 16], key: 0 }; 81];
     let mut idx = 0;
     while idx < 81 {
         let lens = [idx / 27 + 1, idx / 9 % 3 + 1, idx / 3 % 3 + 1, idx % 3 + 1];
         let mut start = 0;
         let mut k = 0;
+        let mut dots = 0;
         while k < 4 {
             let l = lens[k];
             let mut j = 0;
@@ -471,17 +504,37 @@ const fn v4_patterns() -> [V4Pattern; 81] {
             if l > 1 {
                 t[idx].lead[4 * k + 3 - l] = 0xff;
             }
+            if k < 3 {
+                dots |= 1 << (start + l);
+            }
             start += l + 1;
             k += 1;
         }
+        // `start` is now the length plus one.
+        t[idx].key = v4_key(dots, start - 1);
         idx += 1;
     }
     t
 }
 
-/// [`parse_ipv4`] with SSSE3: the bytes as one vector, their dots and digits as bitmasks, the
-/// octets' lengths from the dots' positions; a table entry per length pattern shuffles the
-/// digits into place, and two multiply-adds give the four octets.
+#[cfg(target_arch = "x86_64")]
+const fn v4_slots() -> [u8; 256] {
+    let patterns = v4_patterns();
+    let mut slots = [u8::MAX; 256];
+    let mut idx = 0;
+    while idx < 81 {
+        let h = v4_hash(patterns[idx].key);
+        assert!(slots[h] == u8::MAX, "two IPv4 patterns share a hash");
+        slots[h] = idx as u8;
+        idx += 1;
+    }
+    slots
+}
+
+/// [`parse_ipv4`] with SSSE3: the bytes as one vector, their dots and digits as bitmasks; the
+/// dots and the length, as one key, find the table entry of their pattern of octet lengths by a
+/// perfect hash (Muła and Langdale's method), which shuffles the digits into place, and two
+/// multiply-adds give the four octets.
 ///
 /// # Safety
 /// The CPU must support SSSE3.
@@ -490,12 +543,7 @@ const fn v4_patterns() -> [V4Pattern; 81] {
 #[inline]
 #[allow(unsafe_code)] // reason: an SSSE3 function (the caller checks the CPU); loads are of arrays
 pub(crate) unsafe fn parse_ipv4_ssse3(b: &[u8]) -> Option<Ipv4Addr> {
-    use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi32, _mm_cvtsi128_si32,
-        _mm_loadu_si128, _mm_madd_epi16, _mm_maddubs_epi16, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_packs_epi32, _mm_packus_epi16, _mm_set1_epi16, _mm_set1_epi32, _mm_set1_epi8,
-        _mm_set_epi64x, _mm_setr_epi8, _mm_shuffle_epi8, _mm_sub_epi8,
-    };
+    use std::arch::x86_64::_mm_set_epi64x;
     let n = b.len();
     if !(7..=15).contains(&n) {
         return None;
@@ -511,26 +559,62 @@ pub(crate) unsafe fn parse_ipv4_ssse3(b: &[u8]) -> Option<Ipv4Addr> {
         u128::from(lo) | (u128::from(hi) << 24)
     };
     let v = _mm_set_epi64x((word >> 64) as i64, word as i64);
-    let dots = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8))) as u32;
-    // Digit values; a digit is a byte at most 9 above '0' (unsigned; the zeros past the end are not).
+    ipv4_of_vector(v, n)
+}
+
+/// [`parse_ipv4`] of the `e - s` bytes of `text` from `s`, with SSSE3: when 16 bytes are there
+/// to read from `s`, they are loaded as they are (one load; the bytes past the value are left
+/// out by the masks) instead of being gathered into a word first.
+///
+/// # Safety
+/// The CPU must support SSSE3.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+#[inline]
+#[allow(unsafe_code)] // reason: an SSSE3 function (the caller checks the CPU); loads are of arrays
+pub(crate) unsafe fn parse_ipv4_ssse3_at(text: &[u8], s: usize, e: usize) -> Option<Ipv4Addr> {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128};
+    let n = e.wrapping_sub(s);
+    match text.get(s..).and_then(|t| t.first_chunk::<16>()) {
+        Some(w) if (7..=15).contains(&n) => {
+            // SAFETY: an unaligned 16-byte load of a 16-byte array.
+            let v = unsafe { _mm_loadu_si128(w.as_ptr().cast::<__m128i>()) };
+            ipv4_of_vector(v, n)
+        }
+        // SAFETY: the caller's CPU has SSSE3.
+        _ => unsafe { parse_ipv4_ssse3(text.get(s..e).unwrap_or_default()) },
+    }
+}
+
+/// The address held in the first `n` (7 to 15) bytes of `v`, whatever the bytes past them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+#[inline]
+#[allow(unsafe_code)] // reason: loads of the 16-byte arrays of the pattern table
+fn ipv4_of_vector(v: std::arch::x86_64::__m128i, n: usize) -> Option<Ipv4Addr> {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi32, _mm_cvtsi128_si32,
+        _mm_loadu_si128, _mm_madd_epi16, _mm_maddubs_epi16, _mm_min_epu8, _mm_movemask_epi8,
+        _mm_packs_epi32, _mm_packus_epi16, _mm_set1_epi16, _mm_set1_epi32, _mm_set1_epi8,
+        _mm_setr_epi8, _mm_shuffle_epi8, _mm_sub_epi8,
+    };
+    // The lanes of the value; the others may hold anything (the next field, zeros).
+    let inside = (1u32 << n) - 1;
+    let dots = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8))) as u32 & inside;
+    // Digit values; a digit is a byte at most 9 above '0' (unsigned).
     let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-    let digits = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d)) as u32;
-    // Nothing but dots and digits, exactly three dots, octets of 1 to 3 digits.
-    let p1 = dots.trailing_zeros() as usize;
-    let rest = dots & dots.wrapping_sub(1);
-    let p2 = rest.trailing_zeros() as usize;
-    let third = rest & rest.wrapping_sub(1);
-    let p3 = third.trailing_zeros() as usize;
-    if dots | digits != (1u32 << n) - 1 || third == 0 || third & third.wrapping_sub(1) != 0 {
+    let digits =
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d)) as u32 & inside;
+    // Nothing but dots and digits, and the dots where those of a pattern are (three, octets of
+    // 1 to 3 digits): the pattern of the same key.
+    if dots | digits != inside {
         return None;
     }
-    // With three dots inside the bytes: 0 <= p1 < p2 < p3 < n.
-    let lens = [p1, p2 - p1 - 1, p3 - p2 - 1, n - p3 - 1];
-    if lens.iter().any(|l| l.wrapping_sub(1) > 2) {
+    let key = v4_key(dots, n);
+    let pattern = V4_PATTERNS.get(usize::from(V4_SLOTS[v4_hash(key)]))?;
+    if pattern.key != key {
         return None;
     }
-    let idx = (lens[0] - 1) * 27 + (lens[1] - 1) * 9 + (lens[2] - 1) * 3 + (lens[3] - 1);
-    let pattern = V4_PATTERNS.get(idx)?;
     // SAFETY: unaligned 16-byte loads of 16-byte arrays.
     let (shuffle, lead) = unsafe {
         (
@@ -688,21 +772,72 @@ mod tests {
         assert!(n > 81 * 3, "{n} valid addresses checked");
     }
 
+    /// Bytes shaped like an IPv4 address: mostly digits and dots.
+    fn ipv4_like() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                8 => proptest::sample::select(b"0123456789".to_vec()),
+                3 => proptest::strategy::Just(b'.'),
+                1 => proptest::prelude::any::<u8>(),
+            ],
+            0..20,
+        )
+    }
+
     proptest::proptest! {
         #[test]
-        fn ipv4_parsers_agree_with_std(
-            text in proptest::collection::vec(
-                proptest::prop_oneof![
-                    8 => proptest::sample::select(b"0123456789".to_vec()),
-                    3 => proptest::strategy::Just(b'.'),
-                    1 => proptest::prelude::any::<u8>(),
-                ],
-                0..20,
-            )
-        ) {
+        fn ipv4_parsers_agree_with_std(text in ipv4_like()) {
             let std = std::str::from_utf8(&text).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
             proptest::prop_assert_eq!(parse_ipv4(&text), std);
             proptest::prop_assert_eq!(parse_ipv4_scalar(&text), std);
+        }
+
+        #[test]
+        #[allow(unsafe_code)] // reason: the SSSE3 parser, called only when the CPU has SSSE3
+        fn ipv4_at_agrees_with_std(
+            value in ipv4_like(),
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+            after in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"0123456789. ".to_vec()),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..20,
+            ),
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("ssse3") {
+                let std = std::str::from_utf8(&value).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
+                let text = [&before[..], &value, &after].concat();
+                let (s, e) = (before.len(), before.len() + value.len());
+                // SAFETY: the CPU has SSSE3 (checked above).
+                let got = unsafe { parse_ipv4_ssse3_at(&text, s, e) };
+                proptest::prop_assert_eq!(got, std);
+            }
+        }
+    }
+
+    /// The address read with one 16-byte load from a longer text is the one parsed from the
+    /// value alone, whatever follows it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)] // reason: the SSSE3 parser, called only when the CPU has SSSE3
+    fn ipv4_at_reads_only_the_value() {
+        if !std::is_x86_feature_detected!("ssse3") {
+            return;
+        }
+        for value in
+            ["10.0.0.1", "255.255.255.255", "1.2.3.4", "1.2.3", "01.2.3.4", "1.2.3.256", "-"]
+        {
+            for after in ["", " ", " 8.8.8.8 443", "9", ".5", "1.2.3.4.5.6.7.8.9.10", "\n"] {
+                for before in ["", "x ", "123456789012345678 "] {
+                    let text = format!("{before}{value}{after}");
+                    let (s, e) = (before.len(), before.len() + value.len());
+                    // SAFETY: the CPU has SSSE3 (checked above).
+                    let got = unsafe { parse_ipv4_ssse3_at(text.as_bytes(), s, e) };
+                    assert_eq!(got, value.parse().ok(), "{text:?}");
+                }
+            }
         }
     }
 

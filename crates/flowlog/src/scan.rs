@@ -31,6 +31,14 @@ pub(crate) trait Classifier: Copy {
 
     /// [`crate::parse_ipv4`], with no run-time check of the CPU where the classifier proves it.
     fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr>;
+
+    /// [`Classifier::ipv4`] of the bytes `s..e` of `text`, which may be read past `e` (a line's
+    /// value, `text` running on to the end of its block): one 16-byte load where the classifier
+    /// can.
+    #[inline(always)]
+    fn ipv4_at(self, text: &[u8], s: usize, e: usize) -> Option<std::net::Ipv4Addr> {
+        self.ipv4(text.get(s..e).unwrap_or_default())
+    }
 }
 
 /// Bitmasks of one 64-byte window of a line's values, for the checks of numeric fields made while
@@ -118,6 +126,13 @@ impl Classifier for Avx2 {
     fn ipv4(self, b: &[u8]) -> Option<std::net::Ipv4Addr> {
         // SAFETY: an `Avx2` value exists only on a CPU with AVX2, which includes SSSE3.
         unsafe { crate::record::parse_ipv4_ssse3(b) }
+    }
+
+    #[inline(always)]
+    #[allow(unsafe_code)] // reason: calling an SSSE3 function; `self` proves the CPU has AVX2
+    fn ipv4_at(self, text: &[u8], s: usize, e: usize) -> Option<std::net::Ipv4Addr> {
+        // SAFETY: an `Avx2` value exists only on a CPU with AVX2, which includes SSSE3.
+        unsafe { crate::record::parse_ipv4_ssse3_at(text, s, e) }
     }
 }
 

@@ -14,6 +14,10 @@
 //!   them again;
 //! - free text needs nothing: the scan hands over only lines of printable ASCII.
 //!
+//! The default (version 2) format, nearly every line AWS writes, runs the same steps with its
+//! positions constant ([`check_v2`]: straight code, no walk over the plan), and reads each IPv4
+//! address with one 16-byte load straight from the text ([`Classifier::ipv4_at`]).
+//!
 //! Whatever this check is not sure of (an IPv6 address, a number longer than its type's digits
 //! such as one with leading zeros, a run longer than 64 bytes is still handled) goes to the
 //! exact check, so the outcome is always that of `check_typed` (property-tested in
@@ -42,6 +46,11 @@ pub(crate) struct Plan {
     lone: Vec<Num>,
     /// The other typed fields, in order.
     words: Vec<Word>,
+    /// Every field pushed so far is the one at its position in the default (version 2) format.
+    v2_prefix: bool,
+    /// The format is the default (version 2) one, the layout of nearly every line AWS writes:
+    /// [`check`] then runs [`check_v2`], the same steps with the positions and limits constant.
+    default_v2: bool,
 }
 
 /// Consecutive numeric fields.
@@ -80,6 +89,39 @@ enum Word {
     Other(u16, ValueType),
 }
 
+/// The fields of the default (version 2) format.
+const V2: &[Field] = &[
+    Field::Version,
+    Field::AccountId,
+    Field::InterfaceId,
+    Field::SrcAddr,
+    Field::DstAddr,
+    Field::SrcPort,
+    Field::DstPort,
+    Field::Protocol,
+    Field::Packets,
+    Field::Bytes,
+    Field::Start,
+    Field::End,
+    Field::Action,
+    Field::LogStatus,
+];
+
+/// The default format's `version`, as [`Plan::push`] makes it.
+const V2_VERSION: Num = Num { pos: 0, digits: 3, limit: be(b"255") };
+
+/// The default format's numbers from `srcport` (5) to `end` (11), as [`Plan::push`] makes them;
+/// the first three are its [`Plan::small`].
+const V2_RUN: [Num; 7] = [
+    Num { pos: 5, digits: 5, limit: be(b"65535") },
+    Num { pos: 6, digits: 5, limit: be(b"65535") },
+    Num { pos: 7, digits: 3, limit: be(b"255") },
+    Num { pos: 8, digits: 19, limit: u64::MAX },
+    Num { pos: 9, digits: 19, limit: u64::MAX },
+    Num { pos: 10, digits: 19, limit: u64::MAX },
+    Num { pos: 11, digits: 19, limit: u64::MAX },
+];
+
 /// `s` (at most 8 ASCII bytes) as a big-endian word.
 const fn be(s: &[u8]) -> u64 {
     let mut v = 0u64;
@@ -95,6 +137,8 @@ impl Plan {
     /// Adds the field at `pos` (fields are added in order, text fields included).
     pub(crate) fn push(&mut self, pos: u16, field: Field) {
         self.fields = usize::from(pos) + 1;
+        self.v2_prefix = (pos == 0 || self.v2_prefix) && V2.get(usize::from(pos)) == Some(&field);
+        self.default_v2 = self.v2_prefix && self.fields == V2.len();
         let ty = field.value_type();
         let num = |digits, limit| Num { pos, digits, limit };
         let n = match ty {
@@ -175,6 +219,9 @@ pub(crate) fn check<C: Classifier>(
     if ends.len() != plan.fields || line.len() > rest.len() {
         return None;
     }
+    if plan.default_v2 {
+        return check_v2(c, rest, line, ends);
+    }
     let mut ok = true;
     for run in &plan.runs {
         let (s, e) = (start(ends, run.first.into()), end(ends, run.last.into()));
@@ -187,7 +234,7 @@ pub(crate) fn check<C: Classifier>(
     }
     ok &= lengths_ok(line, ends, &plan.small);
     for n in &plan.lone {
-        ok &= lone_ok(line, ends, n);
+        ok &= lone_ok(rest, line, ends, n);
     }
     if !ok {
         return None;
@@ -196,30 +243,18 @@ pub(crate) fn check<C: Classifier>(
     for w in &plan.words {
         match *w {
             Word::Addr { pos, slot } => {
-                let v = value(line, ends, pos.into());
-                if v == b"-" {
-                    continue;
-                }
-                match c.ipv4(v) {
-                    Some(a) => parsed.set_v4(slot.into(), a),
-                    None if other_addr(v) => {}
-                    None => return None,
+                if !addr_ok(c, rest, line, ends, pos.into(), slot.into(), &mut parsed) {
+                    return None;
                 }
             }
             Word::Action(pos) => {
-                let v = value(line, ends, pos.into());
-                match Action::from_bytes(v) {
-                    Some(a) => parsed.set_action(a),
-                    None if v == b"-" => {}
-                    None => return None,
+                if !action_ok(line, ends, pos.into(), &mut parsed) {
+                    return None;
                 }
             }
             Word::LogStatus(pos) => {
-                let v = value(line, ends, pos.into());
-                match LogStatus::from_bytes(v) {
-                    Some(s) => parsed.set_log_status(s),
-                    None if v == b"-" => {}
-                    None => return None,
+                if !log_status_ok(line, ends, pos.into(), &mut parsed) {
+                    return None;
                 }
             }
             Word::Other(pos, ty) => {
@@ -231,6 +266,111 @@ pub(crate) fn check<C: Classifier>(
         }
     }
     Some(parsed)
+}
+
+/// [`check`] for the default (version 2) format: the same steps as its plan's, with the
+/// positions, limits and the number of steps constant, so that the compiler makes them straight
+/// code (no loop over the plan, no load of a step, no branch on a step's kind).
+#[inline(always)]
+fn check_v2<C: Classifier>(c: C, rest: &[u8], line: &[u8], ends: &[u32]) -> Option<Parsed> {
+    let ends: &[u32; 14] = ends.try_into().ok()?;
+    // A slice of constant length: every `get` of a constant position below is folded.
+    let ends = &ends[..];
+    let (s, e) = (start(ends, 5), end(ends, 11));
+    let mut ok = if e.wrapping_sub(s).wrapping_sub(1) < 64 {
+        short_run_ok(c, rest, s, e) && lengths_ok(line, ends, &V2_RUN[..3])
+    } else {
+        run_ok(c, rest, s, e) && lengths_ok(line, ends, &V2_RUN)
+    };
+    ok &= lone_ok(rest, line, ends, &V2_VERSION);
+    let mut parsed = Parsed::default();
+    ok = ok
+        && addr_ok(c, rest, line, ends, 3, 0, &mut parsed)
+        && addr_ok(c, rest, line, ends, 4, 1, &mut parsed);
+    if !ok {
+        return None;
+    }
+    // Nearly every line ends in `ACCEPT OK` or `REJECT OK`: both words in two compares.
+    match accept_or_reject_ok(line, e) {
+        Some(a) => {
+            parsed.set_action(a);
+            parsed.set_log_status(LogStatus::Ok);
+        }
+        None => {
+            if !(action_ok(line, ends, 12, &mut parsed)
+                && log_status_ok(line, ends, 13, &mut parsed))
+            {
+                return None;
+            }
+        }
+    }
+    Some(parsed)
+}
+
+/// The action of a line whose last two fields, after `end` (field 11) ending at `e`, are
+/// `ACCEPT OK` or `REJECT OK`; `None` for anything else (then each word is read on its own).
+#[inline(always)]
+fn accept_or_reject_ok(line: &[u8], e: usize) -> Option<Action> {
+    // ` ACCEPT OK`: the space after `end`, and the line's last 9 bytes.
+    if e.wrapping_add(10) != line.len() {
+        return None;
+    }
+    let tail = u64::from_le_bytes(*line.last_chunk::<8>()?);
+    let first = line.len().checked_sub(9).and_then(|i| line.get(i))?;
+    match (first, tail) {
+        (b'A', t) if t == u64::from_le_bytes(*b"CCEPT OK") => Some(Action::Accept),
+        (b'R', t) if t == u64::from_le_bytes(*b"EJECT OK") => Some(Action::Reject),
+        _ => None,
+    }
+}
+
+/// The check of the address at `pos` (`-`, IPv4 or IPv6), keeping an IPv4 value in `slot` of
+/// `parsed` (none: `u8::MAX`).
+#[inline(always)]
+fn addr_ok<C: Classifier>(
+    c: C,
+    rest: &[u8],
+    line: &[u8],
+    ends: &[u32],
+    pos: usize,
+    slot: usize,
+    parsed: &mut Parsed,
+) -> bool {
+    let (s, e) = (start(ends, pos), end(ends, pos));
+    match c.ipv4_at(rest, s, e) {
+        Some(a) => {
+            parsed.set_v4(slot, a);
+            true
+        }
+        None => {
+            let v = line.get(s..e).unwrap_or_default();
+            v == b"-" || other_addr(v)
+        }
+    }
+}
+
+/// The check of the `action` at `pos`, keeping its value in `parsed`.
+#[inline(always)]
+fn action_ok(line: &[u8], ends: &[u32], pos: usize, parsed: &mut Parsed) -> bool {
+    word_ok(value(line, ends, pos), Action::from_bytes, |a| parsed.set_action(a))
+}
+
+/// The check of the `log-status` at `pos`, keeping its value in `parsed`.
+#[inline(always)]
+fn log_status_ok(line: &[u8], ends: &[u32], pos: usize, parsed: &mut Parsed) -> bool {
+    word_ok(value(line, ends, pos), LogStatus::from_bytes, |s| parsed.set_log_status(s))
+}
+
+/// True when `v` is `-` or one of the words `read` takes, whose value goes to `keep`.
+#[inline(always)]
+fn word_ok<T>(v: &[u8], read: impl Fn(&[u8]) -> Option<T>, keep: impl FnOnce(T)) -> bool {
+    match read(v) {
+        Some(w) => {
+            keep(w);
+            true
+        }
+        None => v == b"-",
+    }
 }
 
 /// True when every value of `nums` has 1 to its type's digits and, with all of them, is at most
@@ -252,15 +392,20 @@ fn lengths_ok(line: &[u8], ends: &[u32], nums: &[Num]) -> bool {
 
 /// The check of a run of one `U8` or `U16` field `n`, on its value as one big-endian word: `-`,
 /// or 1 to its type's digits (`0` to `9`: high nibble 3, and still 3 after adding 6) and at most
-/// its largest value.
+/// its largest value. `rest` is the text from the line's start on (`line` is its prefix).
 #[inline(always)]
-fn lone_ok(line: &[u8], ends: &[u32], n: &Num) -> bool {
-    let e = end(ends, n.pos.into());
-    let len = e.wrapping_sub(start(ends, n.pos.into()));
+fn lone_ok(rest: &[u8], line: &[u8], ends: &[u32], n: &Num) -> bool {
+    let (s, e) = (start(ends, n.pos.into()), end(ends, n.pos.into()));
+    let len = e.wrapping_sub(s);
     if len.wrapping_sub(1) >= usize::from(n.digits) {
         return false;
     }
-    let w = tail_be(line, e, len);
+    // Read from the value's start where 8 bytes follow it (the text runs on past the line):
+    // `version` is the first field, with no 8 bytes before its end to read back from.
+    let w = match rest.get(s..).and_then(|r| r.first_chunk::<8>()) {
+        Some(w) => u64::from_be_bytes(*w) >> (64 - 8 * len),
+        None => tail_be(line, e, len),
+    };
     let ones = (u64::MAX / 255) >> (64 - 8 * len);
     let (zeros, nibbles) = (0x30 * ones, 0xf0 * ones);
     let digits = w & nibbles == zeros && w.wrapping_add(6 * ones) & nibbles == zeros;
@@ -402,16 +547,21 @@ mod tests {
     /// The fast check's answer on `line` split at its spaces, under every classifier this CPU runs,
     /// with the text after the line being `after`; `None` when it is not sure.
     fn fast(line: &str, format: &Format, after: &str) -> Option<Parsed> {
+        fast_with(line, format.plan(), after)
+    }
+
+    /// [`fast`] under `plan`.
+    fn fast_with(line: &str, plan: &Plan, after: &str) -> Option<Parsed> {
         let text = format!("{line}{after}");
         let rest = text.as_bytes();
         let line = &rest[..line.len()];
         let mut ends: Vec<u32> =
             (0..line.len()).filter(|&i| line[i] == b' ').map(|i| i as u32).collect();
         ends.push(line.len() as u32);
-        let got = check(Baseline, rest, line, &ends, format.plan());
+        let got = check(Baseline, rest, line, &ends, plan);
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = crate::scan::Avx2::detect() {
-            assert_eq!(check(avx2, rest, line, &ends, format.plan()), got, "{line:?}");
+            assert_eq!(check(avx2, rest, line, &ends, plan), got, "{line:?}");
         }
         got
     }
@@ -544,7 +694,76 @@ mod tests {
         }
     }
 
+    /// The default format, however spelled, and only it, runs on [`check_v2`].
+    #[test]
+    fn only_the_default_format_is_default_v2() {
+        let f = Format::default_v2();
+        assert!(f.plan().default_v2);
+        assert!(Format::parse(&f.to_log_format()).unwrap().plan().default_v2);
+        let names: Vec<String> = V2.iter().map(|f| f.to_string()).collect();
+        assert!(Format::parse(&names.join(" ")).unwrap().plan().default_v2);
+        for other in [
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action",
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end log-status action",
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status vpc-id",
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status my-field",
+            "account-id version interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status",
+            "version",
+        ] {
+            assert!(!Format::parse(other).unwrap().plan().default_v2, "{other}");
+        }
+    }
+
+    /// The general check of the default format's plan (its steps read from the plan).
+    fn general(line: &str, after: &str) -> Option<Parsed> {
+        let mut plan = Format::default_v2().plan().clone();
+        plan.default_v2 = false;
+        fast_with(line, &plan, after)
+    }
+
+    /// Values of the default format's field at `i`, mostly of its type (numbers of any length,
+    /// addresses of any octet).
+    fn v2_value(i: usize) -> BoxedStrategy<String> {
+        let words = |w: &'static [&'static str]| prop::sample::select(w).prop_map(str::to_string);
+        match i {
+            0 | 7 => "[0-9]{1,4}|-".boxed(),
+            1 | 2 => "[!-~]{1,12}".boxed(),
+            3 | 4 => prop_oneof![
+                4 => "(25[0-9]|2[0-4][0-9]|1?[0-9]{1,2})(\\.(25[0-9]|2[0-4][0-9]|1?[0-9]{1,2})){3}",
+                1 => "[0-9a-f:]{2,20}|-|0[0-9]\\.1\\.2\\.3",
+            ]
+            .boxed(),
+            5 | 6 => "[0-9]{1,6}|-".boxed(),
+            8..=11 => "[0-9]{1,21}|-".boxed(),
+            12 => words(&["ACCEPT", "REJECT", "-", "ACCEPTX"]).boxed(),
+            _ => words(&["OK", "NODATA", "SKIPDATA", "-", "ok"]).boxed(),
+        }
+    }
+
+    /// A value of no field's type, or of another's.
+    fn junk() -> BoxedStrategy<String> {
+        prop_oneof!["", "[!-~]{0,6}", "-?[0-9]{0,3}-?", "[0-9.]{1,16}"].boxed()
+    }
+
     proptest! {
+        /// The default format's own check answers as the general one on its plan (and so as
+        /// the exact check wherever that one is sure), values kept included.
+        #[test]
+        fn default_v2_check_is_the_plans(
+            tokens in (0..V2.len())
+                .map(|i| prop_oneof![12 => v2_value(i), 1 => junk()])
+                .collect::<Vec<_>>(),
+            after in prop_oneof![Just(String::new()), "[ -~\n]{0,80}"],
+        ) {
+            let line = tokens.join(" ");
+            let f = Format::default_v2();
+            let got = fast(&line, &f, &after);
+            prop_assert_eq!(got, general(&line, &after), "{:?}", line);
+            if got.is_some() {
+                prop_assert!(exact(&line, &f), "fast accepted {:?}", line);
+            }
+        }
+
         #[test]
         fn never_accepts_what_the_exact_check_refuses(
             tokens in prop::collection::vec(
