@@ -4,6 +4,7 @@
 
 mod bench;
 mod consume;
+mod detections;
 mod faults;
 mod findings;
 mod firehose;

@@ -72,10 +72,14 @@ pub struct ScanConfig {
     pub vertical_min_low_ports: u32,
     /// A horizontal scan reaches at least this many distinct destinations (ESCU: 250).
     pub horizontal_min_dests: u32,
-    /// Vertical rows kept in the table: at least this many distinct ports (default 50; never
+    /// Vertical rows kept in the table: at least this many distinct ports (default 250, half the
+    /// threshold: near misses stay visible for tuning, while ordinary traffic, whose busy clients
+    /// reach tens of destinations per port, does not fill the table and the cost of building rows;
+    /// never
     /// above `vertical_min_ports`, so every alerting row is kept).
     pub keep_ports: u32,
-    /// Horizontal rows kept in the table: at least this many distinct destinations (default 25;
+    /// Horizontal rows kept in the table: at least this many distinct destinations (default 125,
+    /// half the threshold, for the same reason;
     /// never above `horizontal_min_dests`).
     pub keep_dests: u32,
     /// Key slots an hour may hold (see the crate docs; default 4,000,000, under 1 GiB).
@@ -99,8 +103,8 @@ impl Default for ScanConfig {
             vertical_min_ports: 500,
             vertical_min_low_ports: 20,
             horizontal_min_dests: 250,
-            keep_ports: 50,
-            keep_dests: 25,
+            keep_ports: 250,
+            keep_dests: 125,
             max_keys_per_hour: 4_000_000,
             sample: 32,
             exact_ports: 4096,

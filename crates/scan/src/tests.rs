@@ -55,9 +55,9 @@ fn vertical_thresholds_exactly_at_and_one_below() {
         assert_eq!(r.ports.len(), 32);
         assert_eq!(r.ports[0], 1, "low ports first");
     }
-    // Below keep_ports (50): no row.
-    assert!(vertical(49, 10).vertical.is_empty());
-    assert_eq!(vertical(50, 10).vertical.len(), 1);
+    // Below keep_ports (250): no row.
+    assert!(vertical(249, 10).vertical.is_empty());
+    assert_eq!(vertical(250, 10).vertical.len(), 1);
 }
 
 #[test]
