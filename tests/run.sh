@@ -58,14 +58,14 @@ step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "dependency direction: the parser and the counter know nothing of tokio or the AWS SDK; history, detection and report not of the parser; Firehose not of the consumer"
-for crate in flowlog flowspike-model flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay flowspike-findings flowspike-report; do
+for crate in flowlog flowspike-model flowspike-counter flowspike-history flowspike-detect flowspike-synth flowspike-replay flowspike-findings flowspike-report flowspike-scan flowspike-threat flowspike-detections; do
   if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E "^(tokio|aws-config|aws-sdk-[a-z]+) " ; then
     echo "invariant broken: $crate depends on the line(s) above" >&2; exit 1
   fi
 done
-# The history and the detection speak the aggregates of flowspike-model: they know neither the
+# The history, the detection and the scan and threat aggregates speak plain values: they know neither the
 # parser nor which records count; nor does the report, which reads only them.
-for crate in flowspike-history flowspike-detect flowspike-report; do
+for crate in flowspike-history flowspike-detect flowspike-report flowspike-scan flowspike-threat; do
   if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E "^(flowlog|flowspike-counter) " ; then
     echo "invariant broken: $crate depends on the line(s) above" >&2; exit 1
   fi

@@ -20,7 +20,7 @@ pub use set::{Detection, DetectionSet, UnknownDetection};
 pub use tap::{HourTables, Taps, TapsOutput, WithTaps};
 pub use volume::{
     detect_volume, volume_batch, volume_rows, volume_schema, VolumeConfig, VolumeRow, VolumeTap,
-    DEFAULT_UNIT_BYTES,
+    DEFAULT_UNIT_BYTES, DEFAULT_VOLUME_ALPHA,
 };
 
 use std::sync::Arc;
