@@ -53,6 +53,35 @@ pub struct DetectionsConfig {
     pub threat: ThreatConfig,
 }
 
+/// A finding of `d` about `src_ip` in `hour`, its id made of `subject` (the destination scanned,
+/// the port swept, the list), `judged` its (count, threshold); no destination, port, protocol or
+/// list yet.
+pub(crate) fn finding(
+    d: Detection,
+    hour: i64,
+    src_ip: &str,
+    subject: &str,
+    summary: String,
+    (count, threshold): (u64, f64),
+    evidence: serde_json::Value,
+) -> Finding {
+    Finding {
+        id: finding_id(d.record_name(), hour, src_ip, subject),
+        detection: d.record_name().to_owned(),
+        hour,
+        src_ip: src_ip.to_owned(),
+        summary,
+        severity: "high".to_owned(),
+        dst_ip: None,
+        dst_port: None,
+        protocol: None,
+        list: None,
+        count,
+        threshold,
+        evidence,
+    }
+}
+
 impl DetectionsConfig {
     /// No detection but the blocked spike (no taps).
     pub fn none() -> DetectionsConfig {

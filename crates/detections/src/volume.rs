@@ -19,7 +19,7 @@ use flowspike_history::Store;
 use flowspike_model::AggregateRow;
 use serde_json::json;
 
-use crate::{finding_id, Detection, DetectionsError, Finding, VOLUME_TABLE};
+use crate::{finding, Detection, DetectionsError, Finding, VOLUME_TABLE};
 
 /// Settings of the volume detection.
 #[derive(Debug, Clone, PartialEq)]
@@ -334,35 +334,24 @@ fn findings_of(cfg: &VolumeConfig, s: &Spike, rows: &[AggregateRow]) -> Vec<Find
         .filter_map(|src| {
             let row = rows.iter().find(|r| r.src_ip == src)?;
             let expected = s.expected.map(|e| e * unit);
-            Some(Finding {
-                id: finding_id(Detection::OutboundVolume.record_name(), s.hour, src, ""),
-                detection: Detection::OutboundVolume.record_name().to_owned(),
-                hour: s.hour,
-                src_ip: src.to_owned(),
-                summary: format!(
-                    "{src} sent {} to external destinations in ACCEPTed flows, usually {}",
-                    human_bytes(row.bytes as f64),
-                    expected.map_or_else(|| "unknown".to_owned(), human_bytes)
-                ),
-                severity: "high".to_owned(),
-                dst_ip: None,
-                dst_port: None,
-                protocol: None,
-                list: None,
-                count: row.bytes,
-                threshold: s.threshold * unit,
-                evidence: json!({
-                    "bytes": row.bytes,
-                    "packets": row.packets,
-                    "mode": s.mode.as_str(),
-                    "unit_bytes": cfg.unit_bytes,
-                    "expected_bytes": expected,
-                    "baseline_mean_bytes": s.baseline_mean * unit,
-                    "baseline_stdev_bytes": s.baseline_stdev * unit,
-                    "p_value": s.p_value,
-                    "fleet_sources": s.src_ips.len(),
-                }),
-            })
+            let summary = format!(
+                "{src} sent {} to external destinations in ACCEPTed flows, usually {}",
+                human_bytes(row.bytes as f64),
+                expected.map_or_else(|| "unknown".to_owned(), human_bytes)
+            );
+            let evidence = json!({
+                "bytes": row.bytes,
+                "packets": row.packets,
+                "mode": s.mode.as_str(),
+                "unit_bytes": cfg.unit_bytes,
+                "expected_bytes": expected,
+                "baseline_mean_bytes": s.baseline_mean * unit,
+                "baseline_stdev_bytes": s.baseline_stdev * unit,
+                "p_value": s.p_value,
+                "fleet_sources": s.src_ips.len(),
+            });
+            let d = Detection::OutboundVolume;
+            Some(finding(d, s.hour, src, "", summary, (row.bytes, s.threshold * unit), evidence))
         })
         .collect()
 }

@@ -236,7 +236,16 @@ fn print_table(spikes: &[flowspike_detect::Spike], manifest: &Manifest) {
             s.threshold,
             s.data_points,
             s.reason.map_or("", |r| r.as_str()),
-            if was_injected { "yes" } else { "" }
+            if was_injected {
+                "yes".to_owned()
+            } else {
+                // A labelled case of another detection (a scan's REJECTed probes count as blocked).
+                manifest
+                    .cases_at(s.hour, &s.src_ip)
+                    .next()
+                    .map(|c| format!("case: {}", c.what))
+                    .unwrap_or_default()
+            }
         );
     }
     println!(

@@ -130,6 +130,21 @@ pub fn write_findings_to(
     }
 }
 
+/// Where a replay's records go: `explicit` when given, else standard output for an S3 state and
+/// `<state>/<dir>/replay-<time>.jsonl` for a local one (the directory made).
+fn records_to(explicit: Option<&str>, state: &str, dir: &str) -> anyhow::Result<String> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
+    }
+    if state.starts_with("s3://") {
+        return Ok("-".to_owned());
+    }
+    let dir = std::path::Path::new(state).join(dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = chrono::Utc::now().format("replay-%Y%m%dT%H%M%SZ.jsonl");
+    Ok(dir.join(name.to_string()).display().to_string())
+}
+
 /// Runs the command.
 pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(t) = a.threads {
@@ -158,17 +173,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         },
     };
     let outcome = replay_sources_with(&a.sources, &state, &mut s3, cfg, retry)?;
-    let spikes_to = match (&a.spikes, a.state.starts_with("s3://")) {
-        (Some(p), _) => p.clone(),
-        (None, true) => "-".to_string(),
-        (None, false) => {
-            let dir = std::path::Path::new(&a.state).join("spikes");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let name = chrono::Utc::now().format("replay-%Y%m%dT%H%M%SZ.jsonl");
-            dir.join(name.to_string()).display().to_string()
-        }
-    };
+    let spikes_to = records_to(a.spikes.as_deref(), &a.state, "spikes")?;
     if spikes_to == "-" {
         write_spikes(&outcome.spikes, &output.encoder, &mut std::io::stdout().lock())
             .context("cannot write spikes to standard output")?;
@@ -185,17 +190,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(mut sinks) = ExtraSinks::new(&output, retry)? {
         sinks.emit(&outcome.spikes).context("delivering the spikes")?;
     }
-    let findings_to = match (&a.findings_out, a.state.starts_with("s3://")) {
-        (Some(p), _) => p.clone(),
-        (None, true) => "-".to_string(),
-        (None, false) => {
-            let dir = std::path::Path::new(&a.state).join("findings");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let name = chrono::Utc::now().format("replay-%Y%m%dT%H%M%SZ.jsonl");
-            dir.join(name.to_string()).display().to_string()
-        }
-    };
+    let findings_to = records_to(a.findings_out.as_deref(), &a.state, "findings")?;
     write_findings_to(&outcome.findings, &output.encoder, &findings_to)?;
     print_summary(&outcome, a.json, &spikes_to);
     if !outcome.findings.is_empty() || a.findings_out.is_some() {
