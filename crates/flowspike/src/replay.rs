@@ -245,4 +245,12 @@ pub fn print_summary(o: &ReplayOutcome, json: bool, spikes_to: &str) {
             hours.join(", ")
         );
     }
+    if !s.hours_over_scan_cap.is_empty() {
+        let hours: Vec<String> = s.hours_over_scan_cap.iter().map(|h| hour(*h)).collect();
+        eprintln!(
+            "  over the port-scan tap's per-hour cap: {} records not judged for scans, hours {}",
+            s.records_over_scan_cap,
+            hours.join(", ")
+        );
+    }
 }

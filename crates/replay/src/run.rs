@@ -91,6 +91,11 @@ pub struct ReplaySummary {
     pub spikes: u64,
     /// Findings of the other detections in the replayed hours.
     pub findings: u64,
+    /// Records of sources the port-scan tap dropped past its per-hour cap
+    /// (`ScanConfig::max_keys_per_hour`): not judged for scans (the other detections saw them).
+    pub records_over_scan_cap: u64,
+    /// Hours (unix seconds) where the port-scan tap dropped sources.
+    pub hours_over_scan_cap: Vec<i64>,
     /// Wall-clock time of the whole replay, in milliseconds.
     pub elapsed_ms: u64,
     /// First few malformed lines: `location:line: reason`.
@@ -116,6 +121,7 @@ impl ReplaySummary {
             || self.unreadable_files > 0
             || !self.untouched_hours.is_empty()
             || !self.hours_over_source_cap.is_empty()
+            || !self.hours_over_scan_cap.is_empty()
     }
 
     /// Decoded megabytes per second of wall-clock time.
@@ -444,6 +450,15 @@ pub fn replay(
             .collect();
         tracing::warn!(hour, objects = ?objects, "hour left untouched: a damaged object had records in it");
         summary.untouched_hours.push(UntouchedHour { hour, objects });
+    }
+    for (hour, t) in tables.hours.iter().filter(|(_, t)| t.scan_flows_over_cap > 0) {
+        tracing::warn!(
+            hour,
+            records = t.scan_flows_over_cap,
+            "port-scan tap over its per-hour cap: the highest sources not judged for scans"
+        );
+        summary.records_over_scan_cap += t.scan_flows_over_cap;
+        summary.hours_over_scan_cap.push(*hour);
     }
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());

@@ -526,3 +526,51 @@ fn replay_errors_of_the_detection_are_typed() {
     assert!(matches!(err, crate::ReplayError::SaveBaseline { .. }), "{err:?}");
     assert!(err.to_string().starts_with("detection: cannot save the baseline: "), "{err}");
 }
+
+/// The port-scan tap over its per-hour cap drops whole sources: counted in the summary (records,
+/// hours), never silently; the scanner under the cap is still judged, and a replay with no cap
+/// hit reports nothing.
+#[test]
+fn scan_tap_overflow_is_reported() {
+    let input = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    // Two sources scanning 600 ports (30 below 1024) of one destination in one hour.
+    for src in ["10.0.0.1", "10.0.0.2"] {
+        for p in (1..=30).chain(2000..2570) {
+            text.push_str(&format!(
+                "2 123456789012 eni-0a {src} 10.9.9.9 40000 {p} 6 1 40 1767225600 1767225601 REJECT OK\n"
+            ));
+        }
+    }
+    std::fs::write(input.path().join("a.log"), text).unwrap();
+    let run = |cap: usize| {
+        let state = tempfile::tempdir().unwrap();
+        let history = History::new(Arc::new(LocalStore::new(state.path())));
+        let mut cfg = config(input.path(), 1, StreamSettings::default());
+        cfg.detections = flowspike_detections::DetectionsConfig::default();
+        cfg.detections.scan.max_keys_per_hour = cap;
+        replay(&cfg, &history, &()).unwrap()
+    };
+    let all = run(flowspike_detections::DetectionsConfig::default().scan.max_keys_per_hour);
+    assert_eq!(all.summary.records_over_scan_cap, 0);
+    assert!(!all.summary.skipped_anything());
+    let scans: Vec<&str> = all
+        .findings
+        .iter()
+        .filter(|f| f.detection == "port_scan")
+        .map(|f| f.src_ip.as_str())
+        .collect();
+    assert_eq!(scans, ["10.0.0.1", "10.0.0.2"]);
+    // Room for about one scanner: the higher source is dropped, and reported.
+    let capped = run(1_000);
+    assert_eq!(capped.summary.records_over_scan_cap, 600, "{:?}", capped.summary);
+    assert_eq!(capped.summary.hours_over_scan_cap, vec![1_767_225_600]);
+    assert!(capped.summary.skipped_anything());
+    let scans: Vec<&str> = capped
+        .findings
+        .iter()
+        .filter(|f| f.detection == "port_scan")
+        .map(|f| f.src_ip.as_str())
+        .collect();
+    assert_eq!(scans, ["10.0.0.1"]);
+}
