@@ -209,10 +209,7 @@ fn add_threat_lists(cfg: &mut DetectionsConfig, archive: &Path) {
     paths.sort();
     let sources: Vec<Box<dyn ListSource>> = paths
         .iter()
-        .map(|p| {
-            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            Box::new(FileSource::with_name(&stem, p)) as Box<dyn ListSource>
-        })
+        .map(|p| Box::new(FileSource::named_by_stem(p)) as Box<dyn ListSource>)
         .collect();
     if !sources.is_empty() {
         cfg.threat_lists = Some(Reloader::load(sources).expect("threat lists").current());

@@ -4,7 +4,8 @@ use flowspike_threat::{ListSource, ThreatError};
 
 use crate::{Policy, S3Url, DEFAULT_REPLAY_RETRY, S3};
 
-/// A threat list in one S3 object, named after the object's file name without extension.
+/// A threat list in one S3 object, named after the object's file name without its extension
+/// ([`flowspike_threat::list_name`], the rule of local files).
 pub struct S3ListSource {
     s3: S3,
     bucket: String,
@@ -20,8 +21,7 @@ impl S3ListSource {
         if key.is_empty() {
             return Err(crate::AwsError::BadUrl(url.to_owned()));
         }
-        let file = key.rsplit('/').next().unwrap_or(&key);
-        let name = file.split_once('.').map_or(file, |(stem, _)| stem).to_owned();
+        let name = flowspike_threat::list_name(key.rsplit('/').next().unwrap_or(&key)).to_owned();
         Ok(S3ListSource { s3, bucket: u.bucket, key, name })
     }
 

@@ -19,8 +19,6 @@ use crate::{
 /// (which the counter keeps).
 #[derive(Debug)]
 pub struct Taps {
-    /// Whether any tap is on: the one test a record pays when none is.
-    on: bool,
     /// Vertical and horizontal scans share one tap (the same records, two folds).
     scan: Option<ScanTap>,
     volume: Option<VolumeTap>,
@@ -39,7 +37,13 @@ impl Taps {
         };
         let scans = cfg.set.contains(Detection::PortScan) || cfg.set.contains(Detection::PortSweep);
         let scan = scans.then(|| ScanTap::new(&cfg.scan));
-        Taps { on: scan.is_some() || volume.is_some() || threat.is_some(), scan, volume, threat }
+        Taps { scan, volume, threat }
+    }
+
+    /// Whether any tap is on: with none, a record costs these three tests.
+    #[inline]
+    fn on(&self) -> bool {
+        self.scan.is_some() || self.volume.is_some() || self.threat.is_some()
     }
 
     /// Reads one record the counting sink accepted. Values that do not parse or are absent
@@ -47,7 +51,7 @@ impl Taps {
     /// already counted any bad value.
     #[inline]
     pub fn record(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds) {
-        if !self.on {
+        if !self.on() {
             return;
         }
         self.tap(rec, rule, bounds);
@@ -67,9 +71,7 @@ impl Taps {
         let Ok(hour) = bounds.hour_of(start) else { return };
         if src_in {
             if let Some(s) = &mut self.scan {
-                let port = rec.dstport().ok().flatten().map_or(0, |p| p.min(65_535) as u16);
-                let proto = rec.protocol().ok().flatten().map_or(0, |p| p.min(255) as u8);
-                s.add(hour, src, dst, port, proto);
+                s.add(hour, src, dst, port(rec.dstport()), protocol(rec));
             }
         }
         if src_in && !dst_in {
@@ -98,7 +100,6 @@ impl Taps {
         merge_opt(&mut self.scan, other.scan, ScanTap::merge);
         merge_opt(&mut self.volume, other.volume, VolumeTap::merge);
         merge_opt(&mut self.threat, other.threat, ThreatTap::merge);
-        self.on |= other.on;
     }
 
     /// The aggregates by hour.
@@ -126,6 +127,17 @@ impl Taps {
     }
 }
 
+/// A port value as the taps keep it: absent (`-`, ICMP) is 0; the parser's check keeps values
+/// within 16 bits, the clamp only guards the narrowing.
+fn port(v: Result<Option<u64>, flowlog::FieldError>) -> u16 {
+    v.ok().flatten().map_or(0, |p| p.min(65_535) as u16)
+}
+
+/// The record's IANA protocol number (0 when absent).
+fn protocol(rec: &FlowRecord<'_>) -> u8 {
+    rec.protocol().ok().flatten().map_or(0, |p| p.min(255) as u8)
+}
+
 /// The threat tap's view of a record whose `remote` side is on a list.
 fn threat_flow(
     rec: &FlowRecord<'_>,
@@ -135,7 +147,6 @@ fn threat_flow(
     internal: std::net::IpAddr,
     remote: std::net::IpAddr,
 ) -> Flow {
-    let port = |v: Result<Option<u64>, _>| v.ok().flatten().map_or(0, |p| p.min(65_535) as u16);
     let (sport, dport) = (port(rec.srcport()), port(rec.dstport()));
     let (internal_port, remote_port) = if outbound { (sport, dport) } else { (dport, sport) };
     Flow {
@@ -145,7 +156,7 @@ fn threat_flow(
         outbound,
         internal_port,
         remote_port,
-        protocol: rec.protocol().ok().flatten().map_or(0, |p| p.min(255) as u8),
+        protocol: protocol(rec),
         accepted: rec.action() == Ok(Some(Action::Accept)),
         start,
         end: rec.end().ok().flatten().unwrap_or(start),
@@ -255,9 +266,10 @@ impl TapsOutput {
     ) -> Result<Vec<Finding>, DetectionsError> {
         let mut out = Vec::new();
         if cfg.set.contains(Detection::OutboundVolume) {
-            let written: BTreeMap<i64, Vec<VolumeRow>> = hours
+            // The covered hours' rows in place (an hour with none is an empty slice: covered).
+            let written: BTreeMap<i64, &[VolumeRow]> = hours
                 .iter()
-                .map(|h| (*h, self.hours.get(h).map(|t| t.volume.clone()).unwrap_or_default()))
+                .map(|h| (*h, self.hours.get(h).map_or(&[][..], |t| t.volume.as_slice())))
                 .collect();
             out.extend(detect_volume(&cfg.volume, store, &written)?);
         }

@@ -284,7 +284,7 @@ fn as_count_row(r: &VolumeRow, unit: u64) -> AggregateRow {
 pub fn detect_volume(
     cfg: &VolumeConfig,
     store: &dyn Store,
-    written: &BTreeMap<i64, Vec<VolumeRow>>,
+    written: &BTreeMap<i64, &[VolumeRow]>,
 ) -> Result<Vec<Finding>, DetectionsError> {
     let (Some(&first), Some(&last)) = (written.keys().next(), written.keys().next_back()) else {
         return Ok(Vec::new());
@@ -435,6 +435,8 @@ mod tests {
             }
             written.insert(hour, rows);
         }
+        let written =
+            written.iter().map(|(h, r): (&i64, &Vec<VolumeRow>)| (*h, r.as_slice())).collect();
         let found = detect_volume(&cfg, &store, &written).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].src_ip, "10.0.0.1");

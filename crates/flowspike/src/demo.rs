@@ -170,15 +170,10 @@ fn demo_detections(
         .map(|d| d.flatten().map(|e| e.path().display().to_string()).collect())
         .unwrap_or_default();
     lists.sort();
-    let a = crate::args::DetectionsArgs {
-        detections: "all".into(),
-        threat_lists: lists,
-        scan_min_ports: 500,
-        scan_min_low_ports: 20,
-        sweep_min_dests: 250,
-        volume_unit_bytes: flowspike_detections::DEFAULT_UNIT_BYTES,
-    };
-    crate::settings::detections(&a, &mut None)
+    Ok(flowspike_detections::DetectionsConfig {
+        threat_lists: crate::settings::threat_lists(&lists, &mut None)?,
+        ..Default::default()
+    })
 }
 
 /// The other detections' findings, each marked with the labelled case it finds.

@@ -33,7 +33,6 @@ pub fn detections(
     a: &DetectionsArgs,
     s3: &mut Option<S3>,
 ) -> anyhow::Result<flowspike_detections::DetectionsConfig> {
-    use flowspike_threat::{FileSource, ListSource, Reloader};
     let set: flowspike_detections::DetectionSet = a.detections.parse()?;
     let volume = flowspike_detections::VolumeConfig {
         unit_bytes: a.volume_unit_bytes,
@@ -45,21 +44,7 @@ pub fn detections(
         horizontal_min_dests: a.sweep_min_dests,
         ..Default::default()
     };
-    let mut sources: Vec<Box<dyn ListSource>> = Vec::new();
-    for l in a.threat_lists.iter().filter(|l| !l.is_empty()) {
-        if l.starts_with("s3://") {
-            sources.push(Box::new(flowspike_aws::S3ListSource::new(s3_client(s3)?, l)?));
-        } else {
-            let path = std::path::Path::new(l);
-            let stem = path.file_stem().map_or_else(|| l.clone(), |s| s.to_string_lossy().into());
-            sources.push(Box::new(FileSource::with_name(&stem, path)));
-        }
-    }
-    let threat_lists = if sources.is_empty() {
-        None
-    } else {
-        Some(Reloader::load(sources).context("cannot load the threat lists")?.current())
-    };
+    let threat_lists = threat_lists(&a.threat_lists, s3)?;
     Ok(flowspike_detections::DetectionsConfig {
         set,
         volume,
@@ -67,6 +52,27 @@ pub fn detections(
         threat_lists,
         ..Default::default()
     })
+}
+
+/// The threat lists of `--threat-list` (files or `s3://` objects; `None` when there is none),
+/// each named after its file name without extension; `s3` is made for an S3 list.
+pub fn threat_lists(
+    lists: &[String],
+    s3: &mut Option<S3>,
+) -> anyhow::Result<Option<std::sync::Arc<flowspike_threat::ThreatLists>>> {
+    use flowspike_threat::{FileSource, ListSource, Reloader};
+    let mut sources: Vec<Box<dyn ListSource>> = Vec::new();
+    for l in lists.iter().filter(|l| !l.is_empty()) {
+        if l.starts_with("s3://") {
+            sources.push(Box::new(flowspike_aws::S3ListSource::new(s3_client(s3)?, l)?));
+        } else {
+            sources.push(Box::new(FileSource::named_by_stem(l)));
+        }
+    }
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Reloader::load(sources).context("cannot load the threat lists")?.current()))
 }
 
 /// The pipeline settings from their arguments.

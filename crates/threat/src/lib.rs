@@ -39,7 +39,7 @@ mod tap;
 pub use arrow::{match_batch, match_rows, match_schema};
 pub use error::ThreatError;
 pub use list::ThreatList;
-pub use reload::{FileSource, ListSource, Reloader};
+pub use reload::{list_name, FileSource, ListSource, Reloader};
 pub use table::{ThreatLists, MAX_LISTS};
 pub use tap::{merge_match_rows, Flow, MatchRow, ThreatConfig, ThreatTap};
 

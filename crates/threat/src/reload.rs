@@ -16,6 +16,23 @@ pub trait ListSource: Send + Sync {
     fn read(&self) -> Result<Vec<u8>, ThreatError>;
 }
 
+/// The name of a list kept in the file (or object) named `file_name`: the name without its last
+/// extension (`tor-exits.txt` → `tor-exits`, `a.b.txt` → `a.b`); a name without one, or one
+/// that only starts with a dot, is itself.
+///
+/// ```
+/// assert_eq!(flowspike_threat::list_name("tor-exits.txt"), "tor-exits");
+/// assert_eq!(flowspike_threat::list_name("a.b.txt"), "a.b");
+/// assert_eq!(flowspike_threat::list_name("custom"), "custom");
+/// assert_eq!(flowspike_threat::list_name(".hidden"), ".hidden");
+/// ```
+pub fn list_name(file_name: &str) -> &str {
+    match file_name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => file_name,
+    }
+}
+
 /// A list in a local file; its fingerprint is the modification time (ns) and the length.
 #[derive(Debug, Clone)]
 pub struct FileSource {
@@ -31,6 +48,17 @@ impl FileSource {
             || path.to_string_lossy().into_owned(),
             |n| n.to_string_lossy().into_owned(),
         );
+        FileSource { name, path }
+    }
+
+    /// A file named after its file name without the extension, [`list_name`] (`tor-exits` for
+    /// `/etc/lists/tor-exits.txt`): how `--threat-list` names its lists.
+    pub fn named_by_stem(path: impl Into<PathBuf>) -> FileSource {
+        let path = path.into();
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = file
+            .as_deref()
+            .map_or_else(|| path.to_string_lossy().into_owned(), |f| list_name(f).to_owned());
         FileSource { name, path }
     }
 
