@@ -10,6 +10,7 @@ use flowspike_counter::{
     AggregateRow, Columns, Counter, Pipeline, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
 };
 use flowspike_detect::{Detector, Mode, Spike};
+use flowspike_findings::Finding;
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
 use crate::early::OpenHourJudge;
@@ -121,6 +122,14 @@ pub struct Batch {
 pub trait SpikeSink {
     /// Delivers `spikes` (all or an error: a partial failure is retried inside).
     fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError>;
+
+    /// Delivers `findings` of the detections beside the blocked spike (port scans, sweeps,
+    /// outbound volume, threat lists), with the same all-or-error contract as [`SpikeSink::emit`].
+    /// Default: the sink carries spikes only and takes no findings (the in-memory `Vec<Spike>`).
+    fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError> {
+        let _ = findings;
+        Ok(())
+    }
 }
 
 /// Collects spikes in memory (tests, embedding).

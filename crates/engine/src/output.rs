@@ -2,7 +2,7 @@
 //! [`FanOut`], one record list delivered to several sinks.
 
 use flowspike_detect::Spike;
-use flowspike_findings::{AwsContext, Encoder};
+use flowspike_findings::{AwsContext, Encoder, Finding};
 
 use crate::{EngineError, SpikeSink};
 
@@ -44,6 +44,16 @@ impl<W: std::io::Write> SpikeSink for WriterSink<W> {
         }
         self.out.flush().map_err(io)
     }
+
+    fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError> {
+        let io =
+            |e: std::io::Error| EngineError::Output { message: e.to_string(), retryable: false };
+        for f in findings {
+            self.out.write_all(self.encoder.finding_line(f).as_bytes()).map_err(io)?;
+            self.out.write_all(b"\n").map_err(io)?;
+        }
+        self.out.flush().map_err(io)
+    }
 }
 
 /// Delivers every list of spikes to each of its sinks in order; the list is accepted when every
@@ -56,6 +66,13 @@ impl SpikeSink for FanOut {
     fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
         for sink in &mut self.0 {
             sink.emit(spikes)?;
+        }
+        Ok(())
+    }
+
+    fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError> {
+        for sink in &mut self.0 {
+            sink.emit_findings(findings)?;
         }
         Ok(())
     }
