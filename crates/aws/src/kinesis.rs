@@ -1,12 +1,12 @@
 //! Kinesis: the client every Kinesis caller builds (the consumer's shard readers, the spike
-//! output) and [`KinesisSink`], spike records to a Kinesis stream.
+//! output) and [`KinesisSink`], spike records and findings to a Kinesis stream.
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 use flowspike_detect::Spike;
 use flowspike_engine::{EngineError, SpikeSink};
-use flowspike_findings::Encoder;
+use flowspike_findings::{Encoder, Finding};
 use flowspike_retry::{Class, Policy};
 
 use crate::deliver::{deliver, refused_in_order, Answer};
@@ -30,8 +30,28 @@ pub fn partition_key(s: &Spike) -> &str {
     }
 }
 
-/// Spikes to a Kinesis stream with PutRecords (partition key: [`partition_key`]), one record per
-/// spike in the encoder's format; a partial failure retries only the failed entries, with backoff.
+/// The partition key of a finding: its source address like a spike's, so that a source's spikes
+/// and findings land on one shard in order; its id if it has none (Kinesis refuses an empty key).
+pub fn finding_partition_key(f: &Finding) -> &str {
+    if f.src_ip.is_empty() {
+        &f.id
+    } else {
+        &f.src_ip
+    }
+}
+
+/// One PutRecords entry: `data` under partition key `key`.
+fn entry(data: String, key: &str) -> Result<PutRecordsRequestEntry, EngineError> {
+    PutRecordsRequestEntry::builder()
+        .data(Blob::new(data.into_bytes()))
+        .partition_key(key)
+        .build()
+        .map_err(|e| EngineError::Output { message: e.to_string(), retryable: false })
+}
+
+/// Spikes and findings to a Kinesis stream with PutRecords, one record each in the encoder's
+/// format (partition key: [`partition_key`], [`finding_partition_key`]); a partial failure
+/// retries only the failed entries, with backoff.
 pub struct KinesisSink {
     /// The client.
     pub client: Client,
@@ -44,20 +64,9 @@ pub struct KinesisSink {
 }
 
 impl KinesisSink {
-    async fn put(&self, spikes: &[Spike]) -> Result<(), EngineError> {
-        for chunk in spikes.chunks(PUT_RECORDS_MAX) {
-            let mut entries = Vec::with_capacity(chunk.len());
-            for s in chunk {
-                let e = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(self.encoder.to_json_line(s).into_bytes()))
-                    .partition_key(partition_key(s))
-                    .build()
-                    .map_err(|e| EngineError::Output {
-                        message: e.to_string(),
-                        retryable: false,
-                    })?;
-                entries.push(e);
-            }
+    /// Sends `entries` in calls of at most [`PUT_RECORDS_MAX`].
+    async fn put(&self, entries: Vec<PutRecordsRequestEntry>) -> Result<(), EngineError> {
+        for chunk in entries.chunks(PUT_RECORDS_MAX) {
             // Forever, like every call of the services: a throttled or failed call is made again,
             // and the entries a partial failure names (`FailedRecordCount`) are sent again alone;
             // Kinesis refuses entries only for throttling or internal failures, so any code is
@@ -67,7 +76,7 @@ impl KinesisSink {
                 Policy::Forever,
                 &self.stream,
                 Class::Transient,
-                entries,
+                chunk.to_vec(),
                 |batch| async move {
                     let resp = self
                         .client
@@ -91,7 +100,19 @@ impl KinesisSink {
 
 impl SpikeSink for KinesisSink {
     fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
-        self.handle.block_on(self.put(spikes))
+        let entries = spikes
+            .iter()
+            .map(|s| entry(self.encoder.to_json_line(s), partition_key(s)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.handle.block_on(self.put(entries))
+    }
+
+    fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError> {
+        let entries = findings
+            .iter()
+            .map(|f| entry(self.encoder.finding_line(f), finding_partition_key(f)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.handle.block_on(self.put(entries))
     }
 }
 
@@ -114,5 +135,21 @@ mod tests {
         assert_eq!(partition_key(&s), "0123456789abcdef");
         s.src_ip = "10.0.0.9".into();
         assert_eq!(partition_key(&s), "10.0.0.9");
+    }
+
+    #[test]
+    fn a_finding_is_keyed_by_its_source_like_a_spike() {
+        let mut f: Finding = serde_json::from_value(serde_json::json!({
+            "id": "00112233445566ff", "detection": "port_sweep", "hour": "2026-03-05T14:00:00Z",
+            "src_ip": "10.0.0.7", "summary": "sweep", "severity": "high", "dst_port": 445,
+            "protocol": 6, "count": 300, "threshold": 250.0, "evidence": {}
+        }))
+        .unwrap();
+        assert_eq!(finding_partition_key(&f), "10.0.0.7");
+        let e = entry(Encoder::default().finding_line(&f), finding_partition_key(&f)).unwrap();
+        assert_eq!(e.partition_key(), Some("10.0.0.7"));
+        assert_eq!(e.data().as_ref(), f.to_json_line().as_bytes());
+        f.src_ip.clear();
+        assert_eq!(finding_partition_key(&f), "00112233445566ff");
     }
 }

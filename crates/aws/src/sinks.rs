@@ -1,5 +1,5 @@
-//! The spike sinks an [`Output`] asks for, built once for every source (the consumer, the
-//! Firehose endpoint, replay).
+//! The sinks of spikes and findings an [`Output`] asks for, built once for every source (the
+//! consumer, the Firehose endpoint, replay).
 
 use flowspike_engine::{EngineError, FanOut, Output, SpikeSink, WriterSink};
 
@@ -87,5 +87,12 @@ impl ExtraSinks {
 impl SpikeSink for ExtraSinks {
     fn emit(&mut self, spikes: &[flowspike_detect::Spike]) -> Result<(), EngineError> {
         self.sink.emit(spikes)
+    }
+
+    fn emit_findings(
+        &mut self,
+        findings: &[flowspike_findings::Finding],
+    ) -> Result<(), EngineError> {
+        self.sink.emit_findings(findings)
     }
 }
