@@ -125,17 +125,20 @@ pub trait SpikeSink {
 
     /// Delivers `findings` of the detections beside the blocked spike (port scans, sweeps,
     /// outbound volume, threat lists), with the same all-or-error contract as [`SpikeSink::emit`].
-    /// Default: the sink carries spikes only and takes no findings (the in-memory `Vec<Spike>`).
-    fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError> {
-        let _ = findings;
-        Ok(())
-    }
+    /// Required, with no default: a sink that forgot findings would drop them silently.
+    fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError>;
 }
 
 /// Collects spikes in memory (tests, embedding).
 impl SpikeSink for Vec<Spike> {
     fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
         self.extend_from_slice(spikes);
+        Ok(())
+    }
+
+    /// A list of spikes has no room for findings: they are accepted and dropped (the engine's
+    /// tests count spikes; a caller that wants findings uses a sink that keeps them).
+    fn emit_findings(&mut self, _: &[Finding]) -> Result<(), EngineError> {
         Ok(())
     }
 }

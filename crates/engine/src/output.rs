@@ -115,13 +115,23 @@ mod tests {
         fn emit(&mut self, _: &[Spike]) -> Result<(), EngineError> {
             Err(EngineError::Output { message: "no".into(), retryable: false })
         }
+        fn emit_findings(&mut self, _: &[Finding]) -> Result<(), EngineError> {
+            Err(EngineError::Output { message: "no".into(), retryable: false })
+        }
     }
 
     #[derive(Clone, Default)]
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<Spike>>>);
+    struct Shared(
+        std::sync::Arc<std::sync::Mutex<Vec<Spike>>>,
+        std::sync::Arc<std::sync::Mutex<Vec<Finding>>>,
+    );
     impl SpikeSink for Shared {
         fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
             self.0.lock().unwrap().extend_from_slice(spikes);
+            Ok(())
+        }
+        fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError> {
+            self.1.lock().unwrap().extend_from_slice(findings);
             Ok(())
         }
     }
@@ -135,5 +145,18 @@ mod tests {
         assert_eq!(b.0.lock().unwrap().len(), 1);
         let mut failing = FanOut(vec![Box::new(a.clone()), Box::new(Refuses)]);
         assert!(failing.emit(&[spike("10.0.0.2")]).is_err());
+
+        // Findings take the same way: every sink, and any sink's failure fails the list.
+        let f: Finding = serde_json::from_value(serde_json::json!({
+            "id": "00112233445566ff", "detection": "port_scan", "hour": "2026-03-05T14:00:00Z",
+            "src_ip": "10.0.0.7", "summary": "scan", "severity": "high", "dst_ip": "10.1.0.9",
+            "count": 600, "threshold": 500.0, "evidence": {}
+        }))
+        .unwrap();
+        both.emit_findings(std::slice::from_ref(&f)).unwrap();
+        assert_eq!(*a.1.lock().unwrap(), vec![f.clone()]);
+        assert_eq!(*b.1.lock().unwrap(), vec![f.clone()]);
+        assert!(failing.emit_findings(&[f]).is_err());
+        assert_eq!(a.1.lock().unwrap().len(), 2, "the sink before the failing one had it");
     }
 }
