@@ -4,7 +4,9 @@
 //! `--securityhub` / `--eventbridge-bus` against moto_server behind the [`FaultProxy`]: every
 //! spike read back from Security Hub (GetFindings) and from the bus (a rule to an SQS queue),
 //! through throttles, 5xx and dropped answers; a second run updates the findings, it does not
-//! add any. `consume` with Security Hub unreachable commits nothing it did not deliver.
+//! add any. The other detections' findings (issue #32: port scans, sweeps, threat lists) reach
+//! both sinks beside the spikes. `consume` with Security Hub unreachable commits nothing it did
+//! not deliver.
 
 use std::path::Path;
 use std::process::Command;
@@ -176,12 +178,31 @@ fn bus_to_queue(endpoint: &str) {
     );
 }
 
-/// The Security Hub findings' ids and the spike ids of the events on the queue (sorted).
-fn delivered(endpoint: &str) -> (Vec<String>, Vec<String>) {
+/// What the sinks hold: Security Hub's findings (`Id`, `Types`, `Network`) and the events on the
+/// queue, whose detail-type is a spike's or a finding's.
+struct Delivered {
+    /// Security Hub's findings as GetFindings returns them, sorted by `Id`.
+    findings: Vec<Value>,
+    /// The ids of the events of detail-type `Blocked Outbound Spike`, sorted (with repeats).
+    spike_events: Vec<String>,
+    /// The ids of the events of detail-type `Flowspike Finding`, sorted (with repeats).
+    finding_events: Vec<String>,
+}
+
+impl Delivered {
+    fn finding_ids(&self) -> Vec<String> {
+        self.findings.iter().map(|f| f["Id"].as_str().expect("Id").to_owned()).collect()
+    }
+}
+
+/// Reads back (and empties) what Security Hub and the queue of [`bus_to_queue`] received; fails
+/// on an event of any other source or detail-type.
+fn delivered_all(endpoint: &str) -> Delivered {
     let out = boto(
         endpoint,
         "sh = boto3.client('securityhub', **kw); sqs = boto3.client('sqs', **kw)\n\
-         ids = [f['Id'] for p in sh.get_paginator('get_findings').paginate() for f in p['Findings']]\n\
+         found = [{k: f.get(k) for k in ('Id', 'Types', 'Network', 'GeneratorId')} \
+                  for p in sh.get_paginator('get_findings').paginate() for f in p['Findings']]\n\
          q = sqs.get_queue_url(QueueName='spikes')['QueueUrl']\n\
          events = []\n\
          while True:\n\
@@ -189,10 +210,15 @@ fn delivered(endpoint: &str) -> (Vec<String>, Vec<String>) {
          \x20   if not m: break\n\
          \x20   events += [json.loads(x['Body']) for x in m]\n\
          \x20   sqs.delete_message_batch(QueueUrl=q, Entries=[{'Id': str(i), 'ReceiptHandle': x['ReceiptHandle']} for i, x in enumerate(m)])\n\
-         assert all(e['source'] == 'flowspike' and e['detail-type'] == 'Blocked Outbound Spike' for e in events)\n\
-         print(json.dumps([sorted(ids), sorted(e['detail']['id'] for e in events)]))\n",
+         kinds = {'Blocked Outbound Spike': [], 'Flowspike Finding': []}\n\
+         for e in events:\n\
+         \x20   assert e['source'] == 'flowspike', e\n\
+         \x20   kinds[e['detail-type']].append(e['detail']['id'])\n\
+         print(json.dumps([sorted(found, key=lambda f: f['Id']), sorted(kinds['Blocked Outbound Spike']), sorted(kinds['Flowspike Finding'])]))\n",
     );
-    serde_json::from_str(out.trim()).expect("ids")
+    let (findings, spike_events, finding_events): (Vec<Value>, Vec<String>, Vec<String>) =
+        serde_json::from_str(out.trim()).expect("what the sinks hold");
+    Delivered { findings, spike_events, finding_events }
 }
 
 #[test]
@@ -219,6 +245,8 @@ fn securityhub_and_eventbridge_get_every_spike_through_faults() {
         .arg(s.dir.path().join("state"))
         .arg("--spikes")
         .arg(s.dir.path().join("sinks.jsonl"))
+        .arg("--findings-out")
+        .arg(s.dir.path().join("sinks-findings.jsonl"))
         .args(["--mode", "window"])
         .args(args)
         .envs(env);
@@ -231,14 +259,27 @@ fn securityhub_and_eventbridge_get_every_spike_through_faults() {
     );
     assert!(proxy.stats.throttled.load(std::sync::atomic::Ordering::Relaxed) >= 7);
 
-    let want: Vec<String> =
-        s.ids().iter().map(|id| format!("flowspike/us-east-1/{ACCOUNT}/{id}")).collect();
-    let (findings, events) = delivered(&moto.endpoint);
-    assert_eq!(findings, want, "Security Hub holds exactly one finding per spike");
+    // The archive's other detections' findings (volume) go too, each once (issue #32).
+    let finding_ids = ids_in(&s.dir.path().join("sinks-findings.jsonl"));
+    let mut want: Vec<String> = s
+        .ids()
+        .iter()
+        .chain(&finding_ids)
+        .map(|id| format!("flowspike/us-east-1/{ACCOUNT}/{id}"))
+        .collect();
+    want.sort();
+    let d = delivered_all(&moto.endpoint);
+    assert_eq!(
+        d.finding_ids(),
+        want,
+        "Security Hub holds exactly one finding per spike and finding"
+    );
     // EventBridge: at least once (a dropped answer makes the same event twice).
-    let mut unique = events.clone();
-    unique.dedup();
-    assert_eq!(unique, s.ids(), "every spike on the bus");
+    let (mut spike_events, mut finding_events) = (d.spike_events, d.finding_events);
+    spike_events.dedup();
+    finding_events.dedup();
+    assert_eq!(spike_events, s.ids(), "every spike on the bus");
+    assert_eq!(finding_events, finding_ids, "every finding on the bus");
 
     // A second run (no faults) updates the findings rather than adding any.
     drop(proxy);
@@ -250,13 +291,120 @@ fn securityhub_and_eventbridge_get_every_spike_through_faults() {
         .arg(s.dir.path().join("state"))
         .arg("--spikes")
         .arg(s.dir.path().join("again.jsonl"))
+        .arg("--findings-out")
+        .arg(s.dir.path().join("again-findings.jsonl"))
         .args(["--mode", "window"])
         .args(args);
     moto.env(&mut again);
     assert_code(&run(&mut again), 0);
-    let (findings, events) = delivered(&moto.endpoint);
-    assert_eq!(findings, want);
-    assert_eq!(events, s.ids(), "the second run's events, once each");
+    let d = delivered_all(&moto.endpoint);
+    assert_eq!(d.finding_ids(), want);
+    assert_eq!(d.spike_events, s.ids(), "the second run's spike events, once each");
+    assert_eq!(d.finding_events, finding_ids, "the second run's finding events, once each");
+}
+
+/// The `id`s of a JSON Lines file of records, sorted.
+fn ids_in(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut ids: Vec<String> =
+        text.lines().map(|l| json(l)["id"].as_str().expect("id").to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// Issue #32: replay with `--securityhub` and `--eventbridge-bus` delivers the other detections'
+/// findings too (labelled port scan, port sweep and threat-list contact of `gen --cases 1`, and
+/// whatever volume finds), after the spikes, through throttles, 5xx and dropped answers: Security
+/// Hub holds exactly one ASFF finding per spike and per finding (a finding's `Id` from its id, its
+/// detection's type, a sweep's port and protocol), the bus every one of them under its own
+/// detail-type, and `--findings-out` is still written.
+#[test]
+fn securityhub_and_eventbridge_get_every_finding_through_faults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive");
+    let gen = ["gen", "--hours", "400", "--hosts", "80", "--seed", "5", "--cases", "1", "--out"];
+    assert_code(&run(flowspike().args(gen).arg(&archive)), 0);
+    let lists = ["tor-exits", "custom"]
+        .map(|n| archive.join("threat-lists").join(format!("{n}.txt")).display().to_string())
+        .join(",");
+    let moto = Moto::start();
+    bus_to_queue(&moto.endpoint);
+    // The first 7 Security Hub calls are throttled (past the SDK's own attempts), 20% of the
+    // other calls fault.
+    let proxy = FaultProxy::start_with_burst(&moto.endpoint, 20, 32, Service::SecurityHub, 7);
+    let (spikes, findings) = (dir.path().join("spikes.jsonl"), dir.path().join("findings.jsonl"));
+    let mut cmd = flowspike();
+    cmd.arg("replay")
+        .arg(archive.join("AWSLogs"))
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--spikes")
+        .arg(&spikes)
+        .arg("--findings-out")
+        .arg(&findings)
+        .args(["--threat-list", &lists])
+        .args(["--internal", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8"])
+        .args(["--securityhub", "--aws-account-id", ACCOUNT, "--eventbridge-bus", "flowspike-test"])
+        .envs([
+            ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("FLOWSPIKE_LOG", "warn"),
+        ]);
+    let out = run(&mut cmd);
+    assert_code(&out, 0);
+    assert!(proxy.stats.throttled.load(std::sync::atomic::Ordering::Relaxed) >= 7);
+
+    let records: Vec<Value> =
+        std::fs::read_to_string(&findings).expect("findings file").lines().map(json).collect();
+    for detection in ["port_scan", "port_sweep", "threat_list"] {
+        assert!(
+            records.iter().any(|f| f["detection"] == detection),
+            "the labelled {detection} case was found: {records:?}"
+        );
+    }
+    let (spike_ids, finding_ids) = (ids_in(&spikes), ids_in(&findings));
+    let mut want: Vec<String> = spike_ids
+        .iter()
+        .chain(&finding_ids)
+        .map(|id| format!("flowspike/us-east-1/{ACCOUNT}/{id}"))
+        .collect();
+    want.sort();
+    let d = delivered_all(&moto.endpoint);
+    assert_eq!(d.finding_ids(), want, "Security Hub holds one finding per spike and per finding");
+    // Each finding under its detection's type and generator; a sweep with its port and protocol,
+    // a scan with its target.
+    for r in &records {
+        let id = format!("flowspike/us-east-1/{ACCOUNT}/{}", r["id"].as_str().unwrap());
+        let f = d.findings.iter().find(|f| f["Id"] == id.as_str()).expect("imported");
+        let detection = r["detection"].as_str().unwrap();
+        assert_eq!(f["GeneratorId"], format!("flowspike/{detection}"));
+        let kind = flowspike_findings::Kind::of(detection);
+        assert_eq!(f["Types"], serde_json::json!([kind.asff_type]), "{f}");
+        assert_eq!(
+            f["Network"]["SourceIpV4"].as_str().or(f["Network"]["SourceIpV6"].as_str()),
+            r["src_ip"].as_str()
+        );
+        if detection == "port_sweep" {
+            assert_eq!(f["Network"]["DestinationPort"], r["dst_port"], "{f}");
+            assert!(f["Network"]["Protocol"].is_string(), "{f}");
+        }
+        if detection == "port_scan" {
+            let dst = &f["Network"];
+            assert!(
+                dst["DestinationIpV4"] == r["dst_ip"] || dst["DestinationIpV6"] == r["dst_ip"],
+                "{f}"
+            );
+        }
+    }
+    // EventBridge: at least once (a dropped answer makes the same event twice), each kind under
+    // its own detail-type.
+    let (mut spike_events, mut finding_events) = (d.spike_events, d.finding_events);
+    spike_events.dedup();
+    finding_events.dedup();
+    assert_eq!(spike_events, spike_ids, "every spike on the bus");
+    assert_eq!(finding_events, finding_ids, "every finding on the bus");
 }
 
 /// The consumer's Security Hub sink is in the checkpoint's path: while Security Hub cannot be

@@ -185,13 +185,15 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
         write_spikes(&outcome.spikes, &output.encoder, &mut f)
             .with_context(|| format!("cannot write {spikes_to}"))?;
     }
-    // Then Security Hub and EventBridge, retried like the S3 calls (--retry-secs): the spikes
-    // file is written first, so a sink that fails for good still leaves the records on disk.
-    if let Some(mut sinks) = ExtraSinks::new(&output, retry)? {
-        sinks.emit(&outcome.spikes).context("delivering the spikes")?;
-    }
     let findings_to = records_to(a.findings_out.as_deref(), &a.state, "findings")?;
     write_findings_to(&outcome.findings, &output.encoder, &findings_to)?;
+    // Then Security Hub and EventBridge, the spikes first and then the findings, retried like the
+    // S3 calls (--retry-secs): both files are written first, so a sink that fails for good still
+    // leaves every record on disk.
+    if let Some(mut sinks) = ExtraSinks::new(&output, retry)? {
+        sinks.emit(&outcome.spikes).context("delivering the spikes")?;
+        sinks.emit_findings(&outcome.findings).context("delivering the findings")?;
+    }
     print_summary(&outcome, a.json, &spikes_to);
     if !outcome.findings.is_empty() || a.findings_out.is_some() {
         eprintln!("findings {} -> {}", outcome.findings.len(), findings_to);
