@@ -331,6 +331,38 @@ fn infra_check_rejects_a_replay_task_beyond_the_archive_prefix() {
     assert_each_breaks_the_modes_check(&cases);
 }
 
+/// Issue #32: threat lists in S3 (`ThreatListS3Uris`) reach the replay task as
+/// FLOWSPIKE_THREAT_LISTS, and its role may read exactly those objects: not a whole bucket, not
+/// without lists, not with a key pattern that lets wildcards in.
+#[test]
+fn infra_check_rejects_threat_lists_that_are_lost_or_widen_the_grant() {
+    let grant =
+        r#"Resource: !Split [",", !Join ["arn:*:s3:::", !Split ["s3://", !Ref ThreatListS3Uris]]]"#;
+    let cases = [
+        (
+            grant,
+            r#"Resource: "arn:*:s3:::intel-feeds/*""#,
+            "replay+threat-lists: the replay task may s3:GetObject ['arn:*:s3:::intel-feeds/*'], the threat lists are",
+        ),
+        (
+            "{ Name: FLOWSPIKE_THREAT_LISTS, Value: !Ref ThreatListS3Uris }",
+            r#"{ Name: FLOWSPIKE_THREAT_LISTS, Value: "" }"#,
+            "replay+threat-lists: the replay task gets FLOWSPIKE_THREAT_LISTS=''",
+        ),
+        (
+            "- HasThreatLists\n                - Effect: Allow",
+            "- ReplayTask\n                - Effect: Allow",
+            "replay: the replay task may s3:GetObject [''], the threat lists are []",
+        ),
+        (
+            r"/[^,*?$\\s]+(,s3://",
+            r"/[^,\\s]+(,s3://",
+            "ThreatListS3Uris accepts 's3://intel-feeds/lists/*'",
+        ),
+    ];
+    assert_each_breaks_the_modes_check(&cases);
+}
+
 /// Issue #33: the Firehose endpoint takes its access key from Secrets Manager only, is reached over
 /// HTTPS only, backs failed records up, and receives the VPC flow log.
 #[test]

@@ -41,7 +41,9 @@ modes   the template resolved for each deployment mode (MODES: parameter values;
         condition is true in one mode and false in another): enhanced fan-out sets FLOWSPIKE_EFO=true on
         the consumer, its task role grants CONSUMER_ACTIONS the code calls on the consumer ARN
         `<stream>/consumer/<name>:*` (SubscribeToShard only there) and no alarm or scaling policy reads a
-        GetRecords metric (missing under enhanced fan-out).
+        GetRecords metric (missing under enhanced fan-out). The replay task gets ThreatListS3Uris as
+        FLOWSPIKE_THREAT_LISTS and may s3:GetObject exactly those objects (nothing when it is empty; its
+        pattern refuses wildcard keys): check_threat_lists.
         Alarms, per mode, evaluated on ALARM_SCENARIOS (metric values; None: no data; metric math computed):
         none fires on a new stack without data or a service scaled to 0, none fires on a healthy one, and the
         alarm each scenario names fires. Autoscaling: the service sets no DesiredCount (the policy owns it),
@@ -99,6 +101,9 @@ MODES: dict[str, dict[str, str]] = {
     "leases": {"CreateLeaseTable": "true", "DesiredCount": "2"},
     "efo+leases+autoscaling": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true"},
     "replay": {"ArchiveBucketName": "flow-log-archive", "ArchivePrefix": "AWSLogs/"},
+    # Threat lists in S3 (ThreatListS3Uris): the replay task reads exactly those objects, in other buckets.
+    "replay+threat-lists": {"ArchiveBucketName": "flow-log-archive", "ArchivePrefix": "AWSLogs/",
+                            "ThreatListS3Uris": "s3://intel-feeds/lists/tor-exits.txt,s3://sec-tools.example/custom"},
     "firehose": {"FirehoseEndpoint": "true", "FirehoseDomainName": "flowspike.example.com",
                  "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
                  "FirehoseAlbSubnetIds": "subnet-0ccc,subnet-0ddd", "FlowLogVpcId": "vpc-0123456789abcdef0"},
@@ -117,10 +122,12 @@ MODES: dict[str, dict[str, str]] = {
                     "ArchiveBucketName": "flow-log-archive", "FirehoseEndpoint": "true",
                     "FirehoseDomainName": "flowspike.example.com",
                     "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
-                    "SecurityHubFindings": "true", "EventBusName": "security-findings", "OutputFormat": "asff"},
+                    "SecurityHubFindings": "true", "EventBusName": "security-findings", "OutputFormat": "asff",
+                    "ThreatListS3Uris": "s3://intel-feeds/tor-exits.txt"},
 }
 # The `flowspike` subcommand whose task definition and role a mode is about (default: consume).
-MODE_COMMAND = {"replay": "replay", "firehose": "serve-firehose", "firehose+sinks": "serve-firehose"}
+MODE_COMMAND = {"replay": "replay", "replay+threat-lists": "replay", "firehose": "serve-firehose",
+                "firehose+sinks": "serve-firehose"}
 # Kinesis actions authorized on the stream consumer resource type (Service Authorization Reference).
 CONSUMER_ACTIONS = {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"}
 # What the replay task may do on the archive bucket.
@@ -136,6 +143,8 @@ MODE_FEATURES: dict[str, set[str]] = {
     "efo+leases+autoscaling": {"consume", "efo", "lease", "s3state", "spikes"},
     # `replay s3://...`: reads the archive and writes the state through the same S3 code.
     "replay": {"replay", "s3state"},
+    # --threat-list s3://...: the lists are read with the same S3 client (GetObject).
+    "replay+threat-lists": {"replay", "s3state"},
     # `serve-firehose`: pushed requests, the same state and spike stream as the consumer.
     "firehose": {"firehose", "s3state", "spikes"},
     # --securityhub and --eventbridge-bus: the two finding sinks beside the spike stream.
@@ -802,6 +811,75 @@ def check_firehose(report: Report, t: Path, mode: str, resources: dict, props: d
         fail("no VPC flow log delivers to the delivery stream (LogDestinationType kinesis-data-firehose)")
 
 
+def evaluate(node, params: dict):
+    """The value of `node` for `params` as far as it is plain text: a string or a list of strings from
+    literals, Ref of a parameter, Fn::Split, Fn::Join and Fn::Select; Fn::Sub's template as it stands
+    (`${...}` left in); None for anything else (GetAtt, pseudo parameters)."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, list):
+        items = [evaluate(v, params) for v in node]
+        return None if any(x is None for x in items) else items
+    if not (isinstance(node, dict) and len(node) == 1):
+        return None
+    (fn, args), = node.items()
+    if fn == "Ref":
+        return params.get(args)
+    if fn == "Fn::Sub":
+        return text_of(node)
+    if fn == "Fn::Split":
+        whole = evaluate(args[1], params)
+        return whole.split(args[0]) if isinstance(whole, str) else None
+    if fn == "Fn::Join":
+        parts = evaluate(args[1], params)
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            return None
+        return args[0].join(parts)
+    if fn == "Fn::Select":
+        items = evaluate(args[1], params)
+        return items[int(args[0])] if isinstance(items, list) and int(args[0]) < len(items) else None
+    return None
+
+
+def check_threat_lists(report: Report, t: Path, mode: str, template: dict, params: dict, c: dict,
+                       granted: dict) -> None:
+    """ThreatListS3Uris reaches the replay task as FLOWSPIKE_THREAT_LISTS (unset when empty), and its
+    role may s3:GetObject exactly those objects (`arn:*:s3:::bucket/key`, no wildcard in a key) and no
+    other object outside the state and the archive; the parameter's pattern refuses keys that would widen
+    the grant."""
+    p = template.get("Parameters", {}).get("ThreatListS3Uris")
+    if p is None:
+        report.fail("modes", t, f"{mode}: no parameter ThreatListS3Uris (threat lists in S3)")
+        return
+    value = params.get("ThreatListS3Uris", "")
+    pattern = p.get("AllowedPattern", "")
+    if not re.fullmatch(pattern, value):
+        report.fail("modes", t, f"{mode}: ThreatListS3Uris {value!r} does not match its AllowedPattern")
+    for wide in ("s3://intel-feeds/lists/*", "s3://intel-feeds/a?b", "s3://intel-feeds/${aws:username}",
+                 "s3://intel-feeds/", "s3://intel-feeds/a b", "https://intel-feeds/x", "s3://intel-feeds/a,"):
+        if re.fullmatch(pattern, wide):
+            report.fail("modes", t, f"ThreatListS3Uris accepts {wide!r} (a key must name one object)")
+    uris = [u for u in value.split(",") if u]
+    env = {e["Name"]: e.get("Value") for e in c.get("Environment", []) if isinstance(e, dict)}
+    got = evaluate(env["FLOWSPIKE_THREAT_LISTS"], params) if "FLOWSPIKE_THREAT_LISTS" in env else None
+    if uris and got != value:
+        report.fail("modes", t, f"{mode}: the replay task gets FLOWSPIKE_THREAT_LISTS={got!r}, not {value!r}")
+    if not uris and "FLOWSPIKE_THREAT_LISTS" in env:
+        report.fail("modes", t, f"{mode}: the replay task gets FLOWSPIKE_THREAT_LISTS without threat lists")
+    # The object grants that name no state or archive template (`${...}`) are the threat lists'.
+    objects = []
+    for r in granted.get("s3:GetObject", []):
+        v = evaluate(r, params)
+        objects += v if isinstance(v, list) else [v]
+    literal = sorted(x for x in objects if isinstance(x, str) and "${" not in x)
+    want = sorted("arn:*:s3:::" + u[len("s3://"):] for u in uris)
+    if literal != want:
+        report.fail("modes", t, f"{mode}: the replay task may s3:GetObject {literal}, the threat lists are {want}")
+    for x in literal:
+        if re.search(r"[*?]", x[len("arn:*:s3:::"):]):
+            report.fail("modes", t, f"{mode}: the threat-list grant {x!r} has a wildcard")
+
+
 def check_modes(report: Report, templates: list[Path], root: Path, sources: Path) -> None:
     try:
         calls, unplaced = source_calls(root, sources)
@@ -856,6 +934,9 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                     continue
                 granted = grants(role_statements(resources, role))
                 check_archive_grants(report, t, mode, sub, granted)
+                if sub == "replay":
+                    check_threat_lists(report, t, mode, template, parameter_values(template, overrides), c,
+                                       granted)
                 if sub == "serve-firehose":
                     check_firehose(report, t, mode, resources, props, c)
                 derived = check_mode_iam(report, t, mode, granted, calls)
