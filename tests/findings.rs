@@ -261,13 +261,7 @@ fn securityhub_and_eventbridge_get_every_spike_through_faults() {
 
     // The archive's other detections' findings (volume) go too, each once (issue #32).
     let finding_ids = ids_in(&s.dir.path().join("sinks-findings.jsonl"));
-    let mut want: Vec<String> = s
-        .ids()
-        .iter()
-        .chain(&finding_ids)
-        .map(|id| format!("flowspike/us-east-1/{ACCOUNT}/{id}"))
-        .collect();
-    want.sort();
+    let want = asff_ids(&s.ids(), &finding_ids);
     let d = delivered_all(&moto.endpoint);
     assert_eq!(
         d.finding_ids(),
@@ -301,6 +295,17 @@ fn securityhub_and_eventbridge_get_every_spike_through_faults() {
     assert_eq!(d.finding_ids(), want);
     assert_eq!(d.spike_events, s.ids(), "the second run's spike events, once each");
     assert_eq!(d.finding_events, finding_ids, "the second run's finding events, once each");
+}
+
+/// The Security Hub `Id`s (us-east-1, [`ACCOUNT`]) of the records with these ids, sorted.
+fn asff_ids(spike_ids: &[String], finding_ids: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = spike_ids
+        .iter()
+        .chain(finding_ids)
+        .map(|id| format!("flowspike/us-east-1/{ACCOUNT}/{id}"))
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The `id`s of a JSON Lines file of records, sorted.
@@ -365,12 +370,7 @@ fn securityhub_and_eventbridge_get_every_finding_through_faults() {
         );
     }
     let (spike_ids, finding_ids) = (ids_in(&spikes), ids_in(&findings));
-    let mut want: Vec<String> = spike_ids
-        .iter()
-        .chain(&finding_ids)
-        .map(|id| format!("flowspike/us-east-1/{ACCOUNT}/{id}"))
-        .collect();
-    want.sort();
+    let want = asff_ids(&spike_ids, &finding_ids);
     let d = delivered_all(&moto.endpoint);
     assert_eq!(d.finding_ids(), want, "Security Hub holds one finding per spike and per finding");
     // Each finding under its detection's type and generator; a sweep with its port and protocol,
