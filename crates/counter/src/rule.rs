@@ -229,15 +229,19 @@ impl Rule {
     #[inline]
     pub fn is_internal(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(a) => {
-                let x = u32::from(a);
-                self.v4.iter().any(|&(net, mask)| x & mask == net)
-            }
+            IpAddr::V4(a) => self.is_internal_v4(a),
             IpAddr::V6(a) => {
                 let x = u128::from(a);
                 self.v6.iter().any(|&(net, mask)| x & mask == net)
             }
         }
+    }
+
+    /// [`Rule::is_internal`] of an IPv4 address.
+    #[inline]
+    pub fn is_internal_v4(&self, ip: std::net::Ipv4Addr) -> bool {
+        let x = u32::from(ip);
+        self.v4.iter().any(|&(net, mask)| x & mask == net)
     }
 
     /// The values to count for `rec`, or `None` when it does not count.

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use flowlog::{Action, FlowRecord, LogStatus};
+use std::net::IpAddr;
+
+use flowlog::{Action, Field, FlowRecord, LogStatus};
 use flowspike_counter::{Hit, HitSink, Rule, TimeBounds};
 use flowspike_history::Store;
 
@@ -61,12 +63,36 @@ impl Taps {
         if rec.log_status() != Ok(Some(LogStatus::Ok)) {
             return;
         }
-        let (Ok(Some(src)), Ok(Some(dst))) = (rec.srcaddr(), rec.dstaddr()) else { return };
-        let src_in = rule.is_internal(src);
-        let dst_in = rule.is_internal(dst);
-        if !src_in && !dst_in {
-            return;
+        // Two copies of the rest: IPv4 values kept by the line's check stay in registers (the
+        // `Result<Option<IpAddr>>` of the general accessors goes through memory).
+        match (rec.ipv4(Field::SrcAddr), rec.ipv4(Field::DstAddr)) {
+            (Some(s), Some(d)) => {
+                let (src_in, dst_in) = (rule.is_internal_v4(s), rule.is_internal_v4(d));
+                if src_in || dst_in {
+                    self.tap_addrs(rec, bounds, (IpAddr::V4(s), src_in), (IpAddr::V4(d), dst_in));
+                }
+            }
+            _ => {
+                let (Ok(Some(src)), Ok(Some(dst))) = (rec.srcaddr(), rec.dstaddr()) else {
+                    return;
+                };
+                let (src_in, dst_in) = (rule.is_internal(src), rule.is_internal(dst));
+                if src_in || dst_in {
+                    self.tap_addrs(rec, bounds, (src, src_in), (dst, dst_in));
+                }
+            }
         }
+    }
+
+    /// The taps of a record with both addresses, each with whether it is internal (one at least).
+    #[inline(always)]
+    fn tap_addrs(
+        &mut self,
+        rec: &FlowRecord<'_>,
+        bounds: TimeBounds,
+        (src, src_in): (IpAddr, bool),
+        (dst, dst_in): (IpAddr, bool),
+    ) {
         let Ok(Some(start)) = rec.start() else { return };
         let Ok(hour) = bounds.hour_of(start) else { return };
         if src_in {

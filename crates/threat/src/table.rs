@@ -184,7 +184,9 @@ macro_rules! key {
 key!(u32);
 key!(u128);
 
-/// Bits of the second bitmap's index (/24s).
+/// Bits of the second bitmap's index (/20s).
+const MID_BITS: u32 = 20;
+/// Bits of the third bitmap's index (/24s).
 const FINE_BITS: u32 = 24;
 
 /// Bit `b` set when a segment with a list overlaps block `b` of the blocks the top `bits` bits
@@ -263,6 +265,9 @@ struct Node<K> {
 struct Table<K> {
     /// Bit `b`: some list covers part of first-level block `b` (/16).
     any: Box<[u64; BLOCKS / 64]>,
+    /// Bit `b`: some list covers part of the /20 `b`: 128 KiB, which stays in a core's L2
+    /// cache where `fine` does not (with 100,000 random entries 9 in 10 misses end here).
+    mid: Box<[u64]>,
     /// Bit `b`: some list covers part of the /24 (IPv4) or /24 (IPv6) `b`: 2 MiB, never
     /// touched (so never in memory) when no list has an entry of this family.
     fine: Box<[u64]>,
@@ -305,8 +310,9 @@ impl<K: Key> Table<K> {
         }
         let mut any = Box::new([0u64; BLOCKS / 64]);
         any.copy_from_slice(&cover_bitmap(&segments, ROOT_BITS));
+        let mid = cover_bitmap(&segments, MID_BITS).into_boxed_slice();
         let fine = cover_bitmap(&segments, FINE_BITS).into_boxed_slice();
-        let mut t = Table { any, fine, nodes: Vec::new(), segments };
+        let mut t = Table { any, mid, fine, nodes: Vec::new(), segments };
         let last = t.segments.len() - 1;
         t.node(K::default(), K::MAX, 0, last, Some(K::BITS - ROOT_BITS));
         t
@@ -380,6 +386,10 @@ impl<K: Key> Table<K> {
     fn get_covered(&self, k: K) -> ListMask {
         // With many entries most /16s hold one, yet few /24s do: one more load spares the
         // index's two or three on most misses.
+        let m = (k >> (K::BITS - MID_BITS)).low32() as usize;
+        if (self.mid.get(m / 64).copied().unwrap_or(0) >> (m % 64)) & 1 == 0 {
+            return 0;
+        }
         let f = (k >> (K::BITS - FINE_BITS)).low32() as usize;
         if (self.fine.get(f / 64).copied().unwrap_or(0) >> (f % 64)) & 1 == 0 {
             return 0;
