@@ -728,7 +728,8 @@ mod tests {
     /// of scanned lines; IPv6 and `-` are left to `addr_field`.
     #[test]
     fn ipv4_is_the_checked_value_or_none() {
-        struct Seen(Vec<(Option<Ipv4Addr>, Result<Option<IpAddr>, FieldError>)>);
+        type Both = (Option<Ipv4Addr>, Result<Option<IpAddr>, FieldError>);
+        struct Seen(Vec<Both>);
         impl crate::RecordSink for Seen {
             fn record(&mut self, rec: &FlowRecord<'_>) {
                 for f in [Field::SrcAddr, Field::DstAddr] {
