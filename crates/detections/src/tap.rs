@@ -131,21 +131,27 @@ impl Taps {
     /// The aggregates by hour.
     pub fn finish(self) -> TapsOutput {
         let mut out = TapsOutput::default();
-        if let Some(s) = self.scan {
-            for (hour, scans) in s.finish() {
+        let Taps { scan, volume, threat } = self;
+        // The three are independent: each in parallel with the others (and within itself).
+        let (scan, (volume, threat)) = rayon::join(
+            || scan.map(ScanTap::finish),
+            || rayon::join(|| volume.map(VolumeTap::finish), || threat.map(ThreatTap::finish)),
+        );
+        if let Some(s) = scan {
+            for (hour, scans) in s {
                 let t = out.hours.entry(hour).or_default();
                 t.vertical = scans.vertical;
                 t.horizontal = scans.horizontal;
                 t.scan_flows_over_cap = scans.overflow.dropped_flows;
             }
         }
-        if let Some(v) = self.volume {
-            for (hour, rows) in v.finish() {
+        if let Some(v) = volume {
+            for (hour, rows) in v {
                 out.hours.entry(hour).or_default().volume = rows;
             }
         }
-        if let Some(t) = self.threat {
-            for (hour, rows) in t.finish() {
+        if let Some(t) = threat {
+            for (hour, rows) in t {
                 out.hours.entry(hour).or_default().matches = rows;
             }
         }

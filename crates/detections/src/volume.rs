@@ -158,27 +158,30 @@ impl VolumeTap {
 
     /// The rows by hour, each hour's sorted by source address (numerically, IPv4 first).
     pub fn finish(self) -> BTreeMap<i64, Vec<VolumeRow>> {
-        let mut out = BTreeMap::new();
-        for (hour, sums) in self.into_hours() {
-            let mut v4: Vec<(u32, [u64; 3])> = sums.v4.into_iter().collect();
-            v4.sort_unstable_by_key(|(k, _)| *k);
-            let mut v6: Vec<(u128, [u64; 3])> = sums.v6.into_iter().collect();
-            v6.sort_unstable_by_key(|(k, _)| *k);
-            let row = |src: IpAddr, [flows, bytes, packets]: [u64; 3]| VolumeRow {
-                hour,
-                src_ip: src.to_string(),
-                flows,
-                bytes,
-                packets,
-            };
-            let rows: Vec<VolumeRow> = v4
-                .into_iter()
-                .map(|(k, v)| row(IpAddr::V4(k.into()), v))
-                .chain(v6.into_iter().map(|(k, v)| row(IpAddr::V6(k.into()), v)))
-                .collect();
-            out.insert(hour, rows);
-        }
-        out
+        use rayon::prelude::*;
+        // Hours in parallel: a row's address text is most of the work.
+        self.into_hours()
+            .into_par_iter()
+            .map(|(hour, sums)| {
+                let mut v4: Vec<(u32, [u64; 3])> = sums.v4.into_iter().collect();
+                v4.sort_unstable_by_key(|(k, _)| *k);
+                let mut v6: Vec<(u128, [u64; 3])> = sums.v6.into_iter().collect();
+                v6.sort_unstable_by_key(|(k, _)| *k);
+                let row = |src: IpAddr, [flows, bytes, packets]: [u64; 3]| VolumeRow {
+                    hour,
+                    src_ip: src.to_string(),
+                    flows,
+                    bytes,
+                    packets,
+                };
+                let rows: Vec<VolumeRow> = v4
+                    .into_iter()
+                    .map(|(k, v)| row(IpAddr::V4(k.into()), v))
+                    .chain(v6.into_iter().map(|(k, v)| row(IpAddr::V6(k.into()), v)))
+                    .collect();
+                (hour, rows)
+            })
+            .collect()
     }
 
     /// (hour, source) keys held.

@@ -463,21 +463,24 @@ pub fn replay(
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), "rows built");
     let name = format!("replay-{}", unique_suffix());
     let write = || write_hours(history, &by_hour, &tables, &cfg.detections, &name);
-    let spikes = if cfg.pipeline.detect.mode != Mode::Splunk {
+    let covered: Vec<i64> = by_hour.keys().copied().collect();
+    // Like the spikes' detection below, the other detections read rows in memory and only
+    // hours of their tables outside the ones being written: they run while files are written.
+    let evaluate = || tables.evaluate(&cfg.detections, history.store().as_ref(), &covered);
+    let (spikes, findings) = if cfg.pipeline.detect.mode != Mode::Splunk {
         // Window- and adaptive-mode detection read only rows in memory and hours outside the
         // ones being written, and save nothing: they run while the files are written.
-        let (written, spikes) =
-            rayon::join(write, || detect_range(&cfg.pipeline.detect, history, &by_hour));
+        let (written, (spikes, findings)) = rayon::join(write, || {
+            rayon::join(|| detect_range(&cfg.pipeline.detect, history, &by_hour), evaluate)
+        });
         written?;
-        spikes?
+        (spikes?, findings?)
     } else {
         // Splunk mode saves its baseline: only after the hours it covers are written.
         write()?;
-        detect_range(&cfg.pipeline.detect, history, &by_hour)?
+        (detect_range(&cfg.pipeline.detect, history, &by_hour)?, evaluate()?)
     };
     summary.hours_written = by_hour.len() as u64;
-    let covered: Vec<i64> = by_hour.keys().copied().collect();
-    let findings = tables.evaluate(&cfg.detections, history.store().as_ref(), &covered)?;
     summary.findings = findings.len() as u64;
     tracing::debug!(elapsed = ?started.elapsed(), hours = by_hour.len(), spikes = spikes.len(), "history written, detected");
 

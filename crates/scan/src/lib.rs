@@ -12,19 +12,20 @@
 //! [`vertical_batch`] / [`horizontal_batch`] make the Parquet tables' record batches.
 //!
 //! # How it is fast
-//! A record is a hash lookup of its (hour, source) group — a map of one hour's sources, small
-//! enough to stay in cache — and an 8-byte append (IPv4; 28 bytes otherwise) to the group's
-//! buffer. No per-(source, destination) map is touched per record: in [`ScanTap::finish`] each
-//! group's buffer is sorted twice, by (destination, port) and by (protocol, port, destination),
-//! and counted in one linear pass each, groups in parallel. Exact pre-filters skip the work that
-//! cannot make a row: a group with fewer records than the smaller keep threshold, and a key with
-//! fewer records than its keep threshold (both only after every partial is merged).
+//! An IPv4 record is a 16-byte append (source, then destination, port and protocol packed in 8
+//! bytes) to its hour's flat buffer: no lookup. When the buffer fills (at most 512 Ki records)
+//! and in [`ScanTap::finish`], one counting pass over it (sources hashed into at most 65,536
+//! buckets) finds the sources that may reach a row; only their records go to their (hour,
+//! source) group — a map of the few busy sources, small enough to stay in cache — the others
+//! stay buffered (or, in `finish`, are left out: they cannot make a row). Other records (an
+//! IPv6 address) go straight to their group, 28 bytes each. No per-(source, destination) map is
+//! touched per record: in `finish` each group's buffer is sorted twice, by (destination, port)
+//! and by (protocol, port, destination), and counted in one linear pass each, groups and hours
+//! in parallel. Exact pre-filters skip the work that cannot make a row: a source with fewer
+//! records than the smaller keep threshold, a group likewise, and a key with fewer records than
+//! its keep threshold (all only after every partial is merged).
 //!
-//! Measured (`cargo bench -p flowspike-scan --bench scan`, 7.07 M records shaped like
-//! bench/compare's 10 M with a /16 sweep and a 1,000-port scan injected; 2 shared cores,
-//! 2026-12-07): `add` 27 ns CPU per record, `finish` 28 ns CPU per record (23 ns wall on one
-//! thread), 128 MiB held after the adds. That is about 55 ns per record with an internal
-//! source: above the 20-25 ns the 25 % budget leaves this detection (see the bench).
+//! Measured: see docs/detections.md *Speed* (the whole replay with and without this tap).
 //!
 //! # Bounded memory
 //! Per key, a fixed largest size:
@@ -36,8 +37,9 @@
 //!   `flowspike_model::Hll` (16 KiB) plus the [`ScanConfig::sample`] lowest addresses; the count
 //!   is then an estimate (standard error 0.81 %) and the row says `estimated`;
 //! - plus about 40 bytes of key (`size_of` of the key structs) and, before a group is folded,
-//!   8 bytes per buffered IPv4 record (28 otherwise), at most [`ScanConfig::compact_at`] records
-//!   per group.
+//!   8 bytes per buffered IPv4 record in its group (28 otherwise), at most
+//!   [`ScanConfig::compact_at`] records per group; before that, 16 bytes per IPv4 record in the
+//!   hour's flat buffer (at most 512 Ki records, 8 MiB, and fewer with a small key cap).
 //!
 //! Per hour, [`ScanConfig::max_keys_per_hour`] caps the *key slots*: a key takes one slot plus
 //! one per 64 bytes of its set (a bitmap key 129 slots, a sketched one 257). Vectors are kept
@@ -46,7 +48,7 @@
 //! out; tested on a /16 sweep and on all ports of a host): **1 GiB holds about 5 million slots**.
 //! An hour is folded and cut when its slots, counting each buffered record as the 3 slots it
 //! can become, pass 5/4 of the cap: at the default 4 M slots an hour stays near 1 GiB at worst.
-//! Ordinary traffic never folds before `finish` (8 bytes per buffered record). Past the cap, the
+//! Ordinary traffic never folds before `finish` (8 or 16 bytes per buffered record). Past the cap, the
 //! sources with the lowest addresses whose slots fit are kept whole; every other source of that
 //! hour is dropped for good and its records counted in [`Overflow`]. Slots only grow as records
 //! arrive, so the sources kept are the same whatever the split of records among taps and the

@@ -33,6 +33,8 @@ struct Limits {
     max_keys: usize,
     /// Largest number of slots one buffered record can add once folded (see `ScanTap::add`).
     slots_per_record: usize,
+    /// IPv4 records an hour holds unsorted before they go to their groups ([`HourState::flat`]).
+    flat_cap: usize,
 }
 
 impl Limits {
@@ -48,6 +50,12 @@ impl Limits {
         let jump_h = jump(dest_cap_v4 * u32::BYTES, HLL_BYTES)
             .max(jump(dest_cap_wide * IpAddr::BYTES, HLL_BYTES));
         let slots_per_record = 2 + jump(port_cap * 2, BITMAP_BYTES) + jump_h;
+        // Well below the key cap's check (`HourState::check` counts buffered records at their
+        // largest cost), and at most 8 MiB an hour.
+        // (Small caps — tests — flush at small sizes, so every path runs.)
+        let flat_cap = (cfg.max_keys_per_hour / slots_per_record / 4)
+            .min(1 << 19)
+            .max(cfg.compact_at.min(1024));
         Limits {
             // A row that alerts is always kept.
             keep_ports: u64::from(cfg.keep_ports.min(cfg.vertical_min_ports)),
@@ -59,6 +67,7 @@ impl Limits {
             compact_at: cfg.compact_at.max(1),
             max_keys: cfg.max_keys_per_hour,
             slots_per_record,
+            flat_cap,
         }
     }
 
@@ -431,12 +440,35 @@ impl Group<u32> {
     }
 }
 
+/// What [`HourState::flush`] does with the buffered records of sources that have fewer than
+/// the smallest keep threshold there and nothing elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Everything goes to its group (before the key cap counts every source's keys).
+    All,
+    /// They stay buffered (more records may follow).
+    KeepSmall,
+    /// They are left out: no record follows, and they cannot make a row.
+    DropSmall,
+}
+
+/// The bucket of IPv4 source `s` among `n` (a power of two) for [`HourState::flush`]'s counts.
+#[inline]
+fn flat_bucket(s: u32, n: usize) -> usize {
+    ((u64::from(s).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & (n - 1)
+}
+
 /// One hour of a tap.
 #[derive(Debug, Clone)]
 struct HourState {
     hour: i64,
     /// IPv4 source and destination: the fast path.
     v4: Map<u32, Group<u32>>,
+    /// IPv4 records not yet in their group, in arrival order: the source and the packed record.
+    /// Appending costs no lookup; most sources of an hour never reach a row's threshold, and the
+    /// last flush ([`Flush::DropSmall`]) leaves their records out after one counting pass, so
+    /// their groups are never made (a group lookup per record was the tap's largest cost).
+    flat: Vec<(u32, u64)>,
     /// Everything else (an IPv6 address on either side).
     wide: Map<IpAddr, Group<IpAddr>>,
     /// Buffered (unfolded) records in all groups.
@@ -454,6 +486,7 @@ impl HourState {
         HourState {
             hour,
             v4: Map::default(),
+            flat: Vec::new(),
             wide: Map::default(),
             pending: 0,
             slots: 0,
@@ -473,6 +506,7 @@ impl HourState {
     /// records is never below the one found on all of them: the sources kept in the end are the
     /// same whatever the order of records, merges and compactions.
     fn enforce(&mut self, lim: &Limits) {
+        self.flush(lim, Flush::All);
         for g in self.v4.values_mut() {
             g.compact(lim, false, &mut Scratch::default());
         }
@@ -510,6 +544,9 @@ impl HourState {
     fn drop_from_cutoff(&mut self) {
         let Some(c) = self.cutoff else { return };
         let mut dropped = 0;
+        let before = self.flat.len();
+        self.flat.retain(|&(s, _)| s.ip() < c);
+        dropped += (before - self.flat.len()) as u64;
         self.v4.retain(|&s, g| {
             let keep = s.ip() < c;
             if !keep {
@@ -529,7 +566,8 @@ impl HourState {
     }
 
     fn recount(&mut self) {
-        self.pending = self.v4.values().map(|g| g.raw.len()).sum::<usize>()
+        self.pending = self.flat.len()
+            + self.v4.values().map(|g| g.raw.len()).sum::<usize>()
             + self.wide.values().map(|g| g.raw.len()).sum::<usize>();
         self.slots = self.v4.values().map(|g| g.slots).sum::<usize>()
             + self.wide.values().map(|g| g.slots).sum::<usize>();
@@ -550,6 +588,7 @@ impl HourState {
         };
         self.dropped_flows += other.dropped_flows;
         let c = self.cutoff;
+        self.flat.extend_from_slice(&other.flat);
         for (s, g) in other.v4 {
             if c.is_some_and(|c| s.ip() >= c) {
                 self.dropped_flows += g.flows;
@@ -565,14 +604,72 @@ impl HourState {
             }
         }
         self.drop_from_cutoff();
+        if self.flat.len() >= lim.flat_cap {
+            self.flush(lim, Flush::KeepSmall);
+        }
         self.recount();
         self.check(lim);
+    }
+
+    /// Hands the buffered IPv4 records to their groups (see [`Flush`]), folding a group whose
+    /// buffer fills.
+    fn flush(&mut self, lim: &Limits, how: Flush) {
+        if self.flat.is_empty() {
+            return;
+        }
+        let flat = std::mem::take(&mut self.flat);
+        let min_keep = lim.keep_ports.min(lim.keep_dests);
+        let mut counts = Vec::new();
+        let small = |counts: &Vec<u32>, v4: &Map<u32, Group<u32>>, wide: &Map<IpAddr, _>, s| {
+            // A bucket's count is at least its every source's: a source below the threshold in
+            // it has fewer records here; with no group (nor an IPv6 half) it has no others.
+            u64::from(counts.get(flat_bucket(s, counts.len())).copied().unwrap_or(0)) < min_keep
+                && !v4.contains_key(&s)
+                && !wide.contains_key(&s.ip())
+        };
+        if how != Flush::All && min_keep > 1 {
+            counts.resize(flat.len().next_power_of_two().clamp(64, 1 << 16), 0u32);
+            let n = counts.len();
+            for &(s, _) in &flat {
+                if let Some(c) = counts.get_mut(flat_bucket(s, n)) {
+                    *c += 1;
+                }
+            }
+        }
+        let mut rest = Vec::new();
+        let mut scratch = Scratch::default();
+        for &(s, r) in &flat {
+            if !counts.is_empty() && small(&counts, &self.v4, &self.wide, s) {
+                if how == Flush::KeepSmall {
+                    rest.push((s, r));
+                }
+                continue;
+            }
+            let g = self.v4.entry(s).or_default();
+            if g.raw.capacity() == 0 {
+                g.raw.reserve(32);
+            }
+            g.raw.push(r);
+            g.flows += 1;
+            if g.raw.len() >= lim.compact_at {
+                g.compact(lim, false, &mut scratch);
+            }
+        }
+        // Records kept back must leave room for the next ones, or every append would flush.
+        if rest.len() > lim.flat_cap / 2 {
+            self.flat = rest;
+            self.flush(lim, Flush::All);
+        } else {
+            self.flat = rest;
+        }
+        self.recount();
     }
 
     fn bytes(&self) -> usize {
         let map = |n: usize, entry: usize| n * (entry + 1);
         std::mem::size_of::<Self>()
             + map(self.v4.capacity(), std::mem::size_of::<(u32, Group<u32>)>())
+            + self.flat.capacity() * std::mem::size_of::<(u32, u64)>()
             + map(self.wide.capacity(), std::mem::size_of::<(IpAddr, Group<IpAddr>)>())
             + self.v4.values().map(|g| g.bytes() - std::mem::size_of::<Group<u32>>()).sum::<usize>()
             + self
@@ -587,6 +684,9 @@ impl HourState {
         if self.slots_bound(lim) > lim.max_keys {
             self.enforce(lim);
         }
+        // Under the cap nothing is dropped, so records that cannot make a row may be left out
+        // (`enforce` above folded everything first, as the cap counts every source's keys).
+        self.flush(lim, Flush::DropSmall);
         // An IPv4 source with IPv6 destinations: one group on the general path.
         let mixed: Vec<IpAddr> = self.wide.keys().filter(|s| s.is_ipv4()).copied().collect();
         for s in mixed {
@@ -708,7 +808,13 @@ impl ScanTap {
         }
         let folded = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                push(&mut h.v4, u32::from(s), (u32::from(d), dst_port, protocol), &lim)
+                h.flat.push((u32::from(s), u32::pack(u32::from(d), dst_port, protocol)));
+                h.pending += 1;
+                if h.flat.len() >= lim.flat_cap {
+                    h.flush(&lim, Flush::KeepSmall);
+                }
+                h.check(&lim);
+                return;
             }
             _ => push(&mut h.wide, src, (dst, dst_port, protocol), &lim),
         };
@@ -741,7 +847,7 @@ impl ScanTap {
     /// protocol), addresses in `IpAddr` order. Groups are folded in parallel (rayon).
     pub fn finish(self) -> BTreeMap<i64, HourScans> {
         let lim = self.lim;
-        self.hours.into_iter().map(|h| (h.hour, h.finish(&lim))).collect()
+        self.hours.into_par_iter().map(|h| (h.hour, h.finish(&lim))).collect()
     }
 
     /// Bytes held (an estimate from sizes and capacities, allocator overhead left out).

@@ -333,6 +333,8 @@ fn buffered_record_sizes_are_as_documented() {
     use crate::sets::Addr;
     assert_eq!(std::mem::size_of::<<u32 as Addr>::Raw>(), 8);
     assert_eq!(std::mem::size_of::<<IpAddr as Addr>::Raw>(), 28);
+    // An hour's flat buffer: the source beside the packed record.
+    assert_eq!(std::mem::size_of::<(u32, <u32 as Addr>::Raw)>(), 16);
 }
 
 #[test]
