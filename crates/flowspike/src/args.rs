@@ -149,8 +149,9 @@ pub struct FindingsArgs {
     /// Finding) or asff (AWS Security Finding Format; needs --aws-account-id and a region).
     #[arg(long, default_value = "native", env = "FLOWSPIKE_OUTPUT_FORMAT")]
     pub output_format: String,
-    /// Also import every spike and finding into AWS Security Hub as ASFF findings (BatchImportFindings), in
-    /// --aws-account-id and the region of the AWS configuration (AWS_REGION or the profile).
+    /// Also import every spike and finding into AWS Security Hub as ASFF findings
+    /// (BatchImportFindings), in --aws-account-id and the region of the AWS configuration
+    /// (AWS_REGION or the profile).
     #[arg(long, env = "FLOWSPIKE_SECURITYHUB")]
     pub securityhub: bool,
     /// Also send every spike and finding to this Amazon EventBridge event bus (PutEvents; source
