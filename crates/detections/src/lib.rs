@@ -17,10 +17,10 @@ mod volume;
 pub use flowspike_findings::{finding_id, Finding};
 pub use flowspike_scan::{HorizontalRow, VerticalRow};
 pub use set::{Detection, DetectionSet, UnknownDetection};
-pub use tap::{HourTables, Taps, TapsOutput, WithTaps};
+pub use tap::{HourTables, Taps, TapsOutput, WithTaps, TAPS_SNAPSHOT_VERSION};
 pub use volume::{
-    detect_volume, volume_batch, volume_rows, volume_schema, VolumeConfig, VolumeRow, VolumeTap,
-    DEFAULT_UNIT_BYTES, DEFAULT_VOLUME_ALPHA,
+    detect_volume, volume_batch, volume_rows, volume_schema, VolumeConfig, VolumeRow,
+    VolumeSnapshot, VolumeTap, DEFAULT_UNIT_BYTES, DEFAULT_VOLUME_ALPHA,
 };
 
 use std::sync::Arc;
@@ -108,6 +108,9 @@ pub enum DetectionsError {
         /// What is wrong.
         message: String,
     },
+    /// A checkpoint's taps snapshot does not decode.
+    #[error("taps snapshot: {0}")]
+    Snapshot(String),
     /// The volume detector failed.
     #[error("outbound volume detection: {0}")]
     Detect(#[from] flowspike_detect::DetectError),

@@ -10,14 +10,17 @@ use flowspike_scan::{horizontal_batch, vertical_batch, HorizontalRow, ScanTap, V
 use flowspike_threat::{match_batch, Flow, MatchRow, ThreatTap};
 
 use crate::volume::{detect_volume, volume_batch, VolumeRow, VolumeTap};
+
+mod snapshot;
 use crate::{
     Detection, DetectionsConfig, DetectionsError, Finding, PORT_SCAN_TABLE, PORT_SWEEP_TABLE,
     THREAT_TABLE, VOLUME_TABLE,
 };
+pub use snapshot::TAPS_SNAPSHOT_VERSION;
 
 /// One worker's aggregates of every detection of a [`DetectionsConfig`] but the blocked spike
 /// (which the counter keeps).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Taps {
     /// Vertical and horizontal scans share one tap (the same records, two folds).
     scan: Option<ScanTap>,
@@ -229,11 +232,36 @@ impl TapsOutput {
         hour: i64,
         name: &str,
     ) -> Result<(), DetectionsError> {
+        self.write_tables(cfg, hour, |table, batch| table.replace_hour(store, hour, batch, name))
+    }
+
+    /// Writes the tables of `hour` as [`TapsOutput::write_hour`] does, but as one file `name`
+    /// beside the hour's other files (a streaming source's: replay's and other streams' files
+    /// of the hour stay; a redo with the same name overwrites its own).
+    pub fn put_hour(
+        &self,
+        cfg: &DetectionsConfig,
+        store: &dyn Store,
+        hour: i64,
+        name: &str,
+    ) -> Result<(), DetectionsError> {
+        self.write_tables(cfg, hour, |table, batch| table.put_hour_file(store, hour, batch, name))
+    }
+
+    /// Hands each table of `hour` that `cfg` writes to `write`.
+    fn write_tables(
+        &self,
+        cfg: &DetectionsConfig,
+        hour: i64,
+        write: impl Fn(
+            flowspike_history::Table,
+            &arrow_array::RecordBatch,
+        ) -> Result<String, flowspike_history::HistoryError>,
+    ) -> Result<(), DetectionsError> {
         let empty = HourTables::default();
         let t = self.hours.get(&hour).unwrap_or(&empty);
         let put = |table: flowspike_history::Table, batch: &arrow_array::RecordBatch| {
-            table
-                .replace_hour(store, hour, batch, name)
+            write(table, batch)
                 .map(drop)
                 .map_err(|source| DetectionsError::History { table: table.name, source })
         };
@@ -244,14 +272,10 @@ impl TapsOutput {
             put(PORT_SWEEP_TABLE, &horizontal_batch(&t.horizontal))?;
         }
         if cfg.set.contains(Detection::OutboundVolume) {
-            VOLUME_TABLE
-                .replace_hour(store, hour, &volume_batch(&t.volume), name)
-                .map_err(|source| DetectionsError::History { table: VOLUME_TABLE.name, source })?;
+            put(VOLUME_TABLE, &volume_batch(&t.volume))?;
         }
         if cfg.set.contains(Detection::ThreatList) && cfg.threat_lists.is_some() {
-            THREAT_TABLE
-                .replace_hour(store, hour, &match_batch(&t.matches), name)
-                .map_err(|source| DetectionsError::History { table: THREAT_TABLE.name, source })?;
+            put(THREAT_TABLE, &match_batch(&t.matches))?;
         }
         Ok(())
     }
