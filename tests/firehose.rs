@@ -19,7 +19,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use serde_json::{json, Value};
 
-use crate::util::flowspike;
+use crate::util::{files_under, flowspike};
 
 const HOUR: i64 = 3600;
 const ACCOUNT: &str = "123456789012";
@@ -739,25 +739,6 @@ fn early_alert_is_written_while_the_hour_is_open() {
     );
 }
 
-/// The archive files of `dir` (recursive), sorted by path: one Firehose record each (gzip
-/// objects are a framing the endpoint reads).
-fn archive_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `flowspike gen --cases 1` pushed through serve-firehose with every detection: the labelled
 /// port scan, port sweep and threat-list contacts are found (in OCSF, where the spikes go), each
 /// detection's table is written under the state beside the aggregates; with `--detections
@@ -784,13 +765,14 @@ fn gen_cases_through_serve_firehose_give_findings_and_tables() {
         .join(",");
     // In time order across the archive's accounts (the file names' `_YYYYMMDDTHHMMZ_`), as
     // Firehose would deliver them: no record is late.
-    let mut files = archive_files(&archive.join("AWSLogs"));
+    let mut files = files_under(&archive.join("AWSLogs"));
     assert!(!files.is_empty());
     let stamp = |p: &PathBuf| {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         name.split('_').find(|part| part.len() == 14 && part.ends_with('Z')).map(str::to_owned)
     };
     files.sort_by_key(|p| (stamp(p), p.clone()));
+    // One Firehose record per object: gzip is a framing the endpoint reads.
     let records: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("object")).collect();
 
     let run = |name: &str, extra: &[&str]| -> (PathBuf, Vec<Value>, Value) {
@@ -850,7 +832,7 @@ fn gen_cases_through_serve_firehose_give_findings_and_tables() {
     ids.dedup();
     assert_eq!(ids.len(), n, "a finding emitted twice");
     for table in ["port_scans", "port_sweeps", "outbound_volume", "threat_matches"] {
-        let files: Vec<PathBuf> = archive_files(&state.join(table));
+        let files: Vec<PathBuf> = files_under(&state.join(table));
         assert!(!files.is_empty(), "no {table} table");
         assert!(
             files.iter().all(|f| f.file_name().is_some_and(|n| n == "consumer-firehose.parquet")),

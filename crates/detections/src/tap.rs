@@ -232,24 +232,14 @@ impl TapsOutput {
         hour: i64,
         name: &str,
     ) -> Result<(), DetectionsError> {
-        self.write_tables(cfg, hour, |table, batch| table.replace_hour(store, hour, batch, name))
+        self.write_hour_with(cfg, hour, |table, batch| table.replace_hour(store, hour, batch, name))
     }
 
-    /// Writes the tables of `hour` as [`TapsOutput::write_hour`] does, but as one file `name`
-    /// beside the hour's other files (a streaming source's: replay's and other streams' files
-    /// of the hour stay; a redo with the same name overwrites its own).
-    pub fn put_hour(
-        &self,
-        cfg: &DetectionsConfig,
-        store: &dyn Store,
-        hour: i64,
-        name: &str,
-    ) -> Result<(), DetectionsError> {
-        self.write_tables(cfg, hour, |table, batch| table.put_hour_file(store, hour, batch, name))
-    }
-
-    /// Hands each table of `hour` that `cfg` writes to `write`.
-    fn write_tables(
+    /// Hands the batch of each table of `hour` that `cfg` writes (empty when the hour has no
+    /// row) to `write`: [`TapsOutput::write_hour`] replaces the hour; a streaming source puts its
+    /// own file beside the hour's others (`Table::put_hour_file`: replay's and other streams'
+    /// files stay, a redo with the same name overwrites its own).
+    pub fn write_hour_with(
         &self,
         cfg: &DetectionsConfig,
         hour: i64,

@@ -747,7 +747,9 @@ impl Engine {
         let store = self.history.store().clone();
         let name = self.main_name();
         for &h in &hours {
-            self.closed_taps.put_hour(&self.cfg.detections, store.as_ref(), h, &name)?;
+            let put =
+                |t: flowspike_history::Table, b: &_| t.put_hour_file(store.as_ref(), h, b, &name);
+            self.closed_taps.write_hour_with(&self.cfg.detections, h, put)?;
         }
         let found = self.closed_taps.evaluate(&self.cfg.detections, store.as_ref(), &hours)?;
         let new: Vec<Finding> =

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use flowlog::for_each_record;
 use flowspike_counter::{CountSink, Counter, CounterConfig, Pipeline, Rule};
-use flowspike_detect::DetectConfig;
 use flowspike_detections::{
     Taps, WithTaps, PORT_SCAN_TABLE, PORT_SWEEP_TABLE, THREAT_TABLE, VOLUME_TABLE,
 };
@@ -57,16 +56,9 @@ fn detections() -> DetectionsConfig {
     }
 }
 
+/// The other engine tests' settings (window mode, lateness [`LATENESS`]) with the detections on.
 fn cfg() -> EngineConfig {
-    EngineConfig {
-        stream: "flows".into(),
-        allowed_lateness_secs: LATENESS,
-        pipeline: Pipeline {
-            detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
-            ..Pipeline::default()
-        },
-        detections: detections(),
-    }
+    EngineConfig { detections: detections(), ..super::tests::cfg() }
 }
 
 fn line(src: &str, dst: &str, dport: u32, start: i64, action: &str) -> String {

@@ -11,7 +11,7 @@ use super::*;
 const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const LATENESS: i64 = 600;
 
-fn cfg() -> EngineConfig {
+pub(super) fn cfg() -> EngineConfig {
     EngineConfig {
         stream: "flows".into(),
         allowed_lateness_secs: LATENESS,
