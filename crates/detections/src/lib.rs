@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use flowspike_history::{HistoryError, Table};
 use flowspike_scan::ScanConfig;
-use flowspike_threat::{ThreatConfig, ThreatLists};
+use flowspike_threat::{Reloader, ThreatConfig, ThreatLists};
 
 /// The table of the outbound volume aggregates.
 pub const VOLUME_TABLE: Table = Table { name: "outbound_volume" };
@@ -49,6 +49,10 @@ pub struct DetectionsConfig {
     pub volume: VolumeConfig,
     /// The threat lists (`--threat-list`); the threat-list detection runs only with lists.
     pub threat_lists: Option<Arc<ThreatLists>>,
+    /// Where the lists come from when they may change while a service runs: each new [`Taps`]
+    /// then matches against the lists in force ([`DetectionsConfig::lists_now`]), so a reload
+    /// (`Reloader::reload_if_changed`, on the services' timer) reaches the next batch.
+    pub threat_reloader: Option<Arc<Reloader>>,
     /// Caps of the threat-match rows.
     pub threat: ThreatConfig,
 }
@@ -86,6 +90,15 @@ impl DetectionsConfig {
     /// No detection but the blocked spike (no taps).
     pub fn none() -> DetectionsConfig {
         DetectionsConfig { set: DetectionSet::blocked_spike_only(), ..Default::default() }
+    }
+
+    /// The threat lists in force: the reloader's current ones when there is a reloader, else
+    /// `threat_lists`.
+    pub fn lists_now(&self) -> Option<Arc<ThreatLists>> {
+        match &self.threat_reloader {
+            Some(r) => Some(r.current()),
+            None => self.threat_lists.clone(),
+        }
     }
 }
 

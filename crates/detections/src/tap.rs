@@ -32,9 +32,9 @@ impl Taps {
     /// The taps of `cfg`'s detections.
     pub fn new(cfg: &DetectionsConfig) -> Taps {
         let volume = cfg.set.contains(Detection::OutboundVolume).then(VolumeTap::default);
-        let threat = match &cfg.threat_lists {
+        let threat = match cfg.lists_now() {
             Some(lists) if cfg.set.contains(Detection::ThreatList) && !lists.is_empty() => {
-                Some(ThreatTap::new(lists.clone(), &cfg.threat))
+                Some(ThreatTap::new(lists, &cfg.threat))
             }
             _ => None,
         };
@@ -369,6 +369,36 @@ mod tests {
             findings.iter().find(|f| f.list.as_deref() == Some("other")).unwrap().severity,
             "medium"
         );
+    }
+
+    /// Taps made after a reload of a changed list file match against the new list; taps made
+    /// before keep the lists they were made with.
+    #[test]
+    fn taps_made_after_a_reload_use_the_new_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tor-exits.txt");
+        std::fs::write(&path, "198.51.7.1\n").unwrap();
+        let source = flowspike_threat::FileSource::named_by_stem(&path);
+        let reloader = Arc::new(flowspike_threat::Reloader::load(vec![Box::new(source)]).unwrap());
+        let cfg = DetectionsConfig {
+            threat_lists: Some(reloader.current()),
+            threat_reloader: Some(reloader.clone()),
+            ..DetectionsConfig::default()
+        };
+        let t = 1_767_225_600;
+        let text = [
+            line("10.0.0.1", "198.51.7.1", 443, 100, t, "ACCEPT"),
+            line("10.0.0.2", "198.51.7.2", 443, 100, t, "ACCEPT"),
+        ]
+        .concat();
+        let matched = |out: &TapsOutput| -> Vec<String> {
+            out.hours.values().flat_map(|h| h.matches.iter().map(|r| r.src_ip.clone())).collect()
+        };
+        assert_eq!(matched(&run(&cfg, &text)), ["10.0.0.1"]);
+        // A longer file: a new fingerprint whatever the clock's resolution.
+        std::fs::write(&path, "198.51.7.1\n198.51.7.2\n").unwrap();
+        assert!(reloader.reload_if_changed().unwrap());
+        assert_eq!(matched(&run(&cfg, &text)), ["10.0.0.1", "10.0.0.2"]);
     }
 
     #[test]

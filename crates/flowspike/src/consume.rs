@@ -9,7 +9,9 @@ use flowspike_aws::S3;
 use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
 
 use crate::args::{DetectionsArgs, FindingsArgs, PipelineArgs};
-use crate::settings::{detections, metrics_addr, open_state, output, parse_time, pipeline};
+use crate::settings::{
+    detections, metrics_addr, open_state, output, parse_time, pipeline, spawn_threat_reload,
+};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]
@@ -91,6 +93,10 @@ pub struct ConsumeArgs {
     /// The other detections (not in lease mode, which runs the blocked spike only).
     #[command(flatten)]
     pub detections: DetectionsArgs,
+    /// Reread the --threat-list files (or S3 objects) this often and use a changed list for the
+    /// batches that follow (0: never; a list that no longer parses keeps its previous version).
+    #[arg(long, default_value_t = 300, env = "FLOWSPIKE_THREAT_LIST_RELOAD_SECS")]
+    pub threat_list_reload_secs: u64,
 }
 
 /// The consumer settings from the arguments; `s3` is made when a threat list is in S3.
@@ -181,6 +187,9 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<u8> {
     let mut s3 = None;
     let cfg = config(&a, &mut s3)?;
     let store = open_state(&a.state, &mut s3)?;
+    if cfg.lease.is_none() {
+        spawn_threat_reload(&cfg.detections, Duration::from_secs(a.threat_list_reload_secs));
+    }
     let summary = flowspike_consumer::run(cfg, store)
         .with_context(|| format!("consuming stream {}", a.stream))?;
     eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());

@@ -10,7 +10,9 @@ use flowspike_aws::S3;
 use flowspike_firehose::{FirehoseConfig, TlsFiles};
 
 use crate::args::{DetectionsArgs, FindingsArgs, PipelineArgs};
-use crate::settings::{detections, metrics_addr, open_state, output, pipeline};
+use crate::settings::{
+    detections, metrics_addr, open_state, output, pipeline, spawn_threat_reload,
+};
 
 /// Default of `--max-record-decompressed-bytes`: a Firehose record is at most 1,000 KiB and a
 /// CloudWatch Logs envelope carries at most about 1 MiB of log events, so 64 MiB leaves a wide
@@ -104,6 +106,10 @@ pub struct ServeFirehoseArgs {
     /// The other detections.
     #[command(flatten)]
     pub detections: DetectionsArgs,
+    /// Reread the --threat-list files (or S3 objects) this often and use a changed list for the
+    /// batches that follow (0: never; a list that no longer parses keeps its previous version).
+    #[arg(long, default_value_t = 300, env = "FLOWSPIKE_THREAT_LIST_RELOAD_SECS")]
+    pub threat_list_reload_secs: u64,
 }
 
 /// The endpoint settings from the arguments; `s3` is made when a threat list is in S3.
@@ -178,6 +184,7 @@ pub fn run(a: ServeFirehoseArgs) -> anyhow::Result<u8> {
         );
     }
     let store = open_state(&a.state, &mut s3)?;
+    spawn_threat_reload(&cfg.detections, Duration::from_secs(a.threat_list_reload_secs));
     let summary = flowspike_firehose::run(cfg, store)
         .with_context(|| format!("serving the firehose endpoint {}", a.name))?;
     eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
