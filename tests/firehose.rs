@@ -850,3 +850,39 @@ fn gen_cases_through_serve_firehose_give_findings_and_tables() {
     }
     assert!(only.join("aggregates").exists());
 }
+
+/// `--threat-list-reload-secs`: an address added to a list file while serve-firehose runs is
+/// matched in the requests after the reload, not in those before.
+#[test]
+fn threat_list_changes_reach_the_requests_after_the_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let list = dir.path().join("tor-exits.txt");
+    std::fs::write(&list, "198.51.7.1\n").expect("list");
+    let b = base(2);
+    let flow = |src: &str, t: i64| -> Vec<u8> {
+        line(&("eni-0a".into(), src.into(), "198.51.7.2".into(), b + t, "ACCEPT")).into_bytes()
+    };
+    let list_arg = list.display().to_string();
+    let extra = ["--threat-list", &list_arg, "--threat-list-reload-secs", "1"];
+    let ep = Endpoint::start(dir.path(), &state, "reload", 4, &extra);
+    let post = Poster::new(ep.port);
+    post.ok("before", false, body("before", &[flow("10.0.0.1", 10)]));
+    // A longer file: a new fingerprint whatever the clock's resolution.
+    std::fs::write(&list, "198.51.7.1\n198.51.7.2\n").expect("list");
+    wait_until(&ep, 30, "the reload", || ep.log().contains("threat lists reloaded"));
+    post.ok("after", false, body("after", &[flow("10.0.0.3", 20)]));
+    wait_until(&ep, 30, "the finding", || {
+        ep.spikes().iter().any(|l| l["detection"] == "threat_list")
+    });
+    ep.stop();
+    let out = std::fs::read_to_string(dir.path().join("reload.spikes.jsonl")).expect("output");
+    let found: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|l| l["detection"] == "threat_list")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["src_ip"], "10.0.0.3");
+    assert_eq!(found[0]["list"], "tor-exits");
+}
