@@ -263,6 +263,18 @@ fn cloudwatch_logs_subscription_to_aggregates_and_spike_stream() {
         assert!(files[0].ends_with("/consumer-flows.parquet"), "{files:?}");
     }
     assert!(state.join("consumer/flows/manifest.json").exists());
+    // The other detections run too (`--detections all`, the default): every closed hour has the
+    // stream's file in each of their tables (the readers' batches carry the taps).
+    let store = hist.store().as_ref();
+    for table in ["port_scans", "port_sweeps", "outbound_volume"] {
+        let t = flowspike_history::Table { name: table };
+        let hours: Vec<i64> = (0..10).map(|h| base + h * HOUR).collect();
+        assert_eq!(t.hours(store).expect("table hours"), hours, "{table}");
+        for h in hours {
+            let files = t.hour_files(store, h).expect("table files");
+            assert!(files.len() == 1 && files[0].ends_with("/consumer-flows.parquet"), "{files:?}");
+        }
+    }
 
     let spikes = rt.block_on(read_all(&k, "spikes"));
     assert_eq!(spikes.len(), 1, "spike records on the output stream");

@@ -19,7 +19,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use serde_json::{json, Value};
 
-use crate::util::flowspike;
+use crate::util::{files_under, flowspike};
 
 const HOUR: i64 = 3600;
 const ACCOUNT: &str = "123456789012";
@@ -737,4 +737,152 @@ fn early_alert_is_written_while_the_hour_is_open() {
         "time-to-alert: {} ms (burst request sent → early spike written)",
         elapsed.as_millis()
     );
+}
+
+/// `flowspike gen --cases 1` pushed through serve-firehose with every detection: the labelled
+/// port scan, port sweep and threat-list contacts are found (in OCSF, where the spikes go), each
+/// detection's table is written under the state beside the aggregates; with `--detections
+/// blocked-spike` neither findings nor tables appear.
+#[test]
+fn gen_cases_through_serve_firehose_give_findings_and_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive");
+    let gen = ["gen", "--hours", "48", "--hosts", "12", "--seed", "3", "--cases", "1", "--out"];
+    let st = flowspike().args(gen).arg(&archive).status().expect("gen");
+    assert!(st.success(), "gen failed");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(archive.join("manifest.json")).expect("manifest"))
+            .expect("manifest json");
+    let positives: Vec<(String, String)> = manifest["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["positive"] == true)
+        .map(|c| (c["kind"].as_str().unwrap().to_owned(), c["src_ip"].as_str().unwrap().to_owned()))
+        .collect();
+    let lists = ["tor-exits", "custom"]
+        .map(|n| archive.join("threat-lists").join(format!("{n}.txt")).display().to_string())
+        .join(",");
+    // In time order across the archive's accounts (the file names' `_YYYYMMDDTHHMMZ_`), as
+    // Firehose would deliver them: no record is late.
+    let mut files = files_under(&archive.join("AWSLogs"));
+    assert!(!files.is_empty());
+    let stamp = |p: &PathBuf| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        name.split('_').find(|part| part.len() == 14 && part.ends_with('Z')).map(str::to_owned)
+    };
+    files.sort_by_key(|p| (stamp(p), p.clone()));
+    // One Firehose record per object: gzip is a framing the endpoint reads.
+    let records: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("object")).collect();
+
+    let run = |name: &str, extra: &[&str]| -> (PathBuf, Vec<Value>, Value) {
+        let state = dir.path().join(name);
+        let mut args = vec!["--threat-list", &lists, "--output-format", "ocsf"];
+        args.extend_from_slice(&["--internal", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8"]);
+        args.extend_from_slice(extra);
+        // Idle after 10 s (then event time follows the clock and every hour closes): longer
+        // than the requests take, so that none of their records is late.
+        let ep = Endpoint::start(dir.path(), &state, name, 10, &args);
+        let post = Poster::new(ep.port);
+        for (i, chunk) in records.chunks(100).enumerate() {
+            let id = format!("{name}-{i:04}");
+            post.ok(&id, true, gzip(&body(&id, chunk)));
+        }
+        let closed = || {
+            std::fs::read_to_string(state.join("consumer").join("firehose").join("manifest.json"))
+                .ok()
+                .and_then(|m| serde_json::from_str::<Value>(&m).ok())
+                .and_then(|m| m["closed_through"].as_i64())
+                // gen's archive starts at 2026-01-01T00:00:00Z: past its 48 hours, all closed.
+                .is_some_and(|ct| ct >= 1_767_225_600 + 48 * HOUR)
+        };
+        wait_until(&ep, 120, "every hour closed", closed);
+        let summary = ep.stop();
+        let out = std::fs::read_to_string(dir.path().join(format!("{name}.spikes.jsonl")))
+            .expect("output");
+        let lines = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+        (state, lines, summary)
+    };
+
+    // A finding of the other detections (a spike's record names `blocked_outbound_spike`).
+    let other = |l: &Value| {
+        let d = l["unmapped"]["flowspike"]["detection"].as_str();
+        d.is_some_and(|d| {
+            ["port_scan", "port_sweep", "outbound_volume", "threat_list"].contains(&d)
+        })
+    };
+    let (state, lines, summary) = run("all", &[]);
+    let findings: Vec<&Value> = lines.iter().filter(|l| other(l)).collect();
+    assert_eq!(summary["stats"]["late_counted"], 0, "{summary}");
+    assert_eq!(summary["stats"]["detections_late_records"], 0, "{summary}");
+    assert!(lines.iter().all(|l| l["class_uid"] == 2004), "OCSF Detection Findings only");
+    assert_eq!(summary["stats"]["findings_emitted"], findings.len(), "{summary}");
+    for (kind, src) in positives.iter().filter(|(k, _)| k != "outbound_volume") {
+        assert!(
+            findings.iter().any(|f| f["unmapped"]["flowspike"]["detection"] == kind.as_str()
+                && f["evidences"][0]["src_endpoint"]["ip"] == src.as_str()),
+            "{kind} of {src} not found; summary {summary}; findings: {:?}",
+            findings.iter().map(|f| &f["message"]).collect::<Vec<_>>()
+        );
+    }
+    let mut ids: Vec<&str> =
+        findings.iter().map(|f| f["finding_info"]["uid"].as_str().expect("uid")).collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a finding emitted twice");
+    for table in ["port_scans", "port_sweeps", "outbound_volume", "threat_matches"] {
+        let files: Vec<PathBuf> = files_under(&state.join(table));
+        assert!(!files.is_empty(), "no {table} table");
+        assert!(
+            files.iter().all(|f| f.file_name().is_some_and(|n| n == "consumer-firehose.parquet")),
+            "{table}: {files:?}"
+        );
+    }
+    assert!(state.join("aggregates").exists());
+
+    // Only the blocked spike: no finding and no table.
+    let (only, lines, summary) = run("only", &["--detections", "blocked-spike"]);
+    assert!(!lines.iter().any(other), "{lines:?}");
+    assert_eq!(summary["stats"]["findings_emitted"], 0);
+    for table in ["port_scans", "port_sweeps", "outbound_volume", "threat_matches"] {
+        assert!(!only.join(table).exists(), "{table} written with --detections blocked-spike");
+    }
+    assert!(only.join("aggregates").exists());
+}
+
+/// `--threat-list-reload-secs`: an address added to a list file while serve-firehose runs is
+/// matched in the requests after the reload, not in those before.
+#[test]
+fn threat_list_changes_reach_the_requests_after_the_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let list = dir.path().join("tor-exits.txt");
+    std::fs::write(&list, "198.51.7.1\n").expect("list");
+    let b = base(2);
+    let flow = |src: &str, t: i64| -> Vec<u8> {
+        line(&("eni-0a".into(), src.into(), "198.51.7.2".into(), b + t, "ACCEPT")).into_bytes()
+    };
+    let list_arg = list.display().to_string();
+    let extra = ["--threat-list", &list_arg, "--threat-list-reload-secs", "1"];
+    let ep = Endpoint::start(dir.path(), &state, "reload", 4, &extra);
+    let post = Poster::new(ep.port);
+    post.ok("before", false, body("before", &[flow("10.0.0.1", 10)]));
+    // A longer file: a new fingerprint whatever the clock's resolution.
+    std::fs::write(&list, "198.51.7.1\n198.51.7.2\n").expect("list");
+    wait_until(&ep, 30, "the reload", || ep.log().contains("threat lists reloaded"));
+    post.ok("after", false, body("after", &[flow("10.0.0.3", 20)]));
+    wait_until(&ep, 30, "the finding", || {
+        ep.spikes().iter().any(|l| l["detection"] == "threat_list")
+    });
+    ep.stop();
+    let out = std::fs::read_to_string(dir.path().join("reload.spikes.jsonl")).expect("output");
+    let found: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|l| l["detection"] == "threat_list")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["src_ip"], "10.0.0.3");
+    assert_eq!(found[0]["list"], "tor-exits");
 }

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use flowlog::{DecodeOptions, FlowRecord, LineError, RecordSink};
 use flowspike_counter::{AggregateRow, CountSink, Counter, CounterConfig, Pipeline, Rule};
-use flowspike_engine::{decode_batch, RawRecord};
+use flowspike_engine::{decode_batch, DetectionsConfig, RawRecord};
 use flowspike_history::{History, LocalStore};
 use flowspike_replay::{Archive, ArchiveError, ObjectInfo, ReplayConfig, Source, StreamSettings};
 use rayon::prelude::*;
@@ -548,7 +548,9 @@ fn consumer_decode(objects: &[Vec<u8>], pipeline: &Pipeline) -> u64 {
         .map(|chunk| {
             let records: Vec<RawRecord<'_>> =
                 chunk.iter().map(|o| RawRecord { sequence_number: "0", data: o }).collect();
-            let batch = decode_batch(pipeline, "shardId-000000000000", &records);
+            // The blocked spike alone: the stage the other benchmarks' peers do.
+            let none = DetectionsConfig::none();
+            let batch = decode_batch(pipeline, &none, "shardId-000000000000", &records);
             (batch.stats.counted, batch.counter)
         })
         .reduce(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::{Metrics, Phase};
-use flowspike_engine::{Batch, RunSummary, SpikeSink};
+use flowspike_engine::{Batch, DetectionsConfig, RunSummary, SpikeSink};
 use flowspike_retry::Policy;
 use tokio::sync::{mpsc, watch};
 
@@ -84,6 +84,7 @@ pub(crate) struct Coordinator {
     /// The lease worker's id, in the reader logs (`None`: the single task).
     pub worker_id: Option<String>,
     pipeline: Arc<Pipeline>,
+    detections: Arc<DetectionsConfig>,
     efo: Option<Efo>,
     signalled: Arc<AtomicBool>,
     /// Cloned into every reader; dropped when stopping, so the channel closes once they end.
@@ -97,7 +98,7 @@ pub(crate) struct Coordinator {
 impl Coordinator {
     /// Starts the services of `cfg` (see [`start_services`]).
     pub fn start(cfg: ConsumerConfig, worker_id: Option<String>) -> Result<Self, ConsumeError> {
-        let Services { rt, metrics, client, sink, pipeline, efo, signalled } =
+        let Services { rt, metrics, client, sink, pipeline, detections, efo, signalled } =
             start_services(&cfg)?;
         let (tx, rx) = mpsc::channel::<Event>(64);
         Ok(Coordinator {
@@ -108,6 +109,7 @@ impl Coordinator {
             sink,
             worker_id,
             pipeline,
+            detections,
             efo,
             signalled,
             tx: Some(tx),
@@ -199,6 +201,7 @@ impl Coordinator {
             shard_id: shard.to_owned(),
             start,
             pipeline: self.pipeline.clone(),
+            detections: self.detections.clone(),
             tx: tx.clone(),
             stop: stop_rx,
             metrics: self.metrics.shard(shard),

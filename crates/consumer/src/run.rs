@@ -50,6 +50,7 @@ impl SingleTask {
             stream: cfg.stream.clone(),
             allowed_lateness_secs: lateness,
             pipeline: cfg.pipeline.clone(),
+            detections: cfg.detections.clone(),
         };
         let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
         let engine = Engine::open(history, ecfg, co.sink.as_mut())?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use flowspike_aws::sinks::spike_sink;
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::Metrics;
-use flowspike_engine::{Output, SpikeSink};
+use flowspike_engine::{DetectionsConfig, Output, SpikeSink};
 
 use crate::kinesis::{client_from_env, register_consumer, Efo, StartAt};
 use crate::ConsumeError;
@@ -77,6 +77,10 @@ pub struct ConsumerConfig {
     /// Decoding, rule, counter and detection settings (the rule's event times are checked
     /// against the wall clock at each batch).
     pub pipeline: Pipeline,
+    /// The detections beside the blocked spike (`--detections`, threat lists, thresholds): the
+    /// readers decode with them and the engine finalizes them. Lease mode runs the blocked
+    /// spike only (its `Worker` is not the engine) and ignores them, with a warning.
+    pub detections: DetectionsConfig,
     /// Where spikes go and in what format (the stream or standard output, Security Hub,
     /// EventBridge).
     pub output: Output,
@@ -109,6 +113,8 @@ pub(crate) struct Services {
     pub sink: Box<dyn SpikeSink>,
     /// The pipeline's settings, shared by the shard readers (they decode with them).
     pub pipeline: Arc<Pipeline>,
+    /// The detections' settings, shared by the shard readers like `pipeline`.
+    pub detections: Arc<DetectionsConfig>,
     /// The registered enhanced fan-out consumer (`--efo`).
     pub efo: Option<Efo>,
     /// Set on SIGTERM or SIGINT.
@@ -131,6 +137,14 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
     let client = rt.block_on(client_from_env());
     let sink: Box<dyn SpikeSink> = spike_sink(&cfg.output, rt.handle());
     let pipeline = Arc::new(cfg.pipeline.clone());
+    let detections = if cfg.lease.is_some() {
+        if cfg.detections.set.any_tap() {
+            tracing::warn!(detections = %cfg.detections.set, "lease mode runs the blocked-spike detection only: the other detections are off");
+        }
+        Arc::new(DetectionsConfig::none())
+    } else {
+        Arc::new(cfg.detections.clone())
+    };
     let efo = match &cfg.efo {
         None => None,
         Some(e) => Some(Efo {
@@ -145,7 +159,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
     };
     let signalled = Arc::new(AtomicBool::new(false));
     rt.spawn(wait_for_signal(signalled.clone()));
-    Ok(Services { rt, metrics, client, sink, pipeline, efo, signalled })
+    Ok(Services { rt, metrics, client, sink, pipeline, detections, efo, signalled })
 }
 
 pub(crate) fn wall_clock_secs() -> i64 {

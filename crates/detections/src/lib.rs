@@ -17,17 +17,17 @@ mod volume;
 pub use flowspike_findings::{finding_id, Finding};
 pub use flowspike_scan::{HorizontalRow, VerticalRow};
 pub use set::{Detection, DetectionSet, UnknownDetection};
-pub use tap::{HourTables, Taps, TapsOutput, WithTaps};
+pub use tap::{HourTables, Taps, TapsOutput, WithTaps, TAPS_SNAPSHOT_VERSION};
 pub use volume::{
-    detect_volume, volume_batch, volume_rows, volume_schema, VolumeConfig, VolumeRow, VolumeTap,
-    DEFAULT_UNIT_BYTES, DEFAULT_VOLUME_ALPHA,
+    detect_volume, volume_batch, volume_rows, volume_schema, VolumeConfig, VolumeRow,
+    VolumeSnapshot, VolumeTap, DEFAULT_UNIT_BYTES, DEFAULT_VOLUME_ALPHA,
 };
 
 use std::sync::Arc;
 
 use flowspike_history::{HistoryError, Table};
 use flowspike_scan::ScanConfig;
-use flowspike_threat::{ThreatConfig, ThreatLists};
+use flowspike_threat::{Reloader, ThreatConfig, ThreatLists};
 
 /// The table of the outbound volume aggregates.
 pub const VOLUME_TABLE: Table = Table { name: "outbound_volume" };
@@ -49,6 +49,10 @@ pub struct DetectionsConfig {
     pub volume: VolumeConfig,
     /// The threat lists (`--threat-list`); the threat-list detection runs only with lists.
     pub threat_lists: Option<Arc<ThreatLists>>,
+    /// Where the lists come from when they may change while a service runs: each new [`Taps`]
+    /// then matches against the lists in force ([`DetectionsConfig::lists_now`]), so a reload
+    /// (`Reloader::reload_if_changed`, on the services' timer) reaches the next batch.
+    pub threat_reloader: Option<Arc<Reloader>>,
     /// Caps of the threat-match rows.
     pub threat: ThreatConfig,
 }
@@ -87,6 +91,15 @@ impl DetectionsConfig {
     pub fn none() -> DetectionsConfig {
         DetectionsConfig { set: DetectionSet::blocked_spike_only(), ..Default::default() }
     }
+
+    /// The threat lists in force: the reloader's current ones when there is a reloader, else
+    /// `threat_lists`.
+    pub fn lists_now(&self) -> Option<Arc<ThreatLists>> {
+        match &self.threat_reloader {
+            Some(r) => Some(r.current()),
+            None => self.threat_lists.clone(),
+        }
+    }
 }
 
 /// Errors of the detections.
@@ -108,6 +121,9 @@ pub enum DetectionsError {
         /// What is wrong.
         message: String,
     },
+    /// A checkpoint's taps snapshot does not decode.
+    #[error("taps snapshot: {0}")]
+    Snapshot(String),
     /// The volume detector failed.
     #[error("outbound volume detection: {0}")]
     Detect(#[from] flowspike_detect::DetectError),

@@ -12,14 +12,17 @@ use flowspike_scan::{horizontal_batch, vertical_batch, HorizontalRow, ScanTap, V
 use flowspike_threat::{match_batch, Flow, MatchRow, ThreatTap};
 
 use crate::volume::{detect_volume, volume_batch, VolumeRow, VolumeTap};
+
+mod snapshot;
 use crate::{
     Detection, DetectionsConfig, DetectionsError, Finding, PORT_SCAN_TABLE, PORT_SWEEP_TABLE,
     THREAT_TABLE, VOLUME_TABLE,
 };
+pub use snapshot::TAPS_SNAPSHOT_VERSION;
 
 /// One worker's aggregates of every detection of a [`DetectionsConfig`] but the blocked spike
 /// (which the counter keeps).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Taps {
     /// Vertical and horizontal scans share one tap (the same records, two folds).
     scan: Option<ScanTap>,
@@ -31,9 +34,9 @@ impl Taps {
     /// The taps of `cfg`'s detections.
     pub fn new(cfg: &DetectionsConfig) -> Taps {
         let volume = cfg.set.contains(Detection::OutboundVolume).then(VolumeTap::default);
-        let threat = match &cfg.threat_lists {
+        let threat = match cfg.lists_now() {
             Some(lists) if cfg.set.contains(Detection::ThreatList) && !lists.is_empty() => {
-                Some(ThreatTap::new(lists.clone(), &cfg.threat))
+                Some(ThreatTap::new(lists, &cfg.threat))
             }
             _ => None,
         };
@@ -261,11 +264,26 @@ impl TapsOutput {
         hour: i64,
         name: &str,
     ) -> Result<(), DetectionsError> {
+        self.write_hour_with(cfg, hour, |table, batch| table.replace_hour(store, hour, batch, name))
+    }
+
+    /// Hands the batch of each table of `hour` that `cfg` writes (empty when the hour has no
+    /// row) to `write`: [`TapsOutput::write_hour`] replaces the hour; a streaming source puts its
+    /// own file beside the hour's others (`Table::put_hour_file`: replay's and other streams'
+    /// files stay, a redo with the same name overwrites its own).
+    pub fn write_hour_with(
+        &self,
+        cfg: &DetectionsConfig,
+        hour: i64,
+        write: impl Fn(
+            flowspike_history::Table,
+            &arrow_array::RecordBatch,
+        ) -> Result<String, flowspike_history::HistoryError>,
+    ) -> Result<(), DetectionsError> {
         let empty = HourTables::default();
         let t = self.hours.get(&hour).unwrap_or(&empty);
         let put = |table: flowspike_history::Table, batch: &arrow_array::RecordBatch| {
-            table
-                .replace_hour(store, hour, batch, name)
+            write(table, batch)
                 .map(drop)
                 .map_err(|source| DetectionsError::History { table: table.name, source })
         };
@@ -276,14 +294,10 @@ impl TapsOutput {
             put(PORT_SWEEP_TABLE, &horizontal_batch(&t.horizontal))?;
         }
         if cfg.set.contains(Detection::OutboundVolume) {
-            VOLUME_TABLE
-                .replace_hour(store, hour, &volume_batch(&t.volume), name)
-                .map_err(|source| DetectionsError::History { table: VOLUME_TABLE.name, source })?;
+            put(VOLUME_TABLE, &volume_batch(&t.volume))?;
         }
         if cfg.set.contains(Detection::ThreatList) && cfg.threat_lists.is_some() {
-            THREAT_TABLE
-                .replace_hour(store, hour, &match_batch(&t.matches), name)
-                .map_err(|source| DetectionsError::History { table: THREAT_TABLE.name, source })?;
+            put(THREAT_TABLE, &match_batch(&t.matches))?;
         }
         Ok(())
     }
@@ -387,6 +401,36 @@ mod tests {
             findings.iter().find(|f| f.list.as_deref() == Some("other")).unwrap().severity,
             "medium"
         );
+    }
+
+    /// Taps made after a reload of a changed list file match against the new list; taps made
+    /// before keep the lists they were made with.
+    #[test]
+    fn taps_made_after_a_reload_use_the_new_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tor-exits.txt");
+        std::fs::write(&path, "198.51.7.1\n").unwrap();
+        let source = flowspike_threat::FileSource::named_by_stem(&path);
+        let reloader = Arc::new(flowspike_threat::Reloader::load(vec![Box::new(source)]).unwrap());
+        let cfg = DetectionsConfig {
+            threat_lists: Some(reloader.current()),
+            threat_reloader: Some(reloader.clone()),
+            ..DetectionsConfig::default()
+        };
+        let t = 1_767_225_600;
+        let text = [
+            line("10.0.0.1", "198.51.7.1", 443, 100, t, "ACCEPT"),
+            line("10.0.0.2", "198.51.7.2", 443, 100, t, "ACCEPT"),
+        ]
+        .concat();
+        let matched = |out: &TapsOutput| -> Vec<String> {
+            out.hours.values().flat_map(|h| h.matches.iter().map(|r| r.src_ip.clone())).collect()
+        };
+        assert_eq!(matched(&run(&cfg, &text)), ["10.0.0.1"]);
+        // A longer file: a new fingerprint whatever the clock's resolution.
+        std::fs::write(&path, "198.51.7.1\n198.51.7.2\n").unwrap();
+        assert!(reloader.reload_if_changed().unwrap());
+        assert_eq!(matched(&run(&cfg, &text)), ["10.0.0.1", "10.0.0.2"]);
     }
 
     #[test]

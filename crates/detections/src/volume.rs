@@ -21,6 +21,9 @@ use serde_json::json;
 
 use crate::{finding, Detection, DetectionsError, Finding, VOLUME_TABLE};
 
+mod snapshot;
+pub use snapshot::VolumeSnapshot;
+
 /// Settings of the volume detection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VolumeConfig {
@@ -71,7 +74,7 @@ pub struct VolumeRow {
 /// filled found without a lookup (records come mostly in time order, as in the counter), so the
 /// map a record updates is one of a few thousand keys that stays in cache rather than one of
 /// every (hour, source) of the input.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct VolumeTap {
     hours: BTreeMap<i64, HourSums>,
     /// The hour of `current`.
@@ -80,7 +83,7 @@ pub struct VolumeTap {
 }
 
 /// The sums of one hour: flows, bytes, packets per source.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct HourSums {
     v4: AHashMap<u32, [u64; 3]>,
     v6: AHashMap<u128, [u64; 3]>,

@@ -1,6 +1,7 @@
 //! Kinesis records to a [`Batch`]: framing detection, the counting rule, bad input counted.
 
 use flowspike_counter::{CountHooks, CountSink, Counter, Pipeline, SinkStats};
+use flowspike_detections::{DetectionsConfig, Taps, WithTaps};
 
 use crate::engine::{Batch, Stats};
 
@@ -24,9 +25,16 @@ pub struct RawRecord<'a> {
 /// counted in the batch's stats and logged (with shard id and sequence number, a few per record
 /// and per batch), never fatal. Event times are checked against the rule's bounds at the wall
 /// clock now ([`Rule::bounds_at`](flowspike_counter::Rule::bounds_at)): see [`decode_batch_at`].
-/// Of `pipeline` it uses the decoding, the rule and the counter limits.
-pub fn decode_batch(pipeline: &Pipeline, shard_id: &str, records: &[RawRecord<'_>]) -> Batch {
-    decode_batch_at(pipeline, shard_id, records, crate::engine::now_secs())
+/// Of `pipeline` it uses the decoding, the rule and the counter limits; when `detections` runs
+/// any detection but the blocked spike, every accepted record also goes to the batch's
+/// [`Taps`] (as in replay: through [`WithTaps`]).
+pub fn decode_batch(
+    pipeline: &Pipeline,
+    detections: &DetectionsConfig,
+    shard_id: &str,
+    records: &[RawRecord<'_>],
+) -> Batch {
+    decode_batch_at(pipeline, detections, shard_id, records, crate::engine::now_secs())
 }
 
 /// [`decode_batch`] with the clock reading `now` (unix seconds). A flow record whose `start` is
@@ -35,11 +43,14 @@ pub fn decode_batch(pipeline: &Pipeline, shard_id: &str, records: &[RawRecord<'_
 /// its action.
 pub fn decode_batch_at(
     pipeline: &Pipeline,
+    detections: &DetectionsConfig,
     shard_id: &str,
     records: &[RawRecord<'_>],
     now: i64,
 ) -> Batch {
     let mut counter = Counter::new(pipeline.counter);
+    let mut taps = Taps::new(detections);
+    let on = taps.is_on();
     let mut stats = Stats::default();
     let mut max_start = None;
     let bounds = pipeline.rule.bounds_at(now);
@@ -54,9 +65,16 @@ pub fn decode_batch_at(
             logged: 0,
             logged_in_batch: &mut logged_in_batch,
         };
-        let mut sink = CountSink::with_hooks(&pipeline.rule, bounds, &mut counter, hooks);
-        let decoded = flowlog::for_each_record(r.data, &pipeline.decode, &mut sink);
-        add_counts(&mut stats, &sink.stats);
+        // Two monomorphic loops: with no tap on, the counting sink runs exactly as before.
+        let (decoded, seen) = if on {
+            let hits = WithTaps { counter: &mut counter, taps: &mut taps };
+            let mut sink = CountSink::with_hooks(&pipeline.rule, bounds, hits, hooks);
+            (flowlog::for_each_record(r.data, &pipeline.decode, &mut sink), sink.stats)
+        } else {
+            let mut sink = CountSink::with_hooks(&pipeline.rule, bounds, &mut counter, hooks);
+            (flowlog::for_each_record(r.data, &pipeline.decode, &mut sink), sink.stats)
+        };
+        add_counts(&mut stats, &seen);
         if let Err(e) = decoded {
             stats.undecodable += 1;
             tracing::warn!(shard_id, sequence_number = r.sequence_number, error = %e, "undecodable kinesis record skipped");
@@ -66,6 +84,7 @@ pub fn decode_batch_at(
         shard_id: shard_id.to_owned(),
         last_sequence_number: records.last().map(|r| r.sequence_number.to_owned()),
         counter,
+        taps: on.then_some(taps),
         max_start,
         stats,
         ended: false,
@@ -137,7 +156,7 @@ mod tests {
             RawRecord { sequence_number: "1", data: good },
             RawRecord { sequence_number: "2", data: bad },
         ];
-        let b = decode_batch(&ctx(), "shardId-0", &records);
+        let b = decode_batch(&ctx(), &DetectionsConfig::none(), "shardId-0", &records);
         assert_eq!(b.last_sequence_number.as_deref(), Some("2"));
         assert_eq!(b.stats.kinesis_records, 2);
         assert_eq!(b.stats.kinesis_bytes, (good.len() + bad.len()) as u64);
@@ -153,7 +172,7 @@ mod tests {
 
     #[test]
     fn empty_batch_keeps_no_position() {
-        let b = decode_batch(&ctx(), "s", &[]);
+        let b = decode_batch(&ctx(), &DetectionsConfig::none(), "s", &[]);
         assert_eq!(b.last_sequence_number, None);
         assert!(b.counter.is_empty());
     }

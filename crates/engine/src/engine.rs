@@ -10,6 +10,7 @@ use flowspike_counter::{
     AggregateRow, Columns, Counter, Pipeline, SourceOverflow, TimeBounds, HOUR, MAX_EVENT_TIME,
 };
 use flowspike_detect::{Detector, Mode, Spike};
+use flowspike_detections::{DetectionsConfig, Taps, TapsOutput};
 use flowspike_findings::Finding;
 use flowspike_history::{decode_parquet, encode_parquet, History, Store, StoreError};
 
@@ -34,6 +35,11 @@ pub struct EngineConfig {
     /// `--max-future-secs`), which it also applies to the state read back at open (see
     /// [`Engine::open`]); the sources decode with the rest ([`crate::decode_batch`]).
     pub pipeline: Pipeline,
+    /// The detections beside the blocked spike (port scans, sweeps, outbound volume, threat
+    /// lists): the engine keeps the open hours' taps, writes the closed hours' tables and emits
+    /// their findings; the sources decode with the same value ([`crate::decode_batch`]).
+    /// [`DetectionsConfig::none`]: the blocked spike alone, as before these detections.
+    pub detections: DetectionsConfig,
 }
 
 /// Counts of one batch (one GetRecords response of one shard) or, summed, of a whole run.
@@ -70,6 +76,15 @@ pub struct Stats {
     /// Counted records of sources past `--max-sources-per-hour`, not in the history (counted
     /// when their hour closes, or when their late rows are written).
     pub records_over_source_cap: u64,
+    /// Findings of the other detections emitted (port scans, sweeps, outbound volume, threat
+    /// lists).
+    pub findings_emitted: u64,
+    /// Records the other detections' taps read of hours already closed: not applied (a closed
+    /// hour's tables and findings are final), counted once per tap that read them.
+    pub detections_late_records: u64,
+    /// Records of sources the port-scan tap dropped past its per-hour key cap (not judged for
+    /// scans), counted when their hour closes.
+    pub records_over_scan_cap: u64,
 }
 
 impl Stats {
@@ -89,6 +104,9 @@ impl Stats {
         self.spikes_emitted += o.spikes_emitted;
         self.checkpoints += o.checkpoints;
         self.records_over_source_cap += o.records_over_source_cap;
+        self.findings_emitted += o.findings_emitted;
+        self.detections_late_records += o.detections_late_records;
+        self.records_over_scan_cap += o.records_over_scan_cap;
     }
 
     /// Counts what `hour` lost to the source cap and warns about it (once per hour and counter:
@@ -110,6 +128,9 @@ pub struct Batch {
     pub last_sequence_number: Option<String>,
     /// Counted hits of the batch, all hours.
     pub counter: Counter,
+    /// What the other detections read of the batch's records, all hours (`None` when only the
+    /// blocked spike runs).
+    pub taps: Option<Taps>,
     /// Largest accepted `start` among the batch's flow records (see [`crate::decode_batch`]).
     pub max_start: Option<u64>,
     /// Counts.
@@ -199,6 +220,16 @@ pub struct Engine {
     early: Vec<Spike>,
     /// The thresholds of the hour judged early.
     judge: OpenHourJudge,
+    /// The other detections' aggregates of the open hours and of the closed hours whose tables
+    /// are not written yet (those of `taps_closing` and of the manifest's `finalize_taps`).
+    taps: Taps,
+    /// Hours closed since the last checkpoint whose tables and findings the next one commits.
+    taps_closing: BTreeSet<i64>,
+    /// The rows of the hours being finalized, kept until the manifest that records them as
+    /// done is committed (a failed write or emission is redone from them).
+    closed_taps: TapsOutput,
+    /// Ids of the findings already emitted, with their hour (recent hours only).
+    emitted_findings: BTreeMap<String, i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -278,12 +309,14 @@ impl Engine {
                 })?;
             }
         }
+        let taps = restore_taps(&history, &manifest, &cfg.detections)?;
         tracing::info!(
             stream = %cfg.stream,
             generation = manifest.generation,
             closed_through = ?manifest.closed_through,
             shards = manifest.shards.len(),
             open_keys = open.len(),
+            taps_hours = taps.hours().len(),
             "consumer state opened"
         );
         let mut engine = Engine {
@@ -301,6 +334,10 @@ impl Engine {
             stats: Stats::default(),
             early: Vec::new(),
             judge: OpenHourJudge::default(),
+            taps,
+            taps_closing: BTreeSet::new(),
+            closed_taps: TapsOutput::default(),
+            emitted_findings: manifest.emitted_findings.clone(),
             manifest,
             history,
             cfg,
@@ -458,6 +495,22 @@ impl Engine {
             }
         }
         self.open.merge(batch.counter);
+        if let Some(mut taps) = batch.taps.take() {
+            if let Some(ct) = self.closed_through {
+                // A closed hour's tables and findings are final (docs/detections.md): its late
+                // records are counted, not applied.
+                let late = taps.take_before(ct).records();
+                if late > 0 {
+                    tracing::debug!(
+                        records = late,
+                        closed_through = ct,
+                        "detections: late records not applied"
+                    );
+                    stats.detections_late_records += late;
+                }
+            }
+            self.taps.merge(taps);
+        }
         let s = self.shards.entry(batch.shard_id).or_default();
         if let Some(seq) = batch.last_sequence_number {
             s.sequence_number = Some(seq);
@@ -522,6 +575,12 @@ impl Engine {
             self.closing.entry(h).or_default().extend(rows);
             closed = true;
         }
+        // The other detections' hours close with the same watermark, records or not in the
+        // counter (an hour of ACCEPTed flows only has no aggregate row but has volume).
+        let finalizing: BTreeSet<i64> = self.manifest.finalize_taps.iter().copied().collect();
+        for h in self.taps.hours().into_iter().filter(|h| *h < new_ct && !finalizing.contains(h)) {
+            closed |= self.taps_closing.insert(h);
+        }
         self.closed_through = Some(new_ct);
         self.dirty = true;
         closed
@@ -570,6 +629,15 @@ impl Engine {
             put_rows(store.as_ref(), &k, &final_rows)?;
             Some(k)
         };
+        // The taps of the open hours and of the hours closing now, in one file: the commit point
+        // names it with the hours to finalize, as it names the final rows.
+        let taps_key = if self.taps.is_on() {
+            let k = format!("{pending}{gen:020}-taps.bin");
+            store.put(&k, self.taps.to_snapshot())?;
+            Some(k)
+        } else {
+            None
+        };
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             stream: self.cfg.stream.clone(),
@@ -582,9 +650,13 @@ impl Engine {
             finalize,
             emitted: self.emitted.clone(),
             positions: self.positions.clone(),
+            taps: taps_key,
+            finalize_taps: self.taps_closing.iter().copied().collect(),
+            emitted_findings: self.emitted_findings.clone(),
         };
         self.commit(manifest)?;
         self.closing.clear();
+        self.taps_closing.clear();
         for (h, o) in self.late.overflow() {
             self.stats.over_source_cap(h, Some(o), self.cfg.pipeline.counter.max_sources_per_hour);
         }
@@ -612,7 +684,7 @@ impl Engine {
     /// Writes the final files the manifest names (deterministic names: a redo overwrites), evaluates
     /// the closed hours, emits their spikes not yet emitted, and commits a manifest without them.
     fn finish(&mut self, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
-        if self.manifest.finalize.is_empty() {
+        if self.manifest.finalize.is_empty() && self.manifest.finalize_taps.is_empty() {
             return Ok(());
         }
         let rows = match &self.manifest.final_rows {
@@ -634,15 +706,67 @@ impl Engine {
         for f in finalize.iter().filter(|f| f.evaluate) {
             self.evaluate(f.hour, sink)?;
         }
+        let taps_done: BTreeSet<i64> = self.manifest.finalize_taps.iter().copied().collect();
+        self.finish_taps(sink)?;
         let keep_from = self.closed_through.unwrap_or(i64::MIN).saturating_sub(EMITTED_MEMORY_SECS);
         self.emitted.retain(|_, h| *h >= keep_from);
+        self.emitted_findings.retain(|_, h| *h >= keep_from);
         let mut m = self.manifest.clone();
         m.generation += 1;
         m.written_at = now_secs();
         m.finalize.clear();
         m.final_rows = None;
         m.emitted = self.emitted.clone();
-        self.commit(m)
+        m.finalize_taps.clear();
+        m.emitted_findings = self.emitted_findings.clone();
+        self.commit(m)?;
+        // Recorded as done: their rows are no longer needed.
+        self.closed_taps.hours.retain(|h, _| !taps_done.contains(h));
+        Ok(())
+    }
+
+    /// Writes the other detections' tables of the hours the manifest finalizes (file
+    /// `consumer-<stream>.parquet` of each table's hour, beside replay's and other streams':
+    /// a redo overwrites) and emits their findings not emitted yet. The hours' rows move from
+    /// the taps to `closed_taps` once; a failed write or emission is redone from there.
+    fn finish_taps(&mut self, sink: &mut dyn SpikeSink) -> Result<(), EngineError> {
+        let hours = self.manifest.finalize_taps.clone();
+        if hours.is_empty() {
+            return Ok(());
+        }
+        let wanted: BTreeSet<i64> = hours.iter().copied().collect();
+        let part = self.taps.split_hours(|h| wanted.contains(&h));
+        for (h, t) in part.finish().hours {
+            if t.scan_flows_over_cap > 0 {
+                tracing::warn!(
+                    hour = h,
+                    records = t.scan_flows_over_cap,
+                    "port-scan tap over its per-hour cap: the highest sources not judged for scans"
+                );
+                self.stats.records_over_scan_cap += t.scan_flows_over_cap;
+            }
+            self.closed_taps.hours.insert(h, t);
+        }
+        let store = self.history.store().clone();
+        let name = self.main_name();
+        for &h in &hours {
+            let put =
+                |t: flowspike_history::Table, b: &_| t.put_hour_file(store.as_ref(), h, b, &name);
+            self.closed_taps.write_hour_with(&self.cfg.detections, h, put)?;
+        }
+        let found = self.closed_taps.evaluate(&self.cfg.detections, store.as_ref(), &hours)?;
+        let new: Vec<Finding> =
+            found.into_iter().filter(|f| !self.emitted_findings.contains_key(&f.id)).collect();
+        if !new.is_empty() {
+            sink.emit_findings(&new)?;
+            for f in &new {
+                tracing::info!(hour = f.hour, detection = %f.detection, src_ip = %f.src_ip, id = %f.id, "finding");
+                self.emitted_findings.insert(f.id.clone(), f.hour);
+            }
+            self.stats.findings_emitted += new.len() as u64;
+        }
+        tracing::info!(hours = ?hours, findings = new.len(), "detections tables written");
+        Ok(())
     }
 
     /// Evaluates the detection for closed hour `hour` and emits its new spikes.
@@ -670,11 +794,12 @@ impl Engine {
     /// or by a crash before a commit). Failures are logged only: garbage is harmless.
     fn collect_garbage(&self) {
         let store = self.history.store();
-        let keep: BTreeSet<&str> = [&self.manifest.open_rows, &self.manifest.final_rows]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let keep: BTreeSet<&str> =
+            [&self.manifest.open_rows, &self.manifest.final_rows, &self.manifest.taps]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
         match store.list(&pending_prefix(&self.cfg.stream)) {
             Ok(keys) => {
                 for k in keys.iter().filter(|k| !keep.contains(k.as_str())) {
@@ -736,6 +861,26 @@ pub fn put_rows(store: &dyn Store, key: &str, rows: &[AggregateRow]) -> Result<(
 pub fn read_rows(store: &dyn Store, key: &str) -> Result<Vec<AggregateRow>, EngineError> {
     let bytes = store.get(key)?;
     decode_parquet(&bytes).map_err(|source| EngineError::Codec { key: key.to_owned(), source })
+}
+
+/// The taps the manifest's snapshot holds (fresh ones when it names none: a state of an earlier
+/// release, or one without these detections), without the closed hours already finalized: a
+/// manifest written after a finish still names the snapshot its checkpoint wrote, whose closed
+/// hours are then done.
+fn restore_taps(
+    history: &History,
+    manifest: &Manifest,
+    cfg: &DetectionsConfig,
+) -> Result<Taps, EngineError> {
+    let Some(key) = &manifest.taps else { return Ok(Taps::new(cfg)) };
+    let bytes = history.store().get(key)?;
+    let mut taps = Taps::from_snapshot(cfg, &bytes)
+        .map_err(|e| EngineError::Manifest { key: key.clone(), reason: e.to_string() })?;
+    let finalizing: BTreeSet<i64> = manifest.finalize_taps.iter().copied().collect();
+    if let Some(ct) = manifest.closed_through {
+        drop(taps.split_hours(|h| h < ct && !finalizing.contains(&h)));
+    }
+    Ok(taps)
 }
 
 /// Repairs what a state written before the event-time rule may hold past `bounds` (the clock at
@@ -808,3 +953,6 @@ pub fn now_secs() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod detections_tests;

@@ -28,6 +28,10 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The other detections' tables or findings failed (a store error of their tables, a
+    /// volume detector that refuses its hours, an undecodable taps snapshot).
+    #[error("detections: {0}")]
+    Detections(#[from] flowspike_detections::DetectionsError),
     /// Spike records could not be delivered.
     #[error("spike output: {message}")]
     Output {
@@ -51,6 +55,10 @@ impl EngineError {
             EngineError::Output { retryable, .. } => *retryable,
             EngineError::Store(StoreError::Io { .. }) => true,
             EngineError::History(HistoryError::Store(StoreError::Io { .. })) => true,
+            EngineError::Detections(flowspike_detections::DetectionsError::History {
+                source: HistoryError::Store(StoreError::Io { .. }),
+                ..
+            }) => true,
             _ => false,
         }
     }

@@ -21,20 +21,28 @@
 //! Batches are applied whole, so the engine's partial rows and source positions always match.
 //! A checkpoint writes, in this order:
 //! 1. pending Parquet files OUTSIDE `aggregates/`: `consumer/<stream>/pending/<gen>-open.parquet`
-//!    (the open hours' partial rows) and `<gen>-final.parquet` (rows of hours to finalize);
+//!    (the open hours' partial rows) and `<gen>-final.parquet` (rows of hours to finalize), and,
+//!    when detections beside the blocked spike run, `<gen>-taps.bin` (their taps: the open hours'
+//!    and those of the hours closing; `flowspike_detections::Taps::to_snapshot`);
 //! 2. `consumer/<stream>/manifest.json` ([`Manifest`]) — the commit point — naming those files, the
 //!    source positions (shard sequence numbers, push request ids), the closed hours, the final
-//!    files to write and the emitted spike ids;
+//!    files to write, the hours whose detection tables to write and the emitted spike and
+//!    finding ids;
 //! 3. the final files (deterministic names, so a redo after a crash overwrites and never adds),
-//!    the detection of the closed hours and their spikes (ids not yet emitted);
+//!    the detection of the closed hours and their spikes (ids not yet emitted), then the other
+//!    detections' tables of those hours (`<table>/date=…/hr=…/consumer-<stream>.parquet`, beside
+//!    the hour's other files) and their findings (ids not yet emitted, [`SpikeSink::emit_findings`]);
 //! 4. a second manifest without the finished work, then deletion of unnamed pending files.
 //!
 //! A restart loads the manifest, restores the open rows, redoes step 3 if it was interrupted, and
-//! each source resumes AFTER its committed position. A crash at any moment therefore leaves the
+//! each source resumes AFTER its committed position (the taps too: the open hours' are restored,
+//! the closed and finalized ones dropped; a manifest naming no taps file opens with empty taps). A crash at any moment therefore leaves the
 //! history as if the records after the last commit had not been read yet: the final aggregates
 //! equal those of an uninterrupted run (per hour, summed over the hour's files). Spike output is
 //! at-least-once in one narrow window (a crash after the output succeeded and before step 4
-//! commits); spike ids are deterministic, so consumers can drop duplicates.
+//! commits); spike ids are deterministic, so consumers can drop duplicates. The same holds for the
+//! other detections' findings. Their late records (of hours already closed) are counted
+//! (`Stats::detections_late_records`), not applied: a closed hour's tables and findings are final.
 //!
 //! # Observability
 //! A [`Metrics`] struct of atomics, shared by the engine's owner and the sources and updated once
@@ -58,6 +66,8 @@ pub use engine::{
     Batch, Engine, EngineConfig, SpikeSink, Stats,
 };
 pub use error::EngineError;
+/// The other detections' settings, re-exported for the sources (their configs carry one).
+pub use flowspike_detections::DetectionsConfig;
 pub use manifest::{
     manifest_key, pending_prefix, state_prefix, Finalize, Manifest, ShardCheckpoint,
     MANIFEST_VERSION,

@@ -4,8 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the manifest format.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest format written. 2 added the other detections' checkpoint (`taps`,
+/// `finalize_taps`, `emitted_findings`); a version-1 manifest (none of them) still opens.
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// The oldest manifest version that opens.
+const OLDEST_VERSION: u32 = 1;
 
 /// Where a stream's consumer state lives in the store: `consumer/<stream>/`.
 pub fn state_prefix(stream: &str) -> String {
@@ -80,6 +84,19 @@ pub struct Manifest {
     /// know); always empty for the Kinesis consumer; absent in manifests written before it existed.
     #[serde(rename = "requests", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub positions: BTreeMap<String, i64>,
+    /// Pending file with the other detections' taps (outside every table): the open hours and
+    /// those of `finalize_taps`. `None` when only the blocked spike runs, and in manifests of
+    /// version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<String>,
+    /// Closed hours whose detection tables and findings are still to write from `taps`
+    /// (idempotent: redone after a crash).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalize_taps: Vec<i64>,
+    /// Ids of the other detections' findings already emitted, with their hour (recent hours
+    /// only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub emitted_findings: BTreeMap<String, i64>,
 }
 
 impl Manifest {
@@ -91,7 +108,7 @@ impl Manifest {
     /// Decodes [`Manifest::to_json`].
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if m.version != MANIFEST_VERSION {
+        if !(OLDEST_VERSION..=MANIFEST_VERSION).contains(&m.version) {
             return Err(format!("unsupported manifest version {}", m.version));
         }
         Ok(m)
@@ -126,6 +143,10 @@ mod tests {
         assert_eq!(manifest_key("flows"), "consumer/flows/manifest.json");
         assert_eq!(pending_prefix("flows"), "consumer/flows/pending/");
         assert!(Manifest::from_json(b"{\"version\":9}").is_err());
+        m.taps = Some("consumer/flows/pending/00000000000000000003-taps.bin".into());
+        m.finalize_taps = vec![3600];
+        m.emitted_findings.insert("port_scan-1".into(), 3600);
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         assert!(Manifest::from_json(b"not json").is_err());
     }
 

@@ -105,6 +105,8 @@ pub struct Metrics {
     corrections: AtomicU64,
     spikes_emitted: AtomicU64,
     over_source_cap: AtomicU64,
+    findings_emitted: AtomicU64,
+    detections_late: AtomicU64,
     phase: AtomicU8,
     committed_at_ms: AtomicU64,
     // Lease mode only (UNKNOWN otherwise): leases this worker holds.
@@ -150,6 +152,8 @@ impl Metrics {
             corrections: AtomicU64::new(0),
             spikes_emitted: AtomicU64::new(0),
             over_source_cap: AtomicU64::new(0),
+            findings_emitted: AtomicU64::new(0),
+            detections_late: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Starting as u8),
             committed_at_ms: AtomicU64::new(NEVER),
             leases_held: AtomicU64::new(UNKNOWN),
@@ -212,6 +216,8 @@ impl Metrics {
         set(&self.corrections, s.corrections);
         set(&self.spikes_emitted, s.spikes_emitted);
         set(&self.over_source_cap, s.records_over_source_cap);
+        set(&self.findings_emitted, s.findings_emitted);
+        set(&self.detections_late, s.detections_late_records);
     }
 
     /// Sets the phase of the run.
@@ -270,7 +276,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             ("records_in_total", "Kinesis records received and applied.", &self.records_in),
             (
                 "bytes_in_total",
@@ -315,6 +321,16 @@ impl Metrics {
                 "records_over_source_cap_total",
                 "Counted records of sources past --max-sources-per-hour, not in the history.",
                 &self.over_source_cap,
+            ),
+            (
+                "findings_emitted_total",
+                "Findings of the other detections (port scans, sweeps, outbound volume, threat lists) emitted.",
+                &self.findings_emitted,
+            ),
+            (
+                "detections_late_records_total",
+                "Records the other detections read of hours already closed: not applied, once per tap.",
+                &self.detections_late,
             ),
         ];
         for (name, help, v) in counters {
@@ -548,6 +564,9 @@ mod tests {
             spikes_emitted: 1,
             checkpoints: 9,
             records_over_source_cap: 5,
+            findings_emitted: 6,
+            detections_late_records: 8,
+            records_over_scan_cap: 0,
         });
         let s = m.shard("shardId-000000000001");
         s.getrecords_call();
@@ -584,6 +603,8 @@ mod tests {
                 "flowspike_correction_files_total 1",
                 "flowspike_spikes_emitted_total 1",
                 "flowspike_records_over_source_cap_total 5",
+                "flowspike_findings_emitted_total 6",
+                "flowspike_detections_late_records_total 8",
                 "flowspike_malformed_by_reason_total{reason=\"start_out_of_range\"} 1",
                 "flowspike_millis_behind_latest{shard_id=\"shardId-000000000001\"} 1500",
                 "flowspike_throttles_total{shard_id=\"shardId-000000000000\"} 0",
@@ -605,10 +626,10 @@ mod tests {
                 names.push(name);
             }
         }
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 22);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 22);
         for s in &samples {
             let name = s.split(['{', ' ']).next().expect("name");
             assert!(names.contains(&name), "{s}");

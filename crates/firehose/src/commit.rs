@@ -306,7 +306,7 @@ mod tests {
     use std::sync::Arc;
 
     use flowspike_counter::Pipeline;
-    use flowspike_engine::{decode_batch, EngineConfig, RawRecord, Stats};
+    use flowspike_engine::{decode_batch, DetectionsConfig, EngineConfig, RawRecord, Stats};
     use flowspike_history::{History, LocalStore, Store};
 
     use super::*;
@@ -337,7 +337,8 @@ mod tests {
     fn batch() -> Batch {
         let ctx = Pipeline::default();
         let line = b"2 123456789012 eni-1 10.0.0.1 8.8.8.8 443 1234 6 1 40 7200 7260 REJECT OK\n";
-        decode_batch(&ctx, VIRTUAL_SHARD, &[RawRecord { sequence_number: "0", data: line }])
+        let none = DetectionsConfig::none();
+        decode_batch(&ctx, &none, VIRTUAL_SHARD, &[RawRecord { sequence_number: "0", data: line }])
     }
 
     fn engine_cfg() -> EngineConfig {
@@ -345,6 +346,7 @@ mod tests {
             stream: "firehose-test".into(),
             allowed_lateness_secs: 600,
             pipeline: Pipeline::default(),
+            detections: DetectionsConfig::none(),
         }
     }
 

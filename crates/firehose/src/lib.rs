@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flowspike_counter::Pipeline;
-use flowspike_engine::Output;
+use flowspike_engine::{DetectionsConfig, Output};
 
 pub use commit::{FirehoseCounts, RequestCounts, RequestStats, RunSummary, MAX_GROUP};
 pub use error::FirehoseError;
@@ -107,6 +107,9 @@ pub struct FirehoseConfig {
     /// Decoding (framing, format, per-record inflate limit), rule, counter and detection
     /// settings (the rule's event times are checked against the wall clock at each request).
     pub pipeline: Pipeline,
+    /// The detections beside the blocked spike: each request's taps, finalized by the engine
+    /// with the hours ([`DetectionsConfig::none`] by default; the binary's default is all).
+    pub detections: DetectionsConfig,
     /// Where spikes go and in what format (the stream or standard output, Security Hub,
     /// EventBridge).
     pub output: Output,
@@ -132,6 +135,7 @@ impl FirehoseConfig {
             idle_after: Duration::from_secs(60),
             dedup_window: DEFAULT_DEDUP_WINDOW,
             pipeline: Pipeline::default(),
+            detections: DetectionsConfig::none(),
             output: Output::default(),
             metrics_addr: None,
         }

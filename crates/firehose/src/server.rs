@@ -15,7 +15,9 @@ use axum::Router;
 use flowspike_aws::sinks::spike_sink;
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::ExtraMetric;
-use flowspike_engine::{decode_batch, Batch, Engine, EngineConfig, Metrics, RawRecord, SpikeSink};
+use flowspike_engine::{
+    decode_batch, Batch, DetectionsConfig, Engine, EngineConfig, Metrics, RawRecord, SpikeSink,
+};
 use flowspike_history::{History, Store};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -57,6 +59,8 @@ struct AppState {
     permits: Arc<Semaphore>,
     /// The decoding settings (an `Arc`: every request's decoding thread takes one).
     pipeline: Arc<Pipeline>,
+    /// The other detections' settings, shared the same way.
+    detections: Arc<DetectionsConfig>,
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     requests: Arc<RequestStats>,
@@ -159,6 +163,7 @@ impl Server {
             stream: cfg.name.clone(),
             allowed_lateness_secs: i64::try_from(cfg.allowed_lateness_secs).unwrap_or(i64::MAX),
             pipeline: cfg.pipeline.clone(),
+            detections: cfg.detections.clone(),
         };
         let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
         let engine = Engine::open(history, ecfg, sink.as_mut())?;
@@ -215,6 +220,7 @@ impl Server {
             request_timeout: cfg.request_timeout,
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
             pipeline: Arc::new(cfg.pipeline.clone()),
+            detections: Arc::new(cfg.detections.clone()),
             jobs,
             metrics: metrics.clone(),
             requests: requests.clone(),
@@ -494,6 +500,7 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
     })?;
     let body = body.to_bytes();
     let ctx = st.pipeline.clone();
+    let detections = st.detections.clone();
     let request_id = head.request_id.clone();
     let max_records = st.max_records;
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -517,7 +524,7 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
                 parse_records(&json, &head.request_id, max_records)?
             }
         };
-        Ok(decode(&ctx, &head.request_id, &records, &cancelled))
+        Ok(decode(&ctx, &detections, &head.request_id, &records, &cancelled))
     })
     .await
     .map_err(|e| {
@@ -560,6 +567,7 @@ async fn deliver(st: &Arc<AppState>, req: Request) -> Result<bool, Rejection> {
 /// turns into an amplification of its size.
 fn decode(
     ctx: &Pipeline,
+    detections: &DetectionsConfig,
     request_id: &str,
     records: &[Vec<u8>],
     cancelled: &AtomicBool,
@@ -586,17 +594,21 @@ fn decode(
                 data,
             })
             .collect();
-        let b = decode_batch(ctx, VIRTUAL_SHARD, &raw);
+        let b = decode_batch(ctx, detections, VIRTUAL_SHARD, &raw);
         match &mut total {
             None => total = Some(b),
             Some(t) => {
                 t.counter.merge(b.counter);
+                match (&mut t.taps, b.taps) {
+                    (Some(mine), Some(theirs)) => mine.merge(theirs),
+                    (mine, theirs) => *mine = mine.take().or(theirs),
+                }
                 t.stats.add(&b.stats);
                 t.max_start = t.max_start.max(b.max_start);
             }
         }
     }
-    let mut batch = total.unwrap_or_else(|| decode_batch(ctx, VIRTUAL_SHARD, &[]));
+    let mut batch = total.unwrap_or_else(|| decode_batch(ctx, detections, VIRTUAL_SHARD, &[]));
     batch.last_sequence_number = Some(request_id.to_owned());
     Some(batch)
 }
@@ -659,6 +671,7 @@ mod tests {
             request_timeout: timeout,
             permits: Arc::new(Semaphore::new(max_concurrent)),
             pipeline: Arc::new(Pipeline::default()),
+            detections: Arc::new(DetectionsConfig::default()),
             jobs,
             decodes: decodes_gauge(&metrics),
             metrics,
@@ -742,16 +755,21 @@ mod tests {
             });
         }
         let never = AtomicBool::new(false);
-        let got = decode(&st.pipeline, "r", &records, &never).expect("not cancelled");
+        let got =
+            decode(&st.pipeline, &st.detections, "r", &records, &never).expect("not cancelled");
         let raw: Vec<RawRecord<'_>> =
             records.iter().map(|d| RawRecord { sequence_number: "r/x", data: d }).collect();
-        let want = decode_batch(&st.pipeline, VIRTUAL_SHARD, &raw);
+        let want = decode_batch(&st.pipeline, &st.detections, VIRTUAL_SHARD, &raw);
         assert_eq!(got.stats, want.stats);
         assert_eq!(got.max_start, want.max_start);
         assert_eq!(got.counter.clone().into_rows(), want.counter.clone().into_rows());
+        // The taps of the chunks, merged, are those of one decode of every record.
+        let (got_taps, want_taps) = (got.taps.clone().unwrap(), want.taps.clone().unwrap());
+        assert_eq!(got_taps.finish(), want_taps.finish());
         assert_eq!(got.last_sequence_number.as_deref(), Some("r"));
-        assert!(decode(&st.pipeline, "r", &records, &AtomicBool::new(true)).is_none());
-        let empty = decode(&st.pipeline, "r", &[], &never).expect("empty");
+        let cancelled = AtomicBool::new(true);
+        assert!(decode(&st.pipeline, &st.detections, "r", &records, &cancelled).is_none());
+        let empty = decode(&st.pipeline, &st.detections, "r", &[], &never).expect("empty");
         assert_eq!(empty.stats.kinesis_records, 0);
         assert_eq!(empty.last_sequence_number.as_deref(), Some("r"));
     }

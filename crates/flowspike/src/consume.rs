@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use flowspike_aws::S3;
 use flowspike_consumer::{ConsumerConfig, EfoConfig, LeaseConfig, StartPosition};
 
-use crate::args::{FindingsArgs, PipelineArgs};
-use crate::settings::{metrics_addr, open_state, output, parse_time, pipeline};
+use crate::args::{DetectionsArgs, FindingsArgs, PipelineArgs};
+use crate::settings::{
+    detections, metrics_addr, open_state, output, parse_time, pipeline, spawn_threat_reload,
+};
 
 /// `flowspike consume`.
 #[derive(Args, Debug)]
@@ -87,10 +90,17 @@ pub struct ConsumeArgs {
     /// Input framing, format and detection settings.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// The other detections (not in lease mode, which runs the blocked spike only).
+    #[command(flatten)]
+    pub detections: DetectionsArgs,
+    /// Reread the --threat-list files (or S3 objects) this often and use a changed list for the
+    /// batches that follow (0: never; a list that no longer parses keeps its previous version).
+    #[arg(long, default_value_t = 300, env = "FLOWSPIKE_THREAT_LIST_RELOAD_SECS")]
+    pub threat_list_reload_secs: u64,
 }
 
-/// The consumer settings from the arguments.
-pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
+/// The consumer settings from the arguments; `s3` is made when a threat list is in S3.
+pub fn config(a: &ConsumeArgs, s3: &mut Option<S3>) -> anyhow::Result<ConsumerConfig> {
     let pipeline = pipeline(&a.pipeline)?;
     pipeline.detect.validate().context("detection settings")?;
     let start_position = match (a.start_position.as_str(), &a.at_timestamp) {
@@ -144,6 +154,7 @@ pub fn config(a: &ConsumeArgs) -> anyhow::Result<ConsumerConfig> {
         exit_when_idle: a.exit_when_idle_secs.map(Duration::from_secs),
         relist_interval: Duration::from_secs(a.relist_shards_secs.max(1)),
         pipeline,
+        detections: detections(&a.detections, s3)?,
         output: output(&a.findings, a.output_stream.clone())?,
         metrics_addr,
         efo: a.efo.then(|| EfoConfig {
@@ -173,9 +184,12 @@ fn default_worker_id() -> String {
 /// Runs the command until SIGTERM/SIGINT, --max-runtime-secs or --exit-when-idle-secs; prints the
 /// run's summary as one JSON line on standard error. Exit code 0 after a graceful stop.
 pub fn run(a: ConsumeArgs) -> anyhow::Result<u8> {
-    let cfg = config(&a)?;
     let mut s3 = None;
+    let cfg = config(&a, &mut s3)?;
     let store = open_state(&a.state, &mut s3)?;
+    if cfg.lease.is_none() {
+        spawn_threat_reload(&cfg.detections, Duration::from_secs(a.threat_list_reload_secs));
+    }
     let summary = flowspike_consumer::run(cfg, store)
         .with_context(|| format!("consuming stream {}", a.stream))?;
     eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use flowspike_aws::S3;
 use flowspike_firehose::{FirehoseConfig, TlsFiles};
 
-use crate::args::{FindingsArgs, PipelineArgs};
-use crate::settings::{metrics_addr, open_state, output, pipeline};
+use crate::args::{DetectionsArgs, FindingsArgs, PipelineArgs};
+use crate::settings::{
+    detections, metrics_addr, open_state, output, pipeline, spawn_threat_reload,
+};
 
 /// Default of `--max-record-decompressed-bytes`: a Firehose record is at most 1,000 KiB and a
 /// CloudWatch Logs envelope carries at most about 1 MiB of log events, so 64 MiB leaves a wide
@@ -100,10 +103,17 @@ pub struct ServeFirehoseArgs {
     /// Input framing, format and detection settings.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// The other detections.
+    #[command(flatten)]
+    pub detections: DetectionsArgs,
+    /// Reread the --threat-list files (or S3 objects) this often and use a changed list for the
+    /// batches that follow (0: never; a list that no longer parses keeps its previous version).
+    #[arg(long, default_value_t = 300, env = "FLOWSPIKE_THREAT_LIST_RELOAD_SECS")]
+    pub threat_list_reload_secs: u64,
 }
 
-/// The endpoint settings from the arguments.
-pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
+/// The endpoint settings from the arguments; `s3` is made when a threat list is in S3.
+pub fn config(a: &ServeFirehoseArgs, s3: &mut Option<S3>) -> anyhow::Result<FirehoseConfig> {
     let listen = a
         .listen
         .trim()
@@ -144,6 +154,7 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
     cfg.pipeline = pipeline(&a.pipeline)?;
     cfg.pipeline.decode.max_decompressed_bytes = a.max_record_decompressed_bytes;
     cfg.pipeline.detect.validate().context("detection settings")?;
+    cfg.detections = detections(&a.detections, s3)?;
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.request_timeout = Duration::from_secs(a.request_timeout_secs);
     cfg.max_concurrent_requests = a.max_concurrent_requests;
@@ -164,15 +175,16 @@ pub fn config(a: &ServeFirehoseArgs) -> anyhow::Result<FirehoseConfig> {
 /// Serves until SIGTERM/SIGINT, then finishes in-flight requests, checkpoints and prints the run's
 /// summary as one JSON line on standard error. Exit code 0 after a graceful stop.
 pub fn run(a: ServeFirehoseArgs) -> anyhow::Result<u8> {
-    let cfg = config(&a)?;
+    let mut s3 = None;
+    let cfg = config(&a, &mut s3)?;
     if key_on_command_line() {
         tracing::warn!(
             "an access key was given on the command line, where every local user can read it \
              (ps); give it in FLOWSPIKE_FIREHOSE_ACCESS_KEYS or --access-key-file instead"
         );
     }
-    let mut s3 = None;
     let store = open_state(&a.state, &mut s3)?;
+    spawn_threat_reload(&cfg.detections, Duration::from_secs(a.threat_list_reload_secs));
     let summary = flowspike_firehose::run(cfg, store)
         .with_context(|| format!("serving the firehose endpoint {}", a.name))?;
     eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use flowlog::{DecodeOptions, Format, Framing};
@@ -44,14 +45,38 @@ pub fn detections(
         horizontal_min_dests: a.sweep_min_dests,
         ..Default::default()
     };
-    let threat_lists = threat_lists(&a.threat_lists, s3)?;
+    let reloader = threat_reloader(&a.threat_lists, s3)?.map(Arc::new);
     Ok(flowspike_detections::DetectionsConfig {
         set,
         volume,
         scan,
-        threat_lists,
+        threat_lists: reloader.as_ref().map(|r| r.current()),
+        threat_reloader: reloader,
         ..Default::default()
     })
+}
+
+/// Reloads the threat lists of `cfg` (when it has a reloader) every `every` on a thread of its
+/// own, for the services: batches decoded after a change match against the new lists. A list
+/// that fails to read or parse keeps its previous version (logged). `every` zero: never.
+pub fn spawn_threat_reload(cfg: &flowspike_detections::DetectionsConfig, every: Duration) {
+    let Some(reloader) = cfg.threat_reloader.clone() else { return };
+    if every.is_zero() {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("threat-reload".into()).spawn(move || loop {
+        std::thread::sleep(every);
+        match reloader.reload_if_changed() {
+            Ok(true) => tracing::info!(lists = ?reloader.names(), "threat lists reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "threat list not reloaded; the previous one stays")
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the threat list reload: lists stay as loaded");
+    }
 }
 
 /// The threat lists of `--threat-list` (files or `s3://` objects; `None` when there is none),
@@ -60,6 +85,14 @@ pub fn threat_lists(
     lists: &[String],
     s3: &mut Option<S3>,
 ) -> anyhow::Result<Option<std::sync::Arc<flowspike_threat::ThreatLists>>> {
+    Ok(threat_reloader(lists, s3)?.map(|r| r.current()))
+}
+
+/// The loaded lists of `--threat-list` with their sources, to reload them when they change.
+pub fn threat_reloader(
+    lists: &[String],
+    s3: &mut Option<S3>,
+) -> anyhow::Result<Option<flowspike_threat::Reloader>> {
     use flowspike_threat::{FileSource, ListSource, Reloader};
     let mut sources: Vec<Box<dyn ListSource>> = Vec::new();
     for l in lists.iter().filter(|l| !l.is_empty()) {
@@ -72,7 +105,7 @@ pub fn threat_lists(
     if sources.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Reloader::load(sources).context("cannot load the threat lists")?.current()))
+    Ok(Some(Reloader::load(sources).context("cannot load the threat lists")?))
 }
 
 /// The pipeline settings from their arguments.

@@ -50,6 +50,25 @@ impl Table {
         batch: &RecordBatch,
         name: &str,
     ) -> Result<String, HistoryError> {
+        let key = self.put_hour_file(store, hour, batch, name)?;
+        for old in self.hour_files(store, hour)? {
+            if old != key {
+                store.delete(&old)?;
+            }
+        }
+        Ok(key)
+    }
+
+    /// Writes `batch` as `<hour prefix><name>.parquet` and leaves the hour's other files alone:
+    /// a streaming source's file beside replay's and other streams' (readers take every file of
+    /// the hour). Writing the same name again replaces that file only. Returns the key.
+    pub fn put_hour_file(
+        &self,
+        store: &dyn Store,
+        hour: i64,
+        batch: &RecordBatch,
+        name: &str,
+    ) -> Result<String, HistoryError> {
         if name.is_empty() || name.contains('/') {
             return Err(HistoryError::Name { name: name.to_owned() });
         }
@@ -61,11 +80,6 @@ impl Table {
         let bytes = encode_batch(batch)
             .map_err(|source| HistoryError::Codec { key: key.clone(), source })?;
         store.put(&key, bytes)?;
-        for old in self.hour_files(store, hour)? {
-            if old != key {
-                store.delete(&old)?;
-            }
-        }
         Ok(key)
     }
 
@@ -168,5 +182,23 @@ mod tests {
         assert_eq!(t.hour_of_key("port_sweeps/date=2026-01-01/hr=05/a.parquet"), None);
         assert!(t.replace_hour(&store, hour + 1, &batch(&[]), "c").is_err());
         assert!(t.replace_hour(&store, hour, &batch(&[]), "x/y").is_err());
+    }
+
+    /// A stream's file of an hour is put beside replay's and another stream's, never deleting
+    /// them; writing it again (a redo after a crash) replaces that one file.
+    #[test]
+    fn put_hour_file_keeps_the_hours_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let t = Table { name: "port_scans" };
+        let hour = 1_767_225_600;
+        let replay = t.replace_hour(&store, hour, &batch(&["10.0.0.1"]), "replay-1").unwrap();
+        let other = t.put_hour_file(&store, hour, &batch(&["10.0.0.2"]), "consumer-b").unwrap();
+        let mine = t.put_hour_file(&store, hour, &batch(&["10.0.0.3"]), "consumer-a").unwrap();
+        t.put_hour_file(&store, hour, &batch(&["10.0.0.4"]), "consumer-a").unwrap();
+        assert_eq!(t.hour_files(&store, hour).unwrap(), vec![mine, other, replay]);
+        let back = t.read_hour(&store, hour).unwrap();
+        assert_eq!(back[0], batch(&["10.0.0.4"]));
+        assert!(t.put_hour_file(&store, hour, &batch(&[]), "x/y").is_err());
     }
 }

@@ -220,6 +220,57 @@ fn tau(mut x: f64) -> f64 {
     z / 3.0
 }
 
+/// Serialized as [`Hll::to_bytes`] (one byte string: compact in binary formats); deserializing
+/// validates it as [`Hll::from_bytes`] does, so a damaged snapshot is an error, never a sketch
+/// of the wrong size.
+impl serde::Serialize for Hll {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hll {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hll, D::Error> {
+        let bytes: serde_bytes_buf::Buf = serde::Deserialize::deserialize(d)?;
+        Hll::from_bytes(&bytes.0).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A byte string read from either a byte string or a sequence of bytes (what `Vec<u8>`'s own
+/// impl does not accept from `serialize_bytes` in self-describing formats).
+mod serde_bytes_buf {
+    pub(super) struct Buf(pub(super) Vec<u8>);
+
+    impl<'de> serde::Deserialize<'de> for Buf {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Buf, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Buf;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a byte string")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Buf, E> {
+                    Ok(Buf(v.to_vec()))
+                }
+                fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Buf, E> {
+                    Ok(Buf(v))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Buf, A::Error> {
+                    let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0).min(1 << 16));
+                    while let Some(b) = a.next_element::<u8>()? {
+                        out.push(b);
+                    }
+                    Ok(Buf(out))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +278,16 @@ mod tests {
 
     fn v4(i: u32) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(i))
+    }
+
+    /// The serde form round-trips, and a damaged one (wrong length) is refused.
+    #[test]
+    fn serde_round_trip_and_damage_refused() {
+        let mut h = Hll::new();
+        (0..5000).for_each(|i| h.insert(v4(i)));
+        let json = serde_json::to_vec(&h).unwrap();
+        assert_eq!(serde_json::from_slice::<Hll>(&json).unwrap(), h);
+        assert!(serde_json::from_slice::<Hll>(b"[1,14,0]").is_err());
     }
 
     fn sketch_of(range: std::ops::Range<u32>) -> Hll {

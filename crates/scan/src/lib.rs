@@ -63,7 +63,7 @@ pub use table::{
     horizontal_batch, horizontal_rows, horizontal_schema, vertical_batch, vertical_rows,
     vertical_schema,
 };
-pub use tap::ScanTap;
+pub use tap::{ScanSnapshot, ScanTap};
 
 /// Thresholds, what the tables keep, and the memory bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]

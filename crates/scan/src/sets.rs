@@ -13,14 +13,29 @@ pub(crate) const HLL_BYTES: usize = flowspike_model::hll::M;
 /// An address as the aggregation keeps it: `u32` for the IPv4 fast path, `IpAddr` otherwise. Its
 /// order is `IpAddr`'s (IPv4 before IPv6, then numeric), so rows sort the same from either path.
 pub(crate) trait Addr:
-    Copy + Ord + std::hash::Hash + Send + Sync + std::fmt::Debug + 'static
+    Copy
+    + Ord
+    + std::hash::Hash
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + 'static
 {
     /// Heap bytes one address takes in a vector.
     const BYTES: usize;
     /// A buffered record (destination, port, protocol) packed so that its own order is the order
     /// of a key: (destination, port, protocol) as made by [`Addr::pack`], (protocol, port,
     /// destination) after [`Addr::to_horizontal`]. For IPv4 a `u64`, the fastest thing to sort.
-    type Raw: Copy + Ord + Send + Sync + std::fmt::Debug + 'static;
+    type Raw: Copy
+        + Ord
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + 'static;
     /// The address.
     fn ip(self) -> IpAddr;
     /// The address as `IpAddr::to_string` writes it.
@@ -90,7 +105,9 @@ impl Addr for u32 {
 }
 
 /// A buffered record of the general path: compared field by field, `hi` first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) struct WideRaw {
     hi: u32,
     addr: IpAddr,
@@ -156,12 +173,12 @@ fn union_sorted<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
 /// The distinct destination ports of a vertical key: a sorted vector up to the exact cap, then a
 /// 65,536-bit bitmap (8 KiB). Both are exact: a bitmap of every port is smaller than a
 /// HyperLogLog (16 KiB) and also answers "how many below 1024", so ports are never estimated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum PortSet {
     /// Sorted, distinct.
     Small(Vec<u16>),
     /// Bit `p` of word `p / 64` is set when port `p` was seen; the second field is the count.
-    Bitmap(Box<[u64; 1024]>, u32),
+    Bitmap(#[serde(with = "crate::tap::bitmap_serde")] Box<[u64; 1024]>, u32),
 }
 
 impl PortSet {
@@ -283,7 +300,8 @@ impl PortSet {
 /// The distinct destination addresses of a horizontal key: a sorted vector up to the exact cap,
 /// then a HyperLogLog (16 KiB) and the `sample` lowest addresses. Past the cap the count is an
 /// estimate (standard error 0.81 %).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub(crate) enum DestSet<A: Addr> {
     /// Sorted, distinct.
     Small(Vec<A>),

@@ -10,6 +10,10 @@ use rayon::prelude::*;
 use crate::sets::{Addr, DestSet, PortSet, BITMAP_BYTES, HLL_BYTES};
 use crate::{HorizontalRow, HourScans, Overflow, ScanConfig, VerticalRow};
 
+mod snapshot;
+pub(crate) use snapshot::bitmap_serde;
+pub use snapshot::ScanSnapshot;
+
 /// A hash map with `ahash`'s hasher (the keys are addresses, not attacker-chosen text worth
 /// SipHash's cost; ahash is still randomly seeded).
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -86,7 +90,8 @@ fn slots(charged_bytes: usize) -> usize {
 }
 
 /// A vertical key's state: (hour, source) are the group's, the destination is here.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 struct VKey<A: Addr> {
     dst: A,
     flows: u64,
@@ -94,7 +99,8 @@ struct VKey<A: Addr> {
 }
 
 /// A horizontal key's state: (hour, source) are the group's.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 struct HKey<A: Addr> {
     proto: u8,
     port: u16,
@@ -103,7 +109,8 @@ struct HKey<A: Addr> {
 }
 
 /// Everything one (hour, source) holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 struct Group<A: Addr> {
     /// Records not yet folded: (destination, port, protocol), packed.
     raw: Vec<A::Raw>,
@@ -459,7 +466,7 @@ fn flat_bucket(s: u32, n: usize) -> usize {
 }
 
 /// One hour of a tap.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct HourState {
     hour: i64,
     /// IPv4 source and destination: the fast path.

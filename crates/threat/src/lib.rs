@@ -41,7 +41,7 @@ pub use error::ThreatError;
 pub use list::ThreatList;
 pub use reload::{list_name, FileSource, ListSource, Reloader};
 pub use table::{ThreatLists, MAX_LISTS};
-pub use tap::{merge_match_rows, Flow, MatchRow, ThreatConfig, ThreatTap};
+pub use tap::{merge_match_rows, Flow, MatchRow, ThreatConfig, ThreatSnapshot, ThreatTap};
 
 /// The lists an address is on: bit `i` set when list `i` (in [`ThreatLists::names`] order)
 /// holds it; `0` when it is on none.

@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+mod snapshot;
+pub use snapshot::ThreatSnapshot;
+
 /// One flow record as the tap needs it: which side is internal is the caller's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
@@ -98,7 +101,7 @@ pub struct MatchRow {
 }
 
 /// A sorted set of at most `cap` values: the lowest seen, and whether any was dropped.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Lowest<T> {
     items: Vec<T>,
     dropped: bool,
@@ -139,7 +142,7 @@ impl<T: Ord + Copy> Lowest<T> {
 }
 
 /// The running aggregate of one (hour, internal address, list).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct RowState {
     flows: u64,
     outbound: u64,

@@ -11,7 +11,7 @@ use aws_sdk_kinesis::Client;
 use crossbeam_utils::CachePadded;
 use flowspike_counter::Pipeline;
 use flowspike_engine::metrics::ShardMetrics;
-use flowspike_engine::{decode_batch, Batch, RawRecord};
+use flowspike_engine::{decode_batch, Batch, DetectionsConfig, RawRecord};
 use tokio::sync::{mpsc, watch};
 
 use super::{classed, is_throttle, Classed, Efo, Event, ShardInfo, StartAt};
@@ -29,6 +29,8 @@ pub struct ShardReader {
     pub start: StartAt,
     /// Decoding settings.
     pub pipeline: Arc<Pipeline>,
+    /// The other detections' settings: each batch's taps.
+    pub detections: Arc<DetectionsConfig>,
     /// Where batches go (bounded: a slow coordinator slows the readers).
     pub tx: mpsc::Sender<Event>,
     /// Becomes true when the consumer stops; the reader finishes its in-flight call first.
@@ -107,7 +109,9 @@ impl ShardReader {
     /// this worker thread meanwhile).
     pub(super) fn decode(&self, records: &[Record]) -> Batch {
         let raw = raw_records(records);
-        tokio::task::block_in_place(|| decode_batch(&self.pipeline, &self.shard_id, &raw))
+        tokio::task::block_in_place(|| {
+            decode_batch(&self.pipeline, &self.detections, &self.shard_id, &raw)
+        })
     }
 
     /// Sends a batch to the coordinator; false when the coordinator is gone.
@@ -123,7 +127,10 @@ impl ShardReader {
 
     /// Reports the end of the shard (an empty batch marked `ended`, with the children it names).
     pub(super) async fn send_end(&self, children: Vec<ShardInfo>, detected_by: &str) {
-        let batch = Batch { ended: true, ..decode_batch(&self.pipeline, &self.shard_id, &[]) };
+        let batch = Batch {
+            ended: true,
+            ..decode_batch(&self.pipeline, &self.detections, &self.shard_id, &[])
+        };
         tracing::info!(shard_id = %self.shard_id, children = ?child_ids(&children), detected_by, "shard ended");
         self.send(batch, true, children).await;
     }

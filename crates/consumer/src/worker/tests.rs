@@ -49,6 +49,7 @@ fn batch(shard: &str, seq: u64, start: i64, src: &str, n: u64) -> Batch {
         shard_id: shard.into(),
         last_sequence_number: Some(seq.to_string()),
         counter,
+        taps: None,
         max_start: Some(start as u64),
         stats: Stats { counted: n, ..Stats::default() },
         ended: false,

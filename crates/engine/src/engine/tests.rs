@@ -11,7 +11,7 @@ use super::*;
 const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const LATENESS: i64 = 600;
 
-fn cfg() -> EngineConfig {
+pub(super) fn cfg() -> EngineConfig {
     EngineConfig {
         stream: "flows".into(),
         allowed_lateness_secs: LATENESS,
@@ -19,6 +19,7 @@ fn cfg() -> EngineConfig {
             detect: DetectConfig::for_mode(flowspike_detect::Mode::Window),
             ..Pipeline::default()
         },
+        detections: DetectionsConfig::none(),
     }
 }
 
@@ -44,6 +45,7 @@ fn batch(shard: &str, seq: u64, evs: &[Ev]) -> Batch {
         shard_id: shard.into(),
         last_sequence_number: Some(seq.to_string()),
         counter,
+        taps: None,
         max_start,
         stats: Stats { counted: evs.len() as u64, ..Stats::default() },
         ended: false,
@@ -377,6 +379,7 @@ fn decoded(seq: u64, lines: &[String]) -> Batch {
     let seq = seq.to_string();
     crate::decode_batch(
         &ctx,
+        &DetectionsConfig::none(),
         "shardId-0",
         &[crate::RawRecord { sequence_number: &seq, data: data.as_bytes() }],
     )
@@ -460,6 +463,7 @@ fn max_future_secs_bounds_the_start_at_the_batch_clock() {
     .concat();
     let b = crate::decode::decode_batch_at(
         &ctx,
+        &DetectionsConfig::none(),
         "s",
         &[crate::RawRecord { sequence_number: "1", data: data.as_bytes() }],
         now,
@@ -683,6 +687,7 @@ mod poison {
                 let seq = (i + 1).to_string();
                 let b = crate::decode::decode_batch_at(
                     &ctx,
+                    &DetectionsConfig::none(),
                     "shardId-0",
                     &[crate::RawRecord { sequence_number: &seq, data: data.as_bytes() }],
                     NOW,
