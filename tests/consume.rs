@@ -345,12 +345,12 @@ fn kill_9_and_sigterm_then_restart_give_exact_aggregates() {
             let h = if round == 0 { i * 6 / 1500 } else { (r % 8) as i64 };
             let start = base + h * HOUR + (r % 3500) as i64;
             let src = format!("10.0.{}.{}", r % 3, (r >> 8) % 7 + 1);
-            let dst = if r % 11 == 0 {
+            let dst = if r.is_multiple_of(11) {
                 "10.9.9.9".to_string()
             } else {
                 format!("198.51.100.{}", (r >> 12) % 40)
             };
-            let reject = r % 5 != 0;
+            let reject = !r.is_multiple_of(5);
             let eni = format!("eni-{:08x}", (r >> 16) % 3);
             lines.push(line(
                 &eni,

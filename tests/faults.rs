@@ -250,7 +250,7 @@ async fn handle(
     };
     let roll = st.next();
     st.stats.calls.fetch_add(1, Ordering::Relaxed);
-    if roll % 5 == 0 {
+    if roll.is_multiple_of(5) {
         st.stats.delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis((roll >> 8) % 40)).await;
     }

@@ -35,12 +35,12 @@ fn round(seed: u64, n: usize) -> (Vec<String>, Vec<Flow>) {
         let r = x >> 33;
         let start = base + (r % 3) as i64 * HOUR + ((r >> 4) % 3500) as i64;
         let src = format!("10.1.{}.{}", r % 4, (r >> 8) % 5 + 1);
-        let dst = if r % 13 == 0 {
+        let dst = if r.is_multiple_of(13) {
             "10.9.9.9".to_string()
         } else {
             format!("198.51.100.{}", (r >> 12) % 30)
         };
-        let reject = r % 5 != 0;
+        let reject = !r.is_multiple_of(5);
         let eni = format!("eni-{:08x}", (r >> 16) % 3);
         let bytes = 40 + (r % 100);
         lines.push(line(&eni, &src, &dst, start, if reject { "REJECT" } else { "ACCEPT" }, bytes));

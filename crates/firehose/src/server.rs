@@ -329,7 +329,7 @@ async fn serve(
             // Relaxed: a counter read on its own by scrapes. Logged for the first refusal and
             // then every 1,000th, so a flood of connections does not flood the log too.
             let n = conns.refused.value.fetch_add(1, Ordering::Relaxed);
-            if n % 1000 == 0 {
+            if n.is_multiple_of(1000) {
                 tracing::warn!(peer = %peer, max_connections, refused = n + 1, "too many connections: closing new ones");
             }
             drop(sock);

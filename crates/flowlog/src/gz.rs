@@ -71,7 +71,7 @@ mod tests {
                 x ^= x << 17;
                 if i % 97 == 96 {
                     b'\n'
-                } else if x % 5 == 0 {
+                } else if x.is_multiple_of(5) {
                     b' '
                 } else {
                     b'0' + (x % 10) as u8

@@ -133,7 +133,7 @@ impl ShardReader {
             self.fail(err).await;
             return Flow::Stop;
         };
-        if p.get_retry.failures() % RENEW_ITERATOR_AFTER_FAILURES != 0 {
+        if !p.get_retry.failures().is_multiple_of(RENEW_ITERATOR_AFTER_FAILURES) {
             p.iterator = Some(it);
         }
         self.pause(pause).await;
