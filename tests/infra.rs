@@ -338,6 +338,7 @@ fn infra_check_rejects_a_replay_task_beyond_the_archive_prefix() {
 fn infra_check_rejects_threat_lists_that_are_lost_or_widen_the_grant() {
     let grant =
         r#"Resource: !Split [",", !Join ["arn:*:s3:::", !Split ["s3://", !Ref ThreatListS3Uris]]]"#;
+    let replay_env = "(value_delimiter ','); unset when empty.\n            - !If\n              - HasThreatLists\n              - { Name: FLOWSPIKE_THREAT_LISTS, Value: !Ref ThreatListS3Uris }";
     let cases = [
         (
             grant,
@@ -345,19 +346,75 @@ fn infra_check_rejects_threat_lists_that_are_lost_or_widen_the_grant() {
             "replay+threat-lists: the replay task may s3:GetObject ['arn:*:s3:::intel-feeds/*'], the threat lists are",
         ),
         (
-            "{ Name: FLOWSPIKE_THREAT_LISTS, Value: !Ref ThreatListS3Uris }",
-            r#"{ Name: FLOWSPIKE_THREAT_LISTS, Value: "" }"#,
+            replay_env,
+            "(value_delimiter ','); unset when empty.\n            - !If\n              - HasThreatLists\n              - { Name: FLOWSPIKE_THREAT_LISTS, Value: \"\" }",
             "replay+threat-lists: the replay task gets FLOWSPIKE_THREAT_LISTS=''",
         ),
         (
-            "- HasThreatLists\n                - Effect: Allow",
-            "- ReplayTask\n                - Effect: Allow",
-            "replay: the replay task may s3:GetObject [''], the threat lists are []",
+            // The grant attached whether or not there are lists: the policy is not in the mode.
+            "(one-off task).\n      ManagedPolicyArns: !If [HasThreatLists, [!Ref ThreatListReadPolicy], !Ref AWS::NoValue]",
+            "(one-off task).\n      ManagedPolicyArns: [!Ref ThreatListReadPolicy]",
+            "replay: ReplayTaskRole attaches ThreatListReadPolicy, no managed policy of the template in this mode",
         ),
         (
             r"/[^,*?$\\s]+(,s3://",
             r"/[^,\\s]+(,s3://",
             "ThreatListS3Uris accepts 's3://intel-feeds/lists/*'",
+        ),
+    ];
+    assert_each_breaks_the_modes_check(&cases);
+}
+
+/// Issue #32: `consume` and `serve-firehose` run the threat-list detection too: each gets
+/// FLOWSPIKE_THREAT_LISTS exactly when ThreatListS3Uris is set, and its role reads exactly those
+/// objects (the shared ThreatListReadPolicy): a variable lost or given without lists, a grant lost,
+/// widened to a bucket (literal or `!Sub`), made writable, or an AWS managed policy beside it fail.
+#[test]
+fn infra_check_rejects_services_whose_threat_lists_are_lost_or_widened() {
+    let firehose_env = "(default 300 s).\n            - !If\n              - HasThreatLists\n              - { Name: FLOWSPIKE_THREAT_LISTS, Value: !Ref ThreatListS3Uris }\n              - !Ref AWS::NoValue\n";
+    let firehose_statements = "- PolicyName: flowspike-firehose\n          PolicyDocument:\n            Version: \"2012-10-17\"\n            Statement:\n";
+    let consumer_statements = "- PolicyName: flowspike\n          PolicyDocument:\n            Version: \"2012-10-17\"\n            Statement:\n";
+    let widened_firehose = format!(
+        "{firehose_statements}              - {{ Effect: Allow, Action: s3:GetObject, Resource: \"arn:*:s3:::intel-feeds/*\" }}\n"
+    );
+    let widened_consumer = format!(
+        "{consumer_statements}              - {{ Effect: Allow, Action: s3:GetObject, Resource: !Sub \"arn:${{AWS::Partition}}:s3:::intel-feeds/*\" }}\n"
+    );
+    let cases = [
+        (
+            "says so in its log).\n            - !If\n              - HasThreatLists",
+            "says so in its log).\n            - !If\n              - ReplayTask",
+            "replay: the consumer task gets FLOWSPIKE_THREAT_LISTS without threat lists",
+        ),
+        (
+            firehose_env,
+            "(default 300 s).\n",
+            "firehose+threat-lists: the serve-firehose task gets FLOWSPIKE_THREAT_LISTS=None",
+        ),
+        (
+            "(flowspike consume).\n      ManagedPolicyArns: !If [HasThreatLists,",
+            "(flowspike consume).\n      ManagedPolicyArns: !If [ReplayTask,",
+            "firehose+threat-lists: the consumer task may s3:GetObject [], the threat lists are ['arn:*:s3:::intel-feeds/lists/tor-exits.txt'",
+        ),
+        (
+            firehose_statements,
+            widened_firehose.as_str(),
+            "firehose: the serve-firehose task may s3:GetObject ['arn:*:s3:::intel-feeds/*'], the threat lists are []",
+        ),
+        (
+            consumer_statements,
+            widened_consumer.as_str(),
+            "polling: the consumer task may s3:GetObject 'arn:${AWS::Partition}:s3:::intel-feeds/*', which is neither the state, the archive nor a threat list",
+        ),
+        (
+            "Action: s3:GetObject\n            Resource: !Split",
+            "Action: [s3:GetObject, s3:PutObject]\n            Resource: !Split",
+            "firehose+threat-lists: the serve-firehose task may s3:PutObject on the threat lists",
+        ),
+        (
+            "(state and spike stream).\n      ManagedPolicyArns: !If [HasThreatLists, [!Ref ThreatListReadPolicy], !Ref AWS::NoValue]",
+            "(state and spike stream).\n      ManagedPolicyArns: [arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess]",
+            "firehose: FirehoseTaskRole attaches arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess, no managed policy of the template",
         ),
     ];
     assert_each_breaks_the_modes_check(&cases);

@@ -41,9 +41,12 @@ modes   the template resolved for each deployment mode (MODES: parameter values;
         condition is true in one mode and false in another): enhanced fan-out sets FLOWSPIKE_EFO=true on
         the consumer, its task role grants CONSUMER_ACTIONS the code calls on the consumer ARN
         `<stream>/consumer/<name>:*` (SubscribeToShard only there) and no alarm or scaling policy reads a
-        GetRecords metric (missing under enhanced fan-out). The replay task gets ThreatListS3Uris as
-        FLOWSPIKE_THREAT_LISTS and may s3:GetObject exactly those objects (nothing when it is empty; its
-        pattern refuses wildcard keys): check_threat_lists.
+        GetRecords metric (missing under enhanced fan-out). Every task of the mode (consumer, Firehose
+        endpoint, replay) gets ThreatListS3Uris as FLOWSPIKE_THREAT_LISTS and its role may s3:GetObject
+        exactly those objects and nothing else on them (neither when it is empty; its pattern refuses
+        wildcard keys; no other literal or templated GetObject resource beside the state and the archive):
+        check_threat_lists. A role's ManagedPolicyArns must name managed policies of the template that the
+        mode creates (an AWS managed policy's grants could not be checked).
         Alarms, per mode, evaluated on ALARM_SCENARIOS (metric values; None: no data; metric math computed):
         none fires on a new stack without data or a service scaled to 0, none fires on a healthy one, and the
         alarm each scenario names fires. Autoscaling: the service sets no DesiredCount (the policy owns it),
@@ -101,9 +104,14 @@ MODES: dict[str, dict[str, str]] = {
     "leases": {"CreateLeaseTable": "true", "DesiredCount": "2"},
     "efo+leases+autoscaling": {"EnhancedFanOut": "true", "CreateLeaseTable": "true", "EnableAutoScaling": "true"},
     "replay": {"ArchiveBucketName": "flow-log-archive", "ArchivePrefix": "AWSLogs/"},
-    # Threat lists in S3 (ThreatListS3Uris): the replay task reads exactly those objects, in other buckets.
+    # Threat lists in S3 (ThreatListS3Uris): every task reads exactly those objects, in other buckets.
     "replay+threat-lists": {"ArchiveBucketName": "flow-log-archive", "ArchivePrefix": "AWSLogs/",
                             "ThreatListS3Uris": "s3://intel-feeds/lists/tor-exits.txt,s3://sec-tools.example/custom"},
+    # The two services with threat lists: the consumer (polling, no leases) and the Firehose endpoint.
+    "firehose+threat-lists": {"FirehoseEndpoint": "true", "FirehoseDomainName": "flowspike.example.com",
+                              "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
+                              "FlowLogVpcId": "vpc-0123456789abcdef0",
+                              "ThreatListS3Uris": "s3://intel-feeds/lists/tor-exits.txt,s3://sec-tools.example/custom"},
     "firehose": {"FirehoseEndpoint": "true", "FirehoseDomainName": "flowspike.example.com",
                  "FirehoseCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
                  "FirehoseAlbSubnetIds": "subnet-0ccc,subnet-0ddd", "FlowLogVpcId": "vpc-0123456789abcdef0"},
@@ -127,11 +135,15 @@ MODES: dict[str, dict[str, str]] = {
 }
 # The `flowspike` subcommand whose task definition and role a mode is about (default: consume).
 MODE_COMMAND = {"replay": "replay", "replay+threat-lists": "replay", "firehose": "serve-firehose",
-                "firehose+sinks": "serve-firehose"}
+                "firehose+sinks": "serve-firehose", "firehose+threat-lists": "serve-firehose"}
+# What the failures call the task running each subcommand.
+TASK_NAMES = {"consume": "consumer task", "replay": "replay task", "serve-firehose": "serve-firehose task"}
 # Kinesis actions authorized on the stream consumer resource type (Service Authorization Reference).
 CONSUMER_ACTIONS = {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"}
 # What the replay task may do on the archive bucket.
 ARCHIVE_ACTIONS = {"s3:ListBucket", "s3:GetObject"}
+# The templated object ARNs a task may s3:GetObject beside the threat lists: the state, the archive.
+STATE_AND_ARCHIVE_OBJECTS = ("${StateBucket.Arn}/", "arn:${AWS::Partition}:s3:::${ArchiveBucketName}/")
 
 # What runs in each mode (the features of CALL_LOCATIONS): `consume` polls (`poll`) or uses enhanced
 # fan-out (`efo`), with or without leases; every mode keeps its state on S3 (`s3state`) and sends spikes to
@@ -147,6 +159,8 @@ MODE_FEATURES: dict[str, set[str]] = {
     "replay+threat-lists": {"replay", "s3state"},
     # `serve-firehose`: pushed requests, the same state and spike stream as the consumer.
     "firehose": {"firehose", "s3state", "spikes"},
+    # --threat-list s3://...: GetObject with the state's S3 client, as replay.
+    "firehose+threat-lists": {"firehose", "s3state", "spikes"},
     # --securityhub and --eventbridge-bus: the two finding sinks beside the spike stream.
     "sinks": {"consume", "poll", "s3state", "spikes", "securityhub", "eventbridge"},
     "firehose+sinks": {"firehose", "s3state", "spikes", "securityhub", "eventbridge"},
@@ -502,14 +516,28 @@ def resource_name(ref) -> str | None:
 
 
 def role_statements(resources: dict, role: str) -> list[dict]:
-    """The Allow statements of `role`: its inline policies and every AWS::IAM::Policy attached to it."""
-    docs = [p.get("PolicyDocument", {}) for p in resources[role].get("Properties", {}).get("Policies", [])]
-    for r in resources.values():
+    """The Allow statements of `role`: its inline policies, the managed policies of the template its
+    ManagedPolicyArns names, and every AWS::IAM::Policy or ManagedPolicy that names it in Roles."""
+    props = resources[role].get("Properties", {})
+    docs = [p.get("PolicyDocument", {}) for p in props.get("Policies", [])]
+    attached = {resource_name(x) for x in as_list(props.get("ManagedPolicyArns", []))}
+    for name, r in resources.items():
         if r.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
             roles = r.get("Properties", {}).get("Roles", [])
-            if any(resource_name(x) == role or x == role for x in roles):
+            if name in attached or any(resource_name(x) == role or x == role for x in roles):
                 docs.append(r["Properties"].get("PolicyDocument", {}))
     return [st for d in docs for st in as_list(d.get("Statement", [])) if st.get("Effect") == "Allow"]
+
+
+def unchecked_policies(resources: dict, role: str) -> list[str]:
+    """The entries of `role`'s ManagedPolicyArns that are no managed policy of the template in this mode:
+    AWS managed policies (whose grants are not in the template) or a Ref to a resource the mode leaves out."""
+    out = []
+    for x in as_list(resources[role].get("Properties", {}).get("ManagedPolicyArns", [])):
+        name = resource_name(x)
+        if name is None or resources.get(name, {}).get("Type") != "AWS::IAM::ManagedPolicy":
+            out.append(name or text_of(x) or repr(x))
+    return out
 
 
 def grants(statements: list[dict]) -> dict[str, list]:
@@ -841,12 +869,12 @@ def evaluate(node, params: dict):
     return None
 
 
-def check_threat_lists(report: Report, t: Path, mode: str, template: dict, params: dict, c: dict,
-                       granted: dict) -> None:
-    """ThreatListS3Uris reaches the replay task as FLOWSPIKE_THREAT_LISTS (unset when empty), and its
-    role may s3:GetObject exactly those objects (`arn:*:s3:::bucket/key`, no wildcard in a key) and no
-    other object outside the state and the archive; the parameter's pattern refuses keys that would widen
-    the grant."""
+def check_threat_lists(report: Report, t: Path, mode: str, template: dict, params: dict,
+                       resources: dict) -> None:
+    """ThreatListS3Uris reaches every task of the mode (consumer, Firehose endpoint, replay) as
+    FLOWSPIKE_THREAT_LISTS (unset when empty), and each task's role may s3:GetObject exactly those objects
+    (`arn:*:s3:::bucket/key`, no wildcard in a key), nothing else on them, and no other object outside the
+    state and the archive; the parameter's pattern refuses keys that would widen the grant."""
     p = template.get("Parameters", {}).get("ThreatListS3Uris")
     if p is None:
         report.fail("modes", t, f"{mode}: no parameter ThreatListS3Uris (threat lists in S3)")
@@ -860,24 +888,46 @@ def check_threat_lists(report: Report, t: Path, mode: str, template: dict, param
         if re.fullmatch(pattern, wide):
             report.fail("modes", t, f"ThreatListS3Uris accepts {wide!r} (a key must name one object)")
     uris = [u for u in value.split(",") if u]
-    env = {e["Name"]: e.get("Value") for e in c.get("Environment", []) if isinstance(e, dict)}
-    got = evaluate(env["FLOWSPIKE_THREAT_LISTS"], params) if "FLOWSPIKE_THREAT_LISTS" in env else None
-    if uris and got != value:
-        report.fail("modes", t, f"{mode}: the replay task gets FLOWSPIKE_THREAT_LISTS={got!r}, not {value!r}")
-    if not uris and "FLOWSPIKE_THREAT_LISTS" in env:
-        report.fail("modes", t, f"{mode}: the replay task gets FLOWSPIKE_THREAT_LISTS without threat lists")
-    # The object grants that name no state or archive template (`${...}`) are the threat lists'.
-    objects = []
-    for r in granted.get("s3:GetObject", []):
-        v = evaluate(r, params)
-        objects += v if isinstance(v, list) else [v]
-    literal = sorted(x for x in objects if isinstance(x, str) and "${" not in x)
     want = sorted("arn:*:s3:::" + u[len("s3://"):] for u in uris)
-    if literal != want:
-        report.fail("modes", t, f"{mode}: the replay task may s3:GetObject {literal}, the threat lists are {want}")
-    for x in literal:
-        if re.search(r"[*?]", x[len("arn:*:s3:::"):]):
-            report.fail("modes", t, f"{mode}: the threat-list grant {x!r} has a wildcard")
+    for sub, task in TASK_NAMES.items():
+        for props, c in containers_running(resources, sub):
+            env = {e["Name"]: e.get("Value") for e in c.get("Environment", []) if isinstance(e, dict)}
+            got = evaluate(env["FLOWSPIKE_THREAT_LISTS"], params) if "FLOWSPIKE_THREAT_LISTS" in env else None
+            if uris and got != value:
+                report.fail("modes", t, f"{mode}: the {task} gets FLOWSPIKE_THREAT_LISTS={got!r}, not {value!r}")
+            if not uris and "FLOWSPIKE_THREAT_LISTS" in env:
+                report.fail("modes", t, f"{mode}: the {task} gets FLOWSPIKE_THREAT_LISTS without threat lists")
+            role = resource_name(props.get("TaskRoleArn"))
+            if role not in resources:
+                report.fail("modes", t, f"{mode}: the {task}'s role {role} is not in the template")
+                continue
+            for name in unchecked_policies(resources, role):
+                report.fail("modes", t, f"{mode}: {role} attaches {name}, no managed policy of the template in "
+                            "this mode (its grants cannot be checked)")
+            granted = grants(role_statements(resources, role))
+            # The object grants that name no state or archive template (`${...}`) are the threat lists'.
+            objects = []
+            for r in granted.get("s3:GetObject", []):
+                v = evaluate(r, params)
+                objects += v if isinstance(v, list) else [v if v is not None else text_of(r) or repr(r)]
+            literal = sorted(x for x in objects if "${" not in x)
+            if literal != want:
+                report.fail("modes", t, f"{mode}: the {task} may s3:GetObject {literal}, the threat lists are {want}")
+            for x in literal:
+                if re.search(r"[*?]", x[len("arn:*:s3:::"):]):
+                    report.fail("modes", t, f"{mode}: the threat-list grant {x!r} has a wildcard")
+            for x in objects:
+                if "${" in x and not x.startswith(STATE_AND_ARCHIVE_OBJECTS):
+                    report.fail("modes", t, f"{mode}: the {task} may s3:GetObject {x!r}, which is neither the "
+                                "state, the archive nor a threat list")
+            for action, rs in sorted(granted.items()):
+                named = set()
+                for r in rs:
+                    v = evaluate(r, params)
+                    named.update(v if isinstance(v, list) else [v])
+                if action != "s3:GetObject" and named & set(want):
+                    report.fail("modes", t, f"{mode}: the {task} may {action} on the threat lists (read-only: "
+                                "s3:GetObject)")
 
 
 def check_modes(report: Report, templates: list[Path], root: Path, sources: Path) -> None:
@@ -911,6 +961,7 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                 continue
             efo = overrides.get("EnhancedFanOut") == "true"
             check_alarms_and_scaling(report, t, template, mode, overrides, resources)
+            check_threat_lists(report, t, mode, template, parameter_values(template, overrides), resources)
             sub = MODE_COMMAND.get(mode, "consume")
             for other in ("consume", "replay", "serve-firehose"):
                 if other == sub:
@@ -934,9 +985,6 @@ def check_modes(report: Report, templates: list[Path], root: Path, sources: Path
                     continue
                 granted = grants(role_statements(resources, role))
                 check_archive_grants(report, t, mode, sub, granted)
-                if sub == "replay":
-                    check_threat_lists(report, t, mode, template, parameter_values(template, overrides), c,
-                                       granted)
                 if sub == "serve-firehose":
                     check_firehose(report, t, mode, resources, props, c)
                 derived = check_mode_iam(report, t, mode, granted, calls)
