@@ -644,7 +644,6 @@ impl HourState {
             }
         }
         let mut rest = Vec::new();
-        let mut scratch = Scratch::default();
         for &(s, r) in &flat {
             if !counts.is_empty() && small(&counts, &self.v4, &self.wide, s) {
                 if how == Flush::KeepSmall {
@@ -652,24 +651,16 @@ impl HourState {
                 }
                 continue;
             }
-            let g = self.v4.entry(s).or_default();
-            if g.raw.capacity() == 0 {
-                g.raw.reserve(32);
-            }
-            g.raw.push(r);
-            g.flows += 1;
-            if g.raw.len() >= lim.compact_at {
-                g.compact(lim, false, &mut scratch);
-            }
+            // `pending` and `slots` are recounted below.
+            push(&mut self.v4, s, r, lim);
         }
+        self.flat = rest;
         // Records kept back must leave room for the next ones, or every append would flush.
-        if rest.len() > lim.flat_cap / 2 {
-            self.flat = rest;
+        if self.flat.len() > lim.flat_cap / 2 {
             self.flush(lim, Flush::All);
         } else {
-            self.flat = rest;
+            self.recount();
         }
-        self.recount();
     }
 
     fn bytes(&self) -> usize {
@@ -823,7 +814,7 @@ impl ScanTap {
                 h.check(&lim);
                 return;
             }
-            _ => push(&mut h.wide, src, (dst, dst_port, protocol), &lim),
+            _ => push(&mut h.wide, src, IpAddr::pack(dst, dst_port, protocol), &lim),
         };
         match folded {
             None => h.pending += 1,
@@ -865,13 +856,13 @@ impl ScanTap {
     }
 }
 
-/// Appends a record to its group, folding the group when its buffer is full. Returns, when it
-/// folded, the records folded and the group's slots before and after.
+/// Appends a record (packed by [`Addr::pack`]) to its group, folding the group when its buffer
+/// is full. Returns, when it folded, the records folded and the group's slots before and after.
 #[inline]
 fn push<A: Addr>(
     map: &mut Map<A, Group<A>>,
     src: A,
-    (dst, port, proto): (A, u16, u8),
+    record: A::Raw,
     lim: &Limits,
 ) -> Option<(usize, usize, usize)> {
     let g = map.entry(src).or_default();
@@ -879,7 +870,7 @@ fn push<A: Addr>(
         // Skips the first doublings (4, 8, 16 records): each is an allocation and a copy.
         g.raw.reserve(32);
     }
-    g.raw.push(A::pack(dst, port, proto));
+    g.raw.push(record);
     g.flows += 1;
     if g.raw.len() < lim.compact_at {
         return None;
