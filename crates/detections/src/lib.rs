@@ -66,24 +66,10 @@ pub(crate) fn finding(
     src_ip: &str,
     subject: &str,
     summary: String,
-    (count, threshold): (u64, f64),
+    judged: (u64, f64),
     evidence: serde_json::Value,
 ) -> Finding {
-    Finding {
-        id: finding_id(d.record_name(), hour, src_ip, subject),
-        detection: d.record_name().to_owned(),
-        hour,
-        src_ip: src_ip.to_owned(),
-        summary,
-        severity: "high".to_owned(),
-        dst_ip: None,
-        dst_port: None,
-        protocol: None,
-        list: None,
-        count,
-        threshold,
-        evidence,
-    }
+    Finding::new(d.record_name(), hour, src_ip, subject, summary, judged, evidence)
 }
 
 impl DetectionsConfig {

@@ -8,21 +8,7 @@ use super::tests::{assert_asff_within_limits, assert_valid_ocsf, aws, H};
 use super::*;
 
 fn finding(detection: &str, subject: &str, summary: &str, count: u64, threshold: f64) -> Finding {
-    Finding {
-        id: finding_id(detection, H, "10.1.2.3", subject),
-        detection: detection.into(),
-        hour: H,
-        src_ip: "10.1.2.3".into(),
-        summary: summary.into(),
-        severity: "high".into(),
-        dst_ip: None,
-        dst_port: None,
-        protocol: None,
-        list: None,
-        count,
-        threshold,
-        evidence: json!({}),
-    }
+    Finding::new(detection, H, "10.1.2.3", subject, summary.into(), (count, threshold), json!({}))
 }
 
 fn port_scan() -> Finding {

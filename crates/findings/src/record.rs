@@ -48,6 +48,35 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A `high` finding of `detection` (its record name, `port_scan`) about `src_ip` in `hour`, its
+    /// id made of `subject` (the destination scanned, the port swept, the list); `judged` is its
+    /// (count, threshold). No destination, port, protocol or list yet: each detection sets its own.
+    pub fn new(
+        detection: &str,
+        hour: i64,
+        src_ip: &str,
+        subject: &str,
+        summary: String,
+        (count, threshold): (u64, f64),
+        evidence: serde_json::Value,
+    ) -> Finding {
+        Finding {
+            id: finding_id(detection, hour, src_ip, subject),
+            detection: detection.to_owned(),
+            hour,
+            src_ip: src_ip.to_owned(),
+            summary,
+            severity: "high".to_owned(),
+            dst_ip: None,
+            dst_port: None,
+            protocol: None,
+            list: None,
+            count,
+            threshold,
+            evidence,
+        }
+    }
+
     /// The finding as one line of JSON (no newline).
     pub fn to_json_line(&self) -> String {
         // A struct of strings, numbers and JSON values always serialises.
