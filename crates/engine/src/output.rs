@@ -32,27 +32,30 @@ impl<W: std::io::Write> WriterSink<W> {
     pub fn new(out: W, encoder: Encoder) -> WriterSink<W> {
         WriterSink { out, encoder }
     }
-}
 
-impl<W: std::io::Write> SpikeSink for WriterSink<W> {
-    fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
+    /// Writes `records` as lines made by `line`, then flushes.
+    fn write_lines<T>(
+        &mut self,
+        records: &[T],
+        line: impl Fn(&Encoder, &T) -> String,
+    ) -> Result<(), EngineError> {
         let io =
             |e: std::io::Error| EngineError::Output { message: e.to_string(), retryable: false };
-        for s in spikes {
-            self.out.write_all(self.encoder.to_json_line(s).as_bytes()).map_err(io)?;
+        for r in records {
+            self.out.write_all(line(&self.encoder, r).as_bytes()).map_err(io)?;
             self.out.write_all(b"\n").map_err(io)?;
         }
         self.out.flush().map_err(io)
     }
+}
+
+impl<W: std::io::Write> SpikeSink for WriterSink<W> {
+    fn emit(&mut self, spikes: &[Spike]) -> Result<(), EngineError> {
+        self.write_lines(spikes, Encoder::to_json_line)
+    }
 
     fn emit_findings(&mut self, findings: &[Finding]) -> Result<(), EngineError> {
-        let io =
-            |e: std::io::Error| EngineError::Output { message: e.to_string(), retryable: false };
-        for f in findings {
-            self.out.write_all(self.encoder.finding_line(f).as_bytes()).map_err(io)?;
-            self.out.write_all(b"\n").map_err(io)?;
-        }
-        self.out.flush().map_err(io)
+        self.write_lines(findings, Encoder::finding_line)
     }
 }
 
