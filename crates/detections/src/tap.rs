@@ -45,9 +45,10 @@ impl Taps {
         Taps { scan, volume, threat }
     }
 
-    /// Whether any tap is on: with none, a record costs these three tests.
+    /// Whether any detection other than the blocked spike runs (else the taps hold nothing, and a
+    /// record costs these three tests).
     #[inline]
-    fn on(&self) -> bool {
+    pub fn is_on(&self) -> bool {
         self.scan.is_some() || self.volume.is_some() || self.threat.is_some()
     }
 
@@ -56,7 +57,7 @@ impl Taps {
     /// already counted any bad value.
     #[inline]
     pub fn record(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds) {
-        if !self.on() {
+        if !self.is_on() {
             return;
         }
         self.tap(rec, rule, bounds);

@@ -36,12 +36,6 @@ struct In {
 }
 
 impl Taps {
-    /// Whether any detection other than the blocked spike runs (else the taps hold nothing and
-    /// cost nothing).
-    pub fn is_on(&self) -> bool {
-        self.on()
-    }
-
     /// Takes the hours for which `take(hour)` holds into taps of their own; `self` keeps the
     /// others. [`Taps::finish`] of the part gives those hours' rows exactly as `finish` of the
     /// whole would.
