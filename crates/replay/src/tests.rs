@@ -551,26 +551,17 @@ fn scan_tap_overflow_is_reported() {
         cfg.detections.scan.max_keys_per_hour = cap;
         replay(&cfg, &history, &()).unwrap()
     };
+    let scanners = |o: &crate::ReplayOutcome| -> Vec<String> {
+        o.findings.iter().filter(|f| f.detection == "port_scan").map(|f| f.src_ip.clone()).collect()
+    };
     let all = run(flowspike_detections::DetectionsConfig::default().scan.max_keys_per_hour);
     assert_eq!(all.summary.records_over_scan_cap, 0);
     assert!(!all.summary.skipped_anything());
-    let scans: Vec<&str> = all
-        .findings
-        .iter()
-        .filter(|f| f.detection == "port_scan")
-        .map(|f| f.src_ip.as_str())
-        .collect();
-    assert_eq!(scans, ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(scanners(&all), ["10.0.0.1", "10.0.0.2"]);
     // Room for about one scanner: the higher source is dropped, and reported.
     let capped = run(1_000);
     assert_eq!(capped.summary.records_over_scan_cap, 600, "{:?}", capped.summary);
     assert_eq!(capped.summary.hours_over_scan_cap, vec![1_767_225_600]);
     assert!(capped.summary.skipped_anything());
-    let scans: Vec<&str> = capped
-        .findings
-        .iter()
-        .filter(|f| f.detection == "port_scan")
-        .map(|f| f.src_ip.as_str())
-        .collect();
-    assert_eq!(scans, ["10.0.0.1"]);
+    assert_eq!(scanners(&capped), ["10.0.0.1"]);
 }
