@@ -472,7 +472,14 @@ fn build_dir() -> PathBuf {
 }
 
 /// Runs the `image` check (infra/Dockerfile's builder stage without Docker) with `args`.
+///
+/// One at a time: every image check builds copies of the context into the same shared build
+/// directory, where one test's stub build (`build.sh deps`) could replace the libraries another
+/// test's `app` build was about to link — a binary of stubs that prints nothing for `--version`.
 fn image_check(args: &[&str]) -> Output {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it leaves the lock poisoned; the next check still runs.
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = build_dir();
     let mut all = vec!["--only", "image", "--build-dir", dir.to_str().expect("utf-8 target dir")];
     all.extend_from_slice(args);
