@@ -142,7 +142,7 @@ macro_rules! fields {
             }
 
             /// Dense index of a known field, `None` for unknown fields.
-            #[inline]
+            #[inline(always)]
             pub(crate) fn known_index(self) -> Option<usize> {
                 match self {
                     $( Field::$var => Some(Index::$var as usize), )*
