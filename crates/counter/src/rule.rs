@@ -238,10 +238,13 @@ impl Rule {
     }
 
     /// [`Rule::is_internal`] of an IPv4 address.
+    ///
+    /// Every network is tested, the answers OR-ed: no early exit, whose branch depends on the
+    /// address and so mispredicted about once per address tested (three networks by default).
     #[inline]
     pub fn is_internal_v4(&self, ip: std::net::Ipv4Addr) -> bool {
         let x = u32::from(ip);
-        self.v4.iter().any(|&(net, mask)| x & mask == net)
+        self.v4.iter().fold(false, |found, &(net, mask)| found | (x & mask == net))
     }
 
     /// The values to count for `rec`, or `None` when it does not count.

@@ -15,9 +15,18 @@ pub trait HitSink {
 
     /// Sees every record the [`CountSink`] accepted (its `start` within `bounds` when the hooks
     /// check it, the rule found no bad value), after the rule: where the other detections read
-    /// what they need of the same pass (`flowspike-detections`). Default: nothing.
+    /// what they need of the same pass (`flowspike-detections`). `start` is the record's `start`
+    /// when the sink already read it (within `bounds`); `None` when it did not, or the record has
+    /// none. Default: nothing.
     #[inline]
-    fn record(&mut self, _rec: &FlowRecord<'_>, _rule: &Rule, _bounds: TimeBounds) {}
+    fn record(
+        &mut self,
+        _rec: &FlowRecord<'_>,
+        _rule: &Rule,
+        _bounds: TimeBounds,
+        _start: Option<u64>,
+    ) {
+    }
 }
 
 impl HitSink for Counter {
@@ -34,8 +43,14 @@ impl<C: HitSink + ?Sized> HitSink for &mut C {
     }
 
     #[inline]
-    fn record(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds) {
-        (**self).record(rec, rule, bounds);
+    fn record(
+        &mut self,
+        rec: &FlowRecord<'_>,
+        rule: &Rule,
+        bounds: TimeBounds,
+        start: Option<u64>,
+    ) {
+        (**self).record(rec, rule, bounds, start);
     }
 }
 
@@ -131,26 +146,27 @@ impl<'r, C: HitSink, H: CountHooks> CountSink<'r, C, H> {
         CountSink { rule, bounds, counter, hooks, stats: SinkStats::default() }
     }
 
-    /// The `start` check of [`CountHooks::CHECK_EVERY_START`]: `false` when the record is skipped.
+    /// The `start` check of [`CountHooks::CHECK_EVERY_START`]: `None` when the record is skipped,
+    /// else its `start` (`Some(None)`: it has none).
     #[inline]
-    fn check_start(&mut self, rec: &FlowRecord<'_>) -> bool {
+    fn check_start(&mut self, rec: &FlowRecord<'_>) -> Option<Option<u64>> {
         let start = match rec.start() {
             Ok(Some(s)) => match self.bounds.check(s) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     self.stats.start_out_of_range += 1;
                     self.hooks.bad(rec.line_number(), &e);
-                    return false;
+                    return None;
                 }
             },
             Ok(None) => None,
             Err(e) => {
                 self.stats.bad_values += 1;
                 self.hooks.bad(rec.line_number(), &e);
-                return false;
+                return None;
             }
         };
-        self.hooks.start(start)
+        self.hooks.start(start).then_some(start)
     }
 }
 
@@ -158,16 +174,21 @@ impl<C: HitSink, H: CountHooks> RecordSink for CountSink<'_, C, H> {
     #[inline]
     fn record(&mut self, rec: &FlowRecord<'_>) {
         self.stats.records += 1;
-        if H::CHECK_EVERY_START && !self.check_start(rec) {
-            return;
+        // With the check, the `start` read here goes on to the other detections' taps: read once.
+        let mut start = None;
+        if H::CHECK_EVERY_START {
+            match self.check_start(rec) {
+                Some(s) => start = s,
+                None => return,
+            }
         }
         match self.rule.classify_within(rec, self.bounds) {
             Ok(Some(hit)) => {
                 self.stats.counted += 1;
                 self.counter.add_hit(&hit);
-                self.counter.record(rec, self.rule, self.bounds);
+                self.counter.record(rec, self.rule, self.bounds, start);
             }
-            Ok(None) => self.counter.record(rec, self.rule, self.bounds),
+            Ok(None) => self.counter.record(rec, self.rule, self.bounds, start),
             Err(e) => {
                 match e {
                     ClassifyError::Field(_) => self.stats.bad_values += 1,
