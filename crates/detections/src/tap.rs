@@ -11,7 +11,7 @@ use flowspike_history::Store;
 use flowspike_scan::{horizontal_batch, vertical_batch, HorizontalRow, ScanTap, VerticalRow};
 use flowspike_threat::{match_batch, Flow, MatchRow, ThreatTap};
 
-use crate::volume::{detect_volume, volume_batch, VolumeRow, VolumeTap};
+use crate::volume::{detect_volume_kept, volume_batch, VolumeBaseline, VolumeRow, VolumeTap};
 
 mod snapshot;
 use crate::{
@@ -55,15 +55,22 @@ impl Taps {
     /// Reads one record the counting sink accepted. Values that do not parse or are absent
     /// (`-`) leave the record out of the detections that need them; the counting sink has
     /// already counted any bad value.
+    /// `start`: the record's `start` when the caller already read it (`None`: read it here).
     #[inline]
-    pub fn record(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds) {
+    pub fn record(
+        &mut self,
+        rec: &FlowRecord<'_>,
+        rule: &Rule,
+        bounds: TimeBounds,
+        start: Option<u64>,
+    ) {
         if !self.is_on() {
             return;
         }
-        self.tap(rec, rule, bounds);
+        self.tap(rec, rule, bounds, start);
     }
 
-    fn tap(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds) {
+    fn tap(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds, start: Option<u64>) {
         if rec.log_status() != Ok(Some(LogStatus::Ok)) {
             return;
         }
@@ -73,7 +80,8 @@ impl Taps {
             (Some(s), Some(d)) => {
                 let (src_in, dst_in) = (rule.is_internal_v4(s), rule.is_internal_v4(d));
                 if src_in || dst_in {
-                    self.tap_addrs(rec, bounds, (IpAddr::V4(s), src_in), (IpAddr::V4(d), dst_in));
+                    let (s, d) = ((IpAddr::V4(s), src_in), (IpAddr::V4(d), dst_in));
+                    self.tap_addrs(rec, bounds, start, s, d);
                 }
             }
             _ => {
@@ -82,7 +90,7 @@ impl Taps {
                 };
                 let (src_in, dst_in) = (rule.is_internal(src), rule.is_internal(dst));
                 if src_in || dst_in {
-                    self.tap_addrs(rec, bounds, (src, src_in), (dst, dst_in));
+                    self.tap_addrs(rec, bounds, start, (src, src_in), (dst, dst_in));
                 }
             }
         }
@@ -94,14 +102,25 @@ impl Taps {
         &mut self,
         rec: &FlowRecord<'_>,
         bounds: TimeBounds,
+        start: Option<u64>,
         (src, src_in): (IpAddr, bool),
         (dst, dst_in): (IpAddr, bool),
     ) {
-        let Ok(Some(start)) = rec.start() else { return };
+        let start = match start {
+            Some(s) => s,
+            None => match rec.start() {
+                Ok(Some(s)) => s,
+                _ => return,
+            },
+        };
         let Ok(hour) = bounds.hour_of(start) else { return };
         if src_in {
             if let Some(s) = &mut self.scan {
-                s.add(hour, src, dst, port(rec.dstport()), protocol(rec));
+                let (p, proto) = (port(rec.dstport()), protocol(rec));
+                match (src, dst) {
+                    (IpAddr::V4(a), IpAddr::V4(b)) => s.add_v4(hour, a, b, p, proto),
+                    _ => s.add(hour, src, dst, p, proto),
+                }
             }
         }
         if src_in && !dst_in {
@@ -227,8 +246,14 @@ impl<C: HitSink> HitSink for WithTaps<'_, C> {
     }
 
     #[inline]
-    fn record(&mut self, rec: &FlowRecord<'_>, rule: &Rule, bounds: TimeBounds) {
-        self.taps.record(rec, rule, bounds);
+    fn record(
+        &mut self,
+        rec: &FlowRecord<'_>,
+        rule: &Rule,
+        bounds: TimeBounds,
+        start: Option<u64>,
+    ) {
+        self.taps.record(rec, rule, bounds, start);
     }
 }
 
@@ -311,6 +336,18 @@ impl TapsOutput {
         store: &dyn Store,
         hours: &[i64],
     ) -> Result<Vec<Finding>, DetectionsError> {
+        self.evaluate_kept(cfg, store, hours, &mut VolumeBaseline::default())
+    }
+
+    /// [`TapsOutput::evaluate`] for a caller that evaluates hour after hour: the volume
+    /// detector is kept warmed in `volume` between calls ([`VolumeBaseline`]).
+    pub fn evaluate_kept(
+        &self,
+        cfg: &DetectionsConfig,
+        store: &dyn Store,
+        hours: &[i64],
+        volume: &mut VolumeBaseline,
+    ) -> Result<Vec<Finding>, DetectionsError> {
         let mut out = Vec::new();
         if cfg.set.contains(Detection::OutboundVolume) {
             // The covered hours' rows in place (an hour with none is an empty slice: covered).
@@ -318,7 +355,7 @@ impl TapsOutput {
                 .iter()
                 .map(|h| (*h, self.hours.get(h).map_or(&[][..], |t| t.volume.as_slice())))
                 .collect();
-            out.extend(detect_volume(&cfg.volume, store, &written)?);
+            out.extend(detect_volume_kept(&cfg.volume, store, &written, volume)?);
         }
         for t in hours.iter().filter_map(|h| self.hours.get(h)) {
             if cfg.set.contains(Detection::PortScan) {

@@ -38,9 +38,9 @@ pub(crate) trait Addr:
         + 'static;
     /// The address.
     fn ip(self) -> IpAddr;
-    /// The address as `IpAddr::to_string` writes it.
+    /// The address as `IpAddr::to_string` writes it (without the formatting machinery for IPv4).
     fn text(self) -> String {
-        self.ip().to_string()
+        flowspike_model::ip_string(self.ip())
     }
     /// A well-mixed hash of the address (for bucket counts).
     fn spread(self) -> u64 {

@@ -3,7 +3,7 @@
 //! its hour passes the key cap, or in [`ScanTap::finish`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use rayon::prelude::*;
 
@@ -512,6 +512,7 @@ impl HourState {
     /// the tap's life. Slots only grow as records arrive, so a cutoff found on part of the
     /// records is never below the one found on all of them: the sources kept in the end are the
     /// same whatever the order of records, merges and compactions.
+    #[inline(never)]
     fn enforce(&mut self, lim: &Limits) {
         self.flush(lim, Flush::All);
         for g in self.v4.values_mut() {
@@ -582,6 +583,7 @@ impl HourState {
 
     /// Applies the key cap when the hour may be past it (with room to spare so that a full
     /// hour is not folded at every record).
+    #[inline]
     fn check(&mut self, lim: &Limits) {
         if self.slots_bound(lim) > lim.max_keys.saturating_add(lim.max_keys / 4) {
             self.enforce(lim);
@@ -620,6 +622,7 @@ impl HourState {
 
     /// Hands the buffered IPv4 records to their groups (see [`Flush`]), folding a group whose
     /// buffer fills.
+    #[inline(never)]
     fn flush(&mut self, lim: &Limits, how: Flush) {
         if self.flat.is_empty() {
             return;
@@ -776,6 +779,13 @@ impl ScanTap {
                 return self.last;
             }
         }
+        self.other_hour(hour)
+    }
+
+    /// [`ScanTap::hour_index`] of an hour other than the last record's (rare: out of line).
+    #[cold]
+    #[inline(never)]
+    fn other_hour(&mut self, hour: i64) -> usize {
         let i = match self.hours.iter().position(|h| h.hour == hour) {
             Some(i) => i,
             None => {
@@ -795,27 +805,19 @@ impl ScanTap {
     /// an 8-byte append (IPv4) to its buffer; the sorting and counting happen in bulk.
     #[inline]
     pub fn add(&mut self, hour: i64, src: IpAddr, dst: IpAddr, dst_port: u16, protocol: u8) {
-        let lim = self.lim;
+        if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
+            return self.add_v4(hour, s, d, dst_port, protocol);
+        }
         let i = self.hour_index(hour);
-        let Some(h) = self.hours.get_mut(i) else { return };
+        let (lim, hours) = (&self.lim, &mut self.hours);
+        let Some(h) = hours.get_mut(i) else { return };
         if let Some(c) = h.cutoff {
             if src >= c {
                 h.dropped_flows += 1;
                 return;
             }
         }
-        let folded = match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                h.flat.push((u32::from(s), u32::pack(u32::from(d), dst_port, protocol)));
-                h.pending += 1;
-                if h.flat.len() >= lim.flat_cap {
-                    h.flush(&lim, Flush::KeepSmall);
-                }
-                h.check(&lim);
-                return;
-            }
-            _ => push(&mut h.wide, src, IpAddr::pack(dst, dst_port, protocol), &lim),
-        };
+        let folded = push(&mut h.wide, src, IpAddr::pack(dst, dst_port, protocol), lim);
         match folded {
             None => h.pending += 1,
             Some((pending, slots_before, slots_after)) => {
@@ -823,7 +825,28 @@ impl ScanTap {
                 h.slots = h.slots + slots_after - slots_before;
             }
         }
-        h.check(&lim);
+        h.check(lim);
+    }
+
+    /// [`ScanTap::add`] of an IPv4 source and destination: the same, in fewer instructions (the
+    /// taps call it for nearly every record).
+    #[inline]
+    pub fn add_v4(&mut self, hour: i64, src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16, protocol: u8) {
+        let i = self.hour_index(hour);
+        let (lim, hours) = (&self.lim, &mut self.hours);
+        let Some(h) = hours.get_mut(i) else { return };
+        if let Some(c) = h.cutoff {
+            if IpAddr::V4(src) >= c {
+                h.dropped_flows += 1;
+                return;
+            }
+        }
+        h.flat.push((u32::from(src), u32::pack(u32::from(dst), dst_port, protocol)));
+        h.pending += 1;
+        if h.flat.len() >= lim.flat_cap {
+            h.flush(lim, Flush::KeepSmall);
+        }
+        h.check(lim);
     }
 
     /// Adds the records of another tap (a partial of a parallel worker).

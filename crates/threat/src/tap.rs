@@ -253,7 +253,7 @@ impl RowState {
         };
         MatchRow {
             hour,
-            src_ip: src.to_string(),
+            src_ip: flowspike_model::ip_string(src),
             list: list.to_owned(),
             flows: self.flows,
             outbound_flows: self.outbound,
