@@ -45,7 +45,16 @@ pub fn detections(
         horizontal_min_dests: a.sweep_min_dests,
         ..Default::default()
     };
-    let reloader = threat_reloader(&a.threat_lists, s3)?.map(Arc::new);
+    // Lists are read only for the detection that uses them (a 100k-entry list takes a good part
+    // of a second's CPU to parse and index).
+    let reloader = if set.contains(flowspike_detections::Detection::ThreatList) {
+        threat_reloader(&a.threat_lists, s3)?.map(Arc::new)
+    } else {
+        if !a.threat_lists.is_empty() {
+            tracing::warn!(detections = %set, "--threat-list ignored: the threat-list detection is off");
+        }
+        None
+    };
     Ok(flowspike_detections::DetectionsConfig {
         set,
         volume,
