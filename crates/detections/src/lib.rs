@@ -19,8 +19,8 @@ pub use flowspike_scan::{HorizontalRow, VerticalRow};
 pub use set::{Detection, DetectionSet, UnknownDetection};
 pub use tap::{HourTables, Taps, TapsOutput, WithTaps, TAPS_SNAPSHOT_VERSION};
 pub use volume::{
-    detect_volume, volume_batch, volume_rows, volume_schema, VolumeConfig, VolumeRow,
-    VolumeSnapshot, VolumeTap, DEFAULT_UNIT_BYTES, DEFAULT_VOLUME_ALPHA,
+    detect_volume, detect_volume_kept, volume_batch, volume_rows, volume_schema, VolumeBaseline,
+    VolumeConfig, VolumeRow, VolumeSnapshot, VolumeTap, DEFAULT_UNIT_BYTES, DEFAULT_VOLUME_ALPHA,
 };
 
 use std::sync::Arc;

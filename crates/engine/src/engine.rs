@@ -230,6 +230,9 @@ pub struct Engine {
     closed_taps: TapsOutput,
     /// Ids of the findings already emitted, with their hour (recent hours only).
     emitted_findings: BTreeMap<String, i64>,
+    /// The volume detection's detector, warmed through the last hour evaluated (rebuilt from the
+    /// table after a restart): an hour's close reads only that hour.
+    volume_baseline: flowspike_detections::VolumeBaseline,
 }
 
 impl std::fmt::Debug for Engine {
@@ -338,6 +341,7 @@ impl Engine {
             taps_closing: BTreeSet::new(),
             closed_taps: TapsOutput::default(),
             emitted_findings: manifest.emitted_findings.clone(),
+            volume_baseline: Default::default(),
             manifest,
             history,
             cfg,
@@ -754,7 +758,12 @@ impl Engine {
                 |t: flowspike_history::Table, b: &_| t.put_hour_file(store.as_ref(), h, b, &name);
             self.closed_taps.write_hour_with(&self.cfg.detections, h, put)?;
         }
-        let found = self.closed_taps.evaluate(&self.cfg.detections, store.as_ref(), &hours)?;
+        let found = self.closed_taps.evaluate_kept(
+            &self.cfg.detections,
+            store.as_ref(),
+            &hours,
+            &mut self.volume_baseline,
+        )?;
         let new: Vec<Finding> =
             found.into_iter().filter(|f| !self.emitted_findings.contains_key(&f.id)).collect();
         if !new.is_empty() {
