@@ -14,7 +14,7 @@ use std::process::Command;
 
 use flowspike_synth::Manifest;
 
-use crate::util::{assert_code, flowspike, run};
+use crate::util::{assert_code, flowspike, run, run_demo};
 
 /// The Chromium binary: `FLOWSPIKE_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
 /// `None` (the test is skipped, saying so) when there is none, except under `CI=true` where a
@@ -159,19 +159,15 @@ fn finding_articles<'a>(dom: &'a str, detection: &str) -> Vec<&'a str> {
 
 /// Issue #32: the report `flowspike demo` writes lists the other detections' findings as
 /// incidents — one section per detection, each with the incident of the demo's labelled case
-/// (its source, one of its hours), the header's counts those `demo` prints, one article per
-/// incident — and the browser shows it without a console message.
+/// (its source, one of its hours), one article per incident, the counts `demo` prints — and the
+/// browser shows it without a console message; `flowspike report` finds the same incidents in the
+/// state's `findings/` (read twice: ids count once) or in `--findings` files.
 #[test]
 fn findings_incidents_of_the_demo_in_a_browser() {
     let Some(browser) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
-    let out = run(flowspike().arg("demo").arg("--dir").arg(&demo));
-    assert_code(&out, 0);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(demo.join("archive/manifest.json")).unwrap())
-            .unwrap();
+    let (stdout, manifest) = run_demo(&demo);
     let (findings, bad) =
         flowspike_report::read_finding_lines(&std::fs::read(demo.join("findings.jsonl")).unwrap());
     assert_eq!(bad, 0);
@@ -216,6 +212,31 @@ fn findings_incidents_of_the_demo_in_a_browser() {
     assert!(scan.contains("destination <code>") && scan.contains("Ports (the lowest"), "{scan}");
     let threat = finding_articles(&r.dom, "threat_list")[0];
     assert!(threat.contains("Remote addresses on the list") && threat.contains("first seen"));
+
+    // `flowspike report` reads the same findings from every *.jsonl under the state's findings/
+    // (two copies here, one nested: each id counts once), or from --findings files instead.
+    let state = demo.join("state");
+    let copies = [state.join("findings/a.jsonl"), state.join("findings/stream/b.jsonl")];
+    for c in &copies {
+        std::fs::create_dir_all(c.parent().unwrap()).unwrap();
+        std::fs::copy(demo.join("findings.jsonl"), c).unwrap();
+    }
+    let report = |args: &[&std::ffi::OsStr], out: &str| {
+        let mut cmd = flowspike();
+        cmd.arg("report").arg("--state").arg(&state).arg("--out").arg(dir.path().join(out));
+        let out = run(cmd.args(args));
+        assert_code(&out, 0);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let from_state = report(&[], "from-state");
+    assert!(from_state.contains(&line), "{line:?} in {from_state}");
+    let page = std::fs::read_to_string(dir.path().join("from-state/index.html")).unwrap();
+    assert!(page.contains("Findings from 2 files in "), "where they came from");
+    let file = demo.join("findings.jsonl");
+    let given = report(&["--findings".as_ref(), file.as_os_str()], "given");
+    assert!(given.contains(&line), "{line:?} in {given}");
+    let page = std::fs::read_to_string(dir.path().join("given/index.html")).unwrap();
+    assert!(page.contains(&format!("Findings from {}.", file.display())));
 }
 
 #[test]
