@@ -8,7 +8,7 @@ use std::sync::Arc;
 use flowspike_history::{History, LocalStore};
 use flowspike_synth::{generate_to_dir, Manifest, SynthConfig};
 
-use crate::util::{assert_code, files_under, flowspike, run};
+use crate::util::{assert_code, files_under, flowspike, run, run_demo};
 
 /// A small archive: 36 days, 40 hosts, 3 bursts, one object per flow log and hour.
 pub fn small_config(seed: u64) -> SynthConfig {
@@ -244,12 +244,7 @@ fn replay_from_to_skips_prefixes_and_records_outside_the_range() {
 fn demo_runs_and_finds_every_injected_burst() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
-    let out = run(flowspike().arg("demo").arg("--dir").arg(&demo));
-    assert_code(&out, 0);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(demo.join("archive/manifest.json")).unwrap())
-            .unwrap();
+    let (stdout, manifest) = run_demo(&demo);
     let n = manifest.injected.len();
     assert!(n > 0);
     assert!(stdout.contains(&format!("{n} of {n} injected bursts detected")), "{stdout}");

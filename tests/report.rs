@@ -14,7 +14,7 @@ use std::process::Command;
 
 use flowspike_synth::Manifest;
 
-use crate::util::{assert_code, flowspike, run};
+use crate::util::{assert_code, flowspike, run, run_demo};
 
 /// The Chromium binary: `FLOWSPIKE_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
 /// `None` (the test is skipped, saying so) when there is none, except under `CI=true` where a
@@ -116,7 +116,7 @@ fn report_of_a_seeded_run_in_a_browser() {
 
     let r = render(&browser, &index, None);
     assert!(r.console.is_empty(), "console messages: {:#?}", r.console);
-    assert!(r.dom.contains("<h1>flowspike: blocked outbound incidents</h1>"), "{}", r.dom);
+    assert!(r.dom.contains("<h1>flowspike: incidents</h1>"), "{}", r.dom);
     let incidents = sections(&r.dom);
     assert_eq!(incidents.len(), 3, "one incident per injected burst (the run's only alerts)");
     // Newest first, each burst with its hour, its source, one chart and an explain page.
@@ -147,6 +147,96 @@ fn report_of_a_seeded_run_in_a_browser() {
         "{} bytes",
         bytes.len()
     );
+}
+
+/// The finding-incident articles of a rendered report's section `findings-<detection>`.
+fn finding_articles<'a>(dom: &'a str, detection: &str) -> Vec<&'a str> {
+    let start = format!("<section class=\"findings\" id=\"findings-{detection}\">");
+    let Some(section) = dom.split(&start).nth(1) else { return Vec::new() };
+    let section = section.split("</section>").next().unwrap();
+    section.split("<article class=\"finding").skip(1).collect()
+}
+
+/// Issue #32: the report `flowspike demo` writes lists the other detections' findings as
+/// incidents — one section per detection, each with the incident of the demo's labelled case
+/// (its source, one of its hours), one article per incident, the counts `demo` prints — and the
+/// browser shows it without a console message; `flowspike report` finds the same incidents in the
+/// state's `findings/` (read twice: ids count once) or in `--findings` files.
+#[test]
+fn findings_incidents_of_the_demo_in_a_browser() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let (stdout, manifest) = run_demo(&demo);
+    let (findings, bad) =
+        flowspike_report::read_finding_lines(&std::fs::read(demo.join("findings.jsonl")).unwrap());
+    assert_eq!(bad, 0);
+    let incidents = flowspike_report::group_findings(findings);
+
+    let index = demo.join("report/index.html");
+    let r = render(&browser, &index, None);
+    assert!(r.console.is_empty(), "console messages: {:#?}", r.console);
+    assert!(r.dom.contains("<h1>flowspike: incidents</h1>"), "{}", r.dom);
+    let mut printed = Vec::new();
+    let detections = ["port_scan", "port_sweep", "outbound_volume", "threat_list"];
+    for detection in detections {
+        let articles = finding_articles(&r.dom, detection);
+        let want = incidents.iter().filter(|i| i.detection() == detection).count();
+        assert_eq!(articles.len(), want, "{detection}: one article per incident");
+        printed.push(format!("{detection} {want}"));
+        let case = manifest
+            .cases
+            .iter()
+            .find(|c| c.positive && serde_json::to_value(c.kind).unwrap() == detection)
+            .unwrap_or_else(|| panic!("the demo injects a {detection} case"));
+        let hours: Vec<String> = (0..i64::from(case.hours))
+            .map(|h| {
+                let t = chrono::DateTime::from_timestamp(case.hour + h * 3600, 0).unwrap();
+                format!("<td class=\"l\">{}</td>", t.format("%Y-%m-%dT%H:00:00Z"))
+            })
+            .collect();
+        let found = articles.iter().find(|a| {
+            a.contains(&format!(" · {}", case.src_ip)) && hours.iter().any(|h| a.contains(h))
+        });
+        let article = found.unwrap_or_else(|| {
+            panic!("{detection}: the case of {} ({}) listed: {articles:#?}", case.src_ip, case.what)
+        });
+        assert!(article.contains("<h3>") && article.contains("Finding ids"), "{article}");
+        let link = format!("<a href=\"#findings-{detection}\">");
+        assert!(r.dom.contains(&link), "the header links to the {detection} section");
+    }
+    let line = format!("findings: {} incidents ({})", incidents.len(), printed.join(", "));
+    assert!(stdout.contains(&line), "demo prints {line:?}: {stdout}");
+    // The scan's evidence: its destination and the ports it probed.
+    let scan = finding_articles(&r.dom, "port_scan")[0];
+    assert!(scan.contains("destination <code>") && scan.contains("Ports (the lowest"), "{scan}");
+    let threat = finding_articles(&r.dom, "threat_list")[0];
+    assert!(threat.contains("Remote addresses on the list") && threat.contains("first seen"));
+
+    // `flowspike report` reads the same findings from every *.jsonl under the state's findings/
+    // (two copies here, one nested: each id counts once), or from --findings files instead.
+    let state = demo.join("state");
+    let copies = [state.join("findings/a.jsonl"), state.join("findings/stream/b.jsonl")];
+    for c in &copies {
+        std::fs::create_dir_all(c.parent().unwrap()).unwrap();
+        std::fs::copy(demo.join("findings.jsonl"), c).unwrap();
+    }
+    let report = |args: &[&std::ffi::OsStr], out: &str| {
+        let mut cmd = flowspike();
+        cmd.arg("report").arg("--state").arg(&state).arg("--out").arg(dir.path().join(out));
+        let out = run(cmd.args(args));
+        assert_code(&out, 0);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let from_state = report(&[], "from-state");
+    assert!(from_state.contains(&line), "{line:?} in {from_state}");
+    let page = std::fs::read_to_string(dir.path().join("from-state/index.html")).unwrap();
+    assert!(page.contains("Findings from 2 files in "), "where they came from");
+    let file = demo.join("findings.jsonl");
+    let given = report(&["--findings".as_ref(), file.as_os_str()], "given");
+    assert!(given.contains(&line), "{line:?} in {given}");
+    let page = std::fs::read_to_string(dir.path().join("given/index.html")).unwrap();
+    assert!(page.contains(&format!("Findings from {}.", file.display())));
 }
 
 #[test]

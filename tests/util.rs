@@ -1,7 +1,7 @@
 //! Helpers: the `flowspike` executable, sample paths, and a `moto_server` process per test.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,16 @@ pub fn flowspike() -> Command {
     }
     c.env("AWS_EC2_METADATA_DISABLED", "true");
     c
+}
+
+/// Runs `flowspike demo --dir demo`, which must succeed; returns its standard output and the
+/// ground truth of the archive it generated (`demo/archive/manifest.json`).
+pub fn run_demo(demo: &Path) -> (String, flowspike_synth::Manifest) {
+    let out = run(flowspike().arg("demo").arg("--dir").arg(demo));
+    assert_code(&out, 0);
+    let manifest = std::fs::read(demo.join("archive/manifest.json")).expect("the demo's manifest");
+    let manifest = serde_json::from_slice(&manifest).expect("a manifest");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), manifest)
 }
 
 /// Runs a command, returning its output; panics with the command's stderr if it cannot start.

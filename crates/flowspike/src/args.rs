@@ -331,8 +331,8 @@ pub struct ExplainArgs {
 /// `flowspike report`.
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// State location: a directory or s3://bucket/prefix (its history and its spikes/*.jsonl are
-    /// read, nothing is written).
+    /// State location: a directory or s3://bucket/prefix (its history, its spikes/*.jsonl and the
+    /// *.jsonl under its findings/ are read, nothing is written).
     #[arg(long, env = "FLOWSPIKE_STATE")]
     pub state: String,
     /// Only incidents with an alerted hour at or after this time.
@@ -348,6 +348,11 @@ pub struct ReportArgs {
     /// neither, the detection is replayed over the history and its alerts are listed.
     #[arg(long)]
     pub spikes: Vec<PathBuf>,
+    /// Findings of the other detections (native JSON Lines: `replay --findings-out`, a saved
+    /// output of `consume` or `serve-firehose`) to list instead of the *.jsonl under the state's
+    /// findings/. Repeatable; a finding read twice counts once.
+    #[arg(long)]
+    pub findings: Vec<PathBuf>,
     /// Detection settings: the mode in force and its parameters (as given to replay or consume).
     #[command(flatten)]
     pub detect: DetectArgs,

@@ -143,17 +143,27 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     crate::replay::print_summary(&outcome, false, &spikes_path.display().to_string());
     eprintln!("findings {} -> {}", outcome.findings.len(), findings_path.display());
     // The report of this run's records: the page a person opens first.
+    let records = crate::report::Records {
+        spikes: Some(outcome.spikes.clone()),
+        spikes_from: format!("{} (this run)", spikes_path.display()),
+        findings: outcome.findings.clone(),
+        findings_from: format!("from {} (this run)", findings_path.display()),
+    };
     let report = crate::report::write(
         &flowspike_history::History::new(store.clone()),
         None,
         &report_cfg,
-        Some(outcome.spikes.clone()),
+        records,
         (None, None),
-        format!("{} (this run)", spikes_path.display()),
         &state.display().to_string(),
         &dir.join("report"),
     )?;
-    println!("report ({} incidents): {}", report.incidents, report.index.display());
+    println!(
+        "report ({} incidents; {}): {}",
+        report.incidents,
+        crate::report::findings_line(&report),
+        report.index.display()
+    );
     eprintln!("Parquet history: {}", state.join("aggregates").display());
     eprintln!(
         "query it:  duckdb -c \"select * from read_parquet('{}/aggregates/*/*/*.parquet', hive_partitioning=true) order by blocked_count desc limit 10\"",

@@ -38,6 +38,13 @@ ul.inline{list-style:none;padding:0;margin:.2em 0}ul.inline li{display:inline-bl
 .na{color:#777;font-size:.88em}
 a{color:#1f77b4}
 .badge{display:inline-block;padding:0 6px;border-radius:4px;background:#fff3e6;color:#a04b00;font-size:.85em;margin-left:6px}
+.part{margin-top:28px;border-top:2px solid #dee2e6;padding-top:6px}
+.findings>h2{margin-top:18px}
+h3{font-size:1.05em;margin:.2em 0 .4em}
+.finding{border:1px solid #dee2e6;border-left:5px solid #9467bd;border-radius:6px;padding:10px 16px;margin:14px 0}
+.finding.sev-high,.finding.sev-critical{border-left-color:#d62728}
+.badge.sev-high,.badge.sev-critical{background:#fde2e1;color:#a1141a}
+code{font-family:ui-monospace,monospace;font-size:.92em}
 ";
 
 /// A whole page: `title` and the already escaped `body`.
@@ -61,6 +68,24 @@ pub(crate) fn num(v: f64) -> String {
         format!("{:.0}", v.round())
     } else {
         format!("{v:.1}")
+    }
+}
+
+/// A number of bytes in binary units (`512 B`, `3.0 GiB`).
+pub(crate) fn bytes_text(b: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if !b.is_finite() {
+        return "–".into();
+    }
+    let (mut v, mut i) = (b, 0);
+    while v.abs() >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
     }
 }
 
@@ -142,6 +167,16 @@ mod tests {
         let p = page("a < b", "<p>x</p>");
         assert!(p.starts_with("<!DOCTYPE html>") && p.contains("<title>a &lt; b</title>"));
         assert!(!p.contains("<script") && !p.contains("http://") && !p.contains("https://"));
+    }
+
+    #[test]
+    fn bytes_in_binary_units() {
+        for (b, s) in
+            [(512.0, "512 B"), (1536.0, "1.5 KiB"), (3.0 * 1024.0 * 1024.0 * 1024.0, "3.0 GiB")]
+        {
+            assert_eq!(bytes_text(b), s);
+        }
+        assert_eq!(bytes_text(f64::NAN), "–");
     }
 
     #[test]

@@ -12,9 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flowspike_detect::incident::EPISODE_MAX_GAP_HOURS;
 use flowspike_detect::{Mode, Spike};
-use flowspike_history::Store;
-
-use crate::ReportError;
 
 /// The records of one incident, one per hour, hours increasing.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +115,30 @@ fn subject_key(s: &Spike) -> String {
     }
 }
 
+/// Splits `items` — (subject, hour, record), sorted by subject then hour, one record per
+/// subject and hour — into episodes: the runs of one subject whose hours are at most
+/// [`EPISODE_MAX_GAP_HOURS`] quiet hours apart. Spike and finding incidents are both made here.
+pub(crate) fn episodes<K: PartialEq, T>(
+    items: impl IntoIterator<Item = (K, i64, T)>,
+) -> Vec<Vec<T>> {
+    let reach = (EPISODE_MAX_GAP_HOURS + 1) * 3600;
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut last: Option<(K, i64)> = None;
+    for (key, hour, item) in items {
+        match (&mut last, out.last_mut()) {
+            (Some((k, h)), Some(run)) if *k == key && hour - *h <= reach => {
+                run.push(item);
+                *h = hour;
+            }
+            _ => {
+                out.push(vec![item]);
+                last = Some((key, hour));
+            }
+        }
+    }
+    out
+}
+
 /// Groups `spikes` (any order) into incidents, newest first: by last hour, then larger peak
 /// first, then subject.
 pub fn group_incidents(spikes: Vec<Spike>) -> Vec<Incident> {
@@ -132,19 +153,8 @@ pub fn group_incidents(spikes: Vec<Spike>) -> Vec<Incident> {
             }
         }
     }
-    let reach = (EPISODE_MAX_GAP_HOURS + 1) * 3600;
-    let mut out: Vec<Incident> = Vec::new();
-    let mut last_key: Option<(&str, String)> = None;
-    for ((mode, key, hour), s) in by_hour {
-        let continues = last_key.as_ref() == Some(&(mode, key.clone()))
-            && out.last().is_some_and(|i| hour - i.last_hour() <= reach);
-        if continues {
-            out.last_mut().expect("checked above").records.push(s);
-        } else {
-            out.push(Incident { records: vec![s] });
-        }
-        last_key = Some((mode, key));
-    }
+    let runs = episodes(by_hour.into_iter().map(|((mode, key, hour), s)| ((mode, key), hour, s)));
+    let mut out: Vec<Incident> = runs.into_iter().map(|records| Incident { records }).collect();
     out.sort_by(|a, b| {
         b.last_hour()
             .cmp(&a.last_hour())
@@ -152,53 +162,6 @@ pub fn group_incidents(spikes: Vec<Spike>) -> Vec<Incident> {
             .then_with(|| a.subject_label().cmp(&b.subject_label()))
     });
     out
-}
-
-/// Reads spike records from JSON Lines (what `replay --spikes`, `demo` and the services write);
-/// blank lines are skipped. Returns the records and the number of lines that are not a spike
-/// record (skipped: a report shows what it can).
-pub fn read_spike_lines(bytes: &[u8]) -> (Vec<Spike>, usize) {
-    let (mut spikes, mut bad) = (Vec::new(), 0);
-    for line in bytes.split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Spike>(line) {
-            Ok(s) => spikes.push(s),
-            Err(_) => bad += 1,
-        }
-    }
-    (spikes, bad)
-}
-
-/// Key prefix of the spike records a replay into a local state writes by default
-/// (`<state>/spikes/replay-<time>.jsonl`).
-pub const SPIKES_PREFIX: &str = "spikes/";
-
-/// The spike records found in a state.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SpikeFiles {
-    /// Every record read, in file order.
-    pub spikes: Vec<Spike>,
-    /// The keys read (`spikes/*.jsonl`).
-    pub files: Vec<String>,
-    /// Lines that were not a spike record (skipped).
-    pub bad_lines: usize,
-}
-
-/// Reads every `spikes/*.jsonl` of `store` ([`read_spike_lines`]).
-pub fn read_state_spikes(store: &dyn Store) -> Result<SpikeFiles, ReportError> {
-    let mut out = SpikeFiles::default();
-    for key in store.list(SPIKES_PREFIX)? {
-        if !key.ends_with(".jsonl") {
-            continue;
-        }
-        let (spikes, bad) = read_spike_lines(&store.get(&key)?);
-        out.spikes.extend(spikes);
-        out.bad_lines += bad;
-        out.files.push(key);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -264,30 +227,5 @@ pub(crate) mod tests {
         assert!(inc[0].is_fleet());
         assert_eq!(inc[0].sources(), ["10.0.0.7", "10.0.0.8"]);
         assert_eq!(inc[1].destinations()[0], ("198.51.100.1".to_string(), 1));
-    }
-
-    #[test]
-    fn state_spikes_are_the_jsonl_files_under_spikes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = flowspike_history::LocalStore::new(dir.path());
-        assert_eq!(read_state_spikes(&store).unwrap(), SpikeFiles::default(), "no spikes/ yet");
-        let a = spike(Mode::Window, 0, "10.0.0.1", 30, &[]);
-        let b = spike(Mode::Window, 5, "10.0.0.2", 30, &[]);
-        store.put("spikes/replay-1.jsonl", (a.to_json_line() + "\n").into_bytes()).unwrap();
-        store.put("spikes/replay-2.jsonl", (b.to_json_line() + "\nbad\n").into_bytes()).unwrap();
-        store.put("spikes/notes.txt", b"not records".to_vec()).unwrap();
-        let got = read_state_spikes(&store).unwrap();
-        assert_eq!(got.spikes, vec![a, b]);
-        assert_eq!(got.files, ["spikes/replay-1.jsonl", "spikes/replay-2.jsonl"]);
-        assert_eq!(got.bad_lines, 1);
-    }
-
-    #[test]
-    fn spike_lines_round_trip_and_bad_lines_are_counted() {
-        let a = spike(Mode::Adaptive, 0, "10.0.0.1", 30, &["198.51.100.1"]);
-        let text =
-            format!("{}\n\nnot json\n{{\"id\":1}}\n{}\n", a.to_json_line(), a.to_json_line());
-        let (spikes, bad) = read_spike_lines(text.as_bytes());
-        assert_eq!((spikes, bad), (vec![a.clone(), a], 2));
     }
 }

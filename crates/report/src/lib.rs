@@ -9,9 +9,13 @@
 //! - [`timeline`]: the pass over the history, [`Series`] of [`HourPoint`]s per [`Subject`].
 //! - [`chart`]: a series drawn with plotters' SVG backend.
 //! - [`explain`](mod@explain): one source around one hour ([`Explanation`]): text, SVG or an HTML page.
-//! - [`incidents`]: spike records grouped into [`Incident`]s, read from JSON Lines.
+//! - [`records`]: spike records and the other detections' findings read from JSON Lines (files,
+//!   or a state's `spikes/` and `findings/`).
+//! - [`incidents`]: spike records grouped into [`Incident`]s.
+//! - [`finding_incidents`]: the findings of port scans, port sweeps, outbound volume and threat
+//!   lists grouped into [`FindingIncident`]s by the same episode rule.
 //! - [`report`](mod@report): the static HTML report of the incidents ([`write_report`]): one self-contained
-//!   page (inline SVG, inline CSS, no script, no network) plus an explain page per incident.
+//!   page (inline SVG, inline CSS, no script, no network) plus an explain page per spike incident.
 //!
 //! What the history holds per (hour, source) — and so what can be shown — is the blocked count,
 //! the distinct destinations (the addresses, capped, with an estimate past the cap), the
@@ -22,16 +26,22 @@
 
 pub mod chart;
 pub mod explain;
+pub mod finding_incidents;
+mod findings_html;
 mod html;
 pub mod incidents;
 pub mod png;
+pub mod records;
 pub mod report;
 pub mod timeline;
 
 pub use chart::{render_svg, ChartOptions};
 pub use explain::{explain, Explanation, OutputKind};
-pub use incidents::{
-    group_incidents, read_spike_lines, read_state_spikes, Incident, SpikeFiles, SPIKES_PREFIX,
+pub use finding_incidents::{group_findings, FindingIncident};
+pub use incidents::{group_incidents, Incident};
+pub use records::{
+    read_finding_lines, read_spike_lines, read_state_findings, read_state_spikes, FindingFiles,
+    RecordFiles, SpikeFiles, FINDINGS_PREFIX, SPIKES_PREFIX,
 };
 pub use report::{write_report, ReportInput, ReportSummary};
 pub use timeline::{run_pass, HourPoint, Pass, Series, Subject};
@@ -42,7 +52,7 @@ pub enum ReportError {
     /// Reading the history failed.
     #[error(transparent)]
     History(#[from] flowspike_history::HistoryError),
-    /// Reading the state's spike records failed.
+    /// Reading the state's spike records or findings failed.
     #[error("state: {0}")]
     Store(#[from] flowspike_history::StoreError),
     /// Plotting failed.

@@ -1,6 +1,7 @@
-//! The static HTML report: `index.html` listing the incidents newest first, each with its chart,
-//! reason, expected vs observed, destinations and a link to its explain page
-//! (`explain-<id>.html`, written beside it). Inline SVG and CSS, no script, nothing fetched: it
+//! The static HTML report: `index.html` listing the blocked-spike incidents newest first, each
+//! with its chart, reason, expected vs observed, destinations and a link to its explain page
+//! (`explain-<id>.html`, written beside it), then the other detections' incidents, a section per
+//! detection ([`crate::finding_incidents`]). Inline SVG and CSS, no script, nothing fetched: it
 //! reads the same from a `file://` URL or an S3 static website.
 //!
 //! Where the incidents come from: the spike records the run emitted (the caller reads them: the
@@ -8,17 +9,22 @@
 //! writes its records to Kinesis, not to the state), the detection is replayed over the history
 //! with the configured settings and its records are the incidents ([`ReportInput::spikes`]
 //! `None`). Either way the charts replay a detector of each incident's recorded mode over the
-//! history, one pass per mode.
+//! history, one pass per mode. Findings are only ever the records given
+//! ([`ReportInput::findings`]: the state's `findings/`, `--findings` files, `demo`'s): this crate
+//! does not run the other detections (they read the flow records, not the history).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use flowspike_detect::{DetectConfig, Mode, Reason, Spike};
+use flowspike_findings::Finding;
 use flowspike_history::History;
 use flowspike_model::HOUR;
 
 use crate::explain::{Explanation, HOURS_AFTER};
+use crate::finding_incidents::{count_by_detection, group_findings, FindingIncident};
+use crate::findings_html::{findings_part, heading};
 use crate::html::{self, escape, hour, num, pval};
 use crate::incidents::{group_incidents, Incident};
 use crate::timeline::{run_pass, Subject};
@@ -43,6 +49,10 @@ pub struct ReportInput<'a> {
     pub to: Option<i64>,
     /// Where the records came from, in words (shown on the page).
     pub records_from: String,
+    /// The other detections' findings (any order, duplicates allowed: an id counts once).
+    pub findings: Vec<Finding>,
+    /// Where the findings came from, or where they were looked for, in words (shown on the page).
+    pub findings_from: String,
     /// The state, as the user named it (shown on the page).
     pub state: String,
 }
@@ -56,6 +66,16 @@ pub struct ReportSummary {
     pub incidents: usize,
     /// True when the incidents were replayed from the history (no records given).
     pub recomputed: bool,
+    /// The other detections' incidents listed, per detection: `port_scan`, `port_sweep`,
+    /// `outbound_volume`, `threat_list` (zeros included), then any other detection found.
+    pub finding_incidents: Vec<(String, usize)>,
+}
+
+impl ReportSummary {
+    /// The other detections' incidents in all.
+    pub fn finding_incidents_total(&self) -> usize {
+        self.finding_incidents.iter().map(|(_, n)| n).sum()
+    }
 }
 
 /// Writes `index.html` and one `explain-<id>.html` per incident into `dir` (created if missing).
@@ -70,6 +90,11 @@ pub fn write_report(input: &ReportInput<'_>, dir: &Path) -> Result<ReportSummary
         .into_iter()
         .filter(|i| i.records.iter().any(|r| in_range(r.hour)))
         .collect();
+    let finding_incidents: Vec<FindingIncident> = group_findings(input.findings.clone())
+        .into_iter()
+        .filter(|i| i.findings.iter().any(|f| in_range(f.hour)))
+        .collect();
+    let counts = count_by_detection(&finding_incidents);
 
     // One pass per mode over the history, following every incident of that mode.
     let mut by_mode: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
@@ -110,10 +135,11 @@ pub fn write_report(input: &ReportInput<'_>, dir: &Path) -> Result<ReportSummary
         write(&dir.join(name), &page)?;
         sections.push_str(&section(inc, svg, name));
     }
-    let body = index_body(input, &incidents, bounds, recomputed, &sections);
+    sections.push_str(&findings_part(&finding_incidents, &counts, &input.findings_from));
+    let body = index_body(input, (&incidents, &counts), bounds, recomputed, &sections);
     let index = dir.join("index.html");
     write(&index, &html::page("flowspike report", &body))?;
-    Ok(ReportSummary { index, incidents: incidents.len(), recomputed })
+    Ok(ReportSummary { index, incidents: incidents.len(), recomputed, finding_incidents: counts })
 }
 
 /// The subject of an incident: its sources over the baseline window before its first hour to
@@ -256,12 +282,12 @@ fn section(inc: &Incident, svg: &str, page: &str) -> String {
 
 fn index_body(
     input: &ReportInput<'_>,
-    incidents: &[Incident],
+    (incidents, finding_counts): (&[Incident], &[(String, usize)]),
     bounds: Option<(i64, i64)>,
     recomputed: bool,
     sections: &str,
 ) -> String {
-    let mut b = String::from("<header><h1>flowspike: blocked outbound incidents</h1>");
+    let mut b = String::from("<header><h1>flowspike: incidents</h1>");
     let _ = write!(b, "<p>State: {}", escape(&input.state));
     if let Some((f, l)) =
         bounds.or_else(|| input.history.hours().ok().and_then(|h| Some((*h.first()?, *h.last()?))))
@@ -288,9 +314,26 @@ fn index_body(
     };
     let _ = write!(
         b,
-        "<p>{} incident{}{range}, newest first; records {origin}.</p>",
+        "<p>{} blocked outbound incident{}{range}, newest first; records {origin}.</p>",
         incidents.len(),
         if incidents.len() == 1 { "" } else { "s" }
+    );
+    // The other detections at a glance, each linking to its section.
+    let glance: Vec<String> = finding_counts
+        .iter()
+        .map(|(d, n)| {
+            let name = escape(heading(d));
+            if *n == 0 {
+                format!("{name}: 0")
+            } else {
+                format!("<a href=\"#findings-{}\">{name}: {n}</a>", escape(d))
+            }
+        })
+        .collect();
+    let _ = write!(
+        b,
+        "<p class=\"glance\">Other detections (<a href=\"#findings\">incidents</a>): {}</p>",
+        glance.join(" · ")
     );
     let mut modes: Vec<Mode> = incidents.iter().map(Incident::mode).collect();
     modes.dedup();
@@ -305,7 +348,7 @@ fn index_body(
     }
     b.push_str("<p class=\"meta\">Each chart: the observed blocked flows per hour, the band expected ± one standard deviation and the alert threshold as the detector had them before each hour, the incident's hours shaded, alerts dotted.</p></header><main>");
     if incidents.is_empty() {
-        b.push_str("<p>No incidents.</p>");
+        b.push_str("<p>No blocked outbound incidents.</p>");
     }
     b.push_str(sections);
     b.push_str("</main>");
@@ -323,7 +366,7 @@ fn write(path: &Path, text: &str) -> Result<(), ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incidents::read_spike_lines;
+    use crate::records::read_spike_lines;
     use crate::tests::{history_with, row};
     use flowspike_model::AggregateRow;
 
@@ -367,11 +410,17 @@ mod tests {
             from: None,
             to: None,
             records_from: "no records in the state".into(),
+            findings: Vec::new(),
+            findings_from: "none in test-state/findings/".into(),
             state: "test-state".into(),
         };
         let summary = write_report(&input, out.path()).unwrap();
         assert!(summary.recomputed);
+        assert_eq!(summary.finding_incidents_total(), 0);
         let index = std::fs::read_to_string(&summary.index).unwrap();
+        assert!(index.contains("Other detections: 0 incidents"), "{index}");
+        assert!(index.contains("Findings none in test-state/findings/."));
+        assert!(index.contains("Vertical port scans: 0 · Port sweeps: 0"), "no link to no section");
         let sections: Vec<&str> = index.split("<section class=\"incident").skip(1).collect();
         assert_eq!(sections.len(), summary.incidents);
         assert!(summary.incidents >= 3, "{index}");
@@ -412,6 +461,8 @@ mod tests {
             from: Some(250 * HOUR),
             to: Some(350 * HOUR),
             records_from: "spikes.jsonl".into(),
+            findings: findings(),
+            findings_from: "from findings.jsonl".into(),
             state: "test-state".into(),
         };
         let summary = write_report(&input, out.path()).unwrap();
@@ -420,6 +471,49 @@ mod tests {
         let index = std::fs::read_to_string(&summary.index).unwrap();
         assert!(index.contains("window mode") && index.contains("Above Splunk ESCU"), "{index}");
         assert!(index.contains("203.0.113.6"), "the burst's destination (300 % 7)");
+        // The findings in the range, the scan's two hours one incident, the sweep out of range.
+        let want =
+            [("port_scan", 1), ("port_sweep", 0), ("outbound_volume", 0), ("threat_list", 1)];
+        assert_eq!(summary.finding_incidents, want.map(|(d, n)| (d.to_string(), n)));
+        assert_eq!(summary.finding_incidents_total(), 2);
+        assert!(index.contains("<a href=\"#findings-port_scan\">Vertical port scans: 1</a>"));
+        assert!(index.contains("Port sweeps: 0 ·"), "{index}");
+        let part = index.split("<div class=\"part\" id=\"findings\">").nth(1).unwrap();
+        assert!(
+            part.contains("Other detections: 2 incidents") && part.contains("from findings.jsonl")
+        );
+        assert_eq!(part.matches("<article class=\"finding").count(), 2);
+        assert!(part.find("findings-port_scan") < part.find("findings-threat_list"));
+        assert!(!part.contains("10.0.0.66"), "the sweep at hour 100 is out of the range");
+    }
+
+    /// A port scan at hours 300-301 (read twice), a sweep at hour 100, a threat-list match at 320.
+    fn findings() -> Vec<Finding> {
+        let f = |d: &str, h: i64, src: &str, subject: &str, count: u64| {
+            let mut f = Finding::new(
+                d,
+                h * HOUR,
+                src,
+                subject,
+                format!("{src} {d}"),
+                (count, 1.0),
+                serde_json::json!({}),
+            );
+            match d {
+                "port_scan" => f.dst_ip = Some(subject.into()),
+                "port_sweep" => (f.dst_port, f.protocol) = (Some(22), Some(6)),
+                _ => f.list = Some(subject.into()),
+            }
+            f
+        };
+        let scan = f("port_scan", 300, "10.0.0.1", "10.0.0.2", 600);
+        vec![
+            scan.clone(),
+            f("port_scan", 301, "10.0.0.1", "10.0.0.2", 650),
+            scan,
+            f("port_sweep", 100, "10.0.0.66", "22/6", 300),
+            f("threat_list", 320, "10.0.0.3", "tor-exits", 2),
+        ]
     }
 
     #[test]
