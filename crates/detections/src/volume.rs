@@ -386,8 +386,8 @@ fn findings_of(cfg: &VolumeConfig, s: &Spike, rows: &[AggregateRow]) -> Vec<Find
             let expected = s.expected.map(|e| e * unit);
             let summary = format!(
                 "{src} sent {} to external destinations in ACCEPTed flows, usually {}",
-                human_bytes(row.bytes as f64),
-                expected.map_or_else(|| "unknown".to_owned(), human_bytes)
+                flowspike_findings::bytes_text(row.bytes as f64),
+                expected.map_or_else(|| "unknown".to_owned(), flowspike_findings::bytes_text)
             );
             let evidence = json!({
                 "bytes": row.bytes,
@@ -404,22 +404,6 @@ fn findings_of(cfg: &VolumeConfig, s: &Spike, rows: &[AggregateRow]) -> Vec<Find
             Some(finding(d, s.hour, src, "", summary, (row.bytes, s.threshold * unit), evidence))
         })
         .collect()
-}
-
-/// `1.2 GiB`.
-fn human_bytes(b: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
 }
 
 #[cfg(test)]

@@ -358,6 +358,25 @@ fn first_hour(s: &Spike) -> i64 {
     s.episode.as_ref().map_or(s.hour, |e| e.first_hour)
 }
 
+/// A number of bytes in binary units (`512 B`, `3.0 GiB`; `–` when not finite): the one spelling
+/// of the findings' summaries and the report's pages.
+pub fn bytes_text(b: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if !b.is_finite() {
+        return "–".into();
+    }
+    let (mut v, mut i) = (b, 0);
+    while v.abs() >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -71,23 +71,7 @@ pub(crate) fn num(v: f64) -> String {
     }
 }
 
-/// A number of bytes in binary units (`512 B`, `3.0 GiB`).
-pub(crate) fn bytes_text(b: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if !b.is_finite() {
-        return "–".into();
-    }
-    let (mut v, mut i) = (b, 0);
-    while v.abs() >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
+pub(crate) use flowspike_findings::bytes_text;
 
 /// A p-value in a short scientific form (below what a double holds: `< 1e-300`).
 pub(crate) fn pval(p: f64) -> String {
