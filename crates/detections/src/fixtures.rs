@@ -2,12 +2,15 @@
 //! run them (the engine's, the lease worker's): built with the `fixtures` feature, which only
 //! their dev-dependencies turn on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
+use flowspike_history::Store;
 use flowspike_scan::ScanConfig;
 use flowspike_threat::{ThreatList, ThreatLists};
 
-use crate::DetectionsConfig;
+use crate::{DetectionsConfig, PORT_SCAN_TABLE, PORT_SWEEP_TABLE, THREAT_TABLE, VOLUME_TABLE};
 
 /// Every detection on, the list `tor-exits` (`198.51.7.0/28`), and small exact caps of the scan
 /// sets, so that the taps' snapshots carry port bitmaps and destination sketches.
@@ -64,4 +67,16 @@ pub fn records(base: i64) -> Vec<String> {
     }
     recs.sort_by_key(|r| r.0);
     recs.into_iter().map(|r| r.1).collect()
+}
+
+/// Every file of every detection table in `store`, decoded, by table and hour (what two runs
+/// compare).
+pub fn tables(store: &dyn Store) -> BTreeMap<(&'static str, i64), Vec<RecordBatch>> {
+    let mut out = BTreeMap::new();
+    for t in [PORT_SCAN_TABLE, PORT_SWEEP_TABLE, VOLUME_TABLE, THREAT_TABLE] {
+        for h in t.hours(store).expect("the table's hours") {
+            out.insert((t.name, h), t.read_hour(store, h).expect("the table's hour"));
+        }
+    }
+    out
 }

@@ -2,15 +2,12 @@
 //! over batches and checkpoints, a kill without a clean stop, and the result compared with an
 //! uninterrupted run and with replay's way of running them (one set of taps over every record).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flowlog::for_each_record;
 use flowspike_counter::{CountSink, Counter, CounterConfig, Pipeline, Rule};
 use flowspike_detections::fixtures::{self, line};
-use flowspike_detections::{
-    Taps, WithTaps, PORT_SCAN_TABLE, PORT_SWEEP_TABLE, THREAT_TABLE, VOLUME_TABLE,
-};
+use flowspike_detections::{Taps, WithTaps};
 use flowspike_history::{LocalStore, Store};
 
 use super::*;
@@ -82,17 +79,6 @@ fn drive(
     }
     e.advance(BASE + 10 * 3600);
     e.checkpoint(sink).unwrap();
-}
-
-/// Every file of every detection table, decoded, by table and hour.
-fn tables(store: &dyn Store) -> BTreeMap<(&'static str, i64), Vec<arrow_array::RecordBatch>> {
-    let mut out = BTreeMap::new();
-    for t in [PORT_SCAN_TABLE, PORT_SWEEP_TABLE, VOLUME_TABLE, THREAT_TABLE] {
-        for h in t.hours(store).unwrap() {
-            out.insert((t.name, h), t.read_hour(store, h).unwrap());
-        }
-    }
-    out
 }
 
 fn open(store: &Arc<dyn Store>, sink: &mut Collect) -> Engine {
@@ -169,15 +155,15 @@ fn detections_survive_a_kill_and_equal_an_uninterrupted_run_and_replay() {
     assert_eq!(ids.len(), n, "a finding delivered twice");
     assert_eq!(sorted(sink.findings.clone()), sorted(whole_sink.findings.clone()));
     assert_eq!(whole_stats.findings_emitted, whole_sink.findings.len() as u64);
-    assert_eq!(tables(store.as_ref()), tables(whole_store.as_ref()));
-    assert!(!tables(store.as_ref()).is_empty());
+    assert_eq!(fixtures::tables(store.as_ref()), fixtures::tables(whole_store.as_ref()));
+    assert!(!fixtures::tables(store.as_ref()).is_empty());
 
     // Replay over the same records: the same tables and findings.
     let replay_dir = tempfile::tempdir().unwrap();
     let replay_store = LocalStore::new(replay_dir.path());
     let replayed = replay_like(&recs, &replay_store);
     assert_eq!(sorted(sink.findings.clone()), sorted(replayed));
-    assert_eq!(tables(store.as_ref()), tables(&replay_store));
+    assert_eq!(fixtures::tables(store.as_ref()), fixtures::tables(&replay_store));
     // Nothing of the detections is left pending: every hour finalized, the snapshot empty.
     let m = Manifest::from_json(&store.get(&manifest_key("flows")).unwrap()).unwrap();
     assert!(m.finalize_taps.is_empty());
@@ -206,7 +192,7 @@ fn late_records_are_counted_not_applied() {
     e.apply(b(1, &[line("10.0.0.7", "198.51.7.1", 443, BASE + 10, "ACCEPT")]));
     e.advance(BASE + 3600 + LATENESS);
     e.checkpoint(&mut sink).unwrap();
-    let before = tables(store.as_ref());
+    let before = fixtures::tables(store.as_ref());
     assert_eq!(sink.findings.len(), 1, "{:?}", sink.findings);
     e.apply(b(2, &[line("10.0.0.7", "198.51.7.2", 443, BASE + 20, "ACCEPT")]));
     // The scan, volume and threat taps each read the record.
@@ -214,7 +200,7 @@ fn late_records_are_counted_not_applied() {
     e.checkpoint(&mut sink).unwrap();
     e.advance(BASE + 5 * 3600);
     e.checkpoint(&mut sink).unwrap();
-    assert_eq!(tables(store.as_ref()), before, "a closed hour's tables are final");
+    assert_eq!(fixtures::tables(store.as_ref()), before, "a closed hour's tables are final");
     assert_eq!(sink.findings.len(), 1);
 }
 

@@ -5,7 +5,6 @@
 //! loses nothing and counts nothing twice; a claim taken over after a crash writes the same
 //! tables and loses no finding; late taps are counted, not applied.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,17 +85,6 @@ fn marker(shard: &str, seq: u64, start: i64) -> Batch {
         stats: Stats::default(),
         ended: false,
     }
-}
-
-/// Every file of every detection table, decoded, by table and hour.
-fn tables(store: &dyn Store) -> BTreeMap<(&'static str, i64), Vec<arrow_array::RecordBatch>> {
-    let mut out = BTreeMap::new();
-    for t in [PORT_SCAN_TABLE, PORT_SWEEP_TABLE, VOLUME_TABLE, THREAT_TABLE] {
-        for h in t.hours(store).unwrap() {
-            out.insert((t.name, h), t.read_hour(store, h).unwrap());
-        }
-    }
-    out
 }
 
 /// One engine (a single consumer) over both shards' batches: its findings (by id) and the
@@ -224,8 +212,8 @@ fn a_scan_split_across_two_workers_equals_one_engine() {
 
     assert_eq!(sorted(sink.findings.clone()), want, "the group's findings are one engine's");
     let engine_store = LocalStore::new(engine_dir.path());
-    assert_eq!(tables(g.store().as_ref()), tables(&engine_store));
-    assert!(!tables(&engine_store).is_empty());
+    assert_eq!(fixtures::tables(g.store().as_ref()), fixtures::tables(&engine_store));
+    assert!(!fixtures::tables(&engine_store).is_empty());
     assert_one_file_per_hour(g.store().as_ref());
     let s = a.stats();
     let t = b.stats();
@@ -281,7 +269,10 @@ fn a_lease_lost_before_its_commit_loses_nothing_and_counts_nothing_twice() {
     close_all(&mut [&mut b], &g, &mut sink, 0);
 
     assert_eq!(sorted(sink.findings.clone()), want);
-    assert_eq!(tables(g.store().as_ref()), tables(&LocalStore::new(engine_dir.path())));
+    assert_eq!(
+        fixtures::tables(g.store().as_ref()),
+        fixtures::tables(&LocalStore::new(engine_dir.path()))
+    );
     assert_eq!(b.stats().detections_late_records, 0);
     assert_eq!(a.stats().findings_emitted, 0);
 }
@@ -311,7 +302,7 @@ fn a_claim_taken_over_after_a_crash_writes_the_same_tables_and_loses_no_finding(
     let snap = g.table.snapshot().unwrap();
     assert_eq!(snap.hours[&BASE].state, HourState::Claimed, "left unfinished");
     assert!(
-        !tables(g.store().as_ref()).is_empty(),
+        !fixtures::tables(g.store().as_ref()).is_empty(),
         "the tables of hour 0 were written before the crash"
     );
     drop(a); // killed: its leases and its claim stay in the table
@@ -329,8 +320,8 @@ fn a_claim_taken_over_after_a_crash_writes_the_same_tables_and_loses_no_finding(
     assert!(g.drained(), "{:?}", g.table.snapshot().unwrap());
     assert_eq!(sorted(sink.findings.clone()), want, "every finding, once");
     let engine_store = LocalStore::new(engine_dir.path());
-    let before = tables(g.store().as_ref());
-    assert_eq!(before, tables(&engine_store));
+    let before = fixtures::tables(g.store().as_ref());
+    assert_eq!(before, fixtures::tables(&engine_store));
     assert_one_file_per_hour(g.store().as_ref());
 
     // A late threat-list flow of hour 0 on a shard b took over (a's leases expired for b).
@@ -347,7 +338,7 @@ fn a_claim_taken_over_after_a_crash_writes_the_same_tables_and_loses_no_finding(
     c.finalize(&mut sink, 2_000).unwrap();
     // The scan, volume and threat taps each read the record (the engine counts the same).
     assert_eq!(c.stats().detections_late_records, 3);
-    assert_eq!(tables(g.store().as_ref()), before, "a finalized hour's tables are final");
+    assert_eq!(fixtures::tables(g.store().as_ref()), before, "a finalized hour's tables are final");
     assert_eq!(sorted(sink.findings.clone()), want, "no finding of a late record");
     assert!(g.drained());
 }
