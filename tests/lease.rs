@@ -33,13 +33,15 @@ pub(crate) async fn spikes_of(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<
         .collect()
 }
 
-/// One ACCEPT record (never counted) on every shard at `start`, so that every shard's event time
-/// reaches it and closes the hours before it.
+/// One ACCEPT record between two external addresses (never counted, read by no detection's tap)
+/// on every shard at `start`, so that every shard's event time reaches it and closes the hours
+/// before it. Read by a tap, it would leave the open hour `start` in a delta for good, and a lease
+/// group would not settle (exit when idle) before the hour closed by the clock.
 pub(crate) async fn markers(k: &aws_sdk_kinesis::Client, stream: &str, start: i64) {
     let shards = k.list_shards().stream_name(stream).send().await.expect("list shards");
     for s in shards.shards() {
         let key = s.hash_key_range().expect("range").starting_hash_key().to_owned();
-        let data = line("eni-m", "10.0.0.250", "203.0.113.250", start, "ACCEPT", 40);
+        let data = line("eni-m", "203.0.113.249", "203.0.113.250", start, "ACCEPT", 40);
         let e = PutRecordsRequestEntry::builder()
             .data(Blob::new(data.into_bytes()))
             .partition_key("marker")
@@ -187,9 +189,30 @@ fn two_workers_with_a_graceful_stop_equal_a_single_consumer() {
     scenario(2, true);
 }
 
+/// A vertical port scan (hour 3: 10.0.0.7 probes 600 ports of 10.0.1.9) and a port sweep (hour 7:
+/// 10.0.0.8 reaches 300 addresses on 445), blocked internal traffic: never counted for the spike.
+fn scans(base: i64) -> Vec<String> {
+    let flow = |src: &str, dst: &str, dport: i64, start: i64| {
+        format!(
+            "2 123456789012 eni-s {src} {dst} 49152 {dport} 6 1 40 {start} {} REJECT OK",
+            start + 30
+        )
+    };
+    let mut out: Vec<String> = (0..600)
+        .map(|p| flow("10.0.0.7", "10.0.1.9", 1 + p * 3, base + 3 * HOUR + 600 + p * 4))
+        .collect();
+    for d in 0..300 {
+        let dst = format!("10.2.{}.{}", d / 200, d % 200 + 1);
+        out.push(flow("10.0.0.8", &dst, 445, base + 7 * HOUR + 300 + d * 9));
+    }
+    out
+}
+
 /// `n` workers share the stream; once each reads a shard, the one reading the most is stopped
 /// (SIGTERM: it commits and releases its leases; or SIGKILL: its leases expire) and the rest of
-/// the input is put; the survivors finish. Compared with a single consumer's run.
+/// the input is put; the survivors finish. Compared with a single consumer's run: aggregates,
+/// spikes, and the other detections' findings (a port scan before the stop, a sweep after it)
+/// and tables.
 fn scenario(n: usize, graceful: bool) {
     let moto = Moto::start();
     let rt = runtime();
@@ -201,9 +224,11 @@ fn scenario(n: usize, graceful: bool) {
         create_stream(&k, "spikes-single", 1).await;
     });
     moto.s3().create_bucket("flowspike-state").expect("create bucket");
-    let lines = input(base);
     // Field 11 of a default-format line is `start`.
     let start_of = |l: &str| l.split(' ').nth(10).and_then(|s| s.parse::<i64>().ok());
+    let mut lines = input(base);
+    lines.extend(scans(base));
+    lines.sort_by_key(|l| start_of(l));
     let split = lines
         .iter()
         .position(|l| start_of(l).is_some_and(|s| s >= base + 5 * HOUR))
@@ -351,7 +376,34 @@ fn scenario(n: usize, graceful: bool) {
         ws.values().any(|s| s["src_ip"] == "10.0.0.5" && s["blocked_count"] == 60),
         "the injected spike: {single_spikes:?}"
     );
-    assert_eq!(gs, ws, "the group's spikes equal the single consumer's");
+    assert_eq!(gs, ws, "the group's spikes and findings equal the single consumer's");
+    // The other detections ran in lease mode (`--detections` defaults to all): each scan found
+    // once, and every table written as the single consumer wrote it, one file per hour.
+    let found = |d: &str, src: &str| {
+        gs.values().filter(|f| f["detection"] == d && f["src_ip"] == src).count()
+    };
+    assert_eq!(found("port_scan", "10.0.0.7"), 1, "{group_spikes:?}");
+    assert_eq!(found("port_sweep", "10.0.0.8"), 1, "{group_spikes:?}");
+    let single_store = flowspike_history::LocalStore::new(&single);
+    for t in [
+        flowspike_detections::PORT_SCAN_TABLE,
+        flowspike_detections::PORT_SWEEP_TABLE,
+        flowspike_detections::VOLUME_TABLE,
+    ] {
+        let hours = t.hours(&single_store).expect("single hours");
+        assert_eq!(t.hours(group.store().as_ref()).expect("group hours"), hours, "{}", t.name);
+        assert!(!hours.is_empty(), "{}", t.name);
+        for h in hours {
+            let files = t.hour_files(group.store().as_ref(), h).expect("files");
+            assert_eq!(files.len(), 1, "{files:?}");
+            assert_eq!(
+                t.read_hour(group.store().as_ref(), h).expect("group table"),
+                t.read_hour(&single_store, h).expect("single table"),
+                "{} hour {h}",
+                t.name
+            );
+        }
+    }
 }
 
 /// Alerts within minutes in lease mode (#30): two workers share a two-shard stream in adaptive

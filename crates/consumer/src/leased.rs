@@ -52,6 +52,7 @@ pub(crate) fn run(
         claim_takeover: lease.failover.saturating_mul(3).max(Duration::from_secs(30)),
         idle_shard_after: cfg.idle_shard_after,
         pipeline: cfg.pipeline.clone(),
+        detections: cfg.detections.clone(),
     };
     let history = History::new(store).with_dest_cap(cfg.pipeline.counter.dest_cap);
     let worker = Worker::new(wcfg, table, history);

@@ -78,8 +78,7 @@ pub struct ConsumerConfig {
     /// against the wall clock at each batch).
     pub pipeline: Pipeline,
     /// The detections beside the blocked spike (`--detections`, threat lists, thresholds): the
-    /// readers decode with them and the engine finalizes them. Lease mode runs the blocked
-    /// spike only (its `Worker` is not the engine) and ignores them, with a warning.
+    /// readers decode with them and the engine (in lease mode the `Worker`) finalizes them.
     pub detections: DetectionsConfig,
     /// Where spikes go and in what format (the stream or standard output, Security Hub,
     /// EventBridge).
@@ -137,14 +136,7 @@ pub(crate) fn start_services(cfg: &ConsumerConfig) -> Result<Services, ConsumeEr
     let client = rt.block_on(client_from_env());
     let sink: Box<dyn SpikeSink> = spike_sink(&cfg.output, rt.handle());
     let pipeline = Arc::new(cfg.pipeline.clone());
-    let detections = if cfg.lease.is_some() {
-        if cfg.detections.set.any_tap() {
-            tracing::warn!(detections = %cfg.detections.set, "lease mode runs the blocked-spike detection only: the other detections are off");
-        }
-        Arc::new(DetectionsConfig::none())
-    } else {
-        Arc::new(cfg.detections.clone())
-    };
+    let detections = Arc::new(cfg.detections.clone());
     let efo = match &cfg.efo {
         None => None,
         Some(e) => Some(Efo {

@@ -22,6 +22,13 @@
 //!   published as a correction file `consumer-<stream>-late-<worker>-<generation>.parquet`.
 //! - A claim left unfinished for [`WorkerConfig::claim_takeover`] is taken over; every step is
 //!   idempotent (deterministic file names), spikes are at-least-once with deterministic ids.
+//! - The other detections (port scans, sweeps, outbound volume, threat lists; `detections.rs`):
+//!   each owned shard keeps its uncommitted taps beside its counter; a commit writes the merged
+//!   taps as one snapshot file named by the same delta (`Delta::taps_file`), and the hours of the
+//!   taps are delta hours too. Finalizing `H` merges the taps of `H` of the claim's parts, writes
+//!   the four tables (`<table>/…/hr=H/consumer-<stream>.parquet`) and emits the findings before
+//!   the claim is marked done; a delta's taps of an hour claimed without it are counted as late
+//!   (`Stats::detections_late_records`), never applied.
 //! - Early alerts (adaptive mode, `early.rs`): a worker judges the group's next hour to close on
 //!   its own partial count (its held shards' rows of the hour), claims each alert once in the table
 //!   and sends it before its next commit; the hour's close does not send an alert again that a
@@ -34,9 +41,10 @@ use std::time::{Duration, Instant};
 
 use flowspike_counter::{AggregateRow, Counter, Pipeline, SourceOverflow, TimeBounds, HOUR};
 use flowspike_detect::{Detector, Mode};
+use flowspike_detections::Taps;
 use flowspike_engine::{
-    live_watermark, new_spikes, put_rows, read_rows, warm_detector, Batch, EngineError, SpikeSink,
-    Stats,
+    live_watermark, new_spikes, put_rows, read_rows, warm_detector, Batch, DetectionsConfig,
+    EngineError, SpikeSink, Stats,
 };
 use flowspike_history::History;
 use flowspike_lease::{
@@ -69,6 +77,10 @@ pub struct WorkerConfig {
     /// `--max-future-secs`), which it also applies to what the lease table holds (see
     /// [`Worker::acquire`]).
     pub pipeline: Pipeline,
+    /// The detections beside the blocked spike (`--detections`, threat lists, thresholds): the
+    /// readers decode with the same value, the worker commits and finalizes their taps.
+    /// [`DetectionsConfig::none`]: the blocked spike alone.
+    pub detections: DetectionsConfig,
 }
 
 /// A lease this worker holds.
@@ -90,6 +102,9 @@ pub struct Owned {
     committed_max_start: Option<u64>,
     committed_watermark: Option<i64>,
     rows: Counter,
+    /// The other detections' uncommitted taps of the shard (off when they do not run): dropped
+    /// with `rows` when the lease is lost.
+    taps: Taps,
     last_seq: Option<String>,
     max_start: Option<u64>,
     ended: bool,
@@ -116,6 +131,8 @@ pub struct Worker {
     generation: u64,
     detector: Detector,
     emitted: BTreeSet<String>,
+    /// Ids of the findings this worker emitted (a retried claim does not send them again).
+    emitted_findings: BTreeSet<String>,
     stats: Stats,
     last_snapshot: Option<Snapshot>,
     /// What the committed deltas lost to the source cap, by hour, until the group's watermark
@@ -153,6 +170,7 @@ impl Worker {
             // a delta of an earlier process must never be overwritten.
             generation: unix_millis().saturating_mul(1000),
             emitted: BTreeSet::new(),
+            emitted_findings: BTreeSet::new(),
             stats: Stats::default(),
             last_snapshot: None,
             over_source_cap: BTreeMap::new(),
@@ -288,7 +306,7 @@ impl Worker {
     fn drop_lease(&mut self, id: &str, why: &str) {
         if let Some(o) = self.owned.remove(id) {
             o.deadline.store(0, Ordering::Release);
-            tracing::warn!(shard_id = %id, worker = %self.cfg.worker_id, uncommitted_keys = o.rows.len(), at_ms = unix_millis(), reason = why, "lease dropped");
+            tracing::warn!(shard_id = %id, worker = %self.cfg.worker_id, uncommitted_keys = o.rows.len(), uncommitted_tap_records = o.taps.records(), at_ms = unix_millis(), reason = why, "lease dropped");
         }
     }
 
@@ -351,6 +369,7 @@ impl Worker {
                     committed_max_start: plausible_max_start(&t.shard_id, l.max_start, bounds),
                     committed_watermark: plausible_watermark(&t.shard_id, l.watermark, bounds),
                     rows: Counter::new(self.cfg.pipeline.counter),
+                    taps: Taps::new(&self.cfg.detections),
                     last_seq: None,
                     max_start: None,
                     ended: false,
@@ -396,6 +415,9 @@ impl Worker {
         }
         o.ended |= batch.ended;
         o.rows.merge(batch.counter);
+        if let Some(t) = batch.taps {
+            o.taps.merge(t);
+        }
         self.stats.add(&batch.stats);
         self.judge_early(touched);
         true
@@ -430,9 +452,11 @@ impl Worker {
             let started_ms = unix_millis();
             let lateness = self.cfg.allowed_lateness_secs;
             let mut total = Counter::new(self.cfg.pipeline.counter);
+            let mut taps = Taps::new(&self.cfg.detections);
             let mut commits = Vec::new();
             for (id, o) in &self.owned {
                 total.merge(o.rows.clone());
+                taps.merge(o.taps.clone());
                 let max_start = match (o.max_start, o.committed_max_start) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
@@ -463,18 +487,30 @@ impl Worker {
             }
             let over_cap = total.overflow();
             let rows = total.into_rows();
-            let delta = if rows.is_empty() {
+            // An hour with taps but no counted row (ACCEPTed traffic only) is a delta hour too:
+            // it closes, and its tables are written, like any other.
+            let taps_hours = taps.hours();
+            let hours: BTreeSet<i64> =
+                rows.iter().map(|r| r.hour).chain(taps_hours.iter().copied()).collect();
+            let delta = if hours.is_empty() {
                 None
             } else {
-                let file = format!(
-                    "consumer/{}/deltas/{}/{gen:020}.parquet",
-                    self.cfg.stream, self.cfg.worker_id
-                );
+                let prefix =
+                    format!("consumer/{}/deltas/{}/{gen:020}", self.cfg.stream, self.cfg.worker_id);
+                // The rows file even when empty: every delta names one (older releases read it).
+                let file = format!("{prefix}.parquet");
                 put_rows(self.history.store().as_ref(), &file, &rows)?;
-                let hours: BTreeSet<i64> = rows.iter().map(|r| r.hour).collect();
+                let taps_file = if taps_hours.is_empty() {
+                    None
+                } else {
+                    let key = format!("{prefix}-taps.bin");
+                    self.history.store().put(&key, taps.to_snapshot())?;
+                    Some(key)
+                };
                 Some(Delta {
                     id: delta_key(&self.cfg.worker_id, gen),
                     file,
+                    taps_file,
                     hours: hours.into_iter().collect(),
                 })
             };
@@ -508,6 +544,7 @@ impl Worker {
                         o.committed_max_start = c.max_start;
                         o.committed_watermark = c.watermark;
                         o.rows = Counter::new(self.cfg.pipeline.counter);
+                        o.taps = Taps::new(&self.cfg.detections);
                         o.last_seq = None;
                         o.max_start = None;
                         if o.ended {
@@ -533,7 +570,9 @@ impl Worker {
                 }
                 CommitOutcome::Lost(lost) => {
                     if let Some(d) = &delta {
-                        let _ = self.history.store().delete(&d.file);
+                        for f in std::iter::once(&d.file).chain(&d.taps_file) {
+                            let _ = self.history.store().delete(f);
+                        }
                     }
                     for id in &lost {
                         self.drop_lease(id, "fenced at commit");
@@ -693,20 +732,30 @@ impl Worker {
                     }
                     continue;
                 }
-                let Some(rows) = self.read_delta(d)? else {
+                let (Some(rows), Some(late_taps)) = (self.read_delta(d)?, self.late_taps(d, *h)?)
+                else {
                     empty = false; // drained by another worker meanwhile
                     break;
                 };
                 let rows: Vec<AggregateRow> = rows.into_iter().filter(|r| r.hour == *h).collect();
-                let name = format!(
-                    "consumer-{}-late-{}.parquet",
-                    self.cfg.stream,
-                    d.id.trim_start_matches("delta#").replace('#', "-")
-                );
-                let key = self.history.write_hour_file(*h, &rows, &name)?;
-                self.stats.corrections += 1;
-                self.stats.late_counted += rows.iter().map(|r| r.blocked_count).sum::<u64>();
-                tracing::info!(hour = h, key = %key, rows = rows.len(), "late correction written");
+                // A delta hour may have taps only (no counted row): no correction file then.
+                if !rows.is_empty() {
+                    let name = format!(
+                        "consumer-{}-late-{}.parquet",
+                        self.cfg.stream,
+                        d.id.trim_start_matches("delta#").replace('#', "-")
+                    );
+                    let key = self.history.write_hour_file(*h, &rows, &name)?;
+                    self.stats.corrections += 1;
+                    self.stats.late_counted += rows.iter().map(|r| r.blocked_count).sum::<u64>();
+                    tracing::info!(hour = h, key = %key, rows = rows.len(), "late correction written");
+                }
+                // The other detections judged the hour once, when it was claimed: their late
+                // records are counted, not applied (as in the single-task engine).
+                if late_taps > 0 {
+                    tracing::info!(hour = h, delta = %d.id, records = late_taps, "detections: late records not applied");
+                    self.stats.detections_late_records += late_taps;
+                }
                 empty = self.table.remove_delta_hour(&d.id, *h)?;
             }
             if empty {
@@ -729,8 +778,10 @@ impl Worker {
     }
 
     fn delete_delta(&self, d: &Delta) -> Result<(), ConsumeError> {
-        if let Err(e) = self.history.store().delete(&d.file) {
-            tracing::warn!(key = %d.file, error = %e, "cannot delete a drained delta file");
+        for f in std::iter::once(&d.file).chain(&d.taps_file) {
+            if let Err(e) = self.history.store().delete(f) {
+                tracing::warn!(key = %f, error = %e, "cannot delete a drained delta file");
+            }
         }
         self.table.delete(&d.id)?;
         Ok(())
@@ -746,10 +797,13 @@ impl Worker {
         sink: &mut dyn SpikeSink,
     ) -> Result<bool, ConsumeError> {
         let mut sum = Counter::new(self.cfg.pipeline.counter);
+        let mut taps = Taps::new(&self.cfg.detections);
         for p in parts {
             // Only a claim that is done drains its parts: a missing one means it is done now.
             let Some(d) = snap.deltas.get(p) else { return Ok(false) };
             let Some(rows) = self.read_delta(d)? else { return Ok(false) };
+            let Some(mut part) = self.read_taps(d)? else { return Ok(false) };
+            taps.merge(part.split_hours(|h| h == hour));
             for r in rows {
                 if r.hour == hour {
                     sum.add_row(&r).map_err(|e| EngineError::Manifest {
@@ -763,21 +817,28 @@ impl Worker {
         let lost = sum.take_hour_overflow(hour);
         self.stats.over_source_cap(hour, lost, self.cfg.pipeline.counter.max_sources_per_hour);
         let rows = sum.into_rows();
-        let name = format!("consumer-{}.parquet", self.cfg.stream);
-        let key = self.history.write_hour_file(hour, &rows, &name)?;
-        tracing::info!(hour, key = %key, rows = rows.len(), parts = parts.len(), "final aggregates written");
-        // Early alerts a worker sent are not sent again; an unsent claim (its worker stopped
-        // between the claim and the emission) is.
-        let sent: BTreeSet<&str> = snap
-            .alerts
-            .values()
-            .filter(|a| a.hour == hour && a.sent)
-            .map(|a| a.id.as_str())
-            .collect();
-        self.evaluate(hour, sink, |id| sent.contains(id))?;
+        // An hour claimed for the other detections' taps alone has no counted row: no final
+        // file and no evaluation, as in the single-task engine (only hours with a count are
+        // data points of the baseline).
+        if !rows.is_empty() {
+            let key = self.history.write_hour_file(hour, &rows, &self.final_name())?;
+            tracing::info!(hour, key = %key, rows = rows.len(), parts = parts.len(), "final aggregates written");
+            // Early alerts a worker sent are not sent again; an unsent claim (its worker stopped
+            // between the claim and the emission) is.
+            let sent: BTreeSet<&str> = snap
+                .alerts
+                .values()
+                .filter(|a| a.hour == hour && a.sent)
+                .map(|a| a.id.as_str())
+                .collect();
+            self.evaluate(hour, sink, |id| sent.contains(id))?;
+            self.stats.hours_closed += 1;
+        }
+        // After the hour's spikes, as the engine emits them; before the claim is done, so a
+        // takeover redoes what a crash left undone (the same files, the findings again).
+        self.finish_taps(hour, taps, sink)?;
         self.table.hour_done(hour)?;
         self.delete_alerts(hour, snap);
-        self.stats.hours_closed += 1;
         for p in parts {
             if self.table.remove_delta_hour(p, hour)? {
                 if let Some(d) = snap.deltas.get(p) {
@@ -786,6 +847,19 @@ impl Worker {
             }
         }
         Ok(true)
+    }
+
+    /// Starts the detector afresh after a failed emission of a claim: it has seen the hour, and
+    /// the retry of the claim evaluates the hour again (from the history) and emits what was not
+    /// emitted.
+    fn forget_detector(&mut self) {
+        self.detector = Detector::new(self.cfg.pipeline.detect.clone());
+        self.warmed_to = None;
+    }
+
+    /// The name of this stream's final file of an hour (and of its tables' files).
+    fn final_name(&self) -> String {
+        format!("consumer-{}.parquet", self.cfg.stream)
     }
 
     /// Brings the detector up to `hour` (exclusive) from the history: the hours other workers
@@ -818,10 +892,7 @@ impl Worker {
             return Ok(());
         }
         if let Err(e) = sink.emit(&new) {
-            // The detector has seen the hour: start it afresh so that the retry of this claim
-            // evaluates the hour again (from the history) and emits its spikes.
-            self.detector = Detector::new(self.cfg.pipeline.detect.clone());
-            self.warmed_to = None;
+            self.forget_detector();
             return Err(e.into());
         }
         for s in &new {
@@ -880,6 +951,7 @@ pub fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
+mod detections;
 mod early;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,8 @@
 //! `aggregates/` ([`TableSet`]), and turns an hour's aggregates into [`Finding`]s. Which run is a
 //! [`DetectionSet`] (`--detections`).
 
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 mod scans;
 mod set;
 mod tap;

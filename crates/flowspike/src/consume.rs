@@ -90,7 +90,7 @@ pub struct ConsumeArgs {
     /// Input framing, format and detection settings.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// The other detections (not in lease mode, which runs the blocked spike only).
+    /// The other detections (in lease mode too: committed with the workers' deltas).
     #[command(flatten)]
     pub detections: DetectionsArgs,
     /// Reread the --threat-list files (or S3 objects) this often and use a changed list for the

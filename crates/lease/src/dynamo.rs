@@ -239,7 +239,9 @@ impl DynamoTable {
                     .collect::<Result<Vec<_>, _>>()?,
                 _ => Vec::new(),
             };
-            snap.deltas.insert(key.clone(), Delta { id: key, file, hours });
+            // Absent in a delta of a release without the other detections: no taps.
+            let taps_file = s_attr(item, "tapsFile");
+            snap.deltas.insert(key.clone(), Delta { id: key, file, taps_file, hours });
         } else if let Some(id) = key.strip_prefix("alert#") {
             let alert = AlertClaim {
                 id: id.to_owned(),
@@ -682,6 +684,9 @@ impl LeaseTable for DynamoTable {
                 .item(KEY, s(&d.id))
                 .item("file", s(&d.file))
                 .condition_expression("attribute_not_exists(leaseKey)");
+            if let Some(t) = &d.taps_file {
+                p = p.item("tapsFile", s(t));
+            }
             if !d.hours.is_empty() {
                 p = p.item(
                     "hours",

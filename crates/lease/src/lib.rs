@@ -3,15 +3,16 @@
 //!
 //! # The table
 //! One table per consumer application (`--lease-table`), hash key `leaseKey` (S), on-demand
-//! capacity; created if absent. Three kinds of items:
+//! capacity; created if absent. Five kinds of items:
 //! - **shard leases** (`leaseKey` = the shard id): `leaseOwner` (absent = free), `leaseCounter` (N,
 //!   increased by every renewal, take and checkpoint, and the fence of every conditional write),
 //!   `checkpoint` (`TRIM_HORIZON` before the first commit, a sequence number, or `SHARD_END`),
 //!   `parentShardIds` (SS), `ownerSwitchesSinceCheckpoint` (N), and flowspike's `maxStart` (N, the
 //!   largest committed flow `start`) and `watermark` (N, the shard's committed event-time watermark);
 //! - **deltas** (`leaseKey` = `delta#<worker>#<generation>`): one per commit of one worker, naming the
-//!   Parquet file with the aggregates of the records that commit covered (`file`) and the hours of
-//!   those rows not yet accounted for (`hours`, NS);
+//!   Parquet file with the aggregates of the records that commit covered (`file`), the snapshot of
+//!   the other detections' taps of those records (`tapsFile`, absent when none) and the hours of
+//!   those rows and taps not yet accounted for (`hours`, NS);
 //! - **hour claims** (`leaseKey` = `hour#<unix hour>`): the one worker that finalizes an hour, the
 //!   deltas it merges (`parts`, fixed by the claim) and `state` (`CLAIMED`, `DONE`); and the claim
 //!   frontier (`leaseKey` = `meta#frontier`, `hour`): the highest hour claimed, moved forward by each
@@ -107,7 +108,11 @@ pub struct Delta {
     pub id: String,
     /// The Parquet file (state store key) with the rows.
     pub file: String,
-    /// Hours with rows in the file that no final or correction file accounts for yet.
+    /// The snapshot of the other detections' taps of the same commit (state store key of
+    /// `flowspike_detections::Taps::to_snapshot`, by hour), attribute `tapsFile`; `None`: no taps
+    /// (detections off, or a delta of a release without them).
+    pub taps_file: Option<String>,
+    /// Hours with rows or taps in the files that no final or correction file accounts for yet.
     pub hours: Vec<i64>,
 }
 

@@ -102,7 +102,7 @@ fn commit_is_all_or_nothing_and_names_lost_leases() {
             },
         ]
     };
-    let d = Delta { id: delta_key("a", 1), file: "f1".into(), hours: vec![3600] };
+    let d = Delta { id: delta_key("a", 1), file: "f1".into(), taps_file: None, hours: vec![3600] };
     assert_eq!(t.commit(&commit(c1), Some(&d)).unwrap(), CommitOutcome::Lost(vec!["s1".into()]));
     let snap = t.snapshot().unwrap();
     assert!(snap.deltas.is_empty(), "nothing of a failed commit is visible");
@@ -166,8 +166,14 @@ fn hour_claims_are_exclusive_and_delta_hours_drain() {
     assert!(t.take_over_hour(3600, "a", 100, "b", 200).unwrap());
     t.hour_done(3600).unwrap();
     assert!(!t.take_over_hour(3600, "b", 200, "c", 300).unwrap(), "a done hour is not taken over");
-    let d = Delta { id: "delta#a#1".into(), file: "f".into(), hours: vec![3600, 7200] };
+    let d = Delta {
+        id: "delta#a#1".into(),
+        file: "f".into(),
+        taps_file: Some("t".into()),
+        hours: vec![3600, 7200],
+    };
     t.commit(&[], Some(&d)).unwrap();
+    assert_eq!(t.snapshot().unwrap().deltas[&d.id], d, "the taps file is registered with it");
     assert!(!t.remove_delta_hour(&d.id, 3600).unwrap());
     assert!(t.remove_delta_hour(&d.id, 7200).unwrap());
     assert!(checkpoint_round_trip());

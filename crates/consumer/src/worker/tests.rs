@@ -13,7 +13,9 @@ const LATENESS: i64 = 60;
 /// time back unless a test means it to.
 const NOW: i64 = BASE + 30 * 24 * HOUR;
 
-fn cfg(id: &str) -> WorkerConfig {
+/// A worker's settings in these tests (window mode, blocked spike only); the detections' tests
+/// (`detections/tests.rs`) turn the others on.
+pub(super) fn cfg(id: &str) -> WorkerConfig {
     WorkerConfig {
         stream: "flows".into(),
         worker_id: id.into(),
@@ -29,6 +31,7 @@ fn cfg(id: &str) -> WorkerConfig {
             },
             ..Pipeline::default()
         },
+        detections: DetectionsConfig::none(),
     }
 }
 

@@ -2,17 +2,13 @@
 //! over batches and checkpoints, a kill without a clean stop, and the result compared with an
 //! uninterrupted run and with replay's way of running them (one set of taps over every record).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flowlog::for_each_record;
 use flowspike_counter::{CountSink, Counter, CounterConfig, Pipeline, Rule};
-use flowspike_detections::{
-    Taps, WithTaps, PORT_SCAN_TABLE, PORT_SWEEP_TABLE, THREAT_TABLE, VOLUME_TABLE,
-};
+use flowspike_detections::fixtures::{self, line};
+use flowspike_detections::{Taps, WithTaps};
 use flowspike_history::{LocalStore, Store};
-use flowspike_scan::ScanConfig;
-use flowspike_threat::{ThreatList, ThreatLists};
 
 use super::*;
 
@@ -41,69 +37,14 @@ impl SpikeSink for Collect {
     }
 }
 
-fn detections() -> DetectionsConfig {
-    let list = ThreatList::parse("tor-exits", b"198.51.7.0/28\n").unwrap();
-    DetectionsConfig {
-        // Small exact caps: the snapshot then carries port bitmaps and destination sketches.
-        scan: ScanConfig {
-            exact_ports: 64,
-            exact_dests: 64,
-            compact_at: 50,
-            ..ScanConfig::default()
-        },
-        threat_lists: Some(Arc::new(ThreatLists::new(vec![list]).unwrap())),
-        ..DetectionsConfig::default()
-    }
-}
-
 /// The other engine tests' settings (window mode, lateness [`LATENESS`]) with the detections on.
 fn cfg() -> EngineConfig {
-    EngineConfig { detections: detections(), ..super::tests::cfg() }
-}
-
-fn line(src: &str, dst: &str, dport: u32, start: i64, action: &str) -> String {
-    format!(
-        "2 123456789012 eni-1 {src} {dst} 40000 {dport} 6 1 40 {start} {} {action} OK\n",
-        start + 5
-    )
-}
-
-/// Four hours: a vertical scan of 600 ports (hour 0), a sweep of 300 addresses on
-/// 445 (hour 1), threat-list flows both ways (hours 0 and 2), ACCEPTed volume and blocked
-/// traffic every hour; in time order, interleaved.
-fn records() -> Vec<String> {
-    let mut recs: Vec<(i64, String)> = Vec::new();
-    for p in 0..600i64 {
-        let t = BASE + 2400 + p * 2; // 2400 s .. 3598 s: the end of the first hour
-        recs.push((t, line("10.0.0.5", "10.0.1.9", 1 + p as u32 * 3, t, "REJECT")));
-    }
-    for d in 0..300i64 {
-        let t = BASE + 3600 + 100 + d * 7;
-        let dst = format!("172.16.{}.{}", d / 200, d % 200 + 1);
-        recs.push((t, line("10.0.0.6", &dst, 445, t, "REJECT")));
-    }
-    for (h, n) in [(0i64, 3i64), (2, 5)] {
-        for i in 0..n {
-            let t = BASE + h * 3600 + 60 + i * 300;
-            recs.push((t, line("10.0.0.7", &format!("198.51.7.{}", i + 1), 9001, t, "ACCEPT")));
-            recs.push((t + 1, line("198.51.7.9", "10.0.0.7", 22, t + 1, "REJECT")));
-        }
-    }
-    for h in 0..4i64 {
-        for i in 0..40i64 {
-            let t = BASE + h * 3600 + i * 90;
-            let src = format!("10.0.9.{}", i % 4);
-            recs.push((t, line(&src, &format!("8.8.{}.{}", h, i % 9), 443, t, "ACCEPT")));
-            recs.push((t + 2, line(&src, "1.1.1.1", 23, t + 2, "REJECT")));
-        }
-    }
-    recs.sort_by_key(|r| r.0);
-    recs.into_iter().map(|r| r.1).collect()
+    EngineConfig { detections: fixtures::config(), ..super::tests::cfg() }
 }
 
 /// The records as batches of one shard, sequence numbers from 1.
 fn batches(recs: &[String]) -> Vec<Batch> {
-    let dc = detections();
+    let dc = fixtures::config();
     recs.chunks(LINES_PER_BATCH)
         .enumerate()
         .map(|(i, c)| {
@@ -140,24 +81,13 @@ fn drive(
     e.checkpoint(sink).unwrap();
 }
 
-/// Every file of every detection table, decoded, by table and hour.
-fn tables(store: &dyn Store) -> BTreeMap<(&'static str, i64), Vec<arrow_array::RecordBatch>> {
-    let mut out = BTreeMap::new();
-    for t in [PORT_SCAN_TABLE, PORT_SWEEP_TABLE, VOLUME_TABLE, THREAT_TABLE] {
-        for h in t.hours(store).unwrap() {
-            out.insert((t.name, h), t.read_hour(store, h).unwrap());
-        }
-    }
-    out
-}
-
 fn open(store: &Arc<dyn Store>, sink: &mut Collect) -> Engine {
     Engine::open(History::new(store.clone()), cfg(), sink).unwrap()
 }
 
 /// Replay's way: one set of taps over every record, finished, written and evaluated at once.
 fn replay_like(recs: &[String], store: &dyn Store) -> Vec<Finding> {
-    let dc = detections();
+    let dc = fixtures::config();
     let rule = Rule::default();
     let mut taps = Taps::new(&dc);
     let hits = WithTaps { counter: Counter::new(CounterConfig::default()), taps: &mut taps };
@@ -183,7 +113,7 @@ fn sorted(mut f: Vec<Finding>) -> Vec<Finding> {
 /// finding is delivered twice.
 #[test]
 fn detections_survive_a_kill_and_equal_an_uninterrupted_run_and_replay() {
-    let recs = records();
+    let recs = fixtures::records(BASE);
     let all = batches(&recs);
     assert!(all.len() > 25, "{} batches", all.len());
     assert!(all.iter().all(|b| b.taps.is_some()));
@@ -225,15 +155,15 @@ fn detections_survive_a_kill_and_equal_an_uninterrupted_run_and_replay() {
     assert_eq!(ids.len(), n, "a finding delivered twice");
     assert_eq!(sorted(sink.findings.clone()), sorted(whole_sink.findings.clone()));
     assert_eq!(whole_stats.findings_emitted, whole_sink.findings.len() as u64);
-    assert_eq!(tables(store.as_ref()), tables(whole_store.as_ref()));
-    assert!(!tables(store.as_ref()).is_empty());
+    assert_eq!(fixtures::tables(store.as_ref()), fixtures::tables(whole_store.as_ref()));
+    assert!(!fixtures::tables(store.as_ref()).is_empty());
 
     // Replay over the same records: the same tables and findings.
     let replay_dir = tempfile::tempdir().unwrap();
     let replay_store = LocalStore::new(replay_dir.path());
     let replayed = replay_like(&recs, &replay_store);
     assert_eq!(sorted(sink.findings.clone()), sorted(replayed));
-    assert_eq!(tables(store.as_ref()), tables(&replay_store));
+    assert_eq!(fixtures::tables(store.as_ref()), fixtures::tables(&replay_store));
     // Nothing of the detections is left pending: every hour finalized, the snapshot empty.
     let m = Manifest::from_json(&store.get(&manifest_key("flows")).unwrap()).unwrap();
     assert!(m.finalize_taps.is_empty());
@@ -251,12 +181,18 @@ fn late_records_are_counted_not_applied() {
         let data = lines.concat();
         let seq = seq.to_string();
         let raw = [crate::RawRecord { sequence_number: &seq, data: data.as_bytes() }];
-        crate::decode::decode_batch_at(&Pipeline::default(), &detections(), "shardId-0", &raw, NOW)
+        crate::decode::decode_batch_at(
+            &Pipeline::default(),
+            &fixtures::config(),
+            "shardId-0",
+            &raw,
+            NOW,
+        )
     };
     e.apply(b(1, &[line("10.0.0.7", "198.51.7.1", 443, BASE + 10, "ACCEPT")]));
     e.advance(BASE + 3600 + LATENESS);
     e.checkpoint(&mut sink).unwrap();
-    let before = tables(store.as_ref());
+    let before = fixtures::tables(store.as_ref());
     assert_eq!(sink.findings.len(), 1, "{:?}", sink.findings);
     e.apply(b(2, &[line("10.0.0.7", "198.51.7.2", 443, BASE + 20, "ACCEPT")]));
     // The scan, volume and threat taps each read the record.
@@ -264,7 +200,7 @@ fn late_records_are_counted_not_applied() {
     e.checkpoint(&mut sink).unwrap();
     e.advance(BASE + 5 * 3600);
     e.checkpoint(&mut sink).unwrap();
-    assert_eq!(tables(store.as_ref()), before, "a closed hour's tables are final");
+    assert_eq!(fixtures::tables(store.as_ref()), before, "a closed hour's tables are final");
     assert_eq!(sink.findings.len(), 1);
 }
 
@@ -288,7 +224,7 @@ fn a_manifest_without_taps_opens() {
     let raw = [crate::RawRecord { sequence_number: "8", data: data.as_bytes() }];
     e.apply(crate::decode::decode_batch_at(
         &Pipeline::default(),
-        &detections(),
+        &fixtures::config(),
         "shardId-0",
         &raw,
         NOW,
