@@ -133,6 +133,9 @@ pub struct Worker {
     emitted: BTreeSet<String>,
     /// Ids of the findings this worker emitted (a retried claim does not send them again).
     emitted_findings: BTreeSet<String>,
+    /// The volume detection's detector, warmed through the last hour this worker evaluated (the
+    /// hours other workers finalized since are read from the table, not the whole table again).
+    volume: flowspike_detections::VolumeBaseline,
     stats: Stats,
     last_snapshot: Option<Snapshot>,
     /// What the committed deltas lost to the source cap, by hour, until the group's watermark
@@ -160,6 +163,7 @@ impl Worker {
     pub fn new(cfg: WorkerConfig, table: Arc<dyn LeaseTable>, history: History) -> Worker {
         Worker {
             detector: Detector::new(cfg.pipeline.detect.clone()),
+            volume: Default::default(),
             early: early::EarlyAlerts::new(cfg.pipeline.counter),
             cfg,
             table,

@@ -63,7 +63,9 @@ impl Worker {
         let name = self.final_name();
         out.write_hour_with(&cfg, hour, |t, b| t.put_hour_file(store.as_ref(), hour, b, &name))
             .map_err(EngineError::from)?;
-        let found = out.evaluate(&cfg, store.as_ref(), &[hour]).map_err(EngineError::from)?;
+        let found = out
+            .evaluate_kept(&cfg, store.as_ref(), &[hour], &mut self.volume)
+            .map_err(EngineError::from)?;
         let new: Vec<Finding> =
             found.into_iter().filter(|f| !self.emitted_findings.contains(&f.id)).collect();
         if !new.is_empty() {
