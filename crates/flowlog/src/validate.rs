@@ -397,6 +397,10 @@ fn lengths_ok(line: &[u8], ends: &[u32], nums: &[Num]) -> bool {
 fn lone_ok(rest: &[u8], line: &[u8], ends: &[u32], n: &Num) -> bool {
     let (s, e) = (start(ends, n.pos.into()), end(ends, n.pos.into()));
     let len = e.wrapping_sub(s);
+    // One byte (`version`'s `2`, nearly always): a digit or `-`, under any type's limit.
+    if len == 1 {
+        return line.get(s).is_some_and(|b| b.is_ascii_digit() || *b == b'-');
+    }
     if len.wrapping_sub(1) >= usize::from(n.digits) {
         return false;
     }
