@@ -10,6 +10,9 @@
 
 use std::net::Ipv4Addr;
 
+/// A value's start and end offsets in a text.
+pub(crate) type Span = (usize, usize);
+
 /// Bitmasks of one 64-byte chunk: bit `i` describes byte `i`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Masks {
@@ -49,12 +52,7 @@ pub(crate) trait Classifier: Copy {
     /// [`Classifier::ipv4_at`] of two values of `text` (the ranges `a` and `b`, such as a line's
     /// `srcaddr` and `dstaddr`): both at once where the classifier can.
     #[inline(always)]
-    fn ipv4_pair_at(
-        self,
-        text: &[u8],
-        a: (usize, usize),
-        b: (usize, usize),
-    ) -> [Option<Ipv4Addr>; 2] {
+    fn ipv4_pair_at(self, text: &[u8], a: Span, b: Span) -> [Option<Ipv4Addr>; 2] {
         [self.ipv4_at(text, a.0, a.1), self.ipv4_at(text, b.0, b.1)]
     }
 }
@@ -157,12 +155,7 @@ impl Classifier for Avx2 {
 
     #[inline(always)]
     #[allow(unsafe_code)] // reason: calling an AVX2 function; `self` proves the CPU has AVX2
-    fn ipv4_pair_at(
-        self,
-        text: &[u8],
-        a: (usize, usize),
-        b: (usize, usize),
-    ) -> [Option<Ipv4Addr>; 2] {
+    fn ipv4_pair_at(self, text: &[u8], a: Span, b: Span) -> [Option<Ipv4Addr>; 2] {
         let (na, nb) = (a.1.wrapping_sub(a.0), b.1.wrapping_sub(b.0));
         let window = |s: usize| text.get(s..).and_then(|t| t.first_chunk::<16>());
         match (window(a.0), window(b.0)) {
