@@ -9,6 +9,9 @@
 //! done
 //! ```
 //!
+//! A third argument repeats the decoding that many times (for `perf record`, where generating
+//! the lines would otherwise dominate the samples).
+//!
 //! `gen` only generates the lines; `touch` also decodes them with a sink that reads nothing (the
 //! scan and the check); `read` with a sink that reads `srcaddr`, `dstaddr`, `start` and `action`
 //! (what the counter reads of every record). Instructions per record: (mode − gen) / lines.
@@ -119,10 +122,20 @@ impl RecordSink for Read {
     fn malformed(&mut self, _: &LineError) {}
 }
 
+/// The last of `reps` (at least one) runs of `decode`.
+fn repeat<T>(reps: u64, mut decode: impl FnMut() -> T) -> T {
+    for _ in 1..reps {
+        let _ = decode();
+    }
+    decode()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "touch".into());
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    // Decodes repeated this many times (for `perf record`, where the generator would dominate).
+    let reps: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let text = generate(n);
     let opts = DecodeOptions { framing: Framing::Lines, ..DecodeOptions::default() };
     let (summary, value) = match mode.as_str() {
@@ -132,14 +145,14 @@ fn main() {
         }
         "touch" => {
             let mut s = Touch(0);
-            (flowlog::for_each_record(&text, &opts, &mut s), s.0)
+            (repeat(reps, || flowlog::for_each_record(&text, &opts, &mut s)), s.0)
         }
         "read" => {
             let mut s = Read(0);
-            (flowlog::for_each_record(&text, &opts, &mut s), s.0)
+            (repeat(reps, || flowlog::for_each_record(&text, &opts, &mut s)), s.0)
         }
         other => {
-            eprintln!("usage: scan_cost gen|touch|read [LINES] (not {other:?})");
+            eprintln!("usage: scan_cost gen|touch|read [LINES [REPS]] (not {other:?})");
             std::process::exit(2);
         }
     };

@@ -8,6 +8,11 @@
 //! handed over without field ends: the decoder gives them to [`crate::LineParser`], which
 //! validates them exactly, so the result is the same as parsing every line with it.
 
+use std::net::Ipv4Addr;
+
+/// A value's start and end offsets in a text.
+pub(crate) type Span = (usize, usize);
+
 /// Bitmasks of one 64-byte chunk: bit `i` describes byte `i`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Masks {
@@ -22,6 +27,10 @@ pub(crate) struct Masks {
 /// How 64-byte chunks are classified: chosen once per block of text, so that the whole walk
 /// (and the decoder inlined into it) is compiled for the instructions the CPU has.
 pub(crate) trait Classifier: Copy {
+    /// The CPU counts a word's bits in one instruction (`popcnt`): the walk then stores a
+    /// chunk's field ends four at a time, with no test per space.
+    const POPCNT: bool = false;
+
     /// The masks of `chunk`; equal to [`classify_naive`].
     fn classify(self, chunk: &[u8; 64]) -> Masks;
 
@@ -38,6 +47,13 @@ pub(crate) trait Classifier: Copy {
     #[inline(always)]
     fn ipv4_at(self, text: &[u8], s: usize, e: usize) -> Option<std::net::Ipv4Addr> {
         self.ipv4(text.get(s..e).unwrap_or_default())
+    }
+
+    /// [`Classifier::ipv4_at`] of two values of `text` (the ranges `a` and `b`, such as a line's
+    /// `srcaddr` and `dstaddr`): both at once where the classifier can.
+    #[inline(always)]
+    fn ipv4_pair_at(self, text: &[u8], a: Span, b: Span) -> [Option<Ipv4Addr>; 2] {
+        [self.ipv4_at(text, a.0, a.1), self.ipv4_at(text, b.0, b.1)]
     }
 }
 
@@ -88,25 +104,27 @@ impl Classifier for Baseline {
 }
 
 /// The AVX2 classifier: 32 bytes per instruction instead of 16. A value exists only on a CPU
-/// that has AVX2, BMI1 and BMI2 ([`Avx2::detect`]; every CPU with AVX2 that AWS runs has the
-/// other two), which is what makes its use, and code compiled for those three, sound.
+/// that has AVX2, BMI1, BMI2 and POPCNT ([`Avx2::detect`]; every CPU with AVX2 that AWS runs has
+/// the other three), which is what makes its use, and code compiled for those three, sound.
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Avx2(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
-    /// `Some` when this CPU has AVX2, BMI1 and BMI2 (the checks are cached by the standard
-    /// library).
+    /// `Some` when this CPU has AVX2, BMI1, BMI2 and POPCNT (the checks are cached by the
+    /// standard library).
     #[inline]
     pub(crate) fn detect() -> Option<Avx2> {
         use std::arch::is_x86_feature_detected as has;
-        (has!("avx2") && has!("bmi1") && has!("bmi2")).then_some(Avx2(()))
+        (has!("avx2") && has!("bmi1") && has!("bmi2") && has!("popcnt")).then_some(Avx2(()))
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Classifier for Avx2 {
+    const POPCNT: bool = true;
+
     #[inline(always)]
     #[allow(unsafe_code)] // reason: calling an AVX2 function; `self` proves the CPU has AVX2
     fn classify(self, chunk: &[u8; 64]) -> Masks {
@@ -134,6 +152,110 @@ impl Classifier for Avx2 {
         // SAFETY: an `Avx2` value exists only on a CPU with AVX2, which includes SSSE3.
         unsafe { crate::record::parse_ipv4_ssse3_at(text, s, e) }
     }
+
+    #[inline(always)]
+    #[allow(unsafe_code)] // reason: calling an AVX2 function; `self` proves the CPU has AVX2
+    fn ipv4_pair_at(self, text: &[u8], a: Span, b: Span) -> [Option<Ipv4Addr>; 2] {
+        let (na, nb) = (a.1.wrapping_sub(a.0), b.1.wrapping_sub(b.0));
+        let window = |s: usize| text.get(s..).and_then(|t| t.first_chunk::<16>());
+        match (window(a.0), window(b.0)) {
+            (Some(wa), Some(wb)) if (7..=15).contains(&na) && (7..=15).contains(&nb) => {
+                // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported
+                // AVX2 and BMI1.
+                unsafe { ipv4_pair_avx2(wa, na as u32, wb, nb as u32) }
+            }
+            _ => [self.ipv4_at(text, a.0, a.1), self.ipv4_at(text, b.0, b.1)],
+        }
+    }
+}
+
+/// [`crate::parse_ipv4`] of the first `na` bytes of `a` and the first `nb` of `b` (7 to 15 each;
+/// the bytes past them may be anything), one address per 128-bit lane, with no table: the dots'
+/// positions make the shuffle that puts each octet's digits in place.
+///
+/// An address is its 4 octets of 1 to 3 digits (no leading zero) separated by 3 dots, each octet
+/// at most 255: the masks of digits, dots and zeros check the shape of both addresses at once,
+/// then the octets' values (the digits placed by the shuffle, weighted 100, 10 and 1) their range.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1")]
+#[inline]
+#[allow(unsafe_code)] // reason: unaligned vector loads from two 16-byte arrays
+unsafe fn ipv4_pair_avx2(a: &[u8; 16], na: u32, b: &[u8; 16], nb: u32) -> [Option<Ipv4Addr>; 2] {
+    use std::arch::x86_64::{
+        _mm256_add_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi32, _mm256_cmpgt_epi8,
+        _mm256_extract_epi32, _mm256_loadu2_m128i, _mm256_madd_epi16, _mm256_maddubs_epi16,
+        _mm256_min_epu8, _mm256_movemask_epi8, _mm256_or_si256, _mm256_packs_epi32,
+        _mm256_packus_epi16, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8,
+        _mm256_setr_epi32, _mm256_setr_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8,
+        _mm256_sub_epi8,
+    };
+    // SAFETY: two unaligned 16-byte loads of 16-byte arrays.
+    let v = unsafe { _mm256_loadu2_m128i(b.as_ptr().cast(), a.as_ptr().cast()) };
+    // Bit `i` of a mask: byte `i` of `a` (bits 0 to 15) or byte `i - 16` of `b` (16 to 31).
+    let bits = |x| _mm256_movemask_epi8(x) as u32;
+    let inside = ((1u32 << na) - 1) | ((1u32 << nb) - 1) << 16;
+    // Digit values; a digit is a byte at most 9 above '0' (unsigned).
+    let d = _mm256_sub_epi8(v, _mm256_set1_epi8(b'0' as i8));
+    let digit = bits(_mm256_cmpeq_epi8(_mm256_min_epu8(d, _mm256_set1_epi8(9)), d)) & inside;
+    let dot = bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'.' as i8))) & inside;
+    let zero = bits(_mm256_cmpeq_epi8(d, _mm256_setzero_si256())) & inside;
+    // Where octets start (each address's first byte, after each dot) and end (each dot, each
+    // address's end). Bit 15 is never inside (`na` is at most 15), so no run of `a` goes on
+    // into `b`.
+    let (starts, ends) = (dot << 1 | 1 | 1 << 16, dot | 1 << na | 1 << (16 + nb));
+    // Bytes other than digits and dots, empty octets, octets of 4 digits or more, and leading
+    // zeros.
+    let mut bad = inside & !(digit | dot);
+    bad |= starts & ends;
+    bad |= digit & digit >> 1 & digit >> 2 & digit >> 3;
+    bad |= starts & zero & digit >> 1;
+    // Each address's three dots, and its length: the end of every octet, one per byte.
+    let layout = |dots: u32, n: u32| {
+        let p1 = dots.trailing_zeros();
+        let rest = dots & dots.wrapping_sub(1);
+        let p2 = rest.trailing_zeros();
+        let rest = rest & rest.wrapping_sub(1);
+        let p3 = rest.trailing_zeros();
+        let three = rest != 0 && rest & rest.wrapping_sub(1) == 0;
+        (three, p1 | p2 << 8 | p3 << 16 | n << 24)
+    };
+    let (three_a, ends_a) = layout(dot & 0xffff, na);
+    let (three_b, ends_b) = layout(dot >> 16, nb);
+    // Each octet's end (and start: after the previous end) in the four bytes of its lane.
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3,
+        3, 3,
+    );
+    let per_lane = |x: u32, y: u32| {
+        _mm256_shuffle_epi8(_mm256_setr_epi32(x as i32, 0, 0, 0, y as i32, 0, 0, 0), spread)
+    };
+    let first = |e: u32| (e << 8).wrapping_add(0x0101_0100);
+    let (octet_ends, octet_starts) =
+        (per_lane(ends_a, ends_b), per_lane(first(ends_a), first(ends_b)));
+    // The hundreds, tens and ones of each octet come from the 3 bytes before its end; those
+    // before its start, and the fourth byte of each lane, are zeros (a shuffle index with its
+    // high bit set).
+    let back = _mm256_setr_epi8(
+        -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0,
+        -3, -2, -1, 0, -3, -2, -1, 0,
+    );
+    let index = _mm256_add_epi8(octet_ends, back);
+    let fourth = _mm256_set1_epi32(i32::MIN);
+    let shuffle =
+        _mm256_or_si256(_mm256_or_si256(index, _mm256_cmpgt_epi8(octet_starts, index)), fourth);
+    let placed = _mm256_shuffle_epi8(d, shuffle);
+    let weights = _mm256_setr_epi8(
+        100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0,
+        100, 10, 1, 0, 100, 10, 1, 0,
+    );
+    let octets = _mm256_madd_epi16(_mm256_maddubs_epi16(placed, weights), _mm256_set1_epi16(1));
+    bad |= bits(_mm256_cmpgt_epi32(octets, _mm256_set1_epi32(255)));
+    let packed = _mm256_packus_epi16(_mm256_packs_epi32(octets, octets), _mm256_setzero_si256());
+    let value = |x: i32| Ipv4Addr::from((x as u32).to_le_bytes());
+    [
+        (three_a && bad & 0xffff == 0).then(|| value(_mm256_extract_epi32::<0>(packed))),
+        (three_b && bad >> 16 == 0).then(|| value(_mm256_extract_epi32::<4>(packed))),
+    ]
 }
 
 /// [`Classifier::value_masks`] with AVX2: per 32 bytes, an add and a compare for digits and two
@@ -398,7 +520,7 @@ pub(crate) fn walk_lines<C: Classifier>(
     let mut base = 0usize;
     for chunk in &mut chunks {
         let chunk: &[u8; 64] = chunk.try_into().unwrap_or(&[b'A'; 64]);
-        w.chunk(text, classifier.classify(chunk), base, &mut on_line);
+        w.chunk(text, classifier.classify(chunk), base, C::POPCNT, &mut on_line);
         base += 64;
     }
     let rest = chunks.remainder();
@@ -406,7 +528,7 @@ pub(crate) fn walk_lines<C: Classifier>(
         // Padding that is neither a delimiter nor odd.
         let mut buf = [b'A'; 64];
         buf[..rest.len()].copy_from_slice(rest);
-        w.chunk(text, classifier.classify(&buf), base, &mut on_line);
+        w.chunk(text, classifier.classify(&buf), base, C::POPCNT, &mut on_line);
     }
     if w.pos < text.len() {
         w.emit(text, text.len(), &mut on_line);
@@ -431,13 +553,14 @@ impl Walker<'_> {
         text: &[u8],
         m: Masks,
         base: usize,
+        popcnt: bool,
         on_line: &mut impl FnMut(Line<'_, '_>),
     ) {
         let (mut space, mut odd, mut newline) = (m.space, m.odd, m.newline);
         while newline != 0 {
             let i = newline.trailing_zeros();
             let below = (1u64 << i) - 1;
-            self.spaces(space & below, base);
+            self.spaces(space & below, base, popcnt);
             self.odd |= odd & below != 0;
             let through = below | (1u64 << i);
             space &= !through;
@@ -446,27 +569,45 @@ impl Walker<'_> {
             self.emit(text, base + i as usize, on_line);
             self.pos = base + i as usize + 1;
         }
-        self.spaces(space, base);
+        self.spaces(space, base, popcnt);
         self.odd |= odd != 0;
     }
 
-    /// Records the spaces of `bits` (at `base`) as field ends of the current line.
+    /// Records the spaces of `bits` (at `base`) as field ends of the current line; `popcnt`:
+    /// the CPU has the instruction ([`Classifier::POPCNT`]).
     #[inline(always)]
-    fn spaces(&mut self, mut bits: u64, base: usize) {
+    fn spaces(&mut self, mut bits: u64, base: usize, popcnt: bool) {
         // `base + bit - pos` is below the line's length; lines too long for u32 are `Other`.
         let rel = base.wrapping_sub(self.pos) as u32;
         // A local counter (not `self.n`, which the stores into `ends` would make the compiler
-        // reload), and no population count (not in the x86_64 baseline).
+        // reload).
         let mut n = self.n;
         if let Some(room) = self.ends.get_mut(n..n + 64) {
-            // At most 64 bits: `k & 63` is `k`, and spares a bounds check per space.
-            let mut k = 0;
-            while bits != 0 {
-                room[k & 63] = rel.wrapping_add(bits.trailing_zeros());
-                k += 1;
-                bits &= bits - 1;
+            if popcnt {
+                // Four ends per step, with no test per space: the slots past the count get junk
+                // (`trailing_zeros` of nothing left), which nothing reads before the next spaces
+                // or the line's end overwrite them. At most 64 bits: `(k + j) & 63` is `k + j`,
+                // and spares a bounds check per store.
+                let count = bits.count_ones() as usize;
+                let mut k = 0;
+                while k < count {
+                    for j in 0..4 {
+                        room[(k + j) & 63] = rel.wrapping_add(bits.trailing_zeros());
+                        bits &= bits.wrapping_sub(1);
+                    }
+                    k += 4;
+                }
+                n += count;
+            } else {
+                // No population count (not in the x86_64 baseline): a test per space.
+                let mut k = 0;
+                while bits != 0 {
+                    room[k & 63] = rel.wrapping_add(bits.trailing_zeros());
+                    k += 1;
+                    bits &= bits - 1;
+                }
+                n += k;
             }
-            n += k;
         } else {
             // Near the room's end: count past it without storing (the line will be `Other`).
             while bits != 0 {
@@ -586,7 +727,79 @@ mod tests {
         }
     }
 
+    /// Addresses of every octet's length, at and past 255.
+    const V4: &str = "(25[0-9]|2[0-4][0-9]|1?[0-9]{1,2})(\\.(25[0-9]|2[0-4][0-9]|1?[0-9]{1,2})){3}";
+
+    /// `(a, b)` read by [`Classifier::ipv4_pair_at`] of every classifier this CPU runs (from
+    /// `a b` followed by `after`), which must agree with [`crate::parse_ipv4`] of each.
+    fn pair_agrees(a: &str, b: &str, after: &str) -> Result<(), TestCaseError> {
+        let text = format!("{a} {b}{after}");
+        let (ra, rb) = ((0, a.len()), (a.len() + 1, a.len() + 1 + b.len()));
+        let want = [crate::parse_ipv4(a.as_bytes()), crate::parse_ipv4(b.as_bytes())];
+        prop_assert_eq!(Baseline.ipv4_pair_at(text.as_bytes(), ra, rb), want, "{:?}", text);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = Avx2::detect() {
+            prop_assert_eq!(avx2.ipv4_pair_at(text.as_bytes(), ra, rb), want, "{:?}", text);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ipv4_pairs_are_parse_ipv4s() {
+        let values = [
+            "10.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "1.2.3.4",
+            "192.168.100.200",
+            "256.1.1.1",
+            "1.256.1.1",
+            "1.1.1.256",
+            "300.1.1.1",
+            "249.250.251.252",
+            "199.99.9.0",
+            "01.2.3.4",
+            "1.02.3.4",
+            "1.2.3.00",
+            "1.2.3.040",
+            "1..3.4",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4.",
+            "1234.1.1.1",
+            "1.2.3.4444",
+            "1.2.3.a",
+            "1.2.3.-",
+            "1.2:3.4",
+            "2001:db8::1",
+            "-",
+            "",
+            "1.2.3.4 ",
+            "12.34.56.78",
+            "123.123.123.123",
+            "9.9.9.9",
+        ];
+        for a in values {
+            for b in values {
+                for after in ["", " 443 49152 6", "\n"] {
+                    pair_agrees(a, b, after).unwrap();
+                }
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn ipv4_pair_agrees(
+            a in prop_oneof![V4, "[0-9.]{1,16}"],
+            b in prop_oneof![V4, "[0-9.]{1,16}", "[ -~]{0,16}"],
+            after in "[ -~]{0,20}",
+        ) {
+            pair_agrees(&a, &b, &after)?;
+        }
+
         #[test]
         fn classify_agrees(bytes in proptest::collection::vec(any::<u8>(), 64)) {
             let chunk: [u8; 64] = bytes.try_into().unwrap();

@@ -26,6 +26,7 @@
 use crate::field::{Field, ValueType};
 use crate::record::{addr_slot, parse_addr, Action, LogStatus, Parsed};
 use crate::scan::{Classifier, ValueMasks};
+use std::net::Ipv4Addr;
 
 /// How the typed values of a format's lines are checked: built once with the
 /// [`crate::Format`].
@@ -284,9 +285,7 @@ fn check_v2<C: Classifier>(c: C, rest: &[u8], line: &[u8], ends: &[u32]) -> Opti
     };
     ok &= lone_ok(rest, line, ends, &V2_VERSION);
     let mut parsed = Parsed::default();
-    ok = ok
-        && addr_ok(c, rest, line, ends, 3, 0, &mut parsed)
-        && addr_ok(c, rest, line, ends, 4, 1, &mut parsed);
+    ok = ok && addr_pair_ok(c, rest, line, ends, &mut parsed);
     if !ok {
         return None;
     }
@@ -337,7 +336,35 @@ fn addr_ok<C: Classifier>(
     parsed: &mut Parsed,
 ) -> bool {
     let (s, e) = (start(ends, pos), end(ends, pos));
-    match c.ipv4_at(rest, s, e) {
+    addr_kept(line, (s, e), slot, c.ipv4_at(rest, s, e), parsed)
+}
+
+/// [`addr_ok`] of the default format's `srcaddr` and `dstaddr` (fields 3 and 4, slots 0 and 1),
+/// whose IPv4 values are read together ([`Classifier::ipv4_pair_at`]).
+#[inline(always)]
+fn addr_pair_ok<C: Classifier>(
+    c: C,
+    rest: &[u8],
+    line: &[u8],
+    ends: &[u32],
+    parsed: &mut Parsed,
+) -> bool {
+    let (src, dst) = ((start(ends, 3), end(ends, 3)), (start(ends, 4), end(ends, 4)));
+    let [s, d] = c.ipv4_pair_at(rest, src, dst);
+    addr_kept(line, src, 0, s, parsed) && addr_kept(line, dst, 1, d, parsed)
+}
+
+/// The check of the address at `range` of `line` whose IPv4 value, if it is one, is `v4`
+/// (kept in `slot` of `parsed`): else it must be `-` or IPv6.
+#[inline(always)]
+fn addr_kept(
+    line: &[u8],
+    (s, e): (usize, usize),
+    slot: usize,
+    v4: Option<Ipv4Addr>,
+    parsed: &mut Parsed,
+) -> bool {
+    match v4 {
         Some(a) => {
             parsed.set_v4(slot, a);
             true
@@ -397,6 +424,10 @@ fn lengths_ok(line: &[u8], ends: &[u32], nums: &[Num]) -> bool {
 fn lone_ok(rest: &[u8], line: &[u8], ends: &[u32], n: &Num) -> bool {
     let (s, e) = (start(ends, n.pos.into()), end(ends, n.pos.into()));
     let len = e.wrapping_sub(s);
+    // One byte (`version`'s `2`, nearly always): a digit or `-`, under any type's limit.
+    if len == 1 {
+        return line.get(s).is_some_and(|b| b.is_ascii_digit() || *b == b'-');
+    }
     if len.wrapping_sub(1) >= usize::from(n.digits) {
         return false;
     }

@@ -142,13 +142,14 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
         self.feed_text_with(scan::Baseline, text, headers);
     }
 
-    /// [`Decoder::feed_text`] compiled for AVX2 and BMI1/2: the scan classifies 32 bytes per
-    /// instruction, and the decoder and sink inlined into it may use the newer instructions too.
+    /// [`Decoder::feed_text`] compiled for AVX2, BMI1/2 and POPCNT: the scan classifies 32 bytes
+    /// per instruction, and the decoder and sink inlined into it may use the newer instructions
+    /// too.
     ///
     /// # Safety
-    /// The CPU must have AVX2, BMI1 and BMI2 (`avx2` proves it).
+    /// The CPU must have AVX2, BMI1, BMI2 and POPCNT (`avx2` proves it).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,bmi1,bmi2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     #[allow(unsafe_code)] // reason: compiled for AVX2; the caller holds the proof it is there
     unsafe fn feed_text_avx2(&mut self, avx2: scan::Avx2, text: &[u8], headers: bool) {
         self.feed_text_with(avx2, text, headers);
@@ -216,13 +217,13 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
         self.sink.record(&FlowRecord::with_parsed(line, ends, format, self.line_number, parsed));
     }
 
-    /// [`Decoder::plain_line`] compiled for AVX2 and BMI1/2, so that the value check's AVX2
+    /// [`Decoder::plain_line`] compiled for AVX2, BMI1/2 and POPCNT, so that the value check's AVX2
     /// masks, the SSSE3 address parser and the sink are inlined into it.
     ///
     /// # Safety
-    /// The CPU must have AVX2, BMI1 and BMI2 (`avx2` proves it).
+    /// The CPU must have AVX2, BMI1, BMI2 and POPCNT (`avx2` proves it).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,bmi1,bmi2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     #[allow(unsafe_code)] // reason: compiled for AVX2; the caller holds the proof it is there
     unsafe fn plain_line_avx2(
         &mut self,
@@ -371,7 +372,7 @@ impl FastLine for scan::Avx2 {
         headers: bool,
     ) {
         // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2,
-        // BMI1 and BMI2.
+        // BMI1, BMI2 and POPCNT.
         unsafe { d.plain_line_avx2(self, line, ends, rest, headers) }
     }
 }
@@ -398,12 +399,20 @@ fn looks_like_header(line: &[u8]) -> bool {
 }
 
 /// True when `token` (a line's first field) is a field name.
-#[inline]
+///
+/// The first byte's test is inline, in the caller: a record's first field is nearly always
+/// `version`, a digit, and a call per line to learn that cost more than the test itself.
+#[inline(always)]
 fn is_header_token(token: &[u8]) -> bool {
     match token.first() {
-        Some(b) if b.is_ascii_lowercase() || *b == b'$' => {}
-        _ => return false,
+        Some(b) if b.is_ascii_lowercase() || *b == b'$' => is_field_name(token),
+        _ => false,
     }
+}
+
+/// True when `token` names a field (the lookup behind [`is_header_token`], out of line).
+#[inline(never)]
+fn is_field_name(token: &[u8]) -> bool {
     std::str::from_utf8(token).ok().and_then(Field::from_any_name).is_some()
 }
 
@@ -443,7 +452,7 @@ mod builds {
         };
         match avx2 {
             #[allow(unsafe_code)] // reason: a test calling the AVX2 build after detecting AVX2
-            // SAFETY: `avx2` came from `Avx2::detect`, so this CPU has AVX2, BMI1 and BMI2.
+            // SAFETY: `avx2` came from `Avx2::detect`, so this CPU has AVX2, BMI1, BMI2 and POPCNT.
             Some(avx2) => unsafe { d.feed_text_avx2(avx2, text, true) },
             None => d.feed_text_with(scan::Baseline, text, true),
         }
