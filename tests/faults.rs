@@ -571,6 +571,11 @@ fn consume_through_faults_with_kill_9_equals_a_fault_free_run() {
     let ws = by_id(&clean_spikes);
     assert!(ws.values().any(|s| s["src_ip"] == "10.0.0.5"), "the injected spike: {clean_spikes:?}");
     assert_eq!(by_id(&faulty_spikes), ws, "the spikes through faults equal the fault-free run's");
+    // The other detections (on by default) through the faults and the kill: the same tables, one
+    // file per hour.
+    let faulty = s3_history(&s3, "s3://flowspike-state/faulty");
+    let clean_store = flowspike_history::LocalStore::new(&clean);
+    crate::util::assert_detection_tables_equal(faulty.store().as_ref(), &clean_store);
 }
 
 /// (b) Lease mode, two workers, every call (Kinesis, DynamoDB, S3) through 20% faults — including

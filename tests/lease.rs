@@ -385,25 +385,7 @@ fn scenario(n: usize, graceful: bool) {
     assert_eq!(found("port_scan", "10.0.0.7"), 1, "{group_spikes:?}");
     assert_eq!(found("port_sweep", "10.0.0.8"), 1, "{group_spikes:?}");
     let single_store = flowspike_history::LocalStore::new(&single);
-    for t in [
-        flowspike_detections::PORT_SCAN_TABLE,
-        flowspike_detections::PORT_SWEEP_TABLE,
-        flowspike_detections::VOLUME_TABLE,
-    ] {
-        let hours = t.hours(&single_store).expect("single hours");
-        assert_eq!(t.hours(group.store().as_ref()).expect("group hours"), hours, "{}", t.name);
-        assert!(!hours.is_empty(), "{}", t.name);
-        for h in hours {
-            let files = t.hour_files(group.store().as_ref(), h).expect("files");
-            assert_eq!(files.len(), 1, "{files:?}");
-            assert_eq!(
-                t.read_hour(group.store().as_ref(), h).expect("group table"),
-                t.read_hour(&single_store, h).expect("single table"),
-                "{} hour {h}",
-                t.name
-            );
-        }
-    }
+    crate::util::assert_detection_tables_equal(group.store().as_ref(), &single_store);
 }
 
 /// Alerts within minutes in lease mode (#30): two workers share a two-shard stream in adaptive

@@ -219,3 +219,31 @@ impl Drop for KinesisLocal {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that the scan, sweep and volume tables of `got` equal those of `want`, hour by hour,
+/// with one file per hour in `got` (the consumer's `consumer-<stream>.parquet`: a redo after a
+/// crash overwrites its own file, never adds one).
+pub fn assert_detection_tables_equal(
+    got: &dyn flowspike_history::Store,
+    want: &dyn flowspike_history::Store,
+) {
+    for t in [
+        flowspike_detections::PORT_SCAN_TABLE,
+        flowspike_detections::PORT_SWEEP_TABLE,
+        flowspike_detections::VOLUME_TABLE,
+    ] {
+        let hours = t.hours(want).expect("hours wanted");
+        assert_eq!(t.hours(got).expect("hours got"), hours, "{}", t.name);
+        assert!(!hours.is_empty(), "{}", t.name);
+        for h in hours {
+            let files = t.hour_files(got, h).expect("files");
+            assert_eq!(files.len(), 1, "{files:?}");
+            assert_eq!(
+                t.read_hour(got, h).expect("table got"),
+                t.read_hour(want, h).expect("table wanted"),
+                "{} hour {h}",
+                t.name
+            );
+        }
+    }
+}
