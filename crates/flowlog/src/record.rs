@@ -207,12 +207,20 @@ impl<'a> FlowRecord<'a> {
     /// The raw value at position `i`, `-` included; `None` past the last field.
     #[inline]
     pub fn value_at(&self, i: usize) -> Option<&'a [u8]> {
+        let (start, end) = self.span(i)?;
+        self.line.get(start..end)
+    }
+
+    /// Where the value at position `i` is in the line (start, end), not checked against the
+    /// line's length; `None` past the last field.
+    #[inline(always)]
+    fn span(&self, i: usize) -> Option<(usize, usize)> {
         let end = *self.ends.get(i)? as usize;
         let start = match i.checked_sub(1) {
             Some(p) => *self.ends.get(p)? as usize + 1,
             None => 0,
         };
-        self.line.get(start..end)
+        Some((start, end))
     }
 
     /// The raw bytes of `field`; `None` when the format lacks it or the value is `-`.
@@ -251,15 +259,8 @@ impl<'a> FlowRecord<'a> {
     /// `match` on it: that compiles to a jump table, whose indirect jump mispredicts as often.
     #[inline(always)]
     pub fn u64_field(&self, field: Field) -> Result<Option<u64>, FieldError> {
-        let Some(i) = self.format.position(field) else { return Ok(None) };
-        let Some(&end) = self.ends.get(i) else { return Ok(None) };
-        let e = end as usize;
-        let s = match i.checked_sub(1) {
-            Some(p) => match self.ends.get(p) {
-                Some(&x) => x as usize + 1,
-                None => return Ok(None),
-            },
-            None => 0,
+        let Some((s, e)) = self.format.position(field).and_then(|i| self.span(i)) else {
+            return Ok(None);
         };
         let n = e.wrapping_sub(s);
         let fast = if n.wrapping_sub(1) < 8 {
