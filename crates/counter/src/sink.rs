@@ -175,13 +175,14 @@ impl<C: HitSink, H: CountHooks> RecordSink for CountSink<'_, C, H> {
     fn record(&mut self, rec: &FlowRecord<'_>) {
         self.stats.records += 1;
         // With the check, the `start` read here goes on to the other detections' taps: read once.
-        let mut start = None;
-        if H::CHECK_EVERY_START {
+        let start = if H::CHECK_EVERY_START {
             match self.check_start(rec) {
-                Some(s) => start = s,
+                Some(s) => s,
                 None => return,
             }
-        }
+        } else {
+            None
+        };
         match self.rule.classify_within(rec, self.bounds) {
             Ok(Some(hit)) => {
                 self.stats.counted += 1;
