@@ -116,11 +116,7 @@ impl Taps {
         let Ok(hour) = bounds.hour_of(start) else { return };
         if src_in {
             if let Some(s) = &mut self.scan {
-                let (p, proto) = (port(rec.dstport()), protocol(rec));
-                match (src, dst) {
-                    (IpAddr::V4(a), IpAddr::V4(b)) => s.add_v4(hour, a, b, p, proto),
-                    _ => s.add(hour, src, dst, p, proto),
-                }
+                s.add(hour, src, dst, port(rec.dstport()), protocol(rec));
             }
         }
         if src_in && !dst_in {

@@ -805,9 +805,16 @@ impl ScanTap {
     /// an 8-byte append (IPv4) to its buffer; the sorting and counting happen in bulk.
     #[inline]
     pub fn add(&mut self, hour: i64, src: IpAddr, dst: IpAddr, dst_port: u16, protocol: u8) {
-        if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
-            return self.add_v4(hour, s, d, dst_port, protocol);
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => self.add_v4(hour, s, d, dst_port, protocol),
+            _ => self.add_wide(hour, src, dst, dst_port, protocol),
         }
+    }
+
+    /// [`ScanTap::add`] with an IPv6 address on either side: out of line, so that `add` stays
+    /// small enough to inline where its callers know the addresses are IPv4.
+    #[inline(never)]
+    fn add_wide(&mut self, hour: i64, src: IpAddr, dst: IpAddr, dst_port: u16, protocol: u8) {
         let i = self.hour_index(hour);
         let (lim, hours) = (&self.lim, &mut self.hours);
         let Some(h) = hours.get_mut(i) else { return };
@@ -828,10 +835,9 @@ impl ScanTap {
         h.check(lim);
     }
 
-    /// [`ScanTap::add`] of an IPv4 source and destination: the same, in fewer instructions (the
-    /// taps call it for nearly every record).
+    /// [`ScanTap::add`] of an IPv4 source and destination (nearly every record).
     #[inline]
-    pub fn add_v4(&mut self, hour: i64, src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16, protocol: u8) {
+    fn add_v4(&mut self, hour: i64, src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16, protocol: u8) {
         let i = self.hour_index(hour);
         let (lim, hours) = (&self.lim, &mut self.hours);
         let Some(h) = hours.get_mut(i) else { return };
