@@ -82,13 +82,7 @@ impl FindingIncident {
 
     /// The finding with the largest count (the first of equals).
     pub fn peak(&self) -> &Finding {
-        let mut best = &self.findings[0];
-        for f in &self.findings[1..] {
-            if f.count > best.count {
-                best = f;
-            }
-        }
-        best
+        crate::incidents::first_max_by_key(&self.findings, |f| f.count)
     }
 
     /// The most severe of its findings' severities (`high` over `medium` over `low`).

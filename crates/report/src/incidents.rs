@@ -43,13 +43,7 @@ impl Incident {
 
     /// The record with the largest count (the first of equals).
     pub fn peak(&self) -> &Spike {
-        let mut best = &self.records[0];
-        for r in &self.records[1..] {
-            if r.blocked_count > best.blocked_count {
-                best = r;
-            }
-        }
-        best
+        first_max_by_key(&self.records, |r| r.blocked_count)
     }
 
     /// True for a fleet incident (records with `src_ips`).
@@ -92,6 +86,18 @@ impl Incident {
     pub fn interfaces(&self) -> Vec<(String, usize)> {
         rank(self.records.iter().flat_map(|r| &r.resource_ids))
     }
+}
+
+/// The first of `items` with the largest `key` (`Iterator::max_by_key` gives the last of equals).
+/// `items` is not empty (an incident has at least one record).
+pub(crate) fn first_max_by_key<T>(items: &[T], key: impl Fn(&T) -> u64) -> &T {
+    let mut best = &items[0];
+    for x in &items[1..] {
+        if key(x) > key(best) {
+            best = x;
+        }
+    }
+    best
 }
 
 /// Counts `items` and sorts them by count (descending), then by text.
