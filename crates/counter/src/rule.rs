@@ -137,13 +137,20 @@ pub struct Hit<'a> {
     pub packets: u64,
 }
 
+/// IPv4 networks a [`Rule`] tests without a loop (RFC 1918's three and one more).
+const V4_INLINE: usize = 4;
+
 /// The counting rule: a record counts when `action` is REJECT, `log-status` is OK, `srcaddr` is
 /// inside the internal networks and `dstaddr` is outside them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     nets: Vec<IpNet>,
-    /// IPv4 networks as (network, mask), for a branch-light test on the hot path.
-    v4: Vec<(u32, u32)>,
+    /// IPv4 networks as (network, mask), for a branch-light test on the hot path: the first
+    /// [`V4_INLINE`] in a fixed array (padded with a network no address is in), so the test
+    /// unrolls; more, when there are, in `v4_more` (all of them).
+    v4: [(u32, u32); V4_INLINE],
+    /// Every IPv4 network when there are more than [`V4_INLINE`], else empty.
+    v4_more: Vec<(u32, u32)>,
     /// IPv6 networks as (network, mask).
     v6: Vec<(u128, u128)>,
     /// Slack of event time past the clock (`--max-future-secs`).
@@ -166,13 +173,13 @@ impl Default for Rule {
 impl Rule {
     /// A rule whose internal networks are exactly `nets` (IPv4 and/or IPv6).
     pub fn new(nets: Vec<IpNet>) -> Rule {
-        let mut v4 = Vec::new();
+        let mut v4_all = Vec::new();
         let mut v6 = Vec::new();
         for n in &nets {
             match n {
                 IpNet::V4(n) => {
                     let mask = u32::from(n.netmask());
-                    v4.push((u32::from(n.network()) & mask, mask));
+                    v4_all.push((u32::from(n.network()) & mask, mask));
                 }
                 IpNet::V6(n) => {
                     let mask = u128::from(n.netmask());
@@ -180,9 +187,18 @@ impl Rule {
                 }
             }
         }
+        // Mask 0 and network 1: `x & 0 == 1` holds for no address.
+        let mut v4 = [(1, 0); V4_INLINE];
+        let v4_more = if v4_all.len() <= V4_INLINE {
+            v4[..v4_all.len()].copy_from_slice(&v4_all);
+            Vec::new()
+        } else {
+            v4_all
+        };
         Rule {
             nets,
             v4,
+            v4_more,
             v6,
             max_future_secs: DEFAULT_MAX_FUTURE_SECS,
             time: TimeBounds::REPRESENTABLE,
@@ -244,7 +260,12 @@ impl Rule {
     #[inline]
     pub fn is_internal_v4(&self, ip: std::net::Ipv4Addr) -> bool {
         let x = u32::from(ip);
-        self.v4.iter().fold(false, |found, &(net, mask)| found | (x & mask == net))
+        let test = |found, &(net, mask): &(u32, u32)| found | (x & mask == net);
+        if self.v4_more.is_empty() {
+            self.v4.iter().fold(false, test)
+        } else {
+            self.v4_more.iter().fold(false, test)
+        }
     }
 
     /// The values to count for `rec`, or `None` when it does not count.
@@ -398,7 +419,7 @@ mod tests {
         /// The mask test agrees with ipnet's `contains` for arbitrary networks and addresses.
         #[test]
         fn is_internal_agrees_with_ipnet(
-            nets in proptest::collection::vec((any::<u32>(), 0u8..=32, any::<u128>(), 0u8..=128, any::<bool>()), 0..4),
+            nets in proptest::collection::vec((any::<u32>(), 0u8..=32, any::<u128>(), 0u8..=128, any::<bool>()), 0..9),
             a4 in any::<u32>(), a6 in any::<u128>(),
         ) {
             let nets: Vec<IpNet> = nets.into_iter().map(|(n4, p4, n6, p6, v4)| if v4 {

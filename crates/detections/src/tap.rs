@@ -180,11 +180,13 @@ impl Taps {
 
 /// A port value as the taps keep it: absent (`-`, ICMP) is 0; the parser's check keeps values
 /// within 16 bits, the clamp only guards the narrowing.
+#[inline(always)]
 fn port(v: Result<Option<u64>, flowlog::FieldError>) -> u16 {
     v.ok().flatten().map_or(0, |p| p.min(65_535) as u16)
 }
 
 /// The record's IANA protocol number (0 when absent).
+#[inline(always)]
 fn protocol(rec: &FlowRecord<'_>) -> u8 {
     rec.protocol().ok().flatten().map_or(0, |p| p.min(255) as u8)
 }
