@@ -310,17 +310,15 @@ fn check_v2<C: Classifier>(c: C, rest: &[u8], line: &[u8], ends: &[u32]) -> Opti
 /// `ACCEPT OK` or `REJECT OK`; `None` for anything else (then each word is read on its own).
 #[inline(always)]
 fn accept_or_reject_ok(line: &[u8], e: usize) -> Option<Action> {
-    // ` ACCEPT OK`: the space after `end`, and the line's last 9 bytes.
-    if e.wrapping_add(10) != line.len() {
-        return None;
-    }
-    let tail = u64::from_le_bytes(*line.last_chunk::<8>()?);
-    let first = line.len().checked_sub(9).and_then(|i| line.get(i))?;
-    match (first, tail) {
-        (b'A', t) if t == u64::from_le_bytes(*b"CCEPT OK") => Some(Action::Accept),
-        (b'R', t) if t == u64::from_le_bytes(*b"EJECT OK") => Some(Action::Reject),
-        _ => None,
-    }
+    // ` ACCEPT OK`: the space after `end`, and the line's last 9 bytes: the first 8 as one word
+    // compared with both actions' (no branch on which one it is: one line in eight is a
+    // REJECT, too many for a branch to guess), then the `K`.
+    let (head, k) = line.split_last_chunk::<1>()?;
+    let word = u64::from_le_bytes(*head.last_chunk::<8>()?);
+    let (accept, reject) =
+        (word == u64::from_le_bytes(*b"ACCEPT O"), word == u64::from_le_bytes(*b"REJECT O"));
+    let ok = (accept | reject) & (k == b"K") & (e.wrapping_add(10) == line.len());
+    ok.then_some([Action::Accept, Action::Reject][usize::from(reject)])
 }
 
 /// The check of the address at `pos` (`-`, IPv4 or IPv6), keeping an IPv4 value in `slot` of
@@ -509,34 +507,30 @@ fn other_addr(v: &[u8]) -> bool {
 /// hex groups of 1 to 4 digits separated by `:`, eight of them, or at most seven around one
 /// `::` (which stands for at least one zero group). False for anything else, valid or not (an
 /// IPv4 tail such as `::ffff:1.2.3.4`): the standard parser decides those.
+///
+/// Read from two masks of the value's bytes (hex digits, colons) with no branch per byte: a
+/// branch on each byte's class would be guessed wrong at most colons.
 fn plain_ipv6(v: &[u8]) -> bool {
+    let n = v.len();
     // The longest plain form: 8 groups of 4 digits and 7 colons.
-    if v.len() > 39 {
+    if !(2..=39).contains(&n) {
         return false;
     }
-    match v.windows(2).position(|w| w == b"::") {
-        None => hex_groups(v) == Some(8),
-        Some(p) => match (hex_groups(&v[..p]), hex_groups(&v[p + 2..])) {
-            (Some(head), Some(tail)) => head + tail <= 7,
-            _ => false,
-        },
+    let (mut hex, mut colon) = (0u64, 0u64);
+    for (i, &b) in v.iter().enumerate() {
+        hex |= u64::from(b.is_ascii_hexdigit()) << i;
+        colon |= u64::from(b == b':') << i;
     }
-}
-
-/// The number of `:`-separated groups of 1 to 4 hex digits `s` holds (none when empty); `None`
-/// when it holds anything else (an empty group: a `:` at either end, or another `::`).
-fn hex_groups(s: &[u8]) -> Option<usize> {
-    if s.is_empty() {
-        return Some(0);
-    }
-    let mut groups = 0;
-    for g in s.split(|b| *b == b':') {
-        if g.is_empty() || g.len() > 4 || !g.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
-        groups += 1;
-    }
-    Some(groups)
+    // Bit `i`: a `::` at `i` (two in a row, as in `:::`, make two bits).
+    let double = colon & colon >> 1;
+    let groups = (hex & !(hex << 1)).count_ones();
+    let only_hex_and_colons = hex | colon == u64::MAX >> (64 - n);
+    let one_double_at_most = double & double.wrapping_sub(1) == 0;
+    let groups_short = hex & hex >> 1 & hex >> 2 & hex >> 3 & hex >> 4 == 0;
+    // A colon first or last is half of a `::`.
+    let ends_ok = (colon & !double & 1 == 0) && (colon >> (n - 1) & !(double >> (n - 2)) & 1 == 0);
+    let count_ok = if double == 0 { groups == 8 } else { groups <= 7 };
+    only_hex_and_colons && one_double_at_most && groups_short && ends_ok && count_ok
 }
 
 /// The `len` (at most 8) bytes of `line` ending at `e` as a big-endian word.
