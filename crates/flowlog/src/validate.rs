@@ -18,10 +18,12 @@
 //! positions constant ([`check_v2`]: straight code, no walk over the plan), and reads each IPv4
 //! address with one 16-byte load straight from the text ([`Classifier::ipv4_at`]).
 //!
-//! Whatever this check is not sure of (an IPv6 address, a number longer than its type's digits
-//! such as one with leading zeros, a run longer than 64 bytes is still handled) goes to the
-//! exact check, so the outcome is always that of `check_typed` (property-tested in
-//! `tests/props.rs` and below).
+//! An address that is not IPv4 is checked here too: the plain IPv6 form (hex groups, at most one
+//! `::`) from masks of its bytes ([`plain_ipv6`]), any other by the standard parser.
+//!
+//! Whatever this check is not sure of (a number longer than its type's digits such as one with
+//! leading zeros; a run longer than 64 bytes is still handled) goes to the exact check, so the
+//! outcome is always that of `check_typed` (property-tested in `tests/props.rs` and below).
 
 use crate::field::{Field, ValueType};
 use crate::record::{addr_slot, parse_addr, Action, LogStatus, Parsed};
