@@ -169,24 +169,77 @@ impl Classifier for Avx2 {
     }
 }
 
+/// The digits' places of every IPv4 layout (4 octets of 1 to 3 digits), by the hash of its key
+/// ([`ipv4_layout_slot`]): the layout of an address of `n` bytes with dots at `p1`, `p2` and
+/// `p3` has the key `1 << p1 | 1 << p2 | 1 << p3 | 1 << n`, which tells the 81 layouts apart.
+#[cfg(target_arch = "x86_64")]
+struct Ipv4Layouts {
+    /// The shuffle that puts each octet's hundreds, tens and ones in bytes 0 to 2 of its 4
+    /// (zeros, `0x80`, before a short octet's first digit and in byte 3).
+    shuffle: [[u8; 16]; 256],
+    /// The key of the layout in the slot; 0 (no layout's) in the 175 empty slots.
+    key: [u16; 256],
+}
+
+/// The slot of an IPv4 layout's key in [`IPV4_LAYOUTS`]: a multiplicative hash under which the
+/// 81 keys fall in distinct slots (checked when the table is built).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+const fn ipv4_layout_slot(key: u32) -> usize {
+    (key.wrapping_mul(0xe07b_db9f) >> 24) as usize
+}
+
+/// Built at compile time; a collision of two layouts' slots stops the build.
+#[cfg(target_arch = "x86_64")]
+static IPV4_LAYOUTS: Ipv4Layouts = {
+    let mut t = Ipv4Layouts { shuffle: [[0x80; 16]; 256], key: [0; 256] };
+    let mut layout = 0;
+    while layout < 81 {
+        // The octets' lengths, 1 to 3 each.
+        let lens = [1 + layout % 3, 1 + layout / 3 % 3, 1 + layout / 9 % 3, 1 + layout / 27];
+        let mut shuffle = [0x80u8; 16];
+        let (mut start, mut key) = (0, 0u32);
+        let mut k = 0;
+        while k < 4 {
+            let len = lens[k];
+            let mut j = 3 - len;
+            while j < 3 {
+                // The digit weighted `10^(2 - j)`.
+                shuffle[4 * k + j] = (start + len + j - 3) as u8;
+                j += 1;
+            }
+            // The octet's end: a dot, or the address's end.
+            key |= 1 << (start + len);
+            start += len + 1;
+            k += 1;
+        }
+        let slot = ipv4_layout_slot(key);
+        assert!(t.key[slot] == 0, "two IPv4 layouts in one slot");
+        t.key[slot] = key as u16;
+        t.shuffle[slot] = shuffle;
+        layout += 1;
+    }
+    t
+};
+
 /// [`crate::parse_ipv4`] of the first `na` bytes of `a` and the first `nb` of `b` (7 to 15 each;
-/// the bytes past them may be anything), one address per 128-bit lane, with no table: the dots'
-/// positions make the shuffle that puts each octet's digits in place.
+/// the bytes past them may be anything), one address per 128-bit lane.
 ///
 /// An address is its 4 octets of 1 to 3 digits (no leading zero) separated by 3 dots, each octet
-/// at most 255: the masks of digits, dots and zeros check the shape of both addresses at once,
-/// then the octets' values (the digits placed by the shuffle, weighted 100, 10 and 1) their range.
+/// at most 255: the positions of its dots and its length are the key of its layout, whose
+/// shuffle in [`IPV4_LAYOUTS`] puts each octet's digits in place (a key not in the table is no
+/// address); the masks of digits, dots and zeros check the rest of both addresses at once, then
+/// the octets' values (the digits placed, weighted 100, 10 and 1) their range.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,bmi1")]
 #[inline]
-#[allow(unsafe_code)] // reason: unaligned vector loads from two 16-byte arrays
+#[allow(unsafe_code)] // reason: unaligned vector loads from 16-byte arrays
 unsafe fn ipv4_pair_avx2(a: &[u8; 16], na: u32, b: &[u8; 16], nb: u32) -> [Option<Ipv4Addr>; 2] {
     use std::arch::x86_64::{
-        _mm256_add_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi32, _mm256_cmpgt_epi8,
-        _mm256_extract_epi32, _mm256_loadu2_m128i, _mm256_madd_epi16, _mm256_maddubs_epi16,
-        _mm256_min_epu8, _mm256_movemask_epi8, _mm256_or_si256, _mm256_packs_epi32,
-        _mm256_packus_epi16, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8,
-        _mm256_setr_epi32, _mm256_setr_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8,
+        _mm256_cmpeq_epi8, _mm256_cmpgt_epi32, _mm256_extract_epi32, _mm256_loadu2_m128i,
+        _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_min_epu8, _mm256_movemask_epi8,
+        _mm256_packs_epi32, _mm256_packus_epi16, _mm256_set1_epi16, _mm256_set1_epi32,
+        _mm256_set1_epi8, _mm256_setr_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8,
         _mm256_sub_epi8,
     };
     // SAFETY: two unaligned 16-byte loads of 16-byte arrays.
@@ -199,50 +252,21 @@ unsafe fn ipv4_pair_avx2(a: &[u8; 16], na: u32, b: &[u8; 16], nb: u32) -> [Optio
     let digit = bits(_mm256_cmpeq_epi8(_mm256_min_epu8(d, _mm256_set1_epi8(9)), d)) & inside;
     let dot = bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'.' as i8))) & inside;
     let zero = bits(_mm256_cmpeq_epi8(d, _mm256_setzero_si256())) & inside;
-    // Where octets start (each address's first byte, after each dot) and end (each dot, each
-    // address's end). Bit 15 is never inside (`na` is at most 15), so no run of `a` goes on
+    // Each address's layout: its key found in the table means 3 dots and octets of 1 to 3
+    // bytes (`na` is at most 15: the key fits 16 bits).
+    let (key_a, key_b) = (dot & 0xffff | 1 << na, dot >> 16 | 1 << nb);
+    let (slot_a, slot_b) = (ipv4_layout_slot(key_a), ipv4_layout_slot(key_b));
+    let t = &IPV4_LAYOUTS;
+    let (shape_a, shape_b) = (u32::from(t.key[slot_a]) == key_a, u32::from(t.key[slot_b]) == key_b);
+    // Bytes other than digits and dots, and leading zeros (an octet's first byte `0` with a
+    // digit after it). Bit 15 is never inside (`na` is at most 15), so no octet of `a` goes on
     // into `b`.
-    let (starts, ends) = (dot << 1 | 1 | 1 << 16, dot | 1 << na | 1 << (16 + nb));
-    // Bytes other than digits and dots, empty octets, octets of 4 digits or more, and leading
-    // zeros.
     let mut bad = inside & !(digit | dot);
-    bad |= starts & ends;
-    bad |= digit & digit >> 1 & digit >> 2 & digit >> 3;
-    bad |= starts & zero & digit >> 1;
-    // Each address's three dots, and its length: the end of every octet, one per byte.
-    let layout = |dots: u32, n: u32| {
-        let p1 = dots.trailing_zeros();
-        let rest = dots & dots.wrapping_sub(1);
-        let p2 = rest.trailing_zeros();
-        let rest = rest & rest.wrapping_sub(1);
-        let p3 = rest.trailing_zeros();
-        let three = rest != 0 && rest & rest.wrapping_sub(1) == 0;
-        (three, p1 | p2 << 8 | p3 << 16 | n << 24)
+    bad |= (dot << 1 | 1 | 1 << 16) & zero & digit >> 1;
+    // SAFETY: two unaligned 16-byte loads of 16-byte arrays.
+    let shuffle = unsafe {
+        _mm256_loadu2_m128i(t.shuffle[slot_b].as_ptr().cast(), t.shuffle[slot_a].as_ptr().cast())
     };
-    let (three_a, ends_a) = layout(dot & 0xffff, na);
-    let (three_b, ends_b) = layout(dot >> 16, nb);
-    // Each octet's end (and start: after the previous end) in the four bytes of its lane.
-    let spread = _mm256_setr_epi8(
-        0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3,
-        3, 3,
-    );
-    let per_lane = |x: u32, y: u32| {
-        _mm256_shuffle_epi8(_mm256_setr_epi32(x as i32, 0, 0, 0, y as i32, 0, 0, 0), spread)
-    };
-    let first = |e: u32| (e << 8).wrapping_add(0x0101_0100);
-    let (octet_ends, octet_starts) =
-        (per_lane(ends_a, ends_b), per_lane(first(ends_a), first(ends_b)));
-    // The hundreds, tens and ones of each octet come from the 3 bytes before its end; those
-    // before its start, and the fourth byte of each lane, are zeros (a shuffle index with its
-    // high bit set).
-    let back = _mm256_setr_epi8(
-        -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0, -3, -2, -1, 0,
-        -3, -2, -1, 0, -3, -2, -1, 0,
-    );
-    let index = _mm256_add_epi8(octet_ends, back);
-    let fourth = _mm256_set1_epi32(i32::MIN);
-    let shuffle =
-        _mm256_or_si256(_mm256_or_si256(index, _mm256_cmpgt_epi8(octet_starts, index)), fourth);
     let placed = _mm256_shuffle_epi8(d, shuffle);
     let weights = _mm256_setr_epi8(
         100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0, 100, 10, 1, 0,
@@ -253,8 +277,8 @@ unsafe fn ipv4_pair_avx2(a: &[u8; 16], na: u32, b: &[u8; 16], nb: u32) -> [Optio
     let packed = _mm256_packus_epi16(_mm256_packs_epi32(octets, octets), _mm256_setzero_si256());
     let value = |x: i32| Ipv4Addr::from((x as u32).to_le_bytes());
     [
-        (three_a && bad & 0xffff == 0).then(|| value(_mm256_extract_epi32::<0>(packed))),
-        (three_b && bad >> 16 == 0).then(|| value(_mm256_extract_epi32::<4>(packed))),
+        (shape_a && bad & 0xffff == 0).then(|| value(_mm256_extract_epi32::<0>(packed))),
+        (shape_b && bad >> 16 == 0).then(|| value(_mm256_extract_epi32::<4>(packed))),
     ]
 }
 
@@ -785,6 +809,27 @@ mod tests {
             for b in values {
                 for after in ["", " 443 49152 6", "\n"] {
                     pair_agrees(a, b, after).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Every layout of [`IPV4_LAYOUTS`] (octets of 1 to 3 digits), with octets at and past their
+    /// limits and with leading zeros, in either lane.
+    #[test]
+    fn ipv4_pairs_of_every_layout_are_parse_ipv4s() {
+        let octets = ["0", "9", "10", "99", "100", "255", "256", "999", "00", "01", "000", "012"];
+        for (i, w) in octets.iter().enumerate() {
+            for x in octets {
+                for y in octets {
+                    for z in octets {
+                        let a = format!("{w}.{x}.{y}.{z}");
+                        // The other lane: a fixed address, or one of the others.
+                        let b = format!("{z}.{y}.{x}.{}", octets[(i + 1) % octets.len()]);
+                        pair_agrees(&a, "10.0.0.1", " 443").unwrap();
+                        pair_agrees("192.168.0.1", &a, "").unwrap();
+                        pair_agrees(&a, &b, "\n").unwrap();
+                    }
                 }
             }
         }
