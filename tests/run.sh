@@ -77,6 +77,24 @@ if cargo tree --locked -p flowspike-firehose -e normal --prefix none | grep -E "
 fi
 echo "ok"
 
+step "one dependency build: the binary's own build (the image check in tests/infra.rs) turns on no dependency feature other than the tests' build does, so it reuses the dependencies the tests built"
+# A difference rebuilds every dependency above it (once: every AWS SDK crate, some 8 minutes here);
+# the root Cargo.toml's feature-only dependencies align the two.
+features() {
+  cargo tree --locked "$@" -f '{p}|{f}' --prefix none | sed 's/ (\*)$//' | grep -v ' (/' \
+    | LC_ALL=C sort -u -t'|' -k1,1
+}
+tests_features=$(features --workspace -e normal,build,dev)
+binary_features=$(features -p flowspike --features isal -e normal,build)
+[ -n "$tests_features" ] && [ -n "$binary_features" ] || { echo "cargo tree listed no dependency" >&2; exit 1; }
+differ=$(LC_ALL=C join -t'|' <(echo "$tests_features") <(echo "$binary_features") | awk -F'|' '$2 != $3')
+if [ -n "$differ" ]; then
+  printf '%s\n' "package|features in the tests' build|in the binary's build" "$differ" >&2
+  echo "the binary's build would rebuild these and everything above them: align the features in Cargo.toml" >&2
+  exit 1
+fi
+echo "ok"
+
 step "tests (unit, property, doc, integration with moto_server)"
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
