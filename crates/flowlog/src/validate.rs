@@ -15,8 +15,12 @@
 //! - free text needs nothing: the scan hands over only lines of printable ASCII.
 //!
 //! The default (version 2) format, nearly every line AWS writes, runs the same steps with its
-//! positions constant ([`check_v2`]: straight code, no walk over the plan), and reads each IPv4
-//! address with one 16-byte load straight from the text ([`Classifier::ipv4_at`]).
+//! positions constant ([`check_v2`]: straight code, no walk over the plan), reading every value
+//! from a window of [`V2_SPAN`] bytes from the line's start with its field ends masked to a byte,
+//! so that no load needs a bounds check (both IPv4 addresses at once,
+//! [`Classifier::ipv4_pair_at`]; `srcport`, `dstport` and `protocol` as words, with no branch
+//! on their lengths). The decoder tries it first ([`check_default_v2`]); the last lines of a
+//! block, without such a window, take the plan's steps.
 //!
 //! An address that is not IPv4 is checked here too: the plain IPv6 form (hex groups, at most one
 //! `::`) from masks of its bytes ([`plain_ipv6`]), any other by the standard parser.
