@@ -524,6 +524,24 @@ pub(crate) enum Line<'a, 'e> {
     Other(&'a [u8]),
 }
 
+/// What [`walk_lines`] hands each line to.
+///
+/// A trait rather than a closure: the decoder's implementation is `#[inline(always)]`, so that the
+/// whole per-line work lands in the walk's function, compiled for its instructions (a closure is
+/// a function of its own, without the caller's `#[target_feature]`, and would call the AVX2 value
+/// check out of line). Closures implement it too (tests).
+pub(crate) trait OnLine {
+    /// One line, in order.
+    fn line(&mut self, line: Line<'_, '_>);
+}
+
+impl<F: FnMut(Line<'_, '_>)> OnLine for F {
+    #[inline(always)]
+    fn line(&mut self, line: Line<'_, '_>) {
+        self(line)
+    }
+}
+
 /// Calls `on_line` for every line of `text` (split at `'\n'`, the line end not included; a last
 /// line without one counts too), in order. Lines longer than `u32::MAX - 1` bytes are [`Line::Other`].
 ///
@@ -537,7 +555,7 @@ pub(crate) fn walk_lines<C: Classifier>(
     classifier: C,
     text: &[u8],
     ends: &mut [u32; MAX_ENDS],
-    mut on_line: impl FnMut(Line<'_, '_>),
+    mut on_line: impl OnLine,
 ) {
     let mut w = Walker { ends, n: 0, pos: 0, odd: false };
     let mut chunks = text.chunks_exact(64);
@@ -578,7 +596,7 @@ impl Walker<'_> {
         m: Masks,
         base: usize,
         popcnt: bool,
-        on_line: &mut impl FnMut(Line<'_, '_>),
+        on_line: &mut impl OnLine,
     ) {
         let (mut space, mut odd, mut newline) = (m.space, m.odd, m.newline);
         while newline != 0 {
@@ -647,13 +665,13 @@ impl Walker<'_> {
 
     /// Hands over the line from `pos` to `end` and resets for the next one.
     #[inline(always)]
-    fn emit(&mut self, text: &[u8], end: usize, on_line: &mut impl FnMut(Line<'_, '_>)) {
+    fn emit(&mut self, text: &[u8], end: usize, on_line: &mut impl OnLine) {
         let line = &text[self.pos..end];
         if !self.odd && self.n < MAX_ENDS && line.len() < u32::MAX as usize {
             self.ends[self.n] = line.len() as u32;
-            on_line(Line::Plain(line, &self.ends[..=self.n], &text[self.pos..]));
+            on_line.line(Line::Plain(line, &self.ends[..=self.n], &text[self.pos..]));
         } else {
-            on_line(Line::Other(line));
+            on_line.line(Line::Other(line));
         }
         self.n = 0;
         self.odd = false;
@@ -667,7 +685,7 @@ mod tests {
 
     fn lines_with<C: Classifier>(c: C, text: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u32>>)> {
         let mut out = Vec::new();
-        walk_lines(c, text, &mut [0; MAX_ENDS], |l| match l {
+        walk_lines(c, text, &mut [0; MAX_ENDS], |l: Line<'_, '_>| match l {
             Line::Plain(l, e, _) => out.push((l.to_vec(), Some(e.to_vec()))),
             Line::Other(l) => out.push((l.to_vec(), None)),
         });

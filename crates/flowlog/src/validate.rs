@@ -15,8 +15,12 @@
 //! - free text needs nothing: the scan hands over only lines of printable ASCII.
 //!
 //! The default (version 2) format, nearly every line AWS writes, runs the same steps with its
-//! positions constant ([`check_v2`]: straight code, no walk over the plan), and reads each IPv4
-//! address with one 16-byte load straight from the text ([`Classifier::ipv4_at`]).
+//! positions constant ([`check_v2`]: straight code, no walk over the plan), reading every value
+//! from a window of [`V2_SPAN`] bytes from the line's start with its field ends masked to a byte,
+//! so that no load needs a bounds check (both IPv4 addresses at once,
+//! [`Classifier::ipv4_pair_at`]; `srcport`, `dstport` and `protocol` as words, with no branch
+//! on their lengths). The decoder tries it first ([`check_default_v2`]); the last lines of a
+//! block, without such a window, take the plan's steps.
 //!
 //! An address that is not IPv4 is checked here too: the plain IPv6 form (hex groups, at most one
 //! `::`) from masks of its bytes ([`plain_ipv6`]), any other by the standard parser.
@@ -27,7 +31,7 @@
 
 use crate::field::{Field, ValueType};
 use crate::record::{addr_slot, parse_addr, Action, LogStatus, Parsed};
-use crate::scan::{Classifier, ValueMasks};
+use crate::scan::{Classifier, Span, ValueMasks};
 use std::net::Ipv4Addr;
 
 /// How the typed values of a format's lines are checked: built once with the
@@ -137,6 +141,11 @@ const fn be(s: &[u8]) -> u64 {
 }
 
 impl Plan {
+    /// The plan is the default (version 2) format's.
+    pub(crate) fn is_default_v2(&self) -> bool {
+        self.default_v2
+    }
+
     /// Adds the field at `pos` (fields are added in order, text fields included).
     pub(crate) fn push(&mut self, pos: u16, field: Field) {
         self.fields = usize::from(pos) + 1;
@@ -223,7 +232,13 @@ pub(crate) fn check<C: Classifier>(
         return None;
     }
     if plan.default_v2 {
-        return check_v2(c, rest, line, ends);
+        // Lines with a window of `V2_SPAN` bytes (all but a block's last few lines, and
+        // CloudWatch Logs events, which take the plan's steps below).
+        if let (Some(text), Ok(ends)) = (rest.first_chunk::<V2_SPAN>(), ends.try_into()) {
+            if line.len() <= V2_MAX_LINE {
+                return check_v2(c, text, line, ends);
+            }
+        }
     }
     let mut ok = true;
     for run in &plan.runs {
@@ -271,28 +286,71 @@ pub(crate) fn check<C: Classifier>(
     Some(parsed)
 }
 
+/// [`check`] of a line under the default (version 2) format that has a window of
+/// [`V2_SPAN`] bytes and at most [`V2_MAX_LINE`] bytes, 14 fields: the decoder's first try.
+/// `None` when the line is not such a line, or when [`check`] would answer `None`.
+///
+/// A line this accepts has a `version` of digits or `-`: it is neither blank nor a header line.
+#[inline(always)]
+pub(crate) fn check_default_v2<C: Classifier>(
+    c: C,
+    rest: &[u8],
+    line: &[u8],
+    ends: &[u32],
+) -> Option<Parsed> {
+    let (text, ends) = (rest.first_chunk::<V2_SPAN>()?, ends.try_into().ok()?);
+    if line.len() > V2_MAX_LINE {
+        return None;
+    }
+    check_v2(c, text, line, ends)
+}
+
+/// The longest line [`check_v2`] takes: every field end fits a byte, so that the windows read
+/// from a field's start stay inside [`V2_SPAN`] bytes with no bounds check.
+pub(crate) const V2_MAX_LINE: usize = 255;
+
+/// The bytes from a line's start that [`check_v2`] reads: the line, and the 64-byte window of
+/// the numeric run starting at most at byte 256.
+const V2_SPAN: usize = V2_MAX_LINE + 1 + 64;
+
 /// [`check`] for the default (version 2) format: the same steps as its plan's, with the
 /// positions, limits and the number of steps constant, so that the compiler makes them straight
-/// code (no loop over the plan, no load of a step, no branch on a step's kind).
+/// code (no loop over the plan, no load of a step, no branch on a step's kind). `text` is the
+/// text from the line's start (`line`, at most [`V2_MAX_LINE`] bytes, is its prefix): every
+/// value's window lies inside it, so no load needs a bounds check.
 #[inline(always)]
-fn check_v2<C: Classifier>(c: C, rest: &[u8], line: &[u8], ends: &[u32]) -> Option<Parsed> {
-    let ends: &[u32; 14] = ends.try_into().ok()?;
-    // A slice of constant length: every `get` of a constant position below is folded.
-    let ends = &ends[..];
-    let (s, e) = (start(ends, 5), end(ends, 11));
-    let mut ok = if e.wrapping_sub(s).wrapping_sub(1) < 64 {
-        short_run_ok(c, rest, s, e) && lengths_ok(line, ends, &V2_RUN[..3])
+fn check_v2<C: Classifier>(
+    c: C,
+    text: &[u8; V2_SPAN],
+    line: &[u8],
+    ends: &[u32; 14],
+) -> Option<Parsed> {
+    // Field ends are at most the line's length (`V2_MAX_LINE`): a byte holds them, which tells
+    // the compiler every window below is inside `text`.
+    let at = |i: usize| usize::from(ends[i] as u8);
+    let (s, e) = (at(4) + 1, at(11));
+    let n = e.wrapping_sub(s);
+    let mut ok = if n.wrapping_sub(1) < 64 {
+        let window =
+            text[s..].first_chunk::<64>().map_or_else(ValueMasks::default, |w| c.value_masks(w));
+        // srcport, dstport and protocol: 1 to 5, 5 and 3 digits, at most their limits.
+        short_masks_ok(window, n)
+            & small_ok(text, at(4) + 1, at(5), &V2_RUN[0])
+            & small_ok(text, at(5) + 1, at(6), &V2_RUN[1])
+            & small_ok(text, at(6) + 1, at(7), &V2_RUN[2])
     } else {
-        run_ok(c, rest, s, e) && lengths_ok(line, ends, &V2_RUN)
+        let ends = &ends[..];
+        run_ok(c, text, s, e) && lengths_ok(line, ends, &V2_RUN)
     };
-    ok &= lone_ok(rest, line, ends, &V2_VERSION);
+    ok &= lone_ok(text, line, ends, &V2_VERSION);
     let mut parsed = Parsed::default();
-    ok = ok && addr_pair_ok(c, rest, line, ends, &mut parsed);
+    let addrs = ((at(2) + 1, at(3)), (at(3) + 1, at(4)));
+    ok = ok && addr_pair_ok(c, text, line, addrs, &mut parsed);
     if !ok {
         return None;
     }
     // Nearly every line ends in `ACCEPT OK` or `REJECT OK`: both words in two compares.
-    match accept_or_reject_ok(line, e) {
+    match accept_or_reject_ok(text, line.len(), e) {
         Some(a) => {
             parsed.set_action(a);
             parsed.set_log_status(LogStatus::Ok);
@@ -308,18 +366,34 @@ fn check_v2<C: Classifier>(c: C, rest: &[u8], line: &[u8], ends: &[u32]) -> Opti
     Some(parsed)
 }
 
-/// The action of a line whose last two fields, after `end` (field 11) ending at `e`, are
-/// `ACCEPT OK` or `REJECT OK`; `None` for anything else (then each word is read on its own).
+/// The check of the numeric value from `s` to `e` (at most 256) of `text` of the `U8` or `U16`
+/// field `n`, in a run whose masks saw only digits and lone `-`: 1 to its type's digits and at
+/// most its largest value, with no branch (a port of five digits is common, and which ports
+/// have five is not for a branch to guess).
 #[inline(always)]
-fn accept_or_reject_ok(line: &[u8], e: usize) -> Option<Action> {
-    // ` ACCEPT OK`: the space after `end`, and the line's last 9 bytes: the first 8 as one word
-    // compared with both actions' (no branch on which one it is: one line in eight is a
-    // REJECT, too many for a branch to guess), then the `K`.
-    let (head, k) = line.split_last_chunk::<1>()?;
-    let word = u64::from_le_bytes(*head.last_chunk::<8>()?);
+fn small_ok(text: &[u8; V2_SPAN], s: usize, e: usize, n: &Num) -> bool {
+    let len = e.wrapping_sub(s);
+    let word = text[s..].first_chunk::<8>().map_or(u64::MAX, |w| u64::from_be_bytes(*w));
+    // The value's `len` bytes as a big-endian word (any shift when `len` is out of range, which
+    // fails the length test). A shorter value is below the limit whatever its digits: the
+    // limit's first byte is not zero.
+    let value = word.wrapping_shr(64u32.wrapping_sub(8u32.wrapping_mul(len as u32)));
+    (len.wrapping_sub(1) < usize::from(n.digits)) & (value <= n.limit)
+}
+
+/// The action of a line of `len` bytes from the start of `text` whose last two fields, after
+/// `end` (field 11) ending at `e` (at most [`V2_MAX_LINE`]), are `ACCEPT OK` or `REJECT OK`;
+/// `None` for anything else (then each word is read on its own).
+#[inline(always)]
+fn accept_or_reject_ok(text: &[u8; V2_SPAN], len: usize, e: usize) -> Option<Action> {
+    // ` ACCEPT OK`: the space after `end` and the 9 bytes after it, the line's last: the first 8
+    // as one word compared with both actions' (no branch on which one it is: one line in eight
+    // is a REJECT, too many for a branch to guess), then the `K`.
+    let tail = text[e..].first_chunk::<10>()?;
+    let (word, k) = (u64::from_le_bytes(*tail[1..].first_chunk::<8>()?), tail[9]);
     let (accept, reject) =
         (word == u64::from_le_bytes(*b"ACCEPT O"), word == u64::from_le_bytes(*b"REJECT O"));
-    let ok = (accept | reject) & (k == b"K") & (e.wrapping_add(10) == line.len());
+    let ok = (accept | reject) & (k == b'K') & (e.wrapping_add(10) == len);
     ok.then_some([Action::Accept, Action::Reject][usize::from(reject)])
 }
 
@@ -346,10 +420,9 @@ fn addr_pair_ok<C: Classifier>(
     c: C,
     rest: &[u8],
     line: &[u8],
-    ends: &[u32],
+    (src, dst): (Span, Span),
     parsed: &mut Parsed,
 ) -> bool {
-    let (src, dst) = ((start(ends, 3), end(ends, 3)), (start(ends, 4), end(ends, 4)));
     let [s, d] = c.ipv4_pair_at(rest, src, dst);
     addr_kept(line, src, 0, s, parsed) && addr_kept(line, dst, 1, d, parsed)
 }
@@ -472,9 +545,14 @@ impl Window {
 /// lengths checked one at a time.
 #[inline(always)]
 fn short_run_ok<C: Classifier>(c: C, rest: &[u8], s: usize, e: usize) -> bool {
-    let n = e - s;
+    short_masks_ok(masks_at(c, rest, s), e - s)
+}
+
+/// [`short_run_ok`] of the run of `n` (1 to 64) bytes whose masks are `m`.
+#[inline(always)]
+fn short_masks_ok(m: ValueMasks, n: usize) -> bool {
     let keep = u64::MAX >> (64 - n);
-    let w = Window::of(masks_at(c, rest, s), keep);
+    let w = Window::of(m, keep);
     let (filled, space) = (w.filled, w.space);
     let mut bad = w.bad;
     // An empty value: a space first or last, or two spaces in a row.
@@ -615,19 +693,35 @@ mod tests {
         fast_with(line, format.plan(), after)
     }
 
-    /// [`fast`] under `plan`.
+    /// [`fast`] under `plan`. The answer must not depend on the text after the line: it is
+    /// also asked with that text run on past [`V2_SPAN`] bytes (where the default format's
+    /// [`check_v2`] reads its windows), and without the line's `after` at all.
     fn fast_with(line: &str, plan: &Plan, after: &str) -> Option<Parsed> {
-        let text = format!("{line}{after}");
-        let rest = text.as_bytes();
-        let line = &rest[..line.len()];
-        let mut ends: Vec<u32> =
-            (0..line.len()).filter(|&i| line[i] == b' ').map(|i| i as u32).collect();
-        ends.push(line.len() as u32);
-        let got = check(Baseline, rest, line, &ends, plan);
-        #[cfg(target_arch = "x86_64")]
-        if let Some(avx2) = crate::scan::Avx2::detect() {
-            assert_eq!(check(avx2, rest, line, &ends, plan), got, "{line:?}");
-        }
+        let long = format!(
+            "{after}{}",
+            "\n2 123 eni-1 10.0.0.1 8.8.8.8 1 53 17 1 60 1 2 REJECT OK".repeat(6)
+        );
+        let answers = ["", after, &long].map(|after| {
+            let text = format!("{line}{after}");
+            let rest = text.as_bytes();
+            let line = &rest[..line.len()];
+            let mut ends: Vec<u32> =
+                (0..line.len()).filter(|&i| line[i] == b' ').map(|i| i as u32).collect();
+            ends.push(line.len() as u32);
+            let got = check(Baseline, rest, line, &ends, plan);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = crate::scan::Avx2::detect() {
+                assert_eq!(check(avx2, rest, line, &ends, plan), got, "{line:?}");
+            }
+            if plan.default_v2 && rest.len() >= V2_SPAN && line.len() <= V2_MAX_LINE {
+                // The decoder's first try answers the same wherever it answers.
+                let first = check_default_v2(Baseline, rest, line, &ends);
+                assert!(first.is_none() || first == got, "{line:?}");
+            }
+            got
+        });
+        let got = answers[0];
+        assert!(answers.iter().all(|a| *a == got), "{line:?} after {after:?}: {answers:?}");
         got
     }
 
@@ -711,6 +805,35 @@ mod tests {
         assert!(fast(line, &f, "").is_some());
         let v6 = "2 123 eni-1 2001:db8::1 ::1 80 53 6 1 1 1 1 REJECT OK";
         assert!(fast(v6, &f, "").is_some());
+    }
+
+    /// `srcport`, `dstport` and `protocol` at and past their limits and lengths, in the default
+    /// format's own check (no branch on a value's length) and the plan's: sure of every value
+    /// of at most the type's digits, and right.
+    #[test]
+    fn small_fields_at_their_limits() {
+        let f = Format::default_v2();
+        let (ports, protocols) = (
+            ["0", "9", "65535", "65536", "65599", "99999", "00000", "06553", "-", "1-", "-1"],
+            ["0", "255", "256", "299", "999", "000", "25", "-", "2-"],
+        );
+        for (at, values, digits) in [(5, &ports[..], 5), (6, &ports[..], 5), (7, &protocols[..], 3)]
+        {
+            for v in values.iter().chain(&["000000", "0001", "0255"]) {
+                let mut t: Vec<&str> =
+                    "2 123 eni-1 10.0.0.1 8.8.8.8 443 49152 6 10 840 1 2 REJECT OK"
+                        .split(' ')
+                        .collect();
+                t[at] = v;
+                let line = t.join(" ");
+                let got = fast(&line, &f, "\n");
+                if v.len() <= digits {
+                    assert_eq!(got.is_some(), exact(&line, &f), "{line}");
+                } else {
+                    assert!(got.is_none(), "{line}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub(super) struct Decoder<'o, S> {
     /// The format from the last header line seen, if any.
     header: Option<Format>,
     fallback: Format,
+    /// The longest line the default format's own check takes first
+    /// ([`crate::validate::check_default_v2`]) while the format in force is the default one;
+    /// 0 while it is not (set with the format, [`Decoder::set_fast_v2`]).
+    fast_v2_max: usize,
     summary: Summary,
     line_number: u64,
     /// Decompressed bytes still allowed.
@@ -55,10 +59,28 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
             items: Vec::new(),
             header: None,
             fallback: opts.format.clone().unwrap_or_else(Format::default_v2),
+            fast_v2_max: 0,
             summary: Summary { input_bytes: input_len as u64, ..Summary::default() },
             line_number: 0,
             budget,
         }
+        .set_fast_v2()
+    }
+
+    /// Sets [`Decoder::fast_v2_max`] for the format in force.
+    fn set_fast_v2(mut self) -> Self {
+        self.update_fast_v2();
+        self
+    }
+
+    /// Sets [`Decoder::fast_v2_max`] for the format in force (after a header line).
+    fn update_fast_v2(&mut self) {
+        let format = self.header.as_ref().unwrap_or(&self.fallback);
+        self.fast_v2_max = if format.plan().is_default_v2() {
+            self.opts.max_line_bytes.min(crate::validate::V2_MAX_LINE)
+        } else {
+            0
+        };
     }
 
     /// What was decoded: the counts, and the format of the last header line seen.
@@ -157,24 +179,11 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
 
     /// The body of [`Decoder::feed_text`] for one classifier.
     #[inline(always)]
-    fn feed_text_with<C: FastLine>(&mut self, classifier: C, text: &[u8], headers: bool) {
+    fn feed_text_with<C: scan::Classifier>(&mut self, classifier: C, text: &[u8], headers: bool) {
         self.summary.decoded_bytes += text.len() as u64;
-        // Taken out of `self` while the closure borrows the rest of it.
+        // Taken out of `self` while the walk borrows the rest of it.
         let mut room = self.ends.take().unwrap_or_else(|| Box::new([0; scan::MAX_ENDS]));
-        // The per-line work is not written in this closure: a closure is a function of its own,
-        // which does not inherit `#[target_feature]` and is too large, with the walk's several
-        // call sites, to be inlined into `feed_text_avx2`; so it would be compiled for the
-        // baseline and call the AVX2 value check and the SSSE3 address parser out of line.
-        // `FastLine::plain_line` is the build of that work for `classifier`'s instructions.
-        scan::walk_lines(classifier, text, &mut room, |line| {
-            self.line_number += 1;
-            match line {
-                scan::Line::Plain(line, ends, rest) => {
-                    classifier.plain_line(self, line, ends, rest, headers)
-                }
-                scan::Line::Other(line) => self.text_line(line, headers),
-            }
-        });
+        scan::walk_lines(classifier, text, &mut room, Lines { d: self, classifier, headers });
         self.ends = Some(room);
     }
 
@@ -191,6 +200,16 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
         rest: &[u8],
         headers: bool,
     ) {
+        // Nearly every line: the default format's, checked with no test of blank and header
+        // lines (its `version` is digits or `-`) and no look at the plan.
+        if line.len() <= self.fast_v2_max {
+            if let Some(parsed) = crate::validate::check_default_v2(classifier, rest, line, ends) {
+                let format = self.header.as_ref().unwrap_or(&self.fallback);
+                self.summary.records += 1;
+                let rec = FlowRecord::with_parsed(line, ends, format, self.line_number, parsed);
+                return self.sink.record(&rec);
+            }
+        }
         let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
         let format = self.header.as_ref().unwrap_or(&self.fallback);
         let first = line.first().copied().unwrap_or(b' ');
@@ -215,25 +234,6 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
         };
         self.summary.records += 1;
         self.sink.record(&FlowRecord::with_parsed(line, ends, format, self.line_number, parsed));
-    }
-
-    /// [`Decoder::plain_line`] compiled for AVX2, BMI1/2 and POPCNT, so that the value check's AVX2
-    /// masks, the SSSE3 address parser and the sink are inlined into it.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, BMI1, BMI2 and POPCNT (`avx2` proves it).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
-    #[allow(unsafe_code)] // reason: compiled for AVX2; the caller holds the proof it is there
-    unsafe fn plain_line_avx2(
-        &mut self,
-        avx2: scan::Avx2,
-        line: &[u8],
-        ends: &[u32],
-        rest: &[u8],
-        headers: bool,
-    ) {
-        self.plain_line(avx2, line, ends, rest, headers);
     }
 
     /// One line of text (its number already counted) that the fast path did not take: blank lines
@@ -280,6 +280,7 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
             Some(f) => {
                 self.summary.headers += 1;
                 self.header = Some(f);
+                self.update_fast_v2();
             }
             None => {
                 self.summary.malformed += 1;
@@ -331,49 +332,26 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
     }
 }
 
-/// A classifier with the build of [`Decoder::plain_line`] that goes with it: the fast path of a
-/// line compiled for the instructions the classifier proves the CPU has.
-trait FastLine: scan::Classifier {
-    /// [`Decoder::plain_line`] for this classifier.
-    fn plain_line<S: RecordSink>(
-        self,
-        d: &mut Decoder<'_, S>,
-        line: &[u8],
-        ends: &[u32],
-        rest: &[u8],
-        headers: bool,
-    );
+/// The decoder as the walk's [`scan::OnLine`]: every line's work inlined into the walk, so that
+/// under [`Decoder::feed_text_avx2`] the value check's AVX2 masks, the SSSE3 address parser and
+/// the sink are compiled for those instructions with no call per line.
+struct Lines<'d, 'a, S: RecordSink, C> {
+    d: &'d mut Decoder<'a, S>,
+    classifier: C,
+    /// Header lines may change the format.
+    headers: bool,
 }
 
-impl FastLine for scan::Baseline {
+impl<S: RecordSink, C: scan::Classifier> scan::OnLine for Lines<'_, '_, S, C> {
     #[inline(always)]
-    fn plain_line<S: RecordSink>(
-        self,
-        d: &mut Decoder<'_, S>,
-        line: &[u8],
-        ends: &[u32],
-        rest: &[u8],
-        headers: bool,
-    ) {
-        d.plain_line(self, line, ends, rest, headers);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl FastLine for scan::Avx2 {
-    #[inline(always)]
-    #[allow(unsafe_code)] // reason: calling the AVX2 build; `self` proves the CPU has AVX2
-    fn plain_line<S: RecordSink>(
-        self,
-        d: &mut Decoder<'_, S>,
-        line: &[u8],
-        ends: &[u32],
-        rest: &[u8],
-        headers: bool,
-    ) {
-        // SAFETY: an `Avx2` value is only made by `Avx2::detect`, after the CPU reported AVX2,
-        // BMI1, BMI2 and POPCNT.
-        unsafe { d.plain_line_avx2(self, line, ends, rest, headers) }
+    fn line(&mut self, line: scan::Line<'_, '_>) {
+        self.d.line_number += 1;
+        match line {
+            scan::Line::Plain(line, ends, rest) => {
+                self.d.plain_line(self.classifier, line, ends, rest, self.headers)
+            }
+            scan::Line::Other(line) => self.d.text_line(line, self.headers),
+        }
     }
 }
 
@@ -446,10 +424,12 @@ mod builds {
             items: Vec::new(),
             header: None,
             fallback: opts.format.clone().unwrap_or_else(crate::Format::default_v2),
+            fast_v2_max: 0,
             summary: Summary::default(),
             line_number: 0,
             budget: 0,
-        };
+        }
+        .set_fast_v2();
         match avx2 {
             #[allow(unsafe_code)] // reason: a test calling the AVX2 build after detecting AVX2
             // SAFETY: `avx2` came from `Avx2::detect`, so this CPU has AVX2, BMI1, BMI2 and POPCNT.
@@ -460,8 +440,9 @@ mod builds {
         (sink, summary)
     }
 
-    /// The per-line fast path has one build per classifier (`FastLine`): the AVX2 build of
-    /// `Decoder::plain_line` hands over exactly what the baseline build does, good lines, damaged
+    /// The per-line fast path is built once per classifier (inlined into the walk of
+    /// `feed_text_avx2` and of the baseline): the AVX2 build hands over exactly what the baseline
+    /// build does, good lines, damaged
     /// values, IPv6, headers and odd bytes alike.
     #[test]
     fn avx2_and_baseline_builds_of_the_line_fast_path_agree() {
