@@ -234,10 +234,8 @@ pub(crate) fn check<C: Classifier>(
     if plan.default_v2 {
         // Lines with a window of `V2_SPAN` bytes (all but a block's last few lines, and
         // CloudWatch Logs events, which take the plan's steps below).
-        if let (Some(text), Ok(ends)) = (rest.first_chunk::<V2_SPAN>(), ends.try_into()) {
-            if line.len() <= V2_MAX_LINE {
-                return check_v2(c, text, line, ends);
-            }
+        if let Some((text, ends)) = v2_window(rest, line, ends) {
+            return check_v2(c, text, line, ends);
         }
     }
     let mut ok = true;
@@ -298,11 +296,20 @@ pub(crate) fn check_default_v2<C: Classifier>(
     line: &[u8],
     ends: &[u32],
 ) -> Option<Parsed> {
-    let (text, ends) = (rest.first_chunk::<V2_SPAN>()?, ends.try_into().ok()?);
-    if line.len() > V2_MAX_LINE {
-        return None;
-    }
+    let (text, ends) = v2_window(rest, line, ends)?;
     check_v2(c, text, line, ends)
+}
+
+/// What [`check_v2`] reads of a line of at most [`V2_MAX_LINE`] bytes and 14 fields: the
+/// [`V2_SPAN`] bytes of text from its start and its field ends; `None` for any other line.
+#[inline(always)]
+fn v2_window<'t, 'e>(
+    rest: &'t [u8],
+    line: &[u8],
+    ends: &'e [u32],
+) -> Option<(&'t [u8; V2_SPAN], &'e [u32; 14])> {
+    let (text, ends) = (rest.first_chunk::<V2_SPAN>()?, ends.try_into().ok()?);
+    (line.len() <= V2_MAX_LINE).then_some((text, ends))
 }
 
 /// The longest line [`check_v2`] takes: every field end fits a byte, so that the windows read
