@@ -202,13 +202,16 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
     ) {
         // Nearly every line: the default format's, checked with no test of blank and header
         // lines (its `version` is digits or `-`) and no look at the plan.
-        if line.len() <= self.fast_v2_max {
-            if let Some(parsed) = crate::validate::check_default_v2(classifier, rest, line, ends) {
-                let format = self.header.as_ref().unwrap_or(&self.fallback);
-                self.summary.records += 1;
-                let rec = FlowRecord::with_parsed(line, ends, format, self.line_number, parsed);
-                return self.sink.record(&rec);
-            }
+        // `Some(None)`: the default format's check has answered that it is not sure of the line
+        // (a damaged value, an `-`, IPv6), which is what `validate::check` would answer again.
+        let tried = (line.len() <= self.fast_v2_max)
+            .then(|| crate::validate::check_default_v2(classifier, rest, line, ends))
+            .flatten();
+        if let Some(Some(parsed)) = tried {
+            let format = self.header.as_ref().unwrap_or(&self.fallback);
+            self.summary.records += 1;
+            let rec = FlowRecord::with_parsed(line, ends, format, self.line_number, parsed);
+            return self.sink.record(&rec);
         }
         let max = self.opts.max_line_bytes.min(u32::MAX as usize - 1);
         let format = self.header.as_ref().unwrap_or(&self.fallback);
@@ -225,7 +228,9 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
         }
         // Checked in the window the scan just read; the exact check only when the fast one
         // is not sure (a damaged value, an IPv6 address, a long number).
-        let parsed = match crate::validate::check(classifier, rest, line, ends, format.plan()) {
+        let fast = tried
+            .unwrap_or_else(|| crate::validate::check(classifier, rest, line, ends, format.plan()));
+        let parsed = match fast {
             Some(parsed) => parsed,
             None => match check_exact(line, ends, format) {
                 Ok(()) => Parsed::default(),
