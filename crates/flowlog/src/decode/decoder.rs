@@ -204,9 +204,13 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
         // lines (its `version` is digits or `-`) and no look at the plan.
         // `Some(None)`: the default format's check has answered that it is not sure of the line
         // (a damaged value, an `-`, IPv6), which is what `validate::check` would answer again.
-        let tried = (line.len() <= self.fast_v2_max)
-            .then(|| crate::validate::check_default_v2(classifier, rest, line, ends))
-            .flatten();
+        // No closures here: a closure is a function of its own, compiled without the walk's
+        // `#[target_feature]` (`scan::OnLine`), and the check would be called out of line.
+        let tried = if line.len() <= self.fast_v2_max {
+            crate::validate::check_default_v2(classifier, rest, line, ends)
+        } else {
+            None
+        };
         if let Some(Some(parsed)) = tried {
             let format = self.header.as_ref().unwrap_or(&self.fallback);
             self.summary.records += 1;
@@ -228,8 +232,10 @@ impl<'o, S: RecordSink> Decoder<'o, S> {
         }
         // Checked in the window the scan just read; the exact check only when the fast one
         // is not sure (a damaged value, an IPv6 address, a long number).
-        let fast = tried
-            .unwrap_or_else(|| crate::validate::check(classifier, rest, line, ends, format.plan()));
+        let fast = match tried {
+            Some(answer) => answer,
+            None => crate::validate::check(classifier, rest, line, ends, format.plan()),
+        };
         let parsed = match fast {
             Some(parsed) => parsed,
             None => match check_exact(line, ends, format) {
